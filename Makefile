@@ -1,0 +1,55 @@
+# l1bn: every target installs what it needs first (a .venv with torch==2.13.0, the package with
+# its extras, Icarus through apt when it is absent). A stamp file makes that happen once.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp-install
+TORCH := torch==2.13.0
+# pytest workers: CI machines have 2 cores.
+JOBS ?= auto
+
+.PHONY: all install demo test test-fast lint clean doctor icarus
+
+all: test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first: an unpinned torch pulled in by a dependency would be a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[all]"
+	touch $(STAMP)
+
+icarus:
+	@if ! command -v iverilog >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Icarus Verilog (apt)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; \
+	  else \
+	    echo "iverilog missing and apt is not usable: install Icarus Verilog 11+ by hand" >&2; exit 1; \
+	  fi; \
+	fi
+
+install: $(STAMP) icarus
+
+doctor: install
+	$(BIN)/l1bn doctor
+
+demo: install
+	$(BIN)/l1bn demo
+
+test: install
+	$(BIN)/python -m pytest -n $(JOBS) -q
+
+test-fast: install
+	$(BIN)/python -m pytest -n $(JOBS) -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check hw sw sim tests bench
+
+clean:
+	rm -rf build runs reports sim_build .pytest_cache .hypothesis .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,227 @@
+"""The one simulator helper every cocotb run goes through.
+
+``run_cocotb`` takes an Amaranth component (or Verilog text), writes its Verilog into a build
+folder of its own, builds it for Icarus or Verilator, runs a cocotb test module against it, and
+returns a parsed :class:`SimResult`. A failing cocotb test raises :class:`SimulationError` naming it.
+
+The config of the design travels to the bench as JSON in the ``L1BN_CONFIG`` environment variable
+(``l1bn.sim.benches.common.load_config`` reads it back); extra data go through ``L1BN_*`` variables
+or files in the build folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .tools import ToolError, require_iverilog, setup_verilator
+
+__all__ = ["SIMULATORS", "SimResult", "SimulationError", "run_cocotb", "to_verilog", "default_build_root"]
+
+SIMULATORS = ("icarus", "verilator")
+
+_env_lock = threading.Lock()
+
+
+class SimulationError(RuntimeError):
+    """A cocotb run failed; ``failed`` lists the names of the failing tests."""
+
+    def __init__(self, message: str, failed: list[str], result: SimResult | None = None):
+        super().__init__(message)
+        self.failed = failed
+        self.result = result
+
+
+@dataclass
+class TestCaseResult:
+    name: str
+    passed: bool
+    message: str = ""
+    sim_time_ns: float | None = None
+    wall_s: float | None = None
+
+
+@dataclass
+class SimResult:
+    """What one cocotb run produced."""
+
+    simulator: str
+    toplevel: str
+    build_dir: Path
+    results_xml: Path
+    tests: list[TestCaseResult] = field(default_factory=list)
+    build_s: float = 0.0
+    run_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.tests) and all(t.passed for t in self.tests)
+
+    @property
+    def failed(self) -> list[str]:
+        return [t.name for t in self.tests if not t.passed]
+
+
+def default_build_root() -> Path:
+    """``$L1BN_BUILD_DIR`` or ``./build``."""
+    return Path(os.environ.get("L1BN_BUILD_DIR", "build")).resolve()
+
+
+def to_verilog(component, name: str) -> str:
+    """Amaranth component to Verilog text (no source locations, so the text is stable)."""
+    from amaranth.back import verilog
+
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+def _parse_results(xml_path: Path) -> list[TestCaseResult]:
+    root = ET.parse(xml_path).getroot()
+    out = []
+    for tc in root.iter("testcase"):
+        fail = tc.find("failure")
+        if fail is None:
+            fail = tc.find("error")
+        sim_ns = tc.get("sim_time_ns")
+        wall = tc.get("time")
+        out.append(TestCaseResult(
+            name=tc.get("name", "?"),
+            passed=fail is None,
+            message="" if fail is None else (fail.get("message") or fail.text or "failed"),
+            sim_time_ns=float(sim_ns) if sim_ns else None,
+            wall_s=float(wall) if wall else None,
+        ))
+    return out
+
+
+@contextlib.contextmanager
+def _not_under_pytest():
+    # cocotb's runner calls sys.exit() on failure when it sees PYTEST_CURRENT_TEST; we want to
+    # parse the results ourselves and raise an error that names the failing test.
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = saved
+
+
+def run_cocotb(
+    design,
+    *,
+    toplevel: str,
+    test_module: str,
+    simulator: str = "icarus",
+    build_dir: str | os.PathLike | None = None,
+    config=None,
+    extra_env: dict[str, str] | None = None,
+    testcase: str | list[str] | None = None,
+    extra_sources: list[str | os.PathLike] = (),
+    waves: bool = False,
+    seed: int | None = None,
+    raise_on_fail: bool = True,
+    verbose: bool = False,
+) -> SimResult:
+    """Build ``design`` and run the cocotb ``test_module`` against it.
+
+    Parameters
+    ----------
+    design : amaranth Component or str
+        The design under test, or its Verilog text.
+    toplevel : str
+        Verilog module name of the top.
+    test_module : str
+        Dotted name of the cocotb test module (e.g. ``"l1bn.sim.benches.absdiff_tb"``).
+    simulator : {"icarus", "verilator"}
+    build_dir : path, optional
+        Defaults to ``build/<toplevel>-<simulator>-<hash of the Verilog>``.
+    config : a config object of :mod:`l1bn.sw.config`, optional
+        Passed to the bench as JSON in ``L1BN_CONFIG``.
+    raise_on_fail : bool
+        Raise :class:`SimulationError` naming the failing tests (default).
+
+    Returns
+    -------
+    SimResult
+    """
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator={simulator!r} is unknown; choose one of {', '.join(SIMULATORS)}")
+    if simulator == "icarus":
+        require_iverilog()
+    else:
+        with _env_lock:
+            setup_verilator()
+
+    from cocotb_tools.runner import get_runner
+
+    text = design if isinstance(design, str) else to_verilog(design, toplevel)
+    h = hashlib.sha256(text.encode()).hexdigest()[:10]
+    bdir = Path(build_dir) if build_dir is not None else default_build_root() / f"{toplevel}-{simulator}-{h}"
+    bdir = bdir.resolve()
+    bdir.mkdir(parents=True, exist_ok=True)
+    src = bdir / f"{toplevel}.v"
+    if not src.exists() or src.read_text() != text:
+        src.write_text(text)
+
+    env = dict(extra_env or {})
+    if config is not None:
+        env["L1BN_CONFIG"] = config.to_json()
+    # the bench imports l1bn from the same environment as this process
+    env.setdefault("PYTHONPATH", os.pathsep.join(sys.path))
+
+    runner = get_runner(simulator)
+    build_args = ["-Wno-fatal"] if simulator == "verilator" else []
+    t0 = time.perf_counter()
+    with _not_under_pytest():
+        try:
+            runner.build(
+                sources=[src, *map(Path, extra_sources)],
+                hdl_toplevel=toplevel,
+                build_dir=bdir,
+                build_args=build_args,
+                timescale=("1ns", "1ps"),
+                waves=waves,
+                verbose=verbose,
+            )
+        except (SystemExit, Exception) as e:  # the runner exits on compiler errors
+            raise SimulationError(f"{simulator} failed to build {toplevel} in {bdir}: {e}", failed=["<build>"]) from None
+        t1 = time.perf_counter()
+        xml = bdir / f"results-{os.getpid()}-{threading.get_ident()}.xml"
+        try:
+            runner.test(
+                test_module=test_module,
+                hdl_toplevel=toplevel,
+                build_dir=bdir,
+                test_dir=bdir,
+                results_xml=str(xml),
+                extra_env=env,
+                testcase=testcase,
+                waves=waves,
+                seed=seed,
+                timescale=("1ns", "1ps"),
+                verbose=verbose,
+            )
+        except SystemExit:
+            pass  # results (if any) are in the XML
+    t2 = time.perf_counter()
+
+    tests = _parse_results(xml) if xml.exists() else []
+    result = SimResult(simulator, toplevel, bdir, xml, tests, build_s=t1 - t0, run_s=t2 - t1)
+    if raise_on_fail and not result.passed:
+        failed = result.failed or ["<no test ran>"]
+        detail = "; ".join(f"{t.name}: {t.message.strip().splitlines()[0] if t.message.strip() else 'failed'}"
+                           for t in tests if not t.passed)
+        raise SimulationError(
+            f"cocotb test(s) failed on {simulator}: {', '.join(failed)}"
+            + (f" ({detail})" if detail else f" (see {bdir})"),
+            failed=failed, result=result)
+    return result
+
+
+__all__ += ["ToolError"]

@@ -1,0 +1,96 @@
+"""The ``l1bn`` command line: doctor, train, export, infer, verilog, sim, report, build, demo.
+
+Each command lives in its own module and is imported only when it runs, so ``l1bn --help`` is fast
+and a command's heavy imports (torch, amaranth, cocotb) cost nothing to the others.
+Errors a user can cause (bad values, missing tools, bad files) print one ``error:`` line and exit
+with status 2; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# name -> (module, attribute, one-line help). The help is here so that --help imports nothing.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "doctor": ("l1bn.sw.doctor", "doctor", "Check the toolchain and print what is missing."),
+    "train": ("l1bn.sw.train_cli", "train", "Quantization-aware training on the digits data."),
+    "export": ("l1bn.sw.export_cli", "export", "Export a trained run to integer weights for the hardware."),
+    "infer": ("l1bn.sw.export_cli", "infer", "Run the integer reference on an export."),
+    "verilog": ("l1bn.sim.verilog_cli", "verilog", "Generate Verilog for a design."),
+    "sim": ("l1bn.sim.sim_cli", "sim", "Simulate a design or an exported network with cocotb."),
+    "report": ("l1bn.sim.report_cli", "report", "Area, Fmax, latency and energy: L1-BN against L2-BN."),
+    "build": ("l1bn.sim.build_cli", "build", "Build a bitstream for an FPGA board (open tools)."),
+    "demo": ("l1bn.sim.demo", "demo", "Train, export, generate, simulate and summarize, end to end."),
+}
+
+
+class L1BNError(Exception):
+    """An error the user can fix; printed as one line by the CLI."""
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("l1bn"):
+                return _unavailable(name, f"`l1bn {name}` is not available in this build ({e.name} is missing)")
+            return _unavailable(name, f"`l1bn {name}` needs {e.name}: run  make install")
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _unavailable(name, message):
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def cmd():
+        raise L1BNError(message)
+    return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="l1bn")
+def cli():
+    """l1bn: low-bit networks with L1-norm batch normalization, from PyTorch to verified Verilog."""
+
+
+def main(argv=None):
+    """Entry point: runs the CLI and turns user errors into one line and exit status 2."""
+    from l1bn.sim.tools import ToolError
+
+    user_errors = (L1BNError, ValueError, ToolError, FileNotFoundError)
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except user_errors as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except Exception as e:  # the simulator's own errors are user-facing too
+        from l1bn.sim.runner import SimulationError
+
+        if isinstance(e, SimulationError):
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Design configuration objects: the only way a parameter travels through l1bn.
+
+The CLI builds a config, the Amaranth generator elaborates it, the integer reference computes with
+it, the cocotb bench reads it back (``to_json``/``from_json``) and the report keys its cache on
+``digest()``. This module imports nothing heavy (no torch, no amaranth).
+
+Every constructor argument is keyword-only and validated in ``__post_init__``; a bad value raises
+``ValueError`` naming the parameter, the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "check_int",
+    "check_choice",
+    "clog2",
+    "BNConfig",
+    "MACConfig",
+    "config_from_json",
+]
+
+
+def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """Return ``value`` if it is an int in ``[lo, hi]``; else raise a ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}={value!r} must be an integer in {lo}..{hi if hi is not None else 'inf'}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name}={value} is out of range; allowed {rng}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> Any:
+    """Return ``value`` if it is one of ``choices``; else raise a ``ValueError`` naming it."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def clog2(n: int) -> int:
+    """Bits needed to count ``n`` distinct values: ``ceil(log2(n))``, 0 for n <= 1."""
+    return max(0, (n - 1).bit_length())
+
+
+class _Config:
+    """Mixin: JSON round trip and a stable digest for caching."""
+
+    kind: ClassVar[str] = ""
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        kind = d.pop("kind", cls.kind)
+        if kind != cls.kind:
+            raise ValueError(f"config kind={kind!r} does not match {cls.kind!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+# Largest intermediate the int64 reference can hold exactly (sign bit excluded).
+MAX_INTERMEDIATE_BITS = 62
+
+
+@dataclass(frozen=True, kw_only=True)
+class BNConfig(_Config):
+    """A training-mode batch-norm unit (L1 or L2) and its integer arithmetic.
+
+    Data are signed two's complement. Per channel, a batch holds ``n`` elements; ``lanes`` elements
+    arrive per cycle. See ``docs/arithmetic.md`` for every stage.
+
+    Parameters
+    ----------
+    norm : {"l1", "l2"}
+        Dispersion operator: mean absolute deviation (sign/abs) or standard deviation (square/sqrt).
+    width : int, 2..32
+        Bits of the input x (signed integer, no fractional bits).
+    out_width : int, 2..32
+        Bits of the output y (signed, ``out_frac`` fractional bits), saturated.
+    channels : int, 1..4096
+        Channels processed one after another.
+    n : int, 2..65536
+        Elements per channel per batch (N*H*W of the mini-batch).
+    lanes : int, 1..64, must divide n
+        Elements accepted (and produced) per cycle.
+    frac : int, 0..16
+        Fractional bits of the mean, the deviations and sigma.
+    xhat_frac : int, 1..24
+        Fractional bits of the normalized value xhat.
+    recip_bits : int, 4..40
+        The reciprocal is ``floor(2**recip_bits / sigma)``.
+    gamma_width, gamma_frac : int
+        gamma is signed ``gamma_width`` bits with ``gamma_frac`` fractional bits.
+    beta_width : int
+        beta is signed ``beta_width`` bits in output units (``out_frac`` fractional bits).
+    out_frac : int, 0..xhat_frac+gamma_frac
+        Fractional bits of y.
+    eps : int, >= 1
+        Added to sigma, in units of 2**-frac; >= 1 keeps the reciprocal defined.
+    c_bits : int, 4..24
+        L1 only: c = sqrt(pi/2) is the constant ``round(c * 2**c_bits)``, applied with rounding.
+    """
+
+    kind: ClassVar[str] = "bn"
+    NORMS: ClassVar[tuple] = ("l1", "l2")
+
+    norm: str = "l1"
+    width: int = 8
+    out_width: int = 8
+    channels: int = 1
+    n: int = 64
+    lanes: int = 1
+    frac: int = 4
+    xhat_frac: int = 8
+    recip_bits: int = 20
+    gamma_width: int = 8
+    gamma_frac: int = 6
+    beta_width: int = 8
+    out_frac: int = 4
+    eps: int = 1
+    c_bits: int = 12
+
+    def __post_init__(self):
+        check_choice("norm", self.norm, self.NORMS)
+        check_int("width", self.width, 2, 32)
+        check_int("out_width", self.out_width, 2, 32)
+        check_int("channels", self.channels, 1, 4096)
+        check_int("n", self.n, 2, 65536)
+        check_int("lanes", self.lanes, 1, 64)
+        if self.n % self.lanes:
+            raise ValueError(f"lanes={self.lanes} must divide n={self.n}")
+        check_int("frac", self.frac, 0, 16)
+        check_int("xhat_frac", self.xhat_frac, 1, 24)
+        check_int("recip_bits", self.recip_bits, 4, 40)
+        check_int("gamma_width", self.gamma_width, 2, 18)
+        check_int("gamma_frac", self.gamma_frac, 0, self.gamma_width - 1)
+        check_int("beta_width", self.beta_width, 2, 32)
+        check_int("out_frac", self.out_frac, 0, self.xhat_frac + self.gamma_frac)
+        check_int("eps", self.eps, 1, 2**16)
+        check_int("c_bits", self.c_bits, 4, 24)
+        widest = max(self.sum_sq_bits if self.norm == "l2" else self.sum_abs_bits,
+                     self.norm_product_bits)
+        if widest > MAX_INTERMEDIATE_BITS:
+            raise ValueError(
+                f"width={self.width}, n={self.n}, frac={self.frac} need a {widest}-bit intermediate; "
+                f"at most {MAX_INTERMEDIATE_BITS} bits are supported (lower width, n or frac)")
+
+    # Derived widths (bits, signed unless noted). Generators and the reference both use these.
+    @property
+    def count_bits(self) -> int:
+        return clog2(self.n)
+
+    @property
+    def sum_bits(self) -> int:
+        """Sum of x over a channel."""
+        return self.width + self.count_bits
+
+    @property
+    def dev_bits(self) -> int:
+        """d = (x << frac) - mu, signed."""
+        return self.width + self.frac + 1
+
+    @property
+    def sum_abs_bits(self) -> int:
+        """Sum of |d| (unsigned)."""
+        return self.dev_bits - 1 + self.count_bits
+
+    @property
+    def sum_sq_bits(self) -> int:
+        """Sum of d*d (unsigned)."""
+        return 2 * (self.dev_bits - 1) + self.count_bits
+
+    @property
+    def norm_product_bits(self) -> int:
+        """d * inv, signed."""
+        return self.dev_bits + self.recip_bits + 1
+
+    @property
+    def beats(self) -> int:
+        """Stream beats per channel: n / lanes."""
+        return self.n // self.lanes
+
+
+@dataclass(frozen=True, kw_only=True)
+class MACConfig(_Config):
+    """A low-bit fixed-point MAC array and its integer arithmetic.
+
+    Parameters
+    ----------
+    rows, cols : int, 1..64
+        Array shape: ``rows`` output rows (M) by ``cols`` output columns (N) per tile.
+    wbits, abits : int, 1..8
+        Weight and activation bits.
+    signed_w, signed_a : bool
+        Two's complement when True; unsigned otherwise. 1-bit signed weights are binary
+        {-1, +1} (encoded 0 -> +1, 1 -> -1); see docs/arithmetic.md.
+    k : int, 1..65536
+        Largest reduction length the accumulator must hold without overflow.
+    requant : bool
+        Apply the output requantizer (shift with rounding, saturation, optional ReLU).
+    out_bits : int, 2..16
+        Requantized output bits (signed, or unsigned when ``relu``).
+    shift : int, 0..31
+        Arithmetic right shift of the requantizer (round half up).
+    relu : bool
+        Clamp negative results to 0 before saturation.
+    """
+
+    kind: ClassVar[str] = "mac"
+
+    rows: int = 4
+    cols: int = 4
+    wbits: int = 4
+    abits: int = 4
+    signed_w: bool = True
+    signed_a: bool = True
+    k: int = 64
+    requant: bool = False
+    out_bits: int = 8
+    shift: int = 0
+    relu: bool = False
+
+    def __post_init__(self):
+        check_int("rows", self.rows, 1, 64)
+        check_int("cols", self.cols, 1, 64)
+        check_int("wbits", self.wbits, 1, 8)
+        check_int("abits", self.abits, 1, 8)
+        for name in ("signed_w", "signed_a", "requant", "relu"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+        check_int("k", self.k, 1, 65536)
+        check_int("out_bits", self.out_bits, 2, 16)
+        check_int("shift", self.shift, 0, 31)
+
+
+def config_from_json(text: str):
+    """Rebuild any config from its ``to_json()`` text (used by the cocotb benches)."""
+    d = json.loads(text)
+    kinds = {c.kind: c for c in (BNConfig, MACConfig)}
+    kind = d.get("kind")
+    if kind not in kinds:
+        raise ValueError(f"config kind={kind!r} is unknown; expected one of {sorted(kinds)}")
+    return kinds[kind].from_dict(d)

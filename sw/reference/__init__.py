@@ -1,0 +1,9 @@
+"""The bit-exact integer reference model: the specification of the hardware arithmetic.
+
+Pure torch int64 functions, vectorized (no Python loops over elements), that implement
+``docs/arithmetic.md`` exactly and take the same config objects as the hardware generators.
+"""
+
+from .core import div_const, rshift_round, saturate, recip_const, int_range
+
+__all__ = ["div_const", "rshift_round", "saturate", "recip_const", "int_range"]
