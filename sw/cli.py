@@ -32,22 +32,34 @@ class L1BNError(Exception):
 
 
 class LazyGroup(click.Group):
+    """A click group whose subcommands are ``(module, attribute, help)`` entries imported on use.
+
+    Subclasses (or instances, through ``commands=``) set ``lazy_commands``.
+    """
+
+    lazy_commands: dict[str, tuple[str, str, str]] = COMMANDS
+
+    def __init__(self, *args, commands=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(commands, dict) and commands and isinstance(next(iter(commands.values())), tuple):
+            self.lazy_commands = commands
+
     def list_commands(self, ctx):
-        return list(COMMANDS)
+        return list(self.lazy_commands)
 
     def get_command(self, ctx, name):
-        if name not in COMMANDS:
+        if name not in self.lazy_commands:
             return None
-        module, attr, _ = COMMANDS[name]
+        module, attr, _ = self.lazy_commands[name]
         try:
             return getattr(importlib.import_module(module), attr)
         except ModuleNotFoundError as e:
             if e.name and e.name.startswith("l1bn"):
-                return _unavailable(name, f"`l1bn {name}` is not available in this build ({e.name} is missing)")
-            return _unavailable(name, f"`l1bn {name}` needs {e.name}: run  make install")
+                return _unavailable(name, f"`{ctx.command_path} {name}` is not available in this build ({e.name} is missing)")
+            return _unavailable(name, f"`{ctx.command_path} {name}` needs {e.name}: run  make install")
 
     def format_commands(self, ctx, formatter):
-        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        rows = [(name, help_) for name, (_, _, help_) in self.lazy_commands.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
