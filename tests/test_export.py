@@ -1,0 +1,170 @@
+"""Export / load: round trip, hex layout, and refusal of tampered or inconsistent exports."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from l1bn.sw.export import (SCHEMA_VERSION, ExportError, decode_hex_column, decode_hex_weights,
+                            encode_hex_column, encode_hex_weights, load_export, write_export)
+from l1bn.sw.netrun import random_int_net, run_net
+
+
+@pytest.fixture(scope="module")
+def synthetic_export(tmp_path_factory):
+    net = random_int_net(seed=2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 16, (40, 1, 8, 8), generator=g)
+    path = write_export(net, tmp_path_factory.mktemp("exp") / "net",
+                        extra={"test.inputs": (x, 4, False, "test_input")}, rows=4)
+    return net, x, path
+
+
+def _copy(path, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(path, dst)
+    return dst
+
+
+def _edit_manifest(path, fn):
+    m = json.loads((path / "manifest.json").read_text())
+    fn(m)
+    (path / "manifest.json").write_text(json.dumps(m))
+
+
+def test_round_trip_same_numbers(synthetic_export):
+    net, x, path = synthetic_export
+    e = load_export(path)
+    assert torch.equal(run_net(e.net, e.test_inputs), run_net(net, x))
+    for a, b in zip(net.layers, e.net.layers):
+        assert torch.equal(a.weight, b.weight) and a.stride == b.stride and a.padding == b.padding
+        if a.bn is not None:
+            assert torch.equal(a.bn.mult, b.bn.mult) and torch.equal(a.bn.bias, b.bn.bias)
+            assert (a.bn.shift, a.bn.out_bits, a.bn.relu) == (b.bn.shift, b.bn.out_bits, b.bn.relu)
+    m = e.manifest
+    assert m["schema_version"] == SCHEMA_VERSION
+    assert [layer["type"] for layer in m["layers"]] == ["conv2d", "conv2d", "conv2d", "linear"]
+    assert m["tensors"]["conv1.weight"]["dtype"] == "int8" and m["tensors"]["conv1.weight"]["bits"] == 4
+
+
+def test_weight_hex_layout_is_documented_word_order(synthetic_export):
+    """Word t*K + k holds W[t*rows + r, k] in bits [4r, 4r+4), two's complement (docs/export.md)."""
+    net, _, path = synthetic_export
+    w = net.layers[1].weight.reshape(32, -1)  # conv2: O=32, K=16*9
+    lines = (path / "conv2.weight.hex").read_text().split()
+    assert len(lines) == (32 // 4) * 144 and all(len(s) == 4 for s in lines)
+    for t, k, r in [(0, 0, 0), (0, 0, 3), (2, 17, 1), (7, 143, 3)]:
+        word = int(lines[t * 144 + k], 16)
+        field = (word >> (4 * r)) & 0xF
+        assert field - 16 * (field >= 8) == int(w[t * 4 + r, k])
+
+
+@pytest.mark.parametrize("bits,rows,o", [(1, 3, 5), (4, 4, 10), (8, 1, 3), (3, 7, 2)])
+def test_hex_encoders_round_trip(bits, rows, o):
+    g = torch.Generator().manual_seed(bits)
+    w = torch.randint(-(1 << (bits - 1)), 1 << (bits - 1), (o, 2, 3), generator=g)
+    assert torch.equal(decode_hex_weights(encode_hex_weights(w, bits, rows), (o, 2, 3), bits, rows), w)
+    v = torch.tensor([-(1 << (bits - 1)), (1 << (bits - 1)) - 1, 0])
+    assert torch.equal(decode_hex_column(encode_hex_column(v, bits), bits), v)
+
+
+def test_corrupt_npy_byte(synthetic_export, tmp_path):
+    p = _copy(synthetic_export[2], tmp_path)
+    raw = bytearray((p / "conv2.weight.npy").read_bytes())
+    raw[-1] ^= 0x01
+    (p / "conv2.weight.npy").write_bytes(bytes(raw))
+    with pytest.raises(ExportError, match=r"tensor conv2.weight: sha256 of conv2.weight.npy .* corrupted"):
+        load_export(p)
+
+
+def test_dropped_tensor(synthetic_export, tmp_path):
+    p = _copy(synthetic_export[2], tmp_path)
+    (p / "conv3.mult.npy").unlink()
+    with pytest.raises(ExportError, match="tensor conv3.mult: file conv3.mult.npy is missing"):
+        load_export(p)
+    p2 = _copy(synthetic_export[2], tmp_path / "b")
+    _edit_manifest(p2, lambda m: m["tensors"].pop("conv3.mult"))
+    with pytest.raises(ExportError, match="tensor 'conv3.mult' is not declared"):
+        load_export(p2)
+
+
+def test_wrong_schema_version(synthetic_export, tmp_path):
+    p = _copy(synthetic_export[2], tmp_path)
+    _edit_manifest(p, lambda m: m.update(schema_version=SCHEMA_VERSION + 1))
+    with pytest.raises(ExportError, match=f"schema_version {SCHEMA_VERSION + 1} is not supported"):
+        load_export(p)
+
+
+def test_missing_hex_and_corrupt_hex(synthetic_export, tmp_path):
+    p = _copy(synthetic_export[2], tmp_path)
+    (p / "fc.weight.hex").unlink()
+    with pytest.raises(ExportError, match="tensor fc.weight: hex file fc.weight.hex is missing"):
+        load_export(p)
+    p2 = _copy(synthetic_export[2], tmp_path / "b")
+    _edit_manifest(p2, lambda m: m["tensors"]["fc.weight"].pop("hex"))
+    with pytest.raises(ExportError, match="tensor fc.weight: the .hex memory image is missing"):
+        load_export(p2)
+    p3 = _copy(synthetic_export[2], tmp_path / "c")
+    text = (p3 / "conv1.mult.hex").read_text().replace("0", "1", 1)
+    (p3 / "conv1.mult.hex").write_text(text)
+    with pytest.raises(ExportError, match="conv1.mult: sha256 of conv1.mult.hex"):
+        load_export(p3)
+
+
+def _rewrite_npy(p, name, arr):
+    """Replace a tensor consistently (file and sha256), as a buggy exporter would."""
+    import hashlib
+
+    np.save(p / f"{name}.npy", arr, allow_pickle=False)
+    digest = hashlib.sha256((p / f"{name}.npy").read_bytes()).hexdigest()
+    _edit_manifest(p, lambda m: m["tensors"][name].update(sha256=digest, shape=list(arr.shape),
+                                                          dtype=str(arr.dtype)))
+
+
+def test_values_out_of_declared_range(synthetic_export, tmp_path):
+    p = _copy(synthetic_export[2], tmp_path)
+    arr = np.load(p / "conv1.weight.npy")
+    arr[0, 0, 0, 0] = 8  # 4-bit signed max is 7
+    _rewrite_npy(p, "conv1.weight", arr)
+    with pytest.raises(ExportError, match=r"conv1.weight: values -?\d+..8 are outside the declared 4-bit signed range -8..7"):
+        load_export(p)
+
+
+def test_wrong_shape_and_hex_disagreeing_with_npy(synthetic_export, tmp_path):
+    p = _copy(synthetic_export[2], tmp_path)
+    arr = np.load(p / "conv2.mult.npy")[:-1]
+    _rewrite_npy(p, "conv2.mult", arr)
+    with pytest.raises(ExportError, match="conv2.mult: hex file conv2.mult.hex is malformed: has 32 words; the tensor has 31"):
+        load_export(p)
+    p2 = _copy(synthetic_export[2], tmp_path / "b")
+    arr = np.load(p2 / "conv2.weight.npy")
+    arr[0, 0, 0, 0] = -arr[0, 0, 0, 0] - 1  # still in range, no longer equal to the .hex
+    _rewrite_npy(p2, "conv2.weight", arr)
+    with pytest.raises(ExportError, match="conv2.weight: hex file conv2.weight.hex does not hold the same values"):
+        load_export(p2)
+    p3 = _copy(synthetic_export[2], tmp_path / "c")
+    _edit_manifest(p3, lambda m: m["layers"][1].update(in_shape=[16, 4, 4]))
+    with pytest.raises(ExportError, match=r"layer conv2: in_shape \[16, 4, 4\] does not follow"):
+        load_export(p3)
+
+
+def test_not_an_export(tmp_path):
+    with pytest.raises(ExportError, match="no such export folder"):
+        load_export(tmp_path / "nope")
+    with pytest.raises(ExportError, match="manifest.json is missing"):
+        load_export(tmp_path)
+
+
+def test_write_is_atomic_and_refuses_overwrite(synthetic_export, tmp_path):
+    net = synthetic_export[0]
+    out = write_export(net, tmp_path / "e")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        write_export(net, out)
+    write_export(net, out, force=True)
+    load_export(out)
+    # a failure half-way leaves neither a partial target nor temporary folders behind
+    with pytest.raises(ValueError, match="exceed 4-bit"):
+        write_export(net, tmp_path / "f", extra={"bad": (torch.tensor([99]), 4, True, "x")})
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["e"]
