@@ -1,0 +1,96 @@
+"""``l1bn export RUN_DIR --out EXPORT_DIR`` and ``l1bn infer EXPORT_DIR [--json]``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+__all__ = ["export", "infer", "infer_export"]
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Export folder to create (manifest.json, .npy, .hex).")
+@click.option("--rows", default=4, show_default=True,
+              help="Height of the MAC array the weight .hex words are packed for (1..64).")
+@click.option("--mult-bits", default=16, show_default=True,
+              help="Signed width of the folded-BN per-channel multipliers (2..32).")
+@click.option("--force", is_flag=True, help="Replace an existing export folder.")
+def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool):
+    """Export a trained run to integer weights, folded BN constants and $readmemh memories."""
+    from .export import export_run, load_export
+
+    path = export_run(run_dir, out_dir, rows=rows, mult_bits=mult_bits, force=force)
+    e = load_export(path)  # what we wrote must load: validates the manifest end to end
+    click.echo(f"exported {run_dir} -> {path}  ({len(e.manifest['tensors'])} tensors, schema "
+               f"{e.manifest['schema']} v{e.manifest['schema_version']})")
+    inp = e.manifest["input"]
+    click.echo(f"input  {tuple(inp['shape'])}  {inp['bits']}-bit {'signed' if inp['signed'] else 'unsigned'}, "
+               f"value = x * 2**-{inp['exp']}")
+    click.echo(f"{'layer':8} {'type':7} {'in':>12} {'out':>12} {'K':>5} {'w':>2} {'a':>2} {'acc':>4} "
+               f"{'shift':>5} {'mult':>16} {'relu':>5}")
+    for layer, ld in zip(e.net.layers, e.manifest["layers"]):
+        mult = (f"{int(layer.bn.mult.min())}..{int(layer.bn.mult.max())}" if layer.bn is not None else "-")
+        click.echo(f"{layer.name:8} {layer.type:7} {str(tuple(layer.in_shape)):>12} "
+                   f"{str(tuple(layer.out_shape)):>12} {layer.k:>5} {layer.w_bits:>2} {layer.a_bits:>2} "
+                   f"{ld['acc_bits']:>4} {layer.bn.shift if layer.bn else '-':>5} {mult:>16} "
+                   f"{str(layer.relu):>5}")
+
+
+def infer_export(export_dir, *, threads: int | None = 1) -> dict:
+    """Run the integer reference on the test split stored in an export; return the figures."""
+    import torch
+
+    from .export import ExportError, load_export
+    from .netrun import run_net
+
+    e = load_export(export_dir)
+    x, labels, qat = e.test_inputs, e.test_labels, e.qat_logits
+    if x is None or labels is None:
+        raise ExportError(f"{export_dir}: the export holds no test split (tensors test.inputs / test.labels)")
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        run_net(e.net, x[:2])  # warm up allocator and kernels
+        t0 = time.perf_counter()
+        logits = run_net(e.net, x)
+        dt = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(old)
+    pred = logits.argmax(1)
+    res = {"export": str(e.path), "images": int(x.shape[0]), "accuracy": float((pred == labels).double().mean()),
+           "time_s": dt, "threads": threads or old, "images_per_s": x.shape[0] / dt if dt > 0 else None}
+    if qat is not None:
+        qpred = qat.argmax(1)
+        scale = 2.0 ** -e.net.layers[-1].out_exp
+        res.update(qat_accuracy=float((qpred == labels).double().mean()),
+                   agreement=float((qpred == pred).double().mean()),
+                   disagreements=int((qpred != pred).sum()),
+                   max_logit_diff=float((logits.double() * scale - qat.double()).abs().max()))
+    return res
+
+
+@click.command("infer")
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@click.option("--threads", default=1, show_default=True, help="torch threads for the timed run (0 = torch default).")
+def infer(export_dir: Path, as_json: bool, threads: int):
+    """Run the integer reference on the export's digits test split: accuracy, agreement with QAT, time."""
+    r = infer_export(export_dir, threads=threads)
+    if as_json:
+        click.echo(json.dumps(r, sort_keys=True))
+        return
+    click.echo(f"export            {r['export']}")
+    click.echo(f"test images       {r['images']}")
+    click.echo(f"integer accuracy  {100 * r['accuracy']:.2f} %")
+    if "agreement" in r:
+        click.echo(f"QAT accuracy      {100 * r['qat_accuracy']:.2f} %  (float QAT model, same images)")
+        click.echo(f"agreement         {100 * r['agreement']:.2f} %  ({r['disagreements']} of {r['images']} "
+                   f"predictions differ; max |logit difference| {r['max_logit_diff']:.4g})")
+    click.echo(f"reference time    {1e3 * r['time_s']:.1f} ms on {r['threads']} thread(s) "
+               f"({r['images_per_s']:.0f} images/s)")
