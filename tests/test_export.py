@@ -168,3 +168,86 @@ def test_write_is_atomic_and_refuses_overwrite(synthetic_export, tmp_path):
     with pytest.raises(ValueError, match="exceed 4-bit"):
         write_export(net, tmp_path / "f", extra={"bad": (torch.tensor([99]), 4, True, "x")})
     assert sorted(q.name for q in tmp_path.iterdir()) == ["e"]
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+class CLIResult:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def l1bn(*args, subprocess_=False):
+    """Run the CLI entry point (in process by default: importing torch per call costs ~2 s)."""
+    import contextlib
+    import io
+    import subprocess
+    import sys
+
+    if subprocess_:
+        return subprocess.run([sys.executable, "-m", "l1bn.sw.cli", *args], capture_output=True, text=True,
+                              timeout=300)
+    from l1bn.sw.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as e:
+            code = e.code
+    return CLIResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def synthetic_with_split(tmp_path_factory):
+    """A synthetic export carrying a test split and 'QAT' logits (the integer logits, rescaled)."""
+    net = random_int_net(seed=4)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 16, (64, 1, 8, 8), generator=g)
+    logits = run_net(net, x)
+    labels = logits.argmax(1)
+    labels[:8] = (labels[:8] + 1) % 10  # 56 of 64 right
+    qat = logits.double() * 2.0 ** -net.layers[-1].out_exp
+    qat[0] = -qat[0]  # one QAT prediction differs (unless the row is constant)
+    path = write_export(net, tmp_path_factory.mktemp("cli") / "net", extra={
+        "test.inputs": (x, 4, False, "test_input"), "test.labels": (labels, 4, False, "test_label"),
+        "test.qat_logits": (qat, None, None, "qat_logits")})
+    return path, int((qat.argmax(1) != logits.argmax(1)).sum())
+
+
+def test_cli_infer_json(synthetic_with_split):
+    path, ndiff = synthetic_with_split
+    p = l1bn("infer", str(path), "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["images"] == 64 and r["accuracy"] == pytest.approx(56 / 64)
+    assert r["disagreements"] == ndiff == 1 and r["agreement"] == pytest.approx(63 / 64)
+    assert r["time_s"] > 0 and r["threads"] == 1
+
+
+@pytest.mark.parametrize("damage", ["npy_byte", "drop_tensor", "schema_version"])
+def test_cli_refuses_tampered_export(synthetic_with_split, tmp_path, damage):
+    p = _copy(synthetic_with_split[0], tmp_path)
+    if damage == "npy_byte":
+        raw = bytearray((p / "conv1.weight.npy").read_bytes())
+        raw[-3] ^= 0x10
+        (p / "conv1.weight.npy").write_bytes(bytes(raw))
+        want = "error: tensor conv1.weight: sha256 of conv1.weight.npy"
+    elif damage == "drop_tensor":
+        (p / "fc.weight.npy").unlink()
+        want = "error: tensor fc.weight: file fc.weight.npy is missing"
+    else:
+        _edit_manifest(p, lambda m: m.update(schema_version=99))
+        want = "error: "
+        want += f"{p / 'manifest.json'}: schema_version 99 is not supported"
+    r = l1bn("infer", str(p), subprocess_=damage == "npy_byte")  # one real process end to end
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith(want), r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_cli_export_missing_run(tmp_path):
+    r = l1bn("export", str(tmp_path / "norun"), "--out", str(tmp_path / "e"))
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+    assert not (tmp_path / "e").exists()
