@@ -429,9 +429,137 @@ def load_export(export_dir) -> ExportedNet:
 
 # --------------------------------------------------------------------------- from a trained run
 
-def net_from_spec(*args, **kwargs):  # defined once the model's export_spec is known (below)
-    raise NotImplementedError
+_DISP_NAMES = ("running_disp", "running_s", "running_mad", "running_abs", "running_var")
 
 
-def export_run(run_dir, out_dir, **kwargs):
-    raise NotImplementedError
+def _bn_affine_of(bn, what: str):
+    """Float64 (scale, offset) of a trained BN module in eval mode (see infer_bn.bn_affine)."""
+    from .reference.infer_bn import bn_affine
+
+    for name in ("inference_affine", "affine"):
+        fn = getattr(bn, name, None)
+        if callable(fn):
+            scale, offset = fn()
+            return torch.as_tensor(scale).double(), torch.as_tensor(offset).double()
+    norm = getattr(bn, "norm", None)
+    if norm is None:
+        norm = "l1" if "l1" in type(bn).__name__.lower() else "l2"
+    disp = next((getattr(bn, n) for n in _DISP_NAMES if getattr(bn, n, None) is not None), None)
+    if disp is None:
+        raise ValueError(f"{what}: BN module {type(bn).__name__} has no running dispersion "
+                         f"(looked for {', '.join(_DISP_NAMES)})")
+    c = disp.numel()
+    gamma = bn.weight if getattr(bn, "weight", None) is not None else torch.ones(c)
+    beta = bn.bias if getattr(bn, "bias", None) is not None else torch.zeros(c)
+    return bn_affine(norm=str(norm).lower(), mean=bn.running_mean, disp=disp, gamma=gamma, beta=beta,
+                     eps=float(bn.eps))
+
+
+def _int_weight(w, w_exp: int, what: str) -> torch.Tensor:
+    """Fake-quantized float weights on the 2**-w_exp grid -> exact integers."""
+    w = torch.as_tensor(w).detach()
+    if not w.dtype.is_floating_point:
+        return w.to(torch.int64)
+    v = w.double() * 2.0 ** w_exp
+    q = torch.floor(v + 0.5)
+    if bool(((v - q).abs() > 1e-6).any()):
+        raise ValueError(f"{what}: weights are not on the 2**-{w_exp} grid of their quantizer "
+                         f"(max distance {float((v - q).abs().max()):.3g} LSB); export needs QAT weights")
+    return q.to(torch.int64)
+
+
+def net_from_spec(spec: list, *, in_shape: tuple, in_bits: int, in_exp: int, in_signed: bool = False,
+                  mult_bits: int = 16) -> IntNet:
+    """Build the integer network from a model's ``export_spec()`` (ordered per-layer dicts)."""
+    from .reference.infer_bn import fold_affine
+
+    layers = []
+    shape, a_bits, a_exp, a_signed = tuple(in_shape), in_bits, in_exp, in_signed
+    for i, d in enumerate(spec):
+        name = str(d.get("name", f"layer{i}"))
+        typ = d.get("type", d.get("kind"))
+        typ = {"conv": "conv2d", "conv2d": "conv2d", "linear": "linear", "fc": "linear"}.get(typ, typ)
+        if typ not in LAYER_TYPES:
+            raise ValueError(f"layer {name}: type {typ!r} cannot be exported; supported: {LAYER_TYPES}")
+        w_bits, w_exp = int(d["w_bits"]), int(d["w_exp"])
+        weight = _int_weight(d["weight"], w_exp, f"layer {name}")
+        stride, padding = int(d.get("stride", 1)), int(d.get("padding", 0))
+        if typ == "conv2d":
+            o, _, kh, kw = weight.shape
+            out_shape = (o, (shape[1] + 2 * padding - kh) // stride + 1, (shape[2] + 2 * padding - kw) // stride + 1)
+        else:
+            out_shape = (weight.shape[0],)
+        if d.get("bias") is not None:
+            raise ValueError(f"layer {name}: a MAC layer with its own bias is not supported (fold it into BN)")
+        layer = IntLayer(name=name, type=typ, in_shape=shape, out_shape=out_shape, weight=weight,
+                         w_bits=w_bits, w_exp=w_exp, a_bits=a_bits, a_exp=a_exp, a_signed=a_signed,
+                         stride=stride, padding=padding, bn=None, out_exp=w_exp + a_exp)
+        bnmod = d.get("bn")
+        relu = bool(d.get("relu", bnmod is not None))
+        if bnmod is not None or relu or d.get("out_bits") is not None:
+            out_bits, out_exp = int(d["out_bits"]), int(d["out_exp"])
+            if bnmod is not None:
+                scale, offset = _bn_affine_of(bnmod, f"layer {name}")
+            else:  # a bare requantizer: identity affine map
+                scale, offset = torch.ones(out_shape[0], dtype=torch.float64), torch.zeros(out_shape[0], dtype=torch.float64)
+            bn = fold_affine(scale, offset, acc_exp=w_exp + a_exp, out_exp=out_exp, acc_bits=layer.acc_bits,
+                             out_bits=out_bits, relu=relu, mult_bits=mult_bits)
+            layer = IntLayer(**{**layer.__dict__, "bn": bn, "out_exp": out_exp})
+            a_bits, a_exp, a_signed = out_bits, out_exp, not relu
+        elif i != len(spec) - 1:
+            raise ValueError(f"layer {name}: only the last layer may output raw accumulators")
+        layers.append(layer)
+        shape = out_shape
+    return IntNet(in_shape=tuple(in_shape), in_bits=in_bits, in_exp=in_exp, in_signed=in_signed,
+                  layers=tuple(layers))
+
+
+def export_run(run_dir, out_dir, *, rows: int = DEFAULT_HEX_ROWS, mult_bits: int = 16,
+               force: bool = False) -> Path:
+    """Export the trained run in ``run_dir`` (``model.pt``) to ``out_dir``; return the folder."""
+    run = Path(run_dir)
+    if not (run / "model.pt").is_file():
+        raise FileNotFoundError(f"{run}: not a trained run (model.pt is missing); train one with `l1bn train`")
+    from .config import check_int
+
+    check_int("rows", rows, 1, 64)
+    check_int("mult_bits", mult_bits, 2, 32)
+    spec, inp, x_float, labels, model, cfg = _load_trained(run)
+    net = net_from_spec(spec, in_shape=inp["shape"], in_bits=inp["bits"], in_exp=inp["exp"],
+                        in_signed=inp.get("signed", False), mult_bits=mult_bits)
+    from .netrun import quantize_input
+
+    x_int = quantize_input(x_float, bits=net.in_bits, exp=net.in_exp, signed=net.in_signed)
+    with torch.no_grad():
+        qat_logits = model(x_float).double()
+    extra = {"test.inputs": (x_int, net.in_bits, net.in_signed, "test_input"),
+             "test.labels": (torch.as_tensor(labels).to(torch.int64), 8, False, "test_label"),
+             "test.qat_logits": (qat_logits, None, None, "qat_logits")}
+    source = {"run_dir": str(run.resolve()), "config": _jsonable(cfg)}
+    return write_export(net, out_dir, source=source, extra=extra, rows=rows, force=force)
+
+
+def _jsonable(cfg):
+    if cfg is None:
+        return None
+    for name in ("to_dict", "as_dict"):
+        if callable(getattr(cfg, name, None)):
+            return json.loads(json.dumps(getattr(cfg, name)(), default=str))
+    if hasattr(cfg, "to_json"):
+        return json.loads(cfg.to_json())
+    try:
+        import dataclasses
+
+        return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    except TypeError:
+        return json.loads(json.dumps(cfg, default=str))
+
+
+def _load_trained(run: Path):
+    """(export_spec, input description, float test images, labels, eval model, config) of a run."""
+    from .train import load_run
+
+    model, cfg = load_run(run)
+    model.eval()
+    spec = model.export_spec()
+    raise NotImplementedError("adapter to the training API")

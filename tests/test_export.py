@@ -251,3 +251,78 @@ def test_cli_export_missing_run(tmp_path):
     r = l1bn("export", str(tmp_path / "norun"), "--out", str(tmp_path / "e"))
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
     assert not (tmp_path / "e").exists()
+
+
+def test_documented_hex_example():
+    """docs/export.md: W[0..3, 0] = -3, 7, 0, -8 with rows=4, 4-bit -> word 807d."""
+    assert encode_hex_weights(torch.tensor([[-3], [7], [0], [-8]]), 4, 4) == ["807d"]
+
+
+class _L1BN(torch.nn.Module):
+    """A stand-in trained L1BN (eval mode): sigma = sqrt(pi/2) * running_s + eps."""
+
+    norm = "l1"
+
+    def __init__(self, c, g):
+        super().__init__()
+        self.running_mean = torch.randn(c, generator=g) * 2
+        self.running_s = torch.rand(c, generator=g) * 2 + 0.5
+        self.weight = torch.rand(c, generator=g) + 0.5
+        self.bias = torch.randn(c, generator=g) * 0.3 + 0.5
+        self.eps = 1e-5
+
+    def forward(self, x):
+        sh = (1, -1, 1, 1)
+        sigma = 1.2533141373155001 * self.running_s + self.eps
+        return self.weight.view(sh) * (x - self.running_mean.view(sh)) / sigma.view(sh) + self.bias.view(sh)
+
+
+def _float_qat_model(seed=0):
+    """A float32 model shaped like the digits CNN with power-of-two fake quantizers, and its spec."""
+    g = torch.Generator().manual_seed(seed)
+    spec, chans, cin = [], (16, 32, 32), 1
+    for i, (c, s) in enumerate(zip(chans, (1, 2, 2))):
+        w = torch.randint(-8, 8, (c, cin, 3, 3), generator=g).float() / 2 ** 3
+        spec.append(dict(name=f"conv{i + 1}", type="conv2d", weight=w, w_bits=4, w_exp=3, stride=s, padding=1,
+                         bn=_L1BN(c, g), relu=True, out_bits=4, out_exp=2))
+        cin = c
+    spec.append(dict(name="fc", type="linear", weight=torch.randint(-8, 8, (10, 128), generator=g).float() / 8,
+                     w_bits=4, w_exp=3, bn=None, relu=False))
+
+    def q(v, exp, bits):
+        return torch.clamp(torch.floor(v * 2 ** exp + 0.5), 0, 2 ** bits - 1) / 2 ** exp
+
+    def forward(x):
+        h = q(x, 4, 4)
+        for d in spec[:-1]:
+            h = torch.nn.functional.conv2d(h, d["weight"], stride=d["stride"], padding=d["padding"])
+            h = q(torch.relu(d["bn"](h)), d["out_exp"], d["out_bits"])
+        return h.flatten(1) @ spec[-1]["weight"].T
+
+    return spec, forward
+
+
+def test_net_from_spec_agrees_with_float_model():
+    from l1bn.sw.export import net_from_spec
+    from l1bn.sw.netrun import quantize_input
+
+    spec, forward = _float_qat_model()
+    net = net_from_spec(spec, in_shape=(1, 8, 8), in_bits=4, in_exp=4)
+    x = torch.rand(2000, 1, 8, 8, generator=torch.Generator().manual_seed(9))
+    logits_f = forward(x)
+    logits_i = run_net(net, quantize_input(x, bits=4, exp=4))
+    agree = float((logits_f.argmax(1) == logits_i.argmax(1)).double().mean())
+    assert agree >= 0.995, agree
+    # the MAC part is exact: same integer activations give the same logits up to the scale
+    assert net.layers[-1].out_exp == 3 + 2
+    err = (logits_i.double() * 2.0 ** -5 - logits_f.double()).abs()
+    assert float(err.median()) == 0.0
+
+
+def test_net_from_spec_refuses_off_grid_weights():
+    from l1bn.sw.export import net_from_spec
+
+    spec, _ = _float_qat_model()
+    spec[1]["weight"] = spec[1]["weight"] + 0.01
+    with pytest.raises(ValueError, match=r"layer conv2: weights are not on the 2\*\*-3 grid"):
+        net_from_spec(spec, in_shape=(1, 8, 8), in_bits=4, in_exp=4)
