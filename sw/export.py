@@ -556,10 +556,51 @@ def _jsonable(cfg):
 
 
 def _load_trained(run: Path):
-    """(export_spec, input description, float test images, labels, eval model, config) of a run."""
-    from .train import load_run
+    """(export_spec, input description, float test images, labels, eval model, config) of a run.
 
+    Uses the training package's contract: ``l1bn.sw.train.load_run(run_dir) -> (model, config)``,
+    ``model.export_spec()`` (ordered per-layer dicts; an optional leading ``{"type": "input"}``
+    entry or ``model.input_spec()`` describes the input quantizer) and the fixed digits split of
+    ``l1bn.sw.data``.
+    """
+    try:
+        from . import data as data_mod
+        from .train import load_run
+    except ModuleNotFoundError as e:
+        raise ValueError(f"cannot export {run}: the training package is not available ({e.name} is missing)") from None
     model, cfg = load_run(run)
     model.eval()
-    spec = model.export_spec()
-    raise NotImplementedError("adapter to the training API")
+    spec = list(model.export_spec())
+    inp = None
+    if spec and spec[0].get("type") == "input":
+        inp = spec.pop(0)
+    elif callable(getattr(model, "input_spec", None)):
+        inp = model.input_spec()
+    if inp is None:
+        raise ValueError(f"{run}: the model does not describe its input quantizer (no input entry in export_spec)")
+    inp = {"shape": tuple(inp.get("shape", (1, 8, 8))), "bits": int(inp["bits"]), "exp": int(inp["exp"]),
+           "signed": bool(inp.get("signed", False))}
+    x, y = _test_split(data_mod, cfg)
+    return spec, inp, x, y, model, cfg
+
+
+def _test_split(data_mod, cfg):
+    """The digits test split as float images (N, 1, 8, 8) and labels, from ``l1bn.sw.data``."""
+    for name in ("test_split", "load_test", "load_split", "digits_split", "load_digits_split", "get_split"):
+        fn = getattr(data_mod, name, None)
+        if not callable(fn):
+            continue
+        out = fn("test") if name in ("load_split", "get_split") else fn()
+        if isinstance(out, dict):
+            out = out["test"]
+        if isinstance(out, (tuple, list)) and len(out) >= 2 and torch.is_tensor(out[0]):
+            x, y = out[0], out[1]
+        elif isinstance(out, (tuple, list)) and len(out) >= 2 and isinstance(out[1], (tuple, list)):
+            x, y = out[1]  # (train, test)
+        else:
+            continue
+        x = torch.as_tensor(x).float()
+        if x.dim() == 3:
+            x = x[:, None]
+        return x, torch.as_tensor(y).to(torch.int64)
+    raise ValueError("l1bn.sw.data offers no test split this exporter understands")
