@@ -326,3 +326,58 @@ def test_net_from_spec_refuses_off_grid_weights():
     spec[1]["weight"] = spec[1]["weight"] + 0.01
     with pytest.raises(ValueError, match=r"layer conv2: weights are not on the 2\*\*-3 grid"):
         net_from_spec(spec, in_shape=(1, 8, 8), in_bits=4, in_exp=4)
+
+
+# ------------------------------------------------------------- export_run on a trained run (stand-in)
+
+@pytest.fixture
+def standin_run(tmp_path, monkeypatch):
+    """A run folder whose model is the trained QAT L1BN stand-in of test_netrun, served through the
+    training package's contract (``train.load_run``, ``data`` test split, ``model.export_spec``)."""
+    import sys
+    import types
+
+    from test_netrun import train_standin
+
+    model, x, y = train_standin()
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({}, run / "model.pt")
+    train_mod = types.ModuleType("l1bn.sw.train")
+    train_mod.load_run = lambda d: (model, {"model": "cnn", "norm": "l1", "wbits": 4, "abits": 4})
+    data_mod = types.ModuleType("l1bn.sw.data")
+    data_mod.test_split = lambda: (x, y)
+    monkeypatch.setitem(sys.modules, "l1bn.sw.train", train_mod)
+    monkeypatch.setitem(sys.modules, "l1bn.sw.data", data_mod)
+    import l1bn.sw as pkg
+
+    monkeypatch.setattr(pkg, "train", train_mod, raising=False)
+    monkeypatch.setattr(pkg, "data", data_mod, raising=False)
+    return run, model, x, y
+
+
+def test_export_run_round_trip_and_cli(standin_run, tmp_path):
+    from l1bn.sw.export_cli import infer_export
+    from l1bn.sw.netrun import quantize_input
+
+    run, model, x, y = standin_run
+    r = l1bn("export", str(run), "--out", str(tmp_path / "exp"))
+    assert r.returncode == 0, r.stderr
+    assert "exported" in r.stdout and "conv2" in r.stdout and "fc" in r.stdout
+    e = load_export(tmp_path / "exp")
+    assert torch.equal(e.test_inputs, quantize_input(x, bits=4, exp=4)) and torch.equal(e.test_labels, y)
+    assert e.manifest["source"]["config"]["norm"] == "l1"
+    logits = run_net(e.net, e.test_inputs)
+    res = infer_export(tmp_path / "exp")
+    assert res["accuracy"] == float((logits.argmax(1) == y).double().mean())
+    assert res["agreement"] >= 0.995 and abs(res["accuracy"] - res["qat_accuracy"]) <= 0.005
+    r2 = l1bn("infer", str(tmp_path / "exp"), "--json")
+    assert r2.returncode == 0 and json.loads(r2.stdout)["accuracy"] == res["accuracy"]
+    # export again with other array height: same numbers, other packing
+    r3 = l1bn("export", str(run), "--out", str(tmp_path / "exp"), "--rows", "8")
+    assert r3.returncode == 2 and "exists and is not empty" in r3.stderr
+    assert l1bn("export", str(run), "--out", str(tmp_path / "exp"), "--rows", "8", "--force").returncode == 0
+    e8 = load_export(tmp_path / "exp")
+    assert e8.manifest["hex_rows"] == 8 and torch.equal(run_net(e8.net, e8.test_inputs), logits)
+    r4 = l1bn("export", str(run), "--out", str(tmp_path / "e2"), "--rows", "65")
+    assert r4.returncode == 2 and r4.stderr.startswith("error: rows=65 is out of range")

@@ -1,5 +1,7 @@
 """The integer network runner: im2col convolution and layer chaining, exact against naive models."""
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -144,6 +146,9 @@ class _QATL1CNN(torch.nn.Module):
             self.acts.append(h.detach())
         return h.flatten(1) @ self._w(self.fc).T
 
+    def input_spec(self):
+        return {"shape": (1, 8, 8), "bits": self.bits, "exp": self.in_exp, "signed": False}
+
     def export_spec(self):
         spec = []
         for i, (w, s) in enumerate(zip(self.convs, (1, 2, 2))):
@@ -156,8 +161,9 @@ class _QATL1CNN(torch.nn.Module):
         return spec
 
 
-@pytest.fixture(scope="module")
-def trained_standin():
+@functools.cache
+def train_standin():
+    """(model, x_test, y_test): trained once per session (test_export uses it too)."""
     from sklearn.datasets import load_digits
 
     torch.manual_seed(0)
@@ -177,6 +183,11 @@ def trained_standin():
             opt.step()
     model.eval()
     return model, x[te], y[te]
+
+
+@pytest.fixture(scope="module")
+def trained_standin():
+    return train_standin()
 
 
 def test_trained_standin_integer_reference_agrees_with_qat(trained_standin):
