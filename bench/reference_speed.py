@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-
-from l1bn.sw.netrun import random_int_net, run_layer, run_net, quantize_input
+from l1bn.sw.netrun import quantize_input, random_int_net, run_layer, run_net
 
 TARGET_S = 1.0
 
@@ -83,11 +82,9 @@ def main(argv=None):
     print()
     print(f"| {'layer':8} | {'type':7} | {'MACs/image':>10} | {'median ms':>9} |")
     print(f"| {'-' * 8} | {'-' * 7} | {'-' * 10}:| {'-' * 9}:|")
-    shape = net.in_shape
     for layer in net.layers:
         macs = layer.k * (layer.out_shape[0] * (layer.out_shape[1] * layer.out_shape[2] if len(layer.out_shape) == 3 else 1))
         print(f"| {layer.name:8} | {layer.type:7} | {macs:>10} | {1e3 * statistics.median(per_layer[layer.name]):>9.2f} |")
-        shape = layer.out_shape
     med = statistics.median(totals)
     print()
     print(f"| {'measure':34} | {'value':>12} |")

@@ -33,7 +33,7 @@ def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool)
                f"value = x * 2**-{inp['exp']}")
     click.echo(f"{'layer':8} {'type':7} {'in':>12} {'out':>12} {'K':>5} {'w':>2} {'a':>2} {'acc':>4} "
                f"{'shift':>5} {'mult':>16} {'relu':>5}")
-    for layer, ld in zip(e.net.layers, e.manifest["layers"]):
+    for layer, ld in zip(e.net.layers, e.manifest["layers"], strict=False):
         mult = (f"{int(layer.bn.mult.min())}..{int(layer.bn.mult.max())}" if layer.bn is not None else "-")
         click.echo(f"{layer.name:8} {layer.type:7} {str(tuple(layer.in_shape)):>12} "
                    f"{str(tuple(layer.out_shape)):>12} {layer.k:>5} {layer.w_bits:>2} {layer.a_bits:>2} "

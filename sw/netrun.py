@@ -178,7 +178,7 @@ def random_int_net(seed: int = 0, *, w_bits: int = 4, a_bits: int = 4, in_bits: 
     wlo, whi = -(1 << (w_bits - 1)), (1 << (w_bits - 1)) - 1
     layers = []
     shape, a_exp, a_signed, abits = (1, 8, 8), in_bits, False, in_bits
-    for i, (c, s) in enumerate(zip(channels, (1, 2, 2))):
+    for i, (c, s) in enumerate(zip(channels, (1, 2, 2), strict=False)):
         w = torch.randint(wlo, whi + 1, (c, shape[0], 3, 3), generator=g)
         w_exp = w_bits
         lay = IntLayer(name=f"conv{i + 1}", type="conv2d", in_shape=shape,

@@ -6,9 +6,16 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
-from l1bn.sw.export import (SCHEMA_VERSION, ExportError, decode_hex_column, decode_hex_weights,
-                            encode_hex_column, encode_hex_weights, load_export, write_export)
+from l1bn.sw.export import (
+    SCHEMA_VERSION,
+    ExportError,
+    decode_hex_column,
+    decode_hex_weights,
+    encode_hex_column,
+    encode_hex_weights,
+    load_export,
+    write_export,
+)
 from l1bn.sw.netrun import random_int_net, run_net
 
 
@@ -38,7 +45,7 @@ def test_round_trip_same_numbers(synthetic_export):
     net, x, path = synthetic_export
     e = load_export(path)
     assert torch.equal(run_net(e.net, e.test_inputs), run_net(net, x))
-    for a, b in zip(net.layers, e.net.layers):
+    for a, b in zip(net.layers, e.net.layers, strict=False):
         assert torch.equal(a.weight, b.weight) and a.stride == b.stride and a.padding == b.padding
         if a.bn is not None:
             assert torch.equal(a.bn.mult, b.bn.mult) and torch.equal(a.bn.bias, b.bn.bias)
@@ -281,7 +288,7 @@ def _float_qat_model(seed=0):
     """A float32 model shaped like the digits CNN with power-of-two fake quantizers, and its spec."""
     g = torch.Generator().manual_seed(seed)
     spec, chans, cin = [], (16, 32, 32), 1
-    for i, (c, s) in enumerate(zip(chans, (1, 2, 2))):
+    for i, (c, s) in enumerate(zip(chans, (1, 2, 2), strict=False)):
         w = torch.randint(-8, 8, (c, cin, 3, 3), generator=g).float() / 2 ** 3
         spec.append(dict(name=f"conv{i + 1}", type="conv2d", weight=w, w_bits=4, w_exp=3, stride=s, padding=1,
                          bn=_L1BN(c, g), relu=True, out_bits=4, out_exp=2))

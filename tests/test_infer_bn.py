@@ -7,9 +7,15 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from l1bn.sw.reference.infer_bn import (L1_C, FoldedBN, apply_folded, bn_affine, fold_affine, fold_bn,
-                                        folded_pre_round, signed_bits)
+from l1bn.sw.reference.infer_bn import (
+    L1_C,
+    FoldedBN,
+    apply_folded,
+    bn_affine,
+    fold_bn,
+    folded_pre_round,
+    signed_bits,
+)
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -92,7 +98,7 @@ def bn_case(draw):
 
 def naive_bn_affine(norm, mean, disp, gamma, beta, eps):
     out = []
-    for m, d, g, b in zip(mean, disp, gamma, beta):
+    for m, d, g, b in zip(mean, disp, gamma, beta, strict=False):
         sigma = math.sqrt(math.pi / 2) * d + eps if norm == "l1" else math.sqrt(d + eps)
         out.append((g / sigma, b - g * m / sigma))
     return out

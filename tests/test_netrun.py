@@ -7,9 +7,16 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from l1bn.sw.netrun import (IntLayer, conv2d_int, im2col, linear_int, quantize_input, random_int_net,
-                            run_layer, run_net)
+from l1bn.sw.netrun import (
+    IntLayer,
+    conv2d_int,
+    im2col,
+    linear_int,
+    quantize_input,
+    random_int_net,
+    run_layer,
+    run_net,
+)
 from l1bn.sw.reference.infer_bn import apply_folded
 
 
@@ -67,7 +74,7 @@ def test_run_net_equals_layer_by_layer_float_model():
     logits, outs = run_net(net, x, trace=True)
     assert logits.shape == (50, 10) and len(outs) == 4
     h = x
-    for layer, out in zip(net.layers, outs):
+    for layer, out in zip(net.layers, outs, strict=False):
         if layer.type == "conv2d":
             acc = F.conv2d(h.double(), layer.weight.double(), stride=layer.stride, padding=layer.padding)
         else:
@@ -130,7 +137,7 @@ class _QATL1CNN(torch.nn.Module):
     def forward(self, x):
         h = self._q(x, self.in_exp, 0, 2 ** self.bits - 1)
         self.acts = []
-        for i, (w, s) in enumerate(zip(self.convs, (1, 2, 2))):
+        for i, (w, s) in enumerate(zip(self.convs, (1, 2, 2), strict=False)):
             h = F.conv2d(h, self._w(w), stride=s, padding=1)
             if self.training:
                 mu = h.mean((0, 2, 3))
@@ -151,7 +158,7 @@ class _QATL1CNN(torch.nn.Module):
 
     def export_spec(self):
         spec = []
-        for i, (w, s) in enumerate(zip(self.convs, (1, 2, 2))):
+        for i, (w, s) in enumerate(zip(self.convs, (1, 2, 2), strict=False)):
             bn = type("BN", (), dict(norm="l1", running_mean=self.stats[i][0], running_s=self.stats[i][1],
                                      weight=self.gamma[i].detach(), bias=self.beta[i].detach(), eps=1e-5))
             spec.append(dict(name=f"conv{i + 1}", type="conv2d", weight=self._w(w).detach(), w_bits=4,
@@ -198,7 +205,7 @@ def test_trained_standin_integer_reference_agrees_with_qat(trained_standin):
         qat = model(x)
     net = net_from_spec(model.export_spec(), in_shape=(1, 8, 8), in_bits=4, in_exp=4)
     logits, outs = run_net(net, quantize_input(x, bits=4, exp=4), trace=True)
-    for name, a_f, a_i in zip(("conv1", "conv2", "conv3"), model.acts, outs):
+    for name, a_f, a_i in zip(("conv1", "conv2", "conv3"), model.acts, outs, strict=False):
         diff = (a_f * 4 != a_i.float())
         assert float(diff.double().mean()) < 1e-3
         print(f"\n{name}: {int(diff.sum())} of {diff.numel()} activations differ (max |diff| {int((a_f * 4 - a_i.float()).abs().max())} LSB)", end="")

@@ -4,10 +4,19 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from l1bn.sw.config import MACConfig
-from l1bn.sw.reference.mac import (acc_bits, act_range, check_operands, decode_weights, encode_weights,
-                                   mac_tile, matmul, product_bits, requantize, weight_range)
+from l1bn.sw.reference.mac import (
+    acc_bits,
+    act_range,
+    check_operands,
+    decode_weights,
+    encode_weights,
+    mac_tile,
+    matmul,
+    product_bits,
+    requantize,
+    weight_range,
+)
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
