@@ -401,8 +401,12 @@ def load_export(export_dir) -> ExportedNet:
             mb, bb = _need(bnd, "mult_bits", what, int), _need(bnd, "bias_bits", what, int)
             mult = _tensor_for(tensors, entries, bnd.get("mult"), name, shape=[out_shape[0]], bits=mb, role="bn")
             bias = _tensor_for(tensors, entries, bnd.get("bias"), name, shape=[out_shape[0]], bits=bb, role="bn")
-            bn = FoldedBN(mult=mult, bias=bias, shift=_need(bnd, "shift", what, int), mult_bits=mb,
-                          bias_bits=bb, out_bits=_need(bnd, "out_bits", what, int),
+            shift, ob = _need(bnd, "shift", what, int), _need(bnd, "out_bits", what, int)
+            if not (0 <= shift <= 62 and 1 <= ob <= 32):
+                raise ExportError(f"layer {name}: bn shift={shift} (allowed 0..62) or out_bits={ob} "
+                                  f"(allowed 1..32) out of range")
+            bn = FoldedBN(mult=mult, bias=bias, shift=shift, mult_bits=mb,
+                          bias_bits=bb, out_bits=ob,
                           relu=_need(bnd, "relu", what, bool))
             if bn.relu != _need(ld, "relu", what, bool):
                 raise ExportError(f"layer {name}: relu={ld['relu']} disagrees with bn.relu={bn.relu}")
