@@ -23,6 +23,7 @@ __all__ = [
     "clog2",
     "BNConfig",
     "MACConfig",
+    "BNBackwardConfig",
     "config_from_json",
 ]
 
@@ -254,8 +255,99 @@ class MACConfig(_Config):
 def config_from_json(text: str):
     """Rebuild any config from its ``to_json()`` text (used by the cocotb benches)."""
     d = json.loads(text)
-    kinds = {c.kind: c for c in (BNConfig, MACConfig)}
+    kinds = {c.kind: c for c in (BNConfig, MACConfig, BNBackwardConfig)}
     kind = d.get("kind")
     if kind not in kinds:
         raise ValueError(f"config kind={kind!r} is unknown; expected one of {sorted(kinds)}")
     return kinds[kind].from_dict(d)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BNBackwardConfig(_Config):
+    """A training-mode BN backward unit (L1 or L2): the forward's ``BNConfig`` plus gradient widths.
+
+    See ``docs/arith/bn_backward.md`` for every stage. The upstream gradient ``dy`` is a signed
+    ``grad_width``-bit integer carrying an arbitrary power-of-two scale S; all gradient outputs share
+    S: ``dbeta`` (0 fractional bits), ``dgamma`` (``inner_frac`` fractional bits) and ``dx``
+    (``grad_out_frac`` fractional bits, w.r.t. x in its integer LSBs).
+
+    Parameters
+    ----------
+    bn : BNConfig
+        The forward unit this backward belongs to (norm, widths, n, frac, recip_bits, c_bits...).
+    grad_width : int, 2..24
+        Bits of the upstream gradient dy (signed).
+    inner_frac : int, 0..16
+        Fractional bits of the per-channel means and of the bracketed term (F in the docs).
+    grad_out_width : int, 2..32
+        Bits of dx (signed), saturated.
+    grad_out_frac : int, 0..24
+        Fractional bits of dx.
+    div_bits : int, 8..32, >= clog2(n)
+        Divisions by n are ``div_const(x, n, div_bits)``.
+    """
+
+    kind: ClassVar[str] = "bn_bwd"
+
+    bn: BNConfig = field(default_factory=BNConfig)
+    grad_width: int = 8
+    inner_frac: int = 4
+    grad_out_width: int = 16
+    grad_out_frac: int = 4
+    div_bits: int = 24
+
+    def __post_init__(self):
+        if not isinstance(self.bn, BNConfig):
+            raise ValueError(f"bn={self.bn!r} must be a BNConfig")
+        check_int("grad_width", self.grad_width, 2, 24)
+        check_int("inner_frac", self.inner_frac, 0, 16)
+        check_int("grad_out_width", self.grad_out_width, 2, 32)
+        check_int("grad_out_frac", self.grad_out_frac, 0, 24)
+        check_int("div_bits", self.div_bits, max(8, self.bn.count_bits), 32)
+        widest = max(self.widths.values())
+        if widest > MAX_INTERMEDIATE_BITS:
+            name = max(self.widths, key=self.widths.get)
+            raise ValueError(
+                f"grad_width={self.grad_width} with width={self.bn.width}, n={self.bn.n}, "
+                f"frac={self.bn.frac}, recip_bits={self.bn.recip_bits} needs a {widest}-bit {name}; "
+                f"at most {MAX_INTERMEDIATE_BITS} bits are supported (lower grad_width, width, n or recip_bits)")
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["bn"] = self.bn.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        if isinstance(d.get("bn"), dict):
+            d["bn"] = BNConfig.from_dict(d["bn"])
+        return super().from_dict.__func__(cls, d)
+
+    @property
+    def h_preshift(self) -> int:
+        """Bits dropped (rounding) from sum(dy*d) before the multiply by inv, so it fits 62 bits."""
+        b = self.bn
+        sdyd = self.grad_width + b.width + b.count_bits + b.frac + 2
+        return max(0, sdyd + b.recip_bits + 1 - MAX_INTERMEDIATE_BITS)
+
+    @property
+    def widths(self) -> dict:
+        """Signed bits of every intermediate (worst case; ``h`` and ``u`` use the sigma bound)."""
+        b, g, cb = self.bn, self.grad_width, self.bn.count_bits
+        fr, r, cf = self.inner_frac, self.bn.recip_bits, self.bn.c_bits
+        sum_dy = g + cb
+        sum_dyx = g + b.width + cb
+        sdyd = sum_dyx + b.frac + 2
+        h = g + cb + fr + 2          # |sum dy*xhat| <= 2**(g-1) * n * 2**fr, one margin bit
+        mh = h + cf + 1              # H * C before the division by n
+        div = max(mh, sum_dy + fr) + self.div_bits - cb + 1
+        half = (cb + 1) // 2 + 1     # |xhat| <= sqrt(n) for L2
+        u = g + fr + 4 + (half if b.norm == "l2" else 0)
+        gi = b.gamma_width + r + 1
+        return {
+            "sum_dy": sum_dy, "sum_dyx": sum_dyx, "sdyd": sdyd,
+            "sdyd_inv": sdyd - self.h_preshift + r + 1, "h": h, "hc": mh, "div": div,
+            "k_term": mh - cb + fr + 3, "u": u, "gamma_inv": gi, "dx_product": u + gi,
+            "xhat_product": b.norm_product_bits,
+        }
