@@ -45,10 +45,40 @@ def forward_stats(x, bcfg: BNConfig):
 
 
 def real_grads(width, n, channels, seed, grad_width):
-    """(x, dy) from a training step of the digits network (``l1bn.sw.capture.bn_grads``)."""
-    from l1bn.sw.capture import bn_grads
-    x, dy = bn_grads(width=width, n=n, channels=channels, seed=seed)
-    return x.to(torch.int64), dy.to(torch.int64).clamp(-(1 << (grad_width - 1)), (1 << (grad_width - 1)) - 1)
+    """(x, dy) of one BN layer in a training step on the sklearn digits.
+
+    ``l1bn.sw.capture.bn_grads`` (the digits network) when present; otherwise a stand-in step:
+    a random linear layer to ``channels`` features, float L1-BN, a linear classifier,
+    cross-entropy; x and dy are scaled by powers of two to ``width`` / ``grad_width`` bits.
+    """
+    try:
+        from l1bn.sw.capture import bn_grads
+    except ImportError:
+        bn_grads = None
+    if bn_grads is not None:
+        x, dy = bn_grads(width=width, n=n, channels=channels, seed=seed)
+        lim = 1 << (grad_width - 1)
+        return x.to(torch.int64), dy.to(torch.int64).clamp(-lim, lim - 1)
+    from sklearn.datasets import load_digits
+    g = torch.Generator().manual_seed(seed)
+    xs, ys = load_digits(return_X_y=True)
+    idx = torch.randperm(len(ys), generator=g)[:n]
+    img = torch.tensor(xs, dtype=torch.float64)[idx] / 16
+    lab = torch.tensor(ys)[idx]
+    w1 = torch.randn(64, channels, generator=g, dtype=torch.float64) / 8
+    w2 = torch.randn(channels, 10, generator=g, dtype=torch.float64)
+    pre = img @ w1
+    y = pre.clone().requires_grad_(True)
+    d = y - y.mean(0)
+    bn = d / (math.sqrt(math.pi / 2) * d.abs().mean(0) + 1e-3)
+    torch.nn.functional.cross_entropy(torch.relu(bn) @ w2, lab).backward()
+
+    def q(t, bits):  # power-of-two scale so that max |t| uses the range
+        e = math.floor(math.log2((1 << (bits - 1)) - 1) - math.log2(float(t.abs().max()) + 1e-30))
+        lim = 1 << (bits - 1)
+        return torch.floor(t * 2.0 ** e + 0.5).clamp(-lim, lim - 1).to(torch.int64)
+
+    return q(pre.T.contiguous(), width), q(y.grad.T.contiguous(), grad_width)
 
 
 def rnd(x, s):
@@ -155,21 +185,11 @@ def test_config_round_trip_and_errors():
                     one, one * 0, one << 20, BNBackwardConfig(bn=b))
 
 
-def _grads_or_random(width, n, channels, seed, gw):
-    try:
-        return real_grads(width, n, channels, seed, gw), True
-    except ImportError:
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(channels, n, generator=g, dtype=torch.float64) * (1 << (width - 3))
-        dy = torch.randn(channels, n, generator=g, dtype=torch.float64) * (1 << (gw - 3))
-        return (x.round().long(), dy.round().long()), False
-
-
 @pytest.mark.parametrize("width,n,frac,recip_bits,out_frac", [(8, 64, 4, 20, 10), (16, 256, 0, 32, 18)])
 def test_l1_agrees_with_float_autograd_within_bound(width, n, frac, recip_bits, out_frac):
     b = BNConfig(norm="l1", width=width, n=n, channels=8, frac=frac, recip_bits=recip_bits)
     cfg = BNBackwardConfig(bn=b, grad_width=8, inner_frac=6, grad_out_width=24, grad_out_frac=out_frac)
-    (x, dy), _ = _grads_or_random(width, n, 8, 0, 8)
+    x, dy = real_grads(width, n, 8, 0, 8)  # digits training-step gradients
     gamma = torch.tensor([64, 80, -50, 100, 32, 127, -128, 1]).long()
     mu, inv = forward_stats(x, b)
     res = bn_backward(x, dy, gamma, mu, inv, cfg)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
 from l1bn.sw.config import BNBackwardConfig
 from l1bn.sw.reference.core import div_const, int_range, rshift_round, saturate
 

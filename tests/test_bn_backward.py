@@ -1,0 +1,100 @@
+"""The BN backward units against the integer reference on Icarus and Verilator."""
+
+import json
+
+import pytest
+import torch
+from l1bn.hw.bn_backward import (
+    L1BNBackwardUnit,
+    L2BNBackwardUnit,
+    backward_latency_cycles,
+    stored_state_bits,
+)
+from l1bn.sim.runner import SimulationError, run_cocotb
+from l1bn.sw.config import BNBackwardConfig, BNConfig
+from test_bn_backward_reference import forward_stats, real_grads
+
+BENCH = "l1bn.sim.benches.bn_bwd_tb"
+UNITS = {"l1": L1BNBackwardUnit, "l2": L2BNBackwardUnit}
+
+
+def batch(cfg, seed, real):
+    b = cfg.bn
+    if real:
+        x, dy = real_grads(b.width, b.n, b.channels, seed, cfg.grad_width)
+    else:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randint(-(1 << (b.width - 1)), 1 << (b.width - 1), (b.channels, b.n), generator=g)
+        dy = torch.randint(-(1 << (cfg.grad_width - 1)), 1 << (cfg.grad_width - 1), (b.channels, b.n),
+                           generator=g)
+        x[0, 0], dy[0, 0] = -(1 << (b.width - 1)), -(1 << (cfg.grad_width - 1))  # min ints
+    mu, inv = forward_stats(x, b)
+    gamma = torch.tensor([(-1) ** c * (40 + 23 * c) for c in range(b.channels)], dtype=torch.int64)
+    return {"x": x.tolist(), "dy": dy.tolist(), "gamma": gamma.tolist(), "mu": mu.tolist(), "inv": inv.tolist()}
+
+
+def run(cfg, data, simulator, tmp_path, gaps, unit=None):
+    path = tmp_path / "bwd_data.json"
+    path.write_text(json.dumps(data))
+    dut = (unit or UNITS[cfg.bn.norm])(cfg)
+    return run_cocotb(dut, toplevel="bn_bwd", test_module=BENCH, simulator=simulator,
+                      build_dir=tmp_path / "build", config=cfg,
+                      extra_env={"L1BN_BWD_DATA": str(path), "L1BN_GAPS": str(gaps)})
+
+
+def config(norm, width, n, channels=2):
+    if width == 16:
+        b = BNConfig(norm=norm, width=16, n=n, channels=channels, frac=0, recip_bits=32)
+        return BNBackwardConfig(bn=b, grad_width=8, inner_frac=6, grad_out_width=24, grad_out_frac=18)
+    b = BNConfig(norm=norm, width=width, n=n, channels=channels)
+    return BNBackwardConfig(bn=b, grad_width=8, inner_frac=6, grad_out_width=20, grad_out_frac=10)
+
+
+CASES = [  # (simulator, norm, width, n, gaps, real digits gradients)
+    ("icarus", "l1", 8, 2, 0, False),
+    ("icarus", "l1", 16, 24, 30, False),
+    ("icarus", "l2", 8, 64, 30, True),
+    ("icarus", "l2", 16, 5, 0, False),
+    ("verilator", "l1", 16, 64, 0, True),
+    ("verilator", "l2", 8, 16, 30, False),
+]
+
+
+@pytest.mark.parametrize("simulator,norm,width,n,gaps,real", CASES)
+def test_unit_bit_exact(simulator, norm, width, n, gaps, real, tmp_path):
+    cfg = config(norm, width, n)
+    res = run(cfg, batch(cfg, seed=width + n, real=real), simulator, tmp_path, gaps)
+    assert res.passed and [t.name for t in res.tests] == ["bn_backward_matches_reference"]
+
+
+class BrokenL1(L1BNBackwardUnit):
+    """Test-only mutant: uses 2c instead of c = sqrt(pi/2) in the sign term."""
+
+    def elaborate(self, platform):
+        import l1bn.hw.bn_backward as mod
+        orig = mod.c_const
+        mod.c_const = lambda cb: 2 * orig(cb)
+        try:
+            return super().elaborate(platform)
+        finally:
+            mod.c_const = orig
+
+
+def test_mutant_is_caught(tmp_path):
+    cfg = config("l1", 8, 16)
+    with pytest.raises(SimulationError) as e:
+        run(cfg, batch(cfg, seed=3, real=False), "icarus", tmp_path, 0, unit=BrokenL1)
+    assert e.value.failed == ["bn_backward_matches_reference"]
+
+
+def test_api_and_errors():
+    cfg = config("l1", 8, 16)
+    assert backward_latency_cycles(cfg) == 2 * (2 * 16 + 5) + 1
+    s = stored_state_bits(cfg)
+    assert s["l1"] == s["l2"] == 8 and s["l1_pass2"] == 1 and s["l2_pass2"] == 8
+    with pytest.raises(ValueError, match="does not match L2BNBackwardUnit"):
+        L2BNBackwardUnit(cfg)
+    with pytest.raises(ValueError, match="lanes=2 is not supported"):
+        L1BNBackwardUnit(BNBackwardConfig(bn=BNConfig(n=16, lanes=2)))
+    with pytest.raises(ValueError, match="must be a BNBackwardConfig"):
+        L1BNBackwardUnit(BNConfig())
