@@ -98,3 +98,16 @@ def test_api_and_errors():
         L1BNBackwardUnit(BNBackwardConfig(bn=BNConfig(n=16, lanes=2)))
     with pytest.raises(ValueError, match="must be a BNBackwardConfig"):
         L1BNBackwardUnit(BNConfig())
+
+
+def test_verilog_cli(tmp_path, capsys):
+    from l1bn.sw.cli import main
+
+    out = tmp_path / "l1bn_bwd.v"
+    main(["verilog", "l1bn-bwd", "--width", "8", "--n", "16", "-o", str(out)])
+    assert "module l1bn_bwd" in out.read_text()
+    assert "latency 38 cycles" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["verilog", "l2bn-bwd", "--grad-width", "1", "-o", str(out)])
+    assert e.value.code == 2
+    assert "error: grad_width=1 is out of range; allowed 2..24" in capsys.readouterr().err
