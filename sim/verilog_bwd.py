@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import click
-
 from l1bn.sw.config import BNBackwardConfig, BNConfig
 
 __all__ = ["l1bn_bwd_cmd", "l2bn_bwd_cmd", "make_config"]
