@@ -93,7 +93,7 @@ class _BNBackwardUnit(wiring.Component):
 
     norm = None
 
-    def __init__(self, cfg: BNBackwardConfig):
+    def _check(self, cfg):
         if not isinstance(cfg, BNBackwardConfig):
             raise ValueError(f"cfg={cfg!r} must be a BNBackwardConfig")
         if cfg.bn.norm != self.norm:
@@ -101,6 +101,13 @@ class _BNBackwardUnit(wiring.Component):
                              f"(needs {self.norm!r})")
         if cfg.bn.lanes != 1:
             raise ValueError(f"lanes={cfg.bn.lanes} is not supported by the backward unit; allowed 1..1")
+
+    def __init__(self, cfg: BNBackwardConfig):
+        try:
+            self._check(cfg)
+        except ValueError:
+            self._MustUse__silence = True   # a refused object is not an unused design
+            raise
         self.cfg = cfg
         b, w = cfg.bn, cfg.widths
         self.in_layout = data.StructLayout({"x": signed(b.width), "dy": signed(cfg.grad_width)})
