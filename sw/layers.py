@@ -1,0 +1,284 @@
+"""L1-norm batch normalization layers (``L1BatchNorm1d``, ``L1BatchNorm2d``).
+
+Forward, per channel over the ``m = N * (spatial size)`` values of the mini-batch::
+
+    mu    = mean(x)
+    d     = x - mu
+    s     = mean(|d|)                     # mean absolute deviation
+    sigma = c * s + eps,  c = sqrt(pi/2)  # eps is added AFTER the scaling, outside any root
+    xhat  = d / sigma
+    y     = gamma * xhat + beta
+
+``c`` makes ``sigma`` the standard deviation for Gaussian data, so ``gamma``/``beta`` keep the
+meaning they have in ``nn.BatchNorm``. The backward pass is a custom ``autograd.Function`` with the
+sign-based gradient (exact, including the ``mean(sgn)`` term that follows from ``d = x - mu``)::
+
+    g = gamma * dL/dy,   sgn = sign(d)   (sign(0) = 0, the subgradient autograd of |.| uses)
+    dL/dx     = (1/sigma) * [ g - mean(g) - c * mean(g * xhat) * (sgn - mean(sgn)) ]
+    dL/dgamma = sum(dL/dy * xhat),   dL/dbeta = sum(dL/dy)
+
+Running statistics (``track_running_stats=True``) follow PyTorch's convention:
+``running = (1 - momentum) * running + momentum * batch`` with ``momentum=0.1`` by default, or a
+cumulative average (``running += (batch - running) / num_batches_tracked``) when ``momentum=None``.
+The layer tracks ``running_mean`` and ``running_s`` (the mean absolute deviation, no Bessel-like
+correction: there is no unbiased MAD estimator to match); eval mode uses
+``sigma = c * running_s + eps``. The eval-mode layer is one per-channel affine map
+(:meth:`L1BatchNorm.inference_affine`), which is what the integer export folds.
+
+bfloat16/float16 inputs are normalized with float32 statistics and arithmetic; the output and
+``dL/dx`` are cast back to the input dtype. On CUDA the forward and backward math run as
+``torch.compile``'d (fused) functions; on CPU they run eagerly (``fused=`` overrides the choice).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["L1_C", "L1BatchNorm", "L1BatchNorm1d", "L1BatchNorm2d", "l1bn_forward_plain",
+           "l2bn_forward_plain", "l1_batch_norm"]
+
+L1_C = math.sqrt(math.pi / 2)
+
+
+# ---------------------------------------------------------------- the math (eager and compiled)
+
+def _fwd_math(x, weight, bias, eps: float, dims: tuple[int, ...]):
+    """Batch-statistics forward in the dtype of ``x``; returns (y, xhat, sigma, mu, s)."""
+    mu = x.mean(dims, keepdim=True)
+    d = x - mu
+    s = d.abs().mean(dims, keepdim=True)
+    sigma = L1_C * s + eps
+    xhat = d / sigma
+    y = xhat
+    if weight is not None:
+        y = y * weight + bias
+    return y, xhat, sigma, mu, s
+
+
+def _bwd_math(dy, xhat, sigma, weight, dims: tuple[int, ...]):
+    """Sign-based backward; returns (dx, dgamma, dbeta) (dgamma/dbeta shaped like ``sigma``)."""
+    g = dy if weight is None else dy * weight
+    sgn = torch.sign(xhat)  # sign(xhat) == sign(d): sigma > 0
+    mean_g = g.mean(dims, keepdim=True)
+    mean_gx = (g * xhat).mean(dims, keepdim=True)
+    mean_sgn = sgn.mean(dims, keepdim=True)
+    dx = (g - mean_g - L1_C * mean_gx * (sgn - mean_sgn)) / sigma
+    dgamma = (dy * xhat).sum(dims, keepdim=True)
+    dbeta = dy.sum(dims, keepdim=True)
+    return dx, dgamma, dbeta
+
+
+_COMPILED: dict[str, tuple] = {}
+
+
+def _kernels(fused: bool):
+    """(forward, backward) callables: eager, or ``torch.compile``'d once per process."""
+    if not fused:
+        return _fwd_math, _bwd_math
+    if "k" not in _COMPILED:
+        _COMPILED["k"] = (torch.compile(_fwd_math, dynamic=False), torch.compile(_bwd_math, dynamic=False))
+    return _COMPILED["k"]
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
+class _L1BNFunction(torch.autograd.Function):
+    """Training-mode L1BN with the sign-based backward. Inputs are (N, C, *)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float, fused: bool):
+        ct = _compute_dtype(x.dtype)
+        dims = (0, *range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        w = None if weight is None else weight.to(ct).view(shape)
+        b = None if bias is None else bias.to(ct).view(shape)
+        fwd, _ = _kernels(fused)
+        y, xhat, sigma, mu, s = fwd(x.to(ct), w, b, float(eps), dims)
+        ctx.save_for_backward(xhat, sigma, w)
+        ctx.dims, ctx.fused, ctx.in_dtype = dims, fused, x.dtype
+        ctx.has_weight = weight is not None
+        ctx.w_dtype = None if weight is None else weight.dtype
+        ctx.mark_non_differentiable(mu, s)
+        return y.to(x.dtype), mu.flatten(), s.flatten()
+
+    @staticmethod
+    def backward(ctx, dy, _dmu, _ds):
+        xhat, sigma, w = ctx.saved_tensors
+        _, bwd = _kernels(ctx.fused)
+        dx, dgamma, dbeta = bwd(dy.to(xhat.dtype), xhat, sigma, w, ctx.dims)
+        if not ctx.has_weight:
+            return dx.to(ctx.in_dtype), None, None, None, None
+        return (dx.to(ctx.in_dtype), dgamma.flatten().to(ctx.w_dtype), dbeta.flatten().to(ctx.w_dtype),
+                None, None)
+
+
+def l1_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                  eps: float = 1e-5, fused: bool = False):
+    """Functional training-mode L1BN on (N, C, *): returns ``(y, batch_mean, batch_s)``.
+
+    No input checks (the modules do them); ``batch_mean``/``batch_s`` are float32 for bf16 input.
+    """
+    return _L1BNFunction.apply(x, weight, bias, eps, fused)
+
+
+def l1bn_forward_plain(x, weight=None, bias=None, eps: float = 1e-5):
+    """The L1BN training forward written with plain torch ops (autograd differentiates it).
+
+    The reference the custom backward is checked against, and the "plain-op" row of the bench.
+    """
+    dims = (0, *range(2, x.dim()))
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    mu = x.mean(dims, keepdim=True)
+    d = x - mu
+    sigma = L1_C * d.abs().mean(dims, keepdim=True) + eps
+    y = d / sigma
+    if weight is not None:
+        y = y * weight.view(shape) + bias.view(shape)
+    return y
+
+
+def l2bn_forward_plain(x, weight=None, bias=None, eps: float = 1e-5):
+    """Classic (L2) batch norm with plain torch ops: ``(x - mu) / sqrt(var + eps)`` (biased var)."""
+    dims = (0, *range(2, x.dim()))
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    mu = x.mean(dims, keepdim=True)
+    d = x - mu
+    y = d / torch.sqrt((d * d).mean(dims, keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight.view(shape) + bias.view(shape)
+    return y
+
+
+# ---------------------------------------------------------------- modules
+
+class L1BatchNorm(nn.Module):
+    """Base class of the L1BN layers; same constructor as ``nn.BatchNorm*d``.
+
+    Parameters
+    ----------
+    num_features : int
+        Channels ``C``.
+    eps : float
+        Added to ``c * s`` (after the sqrt(pi/2) scaling): ``sigma = c * s + eps``. Must be > 0.
+    momentum : float or None
+        Running-statistics update factor in [0, 1] (PyTorch convention), or None for a cumulative
+        average.
+    affine : bool
+        Learnable ``weight`` (gamma, init 1) and ``bias`` (beta, init 0).
+    track_running_stats : bool
+        Keep ``running_mean``/``running_s`` and use them in eval mode; if False, batch statistics
+        are used in both modes.
+    fused : bool or None
+        Run the forward/backward math through ``torch.compile``; None (default) = on CUDA only.
+    """
+
+    norm = "l1"
+    _ranks: tuple[int, ...] = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
+                 *, fused: bool | None = None):
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"num_features={num_features!r} must be an integer >= 1")
+        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+            raise ValueError(f"eps={eps!r} must be a finite number > 0")
+        if momentum is not None and not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
+            raise ValueError(f"momentum={momentum!r} must be in 0..1 or None")
+        super().__init__()
+        fk = {"device": device, "dtype": dtype}
+        self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
+        self.affine, self.track_running_stats, self.fused = affine, track_running_stats, fused
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **fk))
+            self.bias = nn.Parameter(torch.zeros(num_features, **fk))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            # statistics are kept in float32 at least (bf16 running sums drift)
+            sk = {"device": device, "dtype": _compute_dtype(dtype or torch.get_default_dtype())}
+            self.register_buffer("running_mean", torch.zeros(num_features, **sk))
+            self.register_buffer("running_s", torch.full((num_features,), 1.0 / L1_C, **sk))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_s", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_s.fill_(1.0 / L1_C)  # sigma = 1 (+ eps), like running_var = 1
+            self.num_batches_tracked.zero_()
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not torch.is_tensor(x):
+            raise ValueError(f"{type(self).__name__} expects a tensor, got {type(x).__name__}")
+        if x.dim() not in self._ranks:
+            raise ValueError(f"{type(self).__name__} expects a {' or '.join(f'{r}D' for r in self._ranks)} "
+                             f"input (N, C{', L' if 3 in self._ranks else ', H, W'}), got {x.dim()}D "
+                             f"shape {tuple(x.shape)}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}) got {x.shape[1]} channels "
+                             f"(input shape {tuple(x.shape)})")
+        if not x.dtype.is_floating_point:
+            raise ValueError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        use_batch = self.training or not self.track_running_stats
+        if not use_batch:
+            ct = _compute_dtype(x.dtype)
+            sigma = L1_C * self.running_s.to(ct) + self.eps
+            y = (x.to(ct) - self.running_mean.to(ct).view(shape)) / sigma.view(shape)
+            if self.affine:
+                y = y * self.weight.to(ct).view(shape) + self.bias.to(ct).view(shape)
+            return y.to(x.dtype)
+        m = x.numel() // x.shape[1]
+        if m < 2:
+            raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when "
+                             f"training (input shape {tuple(x.shape)}); use eval mode or a larger batch")
+        if self.training and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{type(self).__name__}: non-finite input (NaN or Inf) in training mode "
+                             f"would corrupt the batch and running statistics")
+        fused = self.fused if self.fused is not None else x.is_cuda
+        y, mu, s = _L1BNFunction.apply(x, self.weight, self.bias, self.eps, bool(fused))
+        if self.training and self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                f = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mu.to(self.running_mean.dtype), f)
+                self.running_s.lerp_(s.to(self.running_s.dtype), f)
+        return y
+
+    def inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 ``(scale, offset)`` (C,) of the eval-mode layer: ``y = scale * x + offset``."""
+        if not self.track_running_stats:
+            raise ValueError("an L1BatchNorm without running statistics has no inference affine map")
+        sigma = L1_C * self.running_s.detach().double() + self.eps
+        gamma = self.weight.detach().double() if self.affine else torch.ones_like(sigma)
+        beta = self.bias.detach().double() if self.affine else torch.zeros_like(sigma)
+        scale = gamma / sigma
+        return scale, beta - scale * self.running_mean.detach().double()
+
+
+class L1BatchNorm1d(L1BatchNorm):
+    """L1BN over (N, C) or (N, C, L) inputs (statistics over N, or N and L)."""
+
+    _ranks = (2, 3)
+
+
+class L1BatchNorm2d(L1BatchNorm):
+    """L1BN over (N, C, H, W) inputs (statistics over N, H and W)."""
+
+    _ranks = (4,)
