@@ -13,7 +13,7 @@ from l1bn.sw.train import load_run, run_config, train_run
 
 
 def test_split_is_fixed_and_stratified():
-    (xtr, ytr), (xte, yte) = data.train_split(), data.test_split()
+    (xtr, _), (xte, yte) = data.train_split(), data.test_split()
     assert xtr.shape == (1437, 1, 8, 8) and xte.shape == (360, 1, 8, 8)
     assert float(xte.min()) >= 0 and float(xte.max()) <= 1
     assert int(yte.bincount().min()) >= 35
