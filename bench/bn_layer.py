@@ -73,9 +73,9 @@ def main():
             l1 = L1BatchNorm2d(c, device=dev, dtype=dt)
             w = torch.ones(c, device=dev, dtype=dt, requires_grad=True)
             b = torch.zeros(c, device=dev, dtype=dt, requires_grad=True)
-            fns = {"bn": lambda: bn(x).backward(dy), "l1": lambda: l1(x).backward(dy),
-                   "p1": lambda: l1bn_forward_plain(x, w, b).backward(dy),
-                   "p2": lambda: l2bn_forward_plain(x, w, b).backward(dy)}
+            fns = {"bn": lambda: bn(x).backward(dy), "l1": lambda: l1(x).backward(dy),  # noqa: B023 (used in this iteration only)
+                   "p1": lambda: l1bn_forward_plain(x, w, b).backward(dy),  # noqa: B023 (used in this iteration only)
+                   "p2": lambda: l2bn_forward_plain(x, w, b).backward(dy)}  # noqa: B023 (used in this iteration only)
             ms = {}
             for k, fn in fns.items():
                 timeit(fn, 2)  # warm-up (and compile on CUDA)
