@@ -249,6 +249,57 @@ class MACConfig(_Config):
         check_int("k", self.k, 1, 65536)
         check_int("out_bits", self.out_bits, 2, 16)
         check_int("shift", self.shift, 0, 31)
+        if self.acc_bits + 1 > MAX_INTERMEDIATE_BITS:  # +1: the requantizer's rounding add
+            raise ValueError(f"k={self.k} with wbits={self.wbits}, abits={self.abits} needs a "
+                             f"{self.acc_bits}-bit accumulator; at most {MAX_INTERMEDIATE_BITS - 1} supported")
+
+    # Pure-int arithmetic widths, shared by the generator (no torch) and the reference.
+    @property
+    def weight_range(self) -> tuple[int, int]:
+        """Values a weight may take. 1-bit signed weights are binary: -1 or +1."""
+        if self.wbits == 1 and self.signed_w:
+            return -1, 1
+        return _int_range(self.wbits, self.signed_w)
+
+    @property
+    def act_range(self) -> tuple[int, int]:
+        """Values an activation may take (1-bit signed activations are -1 or 0)."""
+        return _int_range(self.abits, self.signed_a)
+
+    @property
+    def product_extremes(self) -> tuple[int, int]:
+        """Smallest and largest product w * a."""
+        (wlo, whi), (alo, ahi) = self.weight_range, self.act_range
+        ext = [wlo * alo, wlo * ahi, whi * alo, whi * ahi]
+        return min(ext), max(ext)
+
+    @property
+    def product_bits(self) -> int:
+        """Signed bits that hold any product w * a exactly."""
+        return signed_bits(*self.product_extremes)
+
+    @property
+    def acc_bits(self) -> int:
+        """Signed accumulator bits for ``k`` products: it cannot overflow."""
+        lo, hi = self.product_extremes
+        return signed_bits(self.k * lo, self.k * hi)
+
+    @property
+    def result_bits(self) -> int:
+        """Bits of one output element: ``out_bits`` with the requantizer, else ``acc_bits``."""
+        return self.out_bits if self.requant else self.acc_bits
+
+
+def _int_range(bits: int, signed: bool) -> tuple[int, int]:
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Fewest two's complement bits that hold every integer in ``[lo, hi]``."""
+    b = 1
+    while not (-(1 << (b - 1)) <= lo and hi <= (1 << (b - 1)) - 1):
+        b += 1
+    return b
 
 
 def config_from_json(text: str):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..config import MACConfig
-from .core import int_range, rshift_round, saturate
+from .core import rshift_round, saturate
 
 __all__ = ["weight_range", "act_range", "product_bits", "acc_bits", "check_operands",
            "matmul", "requantize", "mac_tile", "encode_weights", "decode_weights"]
@@ -17,37 +17,22 @@ __all__ = ["weight_range", "act_range", "product_bits", "acc_bits", "check_opera
 
 def weight_range(cfg: MACConfig) -> tuple[int, int]:
     """Values a weight may take. 1-bit signed weights are binary: -1 or +1."""
-    if cfg.wbits == 1 and cfg.signed_w:
-        return -1, 1
-    return int_range(cfg.wbits, cfg.signed_w)
+    return cfg.weight_range
 
 
 def act_range(cfg: MACConfig) -> tuple[int, int]:
     """Values an activation may take (1-bit signed activations are -1 or 0)."""
-    return int_range(cfg.abits, cfg.signed_a)
+    return cfg.act_range
 
 
 def product_bits(cfg: MACConfig) -> int:
-    """Signed bits that hold any product w * a exactly."""
-    wlo, whi = weight_range(cfg)
-    alo, ahi = act_range(cfg)
-    ext = [wlo * alo, wlo * ahi, whi * alo, whi * ahi]
-    return _signed_bits(min(ext), max(ext))
+    """Signed bits that hold any product w * a exactly (``MACConfig.product_bits``)."""
+    return cfg.product_bits
 
 
 def acc_bits(cfg: MACConfig) -> int:
-    """Signed accumulator bits for ``cfg.k`` products: it cannot overflow (docs/arithmetic.md)."""
-    wlo, whi = weight_range(cfg)
-    alo, ahi = act_range(cfg)
-    ext = [wlo * alo, wlo * ahi, whi * alo, whi * ahi]
-    return _signed_bits(cfg.k * min(ext), cfg.k * max(ext))
-
-
-def _signed_bits(lo: int, hi: int) -> int:
-    b = 1
-    while not (-(1 << (b - 1)) <= lo and hi <= (1 << (b - 1)) - 1):
-        b += 1
-    return b
+    """Signed accumulator bits for ``cfg.k`` products: it cannot overflow (``MACConfig.acc_bits``)."""
+    return cfg.acc_bits
 
 
 def check_operands(w: torch.Tensor, a: torch.Tensor, cfg: MACConfig) -> None:

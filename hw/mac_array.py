@@ -1,0 +1,245 @@
+"""Low-bit fixed-point MAC array: an outer-product (broadcast) array with streamed K-steps.
+
+Dataflow and why
+----------------
+Each input beat carries one K-step of a tile: the weight column ``w[:, k]`` (``rows`` values) and
+the activation row ``a[k, :]`` (``cols`` values). Weight ``w[i]`` is broadcast along row ``i``,
+activation ``a[j]`` down column ``j``, and every PE ``(i, j)`` adds ``w[i] * a[j]`` to its own
+accumulator (output-stationary, but without the systolic skew). Compared with a systolic array
+this needs no fill/drain skew of ``rows + cols`` cycles per tile and no weight preload phase, so
+the utilization on a stream of tiles is ``K / max(K, rows + 1)`` (100 % for ``K > rows``); the
+broadcast fan-out (``cols`` or ``rows`` loads, at most 64) is registered once and is no timing
+problem at these sizes. At the end of a tile (the beat with ``last``) the sums move to a second
+bank (double buffer), which is drained one row per cycle while the next tile accumulates.
+
+Products are built as shift-and-add of ``wbits`` partial products (binary weights: a sign
+select), never with ``*``, so Yosys makes LUTs and carry chains (CCU2C) of them and no DSP
+(``synth_ecp5`` reports 0 MULT18X18D, see ``docs/mac_array.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from l1bn.sw.config import MACConfig
+
+__all__ = ["MACArray", "in_layout", "out_layout", "PIPELINE_CYCLES", "tile_period", "stream_cycles"]
+
+#: Cycles from the handshake of a tile's last input beat to the first output row being valid.
+PIPELINE_CYCLES = 4
+
+
+def _wshape(cfg: MACConfig):
+    # binary weights are stored as one bit (0 -> +1, 1 -> -1), see reference.mac.encode_weights
+    if cfg.wbits == 1 and cfg.signed_w:
+        return unsigned(1)
+    return signed(cfg.wbits) if cfg.signed_w else unsigned(cfg.wbits)
+
+
+def _ashape(cfg: MACConfig):
+    return signed(cfg.abits) if cfg.signed_a else unsigned(cfg.abits)
+
+
+def _rshape(cfg: MACConfig):
+    if cfg.requant and cfg.relu:
+        return unsigned(cfg.out_bits)
+    return signed(cfg.result_bits)
+
+
+def in_layout(cfg: MACConfig) -> data.StructLayout:
+    """Input beat: ``w`` (rows weights, LSB first), ``a`` (cols activations), then ``last``."""
+    return data.StructLayout({
+        "w": data.ArrayLayout(_wshape(cfg), cfg.rows),
+        "a": data.ArrayLayout(_ashape(cfg), cfg.cols),
+        "last": 1,
+    })
+
+
+def out_layout(cfg: MACConfig) -> data.StructLayout:
+    """Output beat: ``y`` (one result row of cols elements, LSB first), then ``last``."""
+    return data.StructLayout({
+        "y": data.ArrayLayout(_rshape(cfg), cfg.cols),
+        "last": 1,
+    })
+
+
+def tile_period(cfg: MACConfig, k: int) -> int:
+    """Steady-state cycles per tile of reduction length ``k`` (no stalls): ``max(k, rows + 1)``."""
+    return max(k, cfg.rows + 1)
+
+
+def stream_cycles(cfg: MACConfig, k: int, tiles: int) -> int:
+    """Cycles from the first input handshake to the last output handshake of ``tiles`` tiles.
+
+    Input valid every cycle, output always ready: ``(tiles - 1) * tile_period + k + rows + 3``.
+    """
+    return (tiles - 1) * tile_period(cfg, k) + k + cfg.rows + PIPELINE_CYCLES - 1
+
+
+def _product(cfg: MACConfig, w, a, width: int):
+    """``w * a`` as a sum of shifted partial products (LUT/carry logic, no multiplier cell)."""
+    a_ext = a.as_signed() if cfg.signed_a else Cat(a, Const(0, 1)).as_signed()
+    if cfg.wbits == 1 and cfg.signed_w:
+        return Mux(w[0], -a_ext, a_ext)
+    terms = []
+    for b in range(cfg.wbits):
+        t = Mux(w[b], a_ext << b, 0)
+        # the MSB of a two's complement weight has weight -2**(wbits-1)
+        terms.append(-t if (cfg.signed_w and b == cfg.wbits - 1) else t)
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+class MACArray(wiring.Component):
+    """A ``rows x cols`` array of low-bit MACs computing ``W (M x K) @ A (K x N)`` tile by tile.
+
+    Parameters
+    ----------
+    cfg : MACConfig
+        ``rows`` (M), ``cols`` (N), ``wbits``/``abits`` and signedness, ``k`` (longest reduction,
+        sizes the accumulator) and the optional requantizer (``requant``, ``shift``,
+        ``out_bits``, ``relu``).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(in_layout(cfg)))
+        One K-step per beat: ``w`` = column ``k`` of W (``rows`` raw weights, two's complement,
+        unsigned, or for binary weights 0 -> +1 / 1 -> -1) and ``a`` = row ``k`` of A (``cols``
+        activations). ``last`` = 1 on the final K-step of a tile. A tile may have any K in
+        ``1..cfg.k``. Payload bits: ``rows*wbits + cols*abits + 1``.
+    o : Out(stream.Signature(out_layout(cfg)))
+        One result row per beat, rows 0..M-1 in order; ``last`` = 1 on row M-1. Elements are
+        ``cfg.acc_bits`` signed bits (the exact sum), or with ``requant`` ``out_bits`` bits
+        (signed, unsigned with ``relu``): ``sat(relu((acc + 2**(shift-1)) >> shift))``.
+
+    Bit widths
+    ----------
+    product: ``cfg.product_bits`` signed; accumulator: ``cfg.acc_bits`` signed, the fewest bits
+    that hold ``k * min(product)`` .. ``k * max(product)``, so no sum of up to ``k`` products
+    overflows.
+
+    Timing
+    ------
+    Pipeline: input register, product register, accumulator (+ result bank), output register.
+    The first result row is valid ``PIPELINE_CYCLES`` = 4 cycles after the handshake of the
+    tile's last beat; the rows follow one per cycle. The result bank is free again ``rows``
+    cycles after it was filled, so with input valid every cycle and output ready, a stream of
+    tiles of length K takes ``max(K, rows + 1)`` cycles per tile (utilization
+    ``K / max(K, rows + 1)``) and ``stream_cycles(cfg, K, T)`` in all. The input stalls
+    (``i.ready`` = 0) only when a tile ends while the previous result is still draining.
+    ``i.ready`` does not depend on ``o.ready`` combinationally.
+    """
+
+    def __init__(self, cfg: MACConfig):
+        if not isinstance(cfg, MACConfig):
+            raise ValueError(f"cfg={cfg!r} must be a MACConfig")
+        self.cfg = cfg
+        super().__init__({
+            "i": In(stream.Signature(in_layout(cfg))),
+            "o": Out(stream.Signature(out_layout(cfg))),
+        })
+
+    def _requant(self, m, acc, name):
+        cfg = self.cfg
+        if not cfg.requant:
+            return acc
+        y = Signal(signed(cfg.acc_bits + 1), name=f"{name}_shift")
+        if cfg.shift:
+            # round half up, the project-wide rule (reference.core.rshift_round)
+            m.d.comb += y.eq((acc + (1 << (cfg.shift - 1))) >> cfg.shift)
+        else:
+            m.d.comb += y.eq(acc)
+        # saturation by inspecting the dropped high bits (no comparators): in range when they
+        # are all copies of the kept sign bit (signed) or all zero (relu, after clamping at 0)
+        r = Signal(_rshape(cfg), name=f"{name}_sat")
+        ob = cfg.out_bits
+        neg = y[-1]
+        if cfg.relu:
+            fits = ~y[ob:].any()
+            m.d.comb += r.eq(Mux(neg, 0, Mux(fits, y[:ob], (1 << ob) - 1)))
+        else:
+            top = y[ob - 1:]
+            fits = ~top.any() | top.all()
+            lo, hi = -(1 << (ob - 1)), (1 << (ob - 1)) - 1
+            m.d.comb += r.eq(Mux(fits, y[:ob].as_signed(), Mux(neg, lo, hi)))
+        return r
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        R, C = cfg.rows, cfg.cols
+        m = Module()
+
+        full = Signal()        # result bank holds a tile not yet fully sent
+        v1, l1 = Signal(name="v1"), Signal(name="l1")   # stage 1 valid / last
+        v2, l2 = Signal(name="v2"), Signal(name="l2")   # stage 2 valid / last
+        stall = Signal()
+        en = Signal()
+        m.d.comb += [
+            stall.eq(v2 & l2 & full),
+            en.eq(~stall),
+            self.i.ready.eq(en),
+        ]
+
+        # stage 1: input register (breaks the broadcast fan-out from the ports)
+        s1 = Signal(in_layout(cfg))
+        with m.If(en):
+            m.d.sync += [v1.eq(self.i.valid), l1.eq(self.i.payload.last)]
+            with m.If(self.i.valid):
+                m.d.sync += s1.eq(self.i.payload)
+
+        # stage 2: products
+        pb = cfg.product_bits
+        prod = [[Signal(signed(pb), name=f"p{i}_{j}") for j in range(C)] for i in range(R)]
+        with m.If(en):
+            m.d.sync += [v2.eq(v1), l2.eq(l1)]
+            for i in range(R):
+                for j in range(C):
+                    m.d.sync += prod[i][j].eq(_product(cfg, s1.w[i], s1.a[j], pb))
+
+        # stage 3: accumulate; on the last K-step move the sums to the result bank
+        ab = cfg.acc_bits
+        first = Signal(init=1)
+        acc = [[Signal(signed(ab), name=f"acc{i}_{j}") for j in range(C)] for i in range(R)]
+        bank = [[Signal(signed(ab), name=f"bank{i}_{j}") for j in range(C)] for i in range(R)]
+        load_bank = Signal()
+        m.d.comb += load_bank.eq(en & v2 & l2)
+        with m.If(en & v2):
+            m.d.sync += first.eq(l2)
+            for i in range(R):
+                for j in range(C):
+                    nxt = Signal(signed(ab), name=f"nxt{i}_{j}")
+                    m.d.comb += nxt.eq(Mux(first, 0, acc[i][j]) + prod[i][j])
+                    m.d.sync += acc[i][j].eq(nxt)
+                    with m.If(l2):
+                        m.d.sync += bank[i][j].eq(nxt)
+
+        # stage 4: output register, one row per beat, requantized on the way out
+        row = Signal(range(max(R, 2)))
+        take = Signal()
+        m.d.comb += take.eq(full & (~self.o.valid | self.o.ready))
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        sel = [Signal(signed(ab), name=f"sel{j}") for j in range(C)]
+        # AND-OR row select as plain assigns: a comb switch becomes an always @* that Icarus
+        # never evaluates while its inputs keep their initial values (all-zero first tile)
+        for j in range(C):
+            terms = [Mux(row == i, bank[i][j].as_unsigned(), 0) for i in range(R)]
+            m.d.comb += sel[j].eq(functools.reduce(operator.or_, terms))
+        with m.If(take):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(row == R - 1)]
+            for j in range(C):
+                m.d.sync += self.o.payload.y[j].eq(self._requant(m, sel[j], f"rq{j}"))
+            with m.If(row == R - 1):
+                m.d.sync += [row.eq(0), full.eq(0)]
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+        # stall guarantees the bank is never loaded while full
+        with m.If(load_bank):
+            m.d.sync += full.eq(1)
+        return m

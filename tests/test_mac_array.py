@@ -1,0 +1,150 @@
+"""MAC array generator: bit-exact against the integer reference on Icarus and Verilator, cycle
+formula and utilization, config validation, CLI errors, and (slow) ECP5 place and route."""
+
+import itertools
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from l1bn.hw.mac_array import MACArray, stream_cycles, tile_period
+from l1bn.sim.sim_mac import random_tiles, simulate_mac
+from l1bn.sw.cli import cli, main
+from l1bn.sw.config import MACConfig
+
+# signed/unsigned, mixed widths, binary weights, with and without the requantizer, N=1 / M=1
+CONFIGS = {
+    "w4s_a4s": MACConfig(rows=4, cols=4, wbits=4, abits=4, k=16),
+    "binary_a4u_requant_relu": MACConfig(rows=4, cols=4, wbits=1, abits=4, signed_a=False, k=16,
+                                         requant=True, shift=3, out_bits=4, relu=True),
+    "w2u_a3s_3x5": MACConfig(rows=3, cols=5, wbits=2, abits=3, signed_w=False, k=8),
+    "w8s_a8s_requant": MACConfig(rows=2, cols=4, wbits=8, abits=8, k=12, requant=True, shift=5, out_bits=8),
+    "w3s_a2u_saturate": MACConfig(rows=5, cols=2, wbits=3, abits=2, signed_a=False, k=12,
+                                  requant=True, shift=0, out_bits=3),
+    "w2u_a2u_1x1": MACConfig(rows=1, cols=1, wbits=2, abits=2, signed_w=False, signed_a=False, k=3),
+}
+
+
+def _tiles(cfg, seed):
+    """Random tiles, extreme-value tiles, an all-zero first tile (tests X-free startup), short K."""
+    k = cfg.k
+    zero = random_tiles(cfg, 1, k, seed=seed)
+    zero[0]["a"] = [[0] * cfg.cols for _ in range(k)]
+    return (zero + random_tiles(cfg, 3, k, seed=seed + 1)
+            + random_tiles(cfg, 3, k, seed=seed + 2, extremes=True)
+            + random_tiles(cfg, 2, 1, seed=seed + 3))
+
+
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_bit_exact(name, simulator, tmp_path):
+    cfg = CONFIGS[name]
+    r = simulate_mac(cfg, _tiles(cfg, 7), simulator=simulator, build_dir=tmp_path)
+    assert r["mismatches"] == 0 and r["passed"]
+    assert r["outputs"] == cfg.rows * cfg.cols * 9
+
+
+@pytest.mark.parametrize("name", ["w4s_a4s", "binary_a4u_requant_relu", "w2u_a3s_3x5"])
+def test_valid_gaps_and_backpressure(name, tmp_path):
+    cfg = CONFIGS[name]
+    r = simulate_mac(cfg, _tiles(cfg, 11), simulator="icarus", gaps=30, out_gaps=50, seed=5,
+                     build_dir=tmp_path)
+    assert r["mismatches"] == 0 and r["passed"]
+
+
+def test_long_stream_utilization_and_cycle_formula(tmp_path):
+    cfg = MACConfig(rows=8, cols=8, wbits=4, abits=4, k=64)
+    tiles = 24
+    r = simulate_mac(cfg, random_tiles(cfg, tiles, 64, seed=3), simulator="icarus", build_dir=tmp_path)
+    assert r["mismatches"] == 0
+    assert r["cycles"] == r["formula_cycles"] == stream_cycles(cfg, 64, tiles)
+    assert r["period"] == tile_period(cfg, 64) == 64
+    assert r["utilization"] >= 0.95
+    assert r["input_stalls"] == 0
+
+
+def test_short_tiles_stall_as_the_formula_says(tmp_path):
+    # K < rows + 1: the result bank is the bottleneck; the formula still predicts the cycles exactly
+    cfg = MACConfig(rows=6, cols=3, wbits=2, abits=2, k=4)
+    r = simulate_mac(cfg, random_tiles(cfg, 6, 4, seed=2), simulator="icarus", build_dir=tmp_path)
+    assert r["mismatches"] == 0
+    assert r["cycles"] == stream_cycles(cfg, 4, 6)
+    assert r["period"] == tile_period(cfg, 4) == 7
+
+
+# ------------------------------------------------------------------ widths against brute force
+
+@settings(max_examples=60, deadline=None)
+@given(wbits=st.integers(1, 8), abits=st.integers(1, 8), sw=st.booleans(), sa=st.booleans(),
+       k=st.integers(1, 300))
+def test_widths_hold_every_sum(wbits, abits, sw, sa, k):
+    cfg = MACConfig(wbits=wbits, abits=abits, signed_w=sw, signed_a=sa, k=k)
+    ws = [-1, 1] if (wbits == 1 and sw) else range(-(1 << (wbits - 1)) if sw else 0,
+                                                   (1 << (wbits - 1 if sw else wbits)))
+    as_ = range(-(1 << (abits - 1)) if sa else 0, (1 << (abits - 1 if sa else abits)))
+    prods = [w * a for w, a in itertools.product(ws, as_)]
+    lo, hi = k * min(prods), k * max(prods)
+    b = cfg.acc_bits
+    assert -(1 << (b - 1)) <= lo and hi < (1 << (b - 1))
+    # and it is the fewest such bits
+    assert b == 1 or not (-(1 << (b - 2)) <= lo and hi < (1 << (b - 2)))
+    pb = cfg.product_bits
+    assert -(1 << (pb - 1)) <= min(prods) and max(prods) < (1 << (pb - 1))
+
+
+# ------------------------------------------------------------------ errors
+
+@pytest.mark.parametrize("kw, match", [
+    ({"rows": 0}, "rows=0"), ({"cols": 65}, "cols=65"), ({"wbits": 9}, "wbits=9"),
+    ({"abits": 0}, "abits=0"), ({"k": 0}, "k=0"), ({"out_bits": 1}, "out_bits=1"),
+    ({"shift": 32}, "shift=32"), ({"signed_w": 1}, "signed_w=1"), ({"rows": 2.0}, "rows=2.0"),
+])
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        MACConfig(**kw)
+
+
+def test_generator_rejects_non_config():
+    with pytest.raises(ValueError, match="MACConfig"):
+        MACArray({"rows": 4})
+
+
+def _l1bn(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr()
+    return e.value.code, out.out + out.err
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    code, out = _l1bn(["verilog", "mac", "--wbits", "9", "-o", str(tmp_path / "m.v")], capsys)
+    assert code == 2 and "wbits=9" in out and "Traceback" not in out
+    code, out = _l1bn(["verilog", "mac", "--shift", "2", "-o", str(tmp_path / "m.v")], capsys)
+    assert code == 2 and "--requant" in out
+
+
+def test_cli_writes_verilog(tmp_path):
+    out = tmp_path / "mac.v"
+    r = CliRunner().invoke(cli, ["verilog", "mac", "--rows", "2", "--cols", "3", "--wbits", "1",
+                                 "--requant", "--shift", "2", "--out-bits", "4", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "module mac_array" in out.read_text()
+    cfg = MACConfig(rows=2, cols=3, wbits=1, k=64, requant=True, shift=2, out_bits=4)
+    assert f"accumulator {cfg.acc_bits} bits" in r.output
+
+
+@pytest.mark.slow
+def test_ecp5_8x8_w4a4_meets_100mhz(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "mac_array.py"
+    spec = importlib.util.spec_from_file_location("bench_mac_array", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    implement = mod.implement
+
+    cfg = MACConfig(rows=8, cols=8, wbits=4, abits=4, k=64)
+    res = implement(cfg, workdir=tmp_path)
+    assert res["dsp"] == 0
+    assert res["fmax_mhz"] >= 100, res
