@@ -41,14 +41,16 @@ def random_tiles(cfg, tiles: int, k: int, *, seed: int = 0, extremes: bool = Fal
 
 
 def simulate_mac(cfg, tiles: list[dict], *, simulator: str = "icarus", gaps: int = 0,
-                 out_gaps: int = 0, seed: int = 1, build_dir=None, raise_on_fail: bool = True) -> dict:
+                 out_gaps: int = 0, seed: int = 1, build_dir=None, raise_on_fail: bool = True,
+                 out_rows: bool = False) -> dict:
     """Run ``tiles`` through the MAC array on ``simulator``; return the bench's measurements.
 
     Keys: ``mismatches``, ``first`` (up to 20 mismatches), ``outputs``, ``cycles`` (first input
     to last output handshake), ``tile_done`` (cycle of each tile's last row), ``input_stalls``,
     ``ks``; with equal K also ``formula_cycles`` and ``formula_period``; plus ``period``
     (measured steady-state cycles per tile, from the tile completion cycles) and ``utilization``
-    (K / period) when there are >= 2 tiles, and ``build_s``/``run_s``.
+    (K / period) when there are >= 2 tiles, and ``build_s``/``run_s``. With ``out_rows`` also
+    ``rows``: every output row the hardware sent, in order.
     """
     from l1bn.hw.mac_array import MACArray
     from l1bn.sim.runner import SimulationError, default_build_root, run_cocotb, to_verilog
@@ -67,7 +69,7 @@ def simulate_mac(cfg, tiles: list[dict], *, simulator: str = "icarus", gaps: int
                      raise_on_fail=raise_on_fail,
                      extra_env={"L1BN_MAC_DATA": str(data), "L1BN_MAC_RESULT": str(out),
                                 "L1BN_GAPS": str(gaps), "L1BN_OUT_GAPS": str(out_gaps),
-                                "L1BN_SEED": str(seed)})
+                                "L1BN_SEED": str(seed), "L1BN_OUT_ROWS": "1" if out_rows else ""})
     if not out.exists():
         raise SimulationError(f"the MAC bench crashed before writing its result; see {build_dir}",
                               res.failed, res)

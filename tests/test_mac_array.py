@@ -148,3 +148,53 @@ def test_ecp5_8x8_w4a4_meets_100mhz(tmp_path):
     res = implement(cfg, workdir=tmp_path)
     assert res["dsp"] == 0
     assert res["fmax_mhz"] >= 100, res
+
+
+# ------------------------------------------------------------------ one real layer of the digits CNN
+
+@pytest.fixture(scope="session")
+def digits_export(tmp_path_factory):
+    """A 1-epoch trained CNN (L1-BN, w4a4), exported: real integer weights and activations."""
+    from l1bn.sw.export import export_run, load_export
+    from l1bn.sw.quant import QuantConfig
+    from l1bn.sw.train import run_config, train_run
+
+    root = tmp_path_factory.mktemp("digits")
+    cfg = run_config(model="cnn", norm="l1", qcfg=QuantConfig(wbits=4, abits=4), epochs=1, seed=0)
+    train_run(cfg, root / "run")
+    return load_export(export_run(root / "run", root / "export"))
+
+
+def test_real_layer_tile_by_tile(digits_export, tmp_path):
+    """Layer 2 of the exported digits CNN (real 4-bit activations of layer 1) on the array,
+    tile by tile, equals the reference layer's accumulators (``conv2d_int``)."""
+    import torch
+    from l1bn.sw.netrun import conv2d_int, im2col, run_layer
+
+    net = digits_export.net
+    layer = net.layers[1]
+    assert layer.type == "conv2d"
+    x = run_layer(net.layers[0], digits_export.test_inputs[:2])  # real activations, 2 images
+    expected = conv2d_int(x, layer.weight, layer.stride, layer.padding)   # (2, O, Ho, Wo)
+
+    cfg = MACConfig(rows=8, cols=8, wbits=layer.w_bits, abits=layer.a_bits, signed_a=layer.a_signed,
+                    k=layer.k)
+    kh, kw = layer.weight.shape[2:]
+    w = layer.weight.reshape(layer.weight.shape[0], -1)                    # (O, K)
+    a, ho, wo = im2col(x, kh, kw, layer.stride, layer.padding)            # (K, 2*Ho*Wo)
+    o, n = w.shape[0], a.shape[1]
+    assert o % cfg.rows == 0 and n % cfg.cols == 0
+    tiles = [{"w": w[i:i + cfg.rows].tolist(), "a": a[:, j:j + cfg.cols].tolist()}
+             for i in range(0, o, cfg.rows) for j in range(0, n, cfg.cols)]
+    r = simulate_mac(cfg, tiles, simulator="icarus", build_dir=tmp_path, out_rows=True)
+    assert r["mismatches"] == 0
+    got = torch.zeros(o, n, dtype=torch.int64)
+    t = 0
+    for i in range(0, o, cfg.rows):
+        for j in range(0, n, cfg.cols):
+            got[i:i + cfg.rows, j:j + cfg.cols] = torch.tensor(r["rows"][t * cfg.rows:(t + 1) * cfg.rows])
+            t += 1
+    # columns of im2col are (image, y, x): back to (N, O, Ho, Wo)
+    got = got.reshape(o, 2, ho, wo).permute(1, 0, 2, 3)
+    assert torch.equal(got, expected)
+    assert bool((x != 0).any()) and bool((expected != 0).any())

@@ -121,6 +121,8 @@ async def mac_array_matches_reference(dut):
     total = last_out - first_in + 1
     result = {"mismatches": len(bad), "first": bad[:20], "outputs": R * C * len(tiles),
               "cycles": total, "tile_done": tile_done, "input_stalls": stalls, "ks": ks}
+    if os.environ.get("L1BN_OUT_ROWS"):
+        result["rows"] = got
     if len(set(ks)) == 1:
         result["formula_cycles"] = stream_cycles(cfg, ks[0], len(tiles))
         result["formula_period"] = tile_period(cfg, ks[0])
