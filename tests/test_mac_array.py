@@ -44,7 +44,7 @@ def test_bit_exact(name, simulator, tmp_path):
     assert r["outputs"] == cfg.rows * cfg.cols * 9
 
 
-@pytest.mark.parametrize("name", ["w4s_a4s", "binary_a4u_requant_relu", "w2u_a3s_3x5"])
+@pytest.mark.parametrize("name", ["binary_a4u_requant_relu", "w2u_a3s_3x5"])
 def test_valid_gaps_and_backpressure(name, tmp_path):
     cfg = CONFIGS[name]
     r = simulate_mac(cfg, _tiles(cfg, 11), simulator="icarus", gaps=30, out_gaps=50, seed=5,
@@ -54,7 +54,7 @@ def test_valid_gaps_and_backpressure(name, tmp_path):
 
 def test_long_stream_utilization_and_cycle_formula(tmp_path):
     cfg = MACConfig(rows=8, cols=8, wbits=4, abits=4, k=64)
-    tiles = 24
+    tiles = 16
     r = simulate_mac(cfg, random_tiles(cfg, tiles, 64, seed=3), simulator="icarus", build_dir=tmp_path)
     assert r["mismatches"] == 0
     assert r["cycles"] == r["formula_cycles"] == stream_cycles(cfg, 64, tiles)
