@@ -141,15 +141,10 @@ def run_checks() -> list[Check]:
     ]
 
 
-@click.command("doctor")
-def doctor():
-    """Check the toolchain and print what is missing (exit 1 when a required piece is)."""
-    from rich.console import Console
+def checks_table(checks: list[Check]):
+    """The doctor's rich table (also printed by ``l1bn demo``)."""
     from rich.table import Table
 
-    console = Console()
-    with console.status("checking tools (the first Yosys call compiles WebAssembly, ~1 min)..."):
-        checks = run_checks()
     table = Table(title="l1bn doctor")
     table.add_column("tool")
     table.add_column("status")
@@ -158,8 +153,23 @@ def doctor():
     for c in checks:
         status = "[green]ok[/]" if c.ok else ("[red]MISSING[/]" if c.required else "[yellow]optional[/]")
         table.add_row(c.name, status, c.version, c.fix)
-    console.print(table)
-    missing = [c.name for c in checks if c.required and not c.ok]
+    return table
+
+
+def missing_required(checks: list[Check]) -> list[str]:
+    return [c.name for c in checks if c.required and not c.ok]
+
+
+@click.command("doctor")
+def doctor():
+    """Check the toolchain and print what is missing (exit 1 when a required piece is)."""
+    from rich.console import Console
+
+    console = Console()
+    with console.status("checking tools (the first Yosys call compiles WebAssembly, ~1 min)..."):
+        checks = run_checks()
+    console.print(checks_table(checks))
+    missing = missing_required(checks)
     if missing:
         console.print(f"[red]missing required tools: {', '.join(missing)}[/]")
         sys.exit(1)
