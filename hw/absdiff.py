@@ -7,7 +7,6 @@ stage (``|x - mu|``).
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-
 from l1bn.sw.config import check_int
 
 __all__ = ["AbsDiff"]

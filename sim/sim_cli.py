@@ -1,7 +1,6 @@
 """``l1bn sim DESIGN ...``: run a design's cocotb bench through the simulator helper."""
 
 import click
-
 from l1bn.sw.cli import LazyGroup
 
 SIM_COMMANDS = {

@@ -4,7 +4,6 @@ Each design's subcommand lives in its own module (imported only when used).
 """
 
 import click
-
 from l1bn.sw.cli import LazyGroup
 
 VERILOG_COMMANDS = {

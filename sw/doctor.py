@@ -68,7 +68,6 @@ def _check_amaranth() -> Check:
         return Check("amaranth + yosys", True, False, "missing", fix)
     try:
         from amaranth.back import verilog
-
         from l1bn.hw.absdiff import AbsDiff
 
         verilog.convert(AbsDiff(width=4), name="doctor_probe", emit_src=False)

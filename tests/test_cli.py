@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-
 from l1bn.sw.cli import COMMANDS
 from l1bn.sw.doctor import run_checks
 

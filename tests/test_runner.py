@@ -2,7 +2,6 @@
 
 import pytest
 from amaranth import Module, Mux
-
 from l1bn.hw.absdiff import AbsDiff
 from l1bn.sim.runner import SimulationError, run_cocotb
 

@@ -8,7 +8,6 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.types import LogicArray
-
 from l1bn.sw.config import config_from_json
 
 __all__ = ["load_config", "start_clock", "reset", "env_int", "signed_value"]

@@ -4,6 +4,6 @@ Pure torch int64 functions, vectorized (no Python loops over elements), that imp
 ``docs/arithmetic.md`` exactly and take the same config objects as the hardware generators.
 """
 
-from .core import div_const, rshift_round, saturate, recip_const, int_range
+from .core import div_const, int_range, recip_const, rshift_round, saturate
 
 __all__ = ["div_const", "rshift_round", "saturate", "recip_const", "int_range"]
