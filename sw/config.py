@@ -156,8 +156,8 @@ class BNConfig(_Config):
         check_int("out_frac", self.out_frac, 0, self.xhat_frac + self.gamma_frac)
         check_int("eps", self.eps, 1, 2**16)
         check_int("c_bits", self.c_bits, 4, 24)
-        widest = max(self.sum_sq_bits if self.norm == "l2" else self.sum_abs_bits,
-                     self.norm_product_bits)
+        widest = max(self.disp_sum_bits + 2, self.norm_product_bits, self.affine_bits + 1,
+                     self.sum_bits + self.frac + 2)
         if widest > MAX_INTERMEDIATE_BITS:
             raise ValueError(
                 f"width={self.width}, n={self.n}, frac={self.frac} need a {widest}-bit intermediate; "
@@ -197,6 +197,53 @@ class BNConfig(_Config):
     def beats(self) -> int:
         """Stream beats per channel: n / lanes."""
         return self.n // self.lanes
+
+    @property
+    def mean_bits(self) -> int:
+        """mu = div_round(sum << frac, n), signed, ``frac`` fractional bits."""
+        return self.dev_bits
+
+    @property
+    def disp_sum_bits(self) -> int:
+        """The dispersion sum (unsigned): sum |d| for L1, sum d*d for L2."""
+        return self.sum_abs_bits if self.norm == "l1" else self.sum_sq_bits
+
+    @property
+    def disp_bits(self) -> int:
+        """s = div_round(dispersion sum, n) (unsigned): mean |d| (L1) or mean d*d (L2)."""
+        return self.dev_bits - 1 if self.norm == "l1" else 2 * (self.dev_bits - 1)
+
+    @property
+    def sigma_bits(self) -> int:
+        """sigma (unsigned, ``frac`` fractional bits): c*s + eps (L1) or isqrt(s) + eps (L2)."""
+        from l1bn.sw.intmath import c_const, isqrt_int, rnd_int
+
+        smax = (1 << self.disp_bits) - 1
+        if self.norm == "l1":
+            top = rnd_int(smax * c_const(self.c_bits), self.c_bits)
+        else:
+            top = isqrt_int(smax)
+        return (top + self.eps).bit_length()
+
+    @property
+    def inv_bits(self) -> int:
+        """inv = floor(2**recip_bits / sigma) (unsigned; sigma >= 1 so inv <= 2**recip_bits)."""
+        return self.recip_bits + 1
+
+    @property
+    def xhat_bits(self) -> int:
+        """xhat = rnd(d * inv, recip_bits - xhat_frac), signed, ``xhat_frac`` fractional bits."""
+        return self.dev_bits + self.xhat_frac + 1
+
+    @property
+    def affine_shift(self) -> int:
+        """Right shift (round half up) of gamma * xhat into output units."""
+        return self.xhat_frac + self.gamma_frac - self.out_frac
+
+    @property
+    def affine_bits(self) -> int:
+        """gamma * xhat, signed."""
+        return self.xhat_bits + self.gamma_width
 
 
 @dataclass(frozen=True, kw_only=True)
