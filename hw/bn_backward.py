@@ -11,6 +11,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from l1bn.sw.config import BNBackwardConfig
+from l1bn.sw.intmath import c_const
 
 __all__ = ["L1BNBackwardUnit", "L2BNBackwardUnit", "stored_state_bits", "backward_latency_cycles",
            "PER_CHANNEL_CYCLES"]
@@ -20,9 +21,6 @@ __all__ = ["L1BNBackwardUnit", "L2BNBackwardUnit", "stored_state_bits", "backwar
 PER_CHANNEL_CYCLES = 5
 
 
-def c_const(c_bits: int) -> int:
-    """``round(sqrt(pi/2) * 2**c_bits)``, the same constant as the reference (half up)."""
-    return int(1.2533141373155003 * (1 << c_bits) + 0.5)
 
 
 def stored_state_bits(cfg: BNBackwardConfig) -> dict:

@@ -7,10 +7,11 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from l1bn.sw.capture import bn_grads
 from l1bn.sw.config import BNBackwardConfig, BNConfig, config_from_json
+from l1bn.sw.reference.bn import bn_forward
 from l1bn.sw.reference.bn_backward import (
     bn_backward,
-    c_const,
     dx_error_bound,
     float_l1bn_dx,
 )
@@ -19,66 +20,17 @@ SETTINGS = settings(max_examples=120, deadline=None)
 
 
 def forward_stats(x, bcfg: BNConfig):
-    """(mu, inv) of the forward: from ``l1bn.sw.reference.bn`` when present, else the same
-    definitions (mean with frac bits, MAD or std, sigma = c*s + eps, inv = floor(2**R / sigma))."""
-    try:
-        from l1bn.sw.reference.bn import bn_forward
-    except ImportError:
-        bn_forward = None
-    if bn_forward is not None:
-        gamma = torch.ones(bcfg.channels, dtype=torch.int64) << bcfg.gamma_frac
-        r = bn_forward(x, gamma, torch.zeros(bcfg.channels, dtype=torch.int64), bcfg)
-        return r.mu, r.inv
-    mus, invs = [], []
-    for row in x.tolist():
-        n = bcfg.n
-        mu = ((sum(row) << bcfg.frac) * 2 + n) // (2 * n)
-        d = [(v << bcfg.frac) - mu for v in row]
-        if bcfg.norm == "l1":
-            s = (sum(abs(e) for e in d) * 2 + n) // (2 * n)
-            sigma = rnd(s * c_const(bcfg.c_bits), bcfg.c_bits) + bcfg.eps
-        else:
-            sigma = math.isqrt((sum(e * e for e in d) * 2 + n) // (2 * n)) + bcfg.eps
-        mus.append(mu)
-        invs.append((1 << bcfg.recip_bits) // sigma)
-    return torch.tensor(mus), torch.tensor(invs)
+    """(mu, inv) of the integer forward (``l1bn.sw.reference.bn.bn_forward``) on ``x``."""
+    gamma = torch.ones(bcfg.channels, dtype=torch.int64) << bcfg.gamma_frac
+    r = bn_forward(x, gamma, torch.zeros(bcfg.channels, dtype=torch.int64), bcfg)
+    return r.mu, r.inv
 
 
 def real_grads(width, n, channels, seed, grad_width):
-    """(x, dy) of one BN layer in a training step on the sklearn digits.
-
-    ``l1bn.sw.capture.bn_grads`` (the digits network) when present; otherwise a stand-in step:
-    a random linear layer to ``channels`` features, float L1-BN, a linear classifier,
-    cross-entropy; x and dy are scaled by powers of two to ``width`` / ``grad_width`` bits.
-    """
-    try:
-        from l1bn.sw.capture import bn_grads
-    except ImportError:
-        bn_grads = None
-    if bn_grads is not None:
-        x, dy = bn_grads(width=width, n=n, channels=channels, seed=seed)
-        lim = 1 << (grad_width - 1)
-        return x.to(torch.int64), dy.to(torch.int64).clamp(-lim, lim - 1)
-    from sklearn.datasets import load_digits
-    g = torch.Generator().manual_seed(seed)
-    xs, ys = load_digits(return_X_y=True)
-    idx = torch.randperm(len(ys), generator=g)[:n]
-    img = torch.tensor(xs, dtype=torch.float64)[idx] / 16
-    lab = torch.tensor(ys)[idx]
-    w1 = torch.randn(64, channels, generator=g, dtype=torch.float64) / 8
-    w2 = torch.randn(channels, 10, generator=g, dtype=torch.float64)
-    pre = img @ w1
-    y = pre.clone().requires_grad_(True)
-    d = y - y.mean(0)
-    bn = d / (math.sqrt(math.pi / 2) * d.abs().mean(0) + 1e-3)
-    torch.nn.functional.cross_entropy(torch.relu(bn) @ w2, lab).backward()
-
-    def q(t, bits):  # power-of-two scale so that max |t| uses the range
-        e = math.floor(math.log2((1 << (bits - 1)) - 1) - math.log2(float(t.abs().max()) + 1e-30))
-        lim = 1 << (bits - 1)
-        return torch.floor(t * 2.0 ** e + 0.5).clamp(-lim, lim - 1).to(torch.int64)
-
-    return q(pre.T.contiguous(), width), q(y.grad.T.contiguous(), grad_width)
+    """(x, dy) of one BN layer in a training step of the digits CNN (``l1bn.sw.capture.bn_grads``)."""
+    x, dy = bn_grads(width=width, n=n, channels=channels, seed=seed)
+    lim = 1 << (grad_width - 1)
+    return x.to(torch.int64), dy.to(torch.int64).clamp(-lim, lim - 1)
 
 
 def rnd(x, s):

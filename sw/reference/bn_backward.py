@@ -19,17 +19,15 @@ from dataclasses import dataclass
 
 import torch
 from l1bn.sw.config import BNBackwardConfig
+from l1bn.sw.intmath import C_SQRT_PI_2 as _C
+from l1bn.sw.intmath import c_const
 from l1bn.sw.reference.core import div_const, int_range, rshift_round, saturate
 
 __all__ = ["BNBackwardResult", "bn_backward", "bn_backward_from_forward", "c_const", "check_inputs",
            "float_l1bn_dx", "dx_error_bound"]
 
-_C = 1.2533141373155003  # sqrt(pi/2)
 
 
-def c_const(c_bits: int) -> int:
-    """``round(sqrt(pi/2) * 2**c_bits)`` (half up), the L1 constant."""
-    return int(_C * (1 << c_bits) + 0.5)
 
 
 @dataclass(frozen=True)
