@@ -1,0 +1,185 @@
+"""``l1bn sim net``: classify test images on the simulated accelerator, image by image against the
+integer reference.
+
+:func:`simulate_net` is the Python entry point (``make demo``, the tests and ``bench/net_sim.py``
+share it). The export is loaded and validated and the accelerator generated *before* any simulator
+starts, so a tampered export stops with one ``error:`` line and nothing is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+
+import click
+
+__all__ = ["simulate_net", "net_cmd"]
+
+
+def _prepare(export_dir, cols: int):
+    """Load + validate the export and generate the accelerator's Verilog (raises ValueError)."""
+    from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
+    from l1bn.sim.runner import to_verilog
+    from l1bn.sw.export import load_export
+
+    e = load_export(export_dir)
+    if e.test_inputs is None:
+        raise ValueError(f"{export_dir}: the export holds no test images (test.inputs)")
+    acc = accelerator_from_export(e, cols=cols)
+    iface = dict(accelerator_interface(e), cycles_per_image=acc.cycles_per_image, latency=acc.latency)
+    return e, acc, iface, to_verilog(acc, "accelerator")
+
+
+def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None = None,
+                 progress: bool = False, build_dir=None, cols: int | None = None,
+                 raise_on_fail: bool = False, console=None) -> dict:
+    """Run the first ``images`` test images of an export through the accelerator in cocotb.
+
+    Parameters
+    ----------
+    export_dir : path
+        An export (``l1bn export``); validated with ``load_export`` before anything is built.
+    simulator : {"verilator", "icarus"}
+    images : int, optional
+        How many test images (default: all of them).
+    progress : bool
+        Show a progress bar (the bench writes a progress file that this process polls).
+    build_dir : path, optional
+        Simulator build folder (default ``build/net-<hash>-<simulator>``; an unchanged design
+        reuses its build).
+    cols : int, optional
+        Array width of the accelerator (default :data:`l1bn.hw.accelerator.DEFAULT_COLS`).
+    raise_on_fail : bool
+        Raise :class:`~l1bn.sim.runner.SimulationError` when an image differs (default: return
+        the counts).
+
+    Returns
+    -------
+    dict
+        ``hw_accuracy``, ``ref_accuracy``, ``images``, ``mismatches``, ``first`` (up to 10
+        differing images), ``cycles_per_image`` (measured period), ``latency_cycles``,
+        ``formula_cycles``, ``images_per_s`` (simulated images per wall second, excluding the
+        build), ``sim_s``, ``build_s``, ``simulator``, ``passed``.
+    """
+    from l1bn.hw.accelerator import DEFAULT_COLS
+    from l1bn.sim.runner import SIMULATORS, SimulationError, default_build_root, run_cocotb
+    from l1bn.sw.config import check_choice, check_int
+
+    check_choice("simulator", simulator, SIMULATORS)
+    cols = DEFAULT_COLS if cols is None else cols
+    e, acc, iface, verilog = _prepare(export_dir, cols)
+    total = int(e.test_inputs.shape[0])
+    if images is not None:
+        check_int("images", images, 1, total)
+    n = total if images is None else images
+    if build_dir is None:
+        h = hashlib.sha256(verilog.encode()).hexdigest()[:10]
+        build_dir = default_build_root() / f"net-{h}-{simulator}"
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    out = build_dir / "net_result.json"
+    prog = build_dir / "net_progress.txt"
+    out.unlink(missing_ok=True)
+    prog.unlink(missing_ok=True)
+    env = {"L1BN_EXPORT": str(Path(export_dir).resolve()), "L1BN_IMAGES": str(n),
+           "L1BN_NET_IFACE": json.dumps(iface), "L1BN_PROGRESS": str(prog),
+           "L1BN_NET_RESULT": str(out), "COCOTB_LOG_LEVEL": "WARNING"}
+
+    box: dict = {}
+
+    def work():
+        try:
+            box["res"] = run_cocotb(verilog, toplevel="accelerator", test_module="l1bn.sim.benches.net_tb",
+                                    simulator=simulator, build_dir=build_dir, extra_env=env,
+                                    raise_on_fail=False)
+        except BaseException as ex:  # re-raised in the caller's thread
+            box["err"] = ex
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    if progress:
+        _poll(th, prog, n, simulator, console)
+    th.join()
+    if "err" in box:
+        raise box["err"]
+    res = box["res"]
+    if not out.exists():
+        raise SimulationError(f"the accelerator bench stopped before writing its result; see {build_dir}",
+                              res.failed or ["<no result>"], res)
+    r = json.loads(out.read_text())
+    periods = r["period_cycles"]
+    measured = periods[0] if len(periods) == 1 else (r["latency_cycles"][0] + 1 if n == 1 else periods)
+    summary = {
+        "simulator": simulator, "images": n, "mismatches": r["mismatches"], "first": r["first"],
+        "hw_accuracy": None if r["hw_correct"] is None else r["hw_correct"] / n,
+        "ref_accuracy": None if r["ref_correct"] is None else r["ref_correct"] / n,
+        "cycles_per_image": measured, "latency_cycles": r["latency_cycles"],
+        "formula_cycles": r["formula_cycles"], "images_per_s": r["images_per_s"],
+        "sim_s": r["sim_wall_s"], "build_s": res.build_s, "run_s": res.run_s,
+        "passed": res.passed, "cols": cols, "rows": acc.rows, "build_dir": str(build_dir),
+    }
+    if raise_on_fail and not res.passed:
+        raise SimulationError(f"{r['mismatches']} of {n} images differ from the integer reference "
+                              f"(or the cycle count differs from the formula); see {build_dir}",
+                              res.failed, res)
+    return summary
+
+
+def _poll(th, prog: Path, n: int, simulator: str, console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(f"{simulator}: building", total=n)
+        started = False
+        while th.is_alive():
+            th.join(0.25)
+            try:
+                done = int(prog.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if not started:
+                bar.update(task, description=f"{simulator}: images")
+                started = True
+            bar.update(task, completed=done)
+        try:
+            bar.update(task, completed=int(prog.read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+@click.command("net")
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@click.option("--simulator", type=click.Choice(["verilator", "icarus"]), default="verilator", show_default=True)
+@click.option("--images", type=int, default=None, help="Classify only the first K test images (default: all).")
+@click.option("--cols", type=int, default=None, help="MAC array columns (output positions in parallel); default 8.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
+def net_cmd(export_dir, simulator, images, cols, as_json):
+    """Classify the export's test images on the simulated accelerator; compare every logit with
+    the integer reference."""
+    t0 = time.perf_counter()
+    r = simulate_net(export_dir, simulator=simulator, images=images, progress=not as_json, cols=cols)
+    r["wall_s"] = time.perf_counter() - t0
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in r.items() if k != "first"}, sort_keys=True))
+    else:
+        acc = "-" if r["hw_accuracy"] is None else f"{100 * r['hw_accuracy']:.2f} %"
+        ref = "-" if r["ref_accuracy"] is None else f"{100 * r['ref_accuracy']:.2f} %"
+        click.echo(f"export              {export_dir}")
+        click.echo(f"simulator           {simulator} ({r['rows']}x{r['cols']} MAC array)")
+        click.echo(f"images              {r['images']}")
+        click.echo(f"hardware accuracy   {acc}  (integer reference {ref})")
+        click.echo(f"logit mismatches    {r['mismatches']} of {r['images']} images")
+        click.echo(f"cycles per image    {r['cycles_per_image']}  (formula {r['formula_cycles']}, "
+                   f"latency {r['latency_cycles'][0] if len(r['latency_cycles']) == 1 else r['latency_cycles']})")
+        click.echo(f"simulation speed    {r['images_per_s']:.1f} images/s  "
+                   f"({r['sim_s']:.1f} s simulating, {r['build_s']:.1f} s building)")
+        for b in r["first"][:5]:
+            click.echo(f"  image {b['image']}: logits {b['got']} argmax {b['argmax']}, "
+                       f"reference {b['expected']} argmax {b['expected_argmax']}")
+    if r["mismatches"] or not r["passed"]:
+        raise click.ClickException(f"{r['mismatches']} of {r['images']} images differ from the integer reference"
+                                   if r["mismatches"] else "the cycle count differs from the formula")
