@@ -421,7 +421,6 @@ class Accelerator(wiring.Component):
         out_valid = Signal()
 
         # ---- image load into buffer 0: word c*G0 + q // C, lane q % C
-        g0 = self._groups(self.in_chw)
         hw0 = self.in_chw[1] * self.in_chw[2]
         in_q = Signal(range(hw0))
         in_lane = Signal(range(max(C, 2)))
