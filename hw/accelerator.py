@@ -472,33 +472,32 @@ class Accelerator(wiring.Component):
             for j in range(C):
                 ent = tab_rds[j].data
                 m.d.sync += [s1_v[j].eq(ent[0]), s1_lane[j].eq(ent[1 + off_bits:])]
-        with m.Switch(layer):
-            for li, lay in enumerate(layers):
-                with m.Case(li):
-                    khkw = lay.kernel[0] * lay.kernel[1]
-                    gin = self._groups(lay.in_chw)
-                    nt, ng = _cdiv(lay.channels, R), self._groups(lay.out_chw)
-                    m.d.comb += tab_addr.eq(toff[li] + gbase + kk)
-                    with m.If(adv):
-                        m.d.sync += s1_last.eq(kidx == lay.k - 1)
-                    with m.If(adv & issuing):
-                        with m.If(kk == khkw - 1):
-                            m.d.sync += kk.eq(0)
-                            with m.If(c == lay.in_chw[0] - 1):   # end of one array tile
-                                m.d.sync += [c.eq(0), cbase.eq(0), kidx.eq(0)]
-                                with m.If(g == ng - 1):
-                                    m.d.sync += [g.eq(0), gbase.eq(0)]
-                                    with m.If(t == nt - 1):
-                                        m.d.sync += [t.eq(0), wbase.eq(0), issuing.eq(0)]
-                                    with m.Else():
-                                        m.d.sync += [t.eq(t + 1), wbase.eq(wbase + lay.k)]
+        for li, lay in enumerate(layers):
+            with _case(m, layer, li, nL):
+                khkw = lay.kernel[0] * lay.kernel[1]
+                gin = self._groups(lay.in_chw)
+                nt, ng = _cdiv(lay.channels, R), self._groups(lay.out_chw)
+                m.d.comb += tab_addr.eq(toff[li] + gbase + kk)
+                with m.If(adv):
+                    m.d.sync += s1_last.eq(kidx == lay.k - 1)
+                with m.If(adv & issuing):
+                    with m.If(kk == khkw - 1):
+                        m.d.sync += kk.eq(0)
+                        with m.If(c == lay.in_chw[0] - 1):   # end of one array tile
+                            m.d.sync += [c.eq(0), cbase.eq(0), kidx.eq(0)]
+                            with m.If(g == ng - 1):
+                                m.d.sync += [g.eq(0), gbase.eq(0)]
+                                with m.If(t == nt - 1):
+                                    m.d.sync += [t.eq(0), wbase.eq(0), issuing.eq(0)]
                                 with m.Else():
-                                    m.d.sync += [g.eq(g + 1), gbase.eq(gbase + khkw)]
+                                    m.d.sync += [t.eq(t + 1), wbase.eq(wbase + lay.k)]
                             with m.Else():
-                                m.d.sync += [c.eq(c + 1), cbase.eq(cbase + gin), kidx.eq(kidx + 1)]
+                                m.d.sync += [g.eq(g + 1), gbase.eq(gbase + khkw)]
                         with m.Else():
-                            m.d.sync += [kk.eq(kk + 1), kidx.eq(kidx + 1)]
-                    m.d.comb += wrd.addr.eq(woff[li] + wbase + kidx)
+                            m.d.sync += [c.eq(c + 1), cbase.eq(cbase + gin), kidx.eq(kidx + 1)]
+                    with m.Else():
+                        m.d.sync += [kk.eq(kk + 1), kidx.eq(kidx + 1)]
+                m.d.comb += wrd.addr.eq(woff[li] + wbase + kidx)
         # stage 1 -> array input: lane select from the buffer the layer reads, 0 for padding
         src = Signal()
         m.d.comb += src.eq(layer[0])
@@ -521,26 +520,25 @@ class Accelerator(wiring.Component):
         a_ch, a_g = Signal.like(wch), Signal.like(wg)
         a_acc = [Signal(signed(ab), name=f"a_acc{j}") for j in range(C)]
         beat_last = Signal()
-        with m.Switch(layer):
-            for li, lay in enumerate(layers):
-                with m.Case(li):
-                    nt, ng = _cdiv(lay.channels, R), self._groups(lay.out_chw)
-                    m.d.comb += beat_last.eq((wi == R - 1) & (wg == ng - 1) & (wt == nt - 1))
-                    m.d.comb += mrd.addr.eq(moff[li] + a_ch)
-                    m.d.comb += brd.addr.eq(moff[li] + a_ch)
-                    with m.If(mac.o.valid):
-                        with m.If(wi == R - 1):
-                            m.d.sync += wi.eq(0)
-                            with m.If(wg == ng - 1):
-                                m.d.sync += [wg.eq(0), wch.eq(wch + 1)]
-                                with m.If(wt == nt - 1):
-                                    m.d.sync += [wt.eq(0), wch.eq(0)]
-                                with m.Else():
-                                    m.d.sync += wt.eq(wt + 1)
+        for li, lay in enumerate(layers):
+            with _case(m, layer, li, nL):
+                nt, ng = _cdiv(lay.channels, R), self._groups(lay.out_chw)
+                m.d.comb += beat_last.eq((wi == R - 1) & (wg == ng - 1) & (wt == nt - 1))
+                m.d.comb += mrd.addr.eq(moff[li] + a_ch)
+                m.d.comb += brd.addr.eq(moff[li] + a_ch)
+                with m.If(mac.o.valid):
+                    with m.If(wi == R - 1):
+                        m.d.sync += wi.eq(0)
+                        with m.If(wg == ng - 1):
+                            m.d.sync += [wg.eq(0), wch.eq(wch + 1)]
+                            with m.If(wt == nt - 1):
+                                m.d.sync += [wt.eq(0), wch.eq(0)]
                             with m.Else():
-                                m.d.sync += [wg.eq(wg + 1), wch.eq(wch - (R - 1))]
+                                m.d.sync += wt.eq(wt + 1)
                         with m.Else():
-                            m.d.sync += [wi.eq(wi + 1), wch.eq(wch + 1)]
+                            m.d.sync += [wg.eq(wg + 1), wch.eq(wch - (R - 1))]
+                    with m.Else():
+                        m.d.sync += [wi.eq(wi + 1), wch.eq(wch + 1)]
         m.d.sync += [a_valid.eq(mac.o.valid), a_last.eq(mac.o.valid & beat_last)]
         with m.If(mac.o.valid):
             m.d.sync += [a_ch.eq(wch), a_g.eq(wg)]
@@ -568,9 +566,9 @@ class Accelerator(wiring.Component):
                 m.d.sync += [best.eq(a_ch), best_v.eq(a_acc[0])]
 
         # requantize stage B and write the row: word ch*G + g of buffer (L+1) % 2
-        with m.Switch(layer):
+        with m.If(layer != nL - 1):
             for li, lay in enumerate(layers[:-1]):
-                with m.Case(li):
+                with _case(m, layer, li, nL - 1):
                     dst = (li + 1) % 2
                     ng = self._groups(lay.out_chw)
                     ys = [_requant(b_z[j], lay.shift, lay.out_bits, LB) for j in range(C)]
@@ -592,6 +590,17 @@ class Accelerator(wiring.Component):
         with m.If(out_valid & self.o.ready):
             m.d.sync += [out_valid.eq(0), loading.eq(1), layer.eq(0)]
         return m
+
+
+def _case(m, layer, li: int, n: int):
+    """Branch ``li`` of an if/elif/else chain over the ``n`` layers (the last one is ``Else``).
+
+    Not a ``Switch``: Yosys writes a ``case`` without ``default`` for it, which Verilator's lint
+    flags (CASEINCOMPLETE) when ``n`` is not a power of two.
+    """
+    if li == 0:
+        return m.If(layer == 0) if n > 1 else m.If(1)
+    return m.Else() if li == n - 1 else m.Elif(layer == li)
 
 
 def _select(lanes, idx):
