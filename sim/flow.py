@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -62,7 +63,7 @@ from .tools import require_iverilog
 __all__ = ["FLOW_VERSION", "TimingHarness", "ports", "synth_ecp5", "synth_cmos", "pnr_ecp5", "implement",
            "gate_energy", "run_jobs", "Job", "cache_dir", "tool_versions", "ECP5_DEVICES"]
 
-FLOW_VERSION = "1"
+FLOW_VERSION = "2"
 
 # (nextpnr flag, package, LUT4, DSP (MULT18X18D), DP16KD)
 ECP5_DEVICES = [
@@ -184,9 +185,10 @@ def synth_cmos_text(verilog: str, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.v").write_text(verilog)
     # dffunmap: enables and synchronous resets become gates, so every flop is a $_DFF_P_ that
-    # stat -tech cmos knows; rename: short names that Icarus' VCD and the JSON spell alike
+    # stat -tech cmos knows; rename: short wire names that Icarus' VCD and the JSON spell alike
+    # (instance names stay: they name the stages in the VCD scopes)
     _yosys(workdir, f"read_verilog top.v; synth -top top; dffunmap; abc -g {GATES}; opt_clean -purge; "
-                    "rename -hide w:* c:*; rename -enumerate; opt_clean; "
+                    "rename -hide w:*; rename -enumerate w:*; opt_clean; "
                     "tee -q -o stat.json stat -json -tech cmos; write_json gates.json; "
                     "write_verilog -noattr gates.v")
     stat = json.loads((workdir / "stat.json").read_text())
@@ -195,6 +197,10 @@ def synth_cmos_text(verilog: str, workdir: Path) -> dict:
     for name, s in stat["modules"].items():
         mods[name.lstrip("\\")] = {"transistors": int(s.get("estimated_num_transistors", 0)),
                                    "cells": int(s["num_cells"])}
+    # a module's estimate includes its submodules; Amaranth names a child "<parent>.<instance>"
+    for name, mm in mods.items():
+        kids = [v["transistors"] for k, v in mods.items() if k.rpartition(".")[0] == name]
+        mm["local_transistors"] = mm["transistors"] - sum(kids)
     cells = {k: int(v) for k, v in design["num_cells_by_type"].items()}
     return {"transistors": int(design.get("estimated_num_transistors", 0)),
             "gates": sum(v for k, v in cells.items() if not k.startswith("$_DFF")),
@@ -342,25 +348,38 @@ def _vcd_toggles(path: Path) -> dict:
                 break
         for line in f:
             c = line[0]
-            if c in "01xz":
-                code, val = line[1:].strip(), c
-            elif c == "b":
-                val, code = line[1:].split()
-            else:
+            if c == "0" or c == "1":
+                code = line[1:-1]
+                prev = last.get(code)
+                last[code] = c
+                if prev is not None and prev != c and prev in "01":
+                    for key, _width in ids.get(code, ()):
+                        counts[key][0] += 1
                 continue
+            if c in "xz":
+                last[line[1:-1]] = c
+                continue
+            if c != "b":
+                continue
+            val, code = line[1:].split()
             prev = last.get(code)
             last[code] = val
-            if prev is None:
+            if prev is None or prev == val:
                 continue
             for key, width in ids.get(code, ()):
                 cnt = counts[key]
                 a, b = prev.rjust(width, "0"), val.rjust(width, "0")
-                if a == b:
-                    continue
-                for i in range(width):
-                    x, y = a[width - 1 - i], b[width - 1 - i]
-                    if x != y and x in "01" and y in "01":
-                        cnt[i] += 1
+                if "x" in a or "x" in b or "z" in a or "z" in b:
+                    for i in range(width):
+                        x, y = a[width - 1 - i], b[width - 1 - i]
+                        if x != y and x in "01" and y in "01":
+                            cnt[i] += 1
+                else:
+                    diff = int(a, 2) ^ int(b, 2)
+                    while diff:
+                        low = diff & -diff
+                        cnt[low.bit_length() - 1] += 1
+                        diff ^= low
     return counts
 
 
@@ -389,6 +408,7 @@ def gate_energy_run(gate_dir: Path, workdir: Path, *, port_list, main: str, out:
     (workdir / "tb.v").write_text(_tb_verilog(port_list, main, len(beats), stim_width, layout, expect_out,
                                               out, max_cycles))
     shutil.copy(gate_dir / "gates.v", workdir / "gates.v")
+    t0 = time.perf_counter()
     subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "-s", "tb", "tb.v", "gates.v"], cwd=workdir,
                    check=True, capture_output=True, text=True)
     r = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=workdir, check=True, capture_output=True, text=True)
@@ -401,7 +421,9 @@ def gate_energy_run(gate_dir: Path, workdir: Path, *, port_list, main: str, out:
                            f"({workdir})")
     weights = _fanout(gates)
     scopes = _instances(gates)
+    t1 = time.perf_counter()
     toggles = _vcd_toggles(workdir / "dump.vcd")
+    t2 = time.perf_counter()
     os.remove(workdir / "dump.vcd")  # large; the counts are what we keep
     per_module = {}
     clock = 0.0
@@ -428,7 +450,8 @@ def gate_energy_run(gate_dir: Path, workdir: Path, *, port_list, main: str, out:
     total = sum(per_module.values())
     return {"energy": total, "clock_energy": clock, "data_energy": total - clock, "raw_toggles": raw,
             "per_scope": per_module, "first_in_cycle": first, "last_out_cycle": lastc,
-            "cycles": lastc - first + 1, "beats_in": nin, "beats_out": nout}
+            "cycles": lastc - first + 1, "beats_in": nin, "beats_out": nout,
+            "sim_s": round(t1 - t0, 2), "vcd_s": round(t2 - t1, 2)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,6 +510,7 @@ def _run_job(kind: str, verilog: str, params: dict, workdir: str) -> dict:
         res = synth_cmos_text(verilog, wd)
     else:
         res = synth_cmos_text(verilog, wd / "gates")
+        res["synth_s"] = round(time.perf_counter() - t0, 2)
         res.update(gate_energy_run(wd / "gates", wd / "sim", port_list=params["port_list"],
                                    main=params.get("main", "i"), out=params.get("out", "o"),
                                    beats=params["beats"], expect_out=params["expect_out"],
@@ -502,18 +526,28 @@ def run_jobs(jobs: list[Job], *, workdir, max_workers: int | None = None, consol
     Each result is the step's dict plus ``"cached": bool``. The cached JSON is exactly the result of
     the first run (``tool_s`` included), so a rerun from cache returns identical numbers.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     workdir = Path(workdir).resolve()
     results: list[dict | None] = [None] * len(jobs)
-    todo = []
+    todo, first = [], {}
+    dups = []   # identical designs (e.g. a stage shared by L1 and L2) run once
     for i, j in enumerate(jobs):
         if use_cache and j.cache_path.exists():
             results[i] = {**json.loads(j.cache_path.read_text()), "cached": True}
+        elif j.key in first:
+            dups.append((i, first[j.key]))
         else:
+            first[j.key] = i
             todo.append(i)
-    if not todo:
-        return results
+    if todo:
+        _run_todo(jobs, todo, results, workdir, max_workers, console, description)
+    for i, k in dups:
+        results[i] = dict(results[k])
+    return results
+
+
+def _run_todo(jobs, todo, results, workdir, max_workers, console, description):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     max_workers = max(1, min(max_workers or os.cpu_count() or 1, len(todo)))
     cache_dir().mkdir(parents=True, exist_ok=True)
 
@@ -537,14 +571,14 @@ def run_jobs(jobs: list[Job], *, workdir, max_workers: int | None = None, consol
                 store(i, _run_job(jobs[i].kind, jobs[i].verilog, jobs[i].params, wd(i)))
                 prog.update(task, advance=1, last=f"{jobs[i].name} {jobs[i].kind}")
         else:
-            with ProcessPoolExecutor(max_workers=max_workers) as ex:
+            # spawn: a forked child would share the parent's WebAssembly runtime state
+            with ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn")) as ex:
                 futs = {ex.submit(_run_job, jobs[i].kind, jobs[i].verilog, jobs[i].params, wd(i)): i
                         for i in todo}
                 for f in as_completed(futs):
                     i = futs[f]
                     store(i, f.result())
                     prog.update(task, advance=1, last=f"{jobs[i].name} {jobs[i].kind}")
-    return results
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,436 @@
+"""``l1bn report``: area, Fmax, latency and energy of L1-BN against L2-BN, forward and backward.
+
+For each bit width the four units (forward :class:`~l1bn.hw.bn_unit.L1BNUnit` /
+:class:`~l1bn.hw.bn_unit.L2BNUnit`, backward :class:`~l1bn.hw.bn_backward.L1BNBackwardUnit` /
+:class:`~l1bn.hw.bn_backward.L2BNBackwardUnit`) and the four forward stages alone
+(:func:`~l1bn.hw.bn_unit.bn_stages`) go through :mod:`l1bn.sim.flow`:
+
+- ECP5 synthesis + place and route in the timing harness (LUT4, FF, CCU2C, DSP, Fmax);
+- generic gate synthesis (transistor estimate, per stage from the kept hierarchy);
+- a gate-level Icarus simulation on real pre-BN activations (and, backward, real BN-output
+  gradients) of the trained digits CNN (:mod:`l1bn.sw.capture`): cycles from the first accepted
+  input to the last output beat, and fan-out-weighted toggle energy, per instance.
+
+Latency in ns = measured cycles * 1000 / Fmax. Energy per element = energy / (channels * n).
+An analytic cross-check counts the datapath's operations per element and prices them with
+Horowitz's 45 nm energies (ISSCC 2014): add 0.03 pJ (8 bit) / 0.1 pJ (32 bit), linear in between
+and beyond; multiply 0.2 pJ (8x8) / 3.1 pJ (32x32), scaled as (a*b/64)**0.989 (the power through
+both points); an abs, compare or mux is priced as an add of its width.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from .flow import FLOW_VERSION, Job, run_jobs, tool_versions
+
+__all__ = ["REPORT_WIDTHS", "forward_config", "backward_config", "build_report", "write_report",
+           "horowitz_add", "horowitz_mul", "analytic_energy"]
+
+REPORT_WIDTHS = (4, 8, 16)
+NORMS = ("l1", "l2")
+STAGES = ("stats", "disp", "recip", "normalize")
+STAGE_TITLES = {"stats": "statistics", "disp": "dispersion", "recip": "reciprocal/sqrt",
+                "normalize": "normalize", "top": "buffers + control"}
+
+
+# ---------------------------------------------------------------------------------------------
+# configurations
+
+def forward_config(norm: str, width: int, *, n: int, lanes: int, channels: int):
+    """The forward ``BNConfig`` measured at ``width``: out_width = width; at width > 12 frac = 0
+    and recip_bits = 32 (BNConfig's 62-bit intermediate limit)."""
+    from l1bn.sw.config import BNConfig
+
+    extra = {"frac": 0, "recip_bits": 32} if width > 12 else {}
+    return BNConfig(norm=norm, width=width, out_width=max(width, 4), n=n, lanes=lanes, channels=channels,
+                    **extra)
+
+
+def backward_config(norm: str, width: int, *, n: int, channels: int):
+    """The backward config at ``width`` (lanes = 1; 8-bit gradients, as the tests)."""
+    from l1bn.sw.config import BNBackwardConfig
+
+    b = forward_config(norm, width, n=n, lanes=1, channels=channels)
+    if width > 12:
+        return BNBackwardConfig(bn=b, grad_width=8, inner_frac=6, grad_out_width=24, grad_out_frac=18)
+    return BNBackwardConfig(bn=b, grad_width=8, inner_frac=6, grad_out_width=20, grad_out_frac=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# stimuli from real data
+
+def _pack(values, bits):
+    v = 0
+    for k, x in enumerate(values):
+        v |= (int(x) & ((1 << bits) - 1)) << (k * bits)
+    return v
+
+
+def _gamma_beta(cfg):
+    import torch
+
+    # gamma = 1.0 and 0.75 alternately, beta small: the trained network's scale of values
+    g = [(1 << cfg.gamma_frac) if c % 2 == 0 else (3 << cfg.gamma_frac) // 4 for c in range(cfg.channels)]
+    b = [(-1) ** c * min(3, (1 << (cfg.beta_width - 1)) - 1) for c in range(cfg.channels)]
+    return torch.tensor(g, dtype=torch.int64), torch.tensor(b, dtype=torch.int64)
+
+
+def forward_beats(cfg, seed: int = 0):
+    """Input beats of one batch of real activations (:func:`l1bn.sw.capture.bn_inputs`)."""
+    from l1bn.sw.capture import bn_inputs
+
+    x = bn_inputs(width=cfg.width, n=cfg.n, channels=cfg.channels, seed=seed)
+    gamma, beta = _gamma_beta(cfg)
+    beats = []
+    for c in range(cfg.channels):
+        for j in range(cfg.beats):
+            lanes = x[c, j * cfg.lanes:(j + 1) * cfg.lanes].tolist()
+            beats.append({"i__payload": _pack(lanes, cfg.width), "gamma": int(gamma[c]), "beta": int(beta[c])})
+    return beats, cfg.channels * cfg.beats
+
+
+def backward_beats(cfg, seed: int = 0):
+    """Beats (pass 1 then pass 2 per channel) of real (x, dy) from one training step; mu and inv
+    from the integer forward reference."""
+    from l1bn.sw.capture import bn_grads
+    from l1bn.sw.reference.bn import bn_forward
+
+    b = cfg.bn
+    x, _ = bn_grads(width=b.width, n=b.n, channels=b.channels, seed=seed)
+    _, dy = bn_grads(width=cfg.grad_width, n=b.n, channels=b.channels, seed=seed)
+    gamma, beta = _gamma_beta(b)
+    f = bn_forward(x, gamma, beta, b)
+    beats = []
+    for c in range(b.channels):
+        for _pass in range(2):
+            for j in range(b.n):
+                payload = (int(x[c, j]) & ((1 << b.width) - 1)) | \
+                          ((int(dy[c, j]) & ((1 << cfg.grad_width) - 1)) << b.width)
+                beats.append({"i__payload": payload, "mu": int(f.mu[c]), "inv": int(f.inv[c]),
+                              "gamma": int(gamma[c])})
+    return beats, b.channels * b.n
+
+
+# ---------------------------------------------------------------------------------------------
+# analytic cross-check (Horowitz, ISSCC 2014, 45 nm)
+
+def horowitz_add(bits: int) -> float:
+    """pJ of a ``bits``-bit integer add: 0.03 pJ at 8 bits, 0.1 pJ at 32, linear."""
+    return max(0.005, 0.03 + (bits - 8) * (0.1 - 0.03) / 24)
+
+
+def horowitz_mul(a: int, b: int) -> float:
+    """pJ of an ``a`` x ``b``-bit integer multiply: 0.2 pJ at 8x8, 3.1 pJ at 32x32,
+    proportional to (a*b)**0.989 (the power law through both points)."""
+    p = math.log(3.1 / 0.2) / math.log(16)
+    return 0.2 * (a * b / 64) ** p
+
+
+def analytic_energy(kind: str, cfg) -> dict:
+    """Operations per element of the datapath and their Horowitz energy (pJ per element).
+
+    Per-channel work (mean, reciprocal, square root, divider, the backward's per-channel steps)
+    is divided by n. Returns ``{"pj": total, "ops": [(name, pJ per element), ...]}``.
+    """
+    ops = []
+    if kind == "forward":
+        b = cfg
+        n = b.n
+        ops.append(("sum x", horowitz_add(b.sum_bits)))
+        ops.append(("d = x - mu", horowitz_add(b.dev_bits)))
+        if b.norm == "l1":
+            ops.append(("|d|", horowitz_add(b.dev_bits)))
+        else:
+            ops.append(("d*d", horowitz_mul(b.dev_bits, b.dev_bits)))
+        ops.append(("sum disp", horowitz_add(b.disp_sum_bits)))
+        ops.append(("d = x - mu (pass 2)", horowitz_add(b.dev_bits)))
+        ops.append(("d*inv", horowitz_mul(b.dev_bits, b.inv_bits)))
+        ops.append(("round xhat", horowitz_add(b.xhat_bits)))
+        ops.append(("gamma*xhat", horowitz_mul(b.gamma_width, b.xhat_bits)))
+        ops.append(("round, +beta, saturate", 3 * horowitz_add(b.out_width + b.affine_shift)))
+        per_ch = horowitz_mul(b.sum_bits + b.frac, 24) + horowitz_mul(b.disp_sum_bits, 24)  # two /n
+        if b.norm == "l1":
+            per_ch += horowitz_mul(b.disp_bits, b.c_bits) + horowitz_add(b.sigma_bits)
+        else:
+            per_ch += ((b.disp_bits + 1) // 2) * 2 * horowitz_add(b.disp_bits)   # restoring sqrt
+        per_ch += (b.recip_bits + 1) * 2 * horowitz_add(b.sigma_bits + 1)          # restoring divider
+        ops.append(("per channel (/n): mean, s, sigma, inv", per_ch / n))
+    else:
+        b = cfg.bn
+        n, g = b.n, cfg.grad_width
+        w = cfg.widths
+        ops.append(("sum dy", horowitz_add(w["sum_dy"])))
+        ops.append(("dy*x", horowitz_mul(g, b.width)))
+        ops.append(("sum dy*x", horowitz_add(w["sum_dyx"])))
+        ops.append(("d = x - mu (sign)", 2 * horowitz_add(b.dev_bits)))   # pass 1 and pass 2
+        ops.append(("count d<0", horowitz_add(b.count_bits)))
+        if b.norm == "l1":
+            ops.append(("mux k+/k-", horowitz_add(w["u"])))
+        else:
+            ops.append(("xhat = d*inv", horowitz_mul(b.dev_bits, b.inv_bits)))
+            ops.append(("xhat*mean(dy*xhat)", horowitz_mul(b.xhat_bits, w["hc"] - b.count_bits + 2)))
+            ops.append(("- mean(dy)", horowitz_add(w["u"])))
+        ops.append(("u = dy - ...", horowitz_add(w["u"])))
+        ops.append(("u*gamma*inv", horowitz_mul(w["u"], w["gamma_inv"])))
+        ops.append(("round, saturate", 2 * horowitz_add(cfg.grad_out_width)))
+        per_ch = (horowitz_mul(w["sum_dy"], b.dev_bits) + horowitz_mul(w["h"], b.inv_bits)
+                  + 3 * horowitz_mul(w["h"], cfg.div_bits) + horowitz_mul(b.gamma_width, b.inv_bits))
+        if b.norm == "l1":
+            per_ch += 2 * horowitz_mul(w["h"], cfg.inner_frac + 3)
+        ops.append(("per channel (/n)", per_ch / n))
+    return {"pj": sum(e for _, e in ops), "ops": [(k, round(v, 5)) for k, v in ops]}
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+def _ratio(a, b):
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels: int = 4, pnr: bool = True,
+                 jobs: int | None = None, workdir, console=None, backward: bool = True,
+                 stages: bool = True) -> tuple[dict, dict]:
+    """Measure every unit and stage; return ``(report, run)``: the report dict (what report.json
+    holds) and the run's facts (``seconds``, ``cached`` steps out of ``steps``)."""
+    from l1bn.hw.bn_backward import (
+        L1BNBackwardUnit,
+        L2BNBackwardUnit,
+        backward_latency_cycles,
+        stored_state_bits,
+    )
+    from l1bn.hw.bn_unit import bn_latency_cycles, bn_stages, bn_unit_for
+
+    t0 = time.perf_counter()
+    workdir = Path(workdir)
+    plan = []   # (key tuple, Job)
+    meta = {}
+    for w in widths:
+        for norm in NORMS:
+            fc = forward_config(norm, w, n=n, lanes=lanes, channels=channels)
+            beats, elems = forward_beats(fc)
+            name = f"fwd-{norm}-w{w}"
+            plan.append(((w, "forward", norm, "ecp5"), Job("ecp5", bn_unit_for(fc), name=name, pnr=pnr)))
+            plan.append(((w, "forward", norm, "energy"), Job("energy", bn_unit_for(fc), name=name, beats=beats,
+                                                            expect_out=elems // lanes)))
+            meta[(w, "forward", norm)] = {"config": fc.to_dict(), "elements": elems,
+                                          "formula_cycles": bn_latency_cycles(fc),
+                                          "analytic": analytic_energy("forward", fc)}
+            if stages:
+                for s, comp in bn_stages(fc).items():
+                    plan.append(((w, "stage", norm, s), Job("ecp5", comp, name=f"{name}-{s}", pnr=pnr)))
+            if backward:
+                bc = backward_config(norm, w, n=n, channels=channels)
+                unit = (L1BNBackwardUnit if norm == "l1" else L2BNBackwardUnit)
+                beats, elems = backward_beats(bc)
+                name = f"bwd-{norm}-w{w}"
+                plan.append(((w, "backward", norm, "ecp5"), Job("ecp5", unit(bc), name=name, pnr=pnr)))
+                plan.append(((w, "backward", norm, "energy"), Job("energy", unit(bc), name=name, beats=beats,
+                                                                 expect_out=elems)))
+                meta[(w, "backward", norm)] = {"config": bc.to_dict(), "elements": elems,
+                                               "formula_cycles": backward_latency_cycles(bc),
+                                               "analytic": analytic_energy("backward", bc),
+                                               "stored_bits": stored_state_bits(bc)}
+    res = run_jobs([j for _, j in plan], workdir=workdir, max_workers=jobs, console=console,
+                   description="synthesis, P&R, gate-level energy")
+    got = {k: r for (k, _), r in zip(plan, res, strict=True)}
+
+    report = {"flow_version": FLOW_VERSION, "tools": tool_versions(),
+              "params": {"widths": list(widths), "n": n, "lanes": lanes, "channels": channels, "pnr": pnr},
+              "energy_unit": "fan-out-weighted net transitions (relative); analytic in pJ (Horowitz 45 nm)",
+              "widths": {}}
+    for w in widths:
+        wrep = {}
+        for kind in ("forward", "backward") if backward else ("forward",):
+            units = {}
+            for norm in NORMS:
+                e, s, mt = got[(w, kind, norm, "energy")], got[(w, kind, norm, "ecp5")], meta[(w, kind, norm)]
+                fmax = s.get("fmax_mhz")
+                cyc = e["cycles"]
+                u = {"lut": s["lut"], "ff": s["ff"], "ccu2": s["ccu2"], "dsp": s["dsp"], "bram": s["bram"],
+                     "lutram": s["lutram"], "transistors": e["transistors"], "gates": e["gates"], "dff": e["dff"],
+                     "fmax_mhz": fmax, "device": s.get("device"), "latency_cycles": cyc,
+                     "latency_cycles_formula": mt["formula_cycles"],
+                     "latency_ns": round(cyc * 1000 / fmax, 1) if fmax else None,
+                     "elements": mt["elements"],
+                     "energy_per_element": round(e["energy"] / mt["elements"], 2),
+                     "data_energy_per_element": round(e["data_energy"] / mt["elements"], 2),
+                     "clock_energy_per_element": round(e["clock_energy"] / mt["elements"], 2),
+                     "analytic_pj_per_element": round(mt["analytic"]["pj"], 4),
+                     "analytic_ops": mt["analytic"]["ops"]}
+                if kind == "backward":
+                    sb = mt["stored_bits"]
+                    u["stored_bits_per_element"] = sb[f"{norm}_pass2"]
+                    u["stored_bits_detail"] = sb
+                units[norm] = u
+            ratios = {k: _ratio(units["l1"][k], units["l2"][k]) for k in
+                      ("lut", "ff", "dsp", "transistors", "fmax_mhz", "latency_cycles", "latency_ns",
+                       "energy_per_element", "data_energy_per_element", "analytic_pj_per_element")}
+            if kind == "backward":
+                ratios["stored_bits_per_element"] = _ratio(units["l1"]["stored_bits_per_element"],
+                                                           units["l2"]["stored_bits_per_element"])
+            wrep[kind] = {**units, "l1_over_l2": {k: (round(v, 4) if v is not None else None)
+                                                  for k, v in ratios.items()}}
+        if stages:
+            st = {}
+            for s in STAGES:
+                row = {}
+                for norm in NORMS:
+                    r = got[(w, "stage", norm, s)]
+                    e = got[(w, "forward", norm, "energy")]
+                    mods = e["modules"]
+                    tr = next((v["transistors"] for k, v in mods.items() if k.split(".")[-1] == s), None)
+                    en = next((v for k, v in e["per_scope"].items() if k.split(".")[-1] == s), None)
+                    row[norm] = {"lut": r["lut"], "ff": r["ff"], "ccu2": r["ccu2"], "dsp": r["dsp"],
+                                 "fmax_mhz": r.get("fmax_mhz"), "transistors": tr,
+                                 "energy_per_element": round(en / meta[(w, "forward", norm)]["elements"], 2)
+                                 if en is not None else None}
+                row["l1_over_l2"] = {k: (round(_ratio(row["l1"][k], row["l2"][k]), 4)
+                                         if _ratio(row["l1"][k], row["l2"][k]) is not None else None)
+                                     for k in ("lut", "dsp", "transistors", "fmax_mhz", "energy_per_element")}
+                st[s] = row
+            # what is not in a stage: the three x buffers (flip-flops in the gate netlist), the
+            # per-channel slot registers and the schedule; no stand-alone synthesis exists for it
+            row = {}
+            for norm in NORMS:
+                e = got[(w, "forward", norm, "energy")]
+                row[norm] = {"lut": None, "ff": None, "ccu2": None, "dsp": None, "fmax_mhz": None,
+                             "transistors": e["modules"].get("top", {}).get("local_transistors"),
+                             "energy_per_element": round(e["per_scope"].get("tb.dut", 0.0)
+                                                         / meta[(w, "forward", norm)]["elements"], 2)}
+            row["l1_over_l2"] = {k: (round(_ratio(row["l1"][k], row["l2"][k]), 4)
+                                     if _ratio(row["l1"][k], row["l2"][k]) is not None else None)
+                                 for k in ("lut", "dsp", "transistors", "fmax_mhz", "energy_per_element")}
+            st["top"] = row
+            wrep["stages"] = st
+        report["widths"][str(w)] = wrep
+    # run facts stay out of report.json, so that a rerun from cache writes identical files
+    run = {"seconds": round(time.perf_counter() - t0, 1), "cached": sum(1 for r in res if r.get("cached")),
+           "steps": len(res)}
+    return report, run
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs
+
+def _f(v, nd=2):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def report_markdown(rep: dict) -> str:
+    p = rep["params"]
+    lines = [f"# L1-BN against L2-BN: n = {p['n']}, lanes = {p['lanes']}, channels = {p['channels']}", ""]
+    for kind in ("forward", "backward"):
+        if kind not in next(iter(rep["widths"].values())):
+            continue
+        lines += [f"## {kind} units", "",
+                  "| width | unit | LUT4 | FF | CCU2C | DSP | transistors | Fmax MHz | cycles | latency ns "
+                  "| energy/elem | analytic pJ/elem |" + (" stored bits/elem |" if kind == "backward" else ""),
+                  "|---" * (12 + (kind == "backward")) + "|"]
+        for w, wr in rep["widths"].items():
+            for norm in NORMS:
+                u = wr[kind][norm]
+                row = [w, norm.upper(), u["lut"], u["ff"], u["ccu2"], u["dsp"], u["transistors"],
+                       _f(u["fmax_mhz"], 1), u["latency_cycles"], _f(u["latency_ns"], 1),
+                       _f(u["energy_per_element"], 0), _f(u["analytic_pj_per_element"], 3)]
+                if kind == "backward":
+                    row.append(u["stored_bits_per_element"])
+                lines.append("| " + " | ".join(str(x) for x in row) + " |")
+            r = wr[kind]["l1_over_l2"]
+            row = [w, "**L1/L2**", _f(r["lut"]), _f(r["ff"]), "", _f(r["dsp"]), _f(r["transistors"]),
+                   _f(r["fmax_mhz"]), _f(r["latency_cycles"]), _f(r["latency_ns"]), _f(r["energy_per_element"]),
+                   _f(r["analytic_pj_per_element"])]
+            if kind == "backward":
+                row.append(_f(r["stored_bits_per_element"], 3))
+            lines.append("| " + " | ".join(str(x) for x in row) + " |")
+        lines.append("")
+    if "stages" in next(iter(rep["widths"].values())):
+        lines += ["## forward stages", "",
+                  "LUT4, DSP and Fmax: each stage synthesized and placed alone (in the timing harness). "
+                  "Transistors and energy: the stage's instance in the whole unit's gate netlist "
+                  "(hierarchy kept); 'buffers + control' is the rest of the unit.", "",
+                  "| width | stage | LUT4 L1 | LUT4 L2 | DSP L1 | DSP L2 | transistors L1 | transistors L2 "
+                  "| Fmax L1 | Fmax L2 | energy/elem L1 | energy/elem L2 | L1/L2 LUT | L1/L2 Fmax | L1/L2 energy |",
+                  "|---" * 15 + "|"]
+        for w, wr in rep["widths"].items():
+            for s in (*STAGES, "top"):
+                r = wr["stages"][s]
+                a, b, q = r["l1"], r["l2"], r["l1_over_l2"]
+                lines.append("| " + " | ".join(str(x) for x in [
+                    w, STAGE_TITLES[s], _f(a["lut"]), _f(b["lut"]), _f(a["dsp"]), _f(b["dsp"]), _f(a["transistors"]),
+                    _f(b["transistors"]), _f(a["fmax_mhz"], 1), _f(b["fmax_mhz"], 1),
+                    _f(a["energy_per_element"], 0), _f(b["energy_per_element"], 0), _f(q["lut"]),
+                    _f(q["fmax_mhz"]), _f(q["energy_per_element"])]) + " |")
+        lines.append("")
+    lines.append(f"Energy: {rep['energy_unit']}.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(rep: dict, out: Path) -> list[Path]:
+    """``report_ratios.png`` (units) and ``report_stages.png`` (forward stages)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    widths = [int(w) for w in rep["widths"]]
+    paths = []
+    metrics = [("lut", "area (LUT4)"), ("fmax_mhz", "Fmax"), ("latency_ns", "latency (ns)"),
+               ("energy_per_element", "energy / element")]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    for ax, (k, title) in zip(axes, metrics, strict=True):
+        for kind, style in (("forward", "o-"), ("backward", "s--")):
+            ys = [rep["widths"][str(w)].get(kind, {}).get("l1_over_l2", {}).get(k) for w in widths]
+            if any(y is not None for y in ys):
+                ax.plot(widths, [y if y is not None else float("nan") for y in ys], style, label=kind)
+        ax.axhline(1, color="grey", lw=0.8)
+        ax.set_title(f"L1/L2 {title}")
+        ax.set_xlabel("bit width")
+        ax.set_xticks(widths)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    p = out / "report_ratios.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    if "stages" in rep["widths"][str(widths[0])]:
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+        for ax, (k, title) in zip(axes, [("lut", "area (LUT4)"), ("fmax_mhz", "Fmax"),
+                                          ("energy_per_element", "energy / element")], strict=True):
+            for s in (*STAGES, "top"):
+                ys = [rep["widths"][str(w)]["stages"][s]["l1_over_l2"].get(k) for w in widths]
+                ax.plot(widths, [y if y is not None else float("nan") for y in ys], "o-", label=STAGE_TITLES[s])
+            ax.axhline(1, color="grey", lw=0.8)
+            ax.set_title(f"stage L1/L2 {title}")
+            ax.set_xlabel("bit width")
+            ax.set_xticks(widths)
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        p = out / "report_stages.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def write_report(rep: dict, out) -> dict:
+    """Write ``report.json``, ``report.md`` and the PNGs into ``out``; return their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
+    (out / "report.md").write_text(report_markdown(rep))
+    pngs = plot_report(rep, out)
+    return {"json": out / "report.json", "md": out / "report.md", "png": pngs}

@@ -1,0 +1,75 @@
+"""``l1bn report``: area, Fmax, latency and energy of L1-BN against L2-BN (:mod:`l1bn.sim.report`)."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["report", "parse_widths"]
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    """``"4,8,16"`` -> (4, 8, 16); each width 2..16, no repeats."""
+    try:
+        ws = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ValueError(f"widths={text!r} must be comma-separated integers, e.g. 4,8,16") from None
+    if not ws:
+        raise ValueError(f"widths={text!r} is empty; give e.g. 4,8,16")
+    for w in ws:
+        if not 3 <= w <= 16:
+            raise ValueError(f"width={w} is out of range; allowed 3..16")
+    if len(set(ws)) != len(ws):
+        raise ValueError(f"widths={text!r} repeats a width")
+    return ws
+
+
+@click.command("report")
+@click.option("--widths", default="4,8,16", show_default=True, help="Bit widths to compare (3..16).")
+@click.option("--n", "n", type=int, default=64, show_default=True, help="Elements per channel per batch (8..1024).")
+@click.option("--lanes", type=int, default=1, show_default=True,
+              help="Elements per cycle of the forward units (1..8, divides n; backward units use 1).")
+@click.option("--channels", type=int, default=4, show_default=True, help="Channels per batch (1..16).")
+@click.option("--no-pnr", is_flag=True, help="Skip place and route (no Fmax, no latency in ns).")
+@click.option("--no-stages", is_flag=True, help="Skip the stage-by-stage syntheses.")
+@click.option("--no-backward", is_flag=True, help="Skip the backward units.")
+@click.option("--jobs", type=int, default=None, help="Worker processes (default: all cores).")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Output folder.")
+def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out):
+    """Area, Fmax, latency and energy: L1-BN against L2-BN.
+
+    Synthesizes (ECP5 and generic CMOS gates), places and routes (ECP5), and simulates the gate
+    netlists of the forward and backward L1/L2 BN units on real activations of the digits CNN, then
+    writes OUT/report.json, OUT/report.md and OUT/report_*.png. Results are cached by design hash
+    under build/flow-cache, so a rerun is fast.
+    """
+    import os
+    from pathlib import Path
+
+    from l1bn.sw.config import check_int
+    from rich.console import Console
+
+    ws = parse_widths(widths)
+    check_int("n", n, 8, 1024)
+    check_int("lanes", lanes, 1, 8)
+    if n % lanes:
+        raise ValueError(f"lanes={lanes} must divide n={n}")
+    check_int("channels", channels, 1, 16)
+    if jobs is not None:
+        check_int("jobs", jobs, 1, 64)
+    # validate every configuration before any tool runs
+    from .report import backward_config, build_report, forward_config, write_report
+
+    for w in ws:
+        for norm in ("l1", "l2"):
+            forward_config(norm, w, n=n, lanes=lanes, channels=channels)
+            if not no_backward:
+                backward_config(norm, w, n=n, channels=channels)
+    console = Console(stderr=True)
+    outp = Path(out)
+    rep, run = build_report(widths=ws, n=n, lanes=lanes, channels=channels, pnr=not no_pnr,
+                            jobs=jobs or os.cpu_count(), workdir=outp / "flow", console=console,
+                            backward=not no_backward, stages=not no_stages)
+    paths = write_report(rep, outp)
+    click.echo((outp / "report.md").read_text())
+    click.echo(f"wrote {paths['json']}, {paths['md']}, " + ", ".join(str(p) for p in paths["png"]))
+    click.echo(f"{run['steps']} steps ({run['cached']} from cache) in {run['seconds']:.1f} s")
