@@ -194,6 +194,7 @@ def _print_result(res: dict, echo=click.echo):
             echo(f"  {bel:<14} {used:>7} / {avail:<7} {100 * used / avail:5.1f} %")
     for name, (achieved, req) in res["clocks"].items():
         verdict = "met" if achieved >= req else "NOT MET"
+        name = name.removeprefix("$glbnet$")
         echo(f"timing     {name}: Fmax {achieved:.1f} MHz, requested {req:.1f} MHz: {verdict}")
     t = res["times"]
     echo("tool time  " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
@@ -221,27 +222,31 @@ def build(export_dir, board, clock_mhz, images, mode, out_dir, seed, noabc9):
     Prints the utilization, the achieved Fmax against the requested clock and the bitstream path.
     Exits with status 1 when timing is not met at the requested clock.
     """
+    from l1bn.hw.board import ecp5_pll_params
     from l1bn.sw.export import load_export
 
     platform = board_platform(board)               # a bad name fails before anything is loaded
     if clock_mhz is not None and not 1 <= clock_mhz <= 400:
         raise ValueError(f"--clock {clock_mhz} is out of range; allowed 1..400 MHz")
     _tool_env()
+    f_osc = platform.default_clk_frequency / 1e6
+    if clock_mhz is not None and abs(clock_mhz - f_osc) > 1e-6:
+        ecp5_pll_params(f_osc, clock_mhz)           # an unreachable clock fails before elaboration
     out = out_dir or Path("build") / f"board-{board}"
     exported = load_export(export_dir)
     top = make_top(exported, images=images, clock_mhz=clock_mhz, continuous=mode == "continuous")
-    f_osc = platform.default_clk_frequency / 1e6
     click.echo(f"board      {board}: {platform.device} {platform.package} speed {platform.speed}, "
                f"{f_osc:g} MHz oscillator")
     click.echo(f"design     {export_dir}: accelerator + ROM of {images} test images "
                f"({top.in_bits}-bit pixels, {top.logit_bits}-bit logits), mode {mode}")
-    res = _build_with_progress(top, platform, out, seed=seed, noabc9=noabc9)
-    if top.pll is not None:
-        p = top.pll
+    if clock_mhz is not None and abs(clock_mhz - f_osc) > 1e-6:
+        p = ecp5_pll_params(f_osc, clock_mhz)
         click.echo(f"clock      {p['f_out']:g} MHz from EHXPLLL (CLKI_DIV={p['clki_div']}, "
                    f"CLKFB_DIV={p['clkfb_div']}, CLKOP_DIV={p['clkop_div']}, VCO {p['f_vco']:g} MHz)")
     else:
         click.echo(f"clock      {f_osc:g} MHz, the board oscillator")
+    click.echo(f"output     {out}/")
+    res = _build_with_progress(top, platform, out, seed=seed, noabc9=noabc9)
     _print_result(res)
     if not res["ok"]:
         raise click.ClickException("no bitstream was written; see " + str(res["logs"]["script"]))

@@ -22,7 +22,7 @@ LOGIT_BITS = 12
 
 class SumNet(wiring.Component):
     """A stand-in with the accelerator's interface: logits[c] = sum of pixels - 9 * c (wrapped),
-    argmax = sum % 10. Accepts a pixel every ``stall + 1`` cycles (backpressure)."""
+    argmax = sum % 8. Accepts a pixel every ``stall + 1`` cycles (backpressure)."""
 
     def __init__(self, *, in_bits=4, pixels=64, logit_bits=LOGIT_BITS, stall=0):
         self.pixels, self.stall, self.lb = pixels, stall, logit_bits
@@ -34,7 +34,7 @@ class SumNet(wiring.Component):
         s = sum(image)
         wrap = [((s - 9 * c + (1 << (logit_bits - 1))) % (1 << logit_bits)) - (1 << (logit_bits - 1))
                 for c in range(10)]
-        return wrap, s % 10
+        return wrap, s % 8
 
     def elaborate(self, platform):
         m = Module()
@@ -50,7 +50,7 @@ class SumNet(wiring.Component):
                 m.d.sync += self.o.valid.eq(1)
         for c in range(10):
             m.d.comb += self.o.payload.logits[c].eq((acc - 9 * c)[:self.lb])
-        m.d.comb += self.o.payload.argmax.eq(acc % 10)
+        m.d.comb += self.o.payload.argmax.eq(acc[:3])
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += [self.o.valid.eq(0), acc.eq(0), n.eq(0)]
         return m
@@ -174,14 +174,29 @@ def test_too_many_images_is_an_error(tiny_export):
 
 
 @pytest.mark.slow
-def test_ulx3s_bitstream_with_stand_in(tiny_export, tmp_path):
-    """Place and route the board top with the stand-in network at 25 MHz on a ULX3S-85F."""
+def test_ulx3s_pll_build_with_stand_in(tiny_export, tmp_path):
+    """The PLL path (50 MHz from the 25 MHz oscillator) with the small stand-in network (~15 s)."""
     from l1bn.sim.build_cli import board_platform, make_top, run_build
     from l1bn.sw.export import load_export
 
     exported = load_export(tiny_export)
-    top = make_top(exported, images=4, clock_mhz=None, continuous=True, accelerator=SumNet())
+    top = make_top(exported, images=4, clock_mhz=50, continuous=False, accelerator=SumNet())
     # the stand-in's logits are not the network's: only the build is under test here
     res = run_build(top, board_platform("ulx3s-85f"), tmp_path / "b")
+    assert top.pll["f_out"] == 50 and res["utilization"]["EHXPLLL"][0] == 1
     assert res["ok"] and res["bitstream"].stat().st_size > 100_000
-    assert res["timing_met"], res["clocks"]
+    assert res["timing_met"] and [c for _, c in res["clocks"].values()] == [50.0], res["clocks"]
+
+
+@pytest.mark.slow
+def test_l1bn_build_ulx3s_85f(tiny_export, tmp_path):
+    """``l1bn build`` with the real accelerator of a small export: a bitstream, timing met at 25 MHz."""
+    pytest.importorskip("l1bn.hw.accelerator")
+    out = tmp_path / "board"
+    r = _run_main(["build", str(tiny_export), "--board", "ulx3s-85f", "--images", "4", "--out", str(out)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    bit = out / "top.bit"
+    assert bit.is_file() and bit.stat().st_size > 100_000
+    timing = [ln for ln in r.stdout.splitlines() if ln.startswith("timing")]
+    assert len(timing) == 1 and "requested 25.0 MHz: met" in timing[0], r.stdout
+    assert f"bitstream  {bit}" in r.stdout
