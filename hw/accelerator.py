@@ -227,6 +227,7 @@ def accelerator_interface(exported_net) -> dict:
 
 def accelerator_from_export(exported_net, *, cols: int = DEFAULT_COLS) -> Accelerator:
     """The :class:`Accelerator` for a loaded export (``l1bn.sw.export.load_export``)."""
+    check_int("cols", cols, 1, 64)  # before the component exists (no UnusedElaboratable warning)
     layers, inp = layers_from_export(exported_net)
     return Accelerator(layers, in_shape=inp["shape"], in_bits=inp["bits"], rows=inp["rows"], cols=cols)
 
