@@ -200,3 +200,57 @@ def test_l1bn_build_ulx3s_85f(tiny_export, tmp_path):
     timing = [ln for ln in r.stdout.splitlines() if ln.startswith("timing")]
     assert len(timing) == 1 and "requested 25.0 MHz: met" in timing[0], r.stdout
     assert f"bitstream  {bit}" in r.stdout
+
+
+def test_board_runner_with_real_accelerator(tiny_export):
+    """ImageRunner + the network accelerator in Amaranth's simulator: every result's logits equal
+    the integer reference's (LED 5 stays on) and the argmax LED bits are the reference argmax."""
+    acc = pytest.importorskip("l1bn.hw.accelerator")
+    from l1bn.sim.build_cli import board_inputs
+    from l1bn.sw.export import load_export
+
+    exported = load_export(tiny_export)
+    rom = board_inputs(exported, 2)
+    m = Module()
+    m.submodules.net = net = acc.accelerator_from_export(exported)
+    m.submodules.run = run = ImageRunner(**rom, in_bits=len(net.i.payload), logit_bits=net.logit_bits,
+                                         continuous=True, hold_cycles=2)
+    wiring.connect(m, run.o, net.i)
+    wiring.connect(m, net.o, run.i)
+    seen = []
+
+    async def bench(ctx):
+        while len(seen) < 2:
+            await ctx.tick()
+            if ctx.get(run.done):
+                seen.append((ctx.get(run.argmax), ctx.get(run.ref_ok), ctx.get(run.all_ok)))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    ref_argmax = [max(range(10), key=lambda c, e=e: (e[c], -c)) for e in rom["expected"]]
+    assert seen == [(a, 1, 1) for a in ref_argmax]
+
+
+def test_timing_failure_exits_1(tiny_export, tmp_path, monkeypatch):
+    """Timing not met: the report is printed, then one error line and exit status 1."""
+    import l1bn.sim.build_cli as bc
+    from click.testing import CliRunner
+
+    bit = tmp_path / "top.bit"
+    bit.write_bytes(b"\xff" * 16)
+
+    class Top:
+        in_bits, logit_bits, pll = 4, 12, None
+
+    fake = {"ok": True, "bitstream": bit, "timing_met": False, "clocks": {"$glbnet$clk": (41.5, 50.0)},
+            "utilization": {"TRELLIS_COMB": (100, 83640)}, "times": {"synthesis": 1.0}, "noabc9": False,
+            "logs": {"script": tmp_path / "build.log"}}
+    monkeypatch.setattr(bc, "make_top", lambda *a, **k: Top())
+    monkeypatch.setattr(bc, "_build_with_progress", lambda *a, **k: fake)
+    r = CliRunner().invoke(bc.build, [str(tiny_export), "--board", "ulx3s-85f", "--clock", "50",
+                                      "--out", str(tmp_path)])
+    assert r.exit_code == 1
+    assert "timing     clk: Fmax 41.5 MHz, requested 50.0 MHz: NOT MET" in r.output
+    assert "error: timing is not met" in r.output
