@@ -41,13 +41,14 @@ STAGE_TITLES = {"stats": "statistics", "disp": "dispersion", "recip": "reciproca
 # configurations
 
 def forward_config(norm: str, width: int, *, n: int, lanes: int, channels: int):
-    """The forward ``BNConfig`` measured at ``width``: out_width = width; at width > 12 frac = 0
-    and recip_bits = 32 (BNConfig's 62-bit intermediate limit)."""
+    """The forward ``BNConfig`` measured at ``width``: out_width = width (at least 4), the
+    defaults of ``BNConfig`` (frac = 4, xhat_frac = 8, 8-bit gamma and beta), and
+    recip_bits = width + 12, so that inv = 2**recip_bits / sigma keeps the same relative precision
+    at every width (20 at width 8, the default; 28 at width 16)."""
     from l1bn.sw.config import BNConfig
 
-    extra = {"frac": 0, "recip_bits": 32} if width > 12 else {}
     return BNConfig(norm=norm, width=width, out_width=max(width, 4), n=n, lanes=lanes, channels=channels,
-                    **extra)
+                    recip_bits=width + 12)
 
 
 def backward_config(norm: str, width: int, *, n: int, channels: int):

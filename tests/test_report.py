@@ -1,0 +1,118 @@
+"""``l1bn report``: the report on a tiny configuration, its reproducibility, and the CLI's errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from l1bn.sim.report import (
+    analytic_energy,
+    backward_config,
+    build_report,
+    forward_config,
+    horowitz_add,
+    horowitz_mul,
+    write_report,
+)
+from l1bn.sim.report_cli import parse_widths
+
+
+def l1bn(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "l1bn.sw.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_horowitz_points_and_scaling():
+    # the published 45 nm points (Horowitz, ISSCC 2014)
+    assert horowitz_add(8) == pytest.approx(0.03) and horowitz_add(32) == pytest.approx(0.1)
+    assert horowitz_mul(8, 8) == pytest.approx(0.2) and horowitz_mul(32, 32) == pytest.approx(3.1)
+    assert horowitz_add(4) < horowitz_add(8) < horowitz_add(16)
+    assert horowitz_mul(4, 4) < horowitz_mul(8, 16) < horowitz_mul(16, 16)
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_analytic_l1_cheaper_than_l2(width):
+    f = {nm: analytic_energy("forward", forward_config(nm, width, n=64, lanes=1, channels=2)) for nm in ("l1", "l2")}
+    b = {nm: analytic_energy("backward", backward_config(nm, width, n=64, channels=2)) for nm in ("l1", "l2")}
+    assert f["l1"]["pj"] < f["l2"]["pj"]
+    assert b["l1"]["pj"] < b["l2"]["pj"]
+    assert any(name == "d*d" for name, _ in f["l2"]["ops"]) and not any(name == "d*d" for name, _ in f["l1"]["ops"])
+
+
+def test_parse_widths():
+    assert parse_widths("4,8,16") == (4, 8, 16)
+    for bad, msg in [("4,x", "comma-separated"), ("", "empty"), ("2", "width=2 is out of range"),
+                     ("17", "width=17 is out of range"), ("8,8", "repeats")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_widths(bad)
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--widths", "4,40"], "error: width=40 is out of range; allowed 3..16"),
+    (["--n", "4"], "error: n=4 is out of range; allowed 8..1024"),
+    (["--n", "24", "--lanes", "5"], "error: lanes=5 must divide n=24"),
+    (["--channels", "0"], "error: channels=0 is out of range; allowed 1..16"),
+    (["--jobs", "0"], "error: jobs=0 is out of range; allowed 1..64"),
+])
+def test_cli_bad_input_is_one_error_line(args, msg, tmp_path):
+    p = l1bn("report", *args, "--out", str(tmp_path / "r"))
+    assert p.returncode == 2
+    assert p.stderr.strip() == msg, p.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_tiny_report_is_complete_and_reproducible(tmp_path, monkeypatch):
+    # forward units and stages only (the backward units' gate synthesis is the slow part: see below)
+    monkeypatch.setenv("L1BN_BUILD_DIR", str(tmp_path / "build"))
+    kw = dict(widths=(4,), n=8, lanes=1, channels=1, pnr=False, jobs=2, workdir=tmp_path / "flow",
+              console=False, backward=False)
+    rep, run = build_report(**kw)
+    assert run["cached"] == 0
+    w = rep["widths"]["4"]
+    assert "backward" not in w
+    for kind in ("forward",):
+        for norm in ("l1", "l2"):
+            u = w[kind][norm]
+            assert u["lut"] > 0 and u["transistors"] > 0 and u["energy_per_element"] > 0
+            assert u["latency_cycles"] == u["latency_cycles_formula"]   # measured in gate-level simulation
+            assert u["fmax_mhz"] is None                                  # --no-pnr
+        assert w[kind]["l1_over_l2"]["transistors"] == pytest.approx(
+            w[kind]["l1"]["transistors"] / w[kind]["l2"]["transistors"], rel=1e-3)
+    assert set(w["stages"]) == {"stats", "disp", "recip", "normalize", "top"}
+    assert w["stages"]["disp"]["l1"]["transistors"] < w["stages"]["disp"]["l2"]["transistors"]
+    paths = write_report(rep, tmp_path / "out")
+    first = paths["json"].read_text()
+    assert "| 4 | **L1/L2** |" in paths["md"].read_text()
+    assert all(p.stat().st_size > 1000 for p in paths["png"])
+    # a second run comes from the cache and writes the same JSON
+    rep2, run2 = build_report(**kw)
+    assert run2["cached"] == run2["steps"] == run["steps"]
+    assert write_report(rep2, tmp_path / "out2")["json"].read_text() == first
+    assert json.loads(first) == json.loads(json.dumps(rep))
+
+
+@pytest.mark.slow
+def test_cli_report_with_backward_and_pnr(tmp_path):
+    import os
+
+    env = {**os.environ, "L1BN_BUILD_DIR": str(tmp_path / "build")}
+    p = l1bn("report", "--widths", "4", "--n", "8", "--channels", "1", "--jobs", "2", "--out",
+             str(tmp_path / "r"), env=env, timeout=1200)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "## backward units" in p.stdout and "steps (0 from cache)" in p.stdout
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    w = rep["widths"]["4"]
+    for kind in ("forward", "backward"):
+        for norm in ("l1", "l2"):
+            u = w[kind][norm]
+            assert u["fmax_mhz"] > 20 and u["latency_ns"] == pytest.approx(
+                u["latency_cycles"] * 1000 / u["fmax_mhz"], abs=0.1)
+            assert u["latency_cycles"] == u["latency_cycles_formula"]
+    assert w["backward"]["l1"]["stored_bits_per_element"] == 1
+    assert w["backward"]["l2"]["stored_bits_per_element"] == 4
+    assert w["stages"]["recip"]["l1"]["fmax_mhz"] > 0
+    assert sorted(q.name for q in (tmp_path / "r").glob("report*")) == [
+        "report.json", "report.md", "report_ratios.png", "report_stages.png"]
+    again = l1bn("report", "--widths", "4", "--n", "8", "--channels", "1", "--out", str(tmp_path / "r2"), env=env)
+    assert again.returncode == 0 and "from cache" in again.stdout
+    assert (tmp_path / "r2" / "report.json").read_text() == (tmp_path / "r" / "report.json").read_text()
