@@ -176,6 +176,8 @@ def run_cocotb(
     env.setdefault("PYTHONPATH", os.pathsep.join(sys.path))
 
     runner = get_runner(simulator)
+    # compiler and simulator chatter goes to files in the build folder unless verbose
+    build_log, sim_log = bdir / "build.log", bdir / "sim.log"
     build_args = ["-Wno-fatal"] if simulator == "verilator" else []
     t0 = time.perf_counter()
     with _not_under_pytest():
@@ -188,9 +190,11 @@ def run_cocotb(
                 timescale=("1ns", "1ps"),
                 waves=waves,
                 verbose=verbose,
+                log_file=None if verbose else build_log,
             )
         except (SystemExit, Exception) as e:  # the runner exits on compiler errors
-            raise SimulationError(f"{simulator} failed to build {toplevel} in {bdir}: {e}", failed=["<build>"]) from None
+            raise SimulationError(f"{simulator} failed to build {toplevel} ({e}); see {build_log}",
+                                  failed=["<build>"]) from None
         t1 = time.perf_counter()
         xml = bdir / f"results-{os.getpid()}-{threading.get_ident()}.xml"
         try:
@@ -206,6 +210,7 @@ def run_cocotb(
                 seed=seed,
                 timescale=("1ns", "1ps"),
                 verbose=verbose,
+                log_file=None if verbose else sim_log,
             )
         except SystemExit:
             pass  # results (if any) are in the XML
@@ -219,7 +224,7 @@ def run_cocotb(
                            for t in tests if not t.passed)
         raise SimulationError(
             f"cocotb test(s) failed on {simulator}: {', '.join(failed)}"
-            + (f" ({detail})" if detail else f" (see {bdir})"),
+            + (f" ({detail})" if detail else "") + ("" if verbose else f"; log: {sim_log}"),
             failed=failed, result=result)
     return result
 
