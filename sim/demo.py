@@ -1,0 +1,206 @@
+"""``l1bn demo``: the whole flow, end to end, on the bundled digits data.
+
+Steps (each writes into one run folder, named in the final summary):
+
+1. ``doctor``: the toolchain table; stops if a required tool is missing.
+2. ``train``: a float L1BN CNN and a 4-bit (w4a4) QAT L1BN CNN (``l1bn train``).
+3. ``export``: integer weights, folded BN and ``$readmemh`` memories of the QAT run (``l1bn export``).
+4. ``infer``: the bit-exact integer reference on the test split (``l1bn infer``).
+5. ``verilog``: the accelerator for the export (``l1bn verilog net``) and the L1-/L2-BN units.
+6. ``sim``: the accelerator classifies the test split in cocotb (``l1bn sim net``); every image's
+   logits are compared with the integer reference.
+7. ``area``: ECP5 synthesis (LUT/FF/DSP) and place and route (Fmax) of the accelerator.
+
+The summary table gives the accuracy of float, QAT, integer reference and hardware, the mismatch
+count, cycles per image and the area/Fmax; ``RUN/summary.json`` holds the same figures.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+__all__ = ["demo", "run_demo"]
+
+
+class _Steps:
+    """Prints a numbered header per step and records its wall time."""
+
+    def __init__(self, console, total: int):
+        self.console, self.total, self.i, self.times = console, total, 0, {}
+
+    def __call__(self, name: str, what: str):
+        self.i += 1
+        self.console.rule(f"[bold]{self.i}/{self.total} {name}[/]: {what}")
+        self._name, self._t0 = name, time.perf_counter()
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.times[self._name] = round(time.perf_counter() - self._t0, 1)
+        return False
+
+
+def _train(out: Path, *, qcfg, epochs: int, seed: int, console) -> dict:
+    from l1bn.sw.train import run_config, train_run
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    config = run_config(model="cnn", norm="l1", qcfg=qcfg, epochs=epochs, seed=seed)
+    desc = "cnn l1 " + ("float" if qcfg is None else f"w{qcfg.wbits}a{qcfg.abits}")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(desc, total=None, loss=float("nan"))
+        _, metrics = train_run(config, out, progress=lambda s, t, loss: bar.update(
+            task, completed=s, total=t, loss=loss))
+    console.print(f"{desc}: test accuracy {100 * metrics['test_accuracy']:.2f} % "
+                  f"({metrics['time_s']:.1f} s) -> {out}")
+    return metrics
+
+
+def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, images: int | None = None,
+             simulator: str = "verilator", sim: bool = True, area: bool = True, console=None) -> dict:
+    """Run every step into ``out``; return the summary (also written to ``out/summary.json``)."""
+    from l1bn.sw.config import check_choice, check_int
+    from rich.console import Console
+
+    check_int("epochs", epochs, 1, 1000)
+    check_int("bits", bits, 2, 8)
+    check_choice("simulator", simulator, ("icarus", "verilator"))
+    if images is not None:
+        check_int("images", images, 1, 100000)
+    console = console or Console()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = _Steps(console, 5 + int(sim) + int(area))
+    summary: dict = {"run": str(out), "epochs": epochs, "seed": seed, "bits": bits}
+
+    with steps("doctor", "is the open toolchain complete?"):
+        from l1bn.sw.doctor import checks_table, missing_required, run_checks
+
+        with console.status("checking tools (the first Yosys call compiles WebAssembly, ~1 min)..."):
+            checks = run_checks()
+        console.print(checks_table(checks))
+        missing = missing_required(checks)
+        if missing:
+            raise click.ClickException(f"missing required tools: {', '.join(missing)} (see the fix column)")
+
+    with steps("train", f"float and w{bits}a{bits} QAT L1BN CNNs on the digits ({epochs} epochs)"):
+        from l1bn.sw.quant import QuantConfig
+
+        m_float = _train(out / "float", qcfg=None, epochs=epochs, seed=seed, console=console)
+        m_qat = _train(out / "qat", qcfg=QuantConfig(wbits=bits, abits=bits), epochs=epochs, seed=seed,
+                       console=console)
+        summary["float_accuracy"] = m_float["test_accuracy"]
+        summary["qat_accuracy"] = m_qat["test_accuracy"]
+
+    with steps("export", "integer weights, folded BN, $readmemh memories"):
+        from l1bn.sw.export import export_run, load_export
+
+        export_dir = export_run(out / "qat", out / "export", force=True)
+        e = load_export(export_dir)
+        console.print(f"{export_dir}: {len(e.manifest['tensors'])} tensors, "
+                      f"{len(e.net.layers)} layers ({', '.join(layer.name for layer in e.net.layers)})")
+        summary["export"] = str(export_dir)
+
+    with steps("infer", "bit-exact integer reference on the test split"):
+        from l1bn.sw.export_cli import infer_export
+
+        r = infer_export(export_dir)
+        summary.update(int_accuracy=r["accuracy"], test_images=r["images"],
+                       int_qat_agreement=r.get("agreement"), reference_ms=1e3 * r["time_s"])
+        console.print(f"integer reference: accuracy {100 * r['accuracy']:.2f} % on {r['images']} images, "
+                      f"agreement with QAT {100 * r.get('agreement', float('nan')):.2f} %, "
+                      f"{1e3 * r['time_s']:.1f} ms")
+
+    with steps("verilog", "the accelerator for this export, and the L1-/L2-BN units"):
+        from l1bn.sim.verilog_net import write_net_verilog
+
+        vdir = out / "verilog"
+        files = write_net_verilog(export_dir, vdir / "net")
+        console.print(f"accelerator: {len(files)} files in {vdir / 'net'}")
+        for norm in ("l1", "l2"):
+            from l1bn.hw.bn_unit import L1BNUnit, L2BNUnit
+            from l1bn.sim.runner import to_verilog
+            from l1bn.sw.config import BNConfig
+
+            cfg = BNConfig(norm=norm, width=8, channels=16, n=64, lanes=2)
+            unit = (L1BNUnit if norm == "l1" else L2BNUnit)(cfg)
+            path = vdir / f"{norm}bn.v"
+            path.write_text(to_verilog(unit, f"{norm}bn"))
+            console.print(f"{norm.upper()}-BN unit (width 8, 16 channels, n 64, 2 lanes): {path}")
+        summary["verilog"] = str(vdir)
+
+    if sim:
+        with steps("sim", f"the accelerator classifies the test split ({simulator})"):
+            from l1bn.sim.sim_net import simulate_net
+
+            s = simulate_net(export_dir, simulator=simulator, images=images, progress=True,
+                             build_dir=out / "sim")
+            summary.update(hw_accuracy=s["hw_accuracy"], hw_images=s["images"], mismatches=s["mismatches"],
+                           cycles_per_image=s["cycles_per_image"], sim_images_per_s=s["images_per_s"])
+            console.print(f"hardware: accuracy {100 * s['hw_accuracy']:.2f} % on {s['images']} images, "
+                          f"{s['mismatches']} logit mismatches against the integer reference, "
+                          f"{s['cycles_per_image']} cycles/image, {s['images_per_s']:.1f} images/s simulated")
+
+    if area:
+        with steps("area", "ECP5 synthesis and place and route of the accelerator"):
+            from l1bn.hw.accelerator import accelerator_from_export
+            from l1bn.sim.flow import implement
+
+            a = implement(accelerator_from_export(e), name="accelerator", workdir=out / "flow", console=console)
+            summary.update(lut=a["lut"], ff=a["ff"], dsp=a["dsp"], bram=a.get("bram"), fmax_mhz=a["fmax_mhz"])
+
+    summary["step_seconds"] = steps.times
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(summary, console)
+    return summary
+
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.2f} %"
+
+
+def _print_summary(s: dict, console):
+    from rich.table import Table
+
+    t = Table(title=f"l1bn demo summary (run folder {s['run']})")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    rows = [
+        ("float L1BN CNN accuracy", _pct(s.get("float_accuracy"))),
+        (f"QAT w{s['bits']}a{s['bits']} L1BN CNN accuracy", _pct(s.get("qat_accuracy"))),
+        ("integer reference accuracy", _pct(s.get("int_accuracy"))),
+        ("integer reference = QAT predictions", _pct(s.get("int_qat_agreement"))),
+        ("hardware (simulated) accuracy", _pct(s.get("hw_accuracy"))),
+        ("hardware vs reference logit mismatches",
+         "-" if "mismatches" not in s else f"{s['mismatches']} of {s['hw_images']} images"),
+        ("cycles per image", str(s.get("cycles_per_image", "-"))),
+        ("ECP5 LUT4 / FF / MULT18", "-" if "lut" not in s else f"{s['lut']} / {s['ff']} / {s['dsp']}"),
+        ("Fmax (nextpnr-ecp5)", "-" if "fmax_mhz" not in s else f"{s['fmax_mhz']:.1f} MHz"),
+        ("total time", f"{sum(s['step_seconds'].values()):.0f} s"),
+    ]
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+    console.print(f"artifacts: {s['run']}/ (float/, qat/, export/, verilog/, sim/, flow/, summary.json)")
+
+
+@click.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
+              show_default=True, help="Run folder for every artifact.")
+@click.option("--epochs", default=20, show_default=True, help="Training epochs of both CNNs.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--bits", default=4, show_default=True, help="Weight and activation bits of the QAT CNN.")
+@click.option("--images", type=int, default=None, help="Simulate only the first K test images (default: all).")
+@click.option("--simulator", type=click.Choice(["verilator", "icarus"]), default="verilator", show_default=True)
+@click.option("--no-sim", is_flag=True, help="Skip the hardware simulation step.")
+@click.option("--no-area", is_flag=True, help="Skip synthesis and place and route.")
+def demo(out, epochs, seed, bits, images, simulator, no_sim, no_area):
+    """Train, export, generate Verilog, simulate the accelerator and summarize, end to end."""
+    run_demo(out, epochs=epochs, seed=seed, bits=bits, images=images, simulator=simulator,
+             sim=not no_sim, area=not no_area)
