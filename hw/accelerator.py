@@ -42,6 +42,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.arith import rnd
 from l1bn.hw.mac_array import MACArray, stream_cycles
 from l1bn.sw.config import MACConfig, check_int
 
@@ -614,7 +615,7 @@ def _select(lanes, idx):
 
 def _requant(z, shift: int, out_bits: int, width: int):
     """``clamp((z + 2**(shift-1)) >> shift, 0, 2**out_bits - 1)`` (round half up, ReLU, saturate)."""
-    y = (z + (1 << (shift - 1))) >> shift if shift else z
+    y = rnd(z, shift)
     hi = (1 << out_bits) - 1
     r = Mux(y < 0, 0, Mux(y > hi, hi, y[:out_bits]))
     return Cat(r[:out_bits], Const(0, width - out_bits)) if width > out_bits else r[:out_bits]

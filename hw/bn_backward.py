@@ -10,6 +10,8 @@ mean(dy*xhat) (a second multiply).
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.arith import rnd as _rnd
+from l1bn.hw.arith import sat as _sat
 from l1bn.sw.config import BNBackwardConfig
 from l1bn.sw.intmath import c_const
 
@@ -19,8 +21,6 @@ __all__ = ["L1BNBackwardUnit", "L2BNBackwardUnit", "stored_state_bits", "backwar
 # Cycles between the last beat of pass 1 and the first beat of pass 2 with no stalls:
 # four per-channel arithmetic steps and one cycle presenting (dgamma, dbeta).
 PER_CHANNEL_CYCLES = 5
-
-
 
 
 def stored_state_bits(cfg: BNBackwardConfig) -> dict:
@@ -46,20 +46,6 @@ def backward_latency_cycles(cfg: BNBackwardConfig) -> int:
     per channel, n beats of pass 1, ``PER_CHANNEL_CYCLES`` arithmetic cycles, n beats of pass 2;
     the last dx is registered (+1)."""
     return cfg.bn.channels * (2 * cfg.bn.n + PER_CHANNEL_CYCLES) + 1
-
-
-def _rnd(v, s):
-    """Round half up shift, as ``rshift_round``: a constant add and an arithmetic shift."""
-    if s > 0:
-        return (v + (1 << (s - 1))) >> s
-    if s < 0:
-        return v << (-s)
-    return v
-
-
-def _sat(v, bits):
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(v > hi, hi, Mux(v < lo, lo, v))
 
 
 class _BNBackwardUnit(wiring.Component):

@@ -22,6 +22,9 @@ from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.arith import pick as _pick
+from l1bn.hw.arith import rnd as _rnd
+from l1bn.hw.arith import sat as _sat
 from l1bn.sw.config import BNConfig
 from l1bn.sw.intmath import c_const, div_round_params
 
@@ -33,36 +36,12 @@ __all__ = ["BNUnit", "L1BNUnit", "L2BNUnit", "StatsStage", "DispersionStage", "R
 # ---------------------------------------------------------------------------------------------
 # arithmetic helpers (Amaranth values; the same rules as l1bn.sw.intmath)
 
-def _rnd(v, s):
-    """Round half up shift: a constant add and an arithmetic shift (``v << -s`` for s < 0)."""
-    if s > 0:
-        return (v + (1 << (s - 1))) >> s
-    if s < 0:
-        return v << (-s)
-    return v
-
-
-def _sat(v, bits):
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(v > hi, hi, Mux(v < lo, lo, v))
-
 
 def _div_round(v, n, lo, hi):
     """``div_round(v, n)`` for v in [lo, hi]: a constant add, a constant multiply and a shift."""
     p = div_round_params(n, lo, hi)
     z = ((v << 1) + p.offset) * p.mult if p.mult != 1 else (v << 1) + p.offset
     return (z >> p.shift) - p.sub if p.sub else z >> p.shift
-
-
-def _pick(sel, items):
-    """``items[sel]`` as a chain of Muxes: continuous assigns in Verilog, so Icarus evaluates it
-    from time 0 (an indexed Array becomes an ``always @*`` case that never runs while its
-    inputs keep their initial values, leaving X)."""
-    items = list(items)
-    out = items[-1]
-    for k in range(len(items) - 2, -1, -1):
-        out = Mux(sel == k, items[k], out)
-    return out
 
 
 def _lane_sum(values):
