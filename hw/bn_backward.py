@@ -3,8 +3,8 @@
 Both implement :func:`l1bn.sw.reference.bn_backward.bn_backward` bit for bit (the spec;
 docs/arith/bn_backward.md). They share one skeleton and differ only in the per-element term of
 the second pass: L1 subtracts one of two per-channel constants chosen by the sign of d_i (a
-comparator and a mux); L2 rebuilds xhat_i = d_i * inv (a multiply) and multiplies it by
-mean(dy*xhat) (a second multiply).
+comparator and a mux, or with ``sign_in=True`` the forward's stored sign bit and a mux); L2
+rebuilds xhat_i = d_i * inv (a multiply) and multiplies it by mean(dy*xhat) (a second multiply).
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
@@ -28,8 +28,9 @@ def stored_state_bits(cfg: BNBackwardConfig) -> dict:
 
     Both units need x (``width`` bits) per element: dgamma = sum(dy * xhat) is a sum over elements
     of a value that depends on x, so no per-channel summary suffices. The difference is pass 2:
-    L1 needs only sign(d_i) (1 bit; here recomputed from x by one comparator, or stored by the
-    forward), L2 needs xhat_i (recomputed from x by a multiply, or stored with xhat_frac + more bits).
+    L1 needs only sign(d_i) (1 bit; recomputed from x by one comparator, or with
+    ``L1BNBackwardUnit(cfg, sign_in=True)`` the forward's stored bit), L2 needs xhat_i
+    (recomputed from x by a multiply, or stored with xhat_frac + more bits).
     """
     b = cfg.bn
     return {
@@ -51,10 +52,22 @@ def backward_latency_cycles(cfg: BNBackwardConfig) -> int:
 class _BNBackwardUnit(wiring.Component):
     """BN backward unit for one ``BNBackwardConfig`` (``cfg.bn.lanes`` must be 1).
 
+    Parameters
+    ----------
+    cfg : BNBackwardConfig
+    sign_in : bool, keyword-only (L1 only; default False)
+        Take sign(d_i) from the input field ``neg`` instead of computing it from x and mu. Then
+        pass 2 does not read x, so the forward only has to keep 1 bit per element for pass 2.
+        ``sign_in=False`` generates exactly the Verilog of the unit without this option.
+
     Interface
     ---------
     i : In(stream.Signature(StructLayout({"x": signed(width), "dy": signed(grad_width)})))
         Per channel, the channel's n elements twice: pass 1 (statistics) then pass 2 (dx).
+        With ``sign_in`` the layout is ``{"x", "dy", "neg": unsigned(1)}``: ``neg`` = 1 when
+        d_i = (x_i << frac) - mu < 0 (the reference's ``BNBackwardResult.sign``), read in both
+        passes (it feeds the count of negatives in pass 1 and the select in pass 2); ``x`` is
+        read in pass 1 only and is "don't care" in pass 2.
     mu : In(signed(width + frac + 1)), inv : In(unsigned(recip_bits + 1)),
     gamma : In(signed(gamma_width))
         The channel's forward statistics and gamma, latched with the first beat of pass 1.
@@ -77,7 +90,13 @@ class _BNBackwardUnit(wiring.Component):
 
     norm = None
 
-    def _check(self, cfg):
+    def _check(self, cfg, sign_in):
+        if not isinstance(sign_in, bool):
+            raise ValueError(f"sign_in={sign_in!r} must be a bool")
+        if sign_in and self.norm != "l1":
+            raise ValueError(f"sign_in=True is not supported by {type(self).__name__}: its pass 2 "
+                             "rebuilds xhat_i from x, so x cannot be replaced by a sign bit; "
+                             "only L1BNBackwardUnit takes sign_in")
         if not isinstance(cfg, BNBackwardConfig):
             raise ValueError(f"cfg={cfg!r} must be a BNBackwardConfig")
         if cfg.bn.norm != self.norm:
@@ -86,15 +105,19 @@ class _BNBackwardUnit(wiring.Component):
         if cfg.bn.lanes != 1:
             raise ValueError(f"lanes={cfg.bn.lanes} is not supported by the backward unit; allowed 1..1")
 
-    def __init__(self, cfg: BNBackwardConfig):
+    def __init__(self, cfg: BNBackwardConfig, *, sign_in: bool = False):
         try:
-            self._check(cfg)
+            self._check(cfg, sign_in)
         except ValueError:
             self._MustUse__silence = True   # a refused object is not an unused design
             raise
         self.cfg = cfg
+        self.sign_in = sign_in
         b, w = cfg.bn, cfg.widths
-        self.in_layout = data.StructLayout({"x": signed(b.width), "dy": signed(cfg.grad_width)})
+        fields = {"x": signed(b.width), "dy": signed(cfg.grad_width)}
+        if sign_in:
+            fields["neg"] = unsigned(1)
+        self.in_layout = data.StructLayout(fields)
         self.g_layout = data.StructLayout({"dgamma": signed(w["h"]), "dbeta": signed(w["sum_dy"])})
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
@@ -137,11 +160,16 @@ class _BNBackwardUnit(wiring.Component):
         kp = Signal(signed(w["u"]))
         kn = Signal(signed(w["u"]))
 
-        # mu/inv/gamma: the live ports at the first beat, then the latched copy
-        mu_now = Mux(first, self.mu, mu)
-        d = Signal(signed(b.dev_bits + 1))
-        m.d.comb += d.eq((x << b.frac) - mu_now)
-        neg = d[-1]
+        if self.sign_in:
+            # the forward's bit, in both passes: mean(sgn) and the pass-2 select see the same
+            # sgn_i, and no subtractor/comparator is built (pass-2 x is don't care)
+            neg = self.i.payload.neg
+        else:
+            # mu/inv/gamma: the live ports at the first beat, then the latched copy
+            mu_now = Mux(first, self.mu, mu)
+            d = Signal(signed(b.dev_bits + 1))
+            m.d.comb += d.eq((x << b.frac) - mu_now)
+            neg = d[-1]
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -223,6 +251,6 @@ class L1BNBackwardUnit(_BNBackwardUnit):
 
 
 class L2BNBackwardUnit(_BNBackwardUnit):
-    __doc__ = "L2-BN backward baseline: pass 2 rebuilds xhat_i (multiply) and scales it (multiply).\n\n" + \
-        _BNBackwardUnit.__doc__
+    __doc__ = ("L2-BN backward baseline: pass 2 rebuilds xhat_i (multiply) and scales it (multiply). "
+               "``sign_in=True`` raises ValueError (pass 2 needs x).\n\n") + _BNBackwardUnit.__doc__
     norm = "l2"

@@ -1,5 +1,7 @@
 """The BN backward units against the integer reference on Icarus and Verilator."""
 
+import hashlib
+import inspect
 import json
 
 import pytest
@@ -10,7 +12,7 @@ from l1bn.hw.bn_backward import (
     backward_latency_cycles,
     stored_state_bits,
 )
-from l1bn.sim.runner import SimulationError, run_cocotb
+from l1bn.sim.runner import SimulationError, run_cocotb, to_verilog
 from l1bn.sw.config import BNBackwardConfig, BNConfig
 from test_bn_backward_reference import forward_stats, real_grads
 
@@ -33,13 +35,14 @@ def batch(cfg, seed, real):
     return {"x": x.tolist(), "dy": dy.tolist(), "gamma": gamma.tolist(), "mu": mu.tolist(), "inv": inv.tolist()}
 
 
-def run(cfg, data, simulator, tmp_path, gaps, unit=None):
+def run(cfg, data, simulator, tmp_path, gaps, unit=None, sign_in=False):
     path = tmp_path / "bwd_data.json"
     path.write_text(json.dumps(data))
-    dut = (unit or UNITS[cfg.bn.norm])(cfg)
+    dut = (unit or UNITS[cfg.bn.norm])(cfg, sign_in=sign_in)
     return run_cocotb(dut, toplevel="bn_bwd", test_module=BENCH, simulator=simulator,
                       build_dir=tmp_path / "build", config=cfg,
-                      extra_env={"L1BN_BWD_DATA": str(path), "L1BN_GAPS": str(gaps)})
+                      extra_env={"L1BN_BWD_DATA": str(path), "L1BN_GAPS": str(gaps),
+                                 "L1BN_SIGN_IN": str(int(sign_in))})
 
 
 def config(norm, width, n, channels=2):
@@ -65,6 +68,77 @@ def test_unit_bit_exact(simulator, norm, width, n, gaps, real, tmp_path):
     cfg = config(norm, width, n)
     res = run(cfg, batch(cfg, seed=width + n, real=real), simulator, tmp_path, gaps)
     assert res.passed and [t.name for t in res.tests] == ["bn_backward_matches_reference"]
+
+
+SIGN_IN_CASES = [  # (simulator, width, n, gaps): both widths on Icarus, one on Verilator (~20 s each)
+    ("icarus", 8, 16, 30),
+    ("icarus", 16, 5, 0),
+    ("verilator", 16, 5, 0),
+]
+
+
+@pytest.mark.parametrize("simulator,width,n,gaps", SIGN_IN_CASES)
+def test_l1_sign_in_bit_exact(simulator, width, n, gaps, tmp_path):
+    """neg from the reference's sign in both passes, garbage x in pass 2 (see the bench)."""
+    cfg = config("l1", width, n)
+    res = run(cfg, batch(cfg, seed=7 * width + n, real=False), simulator, tmp_path, gaps, sign_in=True)
+    assert res.passed and [t.name for t in res.tests] == ["bn_backward_matches_reference"]
+
+
+class XInPass2(L1BNBackwardUnit):
+    """Test-only mutant: the sign_in interface, but the sign comes from the comparator on x."""
+
+    def elaborate(self, platform):
+        self.sign_in = False   # builds the comparator datapath; the port layout stays sign_in's
+        try:
+            return super().elaborate(platform)
+        finally:
+            self.sign_in = True
+
+
+def test_sign_in_mutant_reading_x_is_caught(tmp_path):
+    """Pass-2 x is garbage in the bench, so a unit that still reads it must fail."""
+    cfg = config("l1", 8, 16)
+    with pytest.raises(SimulationError) as e:
+        run(cfg, batch(cfg, seed=72, real=False), "icarus", tmp_path, 0, unit=XInPass2, sign_in=True)
+    assert e.value.failed == ["bn_backward_matches_reference"]
+
+
+def _built_only(unit):
+    """Silence Amaranth's UnusedElaboratable for a unit only asked for its interface."""
+    unit._MustUse__silence = True
+    return unit
+
+
+def test_sign_in_interface_and_refusals():
+    cfg = config("l1", 8, 16)
+    assert "neg" not in _built_only(L1BNBackwardUnit(cfg)).in_layout.members
+    u = _built_only(L1BNBackwardUnit(cfg, sign_in=True))
+    assert u.sign_in and dict(u.in_layout.members)["neg"].width == 1
+    assert u.in_layout.size == 8 + cfg.grad_width + 1
+    with pytest.raises(ValueError, match="sign_in=True is not supported by L2BNBackwardUnit: its pass 2 "
+                                         "rebuilds xhat_i from x"):
+        L2BNBackwardUnit(config("l2", 8, 16), sign_in=True)
+    with pytest.raises(ValueError, match="sign_in=1 must be a bool"):
+        L1BNBackwardUnit(cfg, sign_in=1)
+    sig = inspect.signature(L1BNBackwardUnit.__init__).parameters["sign_in"]
+    assert sig.kind is inspect.Parameter.KEYWORD_ONLY and sig.default is False
+
+
+# sha256 of the default (sign_in=False) Verilog, taken before sign_in existed: the report flow
+# measures the default, so any change to it must be deliberate (then update these hashes).
+DEFAULT_VERILOG_SHA256 = {
+    "l1": "2d539187df285ab9a4e5b080ef2f5eedec808ba7f710eaef0b246622159bc0bb",
+    "l2": "3cc648681fbeade2273540dd2d32187f893bd8c95029ad9731592a6982306ea5",
+}
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+def test_default_verilog_unchanged(norm):
+    cfg = config(norm, 8, 16)
+    text = to_verilog(UNITS[norm](cfg), f"{norm}bn_bwd")
+    assert text == to_verilog(UNITS[norm](cfg, sign_in=False), f"{norm}bn_bwd")
+    assert hashlib.sha256(text.encode()).hexdigest() == DEFAULT_VERILOG_SHA256[norm]
 
 
 class BrokenL1(L1BNBackwardUnit):
@@ -107,6 +181,12 @@ def test_verilog_cli(tmp_path, capsys):
     main(["verilog", "l1bn-bwd", "--width", "8", "--n", "16", "-o", str(out)])
     assert "module l1bn_bwd" in out.read_text()
     assert "latency 38 cycles" in capsys.readouterr().out
+    main(["verilog", "l1bn-bwd", "--width", "8", "--n", "16", "--sign-in", "-o", str(out)])
+    assert "input [16:0] i__payload;" in out.read_text()   # x[8], dy[8], neg[1]
+    assert "neg[1]): x read in pass 1 only" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["verilog", "l2bn-bwd", "--sign-in", "-o", str(out)])
+    assert e.value.code == 2 and "No such option" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["verilog", "l2bn-bwd", "--grad-width", "1", "-o", str(out)])
     assert e.value.code == 2

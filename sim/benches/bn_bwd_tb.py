@@ -5,6 +5,10 @@ named by ``L1BN_BWD_DATA``; expected values come from :func:`l1bn.sw.reference.b
 only. ``L1BN_GAPS`` (0..100) is the percent chance of an idle input cycle and of a not-ready cycle
 on each output; with 0 the bench also checks the cycle count against ``backward_latency_cycles``.
 ``L1BN_DEBUG=1`` logs every output-port cycle.
+
+``L1BN_SIGN_IN=1`` is for a unit built with ``sign_in=True`` (input field ``neg``): the bench drives
+``neg`` from the reference's ``BNBackwardResult.sign`` in both passes and random garbage as x in
+pass 2, so a unit that still read x in pass 2 would fail.
 """
 
 import json
@@ -23,16 +27,17 @@ from .common import env_int, load_config, reset, start_clock
 class Bench:
     """Clock, cycle counter, input driver and the two output monitors."""
 
-    def __init__(self, dut, cfg, data, gaps, rng):
+    def __init__(self, dut, cfg, data, gaps, rng, sign=None):
         self.dut, self.cfg, self.data, self.gaps, self.rng = dut, cfg, data, gaps, rng
+        self.sign = sign  # (channels, n) list of 0/1 from the reference, or None without sign_in
         self.cycle = 0
         self.dx, self.g = [], []
         self.first_cycle = None
         self.last_dx_cycle = None
 
-    def pack(self, x, dy):
-        w = self.cfg.bn.width
-        return (x & ((1 << w) - 1)) | ((dy & ((1 << self.cfg.grad_width) - 1)) << w)
+    def pack(self, x, dy, neg=0):
+        w, gw = self.cfg.bn.width, self.cfg.grad_width
+        return (x & ((1 << w) - 1)) | ((dy & ((1 << gw) - 1)) << w) | (neg << (w + gw))
 
     async def count(self):
         while True:
@@ -45,8 +50,14 @@ class Bench:
     async def drive(self):
         dut, d = self.dut, self.data
         for c in range(self.cfg.bn.channels):
-            for _pass in range(2):
-                for x, dy in zip(d["x"][c], d["dy"][c], strict=True):
+            for pass_no in range(2):
+                for j, (x, dy) in enumerate(zip(d["x"][c], d["dy"][c], strict=True)):
+                    neg = 0
+                    if self.sign is not None:
+                        neg = self.sign[c][j]
+                        if pass_no == 1:  # x is don't care in pass 2: prove it
+                            w = self.cfg.bn.width
+                            x = self.rng.randrange(-(1 << (w - 1)), 1 << (w - 1))
                     await FallingEdge(dut.clk)
                     while self.gap():
                         dut.i__valid.value = 0
@@ -54,7 +65,7 @@ class Bench:
                     dut.mu.value = d["mu"][c]
                     dut.inv.value = d["inv"][c]
                     dut.gamma.value = d["gamma"][c]
-                    dut.i__payload.value = self.pack(x, dy)
+                    dut.i__payload.value = self.pack(x, dy, neg)
                     dut.i__valid.value = 1
                     while True:
                         await ReadOnly()
@@ -94,8 +105,14 @@ async def bn_backward_matches_reference(dut):
     b = cfg.bn
     t = {k: torch.tensor(v, dtype=torch.int64) for k, v in data.items()}
     ref = bn_backward(t["x"], t["dy"], t["gamma"], t["mu"], t["inv"], cfg)
+    sign_in = env_int("L1BN_SIGN_IN", 0) == 1
+    # a unit/env mismatch would otherwise show up as confusing dx mismatches
+    want = b.width + cfg.grad_width + sign_in
+    assert len(dut.i__payload) == want, \
+        f"i__payload is {len(dut.i__payload)} bits, L1BN_SIGN_IN={int(sign_in)} expects {want}"
 
-    tb = Bench(dut, cfg, data, gaps, random.Random(env_int("L1BN_SEED", 1)))
+    tb = Bench(dut, cfg, data, gaps, random.Random(env_int("L1BN_SEED", 1)),
+               sign=ref.sign.tolist() if sign_in else None)
     dut.i__valid.value = 0
     dut.o__ready.value = 0
     dut.g__ready.value = 0
