@@ -56,6 +56,7 @@ def odd_export(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_verilator_every_test_image_bit_exact(trained_export, tmp_path):
     e = load_export(trained_export)
     n = int(e.test_inputs.shape[0])

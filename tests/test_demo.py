@@ -7,6 +7,7 @@ from l1bn.sim.demo import run_demo
 from rich.console import Console
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     s = run_demo(out, epochs=1, images=4, simulator="icarus", area=False,
