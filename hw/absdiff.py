@@ -30,7 +30,11 @@ class AbsDiff(wiring.Component):
     """
 
     def __init__(self, *, width: int = 8):
-        self.width = check_int("width", width, 1, 32)
+        try:
+            self.width = check_int("width", width, 1, 32)
+        except ValueError:
+            self._MustUse__silence = True   # a refused object is not an unused design
+            raise
         super().__init__({
             "a": In(signed(width)),
             "b": In(signed(width)),

@@ -138,6 +138,7 @@ class MACArray(wiring.Component):
 
     def __init__(self, cfg: MACConfig):
         if not isinstance(cfg, MACConfig):
+            self._MustUse__silence = True   # a refused object is not an unused design
             raise ValueError(f"cfg={cfg!r} must be a MACConfig")
         self.cfg = cfg
         super().__init__({
