@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import sys
 import threading
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from .tools import ToolError, require_iverilog, setup_verilator
 
-__all__ = ["SIMULATORS", "SimResult", "SimulationError", "run_cocotb", "to_verilog", "default_build_root"]
+__all__ = ["SIMULATORS", "SimResult", "SimulationError", "run_cocotb", "run_bench", "to_verilog",
+           "default_build_root"]
 
 SIMULATORS = ("icarus", "verilator")
 
@@ -227,6 +229,42 @@ def run_cocotb(
             + (f" ({detail})" if detail else "") + ("" if verbose else f"; log: {sim_log}"),
             failed=failed, result=result)
     return result
+
+
+def run_bench(design, *, name: str, toplevel: str, test_module: str, build_dir,
+              data: dict | None = None, extra_env: dict[str, str] | None = None, **kwargs):
+    """:func:`run_cocotb` for a bench that exchanges JSON files with this process.
+
+    ``data`` (if given) is written to ``BUILD/<name>_data.json`` and named to the bench by
+    ``L1BN_<NAME>_DATA``; the bench writes its measurements to ``BUILD/<name>_result.json``
+    (``L1BN_<NAME>_RESULT``). A stale result is removed first, so a bench that dies before writing
+    raises :class:`SimulationError` instead of returning an old result. Other keyword arguments
+    go to :func:`run_cocotb`.
+
+    Returns
+    -------
+    (dict, SimResult)
+        The bench's result with ``passed``, ``build_s`` and ``run_s`` added, and the run itself.
+    """
+    bdir = Path(build_dir).resolve()
+    bdir.mkdir(parents=True, exist_ok=True)
+    key = name.upper()
+    env = dict(extra_env or {})
+    if data is not None:
+        data_file = bdir / f"{name}_data.json"
+        data_file.write_text(json.dumps(data))
+        env[f"L1BN_{key}_DATA"] = str(data_file)
+    out = bdir / f"{name}_result.json"
+    out.unlink(missing_ok=True)
+    env[f"L1BN_{key}_RESULT"] = str(out)
+    res = run_cocotb(design, toplevel=toplevel, test_module=test_module, build_dir=bdir,
+                     extra_env=env, **kwargs)
+    if not out.exists():
+        raise SimulationError(f"the {name} bench stopped before writing its result; see {bdir}",
+                              res.failed or ["<no result>"], res)
+    r = json.loads(out.read_text())
+    r.update(passed=res.passed, build_s=res.build_s, run_s=res.run_s)
+    return r, res
 
 
 __all__ += ["ToolError"]

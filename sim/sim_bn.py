@@ -5,9 +5,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 from l1bn.sim.verilog_bn import config_options, describe, make_config
 
@@ -51,30 +48,18 @@ def simulate_bn(cfg, x, gamma, beta, *, simulator: str = "icarus", gaps: int = 0
     ``build_s`` and ``run_s``. ``unit`` overrides the design class (tests use it for mutants).
     """
     from l1bn.hw.bn_unit import bn_unit_for
-    from l1bn.sim.runner import SimulationError, default_build_root, run_cocotb, to_verilog
+    from l1bn.sim.runner import default_build_root, run_bench, to_verilog
     from l1bn.sw.reference.bn import check_forward_inputs
 
     check_forward_inputs(x, gamma, beta, cfg)
     verilog = to_verilog(unit(cfg) if unit else bn_unit_for(cfg), "bn_unit")
     if build_dir is None:
         build_dir = default_build_root() / f"bn-{cfg.digest()}-{simulator}"
-    build_dir = Path(build_dir)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    data = build_dir / "bn_data.json"
-    data.write_text(json.dumps({"x": x.tolist(), "gamma": gamma.tolist(), "beta": beta.tolist()}))
-    out = build_dir / "bn_result.json"
-    out.unlink(missing_ok=True)
-    res = run_cocotb(verilog, toplevel="bn_unit", test_module="l1bn.sim.benches.bn_tb",
-                     simulator=simulator, build_dir=build_dir, config=cfg, seed=seed,
+    r, _ = run_bench(verilog, name="bn", toplevel="bn_unit", test_module="l1bn.sim.benches.bn_tb",
+                     build_dir=build_dir, simulator=simulator, config=cfg, seed=seed,
                      raise_on_fail=raise_on_fail,
-                     extra_env={"L1BN_BN_DATA": str(data), "L1BN_BN_RESULT": str(out),
-                                "L1BN_GAPS": str(gaps), "L1BN_SEED": str(seed)})
-    if not out.exists():
-        raise SimulationError(f"the BN bench crashed before writing its result; see {build_dir}",
-                              res.failed, res)
-    r = json.loads(out.read_text())
-    r["passed"] = res.passed
-    r["build_s"], r["run_s"] = res.build_s, res.run_s
+                     data={"x": x.tolist(), "gamma": gamma.tolist(), "beta": beta.tolist()},
+                     extra_env={"L1BN_GAPS": str(gaps), "L1BN_SEED": str(seed)})
     return r
 
 

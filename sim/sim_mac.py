@@ -5,9 +5,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 from l1bn.sim.verilog_mac import config_options, make_config
 
@@ -53,29 +50,16 @@ def simulate_mac(cfg, tiles: list[dict], *, simulator: str = "icarus", gaps: int
     ``rows``: every output row the hardware sent, in order.
     """
     from l1bn.hw.mac_array import MACArray
-    from l1bn.sim.runner import SimulationError, default_build_root, run_cocotb, to_verilog
+    from l1bn.sim.runner import default_build_root, run_bench, to_verilog
 
     verilog = to_verilog(MACArray(cfg), "mac_array")
     if build_dir is None:
         build_dir = default_build_root() / f"mac-{cfg.digest()}-{simulator}"
-    build_dir = Path(build_dir)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    data = build_dir / "mac_data.json"
-    data.write_text(json.dumps({"tiles": tiles}))
-    out = build_dir / "mac_result.json"
-    out.unlink(missing_ok=True)
-    res = run_cocotb(verilog, toplevel="mac_array", test_module="l1bn.sim.benches.mac_tb",
-                     simulator=simulator, build_dir=build_dir, config=cfg, seed=seed,
-                     raise_on_fail=raise_on_fail,
-                     extra_env={"L1BN_MAC_DATA": str(data), "L1BN_MAC_RESULT": str(out),
-                                "L1BN_GAPS": str(gaps), "L1BN_OUT_GAPS": str(out_gaps),
+    r, _ = run_bench(verilog, name="mac", toplevel="mac_array", test_module="l1bn.sim.benches.mac_tb",
+                     build_dir=build_dir, simulator=simulator, config=cfg, seed=seed,
+                     raise_on_fail=raise_on_fail, data={"tiles": tiles},
+                     extra_env={"L1BN_GAPS": str(gaps), "L1BN_OUT_GAPS": str(out_gaps),
                                 "L1BN_SEED": str(seed), "L1BN_OUT_ROWS": "1" if out_rows else ""})
-    if not out.exists():
-        raise SimulationError(f"the MAC bench crashed before writing its result; see {build_dir}",
-                              res.failed, res)
-    r = json.loads(out.read_text())
-    r["passed"] = res.passed
-    r["build_s"], r["run_s"] = res.build_s, res.run_s
     done = r["tile_done"]
     if len(done) >= 2 and len(set(r["ks"])) == 1:
         r["period"] = (done[-1] - done[0]) / (len(done) - 1)

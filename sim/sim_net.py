@@ -65,7 +65,7 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
         build), ``sim_s``, ``build_s``, ``simulator``, ``passed``.
     """
     from l1bn.hw.accelerator import DEFAULT_COLS
-    from l1bn.sim.runner import SIMULATORS, SimulationError, default_build_root, run_cocotb
+    from l1bn.sim.runner import SIMULATORS, SimulationError, default_build_root, run_bench
     from l1bn.sw.config import check_choice, check_int
 
     check_choice("simulator", simulator, SIMULATORS)
@@ -79,22 +79,18 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
         h = hashlib.sha256(verilog.encode()).hexdigest()[:10]
         build_dir = default_build_root() / f"net-{h}-{simulator}"
     build_dir = Path(build_dir).resolve()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    out = build_dir / "net_result.json"
     prog = build_dir / "net_progress.txt"
-    out.unlink(missing_ok=True)
     prog.unlink(missing_ok=True)
     env = {"L1BN_EXPORT": str(Path(export_dir).resolve()), "L1BN_IMAGES": str(n),
-           "L1BN_NET_IFACE": json.dumps(iface), "L1BN_PROGRESS": str(prog),
-           "L1BN_NET_RESULT": str(out), "COCOTB_LOG_LEVEL": "WARNING"}
+           "L1BN_NET_IFACE": json.dumps(iface), "L1BN_PROGRESS": str(prog), "COCOTB_LOG_LEVEL": "WARNING"}
 
     box: dict = {}
 
     def work():
         try:
-            box["res"] = run_cocotb(verilog, toplevel="accelerator", test_module="l1bn.sim.benches.net_tb",
-                                    simulator=simulator, build_dir=build_dir, extra_env=env,
-                                    raise_on_fail=False)
+            box["r"], box["res"] = run_bench(verilog, name="net", toplevel="accelerator",
+                                             test_module="l1bn.sim.benches.net_tb", build_dir=build_dir,
+                                             simulator=simulator, extra_env=env, raise_on_fail=False)
         except BaseException as ex:  # re-raised in the caller's thread
             box["err"] = ex
 
@@ -105,11 +101,7 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
     th.join()
     if "err" in box:
         raise box["err"]
-    res = box["res"]
-    if not out.exists():
-        raise SimulationError(f"the accelerator bench stopped before writing its result; see {build_dir}",
-                              res.failed or ["<no result>"], res)
-    r = json.loads(out.read_text())
+    r, res = box["r"], box["res"]
     periods = r["period_cycles"]
     measured = periods[0] if len(periods) == 1 else (r["latency_cycles"][0] + 1 if n == 1 else periods)
     summary = {

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
 from l1bn.sim.sim_net import simulate_net
-from l1bn.sw.cli import cli, main
+from l1bn.sw.cli import cli
 from l1bn.sw.export import load_export, write_export
 from l1bn.sw.netrun import random_int_net, run_net
 
@@ -129,13 +129,6 @@ def test_verilog_net_cli_and_verilator_lint(trained_export, tmp_path):
     assert lint.returncode == 0, lint.stderr[-2000:]
 
 
-def _l1bn(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out + out.err
-
-
 def _edit_manifest(path, fn):
     m = json.loads((path / "manifest.json").read_text())
     fn(m)
@@ -143,7 +136,7 @@ def _edit_manifest(path, fn):
 
 
 @pytest.mark.parametrize("damage", ["missing_hex", "wrong_shape", "not_an_export"])
-def test_tampered_export_stops_before_simulation(odd_export, tmp_path, capsys, monkeypatch, damage):
+def test_tampered_export_stops_before_simulation(odd_export, tmp_path, l1bn_cli, monkeypatch, damage):
     build = tmp_path / "build"
     monkeypatch.setenv("L1BN_BUILD_DIR", str(build))
     p = tmp_path / "e"
@@ -158,15 +151,15 @@ def test_tampered_export_stops_before_simulation(odd_export, tmp_path, capsys, m
     else:
         (p / "manifest.json").unlink()
     for argv in (["sim", "net", str(p)], ["verilog", "net", str(p), "-o", str(tmp_path / "v")]):
-        code, out = _l1bn(argv, capsys)
+        code, out = l1bn_cli(argv)
         assert code == 2, out
         lines = [ln for ln in out.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], out
     assert not build.exists() and not (tmp_path / "v").exists()
 
 
-def test_bad_options_are_one_line(odd_export, capsys):
-    code, out = _l1bn(["sim", "net", str(odd_export), "--images", "99"], capsys)
+def test_bad_options_are_one_line(odd_export, l1bn_cli):
+    code, out = l1bn_cli(["sim", "net", str(odd_export), "--images", "99"])
     assert code == 2 and "images=99" in out and "Traceback" not in out
-    code, out = _l1bn(["sim", "net", str(odd_export), "--cols", "65"], capsys)
+    code, out = l1bn_cli(["sim", "net", str(odd_export), "--cols", "65"])
     assert code == 2 and "cols=65" in out

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from l1bn.hw.mac_array import MACArray, stream_cycles, tile_period
 from l1bn.sim.sim_mac import random_tiles, simulate_mac
-from l1bn.sw.cli import cli, main
+from l1bn.sw.cli import cli
 from l1bn.sw.config import MACConfig
 
 # signed/unsigned, mixed widths, binary weights, with and without the requantizer, N=1 / M=1
@@ -109,17 +109,10 @@ def test_generator_rejects_non_config():
         MACArray({"rows": 4})
 
 
-def _l1bn(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out + out.err
-
-
-def test_cli_errors_are_one_line(tmp_path, capsys):
-    code, out = _l1bn(["verilog", "mac", "--wbits", "9", "-o", str(tmp_path / "m.v")], capsys)
+def test_cli_errors_are_one_line(tmp_path, l1bn_cli):
+    code, out = l1bn_cli(["verilog", "mac", "--wbits", "9", "-o", str(tmp_path / "m.v")])
     assert code == 2 and "wbits=9" in out and "Traceback" not in out
-    code, out = _l1bn(["verilog", "mac", "--shift", "2", "-o", str(tmp_path / "m.v")], capsys)
+    code, out = l1bn_cli(["verilog", "mac", "--shift", "2", "-o", str(tmp_path / "m.v")])
     assert code == 2 and "--requant" in out
 
 

@@ -73,12 +73,17 @@ def bn_case(draw, norms=("l1", "l2")):
     return cfg, x, gamma, beta
 
 
+def forward(case):
+    """``bn_forward`` on a drawn case of Python lists."""
+    cfg, x, gamma, beta = case
+    return bn_forward(*(torch.tensor(v, dtype=torch.int64) for v in (x, gamma, beta)), cfg)
+
+
 @SETTINGS
 @given(bn_case())
 def test_reference_matches_naive_python(case):
     cfg, x, gamma, beta = case
-    t = lambda v: torch.tensor(v, dtype=torch.int64)  # noqa: E731
-    r = bn_forward(t(x), t(gamma), t(beta), cfg)
+    r = forward(case)
     want = naive_bn(x, gamma, beta, cfg)
     assert r.mu.tolist() == [w["mu"] for w in want]
     assert r.s.tolist() == [w["s"] for w in want]
@@ -93,8 +98,7 @@ def test_reference_matches_naive_python(case):
 def test_widths_hold_every_intermediate(case):
     """The declared BNConfig widths hold what the reference computes (the hardware registers)."""
     cfg, x, gamma, beta = case
-    t = lambda v: torch.tensor(v, dtype=torch.int64)  # noqa: E731
-    r = bn_forward(t(x), t(gamma), t(beta), cfg)
+    r = forward(case)
 
     def fits_signed(v, bits):
         return -(1 << (bits - 1)) <= int(v.min()) and int(v.max()) < (1 << (bits - 1))
@@ -108,7 +112,7 @@ def test_widths_hold_every_intermediate(case):
     assert fits_unsigned(r.sigma, cfg.sigma_bits)
     assert fits_unsigned(r.inv, cfg.inv_bits)
     assert fits_signed(r.xhat, cfg.xhat_bits)
-    assert fits_signed(t(gamma)[:, None] * r.xhat, cfg.affine_bits)
+    assert fits_signed(torch.tensor(gamma)[:, None] * r.xhat, cfg.affine_bits)
 
 
 def test_all_equal_channel_gives_sigma_eps_and_beta():

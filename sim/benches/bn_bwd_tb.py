@@ -11,7 +11,6 @@ on each output; with 0 the bench also checks the cycle count against ``backward_
 pass 2, so a unit that still read x in pass 2 would fail.
 """
 
-import json
 import os
 import random
 
@@ -21,7 +20,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from l1bn.hw.bn_backward import backward_latency_cycles
 from l1bn.sw.reference.bn_backward import bn_backward
 
-from .common import env_int, load_config, reset, start_clock
+from .common import env_int, load_config, load_data, reset, start_clock
 
 
 class Bench:
@@ -99,8 +98,7 @@ class Bench:
 @cocotb.test()
 async def bn_backward_matches_reference(dut):
     cfg = load_config()
-    with open(os.environ["L1BN_BWD_DATA"]) as f:
-        data = json.load(f)
+    data = load_data("bwd")
     gaps = env_int("L1BN_GAPS", 0)
     b = cfg.bn
     t = {k: torch.tensor(v, dtype=torch.int64) for k, v in data.items()}

@@ -14,7 +14,6 @@ One coroutine drives and samples every port each cycle: inputs change on the fal
 handshakes are read in the ReadOnly phase before the next rising edge.
 """
 
-import json
 import os
 import random
 
@@ -24,7 +23,7 @@ from cocotb.triggers import FallingEdge, ReadOnly
 from l1bn.hw.bn_unit import bn_latency_cycles, stats_layout
 from l1bn.sw.reference.bn import bn_forward
 
-from .common import env_int, load_config, reset, start_clock
+from .common import env_int, load_config, load_data, reset, start_clock, write_result
 
 STATS_FIELDS = ("channel", "mu", "s", "sigma", "inv")
 
@@ -80,8 +79,7 @@ class Checker:
 @cocotb.test()
 async def bn_matches_reference(dut):
     cfg = load_config()
-    with open(os.environ["L1BN_BN_DATA"]) as f:
-        batch = json.load(f)
+    batch = load_data("bn")
     gaps = env_int("L1BN_GAPS", 0)
     rng = random.Random(env_int("L1BN_SEED", 1))
     t = {k: torch.tensor(v, dtype=torch.int64) for k, v in batch.items()}
@@ -151,9 +149,7 @@ async def bn_matches_reference(dut):
         "out_rate": total / (out_last - out_first + 1) if out_last is not None else None,
         "gaps": gaps,
     }
-    if os.environ.get("L1BN_BN_RESULT"):
-        with open(os.environ["L1BN_BN_RESULT"], "w") as f:
-            json.dump(result, f)
+    write_result("bn", result)
     for bad in chk.mismatches[:10]:
         dut._log.error("mismatch %s", bad)
     for bad in chk.stats_bad[:5]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import cocotb
@@ -10,7 +11,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.types import LogicArray
 from l1bn.sw.config import config_from_json
 
-__all__ = ["load_config", "start_clock", "reset", "env_int", "signed_value"]
+__all__ = ["load_config", "load_data", "write_result", "start_clock", "reset", "env_int", "signed_value"]
 
 
 def load_config():
@@ -19,6 +20,20 @@ def load_config():
     if not text:
         raise RuntimeError("L1BN_CONFIG is not set: run benches through l1bn.sim.runner.run_cocotb")
     return config_from_json(text)
+
+
+def load_data(name: str):
+    """The inputs :func:`l1bn.sim.runner.run_bench` wrote for this bench (``L1BN_<NAME>_DATA``)."""
+    with open(os.environ[f"L1BN_{name.upper()}_DATA"]) as f:
+        return json.load(f)
+
+
+def write_result(name: str, result: dict) -> None:
+    """Hand the bench's measurements back to :func:`l1bn.sim.runner.run_bench`, when it asked."""
+    path = os.environ.get(f"L1BN_{name.upper()}_RESULT")
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f)
 
 
 def env_int(name: str, default: int) -> int:

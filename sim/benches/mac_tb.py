@@ -8,7 +8,6 @@ measured (mismatches, cycles, per-tile completion cycles) as JSON to ``L1BN_MAC_
 gaps and equal K it asserts the total cycle count equals ``stream_cycles``.
 """
 
-import json
 import os
 import random
 
@@ -18,7 +17,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from l1bn.hw.mac_array import stream_cycles, tile_period
 from l1bn.sw.reference.mac import encode_weights, mac_tile
 
-from .common import env_int, load_config, reset, start_clock
+from .common import env_int, load_config, load_data, reset, start_clock, write_result
 
 
 def _pack(values, bits):
@@ -41,8 +40,7 @@ def _unpack(word, bits, count, signed):
 @cocotb.test()
 async def mac_array_matches_reference(dut):
     cfg = load_config()
-    with open(os.environ["L1BN_MAC_DATA"]) as f:
-        tiles = json.load(f)["tiles"]
+    tiles = load_data("mac")["tiles"]
     gaps, out_gaps = env_int("L1BN_GAPS", 0), env_int("L1BN_OUT_GAPS", 0)
     rng = random.Random(env_int("L1BN_SEED", 1))
     R, C = cfg.rows, cfg.cols
@@ -126,9 +124,7 @@ async def mac_array_matches_reference(dut):
     if len(set(ks)) == 1:
         result["formula_cycles"] = stream_cycles(cfg, ks[0], len(tiles))
         result["formula_period"] = tile_period(cfg, ks[0])
-    if os.environ.get("L1BN_MAC_RESULT"):
-        with open(os.environ["L1BN_MAC_RESULT"], "w") as f:
-            json.dump(result, f)
+    write_result("mac", result)
     assert not bad, f"{len(bad)} mismatches of {R * C * len(tiles)} outputs"
     if not gaps and not out_gaps and len(set(ks)) == 1:
         dut._log.info("cycles %d (formula %d)", total, result["formula_cycles"])

@@ -23,7 +23,7 @@ import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
-from .common import env_int, reset, start_clock
+from .common import env_int, reset, start_clock, write_result
 
 PERIOD_NS = 10
 
@@ -120,9 +120,7 @@ async def net_matches_reference(dut):
         "formula_cycles": iface["cycles_per_image"], "formula_latency": iface["latency"],
         "sim_wall_s": wall, "images_per_s": n / wall if wall > 0 else None,
     }
-    if os.environ.get("L1BN_NET_RESULT"):
-        with open(os.environ["L1BN_NET_RESULT"], "w") as f:
-            json.dump(result, f)
+    write_result("net", result)
     assert not bad, f"{len(bad)} of {n} images differ from the integer reference"
     assert set(latencies) == {iface["latency"]}, (sorted(set(latencies)), iface["latency"])
     if periods:
