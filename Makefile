@@ -48,7 +48,7 @@ test-fast: install
 	$(BIN)/python -m pytest -n $(JOBS) -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check hw sw sim tests bench
+	$(BIN)/ruff check spec hw sw sim cli tests bench
 
 clean:
 	rm -rf build runs reports sim_build .pytest_cache .hypothesis .ruff_cache

@@ -26,7 +26,7 @@ from pathlib import Path
 from l1bn.hw.mac_array import MACArray
 from l1bn.sim import flow
 from l1bn.sim.sim_mac import random_tiles, simulate_mac
-from l1bn.sw.config import MACConfig
+from l1bn.spec.config import MACConfig
 
 CONFIGS = [
     MACConfig(rows=r, cols=r, wbits=b, abits=b, k=64) for r in (4, 8) for b in (2, 4, 8)

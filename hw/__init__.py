@@ -1,4 +1,4 @@
 """l1bn.hw: Amaranth 0.5 generators (``wiring.Component`` with ``lib.stream`` interfaces).
 
-Generators take the config objects of :mod:`l1bn.sw.config`; they never import torch.
+Generators take the config objects of :mod:`l1bn.spec.config`; they never import torch.
 """

@@ -7,7 +7,7 @@ stage (``|x - mu|``).
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from l1bn.sw.config import check_int
+from l1bn.spec.config import check_int
 
 __all__ = ["AbsDiff"]
 

@@ -44,7 +44,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from l1bn.hw.arith import rnd
 from l1bn.hw.mac_array import MACArray, stream_cycles
-from l1bn.sw.config import MACConfig, check_int
+from l1bn.spec.config import MACConfig, check_int
 
 __all__ = ["Accelerator", "AccelLayer", "accelerator_from_export", "accelerator_interface",
            "output_layout", "DEFAULT_COLS"]

@@ -1,6 +1,6 @@
 """Amaranth forms of the project-wide arithmetic rules (docs/arith/core.md).
 
-The same rules as :mod:`l1bn.sw.intmath` and :mod:`l1bn.sw.reference.core`, written on Amaranth
+The same rules as :mod:`l1bn.spec.intmath` and :mod:`l1bn.spec.reference.core`, written on Amaranth
 values so every generator rounds and saturates the same way.
 """
 

@@ -1,6 +1,6 @@
 """Training-mode BN backward units: L1 (sign-based gradient) and the L2 baseline.
 
-Both implement :func:`l1bn.sw.reference.bn_backward.bn_backward` bit for bit (the spec;
+Both implement :func:`l1bn.spec.reference.bn_backward.bn_backward` bit for bit (the spec;
 docs/arith/bn_backward.md). They share one skeleton and differ only in the per-element term of
 the second pass: L1 subtracts one of two per-channel constants chosen by the sign of d_i (a
 comparator and a mux, or with ``sign_in=True`` the forward's stored sign bit and a mux); L2
@@ -12,8 +12,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from l1bn.hw.arith import rnd as _rnd
 from l1bn.hw.arith import sat as _sat
-from l1bn.sw.config import BNBackwardConfig
-from l1bn.sw.intmath import c_const
+from l1bn.spec.config import BNBackwardConfig
+from l1bn.spec.intmath import c_const
 
 __all__ = ["L1BNBackwardUnit", "L2BNBackwardUnit", "stored_state_bits", "backward_latency_cycles",
            "PER_CHANNEL_CYCLES"]

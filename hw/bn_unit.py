@@ -1,6 +1,6 @@
 """Training-mode BN forward units: L1 (sign/abs dispersion) and the L2 baseline (square/sqrt).
 
-Both implement :func:`l1bn.sw.reference.bn.bn_forward` bit for bit (docs/arith/bn_train.md) on one
+Both implement :func:`l1bn.spec.reference.bn.bn_forward` bit for bit (docs/arith/bn_train.md) on one
 shared skeleton, :class:`BNUnit`. The two differ only in the dispersion operator, which lives in two
 stage components: :class:`DispersionStage` (``|d|`` with a sign/abs datapath against ``d*d``) and
 :class:`RecipStage` (a constant multiply by c against a restoring square root). Everything else
@@ -25,8 +25,8 @@ from amaranth.lib.wiring import In, Out
 from l1bn.hw.arith import pick as _pick
 from l1bn.hw.arith import rnd as _rnd
 from l1bn.hw.arith import sat as _sat
-from l1bn.sw.config import BNConfig
-from l1bn.sw.intmath import c_const, div_round_params
+from l1bn.spec.config import BNConfig
+from l1bn.spec.intmath import c_const, div_round_params
 
 __all__ = ["BNUnit", "L1BNUnit", "L2BNUnit", "StatsStage", "DispersionStage", "RecipStage",
            "NormalizeStage", "bn_unit_for", "bn_stages", "bn_latency_cycles", "recip_cycles",
@@ -34,7 +34,7 @@ __all__ = ["BNUnit", "L1BNUnit", "L2BNUnit", "StatsStage", "DispersionStage", "R
 
 
 # ---------------------------------------------------------------------------------------------
-# arithmetic helpers (Amaranth values; the same rules as l1bn.sw.intmath)
+# arithmetic helpers (Amaranth values; the same rules as l1bn.spec.intmath)
 
 
 def _div_round(v, n, lo, hi):
@@ -368,7 +368,7 @@ def bn_stages(cfg: BNConfig) -> dict:
 
 class BNUnit(wiring.Component):
     """Training-mode BN forward for one :class:`BNConfig`: batch statistics, normalize, affine,
-    requantize, exactly as :func:`l1bn.sw.reference.bn.bn_forward`.
+    requantize, exactly as :func:`l1bn.spec.reference.bn.bn_forward`.
 
     Interface
     ---------

@@ -25,7 +25,7 @@ import operator
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from l1bn.sw.config import MACConfig
+from l1bn.spec.config import MACConfig
 
 __all__ = ["MACArray", "in_layout", "out_layout", "PIPELINE_CYCLES", "tile_period", "stream_cycles"]
 

@@ -45,7 +45,7 @@ def forward_config(norm: str, width: int, *, n: int, lanes: int, channels: int):
     defaults of ``BNConfig`` (frac = 4, xhat_frac = 8, 8-bit gamma and beta), and
     recip_bits = width + 12, so that inv = 2**recip_bits / sigma keeps the same relative precision
     at every width (20 at width 8, the default; 28 at width 16)."""
-    from l1bn.sw.config import BNConfig
+    from l1bn.spec.config import BNConfig
 
     return BNConfig(norm=norm, width=width, out_width=max(width, 4), n=n, lanes=lanes, channels=channels,
                     recip_bits=width + 12)
@@ -53,7 +53,7 @@ def forward_config(norm: str, width: int, *, n: int, lanes: int, channels: int):
 
 def backward_config(norm: str, width: int, *, n: int, channels: int):
     """The backward config at ``width`` (lanes = 1; 8-bit gradients, as the tests)."""
-    from l1bn.sw.config import BNBackwardConfig
+    from l1bn.spec.config import BNBackwardConfig
 
     b = forward_config(norm, width, n=n, lanes=1, channels=channels)
     if width > 12:
@@ -98,7 +98,7 @@ def backward_beats(cfg, seed: int = 0):
     """Beats (pass 1 then pass 2 per channel) of real (x, dy) from one training step; mu and inv
     from the integer forward reference."""
     from l1bn.sw.capture import bn_grads
-    from l1bn.sw.reference.bn import bn_forward
+    from l1bn.spec.reference.bn import bn_forward
 
     b = cfg.bn
     x, _ = bn_grads(width=b.width, n=b.n, channels=b.channels, seed=seed)

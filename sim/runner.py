@@ -143,7 +143,7 @@ def run_cocotb(
     simulator : {"icarus", "verilator"}
     build_dir : path, optional
         Defaults to ``build/<toplevel>-<simulator>-<hash of the Verilog>``.
-    config : a config object of :mod:`l1bn.sw.config`, optional
+    config : a config object of :mod:`l1bn.spec.config`, optional
         Passed to the bench as JSON in ``L1BN_CONFIG``.
     raise_on_fail : bool
         Raise :class:`SimulationError` naming the failing tests (default).

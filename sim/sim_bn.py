@@ -19,7 +19,7 @@ def random_batch(cfg, *, seed: int = 0, source: str = "random"):
     CNN, :func:`l1bn.sw.capture.bn_inputs`). gamma and beta are uniform over their full ranges.
     """
     import torch
-    from l1bn.sw.config import check_choice
+    from l1bn.spec.config import check_choice
 
     check_choice("source", source, ("random", "real"))
     g = torch.Generator().manual_seed(seed)
@@ -49,7 +49,7 @@ def simulate_bn(cfg, x, gamma, beta, *, simulator: str = "icarus", gaps: int = 0
     """
     from l1bn.hw.bn_unit import bn_unit_for
     from l1bn.sim.runner import default_build_root, run_bench, to_verilog
-    from l1bn.sw.reference.bn import check_forward_inputs
+    from l1bn.spec.reference.bn import check_forward_inputs
 
     check_forward_inputs(x, gamma, beta, cfg)
     verilog = to_verilog(unit(cfg) if unit else bn_unit_for(cfg), "bn_unit")
@@ -73,7 +73,7 @@ def simulate_bn(cfg, x, gamma, beta, *, simulator: str = "icarus", gaps: int = 0
 @click.option("--simulator", type=click.Choice(["icarus", "verilator"]), default="icarus", show_default=True)
 def bn_cmd(norm, source, gaps, seed, simulator, **opts):
     """Stream a batch through an L1-/L2-BN unit and compare y and the statistics with the reference."""
-    from l1bn.sw.config import check_int
+    from l1bn.spec.config import check_int
 
     check_int("gaps", gaps, 0, 99)
     cfg = make_config(norm, **opts)

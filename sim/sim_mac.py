@@ -17,7 +17,7 @@ def random_tiles(cfg, tiles: int, k: int, *, seed: int = 0, extremes: bool = Fal
     With ``extremes`` every operand is the min or max of its range (worst-case sums).
     """
     import torch
-    from l1bn.sw.config import check_int
+    from l1bn.spec.config import check_int
 
     check_int("tiles", tiles, 1, 100000)
     check_int("k", k, 1, cfg.k)

@@ -66,7 +66,7 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
     """
     from l1bn.hw.accelerator import DEFAULT_COLS
     from l1bn.sim.runner import SIMULATORS, SimulationError, default_build_root, run_bench
-    from l1bn.sw.config import check_choice, check_int
+    from l1bn.spec.config import check_choice, check_int
 
     check_choice("simulator", simulator, SIMULATORS)
     cols = DEFAULT_COLS if cols is None else cols

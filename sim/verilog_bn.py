@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 
 import click
-from l1bn.sw.config import BNConfig
+from l1bn.spec.config import BNConfig
 
 __all__ = ["l1bn_cmd", "l2bn_cmd", "make_config", "config_options", "describe"]
 

@@ -7,7 +7,7 @@ read in pass 2); ``l2bn-bwd`` has no such option (its pass 2 needs x).
 from pathlib import Path
 
 import click
-from l1bn.sw.config import BNBackwardConfig, BNConfig
+from l1bn.spec.config import BNBackwardConfig, BNConfig
 
 __all__ = ["l1bn_bwd_cmd", "l2bn_bwd_cmd", "make_config"]
 

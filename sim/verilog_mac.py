@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 
 import click
-from l1bn.sw.config import MACConfig
+from l1bn.spec.config import MACConfig
 
 __all__ = ["mac_cmd", "make_config", "config_options"]
 

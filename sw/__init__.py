@@ -1,6 +1,5 @@
-"""l1bn.sw: PyTorch layers, quantization-aware training, export, the bit-exact integer reference
-and the ``l1bn`` CLI.
+"""l1bn.sw: PyTorch layers, quantizers, quantization-aware training and export of integer weights.
 
-This package's ``__init__`` imports nothing heavy, so that ``l1bn.sw.config`` can be imported by the
-hardware generators without pulling in torch.
+The arithmetic contract (configs, integer rules, the reference model) is :mod:`l1bn.spec`; the
+command line is :mod:`l1bn.cli`.
 """

@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import check_int
-from .reference.core import saturate
+from l1bn.spec.config import check_int
+from l1bn.spec.reference.core import saturate
 
 __all__ = ["CAPTURE_CONFIG", "capture_model", "to_int", "bn_inputs", "bn_grads"]
 

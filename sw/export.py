@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from .netrun import LAYER_TYPES, IntLayer, IntNet
-from .reference.core import int_range
-from .reference.infer_bn import FoldedBN
+from l1bn.spec.reference.core import int_range
+from l1bn.spec.reference.infer_bn import FoldedBN
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "ExportError", "ExportedNet", "write_export", "load_export",
            "export_run", "net_from_spec", "encode_hex_weights", "decode_hex_weights",
@@ -213,7 +213,7 @@ def write_export(net: IntNet, out_dir, *, source: dict | None = None, extra: dic
     Writes into a temporary folder beside ``out_dir`` and renames it into place. An existing
     ``out_dir`` is replaced only with ``force`` (or when it is empty).
     """
-    from .config import check_int
+    from l1bn.spec.config import check_int
 
     check_int("rows", rows, 1, 64)
     out = Path(out_dir)
@@ -438,7 +438,7 @@ _DISP_NAMES = ("running_disp", "running_s", "running_mad", "running_abs", "runni
 
 def _bn_affine_of(bn, what: str):
     """Float64 (scale, offset) of a trained BN module in eval mode (see infer_bn.bn_affine)."""
-    from .reference.infer_bn import bn_affine
+    from l1bn.spec.reference.infer_bn import bn_affine
 
     for name in ("inference_affine", "affine"):
         fn = getattr(bn, name, None)
@@ -475,7 +475,7 @@ def _int_weight(w, w_exp: int, what: str) -> torch.Tensor:
 def net_from_spec(spec: list, *, in_shape: tuple, in_bits: int, in_exp: int, in_signed: bool = False,
                   mult_bits: int = 16) -> IntNet:
     """Build the integer network from a model's ``export_spec()`` (ordered per-layer dicts)."""
-    from .reference.infer_bn import fold_affine
+    from l1bn.spec.reference.infer_bn import fold_affine
 
     layers = []
     shape, a_bits, a_exp, a_signed = tuple(in_shape), in_bits, in_exp, in_signed
@@ -524,7 +524,7 @@ def export_run(run_dir, out_dir, *, rows: int = DEFAULT_HEX_ROWS, mult_bits: int
     run = Path(run_dir)
     if not (run / "model.pt").is_file():
         raise FileNotFoundError(f"{run}: not a trained run (model.pt is missing); train one with `l1bn train`")
-    from .config import check_int
+    from l1bn.spec.config import check_int
 
     check_int("rows", rows, 1, 64)
     check_int("mult_bits", mult_bits, 2, 32)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import check_choice
+from l1bn.spec.config import check_choice
 from .layers import L1BatchNorm1d, L1BatchNorm2d
 from .quant import QuantConfig, fake_quant, weight_exp
 

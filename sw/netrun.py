@@ -2,9 +2,9 @@
 
 Each layer is a MAC (a convolution lowered to a matrix product by im2col, or a fully connected
 layer) followed either by the folded inference BN + requantizer of
-:mod:`l1bn.sw.reference.infer_bn` (one multiply, one add, one rounding shift, ReLU, saturation)
+:mod:`l1bn.spec.reference.infer_bn` (one multiply, one add, one rounding shift, ReLU, saturation)
 or, for the last layer, by nothing: its accumulators are the logits. Every product goes through
-:func:`l1bn.sw.reference.mac.matmul`, the same reference the MAC hardware is checked against.
+:func:`l1bn.spec.reference.mac.matmul`, the same reference the MAC hardware is checked against.
 Whole batches are processed at once; there is no Python loop over images or elements.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import MACConfig
-from .reference.infer_bn import FoldedBN, apply_folded
-from .reference.mac import acc_bits, check_operands, matmul
+from l1bn.spec.config import MACConfig
+from l1bn.spec.reference.infer_bn import FoldedBN, apply_folded
+from l1bn.spec.reference.mac import acc_bits, check_operands, matmul
 
 __all__ = ["IntLayer", "IntNet", "im2col", "conv2d_int", "linear_int", "run_layer", "run_net",
            "quantize_input"]
@@ -101,7 +101,7 @@ class IntNet:
 
 def quantize_input(x: torch.Tensor, *, bits: int, exp: int, signed: bool = False) -> torch.Tensor:
     """Float images to integers as the QAT input quantizer does: ``clamp(floor(x * 2**exp + 1/2))``."""
-    from .reference.core import saturate
+    from l1bn.spec.reference.core import saturate
 
     q = torch.floor(x.to(torch.float64) * 2.0 ** exp + 0.5).to(torch.int64)
     return saturate(q, bits, signed)
@@ -170,9 +170,9 @@ def random_int_net(seed: int = 0, *, w_bits: int = 4, a_bits: int = 4, in_bits: 
     """A random network with the shape of the digits CNN (for tests and benches without training).
 
     1x8x8 -> conv3x3 (s1) -> conv3x3 s2 -> conv3x3 s2 -> linear; random BN statistics folded
-    with :func:`l1bn.sw.reference.infer_bn.fold_bn`.
+    with :func:`l1bn.spec.reference.infer_bn.fold_bn`.
     """
-    from .reference.infer_bn import fold_bn
+    from l1bn.spec.reference.infer_bn import fold_bn
 
     g = torch.Generator().manual_seed(seed)
     wlo, whi = -(1 << (w_bits - 1)), (1 << (w_bits - 1)) - 1

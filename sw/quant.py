@@ -2,7 +2,7 @@
 
 Every quantized tensor is ``v = q * 2**-exp`` with an integer ``q`` in a ``bits``-wide range, so the
 hardware rescales by shifts only. Rounding is the project-wide **round half up**,
-``q = clamp(floor(v * 2**exp + 0.5), lo, hi)`` (the rule of ``l1bn.sw.reference.core.rshift_round``),
+``q = clamp(floor(v * 2**exp + 0.5), lo, hi)`` (the rule of ``l1bn.spec.reference.core.rshift_round``),
 so the integer export reproduces the fake-quantized forward exactly.
 
 Gradients are straight-through inside the representable range and zero where the clamp saturates
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import check_int
+from l1bn.spec.config import check_int
 
 __all__ = ["QuantConfig", "fake_quant", "weight_exp", "quant_int"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import check_choice, check_int
+from l1bn.spec.config import check_choice, check_int
 from .data import digits_split
 from .models import MODELS, NORMS, build_model
 from .quant import QuantConfig

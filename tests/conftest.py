@@ -15,7 +15,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def l1bn_cli(capsys):
     """Run ``l1bn ARGV`` in-process; return (exit status, stdout + stderr)."""
-    from l1bn.sw.cli import main
+    from l1bn.cli.main import main
 
     def run(argv):
         with pytest.raises(SystemExit) as e:

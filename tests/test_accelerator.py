@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
 from l1bn.sim.sim_net import simulate_net
-from l1bn.sw.cli import cli
+from l1bn.cli.main import cli
 from l1bn.sw.export import load_export, write_export
 from l1bn.sw.netrun import random_int_net, run_net
 

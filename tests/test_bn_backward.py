@@ -13,7 +13,7 @@ from l1bn.hw.bn_backward import (
     stored_state_bits,
 )
 from l1bn.sim.runner import SimulationError, run_cocotb, to_verilog
-from l1bn.sw.config import BNBackwardConfig, BNConfig
+from l1bn.spec.config import BNBackwardConfig, BNConfig
 from test_bn_backward_reference import forward_stats, real_grads
 
 BENCH = "l1bn.sim.benches.bn_bwd_tb"
@@ -175,7 +175,7 @@ def test_api_and_errors():
 
 
 def test_verilog_cli(tmp_path, capsys):
-    from l1bn.sw.cli import main
+    from l1bn.cli.main import main
 
     out = tmp_path / "l1bn_bwd.v"
     main(["verilog", "l1bn-bwd", "--width", "8", "--n", "16", "-o", str(out)])

@@ -8,9 +8,9 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from l1bn.sw.capture import bn_grads
-from l1bn.sw.config import BNBackwardConfig, BNConfig, config_from_json
-from l1bn.sw.reference.bn import bn_forward
-from l1bn.sw.reference.bn_backward import (
+from l1bn.spec.config import BNBackwardConfig, BNConfig, config_from_json
+from l1bn.spec.reference.bn import bn_forward
+from l1bn.spec.reference.bn_backward import (
     bn_backward,
     dx_error_bound,
     float_l1bn_dx,
@@ -20,7 +20,7 @@ SETTINGS = settings(max_examples=120, deadline=None)
 
 
 def forward_stats(x, bcfg: BNConfig):
-    """(mu, inv) of the integer forward (``l1bn.sw.reference.bn.bn_forward``) on ``x``."""
+    """(mu, inv) of the integer forward (``l1bn.spec.reference.bn.bn_forward``) on ``x``."""
     gamma = torch.ones(bcfg.channels, dtype=torch.int64) << bcfg.gamma_frac
     r = bn_forward(x, gamma, torch.zeros(bcfg.channels, dtype=torch.int64), bcfg)
     return r.mu, r.inv

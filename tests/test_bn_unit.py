@@ -20,8 +20,8 @@ from l1bn.hw.bn_unit import (
 from l1bn.sim.runner import SimulationError, to_verilog
 from l1bn.sim.sim_bn import random_batch, simulate_bn
 from l1bn.sw.capture import bn_inputs
-from l1bn.sw.config import BNConfig
-from l1bn.sw.reference.bn import bn_forward
+from l1bn.spec.config import BNConfig
+from l1bn.spec.reference.bn import bn_forward
 
 REAL_CHANNELS = 6
 
@@ -147,7 +147,7 @@ def test_api_and_errors():
 
 
 def test_cli(tmp_path, capsys):
-    from l1bn.sw.cli import main
+    from l1bn.cli.main import main
 
     out = tmp_path / "l2bn.v"
     main(["verilog", "l2bn", "--width", "8", "--n", "96", "--lanes", "2", "--channels", "4", "-o", str(out)])

@@ -175,7 +175,7 @@ def test_too_many_images_is_an_error(tiny_export):
 @pytest.mark.slow
 def test_ulx3s_pll_build_with_stand_in(tiny_export, tmp_path):
     """The PLL path (50 MHz from the 25 MHz oscillator) with the small stand-in network (~15 s)."""
-    from l1bn.sim.build_cli import board_platform, make_top, run_build
+    from l1bn.cli.build import board_platform, make_top, run_build
     from l1bn.sw.export import load_export
 
     exported = load_export(tiny_export)
@@ -204,7 +204,7 @@ def test_board_runner_with_real_accelerator(tiny_export):
     """ImageRunner + the network accelerator in Amaranth's simulator: every result's logits equal
     the integer reference's (LED 5 stays on) and the argmax LED bits are the reference argmax."""
     from l1bn.hw import accelerator as acc
-    from l1bn.sim.build_cli import board_inputs
+    from l1bn.cli.build import board_inputs
     from l1bn.sw.export import load_export
 
     exported = load_export(tiny_export)
@@ -233,7 +233,7 @@ def test_board_runner_with_real_accelerator(tiny_export):
 
 def test_timing_failure_exits_1(tiny_export, tmp_path, monkeypatch):
     """Timing not met: the report is printed, then one error line and exit status 1."""
-    import l1bn.sim.build_cli as bc
+    import l1bn.cli.build as bc
     from click.testing import CliRunner
 
     bit = tmp_path / "top.bit"

@@ -4,12 +4,12 @@ import subprocess
 import sys
 
 import pytest
-from l1bn.sw.cli import COMMANDS
-from l1bn.sw.doctor import run_checks
+from l1bn.cli.main import COMMANDS
+from l1bn.cli.doctor import run_checks
 
 
 def l1bn(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "l1bn.sw.cli", *args],
+    return subprocess.run([sys.executable, "-m", "l1bn.cli.main", *args],
                           capture_output=True, text=True, timeout=timeout)
 
 

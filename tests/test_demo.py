@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from l1bn.sim.demo import run_demo
+from l1bn.cli.demo import run_demo
 from rich.console import Console
 
 

@@ -192,9 +192,9 @@ def l1bn(*args, subprocess_=False):
     import sys
 
     if subprocess_:
-        return subprocess.run([sys.executable, "-m", "l1bn.sw.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "l1bn.cli.main", *args], capture_output=True, text=True,
                               timeout=300)
-    from l1bn.sw.cli import main
+    from l1bn.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
@@ -364,7 +364,7 @@ def standin_run(tmp_path, monkeypatch):
 
 
 def test_export_run_round_trip_and_cli(standin_run, tmp_path):
-    from l1bn.sw.export_cli import infer_export
+    from l1bn.cli.export import infer_export
     from l1bn.sw.netrun import quantize_input
 
     run, model, x, y = standin_run

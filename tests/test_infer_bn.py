@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from l1bn.sw.reference.infer_bn import (
+from l1bn.spec.reference.infer_bn import (
     L1_C,
     FoldedBN,
     apply_folded,

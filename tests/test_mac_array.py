@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from l1bn.hw.mac_array import MACArray, stream_cycles, tile_period
 from l1bn.sim.sim_mac import random_tiles, simulate_mac
-from l1bn.sw.cli import cli
-from l1bn.sw.config import MACConfig
+from l1bn.cli.main import cli
+from l1bn.spec.config import MACConfig
 
 # signed/unsigned, mixed widths, binary weights, with and without the requantizer, N=1 / M=1
 CONFIGS = {

@@ -17,7 +17,7 @@ from l1bn.sw.netrun import (
     run_layer,
     run_net,
 )
-from l1bn.sw.reference.infer_bn import apply_folded
+from l1bn.spec.reference.infer_bn import apply_folded
 
 
 def naive_conv(x, w, stride, padding):

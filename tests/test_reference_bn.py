@@ -1,5 +1,5 @@
-"""Training-mode BN forward reference (l1bn.sw.reference.bn) against a naive pure-Python reading of
-docs/arith/bn_train.md, and the constant divider of l1bn.sw.intmath that the hardware uses."""
+"""Training-mode BN forward reference (l1bn.spec.reference.bn) against a naive pure-Python reading of
+docs/arith/bn_train.md, and the constant divider of l1bn.spec.intmath that the hardware uses."""
 
 import math
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from l1bn.sw.config import BNConfig
-from l1bn.sw.intmath import c_const, div_round_int, div_round_params, isqrt_int, rnd_int
-from l1bn.sw.reference.bn import bn_forward, isqrt
+from l1bn.spec.config import BNConfig
+from l1bn.spec.intmath import c_const, div_round_int, div_round_params, isqrt_int, rnd_int
+from l1bn.spec.reference.bn import bn_forward, isqrt
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from l1bn.sw.config import MACConfig
-from l1bn.sw.reference.mac import (
+from l1bn.spec.config import MACConfig
+from l1bn.spec.reference.mac import (
     acc_bits,
     act_range,
     check_operands,

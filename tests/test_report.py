@@ -14,11 +14,11 @@ from l1bn.sim.report import (
     horowitz_mul,
     write_report,
 )
-from l1bn.sim.report_cli import parse_widths
+from l1bn.cli.report import parse_widths
 
 
 def l1bn(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "l1bn.sw.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "l1bn.cli.main", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 

@@ -89,7 +89,7 @@ def test_deterministic(run, tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "l1bn.sw.cli", "train", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "l1bn.cli.main", "train", *args], capture_output=True, text=True)
 
 
 def test_cli_errors(tmp_path):

@@ -1,7 +1,7 @@
 """cocotb bench for the BN backward units (:mod:`l1bn.hw.bn_backward`).
 
 The test writes the batch (x, dy, gamma and the forward statistics mu, inv) as JSON into the file
-named by ``L1BN_BWD_DATA``; expected values come from :func:`l1bn.sw.reference.bn_backward.bn_backward`
+named by ``L1BN_BWD_DATA``; expected values come from :func:`l1bn.spec.reference.bn_backward.bn_backward`
 only. ``L1BN_GAPS`` (0..100) is the percent chance of an idle input cycle and of a not-ready cycle
 on each output; with 0 the bench also checks the cycle count against ``backward_latency_cycles``.
 ``L1BN_DEBUG=1`` logs every output-port cycle.
@@ -18,7 +18,7 @@ import cocotb
 import torch
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from l1bn.hw.bn_backward import backward_latency_cycles
-from l1bn.sw.reference.bn_backward import bn_backward
+from l1bn.spec.reference.bn_backward import bn_backward
 
 from .common import env_int, load_config, load_data, reset, start_clock
 

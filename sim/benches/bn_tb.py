@@ -2,7 +2,7 @@
 
 The caller writes the batch as JSON into the file named by ``L1BN_BN_DATA``:
 ``{"x": channels x n values, "gamma": [channels], "beta": [channels]}``. Expected y and statistics
-come from :func:`l1bn.sw.reference.bn.bn_forward` only. ``L1BN_GAPS`` (0..100) is the percent
+come from :func:`l1bn.spec.reference.bn.bn_forward` only. ``L1BN_GAPS`` (0..100) is the percent
 chance of an idle input cycle and, independently, of a not-ready cycle on ``o`` and on ``stats``.
 The bench writes what it measured to ``L1BN_BN_RESULT`` (JSON: mismatches, cycles, formula,
 input and output rates) and asserts zero mismatches; with no gaps it also asserts that the cycle
@@ -21,7 +21,7 @@ import cocotb
 import torch
 from cocotb.triggers import FallingEdge, ReadOnly
 from l1bn.hw.bn_unit import bn_latency_cycles, stats_layout
-from l1bn.sw.reference.bn import bn_forward
+from l1bn.spec.reference.bn import bn_forward
 
 from .common import env_int, load_config, load_data, reset, start_clock, write_result
 

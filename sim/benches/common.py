@@ -9,7 +9,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.types import LogicArray
-from l1bn.sw.config import config_from_json
+from l1bn.spec.config import config_from_json
 
 __all__ = ["load_config", "load_data", "write_result", "start_clock", "reset", "env_int", "signed_value"]
 

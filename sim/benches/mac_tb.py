@@ -2,7 +2,7 @@
 
 The caller writes the tiles as JSON into the file named by ``L1BN_MAC_DATA``:
 ``{"tiles": [{"w": M x K weight values, "a": K x N activation values}, ...]}``. Expected outputs
-come from :func:`l1bn.sw.reference.mac.mac_tile` only. ``L1BN_GAPS`` / ``L1BN_OUT_GAPS`` (0..100)
+come from :func:`l1bn.spec.reference.mac.mac_tile` only. ``L1BN_GAPS`` / ``L1BN_OUT_GAPS`` (0..100)
 are the percent chance of an idle input cycle / a not-ready output cycle. The bench writes what it
 measured (mismatches, cycles, per-tile completion cycles) as JSON to ``L1BN_MAC_RESULT``; with no
 gaps and equal K it asserts the total cycle count equals ``stream_cycles``.
@@ -15,7 +15,7 @@ import cocotb
 import torch
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from l1bn.hw.mac_array import stream_cycles, tile_period
-from l1bn.sw.reference.mac import encode_weights, mac_tile
+from l1bn.spec.reference.mac import encode_weights, mac_tile
 
 from .common import env_int, load_config, load_data, reset, start_clock, write_result
 

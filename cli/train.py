@@ -27,8 +27,8 @@ def train(model, norm, wbits, abits, use_float, quantize_bn, epochs, seed, lr, b
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .quant import QuantConfig
-    from .train import check_device, run_config, train_run
+    from l1bn.sw.quant import QuantConfig
+    from l1bn.sw.train import check_device, run_config, train_run
 
     qcfg = None if use_float else QuantConfig(wbits=wbits, abits=abits, quantize_bn=quantize_bn)
     config = run_config(model=model, norm=norm, qcfg=qcfg, epochs=epochs, seed=seed, lr=lr,

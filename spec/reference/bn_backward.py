@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from l1bn.sw.config import BNBackwardConfig
-from l1bn.sw.intmath import C_SQRT_PI_2 as _C
-from l1bn.sw.intmath import c_const
-from l1bn.sw.reference.core import div_const, int_range, rshift_round, saturate
+from l1bn.spec.config import BNBackwardConfig
+from l1bn.spec.intmath import C_SQRT_PI_2 as _C
+from l1bn.spec.intmath import c_const
+from l1bn.spec.reference.core import div_const, int_range, rshift_round, saturate
 
 __all__ = ["BNBackwardResult", "bn_backward", "bn_backward_from_forward", "c_const", "check_inputs",
            "float_l1bn_dx", "dx_error_bound"]

@@ -216,7 +216,7 @@ class BNConfig(_Config):
     @property
     def sigma_bits(self) -> int:
         """sigma (unsigned, ``frac`` fractional bits): c*s + eps (L1) or isqrt(s) + eps (L2)."""
-        from l1bn.sw.intmath import c_const, isqrt_int, rnd_int
+        from l1bn.spec.intmath import c_const, isqrt_int, rnd_int
 
         smax = (1 << self.disp_bits) - 1
         if self.norm == "l1":

@@ -65,7 +65,7 @@ def _train(out: Path, *, qcfg, epochs: int, seed: int, console) -> dict:
 def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, images: int | None = None,
              simulator: str = "verilator", sim: bool = True, area: bool = True, console=None) -> dict:
     """Run every step into ``out``; return the summary (also written to ``out/summary.json``)."""
-    from l1bn.sw.config import check_choice, check_int
+    from l1bn.spec.config import check_choice, check_int
     from rich.console import Console
 
     check_int("epochs", epochs, 1, 1000)
@@ -80,7 +80,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
     summary: dict = {"run": str(out), "epochs": epochs, "seed": seed, "bits": bits}
 
     with steps("doctor", "is the open toolchain complete?"):
-        from l1bn.sw.doctor import checks_table, missing_required, run_checks
+        from l1bn.cli.doctor import checks_table, missing_required, run_checks
 
         with console.status("checking tools (the first Yosys call compiles WebAssembly, ~1 min)..."):
             checks = run_checks()
@@ -108,7 +108,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
         summary["export"] = str(export_dir)
 
     with steps("infer", "bit-exact integer reference on the test split"):
-        from l1bn.sw.export_cli import infer_export
+        from l1bn.cli.export import infer_export
 
         r = infer_export(export_dir)
         summary.update(int_accuracy=r["accuracy"], test_images=r["images"],
@@ -126,7 +126,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
         for norm in ("l1", "l2"):
             from l1bn.hw.bn_unit import L1BNUnit, L2BNUnit
             from l1bn.sim.runner import to_verilog
-            from l1bn.sw.config import BNConfig
+            from l1bn.spec.config import BNConfig
 
             cfg = BNConfig(norm=norm, width=8, channels=16, n=64, lanes=2)
             unit = (L1BNUnit if norm == "l1" else L2BNUnit)(cfg)

@@ -22,7 +22,7 @@ __all__ = ["export", "infer", "infer_export"]
 @click.option("--force", is_flag=True, help="Replace an existing export folder.")
 def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool):
     """Export a trained run to integer weights, folded BN constants and $readmemh memories."""
-    from .export import export_run, load_export
+    from l1bn.sw.export import export_run, load_export
 
     path = export_run(run_dir, out_dir, rows=rows, mult_bits=mult_bits, force=force)
     e = load_export(path)  # what we wrote must load: validates the manifest end to end
@@ -45,8 +45,8 @@ def infer_export(export_dir, *, threads: int | None = 1) -> dict:
     """Run the integer reference on the test split stored in an export; return the figures."""
     import torch
 
-    from .export import ExportError, load_export
-    from .netrun import run_net
+    from l1bn.sw.export import ExportError, load_export
+    from l1bn.sw.netrun import run_net
 
     e = load_export(export_dir)
     x, labels, qat = e.test_inputs, e.test_labels, e.qat_logits

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from l1bn.sw.config import BNConfig
-from l1bn.sw.intmath import c_const
-from l1bn.sw.reference.core import int_range, rshift_round, saturate
+from l1bn.spec.config import BNConfig
+from l1bn.spec.intmath import c_const
+from l1bn.spec.reference.core import int_range, rshift_round, saturate
 
 __all__ = ["BNForwardResult", "bn_forward", "div_round", "isqrt", "check_forward_inputs"]
 

@@ -15,15 +15,15 @@ import click
 
 # name -> (module, attribute, one-line help). The help is here so that --help imports nothing.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "doctor": ("l1bn.sw.doctor", "doctor", "Check the toolchain and print what is missing."),
-    "train": ("l1bn.sw.train_cli", "train", "Quantization-aware training on the digits data."),
-    "export": ("l1bn.sw.export_cli", "export", "Export a trained run to integer weights for the hardware."),
-    "infer": ("l1bn.sw.export_cli", "infer", "Run the integer reference on an export."),
-    "verilog": ("l1bn.sim.verilog_cli", "verilog", "Generate Verilog for a design."),
-    "sim": ("l1bn.sim.sim_cli", "sim", "Simulate a design or an exported network with cocotb."),
-    "report": ("l1bn.sim.report_cli", "report", "Area, Fmax, latency and energy: L1-BN against L2-BN."),
-    "build": ("l1bn.sim.build_cli", "build", "Build a bitstream for an FPGA board (open tools)."),
-    "demo": ("l1bn.sim.demo", "demo", "Train, export, generate, simulate and summarize, end to end."),
+    "doctor": ("l1bn.cli.doctor", "doctor", "Check the toolchain and print what is missing."),
+    "train": ("l1bn.cli.train", "train", "Quantization-aware training on the digits data."),
+    "export": ("l1bn.cli.export", "export", "Export a trained run to integer weights for the hardware."),
+    "infer": ("l1bn.cli.export", "infer", "Run the integer reference on an export."),
+    "verilog": ("l1bn.cli.verilog", "verilog", "Generate Verilog for a design."),
+    "sim": ("l1bn.cli.sim", "sim", "Simulate a design or an exported network with cocotb."),
+    "report": ("l1bn.cli.report", "report", "Area, Fmax, latency and energy: L1-BN against L2-BN."),
+    "build": ("l1bn.cli.build", "build", "Build a bitstream for an FPGA board (open tools)."),
+    "demo": ("l1bn.cli.demo", "demo", "Train, export, generate, simulate and summarize, end to end."),
 }
 
 

@@ -45,7 +45,7 @@ def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out
     import os
     from pathlib import Path
 
-    from l1bn.sw.config import check_int
+    from l1bn.spec.config import check_int
     from rich.console import Console
 
     ws = parse_widths(widths)
@@ -57,7 +57,7 @@ def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out
     if jobs is not None:
         check_int("jobs", jobs, 1, 64)
     # validate every configuration before any tool runs
-    from .report import backward_config, build_report, forward_config, write_report
+    from l1bn.sim.report import backward_config, build_report, forward_config, write_report
 
     for w in ws:
         for norm in ("l1", "l2"):

@@ -1,7 +1,7 @@
 """``l1bn sim DESIGN ...``: run a design's cocotb bench through the simulator helper."""
 
 import click
-from l1bn.sw.cli import LazyGroup
+from l1bn.cli.main import LazyGroup
 
 SIM_COMMANDS = {
     "net": ("l1bn.sim.sim_net", "net_cmd", "Classify test images on the simulated accelerator."),

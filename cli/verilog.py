@@ -4,7 +4,7 @@ Each design's subcommand lives in its own module (imported only when used).
 """
 
 import click
-from l1bn.sw.cli import LazyGroup
+from l1bn.cli.main import LazyGroup
 
 VERILOG_COMMANDS = {
     "l1bn": ("l1bn.sim.verilog_bn", "l1bn_cmd", "Training-mode L1-BN unit (sign/abs datapath)."),
