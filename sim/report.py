@@ -97,8 +97,8 @@ def forward_beats(cfg, seed: int = 0):
 def backward_beats(cfg, seed: int = 0):
     """Beats (pass 1 then pass 2 per channel) of real (x, dy) from one training step; mu and inv
     from the integer forward reference."""
-    from l1bn.sw.capture import bn_grads
     from l1bn.spec.reference.bn import bn_forward
+    from l1bn.sw.capture import bn_grads
 
     b = cfg.bn
     x, _ = bn_grads(width=b.width, n=b.n, channels=b.channels, seed=seed)
@@ -429,9 +429,21 @@ def plot_report(rep: dict, out: Path) -> list[Path]:
 
 def write_report(rep: dict, out) -> dict:
     """Write ``report.json``, ``report.md`` and the PNGs into ``out``; return their paths."""
+    import os
+    import shutil
+    import tempfile
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
-    (out / "report.md").write_text(report_markdown(rep))
-    pngs = plot_report(rep, out)
-    return {"json": out / "report.json", "md": out / "report.md", "png": pngs}
+    # everything is written into a private folder first and each file renamed into place: a
+    # reader (or a second report writing the same folder) never sees a half-written file
+    tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=out))
+    try:
+        (tmp / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
+        (tmp / "report.md").write_text(report_markdown(rep))
+        names = ["report.json", "report.md"] + [p.name for p in plot_report(rep, tmp)]
+        for name in names:
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"json": out / "report.json", "md": out / "report.md", "png": [out / n for n in names[2:]]}
