@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .norms import norm_names, norm_spec
+
 __all__ = [
     "check_int",
     "check_choice",
@@ -120,7 +122,7 @@ class BNConfig(_Config):
     """
 
     kind: ClassVar[str] = "bn"
-    NORMS: ClassVar[tuple] = ("l1", "l2")
+    NORMS: ClassVar[tuple] = norm_names()
 
     norm: str = "l1"
     width: int = 8
@@ -156,12 +158,14 @@ class BNConfig(_Config):
         check_int("out_frac", self.out_frac, 0, self.xhat_frac + self.gamma_frac)
         check_int("eps", self.eps, 1, 2**16)
         check_int("c_bits", self.c_bits, 4, 24)
-        widest = max(self.disp_sum_bits + 2, self.norm_product_bits, self.affine_bits + 1,
-                     self.sum_bits + self.frac + 2)
-        if widest > MAX_INTERMEDIATE_BITS:
+        widths = self.widths
+        name = max(widths, key=widths.get)
+        if widths[name] > MAX_INTERMEDIATE_BITS:
             raise ValueError(
-                f"width={self.width}, n={self.n}, frac={self.frac} need a {widest}-bit intermediate; "
-                f"at most {MAX_INTERMEDIATE_BITS} bits are supported (lower width, n or frac)")
+                f"norm={self.norm}, width={self.width}, n={self.n}, frac={self.frac}, "
+                f"recip_bits={self.recip_bits}, c_bits={self.c_bits} need a {widths[name]}-bit "
+                f"intermediate ({name}); at most {MAX_INTERMEDIATE_BITS} signed bits are supported "
+                f"(lower width, n, frac, recip_bits or c_bits)")
 
     # Derived widths (bits, signed unless noted). Generators and the reference both use these.
     @property
@@ -204,26 +208,50 @@ class BNConfig(_Config):
         return self.dev_bits
 
     @property
+    def norm_spec(self):
+        """The registry entry of ``norm`` (:class:`l1bn.spec.norms.NormSpec`)."""
+        return norm_spec(self.norm)
+
+    @property
     def disp_sum_bits(self) -> int:
-        """The dispersion sum (unsigned): sum |d| for L1, sum d*d for L2."""
-        return self.sum_abs_bits if self.norm == "l1" else self.sum_sq_bits
+        """The dispersion sum D (unsigned): sum |d| for L1, sum d*d for L2 (the norm's rule)."""
+        return self.norm_spec.disp_sum_bits(self)
 
     @property
     def disp_bits(self) -> int:
-        """s = div_round(dispersion sum, n) (unsigned): mean |d| (L1) or mean d*d (L2)."""
-        return self.dev_bits - 1 if self.norm == "l1" else 2 * (self.dev_bits - 1)
+        """s = div_round(D, n) (unsigned): mean |d| (L1) or mean d*d (L2)."""
+        return self.norm_spec.disp_bits(self)
 
     @property
     def sigma_bits(self) -> int:
-        """sigma (unsigned, ``frac`` fractional bits): c*s + eps (L1) or isqrt(s) + eps (L2)."""
-        from l1bn.spec.intmath import c_const, isqrt_int, rnd_int
+        """sigma (unsigned, ``frac`` fractional bits): ``g(s) + eps`` at the largest ``s``.
 
-        smax = (1 << self.disp_bits) - 1
-        if self.norm == "l1":
-            top = rnd_int(smax * c_const(self.c_bits), self.c_bits)
-        else:
-            top = isqrt_int(smax)
-        return (top + self.eps).bit_length()
+        ``bit_length(g(2**disp_bits - 1) + eps)``; g is rnd(s*C, c_bits) (L1) or isqrt(s) (L2).
+        """
+        return (self.norm_spec.sigma_core_max(self) + self.eps).bit_length()
+
+    @property
+    def widths(self) -> dict:
+        """Signed bits of every per-element intermediate of the reference (worst case).
+
+        The config is refused when any exceeds ``MAX_INTERMEDIATE_BITS`` (62): int64 then holds
+        each value and the rounding add applied to it, so the numpy int64 reference never wraps.
+        The per-channel statistics after the sums (``s``, ``s*C``, ``sigma``, ``inv``) are
+        computed with exact Python integers and need no limit here. ``div_round(v, n)`` computes
+        ``2v + n``: two more bits than ``v``.
+        """
+        w = {
+            "sum_x": self.sum_bits,
+            "mean_numerator": self.sum_bits + self.frac + 2,      # 2*(S << frac) + n
+            "d": self.dev_bits,
+            "disp_sum": self.disp_sum_bits + 1,                   # unsigned D, signed int64
+            "disp_numerator": self.disp_sum_bits + 3,             # 2*D + n
+            "d_times_inv": self.norm_product_bits,
+            "gamma_times_xhat": self.affine_bits,
+            "y_before_saturation": max(self.affine_bits - self.affine_shift, self.beta_width) + 1,
+        }
+        w.update(self.norm_spec.widths(self))
+        return w
 
     @property
     def inv_bits(self) -> int:

@@ -7,14 +7,11 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from l1bn.sw.capture import bn_grads
 from l1bn.spec.config import BNBackwardConfig, BNConfig, config_from_json
 from l1bn.spec.reference.bn import bn_forward
-from l1bn.spec.reference.bn_backward import (
-    bn_backward,
-    dx_error_bound,
-    float_l1bn_dx,
-)
+from l1bn.spec.reference.bn_backward import bn_backward
+from l1bn.sw.bn_float import dx_error_bound, float_l1bn_dx
+from l1bn.sw.capture import bn_grads
 
 SETTINGS = settings(max_examples=120, deadline=None)
 

@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 import pytest
-from l1bn.cli.main import COMMANDS
 from l1bn.cli.doctor import run_checks
+from l1bn.cli.main import COMMANDS
 
 
 def l1bn(*args, timeout=600):
@@ -38,7 +38,7 @@ def test_doctor_command_prints_the_table():
 def test_doctor_names_the_fix_for_a_missing_tool(monkeypatch):
     import shutil
 
-    from l1bn.sw import doctor
+    from l1bn.cli import doctor
 
     real = shutil.which
     monkeypatch.setattr(doctor.shutil, "which", lambda exe, *a, **k: None if exe == "iverilog" else real(exe, *a, **k))

@@ -1,7 +1,8 @@
 """The bit-exact integer reference model: the specification of the hardware arithmetic.
 
-Pure torch int64 functions, vectorized (no Python loops over elements), that implement
-``docs/arithmetic.md`` exactly and take the same config objects as the hardware generators.
+numpy int64 functions, vectorized (no Python loops over elements), that implement
+``docs/arithmetic.md`` exactly and take the same config objects as the hardware generators. They
+import neither torch nor amaranth; torch CPU tensors are accepted and returned as tensors.
 """
 
 from .core import div_const, int_range, recip_const, rshift_round, saturate

@@ -12,96 +12,100 @@ Per channel (one row of ``x``, n elements), round half up everywhere
     xhat_i = rnd(d_i * inv, recip_bits - xhat_frac)                    xhat_frac fractional bits
     y_i    = sat(rnd(gamma * xhat_i, xhat_frac + gamma_frac - out_frac) + beta, out_width)
 
-Everything is torch int64, vectorized over channels and elements (no Python loop over elements).
-The L1 and L2 paths differ only in the dispersion (D, s, sigma); the rest is shared, as in hardware.
+Per-element work is numpy int64, vectorized (no Python loop over elements); the per-channel
+statistics after the sums are exact Python integers. ``cfg.widths`` bounds every int64 value.
+Norms differ only in the dispersion (D, s, sigma), taken from the registry (l1bn.spec.norms).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-import torch
-from l1bn.spec.config import BNConfig
-from l1bn.spec.intmath import c_const
-from l1bn.spec.reference.core import int_range, rshift_round, saturate
+import numpy as np
+
+from ..config import BNConfig
+from ..norms import div_round_array, isqrt_array, norm_spec
+from .core import _rshift_round, as_int64, int_range, like
 
 __all__ = ["BNForwardResult", "bn_forward", "div_round", "isqrt", "check_forward_inputs"]
 
 
 @dataclass(frozen=True)
 class BNForwardResult:
-    """All int64. Per channel ``(channels,)``: ``sum_x``, ``mu`` (frac fractional bits), ``disp_sum``
-    (sum |d| or sum d*d), ``s`` (its rounded mean), ``sigma`` (frac fractional bits), ``inv``
-    (``floor(2**recip_bits / sigma)``). Per element ``(channels, n)``: ``xhat`` (xhat_frac fractional
-    bits) and ``y`` (out_frac fractional bits, saturated to out_width)."""
+    """All int64, in the caller's array type. Per channel ``(channels,)``: ``sum_x``, ``mu`` (frac
+    fractional bits), ``disp_sum`` (sum |d| or sum d*d), ``s`` (its rounded mean), ``sigma`` (frac
+    fractional bits), ``inv`` (``floor(2**recip_bits / sigma)``). Per element ``(channels, n)``:
+    ``xhat`` (xhat_frac fractional bits) and ``y`` (out_frac fractional bits, saturated to
+    out_width)."""
 
-    y: torch.Tensor
-    sum_x: torch.Tensor
-    mu: torch.Tensor
-    disp_sum: torch.Tensor
-    s: torch.Tensor
-    sigma: torch.Tensor
-    inv: torch.Tensor
-    xhat: torch.Tensor
+    y: object
+    sum_x: object
+    mu: object
+    disp_sum: object
+    s: object
+    sigma: object
+    inv: object
+    xhat: object
 
 
-def div_round(v: torch.Tensor, n: int) -> torch.Tensor:
+def div_round(v, n: int):
     """``round(v / n)`` with ties toward +infinity: ``floor((2v + n) / (2n))``, exact."""
-    return torch.div(2 * v + n, 2 * n, rounding_mode="floor")
+    return like(div_round_array(as_int64(v, "v"), n), v)
 
 
-def isqrt(v: torch.Tensor) -> torch.Tensor:
-    """``floor(sqrt(v))`` of a non-negative int64 tensor (< 2**62), exact.
+def isqrt(v):
+    """``floor(sqrt(v))`` of a non-negative int64 array (< 2**62), exact."""
+    return like(isqrt_array(as_int64(v, "v")), v)
 
-    A float64 square root is within a few units of the answer for these magnitudes; two correction
-    steps in each direction make it exact.
-    """
-    r = torch.sqrt(v.to(torch.float64)).floor().to(torch.int64)
-    for _ in range(2):
-        r = torch.where(r * r > v, r - 1, r)
-        r = torch.where((r + 1) * (r + 1) <= v, r + 1, r)
-    return r
+
+def _typed(name, t):
+    """numpy int64 view of an input: an int64 numpy array or torch tensor is required."""
+    if "int64" not in str(getattr(t, "dtype", "")):
+        raise ValueError(f"{name} must be an int64 array or tensor; got {type(t).__name__} "
+                         f"{getattr(t, 'dtype', '')}".rstrip())
+    return as_int64(t, name)
 
 
 def check_forward_inputs(x, gamma, beta, cfg: BNConfig) -> None:
     """Raise ValueError on a wrong type, dtype, shape, or a value outside its declared width."""
     if not isinstance(cfg, BNConfig):
         raise ValueError(f"cfg={cfg!r} must be a BNConfig")
-    for name, t in (("x", x), ("gamma", gamma), ("beta", beta)):
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.int64:
-            raise ValueError(f"{name} must be a torch.int64 tensor")
-    if x.shape != (cfg.channels, cfg.n):
-        raise ValueError(f"x must have shape (channels={cfg.channels}, n={cfg.n}); got {tuple(x.shape)}")
-    for name, t in (("gamma", gamma), ("beta", beta)):
-        if t.shape != (cfg.channels,):
-            raise ValueError(f"{name} must have shape ({cfg.channels},); got {tuple(t.shape)}")
-    for name, t, bits in (("x", x, cfg.width), ("gamma", gamma, cfg.gamma_width), ("beta", beta, cfg.beta_width)):
+    arrays = {name: _typed(name, t) for name, t in (("x", x), ("gamma", gamma), ("beta", beta))}
+    if arrays["x"].shape != (cfg.channels, cfg.n):
+        raise ValueError(f"x must have shape (channels={cfg.channels}, n={cfg.n}); "
+                         f"got {tuple(arrays['x'].shape)}")
+    for name in ("gamma", "beta"):
+        if arrays[name].shape != (cfg.channels,):
+            raise ValueError(f"{name} must have shape ({cfg.channels},); got {tuple(arrays[name].shape)}")
+    for name, bits in (("x", cfg.width), ("gamma", cfg.gamma_width), ("beta", cfg.beta_width)):
+        t = arrays[name]
         lo, hi = int_range(bits)
-        if t.numel() and (int(t.min()) < lo or int(t.max()) > hi):
+        if t.size and (int(t.min()) < lo or int(t.max()) > hi):
             raise ValueError(f"{name} has values in {int(t.min())}..{int(t.max())}; "
                              f"a signed {bits}-bit {name} allows {lo}..{hi}")
 
 
-def bn_forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, cfg: BNConfig) -> BNForwardResult:
+def bn_forward(x, gamma, beta, cfg: BNConfig) -> BNForwardResult:
     """The integer training-mode forward of ``cfg.norm`` BN on a batch ``x`` of shape (channels, n).
 
     ``gamma`` is signed ``gamma_width`` bits with ``gamma_frac`` fractional bits, ``beta`` signed
-    ``beta_width`` bits in output units (``out_frac`` fractional bits), both per channel.
+    ``beta_width`` bits in output units (``out_frac`` fractional bits), both per channel. Inputs are
+    int64 numpy arrays or torch tensors; the result fields have the type of ``x``.
     """
     check_forward_inputs(x, gamma, beta, cfg)
-    n, r = cfg.n, cfg.recip_bits
-    sum_x = x.sum(1)
-    mu = div_round(sum_x << cfg.frac, n)
-    d = (x << cfg.frac) - mu[:, None]
-    if cfg.norm == "l1":
-        disp_sum = d.abs().sum(1)                                  # sign/abs: no multiplier
-        s = div_round(disp_sum, n)
-        sigma = rshift_round(s * c_const(cfg.c_bits), cfg.c_bits) + cfg.eps
-    else:
-        disp_sum = (d * d).sum(1)                                  # square
-        s = div_round(disp_sum, n)
-        sigma = isqrt(s) + cfg.eps                                 # square root
-    inv = torch.div(torch.full_like(sigma, 1 << r), sigma, rounding_mode="floor")
-    xhat = rshift_round(d * inv[:, None], r - cfg.xhat_frac)
-    y = saturate(rshift_round(gamma[:, None] * xhat, cfg.affine_shift) + beta[:, None], cfg.out_width)
-    return BNForwardResult(y=y, sum_x=sum_x, mu=mu, disp_sum=disp_sum, s=s, sigma=sigma, inv=inv, xhat=xhat)
+    xa, ga, ba = as_int64(x), as_int64(gamma), as_int64(beta)
+    n, r, rule = cfg.n, cfg.recip_bits, norm_spec(cfg.norm)
+    sum_x = xa.sum(1)
+    mu = div_round_array(sum_x << cfg.frac, n)
+    d = (xa << cfg.frac) - mu[:, None]
+    disp_sum = rule.element(d).sum(1)                              # sum |d| (L1) or sum d*d (L2)
+    s = div_round_array(disp_sum, n)
+    # per channel, exact Python integers: sigma = g(s) + eps, inv = floor(2**r / sigma)
+    sigma_exact = [int(v) + cfg.eps for v in np.ravel(rule.sigma_core(s, cfg))]
+    sigma = np.array(sigma_exact, dtype=np.int64)
+    inv = np.array([(1 << r) // v for v in sigma_exact], dtype=np.int64)
+    xhat = _rshift_round(d * inv[:, None], r - cfg.xhat_frac)
+    lo, hi = int_range(cfg.out_width)
+    y = np.clip(_rshift_round(ga[:, None] * xhat, cfg.affine_shift) + ba[:, None], lo, hi)
+    out = dict(y=y, sum_x=sum_x, mu=mu, disp_sum=disp_sum, s=s, sigma=sigma, inv=inv, xhat=xhat)
+    return BNForwardResult(**{f.name: like(out[f.name], x) for f in fields(BNForwardResult)})

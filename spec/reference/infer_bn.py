@@ -21,29 +21,22 @@ The integer part (:func:`apply_folded`) is the spec; the constants come from flo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
-from ..config import MAX_INTERMEDIATE_BITS, check_choice, check_int
-from .core import int_range
-from .mac import requantize
+from ..config import MAX_INTERMEDIATE_BITS, check_int, signed_bits
+from ..intmath import C_SQRT_PI_2
+from ..norms import norm_spec
+from .core import as_float64, as_int64, int_range, like
+from .mac import _requantize
 
 __all__ = ["L1_C", "FoldedBN", "bn_affine", "fold_affine", "fold_bn", "apply_folded",
            "folded_pre_round", "signed_bits"]
 
 # L1BN: sigma = c * s + eps, c = sqrt(pi/2) (the mean absolute deviation of a Gaussian times c is its
 # standard deviation).
-L1_C = math.sqrt(math.pi / 2)
-
-
-def signed_bits(lo: int, hi: int) -> int:
-    """Fewest two's complement bits holding every integer in ``lo..hi`` (at least 1)."""
-    b = 1
-    while not (-(1 << (b - 1)) <= lo and hi <= (1 << (b - 1)) - 1):
-        b += 1
-    return b
+L1_C = C_SQRT_PI_2
 
 
 @dataclass(frozen=True)
@@ -52,9 +45,9 @@ class FoldedBN:
 
     Attributes
     ----------
-    mult : torch.Tensor
-        int64 (C,), signed ``mult_bits``-bit multipliers.
-    bias : torch.Tensor
+    mult : array
+        int64 (C,) (numpy, or torch when folded from torch values), signed ``mult_bits``-bit multipliers.
+    bias : array
         int64 (C,), signed ``bias_bits``-bit offsets in units of ``2**-shift`` output LSBs.
     shift : int
         Rounding right shift shared by all channels (round half up).
@@ -66,8 +59,8 @@ class FoldedBN:
         Clamp negatives to 0 before saturating.
     """
 
-    mult: torch.Tensor
-    bias: torch.Tensor
+    mult: object
+    bias: object
     shift: int
     mult_bits: int
     bias_bits: int
@@ -76,32 +69,33 @@ class FoldedBN:
 
     @property
     def channels(self) -> int:
-        return int(self.mult.numel())
+        return int(np.size(as_int64(self.mult, "mult")))
 
 
-def bn_affine(*, norm: str, mean, disp, gamma, beta, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def bn_affine(*, norm: str, mean, disp, gamma, beta, eps: float):
     """Float64 per-channel ``(scale, offset)`` of an inference BN: ``y = scale * x + offset``.
 
-    ``disp`` is the running dispersion: the mean absolute deviation ``s`` for ``norm="l1"``
+    ``disp`` is the running dispersion the layer keeps (the norm's ``float_sigma`` rule in
+    :mod:`l1bn.spec.norms`): the mean absolute deviation ``s`` for ``norm="l1"``
     (``sigma = sqrt(pi/2) * s + eps``) or the variance for ``norm="l2"`` (``sigma = sqrt(var + eps)``).
+    The result has the array type of ``mean``.
     """
-    check_choice("norm", norm, ("l1", "l2"))
-    f64 = lambda t: torch.as_tensor(t).detach().to(torch.float64).flatten()  # noqa: E731
-    mean, disp, gamma, beta = f64(mean), f64(disp), f64(gamma), f64(beta)
-    if not (mean.shape == disp.shape == gamma.shape == beta.shape):
-        raise ValueError(f"BN parameter shapes differ: mean {tuple(mean.shape)}, disp {tuple(disp.shape)}, "
-                         f"gamma {tuple(gamma.shape)}, beta {tuple(beta.shape)}")
-    if bool((disp < 0).any()):
+    rule = norm_spec(norm)
+    m, d, g, b = (as_float64(t) for t in (mean, disp, gamma, beta))
+    if not (m.shape == d.shape == g.shape == b.shape):
+        raise ValueError(f"BN parameter shapes differ: mean {tuple(m.shape)}, disp {tuple(d.shape)}, "
+                         f"gamma {tuple(g.shape)}, beta {tuple(b.shape)}")
+    if bool((d < 0).any()):
         raise ValueError("BN running dispersion must be >= 0")
-    sigma = L1_C * disp + eps if norm == "l1" else torch.sqrt(disp + eps)
+    sigma = rule.float_sigma(d, eps)
     if bool((sigma <= 0).any()):
         raise ValueError(f"BN sigma must be > 0 (eps={eps})")
-    scale = gamma / sigma
-    return scale, beta - scale * mean
+    scale = g / sigma
+    return like(scale, mean), like(b - scale * m, mean)
 
 
-def _round_half_up(v: torch.Tensor) -> torch.Tensor:
-    return torch.floor(v + 0.5).to(torch.int64)
+def _round_half_up(v: np.ndarray) -> np.ndarray:
+    return np.floor(v + 0.5).astype(np.int64)
 
 
 def fold_affine(scale, offset, *, acc_exp: int, out_exp: int, acc_bits: int, out_bits: int,
@@ -132,30 +126,30 @@ def fold_affine(scale, offset, *, acc_exp: int, out_exp: int, acc_bits: int, out
     if acc_bits + mult_bits + 1 > MAX_INTERMEDIATE_BITS:
         raise ValueError(f"acc_bits={acc_bits} + mult_bits={mult_bits} exceed the "
                          f"{MAX_INTERMEDIATE_BITS}-bit range of the reference")
-    a = torch.as_tensor(scale).detach().to(torch.float64).flatten() * 2.0 ** (out_exp - acc_exp)
-    b = torch.as_tensor(offset).detach().to(torch.float64).flatten() * 2.0 ** out_exp
+    a = as_float64(scale) * 2.0 ** (out_exp - acc_exp)
+    b = as_float64(offset) * 2.0 ** out_exp
     if a.shape != b.shape:
         raise ValueError(f"scale {tuple(a.shape)} and offset {tuple(b.shape)} shapes differ")
-    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+    if not (bool(np.isfinite(a).all()) and bool(np.isfinite(b).all())):
         raise ValueError("BN scale/offset must be finite")
     mlo, mhi = int_range(mult_bits, True)
     shift = None
     for s in range(max_shift, -1, -1):  # a handful of candidates, once per layer at export time
         m = _round_half_up(a * 2.0 ** s)
-        if a.numel() == 0 or (int(m.min()) >= mlo and int(m.max()) <= mhi):
+        if a.size == 0 or (int(m.min()) >= mlo and int(m.max()) <= mhi):
             shift = s
             break
     if shift is None:
-        raise ValueError(f"BN scale up to {float(a.abs().max()):.4g} output LSBs per accumulator LSB "
+        raise ValueError(f"BN scale up to {float(np.abs(a).max()):.4g} output LSBs per accumulator LSB "
                          f"does not fit a {mult_bits}-bit multiplier even with shift 0; raise mult_bits")
     mult = _round_half_up(a * 2.0 ** shift)
     bias = _round_half_up(b * 2.0 ** shift)
-    blo = int(bias.min()) if bias.numel() else 0
-    bhi = int(bias.max()) if bias.numel() else 0
+    blo = int(bias.min()) if bias.size else 0
+    bhi = int(bias.max()) if bias.size else 0
     bias_bits = signed_bits(min(blo, 0), max(bhi, 0))
     if bias_bits > MAX_INTERMEDIATE_BITS:
         raise ValueError(f"BN offset needs {bias_bits} bits; at most {MAX_INTERMEDIATE_BITS}")
-    return FoldedBN(mult=mult, bias=bias, shift=shift, mult_bits=mult_bits, bias_bits=bias_bits,
+    return FoldedBN(mult=like(mult, scale), bias=like(bias, scale), shift=shift, mult_bits=mult_bits, bias_bits=bias_bits,
                     out_bits=out_bits, relu=relu)
 
 
@@ -168,20 +162,24 @@ def fold_bn(*, norm: str, mean, disp, gamma, beta, eps: float, acc_exp: int, out
                        out_bits=out_bits, relu=relu, mult_bits=mult_bits, max_shift=max_shift)
 
 
-def folded_pre_round(acc: torch.Tensor, f: FoldedBN, channel_dim: int = 1) -> torch.Tensor:
-    """``acc * mult + bias`` (int64) with the per-channel constants broadcast along ``channel_dim``."""
-    shape = [1] * acc.dim()
+def _pre_round(acc: np.ndarray, f: FoldedBN, channel_dim: int) -> np.ndarray:
+    shape = [1] * acc.ndim
     shape[channel_dim] = f.channels
-    return acc.to(torch.int64) * f.mult.view(shape) + f.bias.view(shape)
+    return acc * as_int64(f.mult, "mult").reshape(shape) + as_int64(f.bias, "bias").reshape(shape)
 
 
-def apply_folded(acc: torch.Tensor, f: FoldedBN, channel_dim: int = 1) -> torch.Tensor:
+def folded_pre_round(acc, f: FoldedBN, channel_dim: int = 1):
+    """``acc * mult + bias`` (int64) with the per-channel constants broadcast along ``channel_dim``."""
+    return like(_pre_round(as_int64(acc, "acc"), f, channel_dim), acc)
+
+
+def apply_folded(acc, f: FoldedBN, channel_dim: int = 1):
     """The folded BN on integer accumulators: ``requantize(acc * mult + bias, shift, out_bits, relu)``.
 
-    ``acc`` is int64 with channels along ``channel_dim``; the result has the same shape.
+    ``acc`` is int64 with channels along ``channel_dim``; the result has the same shape and type.
     """
-    if acc.shape[channel_dim] != f.channels:
-        raise ValueError(f"accumulator has {acc.shape[channel_dim]} channels along dim {channel_dim}; "
+    a = as_int64(acc, "acc")
+    if a.shape[channel_dim] != f.channels:
+        raise ValueError(f"accumulator has {a.shape[channel_dim]} channels along dim {channel_dim}; "
                          f"the folded BN has {f.channels}")
-    return requantize(folded_pre_round(acc, f, channel_dim), shift=f.shift, out_bits=f.out_bits,
-                      relu=f.relu)
+    return like(_requantize(_pre_round(a, f, channel_dim), f.shift, f.out_bits, f.relu), acc)

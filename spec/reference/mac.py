@@ -6,10 +6,10 @@ hardware's bit encoding of them is the generator's business (see ``encode_weight
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 from ..config import MACConfig
-from .core import rshift_round, saturate
+from .core import _rshift_round, as_int64, int_range, like
 
 __all__ = ["weight_range", "act_range", "product_bits", "acc_bits", "check_operands",
            "matmul", "requantize", "mac_tile", "encode_weights", "decode_weights"]
@@ -35,59 +35,63 @@ def acc_bits(cfg: MACConfig) -> int:
     return cfg.acc_bits
 
 
-def check_operands(w: torch.Tensor, a: torch.Tensor, cfg: MACConfig) -> None:
+def check_operands(w, a, cfg: MACConfig) -> None:
     """Raise ``ValueError`` when an operand is outside its declared range or K is too long."""
+    w, a = as_int64(w, "w"), as_int64(a, "a")
     wlo, whi = weight_range(cfg)
     alo, ahi = act_range(cfg)
-    if w.numel() and (int(w.min()) < wlo or int(w.max()) > whi):
+    if w.size and (int(w.min()) < wlo or int(w.max()) > whi):
         raise ValueError(f"weights out of range {wlo}..{whi} for wbits={cfg.wbits}, signed_w={cfg.signed_w}")
     if cfg.wbits == 1 and cfg.signed_w and bool((w == 0).any()):
         raise ValueError("1-bit signed (binary) weights must be -1 or +1, not 0")
-    if a.numel() and (int(a.min()) < alo or int(a.max()) > ahi):
+    if a.size and (int(a.min()) < alo or int(a.max()) > ahi):
         raise ValueError(f"activations out of range {alo}..{ahi} for abits={cfg.abits}, signed_a={cfg.signed_a}")
     if w.shape[-1] > cfg.k:
         raise ValueError(f"reduction length {w.shape[-1]} exceeds k={cfg.k}")
 
 
-def matmul(w: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+def matmul(w, a):
     """Exact integer product ``w @ a`` in int64 (w: M x K, a: K x N)."""
-    return torch.matmul(w.to(torch.int64), a.to(torch.int64))
+    return like(as_int64(w, "w") @ as_int64(a, "a"), w)
 
 
-def requantize(acc: torch.Tensor, *, shift: int, out_bits: int, relu: bool) -> torch.Tensor:
+def _requantize(acc: np.ndarray, shift: int, out_bits: int, relu: bool) -> np.ndarray:
+    y = _rshift_round(acc, shift)
+    if relu:
+        return np.clip(y, *int_range(out_bits, signed=False))
+    return np.clip(y, *int_range(out_bits, signed=True))
+
+
+def requantize(acc, *, shift: int, out_bits: int, relu: bool):
     """Output requantizer: round-half-up arithmetic shift, optional ReLU, then saturation.
 
     With ``relu`` the result is unsigned ``out_bits`` (0 .. 2**out_bits - 1); without it, signed.
     """
-    y = rshift_round(acc, shift)
-    if relu:
-        return saturate(y.clamp_min(0), out_bits, signed=False)
-    return saturate(y, out_bits, signed=True)
+    return like(_requantize(as_int64(acc, "acc"), shift, out_bits, relu), acc)
 
 
-def mac_tile(w: torch.Tensor, a: torch.Tensor, cfg: MACConfig) -> torch.Tensor:
+def mac_tile(w, a, cfg: MACConfig):
     """What the array outputs for one (M x K) by (K x N) tile: the accumulator, or requantized."""
     check_operands(w, a, cfg)
-    acc = matmul(w, a)
+    acc = as_int64(w) @ as_int64(a)
     if cfg.requant:
-        return requantize(acc, shift=cfg.shift, out_bits=cfg.out_bits, relu=cfg.relu)
-    return acc
+        acc = _requantize(acc, cfg.shift, cfg.out_bits, cfg.relu)
+    return like(acc, w)
 
 
-def encode_weights(w: torch.Tensor, cfg: MACConfig) -> torch.Tensor:
+def encode_weights(w, cfg: MACConfig):
     """Weight values to the raw bit patterns the hardware stores (two's complement; binary: +1 -> 0, -1 -> 1)."""
+    wa = as_int64(w, "w")
     if cfg.wbits == 1 and cfg.signed_w:
-        return (w < 0).to(torch.int64)
-    return w.to(torch.int64) & ((1 << cfg.wbits) - 1)
+        return like((wa < 0).astype(np.int64), w)
+    return like(wa & ((1 << cfg.wbits) - 1), w)
 
 
-def decode_weights(bits: torch.Tensor, cfg: MACConfig) -> torch.Tensor:
+def decode_weights(bits, cfg: MACConfig):
     """Inverse of :func:`encode_weights`."""
-    bits = bits.to(torch.int64)
+    b = as_int64(bits, "bits")
     if cfg.wbits == 1 and cfg.signed_w:
-        return 1 - 2 * bits
+        return like(1 - 2 * b, bits)
     if cfg.signed_w:
-        return torch.where(bits >= (1 << (cfg.wbits - 1)), bits - (1 << cfg.wbits), bits)
-    return bits
-
-
+        return like(np.where(b >= (1 << (cfg.wbits - 1)), b - (1 << cfg.wbits), b), bits)
+    return like(b, bits)

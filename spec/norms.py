@@ -1,0 +1,172 @@
+"""The per-norm registry: everything that differs between batch-norm variants, in one place.
+
+A BN unit, its reference, its report rows and its torch layer share one skeleton; a norm only
+chooses how the per-channel *dispersion* is measured and turned into ``sigma``::
+
+    d_i   = (x_i << frac) - mu                        (shared)
+    D     = sum_i f(d_i)                              (norm: |d| for L1, d*d for L2)
+    s     = div_round(D, n)                           (shared rule)
+    sigma = g(s) + eps                                (norm: rnd(s*C, c_bits) for L1, isqrt(s) for L2)
+    inv, xhat, y                                      (shared)
+
+Each :class:`NormSpec` holds the integer rules of ``f`` and ``g`` (numpy, exact), their widths, the
+analytic operation counts per element, and *names* (``"module:attribute"``) of the hardware stages
+and the torch layers, so this module imports neither amaranth nor torch. Adding a norm means one
+entry here plus the hardware stage and the layer it names (docs/extending.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .intmath import C_SQRT_PI_2, c_const, isqrt_int, rnd_int
+
+__all__ = ["NormSpec", "NORMS", "norm_spec", "norm_names", "isqrt_array", "div_round_array"]
+
+
+def div_round_array(v: np.ndarray, n: int) -> np.ndarray:
+    """``round(v / n)`` with ties toward +infinity: ``floor((2v + n) / (2n))``, exact in int64."""
+    return (2 * v + n) // (2 * n)
+
+
+def isqrt_array(v: np.ndarray) -> np.ndarray:
+    """``floor(sqrt(v))`` of a non-negative int64 array (< 2**62), exact.
+
+    A float64 square root is within a few units of the answer for these magnitudes; two correction
+    steps in each direction make it exact.
+    """
+    v = np.asarray(v, dtype=np.int64)
+    if v.size and int(v.min()) < 0:
+        raise ValueError(f"isqrt of a negative value {int(v.min())}")
+    r = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
+    for _ in range(2):
+        r = np.where(r * r > v, r - 1, r)
+        r = np.where((r + 1) * (r + 1) <= v, r + 1, r)
+    return r
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """One batch-norm variant.
+
+    Attributes
+    ----------
+    name : str
+        Registry key (``BNConfig.norm``), e.g. ``"l1"``.
+    title : str
+        Human name for tables.
+    disp_sum_bits, disp_bits : callable(cfg) -> int
+        Unsigned bits of the dispersion sum ``D`` and of its mean ``s``.
+    sigma_core_max : callable(cfg) -> int
+        Largest ``g(s)`` (sigma before ``+ eps``) for any ``s`` that fits ``disp_bits``.
+    element : callable(d) -> ndarray
+        ``f(d)``, the per-element dispersion term (int64 in, int64 out).
+    sigma_core : callable(s, cfg) -> ndarray
+        ``g(s)`` on an array of per-channel means, in exact Python integers (object array).
+    widths : callable(cfg) -> dict
+        Signed bits of this norm's own intermediates (the shared ones are in ``BNConfig.widths``).
+    float_sigma : callable(disp, eps) -> ndarray
+        Inference sigma (float64) from the running dispersion the torch layer keeps: the mean
+        absolute deviation for L1 (``sqrt(pi/2) * disp + eps``), the variance for L2
+        (``sqrt(disp + eps)``).
+    ops : tuple of (name, kind, bits-callable)
+        Per-element operations of the dispersion/sigma datapath for the analytic energy estimate:
+        ``kind`` is ``"add"``, ``"mul"`` or ``"cmp"``; ``bits(cfg)`` their width.
+    hw_unit, hw_backward, layer1d, layer2d : str
+        ``"module:attribute"`` of the Amaranth forward unit, backward unit (or ``""``), and the
+        torch layers.
+    """
+
+    name: str
+    title: str
+    disp_sum_bits: Callable
+    disp_bits: Callable
+    sigma_core_max: Callable
+    element: Callable
+    sigma_core: Callable
+    widths: Callable
+    float_sigma: Callable = None
+    ops: tuple = field(default=())
+    hw_unit: str = ""
+    hw_backward: str = ""
+    layer1d: str = ""
+    layer2d: str = ""
+
+
+# --- L1: mean absolute deviation, sigma = sqrt(pi/2) * s ------------------------------------------
+
+def _l1_sigma_core(s, cfg):
+    # s * C needs disp_bits + c_bits + 1 bits (up to 65): exact Python integers, per channel
+    return np.array([rnd_int(int(v) * c_const(cfg.c_bits), cfg.c_bits) for v in np.ravel(s)],
+                    dtype=object).reshape(np.shape(s))
+
+
+def _l1_widths(cfg):
+    # |d| needs no more bits than d; s * C is per channel, in exact Python integers
+    return {}
+
+
+L1 = NormSpec(
+    name="l1", title="L1 (sign/abs)",
+    disp_sum_bits=lambda cfg: cfg.dev_bits - 1 + cfg.count_bits,
+    disp_bits=lambda cfg: cfg.dev_bits - 1,
+    sigma_core_max=lambda cfg: rnd_int(((1 << cfg.disp_bits) - 1) * c_const(cfg.c_bits), cfg.c_bits),
+    element=np.abs,
+    sigma_core=_l1_sigma_core,
+    widths=_l1_widths,
+    float_sigma=lambda disp, eps: C_SQRT_PI_2 * disp + eps,
+    ops=(("|d|", "add", lambda cfg: cfg.dev_bits),
+         ("sum |d|", "add", lambda cfg: cfg.disp_sum_bits)),
+    hw_unit="l1bn.hw.bn_unit:L1BNUnit", hw_backward="l1bn.hw.bn_backward:L1BNBackwardUnit",
+    layer1d="l1bn.sw.layers:L1BatchNorm1d", layer2d="l1bn.sw.layers:L1BatchNorm2d",
+)
+
+
+# --- L2: standard deviation, sigma = isqrt(s) ------------------------------------------------------
+
+def _l2_widths(cfg):
+    return {"d_squared": 2 * (cfg.dev_bits - 1) + 1}
+
+
+L2 = NormSpec(
+    name="l2", title="L2 (square/sqrt)",
+    disp_sum_bits=lambda cfg: 2 * (cfg.dev_bits - 1) + cfg.count_bits,
+    disp_bits=lambda cfg: 2 * (cfg.dev_bits - 1),
+    sigma_core_max=lambda cfg: isqrt_int((1 << cfg.disp_bits) - 1),
+    element=lambda d: d * d,
+    sigma_core=lambda s, cfg: np.array([isqrt_int(int(v)) for v in np.ravel(s)],
+                                       dtype=object).reshape(np.shape(s)),
+    widths=_l2_widths,
+    float_sigma=lambda disp, eps: np.sqrt(disp + eps),
+    ops=(("d*d", "mul", lambda cfg: cfg.dev_bits),
+         ("sum d*d", "add", lambda cfg: cfg.disp_sum_bits)),
+    hw_unit="l1bn.hw.bn_unit:L2BNUnit", hw_backward="l1bn.hw.bn_backward:L2BNBackwardUnit",
+    layer1d="torch.nn:BatchNorm1d", layer2d="torch.nn:BatchNorm2d",
+)
+
+
+#: The registry, in report order.
+NORMS: dict[str, NormSpec] = {spec.name: spec for spec in (L1, L2)}
+
+
+def norm_names() -> tuple[str, ...]:
+    """Registered norm names, in report order."""
+    return tuple(NORMS)
+
+
+def norm_spec(name: str) -> NormSpec:
+    """The :class:`NormSpec` of ``name``; ``ValueError`` listing the registered ones otherwise."""
+    if name not in NORMS:
+        raise ValueError(f"norm={name!r} is not allowed; choose one of {', '.join(map(repr, NORMS))}")
+    return NORMS[name]
+
+
+def resolve(path: str):
+    """Import ``"module:attribute"`` (a registry's hardware or layer name) and return the object."""
+    import importlib
+
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
