@@ -50,7 +50,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -541,7 +540,7 @@ def _run_job(kind: str, verilog: str, params: dict, workdir: str) -> dict:
 
 
 def run_jobs(jobs: list[Job], *, workdir, max_workers: int | None = None, console=None,
-             use_cache: bool = True, description: str = "synthesis") -> list[dict]:
+             use_cache: bool = True, description: str = "synthesis", executor=None) -> list[dict]:
     """Run ``jobs`` (cache first, then in parallel worker processes); results in order.
 
     Each result is the step's dict plus ``"cached": bool``. The cached JSON is exactly the result of
@@ -553,6 +552,10 @@ def run_jobs(jobs: list[Job], *, workdir, max_workers: int | None = None, consol
     the first and then read its result. Worker processes run in their own process group: an
     interrupt (Ctrl-C) kills them and their simulators at once (finished steps stay cached), and
     a worker whose parent dies kills itself.
+
+    ``executor`` (an :class:`l1bn.sim.executors.Executor`, e.g. a ``DaskExecutor``) runs the steps
+    instead of ``max_workers`` local processes; without a shared file system the workers run each
+    step in a scratch folder and this process writes the cache.
     """
     workdir = Path(workdir).resolve()
     results: list[dict | None] = [None] * len(jobs)
@@ -568,7 +571,7 @@ def run_jobs(jobs: list[Job], *, workdir, max_workers: int | None = None, consol
             first[j.key] = i
             todo.append(i)
     if todo:
-        _run_todo(jobs, todo, results, workdir, max_workers, console, description, use_cache)
+        _run_todo(jobs, todo, results, workdir, max_workers, console, description, use_cache, executor)
     for i, k in dups:
         results[i] = dict(results[k])
     return results
@@ -634,37 +637,10 @@ def _cached_or_run(kind: str, verilog: str, params: dict, workdir: str, cache_pa
         return json.loads(text), False
 
 
-def _worker_main() -> None:
-    """Entry of a worker process: one request (JSON on stdin), its answer in a result file."""
-    # started with start_new_session: its own process group, which the parent kills as a whole
-    req = json.loads(sys.stdin.read())
-    parent = req["parent"]
-
-    def watch():   # the parent died (kill -9): take the whole group down
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        os.killpg(0, signal.SIGKILL)
-
-    threading.Thread(target=watch, daemon=True).start()
-    try:
-        res, cached = _cached_or_run(req["kind"], req["verilog"], req["params"], req["workdir"],
-                                     req["cache_path"], req["use_cache"])
-        answer = {"result": res, "cached": cached}
-    except Exception as e:  # reported by the parent as one error
-        answer = {"error": f"{type(e).__name__}: {e}"}
-    _write_atomic(Path(req["answer"]), json.dumps(answer))
-
-
-def _kill_group(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
-def _run_todo(jobs, todo, results, workdir, max_workers, console, description, use_cache):
+def _run_todo(jobs, todo, results, workdir, max_workers, console, description, use_cache, executor=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .executors import call_in_scratch, make_executor, run_tasks
 
     max_workers = max(1, min(max_workers or os.cpu_count() or 1, len(todo)))
     cache_dir().mkdir(parents=True, exist_ok=True)
@@ -685,42 +661,30 @@ def _run_todo(jobs, todo, results, workdir, max_workers, console, description, u
             results[i] = {**res, "cached": cached}
             prog.update(task, advance=1, last=f"{jobs[i].name} {jobs[i].kind}")
 
-        if max_workers == 1:
-            for i in todo:
-                done(i, *_cached_or_run(*args(i)))
-            return
-        # worker processes (the yowasp tools run inside the calling process): each is a fresh
-        # interpreter started with subprocess, so nothing but the request is shared with it
-        queue = list(todo)
-        running = {}   # i -> (Popen, answer path)
-        tmp = Path(tempfile.mkdtemp(prefix="l1bn-jobs-"))
+        def remote_done(i, res):   # no shared files: this process writes the cache entry
+            text = json.dumps(res, indent=1, sort_keys=True)
+            _write_atomic(jobs[i].cache_path, text)
+            done(i, json.loads(text), False)
+
+        def failed(i, e):
+            raise RuntimeError(f"{jobs[i].name} {jobs[i].kind}: {type(e).__name__}: {e}") from e
+
+        # l1bn.sim.executors: this process (1 worker), local worker processes (each in its own
+        # process group, killed at once on an error or Ctrl-C), or a Dask cluster (executor=)
+        ex = executor or make_executor(max_workers)
         try:
-            while queue or running:
-                while queue and len(running) < max_workers:
-                    i = queue.pop(0)
-                    kind, verilog, params, w, cpath, uc = args(i)
-                    answer = tmp / f"{i}.json"
-                    req = {"parent": os.getpid(), "kind": kind, "verilog": verilog, "params": params,
-                           "workdir": w, "cache_path": cpath, "use_cache": uc, "answer": str(answer)}
-                    proc = subprocess.Popen([sys.executable, "-c", "from l1bn.sim.flow import _worker_main; "
-                                             "_worker_main()"], stdin=subprocess.PIPE, start_new_session=True)
-                    running[i] = (proc, answer)
-                    proc.stdin.write(json.dumps(req, default=list).encode())
-                    proc.stdin.close()
-                time.sleep(0.05)
-                for i, (proc, answer) in list(running.items()):
-                    if proc.poll() is None:
-                        continue
-                    del running[i]
-                    ans = _read_cache(answer)
-                    if ans is None or "error" in ans:
-                        msg = ans["error"] if ans else f"worker exited with status {proc.returncode}"
-                        raise RuntimeError(f"{jobs[i].name} {jobs[i].kind}: {msg}")
-                    done(i, ans["result"], ans["cached"])
-        finally:
-            for proc, _ in running.values():   # interrupt or error: no worker outlives this call
-                _kill_group(proc)
-            shutil.rmtree(tmp, ignore_errors=True)
+            if ex.shared_fs:
+                run_tasks(ex, {i: (_cached_or_run, args(i)) for i in todo}, on_done=lambda i, r: done(i, *r),
+                          on_error=failed)
+            else:
+                run_tasks(ex, {i: (call_in_scratch, (_run_job, *args(i)[:3])) for i in todo},
+                          on_done=remote_done, on_error=failed)
+        except BaseException:
+            if executor is None:
+                ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        if executor is None:
+            ex.shutdown()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,365 @@
+"""Where flow steps run: one ``concurrent.futures``-style interface, three executors.
+
+:func:`make_executor` returns one of
+
+:class:`InlineExecutor`
+    the calling process, one background thread (``workers=1`` for ``l1bn report`` and the
+    single-design helpers of :mod:`l1bn.sim.flow`: no process start-up, no pickling);
+:class:`LocalExecutor`
+    a pool of ``workers`` spawned processes on this machine (``--workers N``; the yowasp tools are
+    WebAssembly and run inside the calling process, so parallelism needs processes; spawn, not
+    fork, because a forked child would share the parent's WebAssembly runtime state);
+:class:`DaskExecutor`
+    a ``dask.distributed.Client`` connected to a scheduler (``--scheduler tcp://HOST:PORT``). The
+    workers need only the l1bn package (same version) and its tools installed; every argument and
+    result travels through the scheduler, so no shared file system is assumed.
+
+Each has ``submit(fn, *args) -> concurrent.futures.Future``, ``shutdown()``, and three things a
+long sweep needs beyond ``concurrent.futures``: :meth:`Executor.running` (tasks running now, for
+the progress bar), :meth:`Executor.lost` (did this exception mean the *worker* died rather than
+the task failed? then the caller submits the task again; a broken local pool is replaced) and
+:meth:`Executor.info` (what ran it, for ``run.json``).
+
+Every task runs through :func:`call`, which holds a per-process lock: the flow's tool wrappers
+change the process's working directory and redirect file descriptor 2 while a tool runs, so two
+tasks in one process (a Dask worker started with ``--nthreads 2``) must not overlap. Start Dask
+workers with ``--nthreads 1`` and one process per core (``--nworkers N``) to use every core.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections import deque
+
+__all__ = ["Executor", "InlineExecutor", "LocalExecutor", "DaskExecutor", "make_executor", "call",
+           "call_in_scratch", "run_tasks"]
+
+_TOOL_LOCK = threading.Lock()
+
+
+def call(fn, /, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` in this process, one task at a time (see the module docstring)."""
+    with _TOOL_LOCK:
+        return fn(*args, **kwargs)
+
+
+def call_in_scratch(fn, /, *args, **kwargs):
+    """``fn(*args, workdir=SCRATCH, **kwargs)``, SCRATCH a fresh folder on the worker's local disk,
+    removed afterwards. Submit it (``executor.submit(call_in_scratch, fn, ...)``) for executors
+    without a shared file system: the client's paths mean nothing on a remote worker, and the
+    tool outputs that matter travel back in the result."""
+    scratch = tempfile.mkdtemp(prefix="l1bn-task-")
+    try:
+        return fn(*args, workdir=scratch, **kwargs)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+class Executor:
+    """The interface every executor offers (see the module docstring).
+
+    Attributes
+    ----------
+    kind : str
+        ``"inline"``, ``"local"`` or ``"dask"``.
+    shared_fs : bool
+        Whether tasks see the client's files (True for inline and local).
+    """
+
+    kind = "?"
+    shared_fs = True
+    #: tasks the driver keeps submitted at once (None: all; the engine queues them)
+    capacity: int | None = None
+
+    @property
+    def workers(self) -> int:
+        """Tasks that can run at once."""
+        raise NotImplementedError
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        raise NotImplementedError
+
+    def running(self, futures) -> int:
+        """How many of ``futures`` are running now (an estimate where the engine cannot tell)."""
+        pending = sum(1 for f in futures if not f.done())
+        return min(pending, self.workers)
+
+    def lost(self, exc: BaseException) -> bool:
+        """True if ``exc`` (raised by a future) means the worker was lost, not that the task failed;
+        the caller then submits the task again."""
+        return False
+
+    def info(self) -> dict:
+        """Facts for ``run.json``: kind, workers, address, hosts."""
+        return {"kind": self.kind, "workers": self.workers}
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown(wait=exc[0] is None, cancel_futures=exc[0] is not None)
+        return False
+
+
+class InlineExecutor(Executor):
+    """The calling process and thread: ``submit`` runs the task at once and returns a finished
+    future (so Ctrl-C reaches the tool directly, as a plain call would)."""
+
+    kind = "inline"
+    capacity = 1
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        fut = cf.Future()
+        fut.set_running_or_notify_cancel()
+        try:
+            fut.set_result(call(fn, *args, **kwargs))
+        except Exception as e:  # a task's failure travels in its future, as in a pool
+            fut.set_exception(e)
+        return fut
+
+    def running(self, futures) -> int:
+        return 0
+
+    def info(self) -> dict:
+        return {"kind": self.kind, "workers": 1, "hosts": [socket.gethostname()]}
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _worker_init(parent: int) -> None:
+    """Start of a local worker process: its own session (a Ctrl-C on the terminal reaches only the
+    client, which then kills the worker's whole process group, simulators included), and a watch
+    that takes the group down if the client dies without doing so (kill -9)."""
+    os.setsid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="l1bn-parent-watch").start()
+
+
+class LocalExecutor(Executor):
+    """``workers`` spawned processes on this machine, each in its own process group.
+
+    Shut down after an error or an interrupt (``with`` block left by an exception, or
+    ``shutdown(cancel_futures=True)``), every worker's process group is killed at once. A pool
+    broken by a dying process is replaced, and :meth:`lost` tells the caller to submit the lost
+    tasks again.
+    """
+
+    kind = "local"
+
+    def __init__(self, workers: int):
+        from l1bn.spec.config import check_int
+
+        check_int("workers", workers, 1, 1024)
+        self._n = workers
+        self.capacity = 2 * workers   # one queued task per worker: no idle gap between tasks
+        self._pool = self._new_pool()
+        self.restarts = 0
+
+    def _new_pool(self):
+        return cf.ProcessPoolExecutor(max_workers=self._n, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_worker_init, initargs=(os.getpid(),))
+
+    @property
+    def workers(self) -> int:
+        return self._n
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        return self._pool.submit(call, fn, *args, **kwargs)
+
+    def running(self, futures) -> int:
+        # the pool marks a task running when it enters the call queue (up to workers + 1)
+        return min(sum(1 for f in futures if f.running()), self._n)
+
+    def lost(self, exc: BaseException) -> bool:
+        from concurrent.futures.process import BrokenProcessPool
+
+        if not isinstance(exc, BrokenProcessPool):
+            return False
+        if getattr(self._pool, "_broken", False):
+            self._kill(self._pool)
+            self._pool = self._new_pool()
+            self.restarts += 1
+        return True
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the pool's live workers."""
+        return [p.pid for p in list((self._pool._processes or {}).values()) if p.is_alive()]
+
+    @staticmethod
+    def _kill(pool) -> None:
+        for p in list((pool._processes or {}).values()):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)   # the worker and its simulators
+            except (ProcessLookupError, PermissionError):
+                pass
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def info(self) -> dict:
+        return {"kind": self.kind, "workers": self._n, "hosts": [socket.gethostname()],
+                "pool_restarts": self.restarts}
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures or not wait:
+            self._kill(self._pool)
+        else:
+            self._pool.shutdown(wait=True)
+
+
+class DaskExecutor(Executor):
+    """Tasks on a Dask cluster through ``dask.distributed.Client(address)``.
+
+    Parameters
+    ----------
+    address : str
+        The scheduler, e.g. ``tcp://10.0.0.5:8786``; or pass ``client=`` an existing client.
+    timeout : float
+        Seconds to wait for the scheduler (and for at least one worker) before giving up with a
+        ``ValueError`` naming the address.
+
+    A task on a worker that dies is moved to another worker by the scheduler itself; a task that
+    was on ``distributed.scheduler.allowed-failures`` + 1 dying workers fails with
+    ``KilledWorker``, which :meth:`lost` reports so that the caller may submit it once more.
+    """
+
+    kind = "dask"
+    shared_fs = False
+
+    def __init__(self, address: str | None = None, *, client=None, timeout: float = 30.0):
+        try:
+            from distributed import Client
+        except ModuleNotFoundError as e:  # pragma: no cover - the dist extra is installed in dev
+            raise ValueError("--scheduler needs dask.distributed: pip install 'l1bn[dist]'") from e
+        self._own = client is None
+        if client is None:
+            if not isinstance(address, str) or "://" not in address:
+                raise ValueError(f"scheduler={address!r} must be an address like tcp://HOST:PORT")
+            try:
+                client = Client(address, timeout=timeout, set_as_default=False)
+            except (OSError, TimeoutError) as e:
+                raise ValueError(f"scheduler={address!r}: cannot connect ({type(e).__name__}: {e})") from None
+        self.client = client
+        self.address = client.scheduler.address
+        t0 = time.monotonic()
+        while not self._nthreads():
+            if time.monotonic() - t0 > timeout:
+                self.shutdown()
+                raise ValueError(f"scheduler={self.address!r} has no workers after {timeout:.0f} s; "
+                                 "start some with: dask worker ADDRESS --nthreads 1 --nworkers N")
+            time.sleep(0.2)
+        self._cf = client.get_executor(pure=False)
+        self._futures: dict[cf.Future, object] = {}
+
+    def _nthreads(self) -> int:
+        return sum(w.get("nthreads", 1) for w in self.client.scheduler_info(n_workers=-1)["workers"].values())
+
+    @property
+    def workers(self) -> int:
+        return max(1, self._nthreads())
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        return self._cf.submit(call, fn, *args, **kwargs)
+
+    def running(self, futures) -> int:
+        pending = sum(1 for f in futures if not f.done())
+        try:
+            busy = sum(len(v) for v in self.client.processing().values())
+        except Exception:  # noqa: BLE001 - a display estimate only; the scheduler may be restarting
+            busy = self.workers
+        return min(pending, busy, self.workers)
+
+    def lost(self, exc: BaseException) -> bool:
+        from distributed import KilledWorker
+
+        return isinstance(exc, KilledWorker | cf.CancelledError)
+
+    def info(self) -> dict:
+        ws = self.client.scheduler_info(n_workers=-1)["workers"]
+        hosts = sorted({w.get("host", "?") for w in ws.values()})
+        return {"kind": self.kind, "address": self.address, "workers": self.workers,
+                "worker_processes": len(ws), "hosts": hosts}
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if getattr(self, "_cf", None) is not None:
+            self._cf.shutdown(wait=wait and not cancel_futures)
+            self._cf = None
+        if self._own and self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+def run_tasks(executor: Executor, tasks: dict, *, on_done, on_error=None, on_tick=None,
+              max_resubmits: int = 3, tick: float = 0.5) -> dict:
+    """Run ``tasks`` (``{key: (fn, args)}``, in that order) on ``executor``.
+
+    ``on_done(key, result)`` is called in the caller's thread as each task finishes;
+    ``on_error(key, exc)`` when a task raised (without it the exception propagates, and the
+    caller's ``with executor`` block kills the rest). A task whose *worker* was lost
+    (:meth:`Executor.lost`) is submitted again, at most ``max_resubmits`` times, so every task
+    reports exactly once. ``on_tick(running)`` is called at least every ``tick`` seconds.
+    Returns ``{"resubmitted": n}``.
+    """
+    queue = deque(tasks)
+    inflight: dict[cf.Future, object] = {}
+    tries = dict.fromkeys(tasks, 0)
+    resubmitted = 0
+    cap = executor.capacity or max(1, len(tasks))
+    while queue or inflight:
+        while queue and len(inflight) < cap:
+            key = queue.popleft()
+            fn, args = tasks[key]
+            inflight[executor.submit(fn, *args)] = key
+        if on_tick is not None:
+            on_tick(executor.running(list(inflight)))
+        done, _ = cf.wait(list(inflight), timeout=tick, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            key = inflight.pop(fut)
+            exc = cf.CancelledError() if fut.cancelled() else fut.exception()
+            if exc is None:
+                on_done(key, fut.result())
+            elif executor.lost(exc) and tries[key] < max_resubmits:
+                tries[key] += 1
+                resubmitted += 1
+                queue.appendleft(key)
+            elif on_error is None:
+                raise exc
+            else:
+                on_error(key, exc)
+    if on_tick is not None:
+        on_tick(0)
+    return {"resubmitted": resubmitted}
+
+
+def make_executor(workers: int | None = None, scheduler: str | None = None) -> Executor:
+    """The executor for ``--workers N`` / ``--scheduler ADDR``.
+
+    ``scheduler`` wins; else ``workers`` (default: every core) local processes, or the calling
+    process alone when ``workers == 1``.
+    """
+    if scheduler:
+        return DaskExecutor(scheduler)
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers == 1:
+        return InlineExecutor()
+    return LocalExecutor(workers)
