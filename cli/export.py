@@ -20,8 +20,14 @@ __all__ = ["export", "infer", "infer_export"]
 @click.option("--mult-bits", default=16, show_default=True,
               help="Signed width of the folded-BN per-channel multipliers (2..32).")
 @click.option("--force", is_flag=True, help="Replace an existing export folder.")
-def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool):
+@click.option("--format", "fmt", type=click.Choice(["l1bn", "qonnx"]), default="l1bn", show_default=True,
+              help="l1bn: export folder for the hardware; qonnx: one QONNX .onnx file (docs/interop.md).")
+def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool, fmt: str = "l1bn"):
     """Export a trained run to integer weights, folded BN constants and $readmemh memories."""
+    if fmt == "qonnx":  # the whole QONNX branch lives in cli/import_cmd.py
+        from l1bn.cli.import_cmd import export_qonnx_cli
+
+        return export_qonnx_cli(run_dir, out_dir, mult_bits=mult_bits, force=force)
     from l1bn.sw.export import export_run, load_export
 
     path = export_run(run_dir, out_dir, rows=rows, mult_bits=mult_bits, force=force)

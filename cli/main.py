@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("l1bn.cli.train", "train", "Quantization-aware training on the digits data."),
     "export": ("l1bn.cli.export", "export", "Export a trained run to integer weights for the hardware."),
     "infer": ("l1bn.cli.export", "infer", "Run the integer reference on an export."),
+    "import": ("l1bn.cli.import_cmd", "import_", "Import a QONNX model (Brevitas, FINN) as an export."),
     "verilog": ("l1bn.cli.verilog", "verilog", "Generate Verilog for a design."),
     "sim": ("l1bn.cli.sim", "sim", "Simulate a design or an exported network with cocotb."),
     "report": ("l1bn.cli.report", "report", "Area, Fmax, latency and energy: L1-BN against L2-BN."),
