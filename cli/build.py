@@ -212,9 +212,9 @@ def _print_result(res: dict, echo=click.echo):
 @click.option("--images", type=int, default=8, show_default=True, help="test images in the on-chip ROM")
 @click.option("--mode", type=click.Choice(["continuous", "button"]), default="continuous", show_default=True,
               help="classify the images one after another (0.5 s each), or one per press of button 0")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--out", "out_dir", type=str, default=None,
               help="output folder (default build/board-BOARD)")
-@click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed")
+@click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed, 0..2**31-1")
 @click.option("--no-abc9", "noabc9", is_flag=True, help="synthesize with synth_ecp5 -noabc9")
 def build(export_dir, board, clock_mhz, images, mode, out_dir, seed, noabc9):
     """Build a bitstream of the accelerator for EXPORT_DIR on an ECP5 board (yowasp tools).
@@ -223,16 +223,21 @@ def build(export_dir, board, clock_mhz, images, mode, out_dir, seed, noabc9):
     Exits with status 1 when timing is not met at the requested clock.
     """
     from l1bn.hw.board import ecp5_pll_params
+    from l1bn.spec.config import check_int
     from l1bn.sw.export import load_export
+    from l1bn.sw.outdir import check_output_dir
 
     platform = board_platform(board)               # a bad name fails before anything is loaded
+    check_int("seed", seed, 0, 2**31 - 1)
+    check_int("images", images, 1, 100000)   # against the export's image count below, before building
+    out = check_output_dir(out_dir if out_dir is not None else Path("build") / f"board-{board}",
+                           inputs=[export_dir], must_be_new=False)
     if clock_mhz is not None and not 1 <= clock_mhz <= 400:
         raise ValueError(f"--clock {clock_mhz} is out of range; allowed 1..400 MHz")
     _tool_env()
     f_osc = platform.default_clk_frequency / 1e6
     if clock_mhz is not None and abs(clock_mhz - f_osc) > 1e-6:
         ecp5_pll_params(f_osc, clock_mhz)           # an unreachable clock fails before elaboration
-    out = out_dir or Path("build") / f"board-{board}"
     exported = load_export(export_dir)
     top = make_top(exported, images=images, clock_mhz=clock_mhz, continuous=mode == "continuous")
     click.echo(f"board      {board}: {platform.device} {platform.package} speed {platform.speed}, "

@@ -55,7 +55,7 @@ def _train(out: Path, *, qcfg, epochs: int, seed: int, console) -> dict:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(desc, total=None, loss=float("nan"))
-        _, metrics = train_run(config, out, progress=lambda s, t, loss: bar.update(
+        _, metrics = train_run(config, out, force=True, progress=lambda s, t, loss: bar.update(
             task, completed=s, total=t, loss=loss))
     console.print(f"{desc}: test accuracy {100 * metrics['test_accuracy']:.2f} % "
                   f"({metrics['time_s']:.1f} s) -> {out}")
@@ -71,10 +71,15 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
     check_int("epochs", epochs, 1, 1000)
     check_int("bits", bits, 2, 8)
     check_choice("simulator", simulator, ("icarus", "verilator"))
+    check_int("seed", seed, 0, 2**63 - 1)
     if images is not None:
-        check_int("images", images, 1, 100000)
+        from l1bn.sw.data import test_split
+
+        check_int("images", images, 1, len(test_split()[1]))   # the test split, known before training
+    from l1bn.sw.outdir import check_output_dir, write_text_atomic
+
+    out = check_output_dir(out, must_be_new=False)   # the demo's own folder: rerunning replaces its parts
     console = console or Console()
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     steps = _Steps(console, 5 + int(sim) + int(area))
     summary: dict = {"run": str(out), "epochs": epochs, "seed": seed, "bits": bits}
@@ -130,8 +135,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
 
             cfg = BNConfig(norm=norm, width=8, channels=16, n=64, lanes=2)
             unit = (L1BNUnit if norm == "l1" else L2BNUnit)(cfg)
-            path = vdir / f"{norm}bn.v"
-            path.write_text(to_verilog(unit, f"{norm}bn"))
+            path = write_text_atomic(vdir / f"{norm}bn.v", to_verilog(unit, f"{norm}bn"))
             console.print(f"{norm.upper()}-BN unit (width 8, 16 channels, n 64, 2 lanes): {path}")
         summary["verilog"] = str(vdir)
 
@@ -156,7 +160,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
             summary.update(lut=a["lut"], ff=a["ff"], dsp=a["dsp"], bram=a.get("bram"), fmax_mhz=a["fmax_mhz"])
 
     summary["step_seconds"] = steps.times
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     _print_summary(summary, console)
     return summary
 
@@ -191,8 +195,8 @@ def _print_summary(s: dict, console):
 
 
 @click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
-              show_default=True, help="Run folder for every artifact.")
+@click.option("--out", type=str, default="runs/demo", show_default=True,
+              help="Run folder for every artifact (a rerun replaces them).")
 @click.option("--epochs", default=20, show_default=True, help="Training epochs of both CNNs.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--bits", default=4, show_default=True, help="Weight and activation bits of the QAT CNN.")

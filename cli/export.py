@@ -13,7 +13,7 @@ __all__ = ["export", "infer", "infer_export"]
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+@click.option("--out", "out_dir", required=True, type=str,
               help="Export folder to create (manifest.json, .npy, .hex).")
 @click.option("--rows", default=4, show_default=True,
               help="Height of the MAC array the weight .hex words are packed for (1..64).")
@@ -28,8 +28,14 @@ def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool,
         from l1bn.cli.import_cmd import export_qonnx_cli
 
         return export_qonnx_cli(run_dir, out_dir, mult_bits=mult_bits, force=force)
+    from l1bn.spec.config import check_int
     from l1bn.sw.export import export_run, load_export
+    from l1bn.sw.outdir import check_output_dir
 
+    check_int("rows", rows, 1, 64)
+    check_int("mult_bits", mult_bits, 2, 32)
+    # --force replaces the output, never the run it reads nor a folder that holds it
+    check_output_dir(out_dir, inputs=[run_dir], force=force)
     path = export_run(run_dir, out_dir, rows=rows, mult_bits=mult_bits, force=force)
     e = load_export(path)  # what we wrote must load: validates the manifest end to end
     click.echo(f"exported {run_dir} -> {path}  ({len(e.manifest['tensors'])} tensors, schema "
@@ -47,13 +53,21 @@ def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool,
                    f"{str(layer.relu):>5}")
 
 
-def infer_export(export_dir, *, threads: int | None = 1) -> dict:
-    """Run the integer reference on the test split stored in an export; return the figures."""
-    import torch
+MAX_THREADS = 256  # torch crashes (segfault) on absurd thread counts
 
+
+def infer_export(export_dir, *, threads: int | None = 1) -> dict:
+    """Run the integer reference on the test split stored in an export; return the figures.
+
+    ``threads``: torch threads for the timed run, 1..256, or 0 / None for torch's default.
+    """
+    import torch
+    from l1bn.spec.config import check_int
     from l1bn.sw.export import ExportError, load_export
     from l1bn.sw.netrun import run_net
 
+    if threads is not None:
+        check_int("threads", threads, 0, MAX_THREADS)
     e = load_export(export_dir)
     x, labels, qat = e.test_inputs, e.test_labels, e.qat_logits
     if x is None or labels is None:
@@ -84,7 +98,8 @@ def infer_export(export_dir, *, threads: int | None = 1) -> dict:
 @click.command("infer")
 @click.argument("export_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-@click.option("--threads", default=1, show_default=True, help="torch threads for the timed run (0 = torch default).")
+@click.option("--threads", default=1, show_default=True,
+              help=f"torch threads for the timed run, 1..{MAX_THREADS} (0 = torch default).")
 def infer(export_dir: Path, as_json: bool, threads: int):
     """Run the integer reference on the export's digits test split: accuracy, agreement with QAT, time."""
     r = infer_export(export_dir, threads=threads)

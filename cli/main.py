@@ -82,14 +82,20 @@ def main(argv=None):
     """Entry point: runs the CLI and turns user errors into one line and exit status 2."""
     from l1bn.sim.tools import ToolError
 
-    user_errors = (L1BNError, ValueError, ToolError, FileNotFoundError)
+    # OSError: a path the user named is a file, a folder, missing or not writable
+    user_errors = (L1BNError, ValueError, ToolError, OSError)
     try:
         cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # a bad option or value: one line too, with where to look
+        where = e.ctx.command_path if e.ctx is not None else "l1bn"
+        msg = " ".join(e.format_message().split())
+        click.echo(f"error: {msg} (see `{where} --help`)", err=True)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

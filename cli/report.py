@@ -33,7 +33,8 @@ def parse_widths(text: str) -> tuple[int, ...]:
 @click.option("--no-stages", is_flag=True, help="Skip the stage-by-stage syntheses.")
 @click.option("--no-backward", is_flag=True, help="Skip the backward units.")
 @click.option("--jobs", type=int, default=None, help="Worker processes (default: all cores).")
-@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Output folder.")
+@click.option("--out", "out", type=str, required=True,
+              help="Output folder (reused: a rerun, or a second report at the same time, is safe).")
 def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out):
     """Area, Fmax, latency and energy: L1-BN against L2-BN.
 
@@ -43,9 +44,10 @@ def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out
     under build/flow-cache, so a rerun is fast.
     """
     import os
-    from pathlib import Path
 
+    from l1bn.sim.runner import default_build_root
     from l1bn.spec.config import check_int
+    from l1bn.sw.outdir import check_output_dir, check_path_is_creatable
     from rich.console import Console
 
     ws = parse_widths(widths)
@@ -56,6 +58,8 @@ def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out
     check_int("channels", channels, 1, 16)
     if jobs is not None:
         check_int("jobs", jobs, 1, 64)
+    outp = check_output_dir(out, must_be_new=False)
+    check_path_is_creatable(default_build_root() / "flow-cache", option="build folder ($L1BN_BUILD_DIR)")
     # validate every configuration before any tool runs
     from l1bn.sim.report import backward_config, build_report, forward_config, write_report
 
@@ -65,7 +69,6 @@ def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out
             if not no_backward:
                 backward_config(norm, w, n=n, channels=channels)
     console = Console(stderr=True)
-    outp = Path(out)
     rep, run = build_report(widths=ws, n=n, lanes=lanes, channels=channels, pnr=not no_pnr,
                             jobs=jobs or os.cpu_count(), workdir=outp / "flow", console=console,
                             backward=not no_backward, stages=not no_stages)

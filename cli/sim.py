@@ -1,15 +1,136 @@
-"""``l1bn sim DESIGN ...``: run a design's cocotb bench through the simulator helper."""
+"""``l1bn sim DESIGN ...``: run a design's cocotb bench (``l1bn.sim.sim_*``) and print the result.
+
+The options that build a config are generated from its dataclass fields, as in ``l1bn verilog``
+(:mod:`l1bn.cli.options`); every option is checked before anything is generated or simulated.
+"""
+
+from __future__ import annotations
 
 import click
-from l1bn.cli.main import LazyGroup
+from l1bn.cli.options import config_options
+from l1bn.cli.verilog import bn_config, mac_config
+from l1bn.spec.config import BNConfig, MACConfig
 
-SIM_COMMANDS = {
-    "net": ("l1bn.sim.sim_net", "net_cmd", "Classify test images on the simulated accelerator."),
-    "bn": ("l1bn.sim.sim_bn", "bn_cmd", "Check an L1-/L2-BN unit against the integer reference."),
-    "mac": ("l1bn.sim.sim_mac", "mac_cmd", "Check a MAC array against the integer reference."),
-}
+__all__ = ["sim"]
+
+_SIMULATORS = click.Choice(["icarus", "verilator"])
 
 
-@click.group("sim", cls=LazyGroup, commands=SIM_COMMANDS)
+@click.group("sim")
 def sim():
     """Simulate a design or an exported network with cocotb."""
+
+
+@sim.command("bn", short_help="Check an L1-/L2-BN unit against the integer reference.")
+@config_options(BNConfig)
+@click.option("--source", type=click.Choice(["random", "real"]), default="random", show_default=True,
+              help="Uniform random x, or real pre-BN activations of the trained digits CNN.")
+@click.option("--gaps", default=0, show_default=True, help="Percent idle input / not-ready output cycles, 0..99.")
+@click.option("--seed", default=0, show_default=True, help="Random seed, >= 0.")
+@click.option("--simulator", type=_SIMULATORS, default="icarus", show_default=True)
+def bn_cmd(source, gaps, seed, simulator, **opts):
+    """Stream a batch through an L1-/L2-BN unit and compare y and the statistics with the reference."""
+    from l1bn.sim.sim_bn import random_batch, simulate_bn
+    from l1bn.sim.verilog_bn import describe
+    from l1bn.spec.config import check_int
+
+    check_int("gaps", gaps, 0, 99)
+    check_int("seed", seed, 0, 2**31 - 2)
+    cfg = bn_config(None, opts)
+    norm = cfg.norm
+    x, gamma, beta = random_batch(cfg, seed=seed, source=source)
+    r = simulate_bn(cfg, x, gamma, beta, simulator=simulator, gaps=gaps, seed=seed + 1, raise_on_fail=False)
+    click.echo(f"{norm.upper()}-BN unit, width={cfg.width} out_width={cfg.out_width}, {cfg.channels} channel(s) "
+               f"x n={cfg.n}, lanes={cfg.lanes}, {source} x, gaps {gaps}%, {simulator}")
+    for line in describe(cfg):
+        click.echo(line)
+    click.echo(f"y: {r['outputs']} of {r['expected_outputs']} outputs, {r['mismatches']} mismatches; "
+               f"stats: {r['stats_seen']} channel(s) seen, {r['stats_mismatches']} mismatches")
+    for b in r["first"][:10]:
+        click.echo(f"  {b}")
+    same = "matches" if r["cycles"] == r["formula"] else ("differs (gaps/backpressure)" if gaps else "DIFFERS")
+    click.echo(f"cycles {r['cycles']} (first input beat to last output beat); formula {r['formula']}: {same}")
+    click.echo(f"throughput: input {r['in_rate']:.3f}, output {r['out_rate']:.3f} elements/cycle "
+               f"(peak {cfg.lanes})")
+    if r["mismatches"] or r["stats_mismatches"] or not r["passed"]:
+        raise click.ClickException(f"{r['mismatches']} y mismatches, {r['stats_mismatches']} stats mismatches")
+
+
+@sim.command("mac", short_help="Check a MAC array against the integer reference.")
+@config_options(MACConfig)
+@click.option("--tiles", default=8, show_default=True, help="Random tiles to stream, 1..1000.")
+@click.option("--tile-k", type=int, default=None, help="Reduction length per tile, 1..k (default: --k).")
+@click.option("--gaps", default=0, show_default=True, help="Percent idle input cycles, 0..99.")
+@click.option("--out-gaps", default=0, show_default=True, help="Percent not-ready output cycles, 0..99.")
+@click.option("--extremes", is_flag=True, help="Operands at the min/max of their ranges only.")
+@click.option("--seed", default=0, show_default=True, help="Random seed, >= 0.")
+@click.option("--simulator", type=_SIMULATORS, default="icarus", show_default=True)
+def mac_cmd(tiles, tile_k, gaps, out_gaps, extremes, seed, simulator, **opts):
+    """Stream random tiles through the MAC array and compare with the integer reference."""
+    from l1bn.sim.sim_mac import random_tiles, simulate_mac
+    from l1bn.spec.config import check_int
+
+    cfg = mac_config(opts)
+    check_int("tiles", tiles, 1, 1000)
+    kk = cfg.k if tile_k is None else check_int("tile_k", tile_k, 1, cfg.k)
+    check_int("gaps", gaps, 0, 99)
+    check_int("out_gaps", out_gaps, 0, 99)
+    check_int("seed", seed, 0, 2**31 - 2)
+    data = random_tiles(cfg, tiles, kk, seed=seed, extremes=extremes)
+    r = simulate_mac(cfg, data, simulator=simulator, gaps=gaps, out_gaps=out_gaps, seed=seed + 1,
+                     raise_on_fail=False)
+    click.echo(f"MAC array {cfg.rows}x{cfg.cols}, w{cfg.wbits}{'s' if cfg.signed_w else 'u'} "
+               f"a{cfg.abits}{'s' if cfg.signed_a else 'u'}, acc {cfg.acc_bits} bits"
+               + (f", requant shift={cfg.shift} out_bits={cfg.out_bits} relu={cfg.relu}" if cfg.requant else "")
+               + f", {simulator}")
+    click.echo(f"tiles {tiles} x K={kk}: {r['outputs']} outputs, {r['mismatches']} mismatches")
+    for b in r["first"][:10]:
+        click.echo(f"  tile {b['tile']} y[{b['row']}][{b['col']}] = {b['got']}, expected {b['expected']}")
+    click.echo(f"cycles {r['cycles']} (first input to last output), input stalls {r['input_stalls']}")
+    if "formula_cycles" in r:
+        same = "matches" if r["cycles"] == r["formula_cycles"] else "differs (gaps/backpressure)"
+        click.echo(f"formula {r['formula_cycles']} cycles: {same}")
+    if "period" in r:
+        click.echo(f"cycles per tile: measured {r['period']:.2f}, formula max(K, rows+1) = "
+                   f"{r['formula_period']}; utilization {100 * r['utilization']:.1f}%")
+    if r["mismatches"] or not r["passed"]:
+        raise click.ClickException(f"{r['mismatches']} mismatches")
+
+
+@sim.command("net", short_help="Classify test images on the simulated accelerator.")
+@click.argument("export_dir", type=str)
+@click.option("--simulator", type=click.Choice(["verilator", "icarus"]), default="verilator", show_default=True)
+@click.option("--images", type=int, default=None, help="Classify only the first K test images (default: all).")
+@click.option("--cols", type=int, default=None, help="MAC array columns (output positions in parallel); default 8.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
+def net_cmd(export_dir, simulator, images, cols, as_json):
+    """Classify the export's test images on the simulated accelerator; compare every logit with
+    the integer reference."""
+    import json
+    import time
+
+    from l1bn.sim.sim_net import simulate_net
+
+    t0 = time.perf_counter()
+    r = simulate_net(export_dir, simulator=simulator, images=images, progress=not as_json, cols=cols)
+    r["wall_s"] = time.perf_counter() - t0
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in r.items() if k != "first"}, sort_keys=True))
+    else:
+        acc = "-" if r["hw_accuracy"] is None else f"{100 * r['hw_accuracy']:.2f} %"
+        ref = "-" if r["ref_accuracy"] is None else f"{100 * r['ref_accuracy']:.2f} %"
+        click.echo(f"export              {export_dir}")
+        click.echo(f"simulator           {simulator} ({r['rows']}x{r['cols']} MAC array)")
+        click.echo(f"images              {r['images']}")
+        click.echo(f"hardware accuracy   {acc}  (integer reference {ref})")
+        click.echo(f"logit mismatches    {r['mismatches']} of {r['images']} images")
+        click.echo(f"cycles per image    {r['cycles_per_image']}  (formula {r['formula_cycles']}, "
+                   f"latency {r['latency_cycles'][0] if len(r['latency_cycles']) == 1 else r['latency_cycles']})")
+        click.echo(f"simulation speed    {r['images_per_s']:.1f} images/s  "
+                   f"({r['sim_s']:.1f} s simulating, {r['build_s']:.1f} s building)")
+        for b in r["first"][:5]:
+            click.echo(f"  image {b['image']}: logits {b['got']} argmax {b['argmax']}, "
+                       f"reference {b['expected']} argmax {b['expected_argmax']}")
+    if r["mismatches"] or not r["passed"]:
+        raise click.ClickException(f"{r['mismatches']} of {r['images']} images differ from the integer reference"
+                                   if r["mismatches"] else "the cycle count differs from the formula")

@@ -21,15 +21,27 @@ __all__ = ["train"]
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Run folder to write.")
-def train(model, norm, wbits, abits, use_float, quantize_bn, epochs, seed, lr, batch_size, device, out):
+@click.option("--out", "out", type=str, required=True, help="Run folder to write.")
+@click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@click.pass_context
+def train(ctx, model, norm, wbits, abits, use_float, quantize_bn, epochs, seed, lr, batch_size, device, out,
+          force):
     """Train MODEL with NORM on the digits data; write OUT/model.pt and OUT/metrics.json."""
+    from l1bn.sw.outdir import check_output_dir
+    from l1bn.sw.quant import QuantConfig
+    from l1bn.sw.train import check_device, run_config, train_run
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from l1bn.sw.quant import QuantConfig
-    from l1bn.sw.train import check_device, run_config, train_run
-
+    # every argument is checked before training starts
+    given = {p for p in ("wbits", "abits", "quantize_bn")
+             if ctx.get_parameter_source(p) is not click.core.ParameterSource.DEFAULT}
+    if use_float and given:
+        raise ValueError(f"--float trains without quantization; it contradicts "
+                         f"{', '.join('--' + p.replace('_', '-') for p in sorted(given))}")
+    if norm == "none" and quantize_bn:
+        raise ValueError("--quantize-bn needs a BN layer; it contradicts --norm none")
+    out = check_output_dir(out, force=force)
     qcfg = None if use_float else QuantConfig(wbits=wbits, abits=abits, quantize_bn=quantize_bn)
     config = run_config(model=model, norm=norm, qcfg=qcfg, epochs=epochs, seed=seed, lr=lr,
                         batch_size=batch_size, device=device)
@@ -44,7 +56,7 @@ def train(model, norm, wbits, abits, use_float, quantize_bn, epochs, seed, lr, b
         def progress(step, total, loss):
             bar.update(task, completed=step, total=total, loss=loss)
 
-        _, metrics = train_run(config, out, progress=progress)
+        _, metrics = train_run(config, out, progress=progress, force=force)
     summary = {k: metrics[k] for k in ("test_accuracy", "train_accuracy", "test_loss", "time_s")}
     summary["final_train_loss"] = metrics["train_loss"][-1]
     click.echo(f"wrote {out}/model.pt and {out}/metrics.json")

@@ -1,21 +1,196 @@
 """``l1bn verilog DESIGN ...``: write synthesizable Verilog for one design.
 
-Each design's subcommand lives in its own module (imported only when used).
+The options of ``l1bn``, ``l2bn``, ``l1bn-bwd``, ``l2bn-bwd`` and ``mac`` are generated from the
+fields of ``BNConfig``, ``BNBackwardConfig`` and ``MACConfig`` (:mod:`l1bn.cli.options`): same
+names, defaults and ranges. The Verilog itself comes from library functions in ``l1bn.sim``.
 """
 
+from __future__ import annotations
+
 import click
-from l1bn.cli.main import LazyGroup
+from l1bn.cli.options import config_from_options, config_options
+from l1bn.spec.config import BNBackwardConfig, BNConfig, MACConfig
 
-VERILOG_COMMANDS = {
-    "l1bn": ("l1bn.sim.verilog_bn", "l1bn_cmd", "Training-mode L1-BN unit (sign/abs datapath)."),
-    "l2bn": ("l1bn.sim.verilog_bn", "l2bn_cmd", "Training-mode L2-BN baseline unit (square/sqrt)."),
-    "l1bn-bwd": ("l1bn.sim.verilog_bwd", "l1bn_bwd_cmd", "L1-BN backward unit (sign-based gradient)."),
-    "l2bn-bwd": ("l1bn.sim.verilog_bwd", "l2bn_bwd_cmd", "L2-BN backward baseline unit."),
-    "mac": ("l1bn.sim.verilog_mac", "mac_cmd", "Low-bit fixed-point MAC array."),
-    "net": ("l1bn.sim.verilog_net", "net_cmd", "The accelerator for an exported network, with memory files."),
-}
+__all__ = ["verilog", "bn_config", "bwd_config", "mac_config", "check_mac_size", "MAX_MAC_ARRAY",
+           "BWD_BN_FIELDS"]
+
+# The largest MAC array the command line offers. MACConfig allows 64 x 64, but an 8-bit 64 x 64
+# array is ~450k lines of Verilog (minutes to generate) that Icarus does not finish simulating in
+# 10 minutes; every size up to this one generates in seconds and simulates in minutes.
+MAX_MAC_ARRAY = 16
+
+# the forward fields a backward unit uses (the rest of BNConfig does not change its hardware)
+BWD_BN_FIELDS = ("width", "n", "channels", "frac", "recip_bits")
 
 
-@click.group("verilog", cls=LazyGroup, commands=VERILOG_COMMANDS)
+def _output_option(f):
+    return click.option("-o", "--output", type=str, required=True, help="Verilog file to write.")(f)
+
+
+def _write(output: str, text: str):
+    from l1bn.sw.outdir import write_text_atomic
+
+    return write_text_atomic(output, text)
+
+
+def _check_output(output: str):
+    from l1bn.sw.outdir import check_output_file
+
+    return check_output_file(output)
+
+
+def bn_config(norm: str | None, opts: dict) -> BNConfig:
+    """The forward config from the generated options (``norm`` fixed, or from ``--norm``)."""
+    fixed = {"norm": norm} if norm else {}
+    return config_from_options(BNConfig, opts, exclude=tuple(fixed), **fixed)
+
+
+def bwd_config(norm: str, opts: dict) -> BNBackwardConfig:
+    """The backward config from the generated options."""
+    bn = config_from_options(BNConfig, opts, include=BWD_BN_FIELDS, norm=norm)
+    return config_from_options(BNBackwardConfig, opts, exclude=("bn",), bn=bn)
+
+
+def check_mac_size(cfg: MACConfig) -> MACConfig:
+    """Refuse arrays larger than :data:`MAX_MAC_ARRAY` (see there) and contradictory flags."""
+    from l1bn.spec.config import check_int
+
+    check_int("rows", cfg.rows, 1, MAX_MAC_ARRAY)
+    check_int("cols", cfg.cols, 1, MAX_MAC_ARRAY)
+    if not cfg.requant and (cfg.shift or cfg.relu):
+        raise ValueError("--shift/--relu need --requant")
+    return cfg
+
+
+def mac_config(opts: dict) -> MACConfig:
+    """The MAC config from the generated options (size limited to :data:`MAX_MAC_ARRAY`)."""
+    return check_mac_size(config_from_options(MACConfig, opts))
+
+
+@click.group("verilog")
 def verilog():
     """Generate Verilog for a design."""
+
+
+def _bn_command(norm: str):
+    unit = "L1BNUnit" if norm == "l1" else "L2BNUnit"
+
+    @verilog.command(f"{norm}bn")
+    @config_options(BNConfig, exclude=("norm",))
+    @_output_option
+    def cmd(output, **opts):
+        from l1bn.sim.verilog_bn import bn_verilog, describe
+
+        cfg = bn_config(norm, opts)
+        _check_output(output)
+        text = bn_verilog(cfg)
+        path = _write(output, text)
+        click.echo(f"wrote {path} ({len(text.splitlines())} lines): {unit}, width={cfg.width}, "
+                   f"out_width={cfg.out_width}, channels={cfg.channels}, n={cfg.n}, lanes={cfg.lanes}")
+        for line in describe(cfg):
+            click.echo(line)
+
+    cmd.__doc__ = (f"{'L1' if norm == 'l1' else 'L2'}-BN training-mode forward unit ({unit}) as Verilog: "
+                   "x stream in, y stream and per-channel statistics out; gamma/beta ports.")
+    cmd.short_help = ("Training-mode L1-BN unit (sign/abs datapath)." if norm == "l1" else
+                      "Training-mode L2-BN baseline unit (square/sqrt).")
+    return cmd
+
+
+def _bwd_command(norm: str):
+    unit = "L1BNBackwardUnit" if norm == "l1" else "L2BNBackwardUnit"
+
+    def sign_in_option(f):   # L1 only: the L2 unit's pass 2 needs x
+        if norm != "l1":
+            return f
+        return click.option("--sign-in", is_flag=True, default=False,
+                            help="Take sign(d_i) as a 1-bit input field 'neg' (from the forward) "
+                                 "instead of a comparator; x is then not read in pass 2.")(f)
+
+    @verilog.command(f"{norm}bn-bwd")
+    @config_options(BNConfig, include=BWD_BN_FIELDS)
+    @config_options(BNBackwardConfig, exclude=("bn",))
+    @_output_option
+    @sign_in_option
+    def cmd(output, sign_in=False, **opts):
+        from l1bn.hw.bn_backward import backward_latency_cycles, stored_state_bits
+        from l1bn.sim.verilog_bwd import bwd_verilog
+
+        cfg = bwd_config(norm, opts)
+        _check_output(output)
+        text = bwd_verilog(cfg, sign_in=sign_in)
+        path = _write(output, text)
+        b = cfg.bn
+        bits = stored_state_bits(cfg)
+        click.echo(f"wrote {path} ({len(text.splitlines())} lines): {unit}, width={b.width}, n={b.n}, "
+                   f"channels={b.channels}, grad_width={cfg.grad_width}" + (", sign_in" if sign_in else ""))
+        if sign_in:
+            click.echo(f"input beat {b.width + cfg.grad_width + 1} bits (x[{b.width}], dy[{cfg.grad_width}], "
+                       "neg[1]): x read in pass 1 only (don't care in pass 2), neg in both passes")
+        click.echo(f"latency {backward_latency_cycles(cfg)} cycles per batch (no stalls); "
+                   f"stored state {bits[norm]} bits/element; pass 2 needs {bits[norm + '_pass2']} bit(s)/element")
+
+    cmd.__doc__ = (f"{'L1' if norm == 'l1' else 'L2'}-BN backward unit ({unit}) as Verilog: "
+                   "dx stream, dgamma and dbeta per channel.")
+    cmd.short_help = ("L1-BN backward unit (sign-based gradient)." if norm == "l1" else
+                      "L2-BN backward baseline unit.")
+    return cmd
+
+
+for _norm in ("l1", "l2"):
+    _bn_command(_norm)
+    _bwd_command(_norm)
+
+
+@verilog.command("mac", short_help="Low-bit fixed-point MAC array.")
+@config_options(MACConfig)
+@_output_option
+def mac_cmd(output, **opts):
+    """Low-bit MAC array (broadcast outer-product, streamed K-steps) as Verilog.
+
+    rows and cols are limited to 16 here (MAX_MAC_ARRAY): larger arrays cannot be checked by
+    simulation in minutes."""
+    from l1bn.hw.mac_array import PIPELINE_CYCLES, in_layout, out_layout
+    from l1bn.sim.verilog_mac import mac_verilog
+
+    cfg = mac_config(opts)
+    _check_output(output)
+    text = mac_verilog(cfg)
+    path = _write(output, text)
+    click.echo(f"wrote {path} ({len(text.splitlines())} lines): MACArray {cfg.rows}x{cfg.cols}, "
+               f"wbits={cfg.wbits} abits={cfg.abits}, product {cfg.product_bits} bits, accumulator "
+               f"{cfg.acc_bits} bits"
+               + (f", requant shift={cfg.shift} out_bits={cfg.out_bits} relu={cfg.relu}" if cfg.requant else ""))
+    click.echo(f"in beat {in_layout(cfg).size} bits (w[{cfg.rows}], a[{cfg.cols}], last); out beat "
+               f"{out_layout(cfg).size} bits (y[{cfg.cols}] x {cfg.result_bits} bits, last)")
+    click.echo(f"cycles per tile max(K, {cfg.rows + 1}); first result row {PIPELINE_CYCLES} cycles after the "
+               "last K-step")
+
+
+@verilog.command("net", short_help="The accelerator for an exported network, with memory files.")
+@click.argument("export_dir", type=str)
+@click.option("-o", "--output", "out_dir", type=str, required=True,
+              help="Folder for the Verilog, the .hex memory images and schedule.json.")
+@click.option("--cols", type=int, default=None, help="MAC array columns (output positions in parallel); default 8.")
+def net_cmd(export_dir, out_dir, cols):
+    """The accelerator for an exported network as Verilog, with its memory files."""
+    import json
+    from pathlib import Path
+
+    from l1bn.sim.verilog_net import write_net_verilog
+
+    files = write_net_verilog(export_dir, out_dir, cols=cols)
+    s = json.loads((Path(out_dir) / "schedule.json").read_text())
+    v = files[0]
+    click.echo(f"wrote {v} ({len(v.read_text().splitlines())} lines) and {len(files) - 2} .hex files, "
+               f"schedule.json in {out_dir}")
+    i = s["interface"]
+    click.echo(f"MAC array {s['rows']}x{s['cols']} (w{s['mac']['wbits']} a{s['mac']['abits']} unsigned, "
+               f"accumulator {s['mac_acc_bits']} bits); in: {i['pixels']} pixels x {i['in_bits']} bits; "
+               f"out: {i['classes']} logits x {i['logit_bits']} bits + argmax")
+    click.echo(f"{'layer':8} {'K':>5} {'T':>3} {'G':>3} {'tiles':>5} {'MACs':>7} {'cycles':>7}")
+    for lay in s["layers"]:
+        click.echo(f"{lay['name']:8} {lay['K']:5d} {lay['T']:3d} {lay['G']:3d} {lay['tiles']:5d} "
+                   f"{lay['macs']:7d} {lay['cycles']:7d}")
+    click.echo(f"cycles per image {s['cycles_per_image']} = {i['pixels']} pixels + 1 output beat + layers; "
+               f"latency {s['latency']}")

@@ -1,4 +1,4 @@
-"""``l1bn sim net``: classify test images on the simulated accelerator, image by image against the
+"""Classify test images on the simulated accelerator, image by image against the
 integer reference.
 
 :func:`simulate_net` is the Python entry point (``make demo``, the tests and ``bench/net_sim.py``
@@ -9,14 +9,10 @@ starts, so a tampered export stops with one ``error:`` line and nothing is built
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
-import time
 from pathlib import Path
 
-import click
-
-__all__ = ["simulate_net", "net_cmd"]
+__all__ = ["simulate_net"]
 
 
 def _prepare(export_dir, cols: int):
@@ -65,7 +61,13 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
         build), ``sim_s``, ``build_s``, ``simulator``, ``passed``.
     """
     from l1bn.hw.accelerator import DEFAULT_COLS
-    from l1bn.sim.runner import SIMULATORS, SimulationError, default_build_root, run_bench
+    from l1bn.sim.runner import (
+        SIMULATORS,
+        SimulationError,
+        default_build_root,
+        run_bench,
+        stream_ports,
+    )
     from l1bn.spec.config import check_choice, check_int
 
     check_choice("simulator", simulator, SIMULATORS)
@@ -81,16 +83,16 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
     build_dir = Path(build_dir).resolve()
     prog = build_dir / "net_progress.txt"
     prog.unlink(missing_ok=True)
-    env = {"L1BN_EXPORT": str(Path(export_dir).resolve()), "L1BN_IMAGES": str(n),
-           "L1BN_NET_IFACE": json.dumps(iface), "L1BN_PROGRESS": str(prog), "COCOTB_LOG_LEVEL": "WARNING"}
+    data = {"export": str(Path(export_dir).resolve()), "images": n, "progress": str(prog),
+            "cycles_per_image": iface["cycles_per_image"], "latency": iface["latency"]}
 
     box: dict = {}
 
     def work():
         try:
-            box["r"], box["res"] = run_bench(verilog, name="net", toplevel="accelerator",
-                                             test_module="l1bn.sim.benches.net_tb", build_dir=build_dir,
-                                             simulator=simulator, extra_env=env, raise_on_fail=False)
+            box["r"], box["res"] = run_bench(verilog, name="net", build_dir=build_dir, ports=stream_ports(acc),
+                                             simulator=simulator, data=data, raise_on_fail=False,
+                                             extra_env={"COCOTB_LOG_LEVEL": "WARNING"})
         except BaseException as ex:  # re-raised in the caller's thread
             box["err"] = ex
 
@@ -142,36 +144,3 @@ def _poll(th, prog: Path, n: int, simulator: str, console):
         except (OSError, ValueError, IndexError):
             pass
 
-
-@click.command("net")
-@click.argument("export_dir", type=click.Path(path_type=Path))
-@click.option("--simulator", type=click.Choice(["verilator", "icarus"]), default="verilator", show_default=True)
-@click.option("--images", type=int, default=None, help="Classify only the first K test images (default: all).")
-@click.option("--cols", type=int, default=None, help="MAC array columns (output positions in parallel); default 8.")
-@click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
-def net_cmd(export_dir, simulator, images, cols, as_json):
-    """Classify the export's test images on the simulated accelerator; compare every logit with
-    the integer reference."""
-    t0 = time.perf_counter()
-    r = simulate_net(export_dir, simulator=simulator, images=images, progress=not as_json, cols=cols)
-    r["wall_s"] = time.perf_counter() - t0
-    if as_json:
-        click.echo(json.dumps({k: v for k, v in r.items() if k != "first"}, sort_keys=True))
-    else:
-        acc = "-" if r["hw_accuracy"] is None else f"{100 * r['hw_accuracy']:.2f} %"
-        ref = "-" if r["ref_accuracy"] is None else f"{100 * r['ref_accuracy']:.2f} %"
-        click.echo(f"export              {export_dir}")
-        click.echo(f"simulator           {simulator} ({r['rows']}x{r['cols']} MAC array)")
-        click.echo(f"images              {r['images']}")
-        click.echo(f"hardware accuracy   {acc}  (integer reference {ref})")
-        click.echo(f"logit mismatches    {r['mismatches']} of {r['images']} images")
-        click.echo(f"cycles per image    {r['cycles_per_image']}  (formula {r['formula_cycles']}, "
-                   f"latency {r['latency_cycles'][0] if len(r['latency_cycles']) == 1 else r['latency_cycles']})")
-        click.echo(f"simulation speed    {r['images_per_s']:.1f} images/s  "
-                   f"({r['sim_s']:.1f} s simulating, {r['build_s']:.1f} s building)")
-        for b in r["first"][:5]:
-            click.echo(f"  image {b['image']}: logits {b['got']} argmax {b['argmax']}, "
-                       f"reference {b['expected']} argmax {b['expected_argmax']}")
-    if r["mismatches"] or not r["passed"]:
-        raise click.ClickException(f"{r['mismatches']} of {r['images']} images differ from the integer reference"
-                                   if r["mismatches"] else "the cycle count differs from the formula")

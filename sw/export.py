@@ -19,27 +19,36 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-
-from .netrun import LAYER_TYPES, IntLayer, IntNet
 from l1bn.spec.reference.core import int_range
 from l1bn.spec.reference.infer_bn import FoldedBN
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "ExportError", "ExportedNet", "write_export", "load_export",
+from .netrun import LAYER_TYPES, IntLayer, IntNet
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "ExportError", "manifest_digest", "ExportedNet", "write_export", "load_export",
            "export_run", "net_from_spec", "encode_hex_weights", "decode_hex_weights",
            "encode_hex_column", "decode_hex_column", "DEFAULT_HEX_ROWS"]
 
 SCHEMA = "l1bn.export"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: manifest_sha256 covers the whole manifest
 DEFAULT_HEX_ROWS = 4  # MACConfig's default array height
 _MANIFEST = "manifest.json"
+_DIGEST = "manifest_sha256"
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no spaces) without ``manifest_sha256``.
+
+    The manifest holds every tensor's sha256, so this one digest covers the whole export: each
+    number that decides the arithmetic (shapes, bit widths, exponents, shifts, which tensor a layer
+    uses) and, through the tensor checksums, every stored value.
+    """
+    body = {k: v for k, v in manifest.items() if k != _DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 class ExportError(ValueError):
@@ -210,18 +219,17 @@ def write_export(net: IntNet, out_dir, *, source: dict | None = None, extra: dic
                  rows: int = DEFAULT_HEX_ROWS, force: bool = False) -> Path:
     """Write ``net`` (and ``extra`` tensors: name -> (tensor, bits or None, signed)) as an export.
 
-    Writes into a temporary folder beside ``out_dir`` and renames it into place. An existing
-    ``out_dir`` is replaced only with ``force`` (or when it is empty).
+    Writes into a temporary folder beside ``out_dir`` and moves it into place in one step
+    (:func:`l1bn.sw.outdir.staged_dir`): an interrupted export leaves the old folder or none. An
+    existing ``out_dir`` is replaced only with ``force`` (or when it is empty).
     """
     from l1bn.spec.config import check_int
 
+    from .outdir import check_output_dir, staged_dir
+
     check_int("rows", rows, 1, 64)
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ValueError(f"{out} exists and is not empty; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    out = check_output_dir(out_dir, force=force)
+    with staged_dir(out) as tmp:
         w = _Writer(tmp)
         layers = [_layer_manifest(layer, w, rows) for layer in net.layers]
         for name, (t, bits, signed, role) in (extra or {}).items():
@@ -233,18 +241,8 @@ def write_export(net: IntNet, out_dir, *, source: dict | None = None, extra: dic
                     "output": {"shape": list(net.out_shape), "kind": "accumulator",
                                "exp": net.layers[-1].out_exp},
                     "hex_rows": rows, "layers": layers, "tensors": w.tensors}
-        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        manifest[_DIGEST] = manifest_digest(manifest)
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")   # last: marks it complete
     return out
 
 
@@ -428,7 +426,62 @@ def load_export(export_dir) -> ExportedNet:
         shape, exp = out_shape, out_exp
     net = IntNet(in_shape=in_shape, in_bits=in_bits, in_exp=inp["exp"], in_signed=in_signed,
                  layers=tuple(layers))
+    _check_derived(m, entries, net)
+    want = m.get(_DIGEST)
+    if not isinstance(want, str):
+        raise ExportError(f"{mpath}: {_DIGEST} is missing (not written by this l1bn); re-export the run")
+    if manifest_digest(m) != want:
+        raise ExportError(f"{mpath}: the manifest does not match its {_DIGEST} (edited or corrupted); "
+                          "re-export the run")
     return ExportedNet(path=root, manifest=m, net=net, tensors=tensors)
+
+
+def _check_derived(m: dict, entries: dict, net: IntNet) -> None:
+    """Every manifest number that restates another (or follows from the tensors) must agree."""
+    def same(what, field_, got, want):
+        if got != want:
+            raise ExportError(f"{what}: {field_}={got!r} disagrees with {want!r} implied by the tensors "
+                              "and the other fields")
+
+    rows = m.get("hex_rows")
+    for ld, layer in zip(m["layers"], net.layers, strict=True):
+        what = f"layer {layer.name}"
+        same(what, "k", ld.get("k"), layer.k)
+        same(what, "acc_bits", ld.get("acc_bits"), layer.acc_bits)
+        same(what, "acc_exp", ld.get("acc_exp"), layer.w_exp + layer.a_exp)
+        if layer.type == "conv2d":
+            same(what, "kernel", ld.get("kernel"), list(layer.weight.shape[2:]))
+        we = entries[ld["weight"]]
+        same(f"tensor {ld['weight']}", "exp", we.get("exp"), layer.w_exp)
+        same(f"tensor {ld['weight']}", "signed", we.get("signed"), True)
+        same(f"tensor {ld['weight']}", "role", we.get("role"), "weight")
+        hx = we["hex"]
+        same(f"tensor {ld['weight']} hex", "rows", hx.get("rows"), rows)
+        same(f"tensor {ld['weight']} hex", "field_bits", hx.get("field_bits"), layer.w_bits)
+        same(f"tensor {ld['weight']} hex", "word_bits", hx.get("word_bits"), layer.w_bits * (rows or 0))
+        if layer.bn is None:
+            same(what, "out_exp", ld.get("out_exp"), layer.w_exp + layer.a_exp)
+            continue
+        bn, bd = layer.bn, ld["bn"]
+        for key, role, exp, bits in (("mult", "bn_mult", bn.shift, bn.mult_bits),
+                                     ("bias", "bn_bias", bn.shift + layer.out_exp, bn.bias_bits)):
+            e = entries[bd[key]]
+            same(f"tensor {bd[key]}", "exp", e.get("exp"), exp)
+            same(f"tensor {bd[key]}", "role", e.get("role"), role)
+            same(f"tensor {bd[key]}", "signed", e.get("signed"), True)
+            same(f"tensor {bd[key]} hex", "word_bits", e["hex"].get("word_bits"), bits)
+    last = net.layers[-1]
+    out = m.get("output")
+    if not isinstance(out, dict):
+        raise ExportError("manifest: field 'output' is missing")
+    same("output", "shape", out.get("shape"), list(last.out_shape))
+    same("output", "exp", out.get("exp"), last.out_exp)
+    same("output", "kind", out.get("kind"), "accumulator")
+    x = entries.get("test.inputs")
+    if x is not None:
+        same("input", "shape", m["input"]["shape"], list(x["shape"][1:]))
+        same("input", "bits", m["input"]["bits"], x.get("bits"))
+        same("input", "signed", m["input"]["signed"], x.get("signed"))
 
 
 # --------------------------------------------------------------------------- from a trained run
@@ -526,8 +579,12 @@ def export_run(run_dir, out_dir, *, rows: int = DEFAULT_HEX_ROWS, mult_bits: int
         raise FileNotFoundError(f"{run}: not a trained run (model.pt is missing); train one with `l1bn train`")
     from l1bn.spec.config import check_int
 
+    from .outdir import check_output_dir
+
     check_int("rows", rows, 1, 64)
     check_int("mult_bits", mult_bits, 2, 32)
+    # before any work: --force replaces the output, never the run it reads (nor a folder holding it)
+    check_output_dir(out_dir, inputs=[run], force=force)
     spec, inp, x_float, labels, model, cfg = _load_trained(run)
     net = net_from_spec(spec, in_shape=inp["shape"], in_bits=inp["bits"], in_exp=inp["exp"],
                         in_signed=inp.get("signed", False), mult_bits=mult_bits)

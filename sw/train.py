@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from l1bn.spec.config import check_choice, check_int
+
 from .data import digits_split
 from .models import MODELS, NORMS, build_model
 from .quant import QuantConfig
@@ -135,13 +135,20 @@ def train_model(config: dict, *, progress: Callable[[int, int, float], None] | N
     return model, metrics
 
 
-def save_run(model: torch.nn.Module, config: dict, metrics: dict, out_dir) -> Path:
-    """Write ``model.pt`` and ``metrics.json`` into ``out_dir`` (created); return the folder."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def save_run(model: torch.nn.Module, config: dict, metrics: dict, out_dir, *, force: bool = False) -> Path:
+    """Write ``model.pt`` and ``metrics.json`` as the run folder ``out_dir``; return the folder.
+
+    The files are written into a temporary folder beside ``out_dir`` that then replaces it in one
+    step, so an interrupted save leaves the old run or none. An existing non-empty ``out_dir`` is
+    replaced only with ``force``.
+    """
+    from .outdir import check_output_dir, staged_dir
+
+    out = check_output_dir(out_dir, force=force)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "config": config, "l1bn_version": _version()}, out / "model.pt")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    with staged_dir(out) as tmp:
+        torch.save({"state_dict": state, "config": config, "l1bn_version": _version()}, tmp / "model.pt")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return out
 
 
@@ -150,18 +157,33 @@ def load_run(run_dir) -> tuple[torch.nn.Module, dict]:
     path = Path(run_dir) / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a trained run (no model.pt); train one with `l1bn train`")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ck, dict) or "state_dict" not in ck or "config" not in ck:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a torch file: one line, not a traceback
+        raise ValueError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else 'truncated?'})") from None
+    if not isinstance(ck, dict) or "state_dict" not in ck or not isinstance(ck.get("config"), dict):
         raise ValueError(f"{path}: not an l1bn checkpoint (needs state_dict and config)")
     config = ck["config"]
-    model = build_model(config["model"], config["norm"], _qcfg_of(config))
-    model.load_state_dict(ck["state_dict"])
+    try:
+        model = build_model(config["model"], config["norm"], _qcfg_of(config))
+        model.load_state_dict(ck["state_dict"])
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise ValueError(f"{path}: the checkpoint does not fit its own config ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else '?'})") from None
     model.eval()
     return model, config
 
 
-def train_run(config: dict, out_dir, *, progress=None) -> tuple[torch.nn.Module, dict]:
-    """:func:`train_model` then :func:`save_run`; returns (model, metrics)."""
+def train_run(config: dict, out_dir, *, progress=None, force: bool = False) -> tuple[torch.nn.Module, dict]:
+    """:func:`train_model` then :func:`save_run`; returns (model, metrics).
+
+    The output folder is checked before training (:func:`l1bn.sw.outdir.check_output_dir`): an
+    existing run is replaced only with ``force``.
+    """
+    from .outdir import check_output_dir
+
+    check_output_dir(out_dir, force=force)
     model, metrics = train_model(config, progress=progress)
-    save_run(model, config, metrics, out_dir)
+    save_run(model, config, metrics, out_dir, force=force)
     return model, metrics

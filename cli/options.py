@@ -1,0 +1,98 @@
+"""Command-line options generated from the fields of a config dataclass (:mod:`l1bn.spec.config`).
+
+Each field of ``BNConfig``, ``MACConfig`` or ``BNBackwardConfig`` becomes one option: the name is
+the field's with ``-`` for ``_``, the default is the field's default, the help text is the field's
+entry in the class docstring (numpy ``Parameters`` section, its range included). So a default or
+a range lives in one place, the dataclass, and a new field appears on the command line by itself.
+
+* ``int`` fields: ``--name N``;
+* ``bool`` fields: a flag pair; a field named ``signed_x`` is spelled ``--signed-x/--unsigned-x``,
+  any other ``--name/--no-name``;
+* ``str`` fields with a ``<NAME>S`` class attribute (``BNConfig.NORMS``): a choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import re
+
+import click
+
+__all__ = ["field_help", "config_options", "config_from_options", "options_of"]
+
+
+def field_help(cls) -> dict[str, str]:
+    """``{field: "description [range]"}`` from the ``Parameters`` section of ``cls.__doc__``."""
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    m = re.search(r"^Parameters\n-+\n(.*?)(?:\n\S[^\n]*\n-+\n|\Z)", doc, re.S | re.M)
+    out: dict[str, str] = {}
+    if not m:
+        return out
+    names, spec, desc = [], "", []
+
+    def flush():
+        rng = spec.split(",", 1)[1].strip() if "," in spec and not spec.startswith("{") else ""
+        text = " ".join(desc).replace("``", "")
+        for n in names:
+            out[n] = f"{text} [{rng}]" if rng else text
+
+    for line in m.group(1).splitlines():
+        if line and not line[0].isspace() and " : " in line:
+            if names:
+                flush()
+            head, spec = line.split(" : ", 1)
+            names, desc = [n.strip() for n in head.split(",")], []
+        elif line.strip():
+            desc.append(line.strip())
+    if names:
+        flush()
+    return out
+
+
+def options_of(cls, *, include=None, exclude=()) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that become options (``include`` keeps that order)."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    names = list(include) if include is not None else [n for n in fields if n not in exclude]
+    return [fields[n] for n in names]
+
+
+def _option(cls, f: dataclasses.Field, helps: dict, prefix: str):
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    help_ = helps.get(f.name, "")
+    dest = prefix + f.name
+    flag = f.name.replace("_", "-")
+    if isinstance(default, bool):
+        if f.name.startswith("signed_"):
+            decl = f"--{flag}/--un{flag}"
+        else:
+            decl = f"--{flag}/--no-{flag}"
+        return click.option(decl, dest, default=default, show_default=True, help=help_)
+    if isinstance(default, int):
+        return click.option(f"--{flag}", dest, type=int, default=default, show_default=True, help=help_)
+    choices = getattr(cls, f.name.upper() + "S", None)
+    if isinstance(default, str) and choices:
+        return click.option(f"--{flag}", dest, type=click.Choice(list(choices)), default=default,
+                            show_default=True, help=help_)
+    raise TypeError(f"{cls.__name__}.{f.name}: no command-line option for a {type(default).__name__} field")
+
+
+def config_options(cls, *, include=None, exclude=(), prefix: str = ""):
+    """Decorator adding one click option per field of ``cls`` (see the module docstring).
+
+    ``prefix`` is put before each parameter name the command receives (not before the option
+    name), so two configs' fields can share a command without clashing.
+    """
+    helps = field_help(cls)
+    opts = [_option(cls, f, helps, prefix) for f in options_of(cls, include=include, exclude=exclude)]
+    return lambda fn: functools.reduce(lambda g, o: o(g), reversed(opts), fn)
+
+
+def config_from_options(cls, opts: dict, *, include=None, exclude=(), prefix: str = "", **fixed):
+    """Build ``cls`` from the options :func:`config_options` added (plus ``fixed`` fields).
+
+    The used keys are removed from ``opts``. Raises ``ValueError`` naming any bad value.
+    """
+    kw = {f.name: opts.pop(prefix + f.name) for f in options_of(cls, include=include, exclude=exclude)}
+    return cls(**kw, **fixed)
