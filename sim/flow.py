@@ -69,7 +69,7 @@ __all__ = ["FLOW_VERSION", "TimingHarness", "ports", "synth_ecp5", "synth_cmos",
 
 FLOW_VERSION = "3"
 # per step, so that a change of one recipe leaves the other steps' cache valid
-_STEP_VERSION = {"ecp5": "2", "cmos": "3", "energy": "3"}
+_STEP_VERSION = {"ecp5": "2", "cmos": "3", "energy": "3", "asic": "1"}  # asic: l1bn.sim.asic
 # ABC's default gate-mapping script ran for over 20 minutes (WebAssembly) on the 16-bit L2
 # backward unit; structural hashing + mapping alone takes ~20 s and is the same for every design
 ABC_SCRIPT = "+strash;map"
@@ -499,8 +499,8 @@ class Job:
     """
 
     def __init__(self, kind: str, component=None, *, name: str, verilog: str | None = None, **params):
-        if kind not in ("ecp5", "cmos", "energy"):
-            raise ValueError(f"kind={kind!r} is unknown; choose one of ecp5, cmos, energy")
+        if kind not in _STEP_VERSION:
+            raise ValueError(f"kind={kind!r} is unknown; choose one of {', '.join(_STEP_VERSION)}")
         self.kind, self.name, self.params = kind, name, params
         if verilog is None:
             if kind == "ecp5":
@@ -528,6 +528,10 @@ def _run_job(kind: str, verilog: str, params: dict, workdir: str) -> dict:
                                      freq_mhz=params.get("freq_mhz", 100), seed=params.get("seed", 1)))
     elif kind == "cmos":
         res = synth_cmos_text(verilog, wd)
+    elif kind == "asic":   # NanGate45 synthesis, OpenSTA, library energy (l1bn.sim.asic)
+        from .asic import run_step
+
+        res = run_step(verilog, params, wd)
     else:
         res = synth_cmos_text(verilog, wd / "gates")
         res["synth_s"] = round(time.perf_counter() - t0, 2)
