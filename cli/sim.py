@@ -110,7 +110,16 @@ def net_cmd(export_dir, simulator, images, cols, as_json):
     import time
 
     from l1bn.sim.sim_net import simulate_net
+    from l1bn.spec.config import check_int
+    from l1bn.sw.export import load_export
 
+    e = load_export(export_dir)   # every argument is checked before the accelerator is generated
+    if e.test_inputs is None:
+        raise ValueError(f"{export_dir}: the export holds no test images (test.inputs)")
+    if images is not None:
+        check_int("images", images, 1, int(e.test_inputs.shape[0]))
+    if cols is not None:
+        check_int("cols", cols, 1, 64)
     t0 = time.perf_counter()
     r = simulate_net(export_dir, simulator=simulator, images=images, progress=not as_json, cols=cols)
     r["wall_s"] = time.perf_counter() - t0
