@@ -43,6 +43,17 @@ def export_qonnx_cli(run_dir: Path, out_path: Path, *, mult_bits: int, force: bo
     _layer_table(net)
     click.echo(f"output {go.name} {dims(go)} = integer logits * 2**-{net.layers[-1].out_exp}")
     click.echo("qonnx cleanup_model + InferShapes + InferDataTypes: ok (the written file is the cleaned model)")
+    if tuple(net.in_shape) == (1, 8, 8):
+        from l1bn.sw.data import test_split
+        from l1bn.sw.qonnx_export import compare_with_reference
+
+        x, y = test_split()
+        r = compare_with_reference(path, net, x, y)
+        click.echo(f"check on the {r['images']} digits test images: qonnx execute_onnx against the integer "
+                   f"reference (l1bn infer)")
+        click.echo(f"  accuracy    qonnx {100 * r['qonnx_accuracy']:.2f} %, integer {100 * r['accuracy']:.2f} %")
+        click.echo(f"  agreement   {100 * r['agreement']:.2f} %  ({r['disagreements']} of {r['images']} predictions "
+                   f"differ); logits x 2**{net.layers[-1].out_exp} equal on every image: {r['logits_equal']}")
 
 
 @click.command("import")

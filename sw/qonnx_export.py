@@ -73,7 +73,7 @@ class _Graph:
                          narrow=0, rounding_mode=rounding)
 
 
-def intnet_to_qonnx(net, *, batch: int = 1, producer: str = "l1bn"):
+def intnet_to_qonnx(net, *, batch: int = 1, bn_dtype: str = "float64", producer: str = "l1bn"):
     """The QONNX ``onnx.ModelProto`` of an integer network (module docstring).
 
     Parameters
@@ -83,6 +83,11 @@ def intnet_to_qonnx(net, *, batch: int = 1, producer: str = "l1bn"):
     batch : int, 1..65536
         Fixed batch size of the graph input (FINN's convention is 1; qonnx's ``ChangeBatchSize``
         changes it).
+    bn_dtype : {"float64", "float32"}
+        Precision of the folded-BN ``Mul``/``Add``. ``float64`` (a ``Cast`` in front) is exact by
+        construction. ``float32`` leaves out the ``Cast`` (an all-float32 graph, as FINN's
+        streamlining expects) and is exact except where ``acc * mult`` rounds in float32 *and* the
+        value is within that rounding of a tie (docs/interop.md has the measured count).
 
     Raises
     ------
@@ -90,10 +95,12 @@ def intnet_to_qonnx(net, *, batch: int = 1, producer: str = "l1bn"):
         A layer whose accumulator is wider than float32 holds exactly (24 bits), or a layer type
         other than conv2d / linear.
     """
-    from l1bn.spec.config import check_int
+    from l1bn.spec.config import check_choice, check_int
     from onnx import TensorProto, helper
 
     check_int("batch", batch, 1, 65536)
+    check_choice("bn_dtype", bn_dtype, ("float64", "float32"))
+    ftype = np.float64 if bn_dtype == "float64" else np.float32
     g = _Graph()
     x = g.quant("image", "x0", name="in_quant", exp=net.in_exp, bits=net.in_bits, signed=net.in_signed)
     shape = tuple(net.in_shape)
@@ -129,10 +136,16 @@ def intnet_to_qonnx(net, *, batch: int = 1, producer: str = "l1bn"):
             b = bias.astype(np.float64) * 2.0 ** (-bn.shift - layer.out_exp)
             if not bn.relu:
                 b = b + 0.5 * 2.0 ** -layer.out_exp  # FLOOR(v + 1/2) = the requantizer's half up
-            h = g.node("Cast", [acc], f"{nm}.acc64", name=f"{nm}.cast", to=TensorProto.DOUBLE)
-            h = g.node("Mul", [h, g.const(f"{nm}.bn_mul", m.reshape(cshape), np.float64)], f"{nm}.bn_m",
+            if ftype is np.float32 and not (np.array_equal(m.astype(np.float32), m)
+                                            and np.array_equal(b.astype(np.float32), b)):
+                raise ValueError(f"layer {nm}: the folded BN constants are not exact in float32 "
+                                 f"(mult_bits={bn.mult_bits}, bias_bits={bn.bias_bits}); use bn_dtype='float64'")
+            h = acc
+            if ftype is np.float64:
+                h = g.node("Cast", [acc], f"{nm}.acc64", name=f"{nm}.cast", to=TensorProto.DOUBLE)
+            h = g.node("Mul", [h, g.const(f"{nm}.bn_mul", m.reshape(cshape), ftype)], f"{nm}.bn_m",
                        name=f"{nm}.bn_mul")
-            h = g.node("Add", [h, g.const(f"{nm}.bn_add", b.reshape(cshape), np.float64)], f"{nm}.bn",
+            h = g.node("Add", [h, g.const(f"{nm}.bn_add", b.reshape(cshape), ftype)], f"{nm}.bn",
                        name=f"{nm}.bn_add")
             if bn.relu:
                 h = g.node("Relu", [h], f"{nm}.relu", name=f"{nm}.relu")
@@ -169,7 +182,8 @@ def _check_and_clean(model):
     return w.model
 
 
-def write_qonnx(net, out_path, *, batch: int = 1, force: bool = False, clean: bool = True) -> Path:
+def write_qonnx(net, out_path, *, batch: int = 1, bn_dtype: str = "float64", force: bool = False,
+                clean: bool = True) -> Path:
     """Write ``net`` as a QONNX file: into a temporary file beside ``out_path``, renamed into place.
 
     With ``clean`` the written model is the one qonnx's ``cleanup_model`` and ``InferShapes`` return
@@ -183,7 +197,7 @@ def write_qonnx(net, out_path, *, batch: int = 1, force: bool = False, clean: bo
         raise ValueError(f"{out} exists; pass --force to replace it")
     if out.exists() and out.is_dir():
         raise ValueError(f"{out} is a folder; the QONNX export is one .onnx file")
-    model = intnet_to_qonnx(net, batch=batch)
+    model = intnet_to_qonnx(net, batch=batch, bn_dtype=bn_dtype)
     onnx.checker.check_model(model)
     if clean:
         model = _check_and_clean(model)
@@ -218,3 +232,29 @@ def export_run_qonnx(run_dir, out_path, *, mult_bits: int = 16, batch: int = 1, 
     net = net_from_spec(spec, in_shape=inp["shape"], in_bits=inp["bits"], in_exp=inp["exp"],
                         in_signed=inp.get("signed", False), mult_bits=mult_bits)
     return write_qonnx(net, out_path, batch=batch, force=force), net
+
+
+def compare_with_reference(model_path, net, x, labels=None) -> dict:
+    """Run the QONNX file with qonnx's ``execute_onnx`` on float images ``x`` and compare it with the
+    integer reference (:func:`l1bn.sw.netrun.run_net`, what ``l1bn infer`` runs) on the same images.
+
+    Returns ``images``, ``agreement`` (equal predictions), ``disagreements``, ``logits_equal``
+    (qonnx logits * 2**logit_exp == integer logits on every image), ``max_logit_diff`` (in
+    integer logit units), ``qonnx_accuracy`` and ``accuracy`` (with ``labels``).
+    """
+    import torch
+
+    from .netrun import quantize_input, run_net
+    from .qonnx_import import execute_qonnx
+
+    x = torch.as_tensor(x, dtype=torch.float32)
+    q = execute_qonnx(model_path, x.numpy()).astype(np.float64) * 2.0 ** net.layers[-1].out_exp
+    xi = quantize_input(x, bits=net.in_bits, exp=net.in_exp, signed=net.in_signed)
+    ref = np.asarray(run_net(net, xi), dtype=np.float64)
+    qp, rp = q.argmax(1), ref.argmax(1)
+    r = {"images": int(x.shape[0]), "agreement": float((qp == rp).mean()), "disagreements": int((qp != rp).sum()),
+         "logits_equal": bool(np.array_equal(q, ref)), "max_logit_diff": float(np.abs(q - ref).max())}
+    if labels is not None:
+        lab = np.asarray(labels)
+        r.update(qonnx_accuracy=float((qp == lab).mean()), accuracy=float((rp == lab).mean()))
+    return r

@@ -108,6 +108,15 @@ def test_round_trip_random_net_is_exact(tmp_path):
     assert np.array_equal(np.asarray(a), np.asarray(b))
     q = execute_qonnx(path, x.numpy().astype(np.float32) / 16)
     assert np.array_equal(q.astype(np.float64) * _logit_scale(net), np.asarray(a, dtype=np.float64))
+    # the all-float32 variant (no Cast, for FINN) holds the same constants exactly: same integers back
+    p32 = write_qonnx(net, tmp_path / "r32.onnx", bn_dtype="float32")
+    m32 = onnx.load(str(p32))
+    assert "Cast" not in {n.op_type for n in m32.graph.node}
+    assert {numpy_helper.to_array(t).dtype for t in m32.graph.initializer} <= {np.dtype("float32"), np.dtype("int64")}
+    back32, _ = qonnx_to_intnet(load_qonnx(p32))
+    assert np.array_equal(np.asarray(run_net(back32, x)), np.asarray(a))
+    with pytest.raises(ValueError, match="bn_dtype"):
+        intnet_to_qonnx(net, bn_dtype="float16")
 
 
 # ---------------------------------------------------------------- Brevitas -> QONNX -> l1bn
