@@ -18,19 +18,21 @@ a synthesis flow can measure one alone):
 
 from __future__ import annotations
 
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.arith import Pipe, mul_latency, mul_parts, mul_terms, sum_levels
 from l1bn.hw.arith import pick as _pick
-from l1bn.hw.arith import rnd as _rnd
 from l1bn.hw.arith import sat as _sat
 from l1bn.spec.config import BNConfig
-from l1bn.spec.intmath import c_const, div_round_params
+from l1bn.spec.intmath import c_const, div_round_params, range_const
+from l1bn.spec.norms import resolve
 
-__all__ = ["BNUnit", "L1BNUnit", "L2BNUnit", "StatsStage", "DispersionStage", "RecipStage",
+__all__ = ["BNUnit", "L1BNUnit", "L2BNUnit", "RangeBNUnit", "StatsStage", "DispersionStage", "RecipStage",
            "NormalizeStage", "bn_unit_for", "bn_stages", "bn_latency_cycles", "recip_cycles",
-           "channel_overhead_cycles", "stats_layout"]
+           "channel_overhead_cycles", "stats_layout", "stage_cycles", "bn_fill_cycles", "normalize_cuts",
+           "normalize_depth_range", "NORMALIZE_PRIORITY"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,55 +67,178 @@ def _sqrt_steps(cfg) -> int:
     return (cfg.disp_bits + 1) // 2
 
 
+def _mean_params(cfg):
+    lo, hi = -(1 << (cfg.width - 1)) * cfg.n, ((1 << (cfg.width - 1)) - 1) * cfg.n
+    return div_round_params(cfg.n, lo << cfg.frac, hi << cfg.frac)
+
+
+def _s_params(cfg):
+    return div_round_params(cfg.n, 0, (1 << cfg.disp_sum_bits) - 1)
+
+
+def _div_round_operand(v, p):
+    """``(v << 1) + offset``, the operand of the constant multiply."""
+    return v.shift_left(1) + p.offset
+
+
+def _div_round_shape(v_shape, p):
+    return _div_round_operand(Signal(v_shape), p).shape()
+
+
+def _div_round_cycles(v_shape, p) -> int:
+    """Registers of :func:`_div_round_pipe`: the offset add, then the constant multiply."""
+    return 1 + (mul_latency(_div_round_shape(v_shape, p), p.mult) if p.mult != 1 else 0)
+
+
+def _div_round_pipe(pipe, v, p):
+    """``div_round(v, n)`` through :class:`Pipe` registers; the final shift and subtract are
+    combinational (the caller registers them)."""
+    z = pipe.reg(_div_round_operand(v, p), "dr_off")
+    if p.mult != 1:
+        z = pipe.mul(z, p.mult, "dr_mul")
+    return (z >> p.shift) - p.sub if p.sub else z >> p.shift
+
+
+def _sigma_round(cfg) -> int:
+    return 1 << (cfg.c_bits - 1)
+
+
+#: Norms whose sigma is a constant multiply of s (the others take a square root).
+_CONST_SIGMA = ("l1", "range")
+
+
+def _sigma_const(cfg) -> int:
+    """The constant of ``sigma = rnd(s * const, c_bits) + eps``: C (L1) or C(n) (range BN)."""
+    return range_const(cfg.n, cfg.c_bits) if cfg.norm == "range" else c_const(cfg.c_bits)
+
+
+def stage_cycles(cfg: BNConfig) -> dict:
+    """Pipeline latencies of the stages (cycles; see :func:`bn_latency_cycles`).
+
+    ``lane_tree``: registered adder levels over the lanes; ``mean``: registers of mu = div_round
+    after the channel sum; ``disp``: from a dispersion beat at the stage's input to ``done``;
+    ``s``/``sigma``: pipeline registers of s = div_round(D, n) and of sigma = rnd(s*C) (L1).
+    """
+    _check_cfg(cfg)
+    lt = sum_levels(cfg.lanes)
+    op = mul_latency(signed(cfg.dev_bits), signed(cfg.dev_bits)) if cfg.norm == "l2" else 1
+    return {
+        "lane_tree": lt,
+        "stats": 1 + lt + 1 + _div_round_cycles(signed(cfg.sum_bits + cfg.frac), _mean_params(cfg)),
+        "disp": 1 + op + lt + 1,
+        # range BN: s is the range itself, no division by n
+        "s": 0 if cfg.norm == "range" else _div_round_cycles(unsigned(cfg.disp_sum_bits), _s_params(cfg)),
+        "sigma": mul_latency(unsigned(cfg.disp_bits), _sigma_const(cfg), add=_sigma_round(cfg)),
+    }
+
+
 def recip_cycles(cfg: BNConfig) -> int:
     """Cycles of :class:`RecipStage` from ``start`` to ``done`` (and back to idle).
 
-    One cycle latches the dispersion sum, one computes ``s`` (constant divider), then L1: one
-    cycle ``sigma = rnd(s*C) + eps``; L2: ``ceil(disp_bits/2)`` square-root cycles (one result bit
+    One cycle latches the dispersion sum, ``1 + s`` cycles compute ``s`` (the constant divider's
+    pipeline, :func:`stage_cycles`), then L1: ``1 + sigma`` cycles ``sigma = rnd(s*C) + eps``
+    (a pipelined constant multiply); L2: ``ceil(disp_bits/2)`` square-root cycles (one result bit
     each); then ``recip_bits + 1`` divider cycles (one quotient bit each).
     """
-    mid = 1 if cfg.norm == "l1" else _sqrt_steps(cfg)
-    return 2 + mid + cfg.recip_bits + 1
+    sc = stage_cycles(cfg)
+    mid = 1 + sc["sigma"] if cfg.norm in _CONST_SIGMA else _sqrt_steps(cfg)
+    return 2 + sc["s"] + mid + cfg.recip_bits + 1
 
 
 def channel_overhead_cycles(cfg: BNConfig) -> int:
-    """Per-channel cycles the pipeline must hide: full rate needs ``n/lanes >= this``."""
-    return recip_cycles(cfg) + 5
+    """Per-channel cycles the pipeline must hide: full rate needs ``n/lanes >= this``
+    (the reciprocal plus the mean and dispersion pipelines: buffer ``c % 3`` is free again only
+    when channel c has been normalized)."""
+    sc = stage_cycles(cfg)
+    return recip_cycles(cfg) + (1 + sc["stats"]) + (2 + sc["disp"])
 
 
-def bn_latency_cycles(cfg: BNConfig) -> int:
+def normalize_cuts(cfg: BNConfig) -> list[str]:
+    """The register points of :class:`NormalizeStage` in pipeline order (``depth`` of them are
+    used, chosen by :data:`NORMALIZE_PRIORITY`): the read beat ``x``, ``d = (x << frac) - mu``,
+    the partial products of ``d*inv`` and their adder levels (the last is ``xhat``), those of
+    ``gamma*xhat`` (the last is ``gx``), ``+ beta`` and the saturated ``y``."""
+    _check_cfg(cfg)
+    s1 = cfg.recip_bits - cfg.xhat_frac
+    k1 = sum_levels(mul_terms(signed(cfg.dev_bits), unsigned(cfg.inv_bits)) + (1 if s1 > 0 else 0))
+    k2 = sum_levels(mul_terms(signed(cfg.gamma_width), signed(cfg.xhat_bits)) + (1 if cfg.affine_shift > 0 else 0))
+    cuts = ["x", "d", "dinv_p"] + [f"dinv_t{i}" for i in range(k1 - 1)] + (["xhat"] if k1 else [])
+    cuts += ["gx_p"] + [f"gx_t{i}" for i in range(k2 - 1)] + (["gx"] if k2 else []) + ["beta", "y"]
+    return cuts
+
+
+# which registers a shallower normalize pipeline keeps first: depth 2 is the original design
+# (xhat and y), then the DSP outputs, then the DSP inputs, then the adder levels
+NORMALIZE_PRIORITY = ("y", "xhat", "dinv_p", "gx_p", "gx", "d", "x", "beta")
+
+
+def normalize_depth_range(cfg: BNConfig) -> tuple[int, int]:
+    """Smallest and largest ``depth`` of :class:`NormalizeStage` (the default is the largest)."""
+    return 2, len(normalize_cuts(cfg))
+
+
+def _normalize_used(cfg, depth):
+    cuts = normalize_cuts(cfg)
+    order = [c for c in NORMALIZE_PRIORITY if c in cuts] + [c for c in cuts if c not in NORMALIZE_PRIORITY]
+    return set(order[:depth])
+
+
+def _check_depth(cfg, depth):
+    lo, hi = normalize_depth_range(cfg)
+    if depth is None:
+        return hi
+    if not isinstance(depth, int) or isinstance(depth, bool):
+        raise TypeError(f"depth={depth!r} must be an int")
+    if not lo <= depth <= hi:
+        raise ValueError(f"depth={depth} is out of range [{lo}, {hi}] for this config")
+    return depth
+
+
+def bn_latency_cycles(cfg: BNConfig, *, depth: int | None = None) -> int:
     """Cycles from the first accepted input beat to the last output beat of a batch of
     ``cfg.channels`` channels, with input always valid and output always ready (no stalls).
 
-    The schedule as an exact max-plus recurrence (B = n/lanes beats, O = :func:`recip_cycles`;
-    channel c, all times are cycle numbers, the first beat is cycle 0)::
+    ``depth``: the normalize pipeline depth (default: the largest, :func:`normalize_depth_range`).
+
+    The schedule as an exact max-plus recurrence (B = n/lanes beats, O = :func:`recip_cycles`,
+    M = 1 + ``stats`` and D = 2 + ``disp`` of :func:`stage_cycles`; channel c, all times are cycle
+    numbers, the first beat is cycle 0)::
 
         a0[c] = max(al[c-1] + 1, n0[c-3] + 1)    first input beat (buffer c%3 reused after the
         al[c] = a0[c] + B - 1                    normalize pass of c-3 has read ahead of it)
-        d0[c] = max(al[c] + 2, dl[c-1] + 1)      first dispersion read (mu ready 2 cycles later)
+        d0[c] = max(al[c] + M, dl[c-1] + 1)      first dispersion read (mu ready M cycles later)
         dl[c] = d0[c] + B - 1
-        r[c]  = max(dl[c] + 3, r[c-1] + O)       reciprocal start (dispersion sum registered)
+        r[c]  = max(dl[c] + D, r[c-1] + O)       reciprocal start (dispersion sum registered)
         n0[c] = max(r[c] + O + 1, nl[c-1] + 1)   first normalize read (inv registered)
         nl[c] = n0[c] + B - 1
-        latency = nl[channels-1] + 4             (read, xhat, y registers; +1 counts cycle 0)
+        latency = nl[channels-1] + 2 + depth     (read, depth registers; +1 counts cycle 0)
 
-    When ``B >= O + 5`` (:func:`channel_overhead_cycles`) nothing ever waits and this is
-    ``(channels + 2) * B + O + 7``: a new channel every B cycles, ``lanes`` elements per cycle.
+    When ``B >= O + M + D`` (:func:`channel_overhead_cycles`) nothing ever waits and this is
+    ``(channels + 2) * B + O + M + D + depth``: a new channel every B cycles, ``lanes`` elements
+    per cycle (:func:`bn_fill_cycles` is everything but ``(channels + 2) * B``).
     """
     _check_cfg(cfg)
-    b, o = cfg.beats, recip_cycles(cfg)
+    depth = _check_depth(cfg, depth)
+    sc = stage_cycles(cfg)
+    b, o, mw, dw = cfg.beats, recip_cycles(cfg), 1 + sc["stats"], 2 + sc["disp"]
     al = dl = r = nl = -(10 ** 9)
     n0s = []
     for c in range(cfg.channels):
         a0 = max(al + 1, n0s[c - 3] + 1 if c >= 3 else 0)
         al = a0 + b - 1
-        d0 = max(al + 2, dl + 1)
+        d0 = max(al + mw, dl + 1)
         dl = d0 + b - 1
-        r = max(dl + 3, r + o)
+        r = max(dl + dw, r + o)
         n0 = max(r + o + 1, nl + 1)
         nl = n0 + b - 1
         n0s.append(n0)
-    return nl + 4
+    return nl + 2 + depth
+
+
+def bn_fill_cycles(cfg: BNConfig, *, depth: int | None = None) -> int:
+    """The pipeline's fill and drain at full rate: latency = ``(channels + 2) * n/lanes`` plus
+    this, ``channel_overhead_cycles + depth`` (valid when ``n/lanes >= channel_overhead_cycles``)."""
+    return channel_overhead_cycles(cfg) + _check_depth(cfg, depth)
 
 
 def stats_layout(cfg: BNConfig) -> data.StructLayout:
@@ -137,14 +262,18 @@ def _lanes(cfg, shape):
 class StatsStage(wiring.Component):
     """Sum of x over a channel and its mean ``mu = div_round(S << frac, n)``.
 
+    Pipelined: the beat is registered, the lanes are summed by registered adder levels, the running sum is a register,
+    and the constant divider (an add, a constant multiply split for MULT18X18D, a shift) has its
+    own registers; the pipeline runs freely (no enable), so a result follows every channel.
+
     Ports
     -----
     x : In(ArrayLayout(signed(width), lanes)); valid, first, last : In(1)
         One beat of the channel; ``first``/``last`` mark its first and last beat.
-    mu : Out(signed(mean_bits)); sum : Out(signed(sum_bits)); done : Out(1)
-        ``done`` is high for one cycle, the cycle after the ``last`` beat; ``sum`` is registered,
-        ``mu`` is combinational from it (a constant add, a constant multiply and a shift; no
-        divider). Both hold until the next ``last`` beat. A new channel may start at once.
+    mu : Out(signed(mean_bits)); done : Out(1)
+        ``done`` is high for one cycle, ``stage_cycles(cfg)["stats"]`` cycles after the ``last``
+        beat; ``mu`` is valid in that cycle (combinational from the last divider register:
+        a shift and a constant subtract). A new channel may start at once.
     """
 
     def __init__(self, cfg: BNConfig):
@@ -152,21 +281,28 @@ class StatsStage(wiring.Component):
         self.cfg = cfg
         super().__init__({
             "x": In(_lanes(cfg, signed(cfg.width))), "valid": In(1), "first": In(1), "last": In(1),
-            "mu": Out(signed(cfg.mean_bits)), "sum": Out(signed(cfg.sum_bits)), "done": Out(1),
+            "mu": Out(signed(cfg.mean_bits)), "done": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
+        pipe = Pipe(m, prefix="st")
+        sc = stage_cycles(cfg)
+        # the inputs are registered first: the receive handshake ends at a register
+        tree = pipe.add_tree([pipe.reg(self.x[k], "x") for k in range(cfg.lanes)], "lanes")
+        valid, first, last = (pipe.delay(v, 1 + sc["lane_tree"], n) for v, n in
+                              ((self.valid, "v"), (self.first, "f"), (self.last, "l")))
         acc = Signal(signed(cfg.sum_bits))
-        total = Mux(self.first, 0, acc) + _lane_sum(self.x[k] for k in range(cfg.lanes))
-        m.d.sync += self.done.eq(self.valid & self.last)
-        with m.If(self.valid):
-            m.d.sync += acc.eq(total)
-            with m.If(self.last):
-                m.d.sync += self.sum.eq(total)
-        lo, hi = -(1 << (cfg.width - 1)) * cfg.n, ((1 << (cfg.width - 1)) - 1) * cfg.n
-        m.d.comb += self.mu.eq(_div_round(self.sum << cfg.frac, cfg.n, lo << cfg.frac, hi << cfg.frac))
+        total = Signal(signed(cfg.sum_bits))
+        done1 = Signal()
+        m.d.sync += done1.eq(valid & last)
+        with m.If(valid):
+            m.d.sync += acc.eq(Mux(first, 0, acc) + tree)
+        m.d.comb += total.eq(acc)
+        p = _mean_params(cfg)
+        m.d.comb += self.mu.eq(_div_round_pipe(pipe, total.shift_left(cfg.frac), p))
+        m.d.comb += self.done.eq(pipe.delay(done1, _div_round_cycles(signed(cfg.sum_bits + cfg.frac), p), "done"))
         return m
 
 
@@ -174,7 +310,9 @@ class DispersionStage(wiring.Component):
     """The dispersion sum of a channel: ``sum |d|`` (L1) or ``sum d*d`` (L2), d = (x << frac) - mu.
 
     L1 uses a sign/abs datapath (a subtract, a conditional negate, an add): no multiplier. L2 squares
-    every deviation (``lanes`` multipliers of ``dev_bits`` x ``dev_bits``).
+    every deviation (``lanes`` multipliers of ``dev_bits`` x ``dev_bits``, split into MULT18X18D
+    partial products when wider than 18 bits). Pipelined: d, |d| or d*d (products and adder
+    levels), the lane adder levels and the running sum are registers; no enable.
 
     Ports
     -----
@@ -182,8 +320,8 @@ class DispersionStage(wiring.Component):
     mu : In(signed(mean_bits))
         The channel's mean, valid with every beat.
     disp_sum : Out(unsigned(disp_sum_bits)); done : Out(1)
-        Registered: ``done`` is high for one cycle, the cycle after the ``last`` beat, and
-        ``disp_sum`` holds the channel's sum from then until the next ``last`` beat.
+        Registered: ``done`` is high for one cycle, ``stage_cycles(cfg)["disp"]`` cycles after the
+        ``last`` beat, and ``disp_sum`` holds the channel's sum from then until the next one.
     """
 
     def __init__(self, cfg: BNConfig):
@@ -198,32 +336,66 @@ class DispersionStage(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        acc = Signal(unsigned(cfg.disp_sum_bits))
+        pipe = Pipe(m, prefix="dp")
         terms = []
         for k in range(cfg.lanes):
             d = Signal(signed(cfg.dev_bits), name=f"d{k}")
-            m.d.comb += d.eq((self.x[k] << cfg.frac) - self.mu)
+            m.d.sync += d.eq(self.x[k].shift_left(cfg.frac) - self.mu)
             if cfg.norm == "l1":
                 t = Signal(unsigned(cfg.dev_bits), name=f"absd{k}")
-                m.d.comb += t.eq(Mux(d[-1], -d, d))            # sign/abs
+                m.d.sync += t.eq(Mux(d[-1], -d, d))            # sign/abs
+            elif cfg.norm == "range":
+                t = Signal(signed(cfg.dev_bits), name=f"rd{k}")
+                m.d.sync += t.eq(d)                            # max/min need no operator
             else:
                 t = Signal(unsigned(2 * (cfg.dev_bits - 1) + 1), name=f"sqd{k}")
-                m.d.comb += t.eq(d * d)                          # square
+                m.d.comb += t.eq(pipe.mul(d, d, f"sq{k}"))     # square
             terms.append(t)
-        m.d.sync += self.done.eq(self.valid & self.last)
-        with m.If(self.valid):
-            m.d.sync += acc.eq(Mux(self.first, 0, acc) + _lane_sum(terms))
+        sc = stage_cycles(cfg)
+        lat = sc["disp"] - 1 - sc["lane_tree"]      # d and the operator
+        valid, first, last = (pipe.delay(v, lat, n) for v, n in
+                              ((self.valid, "v"), (self.first, "f"), (self.last, "l")))
+        if cfg.norm == "range":
+            return self._range(m, pipe, terms, valid, first, last)
+        tree = pipe.add_tree(terms, "lanes")
+        valid, first, last = (pipe.delay(v, sc["lane_tree"], "t") for v in (valid, first, last))
+        acc = Signal(unsigned(cfg.disp_sum_bits))
+        m.d.sync += self.done.eq(valid & last)
+        with m.If(valid):
+            m.d.sync += acc.eq(Mux(first, 0, acc) + tree)
         m.d.comb += self.disp_sum.eq(acc)
+        return m
+
+    def _range(self, m, pipe, terms, valid, first, last):
+        # Range BN: comparators only. The lanes' max and min (a comparator chain, registered
+        # through the same number of levels as the L1/L2 adder tree, so the stage latency is
+        # shared), then a running max and min; D = max - min.
+        cfg = self.cfg
+        lt = stage_cycles(cfg)["lane_tree"]
+        hi, lo = terms[0], terms[0]
+        for t in terms[1:]:
+            hi, lo = Mux(t > hi, t, hi), Mux(t < lo, t, lo)
+        hi = pipe.delay(hi, lt, "mx") if lt else hi
+        lo = pipe.delay(lo, lt, "mn") if lt else lo
+        valid, first, last = (pipe.delay(v, lt, "t") for v in (valid, first, last))
+        amax, amin = Signal(signed(cfg.dev_bits)), Signal(signed(cfg.dev_bits))
+        m.d.sync += self.done.eq(valid & last)
+        with m.If(valid):
+            m.d.sync += [amax.eq(Mux(first | (hi > amax), hi, amax)),
+                         amin.eq(Mux(first | (lo < amin), lo, amin))]
+        m.d.comb += self.disp_sum.eq(amax - amin)
         return m
 
 
 class RecipStage(wiring.Component):
     """Per-channel scalars from the dispersion sum: ``s``, ``sigma`` and ``inv``.
 
-    ``s = div_round(D, n)`` (constant add, multiply, shift); L1: ``sigma = rnd(s * C, c_bits) +
-    eps`` (a constant multiply); L2: ``sigma = isqrt(s) + eps`` by a restoring square root, one
-    result bit per cycle; both: ``inv = floor(2**recip_bits / sigma)`` by a restoring divider, one
-    quotient bit per cycle (the dividend is a constant power of two).
+    ``s = div_round(D, n)`` (constant add, multiply, shift; pipelined, ``stage_cycles()["s"]``
+    registers); L1: ``sigma = rnd(s * C, c_bits) + eps`` (a pipelined constant multiply);
+    L2: ``sigma = isqrt(s) + eps`` by a restoring square root, one result bit per cycle; both:
+    ``inv = floor(2**recip_bits / sigma)`` by a restoring divider, one quotient bit per cycle (the
+    dividend is a constant power of two). Each square-root and divider step is one subtract whose
+    borrow is the comparison.
 
     Ports
     -----
@@ -247,18 +419,24 @@ class RecipStage(wiring.Component):
         })
 
     def elaborate(self, platform):
-        # A small FSM: LATCH -> MEAN -> (SIGMA | SQRT x k) -> DIV x (R+1) -> IDLE. The square root
-        # and the divider are the textbook restoring algorithms, one bit per cycle, so both
-        # units pay the same divider and differ only in SIGMA against SQRT.
+        # A small FSM: LATCH -> MEAN (wait for the s pipeline) -> (SIGMA (wait for the sigma
+        # pipeline) | SQRT x k) -> DIV x (R+1) -> IDLE. The pipelines run freely from the
+        # registers they read, which hold during the wait.
         m = Module()
         cfg = self.cfg
         r = cfg.recip_bits
+        sc = stage_cycles(cfg)
+        pipe = Pipe(m, prefix="rc")
         dsum = Signal(unsigned(cfg.disp_sum_bits))
+        s_new = dsum if cfg.norm == "range" else _div_round_pipe(pipe, dsum, _s_params(cfg))
+        wait = Signal(range(max(sc["s"], sc["sigma"]) + 1))
         cnt = Signal(range(max(r + 1, _sqrt_steps(cfg)) + 1))
         rem = Signal(unsigned(cfg.sigma_bits + 1))     # divider remainder < sigma, one bit to shift
         q = Signal(unsigned(cfg.inv_bits))
         m.d.sync += self.done.eq(0)
-        if cfg.norm == "l2":
+        if cfg.norm in _CONST_SIGMA:
+            sig_new = pipe.mul(self.s, _sigma_const(cfg), "sig", add=_sigma_round(cfg))
+        else:
             k = _sqrt_steps(cfg)
             v = Signal(unsigned(2 * k))                 # radicand, consumed two bits per step
             root = Signal(unsigned(k))
@@ -266,30 +444,34 @@ class RecipStage(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += dsum.eq(self.disp_sum)
+                    m.d.sync += [dsum.eq(self.disp_sum), wait.eq(sc["s"])]
                     m.next = "MEAN"
             with m.State("MEAN"):
-                s = _div_round(dsum, cfg.n, 0, (1 << cfg.disp_sum_bits) - 1)
-                m.d.sync += self.s.eq(s)
-                if cfg.norm == "l1":
-                    m.next = "SIGMA"
-                else:
-                    m.d.sync += [v.eq(s), root.eq(0), srem.eq(0), cnt.eq(k - 1)]
-                    m.next = "SQRT"
-            if cfg.norm == "l1":
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.d.sync += self.s.eq(s_new)
+                    if cfg.norm in _CONST_SIGMA:
+                        m.d.sync += wait.eq(sc["sigma"])
+                        m.next = "SIGMA"
+                    else:
+                        m.d.sync += [v.eq(s_new), root.eq(0), srem.eq(0), cnt.eq(k - 1)]
+                        m.next = "SQRT"
+            if cfg.norm in _CONST_SIGMA:
                 with m.State("SIGMA"):
-                    m.d.sync += [self.sigma.eq(_rnd(self.s * c_const(cfg.c_bits), cfg.c_bits) + cfg.eps),
-                                 rem.eq(0), q.eq(0), cnt.eq(0)]
-                    m.next = "DIV"
+                    m.d.sync += wait.eq(wait - 1)
+                    with m.If(wait == 0):
+                        m.d.sync += [self.sigma.eq((sig_new >> cfg.c_bits) + cfg.eps),
+                                     rem.eq(0), q.eq(0), cnt.eq(0)]
+                        m.next = "DIV"
             else:
                 with m.State("SQRT"):
-                    trial = Signal(unsigned(k + 2))
                     cur = Signal(unsigned(k + 2))
-                    m.d.comb += [cur.eq((srem << 2) | v[-2:]), trial.eq((root << 2) | 1)]
-                    ge = cur >= trial
+                    diff = Signal(signed(k + 3))
+                    m.d.comb += [cur.eq((srem << 2) | v[-2:]), diff.eq(cur - ((root << 2) | 1))]
+                    ge = ~diff[-1]
                     nroot = Mux(ge, (root << 1) | 1, root << 1)
                     m.d.sync += [
-                        srem.eq(Mux(ge, cur - trial, cur)),
+                        srem.eq(Mux(ge, diff[:k + 2], cur)),
                         root.eq(nroot),
                         v.eq(v << 2),
                         cnt.eq(cnt - 1),
@@ -299,10 +481,12 @@ class RecipStage(wiring.Component):
                         m.next = "DIV"
             with m.State("DIV"):
                 cur = Signal(unsigned(cfg.sigma_bits + 1))
-                m.d.comb += cur.eq((rem << 1) | (cnt == 0))   # the dividend 2**R: one 1, then 0s
-                ge = cur >= self.sigma
+                diff = Signal(signed(cfg.sigma_bits + 2))
+                m.d.comb += [cur.eq((rem << 1) | (cnt == 0)),   # the dividend 2**R: one 1, then 0s
+                             diff.eq(cur - self.sigma)]
+                ge = ~diff[-1]
                 nq = (q << 1) | ge
-                m.d.sync += [rem.eq(Mux(ge, cur - self.sigma, cur)), q.eq(nq), cnt.eq(cnt + 1)]
+                m.d.sync += [rem.eq(Mux(ge, diff[:cfg.sigma_bits + 1], cur)), q.eq(nq), cnt.eq(cnt + 1)]
                 with m.If(cnt == r):
                     m.d.sync += [self.inv.eq(nq), self.done.eq(1)]
                     m.next = "IDLE"
@@ -311,10 +495,14 @@ class RecipStage(wiring.Component):
 
 
 class NormalizeStage(wiring.Component):
-    """Normalize, affine and requantize one beat: two register stages, stalled by ``en``.
+    """Normalize, affine and requantize one beat: ``depth`` register stages, stalled by ``en``.
 
-    ``xhat = rnd(d * inv, recip_bits - xhat_frac)`` (``lanes`` multipliers), then
-    ``y = sat(rnd(gamma * xhat, affine_shift) + beta, out_width)`` (``lanes`` multipliers).
+    ``xhat = rnd(d * inv, recip_bits - xhat_frac)``, then
+    ``y = sat(rnd(gamma * xhat, affine_shift) + beta, out_width)``. The multiplies are split into
+    MULT18X18D partial products with registered inputs and outputs and registered adder levels
+    (the rounding constant is one more adder term). :func:`normalize_cuts` lists the register
+    points; ``depth`` of them are used (:data:`NORMALIZE_PRIORITY`), default all of them; depth 2
+    (xhat and y) is the original two-stage design.
 
     Ports
     -----
@@ -325,12 +513,13 @@ class NormalizeStage(wiring.Component):
     gamma : In(signed(gamma_width)); beta : In(signed(beta_width))
         The beat and its channel's parameters, sampled together when ``en`` is high.
     y : Out(ArrayLayout(signed(out_width), lanes)); y_valid : Out(1)
-        Registered; a beat sampled at an ``en`` edge appears two ``en`` edges later.
+        Registered; a beat sampled at an ``en`` edge appears ``depth`` ``en`` edges later.
     """
 
-    def __init__(self, cfg: BNConfig):
+    def __init__(self, cfg: BNConfig, *, depth: int | None = None):
         _check_cfg(cfg)
         self.cfg = cfg
+        self.depth = _check_depth(cfg, depth)
         super().__init__({
             "en": In(1), "x": In(_lanes(cfg, signed(cfg.width))), "valid": In(1),
             "mu": In(signed(cfg.mean_bits)), "inv": In(unsigned(cfg.inv_bits)),
@@ -341,26 +530,67 @@ class NormalizeStage(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        xhat = Signal(_lanes(cfg, signed(cfg.xhat_bits)))
-        gamma = Signal(signed(cfg.gamma_width))
-        beta = Signal(signed(cfg.beta_width))
-        v = Signal()
-        with m.If(self.en):
-            m.d.sync += [v.eq(self.valid), gamma.eq(self.gamma), beta.eq(self.beta),
-                         self.y_valid.eq(v)]
-            for k in range(cfg.lanes):
-                d = (self.x[k] << cfg.frac) - self.mu
-                m.d.sync += xhat[k].eq(_rnd(d * self.inv, cfg.recip_bits - cfg.xhat_frac))
-                y = _rnd(gamma * xhat[k], cfg.affine_shift) + beta
-                m.d.sync += self.y[k].eq(_sat(y, cfg.out_width))
+        used = _normalize_used(cfg, self.depth)
+        cuts = normalize_cuts(cfg)
+        pipe = Pipe(m, self.en, prefix="nz")
+        # the side values (valid and the channel's parameters) travel with the beat
+        side = {"valid": self.valid, "mu": self.mu, "inv": self.inv, "gamma": self.gamma, "beta": self.beta}
+        lanes = [self.x[k] for k in range(cfg.lanes)]
+
+        def move(on):
+            for key in side:
+                side[key] = pipe.reg(side[key], key, cut=on)
+
+        def cut(name, values):
+            """Register ``values`` (and the side values) at cut point ``name`` if it is used."""
+            move(name in used)
+            return [pipe.reg(v, name, cut=name in used) for v in values]
+
+        def levels(prefix, last):
+            names = [c for c in cuts if c.startswith(prefix + "_t")] + [last]
+            return [c in used for c in names if c in cuts]
+
+        s1, s2 = cfg.recip_bits - cfg.xhat_frac, cfg.affine_shift
+        add1 = 1 << (s1 - 1) if s1 > 0 else 0     # the rounding constants: one more adder term
+        add2 = 1 << (s2 - 1) if s2 > 0 else 0
+        lanes = cut("x", lanes)
+        lanes = cut("d", [(x.shift_left(cfg.frac) - side["mu"])[:cfg.dev_bits].as_signed() for x in lanes])
+        # partial products (registered: the DSP output register), then the adder levels
+        prods = [[pipe.product(p, "dinv_p", cut="dinv_p" in used).shift_left(sh) for p, sh in mul_parts(x, side["inv"])]
+                 for x in lanes]
+        move("dinv_p" in used)
+        lv1 = levels("dinv", "xhat")
+        xh = []
+        for terms in prods:
+            v = pipe.add_tree(terms + ([Const(add1)] if add1 else []), "xhat", cuts=lv1)
+            xh.append((v >> s1 if s1 > 0 else v.shift_left(-s1))[:cfg.xhat_bits].as_signed())
+        for on in lv1:
+            move(on)
+        gx_terms = [[pipe.product(p, "gx_p", cut="gx_p" in used).shift_left(sh) for p, sh in mul_parts(side["gamma"], x)]
+                    for x in xh]
+        move("gx_p" in used)
+        lv2 = levels("gx", "gx")
+        gx = []
+        for terms in gx_terms:
+            v = pipe.add_tree(terms + ([Const(add2)] if add2 else []), "gx", cuts=lv2)
+            gx.append(v >> s2 if s2 > 0 else v.shift_left(-s2))
+        for on in lv2:
+            move(on)
+        lanes = cut("beta", [v + side["beta"] for v in gx])
+        lanes = [_sat(v, cfg.out_width) for v in lanes]
+        for k in range(cfg.lanes):
+            y = pipe.reg(lanes[k], "y", cut=True)
+            m.d.comb += self.y[k].eq(y)
+        m.d.comb += self.y_valid.eq(pipe.reg(side["valid"], "valid"))
         return m
 
 
-def bn_stages(cfg: BNConfig) -> dict:
-    """Fresh instances of the four stages for ``cfg``: ``stats``, ``disp``, ``recip``, ``normalize``."""
+def bn_stages(cfg: BNConfig, *, depth: int | None = None) -> dict:
+    """Fresh instances of the four stages for ``cfg``: ``stats``, ``disp``, ``recip``, ``normalize``
+    (``depth``: the normalize pipeline depth)."""
     _check_cfg(cfg)
     return {"stats": StatsStage(cfg), "disp": DispersionStage(cfg), "recip": RecipStage(cfg),
-            "normalize": NormalizeStage(cfg)}
+            "normalize": NormalizeStage(cfg, depth=depth)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,9 +613,10 @@ class BNUnit(wiring.Component):
     stats : Out(stream.Signature(StructLayout(channel, mu, s, sigma, inv)))
         Each channel's batch statistics (bit widths: ``mean_bits``, ``disp_bits``, ``sigma_bits``,
         ``inv_bits``; ``channel`` counts 0..channels-1 and wraps at each batch), valid from the
-        cycle its ``inv`` is known, before its first y. It never stalls the data path: when
-        the next channel's statistics arrive before these were taken, they replace them (hold
-        ``ready`` high to see every channel; the ``channel`` field tells which one you got).
+        cycle its ``inv`` is known, before its first y. A record holds (valid and payload) until
+        ``ready``, so every channel's record comes out once; while one waits, the next
+        channel's reciprocal does not start, so a consumer that holds ``ready`` low stalls the
+        unit (hold it high for full rate: the latency formulas assume that).
 
     Schedule
     --------
@@ -417,13 +648,15 @@ class BNUnit(wiring.Component):
 
     norm = None
 
-    def __init__(self, cfg: BNConfig):
+    def __init__(self, cfg: BNConfig, *, depth: int | None = None):
         try:
             _check_cfg(cfg, self.norm, type(self).__name__)
-        except ValueError:
+            depth = _check_depth(cfg, depth)
+        except (ValueError, TypeError):
             self._MustUse__silence = True   # a refused object is not an unused design
             raise
         self.cfg = cfg
+        self.depth = depth
         super().__init__({
             "i": In(stream.Signature(_lanes(cfg, signed(cfg.width)))),
             "gamma": In(signed(cfg.gamma_width)),
@@ -442,7 +675,9 @@ class BNUnit(wiring.Component):
         m.submodules.stats = st = StatsStage(cfg)
         m.submodules.disp = dp = DispersionStage(cfg)
         m.submodules.recip = rc = RecipStage(cfg)
-        m.submodules.normalize = nz = NormalizeStage(cfg)
+        m.submodules.normalize = nz = NormalizeStage(cfg, depth=self.depth)
+        sc = stage_cycles(cfg)
+        pipe = Pipe(m, prefix="slot")
 
         lay = _lanes(cfg, signed(cfg.width))
         wps, dps, nps = [], [], []
@@ -470,7 +705,6 @@ class BNUnit(wiring.Component):
         rs = Signal(range(3))
         wa = Signal(range(nb))
         occ = Signal(range(5))            # channels written (even partly) and not yet fully read
-        mslot = Signal(range(3))
         ns = Signal(range(3))
         nra = Signal(range(nb + 1))       # reads issued in the channel being normalized
         nact = Signal()
@@ -480,15 +714,25 @@ class BNUnit(wiring.Component):
         m.d.comb += [self.i.ready.eq(ok), take.eq(self.i.valid & ok)]
         first, last = wa == 0, wa == nb - 1
         for k in range(3):
-            m.d.comb += [wps[k].addr.eq(wa), wps[k].data.eq(self.i.payload),
+            # the write is registered (one cycle later): the handshake logic does not reach the
+            # RAM's write port in the same cycle; reads of a channel start >= 3 cycles after its
+            # last write, and a slot is rewritten only after it was read (later is safe)
+            m.d.sync += [wps[k].addr.eq(wa), wps[k].data.eq(self.i.payload),
                          wps[k].en.eq(take & (rs == k))]
         m.d.comb += [st.x.eq(self.i.payload), st.valid.eq(take), st.first.eq(first), st.last.eq(last)]
+        # gamma and beta go to their slot one cycle later (off the handshake path)
+        g_take = Signal()
+        g_slot = Signal(range(3))
+        g_gamma = Signal(signed(cfg.gamma_width))
+        g_beta = Signal(signed(cfg.beta_width))
+        m.d.sync += [g_take.eq(take & first), g_slot.eq(rs), g_gamma.eq(self.gamma), g_beta.eq(self.beta)]
+        with m.If(g_take):
+            m.d.sync += [gamma_s[g_slot].eq(g_gamma), beta_s[g_slot].eq(g_beta)]
         with m.If(take):
             m.d.sync += wa.eq(Mux(last, 0, wa + 1))
-            with m.If(first):
-                m.d.sync += [gamma_s[rs].eq(self.gamma), beta_s[rs].eq(self.beta)]
             with m.If(last):
-                m.d.sync += [rs.eq(nxt(rs)), mslot.eq(rs)]
+                m.d.sync += rs.eq(nxt(rs))
+        mslot = pipe.delay(rs, sc["stats"], "mslot")     # the slot of the channel whose mu is done
         with m.If(st.done):
             m.d.sync += [mu_s[mslot].eq(st.mu), mu_ok[mslot].eq(1)]
 
@@ -497,7 +741,7 @@ class BNUnit(wiring.Component):
         dra = Signal(range(nb))
         dact = Signal()
         dv1, dfirst1, dlast1 = Signal(), Signal(), Signal()
-        dslot1, dslot2 = Signal(range(3)), Signal(range(3))
+        dslot1 = Signal(range(3))
         dmu1 = Signal(signed(cfg.mean_bits))
         dcan = dact | _pick(ds, mu_ok)
         dlast = dra == nb - 1
@@ -513,8 +757,7 @@ class BNUnit(wiring.Component):
                 m.d.sync += ds.eq(nxt(ds))
         m.d.comb += [dp.x.eq(_pick(dslot1, [p.data.as_value() for p in dps])), dp.valid.eq(dv1),
                      dp.first.eq(dfirst1), dp.last.eq(dlast1), dp.mu.eq(dmu1)]
-        with m.If(dv1 & dlast1):
-            m.d.sync += dslot2.eq(dslot1)
+        dslot2 = pipe.delay(dslot1, sc["disp"], "dslot")    # the slot whose sum is done
         with m.If(dp.done):
             m.d.sync += [dsum_s[dslot2].eq(dp.disp_sum), d_ok[dslot2].eq(1)]
 
@@ -522,21 +765,27 @@ class BNUnit(wiring.Component):
         cs = Signal(range(3))
         rslot = Signal(range(3))
         chan = Signal(range(cfg.channels))
-        m.d.comb += [rc.start.eq(_pick(cs, d_ok) & ~rc.busy), rc.disp_sum.eq(_pick(cs, dsum_s))]
+        # a reciprocal starts only when the stats register is free or being read, so its done
+        # never finds a record still waiting (stream rule: no change under a stall)
+        stats_free = ~self.stats.valid | self.stats.ready
+        m.d.comb += [rc.start.eq(_pick(cs, d_ok) & ~rc.busy & stats_free),
+                     rc.disp_sum.eq(_pick(cs, dsum_s))]
         with m.If(rc.start):
             m.d.sync += [d_ok[cs].eq(0), rslot.eq(cs), cs.eq(nxt(cs))]
         with m.If(self.stats.ready):
             m.d.sync += self.stats.valid.eq(0)
         with m.If(rc.done):
+            m.d.sync += [inv_s[rslot].eq(rc.inv), inv_ok[rslot].eq(1),
+                         chan.eq(Mux(chan == cfg.channels - 1, 0, chan + 1))]
+        # stats_free always holds with done (see start); the guard makes that 1-inductive
+        with m.If(rc.done & stats_free):
             m.d.sync += [
-                inv_s[rslot].eq(rc.inv), inv_ok[rslot].eq(1),
                 self.stats.valid.eq(1),
                 self.stats.payload.channel.eq(chan),
                 self.stats.payload.mu.eq(_pick(rslot, mu_s)),
                 self.stats.payload.s.eq(rc.s),
                 self.stats.payload.sigma.eq(rc.sigma),
                 self.stats.payload.inv.eq(rc.inv),
-                chan.eq(Mux(chan == cfg.channels - 1, 0, chan + 1)),
             ]
 
         # --- normalize ------------------------------------------------------------------------
@@ -577,13 +826,22 @@ class L1BNUnit(BNUnit):
     norm = "l1"
 
 
+class RangeBNUnit(BNUnit):
+    """Range-BN forward unit (comparators for max/min, one constant multiply by C(n) for sigma;
+    docs/arith/range_bn.md)."""
+
+    norm = "range"
+
+
 class L2BNUnit(BNUnit):
     __doc__ = ("L2-BN forward baseline: the dispersion is sum (x - mu)^2 (a multiplier per lane), "
                "sigma = isqrt(mean d^2) + eps (restoring square root).\n\n" + BNUnit.__doc__)
     norm = "l2"
 
 
-def bn_unit_for(cfg: BNConfig) -> BNUnit:
-    """A fresh :class:`L1BNUnit` or :class:`L2BNUnit` for ``cfg.norm``."""
+def bn_unit_for(cfg: BNConfig, *, depth: int | None = None) -> BNUnit:
+    """A fresh forward unit for ``cfg.norm``, the class the norm registry names
+    (:class:`L1BNUnit`, :class:`L2BNUnit`, :class:`RangeBNUnit`; ``depth``: the normalize pipeline
+    depth, default the deepest)."""
     _check_cfg(cfg)
-    return (L1BNUnit if cfg.norm == "l1" else L2BNUnit)(cfg)
+    return resolve(cfg.norm_spec.hw_unit)(cfg, depth=depth)

@@ -504,7 +504,11 @@ class Job:
         self.kind, self.name, self.params = kind, name, params
         if verilog is None:
             if kind == "ecp5":
-                verilog = to_verilog(TimingHarness(component), "top")
+                # registered multiplies as MULT18X18D with the DSP's own output register
+                from l1bn.hw.arith import ecp5_dsp_primitives
+
+                with ecp5_dsp_primitives():
+                    verilog = to_verilog(TimingHarness(component), "top")
             else:
                 verilog = to_verilog(component, "top")
                 self.params.setdefault("port_list", ports(component))

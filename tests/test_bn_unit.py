@@ -11,17 +11,21 @@ import torch
 from l1bn.hw.bn_unit import (
     L1BNUnit,
     L2BNUnit,
+    bn_fill_cycles,
     bn_latency_cycles,
     bn_stages,
     bn_unit_for,
     channel_overhead_cycles,
+    normalize_cuts,
+    normalize_depth_range,
     recip_cycles,
+    stage_cycles,
 )
 from l1bn.sim.runner import SimulationError, to_verilog
 from l1bn.sim.sim_bn import random_batch, simulate_bn
-from l1bn.sw.capture import bn_inputs
 from l1bn.spec.config import BNConfig
 from l1bn.spec.reference.bn import bn_forward
+from l1bn.sw.capture import bn_inputs
 
 REAL_CHANNELS = 6
 
@@ -79,7 +83,7 @@ def test_unit_bit_exact(simulator, norm, width, lanes, n, channels, gaps, tmp_pa
         assert r["stats_seen"] == cfg.channels
         if cfg.beats >= channel_overhead_cycles(cfg):   # steady state: lanes elements per cycle
             assert r["in_rate"] == r["out_rate"] == cfg.lanes
-            assert r["cycles"] == (cfg.channels + 2) * cfg.beats + recip_cycles(cfg) + 7
+            assert r["cycles"] == (cfg.channels + 2) * cfg.beats + bn_fill_cycles(cfg)
 
 
 @pytest.mark.parametrize("norm,width,lanes", [("l1", 16, 1), ("l2", 4, 2)])
@@ -118,12 +122,18 @@ def test_verilator_lint(tmp_path):
 def test_latency_formula():
     for norm in ("l1", "l2"):
         cfg = config(norm, 8, 1, 64, 7)
-        o = recip_cycles(cfg)
-        assert o == cfg.recip_bits + (4 if norm == "l1" else 3 + (cfg.disp_bits + 1) // 2)
-        assert cfg.beats >= channel_overhead_cycles(cfg)
-        assert bn_latency_cycles(cfg) == (7 + 2) * 64 + o + 7
+        o, sc = recip_cycles(cfg), stage_cycles(cfg)
+        # latch, s pipeline, sigma pipeline (L1) or one cycle per root bit (L2), divider
+        mid = 1 + sc["sigma"] if norm == "l1" else (cfg.disp_bits + 1) // 2
+        assert o == 2 + sc["s"] + mid + cfg.recip_bits + 1
+        assert cfg.beats >= channel_overhead_cycles(cfg) == o + 3 + sc["stats"] + sc["disp"]
+        lo, hi = normalize_depth_range(cfg)
+        assert lo == 2 and hi == len(normalize_cuts(cfg))
+        for depth in (lo, hi):
+            assert bn_latency_cycles(cfg, depth=depth) == (7 + 2) * 64 + channel_overhead_cycles(cfg) + depth
+        assert bn_latency_cycles(cfg) == bn_latency_cycles(cfg, depth=hi)
     slow = config("l2", 8, 4, 16, 10)           # 4 beats per pass: the engines wait
-    assert bn_latency_cycles(slow) > (10 + 2) * 4 + recip_cycles(slow) + 7
+    assert bn_latency_cycles(slow) > (10 + 2) * 4 + bn_fill_cycles(slow)
 
 
 def test_api_and_errors():
