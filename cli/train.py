@@ -6,12 +6,14 @@ import json
 
 import click
 
+from l1bn.spec.norms import norm_names
+
 __all__ = ["train"]
 
 
 @click.command("train")
 @click.option("--model", "model", type=click.Choice(["mlp", "cnn"]), default="cnn", show_default=True)
-@click.option("--norm", type=click.Choice(["l1", "l2", "none"]), default="l1", show_default=True)
+@click.option("--norm", type=click.Choice([*norm_names(), "none"]), default="l1", show_default=True)
 @click.option("--wbits", type=int, default=8, show_default=True, help="Signed weight bits, 2..8.")
 @click.option("--abits", type=int, default=8, show_default=True, help="Unsigned activation bits, 2..8.")
 @click.option("--float", "use_float", is_flag=True, help="Train without quantization (ignores --wbits/--abits).")

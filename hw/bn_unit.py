@@ -709,7 +709,10 @@ class BNUnit(wiring.Component):
         nra = Signal(range(nb + 1))       # reads issued in the channel being normalized
         nact = Signal()
         on_rs = nact & (ns == rs)         # normalize is still reading the slot we write
-        ok = ~(on_rs & (nra <= wa)) & ((wa != 0) | (occ < 3) | on_rs)
+        # le == (nra <= wa), kept as a register updated from the comparisons of this cycle's
+        # values (they run in parallel with the handshake), so no comparator is on the path
+        le = Signal(init=1)
+        ok = ~(on_rs & le) & ((wa != 0) | (occ < 3) | on_rs)
         take = Signal()
         m.d.comb += [self.i.ready.eq(ok), take.eq(self.i.valid & ok)]
         first, last = wa == 0, wa == nb - 1
@@ -728,8 +731,9 @@ class BNUnit(wiring.Component):
         m.d.sync += [g_take.eq(take & first), g_slot.eq(rs), g_gamma.eq(self.gamma), g_beta.eq(self.beta)]
         with m.If(g_take):
             m.d.sync += [gamma_s[g_slot].eq(g_gamma), beta_s[g_slot].eq(g_beta)]
+        wa1 = Signal(range(nb + 2), init=1)    # always wa + 1 (no adder before the comparison)
         with m.If(take):
-            m.d.sync += wa.eq(Mux(last, 0, wa + 1))
+            m.d.sync += [wa.eq(Mux(last, 0, wa + 1)), wa1.eq(Mux(last, 1, wa + 2))]
             with m.If(last):
                 m.d.sync += rs.eq(nxt(rs))
         mslot = pipe.delay(rs, sc["stats"], "mslot")     # the slot of the channel whose mu is done
@@ -811,6 +815,17 @@ class BNUnit(wiring.Component):
             with m.If(nlast):
                 m.d.sync += ns.eq(nxt(ns))
         m.d.sync += occ.eq(occ + (take & first) - (issue & nlast))
+        c_le, c_lt, c_le1, c_z = nra <= wa, nra < wa, nra <= wa1, nra == 0
+        with m.If(take & last):
+            m.d.sync += le.eq(Mux(issue, nlast, c_z))          # wa' = 0: le' = (nra' == 0)
+        with m.Elif(issue & nlast):
+            m.d.sync += le.eq(1)                               # nra' = 0
+        with m.Elif(issue & ~take):
+            m.d.sync += le.eq(c_lt)                            # nra + 1 <= wa
+        with m.Elif(take & ~issue):
+            m.d.sync += le.eq(c_le1)                           # nra <= wa + 1
+        with m.Else():
+            m.d.sync += le.eq(c_le)
         m.d.comb += [
             nz.en.eq(advance), nz.x.eq(_pick(nslot1, [p.data.as_value() for p in nps])),
             nz.valid.eq(nv1), nz.mu.eq(nmu1), nz.inv.eq(ninv1), nz.gamma.eq(ngamma1),

@@ -91,8 +91,9 @@ class BNConfig(_Config):
 
     Parameters
     ----------
-    norm : {"l1", "l2"}
-        Dispersion operator: mean absolute deviation (sign/abs) or standard deviation (square/sqrt).
+    norm : {"l1", "l2", "range"}
+        Dispersion operator, a key of the registry :data:`l1bn.spec.norms.NORMS`: mean absolute
+        deviation (sign/abs), standard deviation (square/sqrt) or range (max/min, Banner et al.).
     width : int, 2..32
         Bits of the input x (signed integer, no fractional bits).
     out_width : int, 2..32
@@ -118,7 +119,8 @@ class BNConfig(_Config):
     eps : int, >= 1
         Added to sigma, in units of 2**-frac; >= 1 keeps the reciprocal defined.
     c_bits : int, 4..24
-        L1 only: c = sqrt(pi/2) is the constant ``round(c * 2**c_bits)``, applied with rounding.
+        L1 and range: fractional bits of the sigma constant, ``round(c * 2**c_bits)`` with
+        c = sqrt(pi/2) (L1) or C(n) (range), applied with rounding.
     """
 
     kind: ClassVar[str] = "bn"

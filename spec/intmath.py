@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["C_SQRT_PI_2", "c_const", "rnd_int", "div_round_int", "DivRound", "div_round_params",
+__all__ = ["C_SQRT_PI_2", "c_const", "range_scale", "range_const", "rnd_int", "div_round_int", "DivRound", "div_round_params",
            "isqrt_int", "recip_int"]
 
 #: sqrt(pi / 2): for Gaussian data E|x - mu| * sqrt(pi/2) = sigma.
@@ -18,6 +18,24 @@ C_SQRT_PI_2 = 1.2533141373155003
 def c_const(c_bits: int) -> int:
     """``round(sqrt(pi/2) * 2**c_bits)`` (half up): the L1 scaling constant in fixed point."""
     return int(C_SQRT_PI_2 * (1 << c_bits) + 0.5)
+
+
+def range_scale(n: int) -> float:
+    """Range BN's ``C(n)``: sigma is about ``C(n) * (max x - min x)`` for Gaussian data.
+
+    ``0.5 * 0.35 * (1 + sqrt(pi * ln 4)) / sqrt(2 ln n)`` (Banner et al., NeurIPS 2018; the public
+    RangeBN of quantized.pytorch, one chunk per channel), about ``0.54 / sqrt(2 ln n)``.
+    """
+    import math
+
+    if n < 2:
+        raise ValueError(f"n={n} must be >= 2 for range BN (ln n > 0)")
+    return 0.5 * 0.35 * (1 + math.sqrt(math.pi * math.log(4))) / math.sqrt(2 * math.log(n))
+
+
+def range_const(n: int, c_bits: int) -> int:
+    """``round(C(n) * 2**c_bits)`` (half up, float64): range BN's constant in fixed point."""
+    return int(range_scale(n) * (1 << c_bits) + 0.5)
 
 
 def rnd_int(v: int, s: int) -> int:

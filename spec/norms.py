@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .intmath import C_SQRT_PI_2, c_const, isqrt_int, rnd_int
+from .intmath import C_SQRT_PI_2, c_const, isqrt_int, range_const, rnd_int
 
 __all__ = ["NormSpec", "NORMS", "norm_spec", "norm_names", "isqrt_array", "div_round_array"]
 
@@ -48,6 +48,10 @@ def isqrt_array(v: np.ndarray) -> np.ndarray:
     return r
 
 
+def _mean_of(total: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return total, div_round_array(total, n)
+
+
 @dataclass(frozen=True)
 class NormSpec:
     """One batch-norm variant.
@@ -62,8 +66,9 @@ class NormSpec:
         Unsigned bits of the dispersion sum ``D`` and of its mean ``s``.
     sigma_core_max : callable(cfg) -> int
         Largest ``g(s)`` (sigma before ``+ eps``) for any ``s`` that fits ``disp_bits``.
-    element : callable(d) -> ndarray
-        ``f(d)``, the per-element dispersion term (int64 in, int64 out).
+    dispersion : callable(d, n) -> (D, s)
+        Per channel: the dispersion statistic ``D`` of the int64 deviations ``d`` (channels, n)
+        and its normalized value ``s`` (both int64, shape (channels,)).
     sigma_core : callable(s, cfg) -> ndarray
         ``g(s)`` on an array of per-channel means, in exact Python integers (object array).
     widths : callable(cfg) -> dict
@@ -85,7 +90,7 @@ class NormSpec:
     disp_sum_bits: Callable
     disp_bits: Callable
     sigma_core_max: Callable
-    element: Callable
+    dispersion: Callable
     sigma_core: Callable
     widths: Callable
     float_sigma: Callable = None
@@ -114,7 +119,7 @@ L1 = NormSpec(
     disp_sum_bits=lambda cfg: cfg.dev_bits - 1 + cfg.count_bits,
     disp_bits=lambda cfg: cfg.dev_bits - 1,
     sigma_core_max=lambda cfg: rnd_int(((1 << cfg.disp_bits) - 1) * c_const(cfg.c_bits), cfg.c_bits),
-    element=np.abs,
+    dispersion=lambda d, n: _mean_of(np.abs(d).sum(1), n),
     sigma_core=_l1_sigma_core,
     widths=_l1_widths,
     float_sigma=lambda disp, eps: C_SQRT_PI_2 * disp + eps,
@@ -136,7 +141,7 @@ L2 = NormSpec(
     disp_sum_bits=lambda cfg: 2 * (cfg.dev_bits - 1) + cfg.count_bits,
     disp_bits=lambda cfg: 2 * (cfg.dev_bits - 1),
     sigma_core_max=lambda cfg: isqrt_int((1 << cfg.disp_bits) - 1),
-    element=lambda d: d * d,
+    dispersion=lambda d, n: _mean_of((d * d).sum(1), n),
     sigma_core=lambda s, cfg: np.array([isqrt_int(int(v)) for v in np.ravel(s)],
                                        dtype=object).reshape(np.shape(s)),
     widths=_l2_widths,
@@ -148,8 +153,40 @@ L2 = NormSpec(
 )
 
 
+# --- range: sigma = C(n) * (max d - min d) -------------------------------------------------------
+# Banner et al., NeurIPS 2018, as in the public RangeBN (quantized.pytorch, one chunk per channel):
+# C(n) = 0.5 * 0.35 * (1 + sqrt(pi * ln 4)) / sqrt(2 ln n). docs/arith/range_bn.md.
+
+def _range_sigma_core(s, cfg):
+    c = range_const(cfg.n, cfg.c_bits)
+    return np.array([rnd_int(int(v) * c, cfg.c_bits) for v in np.ravel(s)],
+                    dtype=object).reshape(np.shape(s))
+
+
+def _range_dispersion(d, n):
+    r = d.max(1) - d.min(1)
+    return r, r
+
+
+RANGE = NormSpec(
+    name="range", title="range (max/min)",
+    disp_sum_bits=lambda cfg: cfg.dev_bits - 1,     # max - min of d = (max x - min x) << frac
+    disp_bits=lambda cfg: cfg.dev_bits - 1,
+    sigma_core_max=lambda cfg: rnd_int(((1 << (cfg.dev_bits - 1)) - 1) * range_const(cfg.n, cfg.c_bits),
+                                       cfg.c_bits),
+    dispersion=_range_dispersion,
+    sigma_core=_range_sigma_core,
+    widths=lambda cfg: {},
+    float_sigma=lambda disp, eps: disp + eps,       # the layer keeps C(n) * range as its statistic
+    ops=(("max(d)", "cmp", lambda cfg: cfg.dev_bits),
+         ("min(d)", "cmp", lambda cfg: cfg.dev_bits)),
+    hw_unit="l1bn.hw.bn_unit:RangeBNUnit", hw_backward="",
+    layer1d="l1bn.sw.range_bn:RangeBatchNorm1d", layer2d="l1bn.sw.range_bn:RangeBatchNorm2d",
+)
+
+
 #: The registry, in report order.
-NORMS: dict[str, NormSpec] = {spec.name: spec for spec in (L1, L2)}
+NORMS: dict[str, NormSpec] = {spec.name: spec for spec in (L1, L2, RANGE)}
 
 
 def norm_names() -> tuple[str, ...]:

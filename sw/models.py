@@ -18,8 +18,9 @@ MLP (input flattened to 64)::
     in-quant -> fc1 64 -> 64 -> BN -> ReLU -> act-quant
              -> fc2 64 -> 64 -> BN -> ReLU -> act-quant -> fc 64 -> 10
 
-``norm="l1"`` uses :class:`~l1bn.sw.layers.L1BatchNorm2d`/``1d``, ``"l2"`` uses ``nn.BatchNorm2d``/
-``1d``, ``"none"`` leaves ReLU directly after the MAC.
+The BN layer is the one the norm registry (``l1bn.spec.norms``) names: ``"l1"`` uses
+:class:`~l1bn.sw.layers.L1BatchNorm2d`/``1d``, ``"l2"`` ``nn.BatchNorm2d``/``1d``, ``"range"``
+:class:`~l1bn.sw.range_bn.RangeBatchNorm2d`/``1d``; ``"none"`` leaves ReLU directly after the MAC.
 
 Export contract: ``model.input_spec()`` and ``model.export_spec()`` (see their docstrings).
 """
@@ -28,17 +29,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from l1bn.spec.config import check_choice
+from l1bn.spec.norms import norm_names, norm_spec, resolve
 from torch import nn
 
-from l1bn.spec.config import check_choice
-from .layers import L1BatchNorm1d, L1BatchNorm2d
 from .quant import QuantConfig, fake_quant, weight_exp
 
 __all__ = ["MODELS", "NORMS", "QConv2d", "QLinear", "ActQuant", "DigitsCNN", "DigitsMLP",
            "build_model"]
 
 MODELS = ("mlp", "cnn")
-NORMS = ("l1", "l2", "none")
+NORMS = (*norm_names(), "none")
 
 
 class _QWeight:
@@ -114,11 +115,11 @@ class _Block(nn.Module):
 
 
 def _make_bn(norm: str, c: int, dim: int):
+    """The BN layer the norm registry names (``l1bn.spec.norms``), or None for ``"none"``."""
     if norm == "none":
         return None
-    if norm == "l1":
-        return (L1BatchNorm2d if dim == 2 else L1BatchNorm1d)(c)
-    return (nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d)(c)
+    rule = norm_spec(norm)
+    return resolve(rule.layer2d if dim == 2 else rule.layer1d)(c)
 
 
 class _DigitsNet(nn.Module):
@@ -148,7 +149,7 @@ class _DigitsNet(nn.Module):
         exactly on the grid ``2**-w_exp``: integers = weight * 2**w_exp), ``w_bits``, ``w_exp``
         (the stored exponent the forward used), ``a_bits``/``a_exp`` (the layer's input activation
         bits/exponent; unsigned), ``stride``, ``padding``, ``bias`` (always None), ``bn`` (the BN
-        module in eval mode or None), ``norm`` ("l1" | "l2" | "none"), ``relu`` (bool) and, for
+        module in eval mode or None), ``norm`` (a registry name or "none"), ``relu`` (bool) and, for
         every layer but the last, ``out_bits``/``out_exp`` (unsigned activation after ReLU). The
         last layer (``fc``) has ``relu=False`` and no output quantizer: its int accumulators are
         the logits. The input quantizer is :meth:`input_spec`.

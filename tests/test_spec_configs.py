@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from l1bn.spec.config import MAX_INTERMEDIATE_BITS, BNConfig
-from l1bn.spec.intmath import c_const
+from l1bn.spec.intmath import c_const, range_const
 from l1bn.spec.norms import NORMS
 from l1bn.spec.reference.bn import bn_forward
 
@@ -35,6 +35,8 @@ def naive_forward(x: list[int], gamma: int, beta: int, cfg: BNConfig) -> tuple[i
     d = [(v << cfg.frac) - mu for v in x]
     if cfg.norm == "l1":
         sigma = rnd(div_round(sum(abs(v) for v in d)) * c_const(cfg.c_bits), cfg.c_bits) + cfg.eps
+    elif cfg.norm == "range":
+        sigma = rnd((max(d) - min(d)) * range_const(n, cfg.c_bits), cfg.c_bits) + cfg.eps
     else:
         sigma = math.isqrt(div_round(sum(v * v for v in d))) + cfg.eps
     inv = (1 << cfg.recip_bits) // sigma

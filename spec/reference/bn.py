@@ -8,6 +8,7 @@ Per channel (one row of ``x``, n elements), round half up everywhere
     d_i    = (x_i << frac) - mu
     L1: D  = sum |d_i|,   s = div_round(D, n),  sigma = rnd(s * C, c_bits) + eps,  C = round(c * 2**c_bits)
     L2: D  = sum d_i**2,  s = div_round(D, n),  sigma = isqrt(s) + eps
+    range: D = max d_i - min d_i,  s = D,  sigma = rnd(s * Cr, c_bits) + eps,  Cr = round(C(n) * 2**c_bits)
     inv    = floor(2**recip_bits / sigma)
     xhat_i = rnd(d_i * inv, recip_bits - xhat_frac)                    xhat_frac fractional bits
     y_i    = sat(rnd(gamma * xhat_i, xhat_frac + gamma_frac - out_frac) + beta, out_width)
@@ -98,8 +99,7 @@ def bn_forward(x, gamma, beta, cfg: BNConfig) -> BNForwardResult:
     sum_x = xa.sum(1)
     mu = div_round_array(sum_x << cfg.frac, n)
     d = (xa << cfg.frac) - mu[:, None]
-    disp_sum = rule.element(d).sum(1)                              # sum |d| (L1) or sum d*d (L2)
-    s = div_round_array(disp_sum, n)
+    disp_sum, s = rule.dispersion(d, n)                            # sum |d|, sum d*d, or max - min
     # per channel, exact Python integers: sigma = g(s) + eps, inv = floor(2**r / sigma)
     sigma_exact = [int(v) + cfg.eps for v in np.ravel(rule.sigma_core(s, cfg))]
     sigma = np.array(sigma_exact, dtype=np.int64)
