@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-
 from l1bn.spec.norms import norm_names
 
 __all__ = ["train"]

@@ -21,9 +21,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
-
 from l1bn.spec.intmath import range_scale
+from torch import nn
 
 __all__ = ["RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d", "range_bn_forward_plain"]
 

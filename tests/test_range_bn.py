@@ -11,7 +11,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from l1bn.hw.bn_unit import RangeBNUnit, bn_latency_cycles, bn_unit_for
 from l1bn.sim.sim_bn import random_batch, simulate_bn
 from l1bn.spec.config import BNConfig

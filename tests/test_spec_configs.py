@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
 from l1bn.spec.config import MAX_INTERMEDIATE_BITS, BNConfig
 from l1bn.spec.intmath import c_const, range_const
 from l1bn.spec.norms import NORMS
