@@ -21,6 +21,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[all]"
+	$(BIN)/python -m l1bn.sw.bn_fast  # build the C++ BN kernels (a few seconds; eager fallback without g++)
 	touch $(STAMP)
 
 icarus:

@@ -1,11 +1,16 @@
-"""Forward + backward time of one BN layer: L1BatchNorm2d vs nn.BatchNorm2d vs plain-op L1/L2.
+"""Forward + backward time of one BN layer: L1BatchNorm2d vs nn.BatchNorm2d, side by side.
 
-Shapes from /work/shared/reference/gpu-anchor.md. On CUDA: the anchor's shapes, CUDA-event timing,
-fp32 and bf16, L1BatchNorm2d with its torch.compile'd (fused) kernels. On CPU: the batch is divided
-by --cpu-div (default 8, so it fits 2 cores in seconds), eager kernels, wall-clock timing.
-Median of --reps runs after warm-up. Ratios are relative to nn.BatchNorm2d.
+Shapes: those of the GPU anchor in docs/bn_layer_bench.md ((256,64,32,32), (128,256,16,16),
+(64,128,56,56)). On CPU the batch is divided by --cpu-div (default 8) so a run fits 2 cores in
+seconds, --threads torch threads (default 2), wall-clock timing. On CUDA the anchor's shapes, CUDA
+events; nn.BatchNorm2d is cuDNN's kernel and L1BatchNorm2d runs its torch.compile'd path.
 
-    .venv/bin/python bench/bn_layer.py [--device cpu|cuda] [--reps 10] [--cpu-div 8]
+Every round runs each variant once in turn (so machine load hits all of them alike); a cell is
+the median over --reps rounds after 2 warm-up rounds, and a ratio is the median over rounds of
+(variant time / nn.BatchNorm2d time in the same round). x.grad accumulates for every variant alike.
+
+    .venv/bin/python bench/bn_layer.py [--device cpu|cuda] [--reps 15] [--cpu-div 8] [--threads 2]
+                                       [--channels-last] [--dtypes float32 bfloat16]
 """
 
 from __future__ import annotations
@@ -21,68 +26,93 @@ SHAPES = [(256, 64, 32, 32), (128, 256, 16, 16), (64, 128, 56, 56)]
 
 
 def _timer(dev):
+    """fn -> milliseconds of one call (CUDA events on a GPU, wall clock on CPU)."""
     if dev.type == "cuda":
-        def t(fn, reps):
-            out = []
-            for _ in range(reps):
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                fn()
-                b.record()
-                torch.cuda.synchronize()
-                out.append(a.elapsed_time(b))
-            return statistics.median(out)
+        def t(fn):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            return a.elapsed_time(b)
     else:
-        def t(fn, reps):
-            out = []
-            for _ in range(reps):
-                s = time.perf_counter()
-                fn()
-                out.append(1e3 * (time.perf_counter() - s))
-            return statistics.median(out)
+        def t(fn):
+            s = time.perf_counter()
+            fn()
+            return 1e3 * (time.perf_counter() - s)
     return t
 
 
+def side_by_side(fns: dict, reps: int, timeit, warmup: int = 2) -> tuple[dict, dict]:
+    """Round-robin timing: ({name: median ms}, {name: median per-round ratio to the first name})."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            timeit(fn)
+    ms = {k: [] for k in fns}
+    for r in range(reps):
+        names = list(fns) if r % 2 == 0 else list(fns)[::-1]  # alternate the order as well
+        for k in names:
+            ms[k].append(timeit(fns[k]))
+    base = next(iter(fns))
+    ratios = {k: statistics.median(a / b for a, b in zip(v, ms[base], strict=True)) for k, v in ms.items()}
+    return {k: statistics.median(v) for k, v in ms.items()}, ratios
+
+
 def main():
+    from l1bn.sw import bn_fast
     from l1bn.sw.layers import L1BatchNorm2d, l1bn_forward_plain, l2bn_forward_plain
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--cpu-div", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16", "float16"],
+                    default=["float32", "bfloat16"])
     a = ap.parse_args()
     if a.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but no CUDA GPU is available; use --device cpu")
+        raise SystemExit(f"error: --device cuda but this PyTorch ({torch.__version__}, CUDA build: "
+                         f"{torch.version.cuda}) sees no CUDA GPU; use --device cpu")
+    if a.reps < 1 or a.cpu_div < 1 or a.threads < 1:
+        raise SystemExit("error: --reps, --cpu-div and --threads must be >= 1")
     dev = torch.device(a.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(a.threads)
     timeit = _timer(dev)
-    dtypes = [torch.float32, torch.bfloat16]
-    print(f"device {dev} ({torch.cuda.get_device_name() if dev.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"torch {torch.__version__}, median of {a.reps} forward+backward runs, ms\n")
-    print("| shape (N,C,H,W) | dtype | nn.BatchNorm2d | L1BatchNorm2d | plain-op L1BN | plain-op L2BN | "
-          "L1BatchNorm2d / nn.BN | plain L1 / nn.BN | plain L2 / nn.BN |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    where = (torch.cuda.get_device_name() if dev.type == "cuda"
+             else f"{torch.get_num_threads()} threads; {bn_fast.status()}")
+    l1impl = "compile" if dev.type == "cuda" else "ext"
+    print(f"device {dev} ({where})\ntorch {torch.__version__}, {'channels_last' if a.channels_last else 'contiguous'}, "
+          f"forward+backward, median of {a.reps} side-by-side rounds, ms; ratios to nn.BatchNorm2d\n")
+    print(f"| shape (N,C,H,W) | dtype | nn.BatchNorm2d | L1BatchNorm2d ({l1impl}) | L1BatchNorm2d (eager) | "
+          "plain-op L1BN | plain-op L2BN | L1BatchNorm2d / nn.BN | eager / nn.BN | plain L1 / nn.BN | "
+          "plain L2 / nn.BN |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for shape in SHAPES:
         if dev.type == "cpu":
             shape = (max(2, shape[0] // a.cpu_div), *shape[1:])
-        for dt in dtypes:
+        for name in a.dtypes:
+            dt = getattr(torch, name)
             torch.manual_seed(0)
-            x = torch.randn(shape, device=dev, dtype=dt, requires_grad=True)
-            dy = torch.randn(shape, device=dev, dtype=dt)
+            x = torch.randn(shape, device=dev, dtype=dt).to(memory_format=fmt).requires_grad_()
+            dy = torch.randn(shape, device=dev, dtype=dt).to(memory_format=fmt)
             c = shape[1]
             bn = nn.BatchNorm2d(c, device=dev, dtype=dt)
-            l1 = L1BatchNorm2d(c, device=dev, dtype=dt)
+            l1 = L1BatchNorm2d(c, device=dev, dtype=dt, impl=l1impl)
+            l1e = L1BatchNorm2d(c, device=dev, dtype=dt, impl="eager")
             w = torch.ones(c, device=dev, dtype=dt, requires_grad=True)
             b = torch.zeros(c, device=dev, dtype=dt, requires_grad=True)
-            fns = {"bn": lambda: bn(x).backward(dy), "l1": lambda: l1(x).backward(dy),  # noqa: B023 (used in this iteration only)
-                   "p1": lambda: l1bn_forward_plain(x, w, b).backward(dy),  # noqa: B023 (used in this iteration only)
-                   "p2": lambda: l2bn_forward_plain(x, w, b).backward(dy)}  # noqa: B023 (used in this iteration only)
-            ms = {}
-            for k, fn in fns.items():
-                timeit(fn, 2)  # warm-up (and compile on CUDA)
-                ms[k] = timeit(fn, a.reps)
-            print(f"| {','.join(map(str, shape))} | {str(dt).split('.')[1]} | {ms['bn']:.2f} | {ms['l1']:.2f} | "
-                  f"{ms['p1']:.2f} | {ms['p2']:.2f} | {ms['l1'] / ms['bn']:.2f} | {ms['p1'] / ms['bn']:.2f} | "
-                  f"{ms['p2'] / ms['bn']:.2f} |", flush=True)
+            fns = {"bn": lambda: bn(x).backward(dy),  # noqa: B023 (used in this iteration only)
+                   "l1": lambda: l1(x).backward(dy),  # noqa: B023
+                   "l1e": lambda: l1e(x).backward(dy),  # noqa: B023
+                   "p1": lambda: l1bn_forward_plain(x, w, b).backward(dy),  # noqa: B023
+                   "p2": lambda: l2bn_forward_plain(x, w, b).backward(dy)}  # noqa: B023
+            ms, r = side_by_side(fns, a.reps, timeit)
+            print(f"| {','.join(map(str, shape))} | {name} | {ms['bn']:.2f} | {ms['l1']:.2f} | {ms['l1e']:.2f} | "
+                  f"{ms['p1']:.2f} | {ms['p2']:.2f} | **{r['l1']:.2f}** | {r['l1e']:.2f} | {r['p1']:.2f} | "
+                  f"{r['p2']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

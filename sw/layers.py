@@ -26,8 +26,16 @@ correction: there is no unbiased MAD estimator to match); eval mode uses
 (:meth:`L1BatchNorm.inference_affine`), which is what the integer export folds.
 
 bfloat16/float16 inputs are normalized with float32 statistics and arithmetic; the output and
-``dL/dx`` are cast back to the input dtype. On CUDA the forward and backward math run as
-``torch.compile``'d (fused) functions; on CPU they run eagerly (``fused=`` overrides the choice).
+``dL/dx`` are cast back to the input dtype.
+
+Implementations (``impl=``), all the same math and the same saved state (``x``, ``mu``, ``s``; the
+backward recomputes ``sign(x - mu)`` and ``xhat`` instead of storing them):
+
+* ``"ext"``: fused C++/OpenMP kernels (:mod:`l1bn.sw.bn_fast`), CPU: 3 passes forward, 2 backward;
+* ``"compile"``: ``torch.compile`` of :func:`_fwd_math` / :func:`_bwd_math` (the GPU path);
+* ``"eager"``: the same functions as plain torch ops (the fallback);
+* ``"auto"`` (default): ``compile`` on CUDA, ``ext`` on CPU when the C++ library is available,
+  else ``eager`` (with one ``RuntimeWarning`` that says why).
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ import math
 
 import torch
 from torch import nn
+
+from . import bn_fast
 
 __all__ = ["L1_C", "L1BatchNorm", "L1BatchNorm1d", "L1BatchNorm2d", "l1bn_forward_plain",
            "l2bn_forward_plain", "l1_batch_norm"]
@@ -46,37 +56,52 @@ L1_C = math.sqrt(math.pi / 2)
 # ---------------------------------------------------------------- the math (eager and compiled)
 
 def _fwd_math(x, weight, bias, eps: float, dims: tuple[int, ...]):
-    """Batch-statistics forward in the dtype of ``x``; returns (y, xhat, sigma, mu, s)."""
-    mu = x.mean(dims, keepdim=True)
-    d = x - mu
+    """Batch-statistics forward; returns (y in the dtype of ``x``, mu, s in the compute dtype).
+
+    ``weight``/``bias`` are shaped (1, C, 1, ...) in the compute dtype (float32 for bf16/fp16).
+    """
+    xc = x.to(_compute_dtype(x.dtype))
+    mu = xc.mean(dims, keepdim=True)
+    d = xc - mu
     s = d.abs().mean(dims, keepdim=True)
-    sigma = L1_C * s + eps
-    xhat = d / sigma
-    y = xhat
+    scale = 1.0 / (L1_C * s + eps)
     if weight is not None:
-        y = y * weight + bias
-    return y, xhat, sigma, mu, s
+        scale = weight * scale
+    y = d * scale
+    if bias is not None:
+        y = y + bias
+    return y.to(x.dtype), mu, s
 
 
-def _bwd_math(dy, xhat, sigma, weight, dims: tuple[int, ...]):
-    """Sign-based backward; returns (dx, dgamma, dbeta) (dgamma/dbeta shaped like ``sigma``)."""
-    g = dy if weight is None else dy * weight
-    sgn = torch.sign(xhat)  # sign(xhat) == sign(d): sigma > 0
-    mean_g = g.mean(dims, keepdim=True)
-    mean_gx = (g * xhat).mean(dims, keepdim=True)
-    mean_sgn = sgn.mean(dims, keepdim=True)
-    dx = (g - mean_g - L1_C * mean_gx * (sgn - mean_sgn)) / sigma
-    dgamma = (dy * xhat).sum(dims, keepdim=True)
-    dbeta = dy.sum(dims, keepdim=True)
-    return dx, dgamma, dbeta
+def _bwd_math(dy, x, mu, s, weight, eps: float, dims: tuple[int, ...]):
+    """Sign-based backward from the saved ``x``, ``mu``, ``s``; returns (dx, dgamma, dbeta).
+
+    Three per-channel sums (``dy``, ``dy * d``, ``sign(d)``) then ``dx = a*dy + k*sign(d) + b0``,
+    the documented formula with its per-channel terms folded (see the module docstring).
+    """
+    ct = mu.dtype
+    xc, g = x.to(ct), dy.to(ct)
+    m = xc.numel() // xc.shape[1]
+    inv = 1.0 / (L1_C * s + eps)
+    d = xc - mu
+    sgn = torch.sign(d)  # sign(0) = 0
+    sdy = g.sum(dims, keepdim=True)
+    sdd = (g * d).sum(dims, keepdim=True)
+    ssg = sgn.sum(dims, keepdim=True)
+    a = inv if weight is None else weight * inv
+    k = (-L1_C / m) * a * (sdd * inv)       # -c * (gamma/sigma) * mean(dy * xhat)
+    b0 = (-1.0 / m) * (a * sdy + k * ssg)   # -(gamma/sigma) * mean(dy) - k * mean(sgn)
+    dx = a * g + k * sgn + b0
+    return dx.to(x.dtype), sdd * inv, sdy
 
 
+IMPLS = ("auto", "ext", "compile", "eager")
 _COMPILED: dict[str, tuple] = {}
 
 
-def _kernels(fused: bool):
-    """(forward, backward) callables: eager, or ``torch.compile``'d once per process."""
-    if not fused:
+def _math(impl: str):
+    """(forward, backward) math callables: eager, or ``torch.compile``'d once per process."""
+    if impl == "eager":
         return _fwd_math, _bwd_math
     if "k" not in _COMPILED:
         _COMPILED["k"] = (torch.compile(_fwd_math, dynamic=False), torch.compile(_bwd_math, dynamic=False))
@@ -87,43 +112,74 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
+def _resolve_impl(impl: str, x: torch.Tensor) -> str:
+    """The path that runs ``x``: ``auto`` = compile on CUDA, the C++ kernels on CPU (else eager)."""
+    if impl == "auto":
+        if x.is_cuda:
+            return "compile"
+        return "ext" if bn_fast.usable(x) else "eager"
+    if impl == "ext" and not bn_fast.usable(x, warn=False):
+        if x.device.type != "cpu" or not x.dtype.is_floating_point:
+            raise ValueError(f"impl='ext' runs CPU float inputs only, got {x.dtype} on {x.device}")
+        raise ValueError(f"impl='ext': {bn_fast.status()}")
+    return impl
+
+
 class _L1BNFunction(torch.autograd.Function):
     """Training-mode L1BN with the sign-based backward. Inputs are (N, C, *)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps: float, fused: bool):
-        ct = _compute_dtype(x.dtype)
-        dims = (0, *range(2, x.dim()))
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        w = None if weight is None else weight.to(ct).view(shape)
-        b = None if bias is None else bias.to(ct).view(shape)
-        fwd, _ = _kernels(fused)
-        y, xhat, sigma, mu, s = fwd(x.to(ct), w, b, float(eps), dims)
-        ctx.save_for_backward(xhat, sigma, w)
-        ctx.dims, ctx.fused, ctx.in_dtype = dims, fused, x.dtype
-        ctx.has_weight = weight is not None
-        ctx.w_dtype = None if weight is None else weight.dtype
+    def forward(ctx, x, weight, bias, eps: float, impl: str, running=None, finite=None):
+        # running: (running_mean, running_s, factor) to update, or None; finite: a list that gets
+        # [False] when the batch statistics are NaN/Inf (running statistics then stay as they were)
+        impl = _resolve_impl(impl, x)
+        if impl == "ext":
+            y, mu, s, xs, ok = bn_fast.forward(x, weight, bias, eps, running=running)
+        else:
+            ct = _compute_dtype(x.dtype)
+            dims = (0, *range(2, x.dim()))
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            w = None if weight is None else weight.to(ct).view(shape)
+            b = None if bias is None else bias.to(ct).view(shape)
+            y, mu, s = _math(impl)[0](x, w, b, float(eps), dims)
+            mu, s, xs = mu.flatten(), s.flatten(), x
+            ok = bool(torch.isfinite(torch.stack((mu, s))).all())
+            if running is not None and ok:
+                rm, rs, f = running
+                rm.lerp_(mu.to(rm.dtype), f)
+                rs.lerp_(s.to(rs.dtype), f)
+        if finite is not None:
+            finite[:] = [ok]
+        ctx.save_for_backward(xs, mu, s, weight)
+        ctx.eps, ctx.impl = float(eps), impl
         ctx.mark_non_differentiable(mu, s)
-        return y.to(x.dtype), mu.flatten(), s.flatten()
+        return y, mu, s
 
     @staticmethod
     def backward(ctx, dy, _dmu, _ds):
-        xhat, sigma, w = ctx.saved_tensors
-        _, bwd = _kernels(ctx.fused)
-        dx, dgamma, dbeta = bwd(dy.to(xhat.dtype), xhat, sigma, w, ctx.dims)
-        if not ctx.has_weight:
-            return dx.to(ctx.in_dtype), None, None, None, None
-        return (dx.to(ctx.in_dtype), dgamma.flatten().to(ctx.w_dtype), dbeta.flatten().to(ctx.w_dtype),
-                None, None)
+        x, mu, s, weight = ctx.saved_tensors
+        if ctx.impl == "ext":
+            dx, dgamma, dbeta = bn_fast.backward(dy, x, weight, mu, s, ctx.eps)
+        else:
+            dims = (0, *range(2, x.dim()))
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            w = None if weight is None else weight.to(mu.dtype).view(shape)
+            dx, dgamma, dbeta = _math(ctx.impl)[1](dy, x, mu.view(shape), s.view(shape), w, ctx.eps, dims)
+        if weight is None:
+            return dx, None, None, None, None, None, None
+        return (dx, dgamma.flatten().to(weight.dtype), dbeta.flatten().to(weight.dtype), None, None, None,
+                None)
 
 
 def l1_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                  eps: float = 1e-5, fused: bool = False):
+                  eps: float = 1e-5, impl: str = "auto"):
     """Functional training-mode L1BN on (N, C, *): returns ``(y, batch_mean, batch_s)``.
 
-    No input checks (the modules do them); ``batch_mean``/``batch_s`` are float32 for bf16 input.
+    ``impl``: ``"auto"`` (C++ kernels on CPU, ``torch.compile`` on CUDA), ``"ext"``, ``"compile"``,
+    ``"eager"``. No input checks (the modules do them); ``batch_mean``/``batch_s`` are float32 for
+    bf16/fp16 input.
     """
-    return _L1BNFunction.apply(x, weight, bias, eps, fused)
+    return _L1BNFunction.apply(x, weight, bias, eps, impl)
 
 
 def l1bn_forward_plain(x, weight=None, bias=None, eps: float = 1e-5):
@@ -173,8 +229,8 @@ class L1BatchNorm(nn.Module):
     track_running_stats : bool
         Keep ``running_mean``/``running_s`` and use them in eval mode; if False, batch statistics
         are used in both modes.
-    fused : bool or None
-        Run the forward/backward math through ``torch.compile``; None (default) = on CUDA only.
+    impl : str
+        ``"auto"`` (default), ``"ext"``, ``"compile"`` or ``"eager"`` (see the module docstring).
     """
 
     norm = "l1"
@@ -182,17 +238,19 @@ class L1BatchNorm(nn.Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
-                 *, fused: bool | None = None):
+                 *, impl: str = "auto"):
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features={num_features!r} must be an integer >= 1")
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
             raise ValueError(f"eps={eps!r} must be a finite number > 0")
         if momentum is not None and not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
             raise ValueError(f"momentum={momentum!r} must be in 0..1 or None")
+        if impl not in IMPLS:
+            raise ValueError(f"impl={impl!r} must be one of {', '.join(IMPLS)}")
         super().__init__()
         fk = {"device": device, "dtype": dtype}
         self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
-        self.affine, self.track_running_stats, self.fused = affine, track_running_stats, fused
+        self.affine, self.track_running_stats, self.impl = affine, track_running_stats, impl
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features, **fk))
             self.bias = nn.Parameter(torch.zeros(num_features, **fk))
@@ -248,17 +306,18 @@ class L1BatchNorm(nn.Module):
         if m < 2:
             raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when "
                              f"training (input shape {tuple(x.shape)}); use eval mode or a larger batch")
-        if self.training and not bool(torch.isfinite(x).all()):
+        running = None
+        if self.training and self.track_running_stats:
+            f = (1.0 / (float(self.num_batches_tracked) + 1.0)) if self.momentum is None else self.momentum
+            running = (self.running_mean, self.running_s, f)
+        finite = [True]
+        y = _L1BNFunction.apply(x, self.weight, self.bias, self.eps, self.impl, running, finite)[0]
+        # a NaN/Inf input makes its channel's mean (or s) non-finite: checked on C values, not N*C*H*W
+        if self.training and not finite[0]:
             raise ValueError(f"{type(self).__name__}: non-finite input (NaN or Inf) in training mode "
                              f"would corrupt the batch and running statistics")
-        fused = self.fused if self.fused is not None else x.is_cuda
-        y, mu, s = _L1BNFunction.apply(x, self.weight, self.bias, self.eps, bool(fused))
-        if self.training and self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                f = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
-                self.running_mean.lerp_(mu.to(self.running_mean.dtype), f)
-                self.running_s.lerp_(s.to(self.running_s.dtype), f)
+        if running is not None:
+            self.num_batches_tracked.add_(1)
         return y
 
     def inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:

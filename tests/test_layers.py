@@ -1,14 +1,18 @@
-"""L1BatchNorm: custom sign-based backward vs autograd of the plain-op forward, running stats, errors."""
+"""L1BatchNorm: custom sign-based backward vs autograd of the plain-op forward, running stats, errors.
+
+The C++ path (``impl="ext"``, the CPU default) and the eager fallback (``impl="eager"``) both run
+every check of the math; tests/test_bn_fast.py covers dtypes, layouts and the fallback.
+"""
 
 import pytest
 import torch
 from l1bn.sw.layers import L1_C, L1BatchNorm1d, L1BatchNorm2d, l1_batch_norm, l1bn_forward_plain
 
 
-def _both(x, w, b):
+def _both(x, w, b, impl):
     dy = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     xs = [x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()]
-    y1 = l1_batch_norm(*xs, 1e-5)[0]
+    y1 = l1_batch_norm(*xs, 1e-5, impl)[0]
     g1 = torch.autograd.grad(y1, xs, dy)
     xp = [t.clone().requires_grad_() for t in (x, w, b)]
     y2 = l1bn_forward_plain(*xp, 1e-5)
@@ -27,23 +31,25 @@ def _cases():
     return [r, eq, ties, two, torch.randn(5, 3, 7, dtype=torch.float64, generator=g)]
 
 
+@pytest.mark.parametrize("impl", ["ext", "eager"])
 @pytest.mark.parametrize("x", _cases())
-def test_forward_backward_match_autograd_of_plain_ops(x):
+def test_forward_backward_match_autograd_of_plain_ops(x, impl):
     c = x.shape[1]
     w = torch.linspace(0.5, 2, c, dtype=torch.float64)
     b = torch.linspace(-1, 1, c, dtype=torch.float64)
-    y1, y2, g1, g2 = _both(x, w, b)
+    y1, y2, g1, g2 = _both(x, w, b, impl)
     assert (y1 - y2).abs().max() <= 1e-10
     for a, e in zip(g1, g2, strict=True):
         assert (a - e).abs().max() <= 1e-10 * max(1.0, float(e.abs().max()))
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("impl", ["ext", "eager"])
+def test_gradcheck_float64(impl):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(5, 3, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
     w = torch.rand(3, dtype=torch.float64, generator=g).add(0.5).requires_grad_()
     b = torch.randn(3, dtype=torch.float64, generator=g, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w, b: l1_batch_norm(x, w, b, 1e-5)[0], (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w, b: l1_batch_norm(x, w, b, 1e-5, impl)[0], (x, w, b))
 
 
 def test_backward_formula_naive():
