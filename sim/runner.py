@@ -24,8 +24,8 @@ from pathlib import Path
 
 from .tools import ToolError, require_iverilog, setup_verilator
 
-__all__ = ["SIMULATORS", "SimResult", "SimulationError", "run_cocotb", "run_bench", "to_verilog",
-           "default_build_root"]
+__all__ = ["BENCHES", "SIMULATORS", "SimResult", "SimulationError", "run_cocotb", "run_bench",
+           "stream_ports", "to_verilog", "default_build_root"]
 
 SIMULATORS = ("icarus", "verilator")
 
@@ -231,21 +231,81 @@ def run_cocotb(
     return result
 
 
-def run_bench(design, *, name: str, toplevel: str, test_module: str, build_dir,
-              data: dict | None = None, extra_env: dict[str, str] | None = None, **kwargs):
-    """:func:`run_cocotb` for a bench that exchanges JSON files with this process.
+# bench name -> (Verilog top-level module, cocotb test module): the one table of benches
+BENCHES: dict[str, tuple[str, str]] = {
+    "absdiff": ("absdiff", "l1bn.sim.benches.absdiff_tb"),
+    "bn": ("bn_unit", "l1bn.sim.benches.bn_tb"),
+    "bwd": ("bn_bwd", "l1bn.sim.benches.bn_bwd_tb"),
+    "mac": ("mac_array", "l1bn.sim.benches.mac_tb"),
+    "net": ("accelerator", "l1bn.sim.benches.net_tb"),
+}
 
-    ``data`` (if given) is written to ``BUILD/<name>_data.json`` and named to the bench by
-    ``L1BN_<NAME>_DATA``; the bench writes its measurements to ``BUILD/<name>_result.json``
-    (``L1BN_<NAME>_RESULT``). A stale result is removed first, so a bench that dies before writing
-    raises :class:`SimulationError` instead of returning an old result. Other keyword arguments
-    go to :func:`run_cocotb`.
+
+def stream_ports(component) -> dict:
+    """The ``lib.stream`` ports of an Amaranth component, for the bench kit.
+
+    Returns ``{name: {"flow": "in" | "out", "shape": payload shape (the generator's own
+    ``data.Layout`` or plain shape), "always_valid": bool, "always_ready": bool}}``; the flow is
+    seen from the design (``"in"``: the bench drives ``valid`` and ``payload``).
+    """
+    from amaranth.lib import stream, wiring
+
+    ports = {}
+    for name, member in component.signature.members.items():
+        if not member.is_signature:
+            continue
+        sig = member.signature
+        unflipped = sig.flip() if isinstance(sig, wiring.FlippedSignature) else sig
+        if not isinstance(unflipped, stream.Signature):
+            continue
+        ports[name] = {"flow": "out" if member.flow == wiring.Out else "in", "shape": unflipped.members["payload"].shape,
+                       "always_valid": unflipped.always_valid, "always_ready": unflipped.always_ready}
+    return ports
+
+
+def run_bench(design, *, name: str, build_dir, data: dict | None = None, options: dict | None = None,
+              ports: dict | None = None, toplevel: str | None = None, test_module: str | None = None,
+              extra_env: dict[str, str] | None = None, **kwargs):
+    """Build ``design`` and run the bench ``name`` of :data:`BENCHES` on it: the one launcher.
+
+    Parameters
+    ----------
+    design : amaranth Component or str
+        The design, or its Verilog text (then ``ports`` must be given for a stream bench).
+    name : str
+        A key of :data:`BENCHES` (it names the top-level module and the cocotb test module).
+    build_dir : path
+        The simulator build folder; the bench's files are exchanged there.
+    data : dict, optional
+        The bench's inputs, written to ``BUILD/<name>_data.json`` (``L1BN_<NAME>_DATA``; read by
+        ``benches.common.load_data``).
+    options : dict, optional
+        Small knobs (``seed``, ``gaps`` ...), sent as JSON in ``L1BN_OPTIONS``
+        (``benches.kit.Testbench.options``).
+    ports : dict, optional
+        :func:`stream_ports` of the design; taken from ``design`` when it is a component. Pickled
+        to ``BUILD/<name>_ports.pkl`` (``L1BN_PORTS``), so the bench packs payloads through the
+        generator's own layouts.
+    toplevel, test_module : str, optional
+        Override the table entry (a design under another module name).
+
+    Other keyword arguments go to :func:`run_cocotb`. The bench writes its measurements to
+    ``BUILD/<name>_result.json`` (``L1BN_<NAME>_RESULT``); a stale result is removed first, so a
+    bench that dies before writing raises :class:`SimulationError` instead of returning an old one.
 
     Returns
     -------
     (dict, SimResult)
         The bench's result with ``passed``, ``build_s`` and ``run_s`` added, and the run itself.
     """
+    import pickle
+
+    if name not in BENCHES:
+        raise ValueError(f"bench={name!r} is unknown; choose one of {', '.join(BENCHES)}")
+    top, module = BENCHES[name]
+    toplevel, test_module = toplevel or top, test_module or module
+    if ports is None and not isinstance(design, str):
+        ports = stream_ports(design)
     bdir = Path(build_dir).resolve()
     bdir.mkdir(parents=True, exist_ok=True)
     key = name.upper()
@@ -254,6 +314,11 @@ def run_bench(design, *, name: str, toplevel: str, test_module: str, build_dir,
         data_file = bdir / f"{name}_data.json"
         data_file.write_text(json.dumps(data))
         env[f"L1BN_{key}_DATA"] = str(data_file)
+    if ports is not None:
+        ports_file = bdir / f"{name}_ports.pkl"
+        ports_file.write_bytes(pickle.dumps(ports))
+        env["L1BN_PORTS"] = str(ports_file)
+    env["L1BN_OPTIONS"] = json.dumps(options or {})
     out = bdir / f"{name}_result.json"
     out.unlink(missing_ok=True)
     env[f"L1BN_{key}_RESULT"] = str(out)
