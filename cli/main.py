@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "verilog": ("l1bn.cli.verilog", "verilog", "Generate Verilog for a design."),
     "sim": ("l1bn.cli.sim", "sim", "Simulate a design or an exported network with cocotb."),
     "report": ("l1bn.cli.report", "report", "Area, Fmax, latency and energy: L1-BN against L2-BN."),
+    "sweep": ("l1bn.cli.sweep", "sweep", "Design-space sweep on local processes or a Dask cluster."),
     "build": ("l1bn.cli.build", "build", "Build a bitstream for an FPGA board (open tools)."),
     "demo": ("l1bn.cli.demo", "demo", "Train, export, generate, simulate and summarize, end to end."),
 }

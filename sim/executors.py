@@ -245,7 +245,7 @@ class DaskExecutor(Executor):
     kind = "dask"
     shared_fs = False
 
-    def __init__(self, address: str | None = None, *, client=None, timeout: float = 30.0):
+    def __init__(self, address: str | None = None, *, client=None, timeout: float = 60.0):
         try:
             from distributed import Client
         except ModuleNotFoundError as e:  # pragma: no cover - the dist extra is installed in dev
