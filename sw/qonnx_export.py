@@ -193,6 +193,8 @@ def write_qonnx(net, out_path, *, batch: int = 1, bn_dtype: str = "float64", for
     import onnx
 
     out = Path(out_path)
+    if out.suffix != ".onnx":  # also keeps --force from overwriting a run's model.pt or an export folder
+        raise ValueError(f"--out {out}: a QONNX file name must end in .onnx")
     if out.exists() and not force:
         raise ValueError(f"{out} exists; pass --force to replace it")
     if out.exists() and out.is_dir():

@@ -86,7 +86,8 @@ def load_qonnx(path_or_model, *, batch: int | None = None):
         w = cleanup_model(ModelWrapper(proto), override_inpsize=batch)
         w = w.transform(InferShapes())
     except Exception as e:  # qonnx/onnx raise many types on malformed graphs
-        raise QONNXImportError(f"qonnx cleanup/shape inference failed: {type(e).__name__}: {e}") from None
+        msg = " ".join(str(e).split())  # one line, whatever the library printed
+        raise QONNXImportError(f"qonnx cleanup/shape inference failed: {type(e).__name__}: {msg}") from None
     if len(w.graph.input) != 1 or len(w.graph.output) != 1:
         raise QONNXImportError(f"the graph has {len(w.graph.input)} inputs and {len(w.graph.output)} "
                                f"outputs; one image input and one logits output are supported")
@@ -532,6 +533,9 @@ def import_qonnx(model_path, out_dir, *, mult_bits: int = 16, rows: int = 4, for
 
     check_int("rows", rows, 1, 64)
     out = Path(out_dir)
+    src = Path(model_path).resolve()
+    if out.resolve() == src or out.resolve() in src.parents:  # --force would delete the model itself
+        raise ValueError(f"--out {out} holds the model {model_path}; choose a folder outside it")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ValueError(f"{out} exists and is not empty; pass --force to replace it")
     w = load_qonnx(model_path)

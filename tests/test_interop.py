@@ -227,6 +227,13 @@ def test_refusals_in_python(tmp_path):
     with pytest.raises(FileNotFoundError):
         import_qonnx(tmp_path / "missing.onnx", tmp_path / "x")
     assert not (tmp_path / "x").exists()
+    # --force never deletes what the command reads
+    with pytest.raises(ValueError, match="must end in .onnx"):
+        write_qonnx(net, tmp_path / "model.pt", force=True)
+    src = write_qonnx(net, tmp_path / "held" / "m.onnx")
+    with pytest.raises(ValueError, match="holds the model"):
+        import_qonnx(src, tmp_path / "held", force=True)
+    assert src.is_file() and not (tmp_path / "model.pt").exists()
 
 
 def _edited_proto(m, edit):
