@@ -374,7 +374,8 @@ def qonnx_to_intnet(model, *, mult_bits: int = 16):
         scale, offset = np.ones(c), np.zeros(c)
         dyadic = True
         bias_in = 2 if mac.op_type in ("Conv", "Gemm") else None
-        if bias_in is not None and len(mac.input) > bias_in and mac.input[bias_in]:
+        has_bias = bias_in is not None and len(mac.input) > bias_in and bool(mac.input[bias_in])
+        if has_bias:
             bprod = w.find_producer(mac.input[bias_in])
             if bprod is not None:
                 raise _err(mac, "a computed (quantized) bias is not supported; export the bias as a float "
@@ -424,6 +425,9 @@ def qonnx_to_intnet(model, *, mult_bits: int = 16):
             t = node.output[0]
             node = walk.next(t)
         if node is None:  # the last layer: its accumulators are the output
+            if has_bias and len(names) == names.index(_node_name(mac)) + 1:
+                raise _err(mac, "a bias on the last layer is not supported (the logits are the integer "
+                                "accumulators); train it with bias=False")
             if lay.relu or not (np.all(scale == 1) and np.all(offset == 0)):
                 raise QONNXImportError(f"node {names[-1]}: the last layer must end at its MAC "
                                        f"({_node_name(mac)}); a Relu, BN or scale after it is not supported "

@@ -224,6 +224,21 @@ def test_refusals_in_python(tmp_path):
         qonnx_to_intnet(load_qonnx(one_bit))
     half_even = _edited_proto(m, lambda p: _set_attr(_act_quant(p), "rounding_mode", "ROUND"))
     qonnx_to_intnet(load_qonnx(half_even))  # a BN-like non-dyadic scale in front: accepted
+    # a pure power-of-two rescale in front of a ROUND quantizer lands on ties: refused
+    import dataclasses
+
+    from l1bn.spec.reference.infer_bn import fold_affine
+
+    c1 = net.layers[0]
+    ident = fold_affine(torch.ones(16, dtype=torch.float64), torch.zeros(16, dtype=torch.float64),
+                        acc_exp=c1.w_exp + c1.a_exp, out_exp=c1.out_exp, acc_bits=c1.acc_bits, out_bits=4)
+    plain = dataclasses.replace(net, layers=(dataclasses.replace(c1, bn=ident),) + net.layers[1:])
+    dyadic = _edited_proto(intnet_to_qonnx(plain), lambda p: _set_attr(_act_quant(p), "rounding_mode", "ROUND"))
+    with pytest.raises(QONNXImportError, match="use rounding_mode HALF_UP"):
+        qonnx_to_intnet(load_qonnx(dyadic))
+    back, _ = qonnx_to_intnet(load_qonnx(intnet_to_qonnx(plain)))  # HALF_UP: exact
+    x = torch.randint(0, 16, (8, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    assert np.array_equal(np.asarray(run_net(back, x)), np.asarray(run_net(plain, x)))
     with pytest.raises(FileNotFoundError):
         import_qonnx(tmp_path / "missing.onnx", tmp_path / "x")
     assert not (tmp_path / "x").exists()
