@@ -131,7 +131,8 @@ class _L1BNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps: float, impl: str, running=None, finite=None):
         # running: (running_mean, running_s, factor) to update, or None; finite: a list that gets
-        # [False] when the batch statistics are NaN/Inf (running statistics then stay as they were)
+        # [False] when the batch statistics are NaN/Inf (running statistics then stay as they were),
+        # or None: no host synchronization (CUDA), the update is skipped on the device instead
         impl = _resolve_impl(impl, x)
         if impl == "ext":
             y, mu, s, xs, ok = bn_fast.forward(x, weight, bias, eps, running=running)
@@ -143,8 +144,13 @@ class _L1BNFunction(torch.autograd.Function):
             b = None if bias is None else bias.to(ct).view(shape)
             y, mu, s = _math(impl)[0](x, w, b, float(eps), dims)
             mu, s, xs = mu.flatten(), s.flatten(), x
-            ok = bool(torch.isfinite(torch.stack((mu, s))).all())
-            if running is not None and ok:
+            ok_t = torch.isfinite(torch.stack((mu, s))).all()
+            ok = bool(ok_t) if finite is not None else True
+            if running is not None and finite is None:
+                rm, rs, f = running
+                rm.copy_(torch.where(ok_t, torch.lerp(rm, mu.to(rm.dtype), f), rm))
+                rs.copy_(torch.where(ok_t, torch.lerp(rs, s.to(rs.dtype), f), rs))
+            elif running is not None and ok:
                 rm, rs, f = running
                 rm.lerp_(mu.to(rm.dtype), f)
                 rs.lerp_(s.to(rs.dtype), f)
@@ -310,10 +316,12 @@ class L1BatchNorm(nn.Module):
         if self.training and self.track_running_stats:
             f = (1.0 / (float(self.num_batches_tracked) + 1.0)) if self.momentum is None else self.momentum
             running = (self.running_mean, self.running_s, f)
-        finite = [True]
+        # a NaN/Inf input makes its channel's mean (or s) non-finite: checked on C values, not N*C*H*W;
+        # on CUDA not checked on the host (no synchronization per layer): the running statistics
+        # skip such a batch on the device and the output carries the NaN
+        finite = None if x.is_cuda else [True]
         y = _L1BNFunction.apply(x, self.weight, self.bias, self.eps, self.impl, running, finite)[0]
-        # a NaN/Inf input makes its channel's mean (or s) non-finite: checked on C values, not N*C*H*W
-        if self.training and not finite[0]:
+        if self.training and finite is not None and not finite[0]:
             raise ValueError(f"{type(self).__name__}: non-finite input (NaN or Inf) in training mode "
                              f"would corrupt the batch and running statistics")
         if running is not None:

@@ -236,3 +236,18 @@ def test_compiled_path_matches_reference():
     x, w, b, dy = _make((4, 3, 5, 5), torch.float64, seed=6)
     for g, e in zip(_run(x, w, b, dy, "compile"), _reference(x, w, b, dy), strict=True):
         _close(g, e, torch.float64, "compile")
+
+
+def test_device_side_running_stats_guard():
+    """The CUDA variant (finite=None: no host sync) skips a NaN batch on the device, as the CPU check does."""
+    from l1bn.sw.layers import _L1BNFunction
+
+    rm, rs = torch.zeros(3), torch.ones(3)
+    x = torch.randn(4, 3, 2, 2)
+    _L1BNFunction.apply(x, None, None, 1e-5, "eager", (rm, rs, 0.5), None)
+    mu = x.mean((0, 2, 3))
+    assert torch.allclose(rm, 0.5 * mu, atol=1e-6) and not torch.equal(rs, torch.ones(3))
+    before = (rm.clone(), rs.clone())
+    x[0, 0, 0, 0] = float("inf")
+    y = _L1BNFunction.apply(x, None, None, 1e-5, "eager", (rm, rs, 0.5), None)[0]
+    assert torch.equal(rm, before[0]) and torch.equal(rs, before[1]) and not bool(torch.isfinite(y).all())
