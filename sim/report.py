@@ -440,8 +440,18 @@ def write_report(rep: dict, out) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=out))
     try:
         (tmp / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
-        (tmp / "report.md").write_text(report_markdown(rep))
-        names = ["report.json", "report.md"] + [p.name for p in plot_report(rep, tmp)]
+        if rep.get("target") == "asic":    # l1bn report --target asic (l1bn.sim.asic)
+            from .asic import asic_markdown, plot_asic
+
+            md, plots = asic_markdown(rep), plot_asic(rep, tmp)
+        else:
+            md, plots = report_markdown(rep), plot_report(rep, tmp)
+            if "asic" in rep:              # --target both: the ASIC tables after the FPGA ones
+                from .asic import asic_markdown, plot_asic
+
+                md, plots = md + "\n" + asic_markdown(rep["asic"]), plots + plot_asic(rep["asic"], tmp)
+        (tmp / "report.md").write_text(md)
+        names = ["report.json", "report.md"] + [p.name for p in plots]
         for name in names:
             os.replace(tmp / name, out / name)
     finally:
