@@ -440,6 +440,9 @@ def qonnx_to_intnet(model, *, mult_bits: int = 16):
         aq = _quant_params(w, node, "activation")
         if aq.signed:
             raise _err(node, "signed activations are not supported (unsigned activations after ReLU only)")
+        if aq.narrow:  # the requantizer saturates at 2**bits - 1, a narrow quantizer at 2**bits - 2
+            raise _err(node, f"narrow-range activations (0..{2 ** aq.bits - 2}) are not supported; "
+                             f"the requantizer's range is 0..{2 ** aq.bits - 1}")
         if aq.rounding in ("ROUND", "HALF_EVEN") and dyadic:
             raise _err(node, "rounding_mode ROUND rounds ties to even, l1bn's requantizer rounds half up, "
                              "and with no BatchNormalization or non-power-of-two scale in front the values "

@@ -222,6 +222,9 @@ def test_refusals_in_python(tmp_path):
     one_bit = _edited_proto(m, lambda p: _set_input(p, _quant_nodes(p)[1], 3, 1.0))
     with pytest.raises(QONNXImportError, match="weight bit width 1 is out of range 2..8"):
         qonnx_to_intnet(load_qonnx(one_bit))
+    narrow = _edited_proto(m, lambda p: _set_attr(_act_quant(p), "narrow", 1))
+    with pytest.raises(QONNXImportError, match="narrow-range activations"):
+        qonnx_to_intnet(load_qonnx(narrow))
     half_even = _edited_proto(m, lambda p: _set_attr(_act_quant(p), "rounding_mode", "ROUND"))
     qonnx_to_intnet(load_qonnx(half_even))  # a BN-like non-dyadic scale in front: accepted
     # a pure power-of-two rescale in front of a ROUND quantizer lands on ties: refused
