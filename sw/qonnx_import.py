@@ -480,7 +480,7 @@ def qonnx_to_intnet(model, *, mult_bits: int = 16):
             if lay.aq.rounding == "FLOOR":  # floor(v) = floor((v - 1/2) + 1/2): half up with -1/2 LSB
                 off = off - 0.5 * 2.0 ** -lay.aq.exp
             try:
-                bn = fold_affine(torch.as_tensor(lay.scale), torch.as_tensor(off), acc_exp=w_exp + a_exp,
+                bn = fold_affine(lay.scale, off, acc_exp=w_exp + a_exp,
                                  out_exp=lay.aq.exp, acc_bits=base.acc_bits, out_bits=lay.aq.bits, relu=True,
                                  mult_bits=mult_bits)
             except ValueError as e:
