@@ -1,131 +1,99 @@
-"""cocotb bench for the MAC array (:mod:`l1bn.hw.mac_array`).
+"""cocotb bench for the MAC array (:mod:`l1bn.hw.mac_array`), built from the bench kit.
 
-The caller writes the tiles as JSON into the file named by ``L1BN_MAC_DATA``:
-``{"tiles": [{"w": M x K weight values, "a": K x N activation values}, ...]}``. Expected outputs
-come from :func:`l1bn.spec.reference.mac.mac_tile` only. ``L1BN_GAPS`` / ``L1BN_OUT_GAPS`` (0..100)
-are the percent chance of an idle input cycle / a not-ready output cycle. The bench writes what it
-measured (mismatches, cycles, per-tile completion cycles) as JSON to ``L1BN_MAC_RESULT``; with no
-gaps and equal K it asserts the total cycle count equals ``stream_cycles``.
+Inputs (``run_bench(..., name="mac")``): data ``{"tiles": [{"w": M x K weights, "a": K x N
+activations}, ...]}``; options ``gaps`` / ``out_gaps`` (percent of idle input / not-ready output
+cycles), ``seed`` and ``out_rows`` (return every output row). Expected rows come from
+:func:`l1bn.spec.reference.mac.mac_tile` only; weights go in as the reference's stored bit patterns
+(:func:`l1bn.spec.reference.mac.encode_weights`). ``last`` must mark the last row of each tile and
+the last beat of each tile's input. With no gaps and equal K the total cycle count must equal
+:func:`l1bn.hw.mac_array.stream_cycles`.
 """
 
-import os
-import random
-
 import cocotb
-import torch
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+import numpy as np
+from amaranth.hdl import Const
+from cocotb.triggers import ClockCycles
 from l1bn.hw.mac_array import stream_cycles, tile_period
 from l1bn.spec.reference.mac import encode_weights, mac_tile
 
-from .common import env_int, load_config, load_data, reset, start_clock, write_result
+from .common import load_config, load_data, write_result
+from .kit import InOrderChecker, StreamSink, StreamSource, Testbench
 
 
-def _pack(values, bits):
-    word, mask = 0, (1 << bits) - 1
-    for n, v in enumerate(values):
-        word |= (int(v) & mask) << (n * bits)
-    return word
+class MACTestbench(Testbench):
+    """Tiles through the array: source ``i`` (one beat per reduction step), sink ``o`` (rows)."""
 
+    def __init__(self, dut):
+        super().__init__(dut)
+        cfg = self.cfg = load_config()
+        tiles = load_data("mac")["tiles"]
+        self.gaps, self.out_gaps = self.option("gaps", 0), self.option("out_gaps", 0)
+        self.src = StreamSource(self, "i", pauses=self.pauses("i", self.gaps))
+        self.sink = StreamSink(self, "o", backpressure=self.pauses("o", self.out_gaps), on_beat=self.row)
+        # the weight field's own shape turns the stored bit pattern into the value it holds
+        wshape = self.src.codec.layout["w"].shape.elem_shape
+        R, C = cfg.rows, cfg.cols
+        rows, lasts = [], []
+        self.ks = []
+        for t in tiles:
+            w, a = np.asarray(t["w"], dtype=np.int64), np.asarray(t["a"], dtype=np.int64)
+            k = w.shape[1]
+            self.ks.append(k)
+            rows += np.asarray(mac_tile(w, a, cfg)).tolist()
+            lasts += [i == R - 1 for i in range(R)]
+            wraw = np.asarray(encode_weights(w, cfg))
+            for s in range(k):
+                self.src.send({"w": [Const(int(b), wshape).value for b in wraw[:, s]],
+                               "a": a[s], "last": int(s == k - 1)})
+        self.tiles = len(tiles)
+        self.y = InOrderChecker([v for r in rows for v in r],
+                                where=lambda i: {"tile": i // (R * C), "row": i // C % R, "col": i % C})
+        self.last = InOrderChecker([int(v) for v in lasts], where=lambda i: {"row": i})
+        self.got, self.tile_done = [], []
 
-def _unpack(word, bits, count, signed):
-    out = []
-    for n in range(count):
-        v = (word >> (n * bits)) & ((1 << bits) - 1)
-        if signed and v >> (bits - 1):
-            v -= 1 << bits
-        out.append(v)
-    return out
+    def row(self, beat, cycle):
+        if beat is None:
+            for _ in range(self.cfg.cols):
+                self.y(None)
+            self.last(None)
+            return
+        self.got.append(beat["y"])
+        for v in beat["y"]:
+            self.y(v)
+        self.last(beat["last"])
+        if beat["last"]:
+            self.tile_done.append(cycle)
+
+    def result(self) -> dict:
+        cfg, ks = self.cfg, self.ks
+        r = {"mismatches": self.y.mismatches, "first": self.y.first,
+             "last_mismatches": self.last.mismatches, "outputs": len(self.y.expected),
+             "cycles": self.sink.cycles[-1] - self.src.cycles[0] + 1 if self.sink.cycles else None,
+             "tile_done": self.tile_done, "input_stalls": self.src.stalls, "ks": ks,
+             "violations": self.sink.violations}
+        if self.option("out_rows", False):
+            r["rows"] = self.got
+        if len(set(ks)) == 1:
+            r["formula_cycles"] = stream_cycles(cfg, ks[0], self.tiles)
+            r["formula_period"] = tile_period(cfg, ks[0])
+        return r
 
 
 @cocotb.test()
 async def mac_array_matches_reference(dut):
-    cfg = load_config()
-    tiles = load_data("mac")["tiles"]
-    gaps, out_gaps = env_int("L1BN_GAPS", 0), env_int("L1BN_OUT_GAPS", 0)
-    rng = random.Random(env_int("L1BN_SEED", 1))
-    R, C = cfg.rows, cfg.cols
-    rbits = cfg.result_bits
-    out_signed = not (cfg.requant and cfg.relu)
-
-    beats, expected = [], []
-    for t in tiles:
-        w = torch.tensor(t["w"], dtype=torch.int64)
-        a = torch.tensor(t["a"], dtype=torch.int64)
-        expected.append(mac_tile(w, a, cfg).tolist())
-        wbits_raw = encode_weights(w, cfg)
-        k = w.shape[1]
-        for s in range(k):
-            word = (_pack(wbits_raw[:, s].tolist(), cfg.wbits)
-                    | (_pack(a[s].tolist(), cfg.abits) << (R * cfg.wbits))
-                    | (int(s == k - 1) << (R * cfg.wbits + C * cfg.abits)))
-            beats.append(word)
-
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
-    await start_clock(dut)
-    await reset(dut)
-
-    got, tile_done = [], []
-    cycle, sent, first_in, last_out, stalls = 0, 0, None, None, 0
-    total_rows = R * len(tiles)
-    limit = 10 * (len(beats) + total_rows) + 100
-    while len(got) < total_rows:
-        await FallingEdge(dut.clk)
-        drive = sent < len(beats) and not (gaps and rng.randrange(100) < gaps)
-        dut.i__valid.value = int(drive)
-        if drive:
-            dut.i__payload.value = beats[sent]
-        dut.o__ready.value = 0 if (out_gaps and rng.randrange(100) < out_gaps) else 1
-        await ReadOnly()
-        if os.environ.get("L1BN_DEBUG"):
-            dut._log.info("c%d iv=%s ir=%s ip=%s ov=%s op=%s", cycle, dut.i__valid.value,
-                          dut.i__ready.value, dut.i__payload.value, dut.o__valid.value, dut.o__payload.value)
-        if drive:
-            if int(dut.i__ready.value):
-                if first_in is None:
-                    first_in = cycle
-                sent += 1
-            else:
-                stalls += 1
-        if int(dut.o__valid.value) and int(dut.o__ready.value):
-            raw = dut.o__payload.value
-            if not raw.is_resolvable:
-                raise AssertionError(f"output row {len(got)} is not 0/1: {raw} (cycle {cycle})")
-            word = int(raw)
-            got.append(_unpack(word, rbits, C, out_signed))
-            last = (word >> (C * rbits)) & 1
-            if last != (len(got) % R == 0):
-                raise AssertionError(f"last={last} on output row {len(got) - 1} (rows={R})")
-            if last:
-                tile_done.append(cycle)
-            last_out = cycle
-        await RisingEdge(dut.clk)
-        cycle += 1
-        if cycle > limit:
-            raise AssertionError(f"timeout: {len(got)} of {total_rows} rows after {cycle} cycles")
-    dut.i__valid.value = 0
-
-    bad = []
-    for t, exp in enumerate(expected):
-        rows = got[t * R:(t + 1) * R]
-        for i in range(R):
-            for j in range(C):
-                if rows[i][j] != exp[i][j]:
-                    bad.append({"tile": t, "row": i, "col": j, "got": rows[i][j], "expected": exp[i][j]})
-    for b in bad[:10]:
-        dut._log.error("tile %(tile)d y[%(row)d][%(col)d] = %(got)d, expected %(expected)d", b)
-
-    ks = [len(t["a"]) for t in tiles]
-    total = last_out - first_in + 1
-    result = {"mismatches": len(bad), "first": bad[:20], "outputs": R * C * len(tiles),
-              "cycles": total, "tile_done": tile_done, "input_stalls": stalls, "ks": ks}
-    if os.environ.get("L1BN_OUT_ROWS"):
-        result["rows"] = got
-    if len(set(ks)) == 1:
-        result["formula_cycles"] = stream_cycles(cfg, ks[0], len(tiles))
-        result["formula_period"] = tile_period(cfg, ks[0])
-    write_result("mac", result)
-    assert not bad, f"{len(bad)} mismatches of {R * C * len(tiles)} outputs"
-    if not gaps and not out_gaps and len(set(ks)) == 1:
-        dut._log.info("cycles %d (formula %d)", total, result["formula_cycles"])
-        assert total == result["formula_cycles"], (total, result["formula_cycles"])
+    tb = MACTestbench(dut)
+    await tb.start()
+    limit = 10 * (sum(tb.ks) + tb.cfg.rows * tb.tiles) + 100
+    await tb.wait(tb.last.done, cycles=limit * (1 + max(tb.gaps, tb.out_gaps)))
+    await ClockCycles(dut.clk, 4)   # an extra row would show now
+    r = tb.result()
+    write_result("mac", r)
+    tb.y.log(dut._log, "y")
+    tb.last.log(dut._log, "last")
+    assert tb.last.count == len(tb.last.expected), f"{tb.last.count} of {len(tb.last.expected)} rows"
+    assert not tb.y.mismatches, f"{tb.y.mismatches} mismatches of {r['outputs']} outputs"
+    assert not tb.last.mismatches, f"{tb.last.mismatches} rows with a wrong last flag"
+    assert not r["violations"], f"stream rules broken: {r['violations'][:5]}"
+    if not tb.gaps and not tb.out_gaps and "formula_cycles" in r:
+        dut._log.info("cycles %d (formula %d)", r["cycles"], r["formula_cycles"])
+        assert r["cycles"] == r["formula_cycles"], (r["cycles"], r["formula_cycles"])
