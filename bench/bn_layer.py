@@ -72,10 +72,10 @@ def main():
                     default=["float32", "bfloat16"])
     a = ap.parse_args()
     if a.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device cuda but this PyTorch ({torch.__version__}, CUDA build: "
-                         f"{torch.version.cuda}) sees no CUDA GPU; use --device cpu")
+        ap.exit(2, f"error: --device cuda but this PyTorch ({torch.__version__}, CUDA build: "
+                   f"{torch.version.cuda}) sees no CUDA GPU; use --device cpu\n")
     if a.reps < 1 or a.cpu_div < 1 or a.threads < 1:
-        raise SystemExit("error: --reps, --cpu-div and --threads must be >= 1")
+        ap.exit(2, "error: --reps, --cpu-div and --threads must be >= 1\n")
     dev = torch.device(a.device)
     if dev.type == "cpu":
         torch.set_num_threads(a.threads)

@@ -45,7 +45,7 @@ def main():
     ap.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
     a = ap.parse_args()
     if a.rounds < 1 or a.threads < 1:
-        raise SystemExit("error: --rounds and --threads must be >= 1")
+        ap.exit(2, "error: --rounds and --threads must be >= 1\n")
     torch.set_num_threads(a.threads)
     q = QuantConfig(wbits=a.bits, abits=a.bits)
     x, y = train_split()

@@ -251,3 +251,14 @@ def test_device_side_running_stats_guard():
     x[0, 0, 0, 0] = float("inf")
     y = _L1BNFunction.apply(x, None, None, 1e-5, "eager", (rm, rs, 0.5), None)[0]
     assert torch.equal(rm, before[0]) and torch.equal(rs, before[1]) and not bool(torch.isfinite(y).all())
+
+
+def test_cuda_bench_refuses_without_a_gpu():
+    import os
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "bn_layer.py"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU visible, also on a GPU machine
+    r = subprocess.run([sys.executable, str(bench), "--device", "cuda"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 2 and r.stderr.startswith("error: --device cuda") and "Traceback" not in r.stderr
