@@ -433,7 +433,18 @@ class RecipStage(wiring.Component):
         cnt = Signal(range(max(r + 1, _sqrt_steps(cfg)) + 1))
         rem = Signal(unsigned(cfg.sigma_bits + 1))     # divider remainder < sigma, one bit to shift
         q = Signal(unsigned(cfg.inv_bits))
+        div_first = Signal()
         m.d.sync += self.done.eq(0)
+        # the divider step runs every cycle whatever the state (its registers are only read in
+        # DIV): no state decoding on its path; div_first starts it (remainder 0, dividend bit 1)
+        m.d.sync += div_first.eq(0)
+        cur = Signal(unsigned(cfg.sigma_bits + 1))
+        diff = Signal(signed(cfg.sigma_bits + 2))
+        m.d.comb += [cur.eq(Mux(div_first, 1, rem << 1)),   # the dividend 2**R: one 1, then 0s
+                     diff.eq(cur - self.sigma)]
+        ge = ~diff[-1]
+        nq = (q << 1) | ge                                   # R + 1 steps shift every old bit out
+        m.d.sync += [rem.eq(Mux(ge, diff[:cfg.sigma_bits + 1], cur)), q.eq(nq)]
         if cfg.norm in _CONST_SIGMA:
             sig_new = pipe.mul(self.s, _sigma_const(cfg), "sig", add=_sigma_round(cfg))
         else:
@@ -460,8 +471,7 @@ class RecipStage(wiring.Component):
                 with m.State("SIGMA"):
                     m.d.sync += wait.eq(wait - 1)
                     with m.If(wait == 0):
-                        m.d.sync += [self.sigma.eq((sig_new >> cfg.c_bits) + cfg.eps),
-                                     rem.eq(0), q.eq(0), cnt.eq(0)]
+                        m.d.sync += [self.sigma.eq((sig_new >> cfg.c_bits) + cfg.eps), div_first.eq(1), cnt.eq(0)]
                         m.next = "DIV"
             else:
                 with m.State("SQRT"):
@@ -477,16 +487,10 @@ class RecipStage(wiring.Component):
                         cnt.eq(cnt - 1),
                     ]
                     with m.If(cnt == 0):
-                        m.d.sync += [self.sigma.eq(nroot + cfg.eps), rem.eq(0), q.eq(0), cnt.eq(0)]
+                        m.d.sync += [self.sigma.eq(nroot + cfg.eps), div_first.eq(1), cnt.eq(0)]
                         m.next = "DIV"
             with m.State("DIV"):
-                cur = Signal(unsigned(cfg.sigma_bits + 1))
-                diff = Signal(signed(cfg.sigma_bits + 2))
-                m.d.comb += [cur.eq((rem << 1) | (cnt == 0)),   # the dividend 2**R: one 1, then 0s
-                             diff.eq(cur - self.sigma)]
-                ge = ~diff[-1]
-                nq = (q << 1) | ge
-                m.d.sync += [rem.eq(Mux(ge, diff[:cfg.sigma_bits + 1], cur)), q.eq(nq), cnt.eq(cnt + 1)]
+                m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == r):
                     m.d.sync += [self.inv.eq(nq), self.done.eq(1)]
                     m.next = "IDLE"

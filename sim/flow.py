@@ -69,7 +69,7 @@ __all__ = ["FLOW_VERSION", "TimingHarness", "ports", "synth_ecp5", "synth_cmos",
 
 FLOW_VERSION = "3"
 # per step, so that a change of one recipe leaves the other steps' cache valid
-_STEP_VERSION = {"ecp5": "2", "cmos": "3", "energy": "3", "asic": "1"}  # asic: l1bn.sim.asic
+_STEP_VERSION = {"ecp5": "3", "cmos": "3", "energy": "3", "asic": "1"}  # asic: l1bn.sim.asic
 # ABC's default gate-mapping script ran for over 20 minutes (WebAssembly) on the 16-bit L2
 # backward unit; structural hashing + mapping alone takes ~20 s and is the same for every design
 ABC_SCRIPT = "+strash;map"
@@ -226,6 +226,34 @@ def synth_cmos_text(verilog: str, workdir: Path) -> dict:
             "cells_by_type": cells, "modules": mods}
 
 
+def critical_path(pnr_report: dict) -> dict | None:
+    """The worst clk->clk path of a nextpnr ``--report`` JSON: start and end cell (the harness
+    prefix ``dut.`` removed), total, logic and routing delay (ns), logic levels, and the
+    ``stage``: the first component of the cell's hierarchical name that the two ends share
+    (``normalize``, ``recip``, ...; ``top`` for the unit's own control and buffers)."""
+    paths = [p for p in pnr_report.get("critical_paths", []) if p.get("path")]
+    if not paths:
+        return None
+    worst = max(paths, key=lambda p: sum(x["delay"] for x in p["path"]))
+    steps = worst["path"]
+
+    def cell(name):
+        return name[4:] if name.startswith("dut.") else name
+
+    start, end = cell(steps[0]["from"]["cell"]), cell(steps[-1]["to"]["cell"])
+
+    def stage(c):
+        head = c.split(".")[0]
+        return head if "." in c and not head.startswith("$") else "top"
+
+    st = {stage(start), stage(end)}
+    return {"from": start, "to": end, "stage": stage(end) if len(st) == 1 else "/".join(sorted(st)),
+            "delay_ns": round(sum(x["delay"] for x in steps), 3),
+            "logic_ns": round(sum(x["delay"] for x in steps if x["type"] != "routing"), 3),
+            "routing_ns": round(sum(x["delay"] for x in steps if x["type"] == "routing"), 3),
+            "levels": sum(1 for x in steps if x["type"] == "logic")}
+
+
 def pnr_ecp5_json(workdir: Path, *, lut: int, dsp: int, bram: int, freq_mhz: float = 100,
                   seed: int = 1) -> dict:
     """Place and route ``workdir/top.json`` on the smallest ECP5 that holds it; Fmax of ``clk``."""
@@ -246,7 +274,7 @@ def pnr_ecp5_json(workdir: Path, *, lut: int, dsp: int, bram: int, freq_mhz: flo
             fmax = min(v["achieved"] for v in r["fmax"].values())
             util = {k: v["used"] for k, v in r.get("utilization", {}).items() if v.get("used")}
             return {"fmax_mhz": round(fmax, 2), "device": f"LFE5U-{dev.upper()[:-1]}F {pkg}",
-                    "utilization": util}
+                    "utilization": util, "critical_path": critical_path(r)}
         last_err = f"nextpnr failed on {dev} (rc={rc}); see {workdir / 'nextpnr.log'}"
     raise RuntimeError(last_err)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .flow import FLOW_VERSION, Job, run_jobs, tool_versions
 
-__all__ = ["REPORT_WIDTHS", "forward_config", "backward_config", "build_report", "write_report",
+__all__ = ["PNR_SEEDS", "REPORT_WIDTHS", "forward_config", "backward_config", "build_report", "write_report",
            "horowitz_add", "horowitz_mul", "analytic_energy"]
 
 REPORT_WIDTHS = (4, 8, 16)
@@ -195,11 +195,61 @@ def _ratio(a, b):
     return a / b
 
 
+PNR_SEEDS = (1, 2, 3)
+
+
+def _with_seeds(plan, seeds):
+    """Each ECP5 place-and-route job once per seed (key + ``("seed", s)``); other jobs as they are."""
+    out = []
+    for key, job in plan:
+        if job.kind != "ecp5" or not job.params.get("pnr", True):
+            out.append((key, job))
+            continue
+        for sd in seeds:
+            out.append(((*key, "seed", sd), Job("ecp5", name=f"{job.name}-s{sd}", verilog=job.verilog,
+                                                 **{**job.params, "seed": sd})))
+    return out
+
+
+def _median_over_seeds(got):
+    """Merge the per-seed results: synthesis counts (identical), median Fmax, every seed's Fmax,
+    and the critical path of the median run."""
+    runs = {}
+    for key, r in got.items():
+        if len(key) > 2 and key[-2] == "seed":
+            runs.setdefault(key[:-2], []).append((key[-1], r))
+    out = {k: r for k, r in got.items() if not (len(k) > 2 and k[-2] == "seed")}
+    for key, rs in runs.items():
+        rs.sort(key=lambda t: (t[1].get("fmax_mhz") or 0.0, t[0]))
+        seed, med = rs[(len(rs) - 1) // 2]           # the lower median: a real run, not an average
+        out[key] = {**med, "fmax_seeds": {str(sd): r.get("fmax_mhz") for sd, r in sorted(rs)},
+                    "median_seed": seed}
+    return out
+
+
+def _power(units):
+    """Energy per unit of time: at each unit's own Fmax and at the slower unit's Fmax (the common
+    clock). The toggle energy per element does not depend on the clock in this zero-delay model,
+    so the common clock changes power and latency, not energy per element."""
+    fm = [u["fmax_mhz"] for u in units.values() if u.get("fmax_mhz")]
+    common = min(fm) if fm else None
+    for u in units.values():
+        per_cycle = u["energy_per_element"] * u["elements"] / u["latency_cycles"]
+        u["common_clock_mhz"] = common
+        u["energy_per_element_common_clock"] = u["energy_per_element"]
+        u["power_own_fmax"] = round(per_cycle * u["fmax_mhz"], 1) if u.get("fmax_mhz") else None
+        u["power_common_clock"] = round(per_cycle * common, 1) if common else None
+        u["latency_ns_common_clock"] = round(u["latency_cycles"] * 1000 / common, 1) if common else None
+
+
 def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels: int = 4, pnr: bool = True,
                  jobs: int | None = None, workdir, console=None, backward: bool = True,
-                 stages: bool = True) -> tuple[dict, dict]:
+                 stages: bool = True, seeds=PNR_SEEDS) -> tuple[dict, dict]:
     """Measure every unit and stage; return ``(report, run)``: the report dict (what report.json
-    holds) and the run's facts (``seconds``, ``cached`` steps out of ``steps``)."""
+    holds) and the run's facts (``seconds``, ``cached`` steps out of ``steps``).
+
+    Place and route runs once per seed in ``seeds``; Fmax is the median, and the critical path is
+    that of the median run."""
     from l1bn.hw.bn_backward import (
         L1BNBackwardUnit,
         L2BNBackwardUnit,
@@ -238,12 +288,14 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
                                                "formula_cycles": backward_latency_cycles(bc),
                                                "analytic": analytic_energy("backward", bc),
                                                "stored_bits": stored_state_bits(bc)}
+    plan = _with_seeds(plan, seeds if pnr else (1,))
     res = run_jobs([j for _, j in plan], workdir=workdir, max_workers=jobs, console=console,
                    description="synthesis, P&R, gate-level energy")
-    got = {k: r for (k, _), r in zip(plan, res, strict=True)}
+    got = _median_over_seeds({k: r for (k, _), r in zip(plan, res, strict=True)})
 
     report = {"flow_version": FLOW_VERSION, "tools": tool_versions(),
-              "params": {"widths": list(widths), "n": n, "lanes": lanes, "channels": channels, "pnr": pnr},
+              "params": {"widths": list(widths), "n": n, "lanes": lanes, "channels": channels, "pnr": pnr,
+                         "seeds": list(seeds) if pnr else []},
               "energy_unit": "fan-out-weighted net transitions (relative); analytic in pJ (Horowitz 45 nm)",
               "widths": {}}
     for w in widths:
@@ -256,7 +308,8 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
                 cyc = e["cycles"]
                 u = {"lut": s["lut"], "ff": s["ff"], "ccu2": s["ccu2"], "dsp": s["dsp"], "bram": s["bram"],
                      "lutram": s["lutram"], "transistors": e["transistors"], "gates": e["gates"], "dff": e["dff"],
-                     "fmax_mhz": fmax, "device": s.get("device"), "latency_cycles": cyc,
+                     "fmax_mhz": fmax, "fmax_seeds": s.get("fmax_seeds"), "critical_path": s.get("critical_path"),
+                     "device": s.get("device"), "latency_cycles": cyc,
                      "latency_cycles_formula": mt["formula_cycles"],
                      "latency_ns": round(cyc * 1000 / fmax, 1) if fmax else None,
                      "elements": mt["elements"],
@@ -270,9 +323,11 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
                     u["stored_bits_per_element"] = sb[f"{norm}_pass2"]
                     u["stored_bits_detail"] = sb
                 units[norm] = u
+            _power(units)
             ratios = {k: _ratio(units["l1"][k], units["l2"][k]) for k in
                       ("lut", "ff", "dsp", "transistors", "fmax_mhz", "latency_cycles", "latency_ns",
-                       "energy_per_element", "data_energy_per_element", "analytic_pj_per_element")}
+                       "energy_per_element", "data_energy_per_element", "analytic_pj_per_element",
+                       "power_own_fmax", "power_common_clock")}
             if kind == "backward":
                 ratios["stored_bits_per_element"] = _ratio(units["l1"]["stored_bits_per_element"],
                                                            units["l2"]["stored_bits_per_element"])
@@ -289,7 +344,8 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
                     tr = next((v["transistors"] for k, v in mods.items() if k.split(".")[-1] == s), None)
                     en = next((v for k, v in e["per_scope"].items() if k.split(".")[-1] == s), None)
                     row[norm] = {"lut": r["lut"], "ff": r["ff"], "ccu2": r["ccu2"], "dsp": r["dsp"],
-                                 "fmax_mhz": r.get("fmax_mhz"), "transistors": tr,
+                                 "fmax_mhz": r.get("fmax_mhz"), "fmax_seeds": r.get("fmax_seeds"),
+                                 "critical_path": r.get("critical_path"), "transistors": tr,
                                  "energy_per_element": round(en / meta[(w, "forward", norm)]["elements"], 2)
                                  if en is not None else None}
                 row["l1_over_l2"] = {k: (round(_ratio(row["l1"][k], row["l2"][k]), 4)
@@ -335,22 +391,26 @@ def report_markdown(rep: dict) -> str:
         if kind not in next(iter(rep["widths"].values())):
             continue
         lines += [f"## {kind} units", "",
-                  "| width | unit | LUT4 | FF | CCU2C | DSP | transistors | Fmax MHz | cycles | latency ns "
-                  "| energy/elem | analytic pJ/elem |" + (" stored bits/elem |" if kind == "backward" else ""),
-                  "|---" * (12 + (kind == "backward")) + "|"]
+                  "| width | unit | LUT4 | FF | CCU2C | DSP | transistors | Fmax MHz (median) | Fmax per seed "
+                  "| critical path stage | cycles | latency ns | energy/elem | power @Fmax | power @common clock "
+                  "| analytic pJ/elem |" + (" stored bits/elem |" if kind == "backward" else ""),
+                  "|---" * (16 + (kind == "backward")) + "|"]
         for w, wr in rep["widths"].items():
             for norm in NORMS:
                 u = wr[kind][norm]
+                seeds = "/".join(_f(v, 1) for v in (u.get("fmax_seeds") or {}).values()) or "-"
+                cp = u.get("critical_path") or {}
                 row = [w, norm.upper(), u["lut"], u["ff"], u["ccu2"], u["dsp"], u["transistors"],
-                       _f(u["fmax_mhz"], 1), u["latency_cycles"], _f(u["latency_ns"], 1),
-                       _f(u["energy_per_element"], 0), _f(u["analytic_pj_per_element"], 3)]
+                       _f(u["fmax_mhz"], 1), seeds, cp.get("stage", "-"), u["latency_cycles"], _f(u["latency_ns"], 1),
+                       _f(u["energy_per_element"], 0), _f(u.get("power_own_fmax"), 0),
+                       _f(u.get("power_common_clock"), 0), _f(u["analytic_pj_per_element"], 3)]
                 if kind == "backward":
                     row.append(u["stored_bits_per_element"])
                 lines.append("| " + " | ".join(str(x) for x in row) + " |")
             r = wr[kind]["l1_over_l2"]
             row = [w, "**L1/L2**", _f(r["lut"]), _f(r["ff"]), "", _f(r["dsp"]), _f(r["transistors"]),
-                   _f(r["fmax_mhz"]), _f(r["latency_cycles"]), _f(r["latency_ns"]), _f(r["energy_per_element"]),
-                   _f(r["analytic_pj_per_element"])]
+                   _f(r["fmax_mhz"]), "", "", _f(r["latency_cycles"]), _f(r["latency_ns"]), _f(r["energy_per_element"]),
+                   _f(r.get("power_own_fmax")), _f(r.get("power_common_clock")), _f(r["analytic_pj_per_element"])]
             if kind == "backward":
                 row.append(_f(r["stored_bits_per_element"], 3))
             lines.append("| " + " | ".join(str(x) for x in row) + " |")
@@ -373,7 +433,10 @@ def report_markdown(rep: dict) -> str:
                     _f(a["energy_per_element"], 0), _f(b["energy_per_element"], 0), _f(q["lut"]),
                     _f(q["fmax_mhz"]), _f(q["energy_per_element"])]) + " |")
         lines.append("")
-    lines.append(f"Energy: {rep['energy_unit']}.")
+    lines.append(f"Energy: {rep['energy_unit']}. Power: energy per cycle (elements per cycle measured) "
+                 "times the clock in MHz, at each unit's own median Fmax and at the slower unit's (common clock); "
+                 "energy per element does not depend on the clock in this zero-delay model. "
+                 f"Fmax: median of nextpnr seeds {p.get('seeds')}.")
     return "\n".join(lines) + "\n"
 
 
