@@ -9,6 +9,7 @@ with status 2; they never print a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -89,7 +90,12 @@ def main(argv=None):
         cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        # Ctrl-C: worker processes are already killed (l1bn.sim.executors); exit now rather than
+        # wait in interpreter shutdown for the pool's internal threads, which can block on a pipe
+        # to a dead worker for a minute
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     except click.UsageError as e:  # a bad option or value: one line too, with where to look
         where = e.ctx.command_path if e.ctx is not None else "l1bn"
         msg = " ".join(e.format_message().split())

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -654,6 +655,10 @@ def _cached_or_run(kind: str, verilog: str, params: dict, workdir: str, cache_pa
                 return hit, True
         final = Path(workdir)
         final.parent.mkdir(parents=True, exist_ok=True)
+        # under the lock nobody else works on this step: a private folder left here was a
+        # killed worker's (Ctrl-C, kill -9)
+        for stale in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         private = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
             res = _run_job(kind, verilog, params, str(private))
