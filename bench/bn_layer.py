@@ -7,7 +7,8 @@ events; nn.BatchNorm2d is cuDNN's kernel and L1BatchNorm2d runs its torch.compil
 
 Every round runs each variant once in turn (so machine load hits all of them alike); a cell is
 the median over --reps rounds after 2 warm-up rounds, and a ratio is the median over rounds of
-(variant time / nn.BatchNorm2d time in the same round). x.grad accumulates for every variant alike.
+(variant time / nn.BatchNorm2d time in the same round). x.grad is cleared before each backward
+(as for an activation in a network: dx is handed over, not added to an old gradient).
 
     .venv/bin/python bench/bn_layer.py [--device cpu|cuda] [--reps 15] [--cpu-div 8] [--threads 2]
                                        [--channels-last] [--dtypes float32 bfloat16]
@@ -104,11 +105,14 @@ def main():
             l1e = L1BatchNorm2d(c, device=dev, dtype=dt, impl="eager")
             w = torch.ones(c, device=dev, dtype=dt, requires_grad=True)
             b = torch.zeros(c, device=dev, dtype=dt, requires_grad=True)
-            fns = {"bn": lambda: bn(x).backward(dy),  # noqa: B023 (used in this iteration only)
-                   "l1": lambda: l1(x).backward(dy),  # noqa: B023
-                   "l1e": lambda: l1e(x).backward(dy),  # noqa: B023
-                   "p1": lambda: l1bn_forward_plain(x, w, b).backward(dy),  # noqa: B023
-                   "p2": lambda: l2bn_forward_plain(x, w, b).backward(dy)}  # noqa: B023
+            def step(f, x=x, dy=dy):
+                x.grad = None
+                f(x).backward(dy)
+
+            fns = {"bn": lambda: step(bn), "l1": lambda: step(l1),  # noqa: B023 (used in this iteration only)
+                   "l1e": lambda: step(l1e),  # noqa: B023
+                   "p1": lambda: step(lambda t: l1bn_forward_plain(t, w, b)),  # noqa: B023
+                   "p2": lambda: step(lambda t: l2bn_forward_plain(t, w, b))}  # noqa: B023
             ms, r = side_by_side(fns, a.reps, timeit)
             print(f"| {','.join(map(str, shape))} | {name} | {ms['bn']:.2f} | {ms['l1']:.2f} | {ms['l1e']:.2f} | "
                   f"{ms['p1']:.2f} | {ms['p2']:.2f} | **{r['l1']:.2f}** | {r['l1e']:.2f} | {r['p1']:.2f} | "

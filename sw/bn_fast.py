@@ -113,13 +113,16 @@ def build(*, cache: Path | None = None, force: bool = False) -> Path:
     os.close(fd)
     # without -march=native: portable (slower) code; without OpenMP: one thread
     tries = [[*FLAGS, *NATIVE], list(FLAGS), [f for f in FLAGS if f != "-fopenmp"]]
+    first = None
     try:
         for flags in tries:
             cmd = [cxx, *flags, str(SOURCE), "-o", tmp]
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if r.returncode == 0:
                 break
-        if r.returncode != 0:
+            first = first or (cmd, r)
+        if r.returncode != 0:  # report the first (fullest) attempt
+            cmd, r = first
             tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-5:])
             raise ExtensionError(f"`{' '.join(cmd)}` failed (exit {r.returncode}):\n{tail}")
         os.replace(tmp, out)

@@ -36,6 +36,11 @@ backward recomputes ``sign(x - mu)`` and ``xhat`` instead of storing them):
 * ``"eager"``: the same functions as plain torch ops (the fallback);
 * ``"auto"`` (default): ``compile`` on CUDA, ``ext`` on CPU when the C++ library is available,
   else ``eager`` (with one ``RuntimeWarning`` that says why).
+
+A NaN/Inf input in training mode raises ``ValueError`` on CPU and leaves the running statistics
+as they were (the check reads the C per-channel statistics, not the input). On CUDA the check
+stays on the device (no synchronization per layer): the running statistics skip such a batch,
+the output carries the NaN, and nothing is raised.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from torch import nn
 
 from . import bn_fast
 
-__all__ = ["L1_C", "L1BatchNorm", "L1BatchNorm1d", "L1BatchNorm2d", "l1bn_forward_plain",
+__all__ = ["L1_C", "IMPLS", "L1BatchNorm", "L1BatchNorm1d", "L1BatchNorm2d", "l1bn_forward_plain",
            "l2bn_forward_plain", "l1_batch_norm"]
 
 L1_C = math.sqrt(math.pi / 2)
