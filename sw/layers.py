@@ -162,7 +162,7 @@ class _L1BNFunction(torch.autograd.Function):
         if finite is not None:
             finite[:] = [ok]
         ctx.save_for_backward(xs, mu, s, weight)
-        ctx.eps, ctx.impl = float(eps), impl
+        ctx.eps, ctx.impl, ctx.has_bias = float(eps), impl, bias is not None
         ctx.mark_non_differentiable(mu, s)
         return y, mu, s
 
@@ -176,10 +176,9 @@ class _L1BNFunction(torch.autograd.Function):
             shape = [1, -1] + [1] * (x.dim() - 2)
             w = None if weight is None else weight.to(mu.dtype).view(shape)
             dx, dgamma, dbeta = _math(ctx.impl)[1](dy, x, mu.view(shape), s.view(shape), w, ctx.eps, dims)
-        if weight is None:
-            return dx, None, None, None, None, None, None
-        return (dx, dgamma.flatten().to(weight.dtype), dbeta.flatten().to(weight.dtype), None, None, None,
-                None)
+        dw = None if weight is None else dgamma.flatten().to(weight.dtype)
+        db = dbeta.flatten().to(weight.dtype if weight is not None else dy.dtype) if ctx.has_bias else None
+        return dx, dw, db, None, None, None, None
 
 
 def l1_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,

@@ -262,3 +262,20 @@ def test_cuda_bench_refuses_without_a_gpu():
     r = subprocess.run([sys.executable, str(bench), "--device", "cuda"], capture_output=True, text=True,
                        timeout=120, env=env)
     assert r.returncode == 2 and r.stderr.startswith("error: --device cuda") and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("impl", ["ext", "eager"])
+def test_weight_only_or_bias_only(impl):
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64, generator=g)
+    p = torch.rand(3, dtype=torch.float64, generator=g) + 0.5
+    dy = torch.randn(x.shape, dtype=torch.float64, generator=g)
+    for which in ("weight", "bias"):
+        xs, ps = x.clone().requires_grad_(), p.clone().requires_grad_()
+        args = (ps, None) if which == "weight" else (None, ps)
+        got = torch.autograd.grad(l1_batch_norm(xs, *args, 1e-5, impl)[0], (xs, ps), dy)
+        xr, pr = x.clone().requires_grad_(), p.clone().requires_grad_()
+        yr = l1bn_forward_plain(xr)
+        yr = yr * pr.view(1, -1, 1, 1) if which == "weight" else yr + pr.view(1, -1, 1, 1)
+        for a, e in zip(got, torch.autograd.grad(yr, (xr, pr), dy), strict=True):
+            _close(a, e, torch.float64, which)
