@@ -1,39 +1,26 @@
-"""cocotb bench for the whole-network accelerator (:mod:`l1bn.hw.accelerator`).
+"""cocotb bench for the whole-network accelerator (:mod:`l1bn.hw.accelerator`), built from the kit.
 
-Environment (set by :func:`l1bn.sim.sim_net.simulate_net`):
+Inputs (``run_bench(..., name="net")``, set by :func:`l1bn.sim.sim_net.simulate_net`): data
+``{"export": folder, "images": K, "cycles_per_image", "latency", "progress": file}``. The first K
+test images of the export stream in back to back (``i.valid`` always high, ``o.ready`` always high:
+the condition of the accelerator's cycle formula). Expected logits come only from
+:func:`l1bn.sw.netrun.run_net` (the integer reference); the expected class is the first maximum
+(``argmax``). The bench rewrites the progress file with ``done total`` every few images.
 
-``L1BN_EXPORT``   the export folder (loaded and validated with ``load_export``)
-``L1BN_IMAGES``   how many test images to classify (the first K of the test split)
-``L1BN_NET_IFACE`` JSON: ``logit_bits``, ``classes``, ``argmax_bits`` of the output beat and the
-                  formula's ``cycles_per_image`` and ``latency``
-``L1BN_PROGRESS`` a file the bench rewrites with ``done total`` every few images
-``L1BN_NET_RESULT`` where the bench writes its measurements as JSON
-
-Expected logits come only from :func:`l1bn.sw.netrun.run_net` (the integer reference); the
-predicted class of the reference is ``torch.argmax`` (first maximum). Python touches the design
-once per input beat and once per image (it awaits ``o.valid``), never on every clock of the
-compute phase, so Verilator runs at full speed.
+While the accelerator computes, the source sleeps until ``i.ready`` rises and the sink until
+``o.valid`` rises: Python touches the design once per input beat and once per image, so Verilator
+runs at full speed.
 """
 
-import json
 import os
 import time
 
 import cocotb
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
-from cocotb.utils import get_sim_time
+import numpy as np
+from cocotb.triggers import ClockCycles
 
-from .common import env_int, reset, start_clock, write_result
-
-PERIOD_NS = 10
-
-
-def _unpack(word: int, bits: int, count: int) -> list[int]:
-    out = []
-    for n in range(count):
-        v = (word >> (n * bits)) & ((1 << bits) - 1)
-        out.append(v - (1 << bits) if v >> (bits - 1) else v)
-    return out
+from .common import load_data, write_result
+from .kit import InOrderChecker, StreamSink, StreamSource, Testbench
 
 
 def _progress(path, done, total):
@@ -44,84 +31,78 @@ def _progress(path, done, total):
         os.replace(tmp, path)
 
 
+class NetTestbench(Testbench):
+    """Source ``i`` (one pixel per beat, images back to back), sink ``o`` (one beat per image)."""
+
+    def __init__(self, dut):
+        from l1bn.sw.export import load_export
+        from l1bn.sw.netrun import run_net
+
+        super().__init__(dut)
+        d = self.data = load_data("net")
+        e = load_export(d["export"])
+        n = self.n = min(int(d["images"]), int(e.test_inputs.shape[0]))
+        x = e.test_inputs[:n]
+        ref = np.asarray(run_net(e.net, x))                     # (n, classes) int64
+        self.labels = e.test_labels[:n].tolist() if e.test_labels is not None else None
+        self.ref_pred = np.argmax(ref, axis=1).tolist()         # first maximum
+        self.check = InOrderChecker([{"logits": r, "argmax": p} for r, p in zip(ref.tolist(), self.ref_pred,
+                                                                               strict=True)],
+                                    where=lambda i: {"image": i}, keep=10)
+        self.src = StreamSource(self, "i")
+        self.sink = StreamSink(self, "o", on_beat=self.image)
+        pixels = np.asarray(x).reshape(n, -1)                   # (c, y, x) order
+        self.pixels = pixels.shape[1]
+        for img in pixels.tolist():
+            for p in img:
+                self.src.send(p)
+        self.preds = []
+
+    def image(self, beat, cycle):
+        self.check(beat)
+        self.preds.append(None if beat is None else beat["argmax"])
+        done = len(self.preds)
+        if done % 8 == 0 or done == self.n:
+            _progress(self.data.get("progress"), done, self.n)
+
+    def result(self, wall: float) -> dict:
+        starts = self.src.cycles[::self.pixels]
+        ends = self.sink.cycles
+        latencies = [b - a for a, b in zip(starts, ends, strict=False)]
+        periods = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        first = [{"image": m["image"], "got": None if m["got"] is None else m["got"]["logits"],
+                  "expected": m["expected"]["logits"],
+                  "argmax": None if m["got"] is None else m["got"]["argmax"],
+                  "expected_argmax": m["expected"]["argmax"]} for m in self.check.first]
+        labels = self.labels
+        return {
+            "images": self.n, "mismatches": self.check.mismatches, "first": first,
+            "hw_predictions": self.preds,
+            "hw_correct": None if labels is None else sum(int(p == y) for p, y in zip(self.preds, labels, strict=True)),
+            "ref_correct": None if labels is None else sum(int(p == y) for p, y in zip(self.ref_pred, labels, strict=True)),
+            "latency_cycles": sorted(set(latencies)), "period_cycles": sorted(set(periods)),
+            "formula_cycles": self.data["cycles_per_image"], "formula_latency": self.data["latency"],
+            "sim_wall_s": wall, "images_per_s": self.n / wall if wall > 0 else None,
+            "violations": self.sink.violations,
+        }
+
+
 @cocotb.test()
 async def net_matches_reference(dut):
-    import torch
-    from l1bn.sw.export import load_export
-    from l1bn.sw.netrun import run_net
-
-    e = load_export(os.environ["L1BN_EXPORT"])
-    iface = json.loads(os.environ["L1BN_NET_IFACE"])
-    x = e.test_inputs
-    n = min(env_int("L1BN_IMAGES", x.shape[0]), x.shape[0])
-    x = x[:n]
-    ref = run_net(e.net, x)                   # (n, classes) int64
-    ref_pred = torch.argmax(ref, dim=1)
-    labels = e.test_labels[:n].tolist() if e.test_labels is not None else None
-    pixels = x.reshape(n, -1).tolist()        # (c, y, x) order
-    lb, classes = iface["logit_bits"], iface["classes"]
-    progress = os.environ.get("L1BN_PROGRESS")
-
-    dut.i__valid.value = 0
-    dut.o__ready.value = 1
-    await start_clock(dut, PERIOD_NS)
-    await reset(dut)
-
-    got, preds, starts, latencies, bad = [], [], [], [], []
+    tb = NetTestbench(dut)
     t0 = time.perf_counter()
-    for img in range(n):
-        beats = pixels[img]
-        sent = 0
-        await FallingEdge(dut.clk)
-        while sent < len(beats):
-            # i.ready depends on registers only: its value now holds at the coming rising edge
-            if int(dut.i__ready.value):
-                if sent == 0:
-                    first_edge = get_sim_time(unit="ns") + PERIOD_NS // 2
-                    starts.append(first_edge)
-                dut.i__valid.value = 1
-                dut.i__payload.value = int(beats[sent])
-                sent += 1
-            else:
-                dut.i__valid.value = 0
-            await FallingEdge(dut.clk)
-        dut.i__valid.value = 0
-        if not int(dut.o__valid.value):
-            await RisingEdge(dut.o__valid)
-        await ReadOnly()
-        raw = dut.o__payload.value
-        if not raw.is_resolvable:
-            raise AssertionError(f"image {img}: output beat is not 0/1: {raw}")
-        word = int(raw)
-        await RisingEdge(dut.clk)             # the output handshake (o.ready is high)
-        latencies.append(int(get_sim_time(unit="ns") - first_edge) // PERIOD_NS)
-        logits = _unpack(word, lb, classes)
-        amax = (word >> (lb * classes)) & ((1 << iface["argmax_bits"]) - 1)
-        got.append(logits)
-        preds.append(amax)
-        exp = ref[img].tolist()
-        if logits != exp or amax != int(ref_pred[img]):
-            bad.append({"image": img, "got": logits, "expected": exp, "argmax": amax,
-                        "expected_argmax": int(ref_pred[img])})
-            dut._log.error("image %d: logits %s argmax %d, reference %s argmax %d", img, logits, amax,
-                           exp, int(ref_pred[img]))
-        if img % 8 == 7 or img == n - 1:
-            _progress(progress, img + 1, n)
+    await tb.start()
+    await tb.wait(tb.check.done, cycles=(tb.n + 1) * tb.data["cycles_per_image"] * 2 + 1000)
+    await ClockCycles(dut.clk, 4)   # an extra output beat would show now
     wall = time.perf_counter() - t0
-
-    periods = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    period_cycles = sorted({int(p) // PERIOD_NS for p in periods})
-    result = {
-        "images": n, "mismatches": len(bad), "first": bad[:10],
-        "hw_predictions": preds,
-        "hw_correct": None if labels is None else sum(int(p == y) for p, y in zip(preds, labels, strict=True)),
-        "ref_correct": None if labels is None else sum(int(p == y) for p, y in zip(ref_pred.tolist(), labels, strict=True)),
-        "latency_cycles": sorted(set(latencies)), "period_cycles": period_cycles,
-        "formula_cycles": iface["cycles_per_image"], "formula_latency": iface["latency"],
-        "sim_wall_s": wall, "images_per_s": n / wall if wall > 0 else None,
-    }
-    write_result("net", result)
-    assert not bad, f"{len(bad)} of {n} images differ from the integer reference"
-    assert set(latencies) == {iface["latency"]}, (sorted(set(latencies)), iface["latency"])
-    if periods:
-        assert period_cycles == [iface["cycles_per_image"]], (period_cycles, iface["cycles_per_image"])
+    r = tb.result(wall)
+    write_result("net", r)
+    for b in r["first"]:
+        dut._log.error("image %d: logits %s argmax %s, reference %s argmax %d", b["image"], b["got"],
+                       b["argmax"], b["expected"], b["expected_argmax"])
+    assert tb.check.count == tb.n, f"{tb.check.count} of {tb.n} images came out"
+    assert not tb.check.mismatches, f"{tb.check.mismatches} of {tb.n} images differ from the integer reference"
+    assert not r["violations"], f"stream rules broken: {r['violations'][:5]}"
+    assert r["latency_cycles"] == [tb.data["latency"]], (r["latency_cycles"], tb.data["latency"])
+    if tb.n > 1:
+        assert r["period_cycles"] == [tb.data["cycles_per_image"]], (r["period_cycles"], tb.data["cycles_per_image"])
