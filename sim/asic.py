@@ -60,9 +60,11 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["ASIC_VERSION", "NOMINAL_SLEW_NS", "WIRE_LOAD", "liberty_path", "sta_path", "sta_version",
-           "read_liberty", "asic_params", "run_step", "synth_liberty", "sta_timing", "power_model",
-           "asic_job", "asic_step"]
+__all__ = ["ASIC_VERSION", "NOMINAL_SLEW_NS", "WIRE_LOAD", "MAX_FANOUT", "HOROWITZ_PJ", "EVOAPPROX", "OPS",
+           "liberty_path", "sta_path", "sta_version", "read_liberty", "asic_params", "run_step", "synth_liberty",
+           "buffer_fanout", "write_netlist", "sta_timing", "cell_models", "simulate", "power_model", "asic_job",
+           "asic_step", "energy_per_op", "build_asic_report", "asic_markdown", "plot_asic", "operator",
+           "random_vectors", "operator_energy"]
 
 ASIC_VERSION = "1"
 LIB_REL = "adks/freepdk-45nm/pkgs/base/stdcells.lib"
@@ -911,21 +913,22 @@ def asic_markdown(rep: dict) -> str:
         if kind not in first:
             continue
         lines += [f"## {kind} units (ASIC)", "",
-                  "| width | unit | area um^2 | cells | delay ns | Fmax MHz | cycles | latency ns | energy pJ/elem "
-                  "| dynamic pJ/elem | clock pJ/elem | leakage uW | leakage pJ/elem |",
-                  "|---" * 13 + "|"]
+                  "| width | unit | area um^2 | cells | delay ns | Fmax MHz | critical path | cycles | latency ns "
+                  "| energy pJ/elem | dynamic pJ/elem | data pJ/elem | clock pJ/elem | leakage uW | leakage pJ/elem |",
+                  "|---" * 15 + "|"]
         for w, wr in rep["widths"].items():
             for norm in ("l1", "l2"):
                 u = wr[kind][norm]
                 lines.append("| " + " | ".join(str(x) for x in [
                     w, norm.upper(), _f(u["area_um2"], 0), u["cells"], _f(u["delay_ns"], 3), _f(u["fmax_mhz"], 0),
-                    u["latency_cycles"], _f(u["latency_ns"], 0), _f(u["energy_pj_per_element"], 3),
-                    _f(u["dynamic_pj_per_element"], 3), _f(u["clock_pj_per_element"], 3), _f(u["leakage_uw"], 0),
+                    " -> ".join(_scope(x) for x in u["critical_path"].split(" -> ")), u["latency_cycles"], _f(u["latency_ns"], 0), _f(u["energy_pj_per_element"], 3),
+                    _f(u["dynamic_pj_per_element"], 3), _f(u["data_pj_per_element"], 3), _f(u["clock_pj_per_element"], 3), _f(u["leakage_uw"], 0),
                     _f(u["leakage_pj_per_element"], 3)]) + " |")
             r = wr[kind]["l1_over_l2"]
             lines.append("| " + " | ".join(str(x) for x in [
-                w, "**L1/L2**", _f(r["area_um2"]), _f(r["cells"]), _f(r["delay_ns"]), _f(r["fmax_mhz"]), "",
-                _f(r["latency_ns"]), _f(r["energy_pj_per_element"]), _f(r["dynamic_pj_per_element"]), "",
+                w, "**L1/L2**", _f(r["area_um2"]), _f(r["cells"]), _f(r["delay_ns"]), _f(r["fmax_mhz"]), "", "",
+                _f(r["latency_ns"]), _f(r["energy_pj_per_element"]), _f(r["dynamic_pj_per_element"]),
+                _f(r["data_pj_per_element"]), "",
                 _f(r["leakage_uw"]), _f(r["leakage_pj_per_element"])]) + " |")
         lines.append("")
     if "stages" in first:
