@@ -10,9 +10,9 @@ import subprocess
 import pytest
 import torch
 from click.testing import CliRunner
+from l1bn.cli.main import cli
 from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
 from l1bn.sim.sim_net import simulate_net
-from l1bn.cli.main import cli
 from l1bn.sw.export import load_export, write_export
 from l1bn.sw.netrun import random_int_net, run_net
 
@@ -21,19 +21,6 @@ def _unused(component):
     """Silence Amaranth's UnusedElaboratable for a component only asked for its schedule."""
     component._MustUse__silence = True
     return component
-
-
-@pytest.fixture(scope="session")
-def trained_export(tmp_path_factory):
-    """A 1-epoch trained digits CNN (L1-BN, w4a4), exported with its 360 test images."""
-    from l1bn.sw.export import export_run
-    from l1bn.sw.quant import QuantConfig
-    from l1bn.sw.train import run_config, train_run
-
-    root = tmp_path_factory.mktemp("acc-digits")
-    cfg = run_config(model="cnn", norm="l1", qcfg=QuantConfig(wbits=4, abits=4), epochs=1, seed=0)
-    train_run(cfg, root / "run")
-    return export_run(root / "run", root / "export")
 
 
 @pytest.fixture(scope="module")

@@ -338,15 +338,13 @@ def test_net_from_spec_refuses_off_grid_weights():
 # ------------------------------------------------------------- export_run on a trained run (stand-in)
 
 @pytest.fixture
-def standin_run(tmp_path, monkeypatch):
-    """A run folder whose model is the trained QAT L1BN stand-in of test_netrun, served through the
+def standin_run(trained_standin, tmp_path, monkeypatch):
+    """A run folder whose model is the trained QAT L1BN stand-in (conftest), served through the
     training package's contract (``train.load_run``, ``data`` test split, ``model.export_spec``)."""
     import sys
     import types
 
-    from test_netrun import train_standin
-
-    model, x, y = train_standin()
+    model, x, y = trained_standin
     run = tmp_path / "run"
     run.mkdir()
     torch.save({}, run / "model.pt")

@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from l1bn.cli.main import cli
 from l1bn.hw.mac_array import MACArray, stream_cycles, tile_period
 from l1bn.sim.sim_mac import random_tiles, simulate_mac
-from l1bn.cli.main import cli
 from l1bn.spec.config import MACConfig
 
 # signed/unsigned, mixed widths, binary weights, with and without the requantizer, N=1 / M=1
@@ -145,25 +145,14 @@ def test_ecp5_8x8_w4a4_meets_100mhz(tmp_path):
 
 # ------------------------------------------------------------------ one real layer of the digits CNN
 
-@pytest.fixture(scope="session")
-def digits_export(tmp_path_factory):
-    """A 1-epoch trained CNN (L1-BN, w4a4), exported: real integer weights and activations."""
-    from l1bn.sw.export import export_run, load_export
-    from l1bn.sw.quant import QuantConfig
-    from l1bn.sw.train import run_config, train_run
-
-    root = tmp_path_factory.mktemp("digits")
-    cfg = run_config(model="cnn", norm="l1", qcfg=QuantConfig(wbits=4, abits=4), epochs=1, seed=0)
-    train_run(cfg, root / "run")
-    return load_export(export_run(root / "run", root / "export"))
-
-
-def test_real_layer_tile_by_tile(digits_export, tmp_path):
-    """Layer 2 of the exported digits CNN (real 4-bit activations of layer 1) on the array,
-    tile by tile, equals the reference layer's accumulators (``conv2d_int``)."""
+def test_real_layer_tile_by_tile(trained_export, tmp_path):
+    """Layer 2 of the exported digits CNN (conftest; real 4-bit activations of layer 1) on the
+    array, tile by tile, equals the reference layer's accumulators (``conv2d_int``)."""
     import torch
+    from l1bn.sw.export import load_export
     from l1bn.sw.netrun import conv2d_int, im2col, run_layer
 
+    digits_export = load_export(trained_export)
     net = digits_export.net
     layer = net.layers[1]
     assert layer.type == "conv2d"

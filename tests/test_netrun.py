@@ -1,12 +1,11 @@
 """The integer network runner: im2col convolution and layer chaining, exact against naive models."""
 
-import functools
-
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from l1bn.spec.reference.infer_bn import apply_folded
 from l1bn.sw.netrun import (
     IntLayer,
     conv2d_int,
@@ -17,7 +16,6 @@ from l1bn.sw.netrun import (
     run_layer,
     run_net,
 )
-from l1bn.spec.reference.infer_bn import apply_folded
 
 
 def naive_conv(x, w, stride, padding):
@@ -103,99 +101,7 @@ def test_errors():
         run_layer(bad, torch.zeros(1, 1, 8, 8, dtype=torch.int64))
 
 
-# ------------------------------------------------ a trained stand-in: QAT L1BN CNN on the digits data
-
-class _QATL1CNN(torch.nn.Module):
-    """Minimal 4-bit QAT CNN with L1BN (power-of-two scales, round half up, straight-through).
-
-    A stand-in with the planned digits architecture so that the folding is measured on *trained*
-    statistics without depending on the training package.
-    """
-
-    def __init__(self, g, w_exp=3, a_exp=2, in_exp=4, bits=4):
-        super().__init__()
-        self.w_exp, self.a_exp, self.in_exp, self.bits = w_exp, a_exp, in_exp, bits
-        self.convs = torch.nn.ParameterList()
-        self.bn = []
-        cin = 1
-        for c in (16, 32, 32):
-            self.convs.append(torch.nn.Parameter(torch.randn(c, cin, 3, 3, generator=g) * (cin * 9) ** -0.5))
-            cin = c
-        self.fc = torch.nn.Parameter(torch.randn(10, 128, generator=g) * 128 ** -0.5)
-        self.gamma = torch.nn.ParameterList([torch.nn.Parameter(torch.ones(c)) for c in (16, 32, 32)])
-        self.beta = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(c)) for c in (16, 32, 32)])
-        self.stats = [[torch.zeros(c), torch.ones(c)] for c in (16, 32, 32)]  # running mean, running s
-
-    @staticmethod
-    def _q(v, exp, lo, hi):
-        q = torch.clamp(torch.floor(v * 2 ** exp + 0.5), lo, hi) / 2 ** exp
-        return v + (q - v).detach()
-
-    def _w(self, w):
-        return self._q(w, self.w_exp, -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1)
-
-    def forward(self, x):
-        h = self._q(x, self.in_exp, 0, 2 ** self.bits - 1)
-        self.acts = []
-        for i, (w, s) in enumerate(zip(self.convs, (1, 2, 2), strict=False)):
-            h = F.conv2d(h, self._w(w), stride=s, padding=1)
-            if self.training:
-                mu = h.mean((0, 2, 3))
-                sd = (h - mu.view(1, -1, 1, 1)).abs().mean((0, 2, 3))
-                with torch.no_grad():
-                    self.stats[i][0].mul_(0.9).add_(0.1 * mu)
-                    self.stats[i][1].mul_(0.9).add_(0.1 * sd)
-            else:
-                mu, sd = self.stats[i]
-            sigma = (1.2533141373155001 * sd + 1e-5).view(1, -1, 1, 1)
-            h = self.gamma[i].view(1, -1, 1, 1) * (h - mu.view(1, -1, 1, 1)) / sigma + self.beta[i].view(1, -1, 1, 1)
-            h = self._q(torch.relu(h), self.a_exp, 0, 2 ** self.bits - 1)
-            self.acts.append(h.detach())
-        return h.flatten(1) @ self._w(self.fc).T
-
-    def input_spec(self):
-        return {"shape": (1, 8, 8), "bits": self.bits, "exp": self.in_exp, "signed": False}
-
-    def export_spec(self):
-        spec = []
-        for i, (w, s) in enumerate(zip(self.convs, (1, 2, 2), strict=False)):
-            bn = type("BN", (), dict(norm="l1", running_mean=self.stats[i][0], running_s=self.stats[i][1],
-                                     weight=self.gamma[i].detach(), bias=self.beta[i].detach(), eps=1e-5))
-            spec.append(dict(name=f"conv{i + 1}", type="conv2d", weight=self._w(w).detach(), w_bits=4,
-                             w_exp=self.w_exp, stride=s, padding=1, bn=bn, relu=True, out_bits=4,
-                             out_exp=self.a_exp))
-        spec.append(dict(name="fc", type="linear", weight=self._w(self.fc).detach(), w_bits=4, w_exp=self.w_exp))
-        return spec
-
-
-@functools.cache
-def train_standin():
-    """(model, x_test, y_test): trained once per session (test_export uses it too)."""
-    from sklearn.datasets import load_digits
-
-    torch.manual_seed(0)
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    tr, te = perm[:1437], perm[1437:]
-    model = _QATL1CNN(torch.Generator().manual_seed(0))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(8):
-        model.train()
-        for idx in tr[torch.randperm(len(tr))].split(64):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    return model, x[te], y[te]
-
-
-@pytest.fixture(scope="module")
-def trained_standin():
-    return train_standin()
-
+# ------------------------------------------------ the trained stand-in (tests/conftest.py)
 
 def test_trained_standin_integer_reference_agrees_with_qat(trained_standin):
     from l1bn.sw.export import net_from_spec
