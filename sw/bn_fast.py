@@ -175,7 +175,12 @@ def available() -> bool:
 def status() -> str:
     """One line: where the library is, or why the fast path is off."""
     if load() is not None:
-        return f"C++ L1BN kernels loaded from {library_path()}"
+        path = library_path()
+        try:  # relative to the working directory when inside it (the repository)
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            pass
+        return f"C++ L1BN kernels loaded from {path}"
     return f"C++ L1BN kernels unavailable ({_STATE['why']}); the eager PyTorch path is used"
 
 
