@@ -30,17 +30,25 @@ def l1bn_cli(capsys):
 
 
 @pytest.fixture(scope="session")
-def trained_export(tmp_path_factory):
-    """Folder of a 1-epoch trained digits CNN (L1-BN, w4a4, seed 0), exported with its 360 test
-    images: real integer weights and activations for the accelerator and MAC array tests."""
-    from l1bn.sw.export import export_run
+def trained_run(tmp_path_factory):
+    """Run folder of a 1-epoch trained digits CNN (L1-BN, w4a4, seed 0): ``model.pt`` and its
+    metrics. Read only: tests that change a run copy it first."""
     from l1bn.sw.quant import QuantConfig
     from l1bn.sw.train import run_config, train_run
 
-    root = tmp_path_factory.mktemp("digits")
+    run = tmp_path_factory.mktemp("digits") / "run"
     cfg = run_config(model="cnn", norm="l1", qcfg=QuantConfig(wbits=4, abits=4), epochs=1, seed=0)
-    train_run(cfg, root / "run")
-    return export_run(root / "run", root / "export")
+    train_run(cfg, run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained_export(trained_run):
+    """Folder of the export of :func:`trained_run` with its 360 test images: real integer weights
+    and activations for the accelerator, MAC array and interop tests. Read only."""
+    from l1bn.sw.export import export_run
+
+    return export_run(trained_run, trained_run.parent / "export")
 
 
 # ------------------------------------------------ a trained stand-in: QAT L1BN CNN on the digits data

@@ -43,19 +43,6 @@ def _logit_scale(net) -> float:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
-    """A 1-epoch trained digits CNN (L1-BN, w4a4) and its l1bn export."""
-    from l1bn.sw.export import export_run
-    from l1bn.sw.quant import QuantConfig
-    from l1bn.sw.train import run_config, train_run
-
-    root = tmp_path_factory.mktemp("interop-run")
-    cfg = run_config(model="cnn", norm="l1", qcfg=QuantConfig(wbits=4, abits=4), epochs=1, seed=0)
-    train_run(cfg, root / "run")
-    return root / "run", export_run(root / "run", root / "export")
-
-
-@pytest.fixture(scope="session")
 def brevitas_onnx(tmp_path_factory):
     """A small Brevitas CNN (QuantConv2d, BatchNorm2d, QuantReLU, QuantLinear; power-of-two
     fixed-point quantizers) trained 30 steps on the digits, exported with Brevitas's export_qonnx."""
@@ -74,8 +61,8 @@ def brevitas_export(brevitas_onnx, tmp_path_factory):
 
 # ------------------------------------------------------------------------ l1bn -> QONNX
 
-def test_export_qonnx_equals_integer_reference_on_every_test_image(trained_run, tmp_path, cli):
-    run, export = trained_run
+def test_export_qonnx_equals_integer_reference_on_every_test_image(trained_run, trained_export, tmp_path, cli):
+    run, export = trained_run, trained_export   # session fixtures of conftest
     out = tmp_path / "model.onnx"
     code, text = cli(["export", str(run), "--format", "qonnx", "--out", str(out)])
     assert code == 0, text
