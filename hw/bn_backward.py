@@ -10,17 +10,129 @@ rebuilds xhat_i = d_i * inv (a multiply) and multiplies it by mean(dy*xhat) (a s
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.arith import Pipe, mul_latency
 from l1bn.hw.arith import rnd as _rnd
 from l1bn.hw.arith import sat as _sat
 from l1bn.spec.config import BNBackwardConfig
 from l1bn.spec.intmath import c_const
 
 __all__ = ["L1BNBackwardUnit", "L2BNBackwardUnit", "stored_state_bits", "backward_latency_cycles",
-           "PER_CHANNEL_CYCLES"]
+           "per_channel_cycles", "pass2_cycles"]
 
-# Cycles between the last beat of pass 1 and the first beat of pass 2 with no stalls:
-# four per-channel arithmetic steps and one cycle presenting (dgamma, dbeta).
-PER_CHANNEL_CYCLES = 5
+def _half(s: int) -> int:
+    """The rounding constant of ``rnd(v, s)``: 2**(s-1) for s > 0, else 0."""
+    return 1 << (s - 1) if s > 0 else 0
+
+
+def _shr(v, s: int):
+    """The shift of ``rnd(v, s)`` after its constant was added: ``v >> s`` or ``v << -s``."""
+    return v >> s if s > 0 else v.shift_left(-s) if s < 0 else v
+
+
+def _shapes(cfg):
+    b, w = cfg.bn, cfg.widths
+    return {
+        "mu": signed(b.dev_bits), "inv": unsigned(b.recip_bits + 1), "gamma": signed(b.gamma_width),
+        "sum_dy": signed(w["sum_dy"]), "sdyd": signed(w["sdyd"]), "h": signed(w["h"]),
+        "mh": signed(w["hc"] - b.count_bits + 2), "u": signed(w["u"]),
+        "gi": signed(w["gamma_inv"]),
+    }
+
+
+def _step_cycles(cfg, norm: str) -> dict:
+    """Cycles of each per-channel step after the last pass-1 beat (the FSM's waits): ``drain``
+    (the last beat reaches the accumulators), then each step's pipeline latency: ``sdyd``
+    (mu*sum_dy), ``h`` (rnd(sdyd)*inv and mean(dy)), ``div`` (the constant divisions by n and
+    gamma*inv), ``const`` (L1: the two constants mh*(+-1 - mean(sgn)))."""
+    from amaranth import Signal
+
+    b, fr, r, k, t = cfg.bn, cfg.inner_frac, cfg.bn.recip_bits, cfg.div_bits, cfg.h_preshift
+    sh = _shapes(cfg)
+    rc = ((1 << (k + 1)) // b.n + 1) >> 1
+    h_in = _rnd(Signal(sh["sdyd"]), t).shape()
+    mdy_in = Signal(sh["sum_dy"]).shift_left(fr).shape()
+    div = [mul_latency(sh["gamma"], sh["inv"])]
+    if norm == "l1":
+        div += [mul_latency(sh["h"], c_const(b.c_bits) * rc, add=_half(k)),
+                mul_latency((b.n - 2 * Signal(range(b.n + 1))).shift_left(fr).shape(), rc, add=_half(k))]
+        msgn = Signal(signed(fr + 3))
+        const = 1 + max(mul_latency(sh["mh"], ((1 << fr) - msgn).shape(), add=_half(b.c_bits + fr)),
+                        mul_latency(sh["mh"], (-(1 << fr) - msgn).shape(), add=_half(b.c_bits + fr)))
+    else:
+        div += [mul_latency(sh["h"], rc, add=_half(k))]
+        const = 0
+    return {
+        "drain": 1 + mul_latency(signed(cfg.grad_width), signed(b.width)),
+        "sdyd": mul_latency(sh["mu"], sh["sum_dy"]),
+        "h": max(1 + mul_latency(h_in, sh["inv"], add=_half(r - fr - t)),
+                 mul_latency(mdy_in, rc, add=_half(k))),
+        "div": max(div),
+        "const": const,
+    }
+
+
+def _build_pass2(p2, cfg, norm, sign_in, *, x, dy, neg, take, c):
+    """The pass-2 datapath on :class:`Pipe` ``p2``: ``(dx before saturation, its valid, register
+    stages so far)``. Used by the unit and, on throwaway signals, by :func:`_pass2_cycles`."""
+    b, fr, r = cfg.bn, cfg.inner_frac, cfg.bn.recip_bits
+    xs, ds, vs = p2.reg(x, "x"), p2.reg(dy, "dy"), p2.reg(take, "v")
+    n = 1
+    if norm == "l1":
+        if sign_in:
+            neg2 = p2.reg(p2.reg(neg, "neg"), "neg")
+        else:
+            neg2 = p2.reg(((xs.shift_left(b.frac) - c["mu"])[:b.dev_bits + 1]).as_signed()[-1], "neg")
+        ds, vs = p2.reg(ds, "dy"), p2.reg(vs, "v")
+        u = p2.reg(ds.shift_left(fr) - Mux(neg2, c["kn"], c["kp"]), "u")
+        vs = p2.reg(vs, "v")
+        n += 2
+    else:
+        d2 = p2.reg((xs.shift_left(b.frac) - c["mu"])[:b.dev_bits + 1].as_signed(), "d")
+        ds, vs = p2.reg(ds, "dy"), p2.reg(vs, "v")
+        s1 = r - b.xhat_frac
+        lat = mul_latency(d2.shape(), c["inv"].shape(), add=_half(s1))
+        xhat = _shr(p2.mul(d2, c["inv"], "xhat", add=_half(s1)), s1)
+        ds, vs = p2.delay(ds, lat, "dy"), p2.delay(vs, lat, "v")
+        lat2 = mul_latency(xhat.shape(), c["mh"].shape(), add=_half(b.xhat_frac))
+        xm = _shr(p2.mul(xhat, c["mh"], "xm", add=_half(b.xhat_frac)), b.xhat_frac)
+        ds, vs = p2.delay(ds, lat2, "dy"), p2.delay(vs, lat2, "v")
+        u = p2.reg(ds.shift_left(fr) - c["mdy"] - xm, "u")
+        vs = p2.reg(vs, "v")
+        n += 2 + lat + lat2
+    shift = fr + b.gamma_frac + r - b.frac - cfg.grad_out_frac
+    lat = mul_latency(u.shape(), c["gi"].shape(), add=_half(shift))
+    dx = _shr(p2.mul(u, c["gi"], "dx", add=_half(shift)), shift)
+    return dx, p2.delay(vs, lat, "v"), n + lat
+
+
+def _pass2_cycles(cfg, norm: str) -> int:
+    """Register stages of pass 2, from an accepted beat to dx on ``o`` (the output register
+    included): :func:`_build_pass2` on throwaway signals, so the count is the hardware's."""
+    from amaranth import Fragment, Module
+
+    b, w = cfg.bn, cfg.widths
+    sh = _shapes(cfg)
+    c = {"mu": Signal(sh["mu"]), "inv": Signal(sh["inv"]), "mdy": Signal(signed(w["sum_dy"] + cfg.inner_frac + 1)),
+         "mh": Signal(sh["mh"]), "gi": Signal(sh["gi"]), "kp": Signal(sh["u"]), "kn": Signal(sh["u"])}
+    m = Module()
+    _, _, n = _build_pass2(Pipe(m), cfg, norm, norm == "l1", x=Signal(signed(b.width)),
+                           dy=Signal(signed(cfg.grad_width)), neg=Signal(), take=Signal(), c=c)
+    Fragment.get(m, None)    # elaborated, so that it is not reported as an unused design
+    return n + 1
+
+
+def pass2_cycles(cfg: BNBackwardConfig) -> int:
+    """Cycles from an accepted pass-2 beat to its dx on ``o`` (the pipeline depth, output
+    register included)."""
+    return _pass2_cycles(cfg, cfg.bn.norm)
+
+
+def per_channel_cycles(cfg: BNBackwardConfig) -> int:
+    """Cycles between the last beat of pass 1 and the first beat of pass 2 with no stalls: the
+    drain, each per-channel step's pipeline plus one cycle to latch it, and one cycle presenting
+    (dgamma, dbeta) (was 5 before the steps were pipelined)."""
+    st = _step_cycles(cfg, cfg.bn.norm)
+    return st["drain"] + (st["sdyd"] + 1) + (st["h"] + 1) + (st["div"] + 1) + (st["const"] + 1) + 1
 
 
 def stored_state_bits(cfg: BNBackwardConfig) -> dict:
@@ -44,9 +156,14 @@ def stored_state_bits(cfg: BNBackwardConfig) -> dict:
 
 def backward_latency_cycles(cfg: BNBackwardConfig) -> int:
     """Cycles from the first accepted beat of a batch to the last dx beat, no stalls (lanes = 1):
-    per channel, n beats of pass 1, ``PER_CHANNEL_CYCLES`` arithmetic cycles, n beats of pass 2;
-    the last dx is registered (+1)."""
-    return cfg.bn.channels * (2 * cfg.bn.n + PER_CHANNEL_CYCLES) + 1
+    per channel, n beats of pass 1, :func:`per_channel_cycles` P, n beats of pass 2; dx leaves
+    the pass-2 pipeline D = ``_pass2_cycles`` cycles after its beat. Pass 2 of a channel starts
+    only when the previous channel's dx have all left (its constants are then replaced), which
+    costs ``max(0, D + 1 - n - P)`` more cycles per channel after the first."""
+    b = cfg.bn
+    p, d = per_channel_cycles(cfg), _pass2_cycles(cfg, b.norm)
+    extra = max(0, d + 1 - b.n - p)
+    return b.channels * (2 * b.n + p) + (b.channels - 1) * extra + d
 
 
 class _BNBackwardUnit(wiring.Component):
@@ -129,16 +246,17 @@ class _BNBackwardUnit(wiring.Component):
         })
 
     def elaborate(self, platform):
-        # Two passes over the channel: pass 1 reduces to per-channel scalars, a short
-        # sequence of per-channel steps turns them into constants, pass 2 is one subtract
-        # (L1: of a sign-selected constant) and one scale multiply per element.
+        # Two passes over the channel: pass 1 reduces to per-channel scalars (a registered
+        # input beat, registered sign and dy*x product, then the accumulators), a sequence of
+        # per-channel steps turns them into constants (each a pipelined multiply the FSM waits
+        # for, ``_step_cycles``), pass 2 is a pipeline stalled by ``o`` (L1: a sign-selected
+        # subtract, L2: d*inv and xhat*mean(dy*xhat), then the scale multiply u*gamma*inv).
         m = Module()
         cfg, b, w = self.cfg, self.cfg.bn, self.cfg.widths
         n, fr, r, k, t = b.n, cfg.inner_frac, b.recip_bits, cfg.div_bits, cfg.h_preshift
         rc = ((1 << (k + 1)) // n + 1) >> 1
-
-        def div(v):
-            return _rnd(v * rc, k)
+        cc = c_const(b.c_bits)        # looked up at elaboration (the mutant test patches it)
+        steps = _step_cycles(cfg, self.norm)
 
         x, dy = self.i.payload.x, self.i.payload.dy
         mu = Signal(signed(b.dev_bits))
@@ -146,7 +264,7 @@ class _BNBackwardUnit(wiring.Component):
         gamma = Signal(signed(b.gamma_width))
         first = Signal(init=1)
         cnt = Signal(range(n))
-        last = cnt == n - 1
+        last = Signal(init=int(n == 1))        # cnt == n - 1, as a register
 
         sum_dy = Signal(signed(w["sum_dy"]))
         sum_dyx = Signal(signed(w["sum_dyx"]))
@@ -159,85 +277,118 @@ class _BNBackwardUnit(wiring.Component):
         gi = Signal(signed(w["gamma_inv"]))
         kp = Signal(signed(w["u"]))
         kn = Signal(signed(w["u"]))
+        wait = Signal(range(max(steps.values()) + 2))
 
+        # --- pass 1: input register, sign and dy*x registered, accumulators -------------------
+        p1 = Pipe(m, prefix="p1")
+        take1 = Signal()
+        xa, dya, va, fa = (p1.reg(v, nm) for v, nm in ((x, "x"), (dy, "dy"), (take1, "v"), (first, "f")))
         if self.sign_in:
-            # the forward's bit, in both passes: mean(sgn) and the pass-2 select see the same
-            # sgn_i, and no subtractor/comparator is built (pass-2 x is don't care)
-            neg = self.i.payload.neg
+            nega = p1.reg(self.i.payload.neg, "neg")
+            negb = p1.reg(nega, "neg")
         else:
-            # mu/inv/gamma: the live ports at the first beat, then the latched copy
-            mu_now = Mux(first, self.mu, mu)
-            d = Signal(signed(b.dev_bits + 1))
-            m.d.comb += d.eq((x << b.frac) - mu_now)
-            neg = d[-1]
+            negb = p1.reg(((xa.shift_left(b.frac) - mu)[:b.dev_bits + 1]).as_signed()[-1], "neg")
+        lat1 = mul_latency(dya.shape(), xa.shape())
+        dyb, vb, fb = (p1.delay(v, lat1, nm) for v, nm in ((dya, "dy"), (va, "v"), (fa, "f")))
+        negb = p1.delay(negb, lat1 - 1, "neg")
+        dyx = p1.mul(dya, xa, "dyx")
+        with m.If(vb):
+            m.d.sync += [
+                sum_dy.eq(Mux(fb, 0, sum_dy) + dyb),
+                sum_dyx.eq(Mux(fb, 0, sum_dyx) + dyx),
+                nneg.eq(Mux(fb, 0, nneg) + negb),
+            ]
 
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        # --- per-channel steps: free-running pipelines from registers held during the wait ----
+        pc = Pipe(m, prefix="pc")
+        sdyd_new = sum_dyx.shift_left(b.frac) - pc.mul(mu, sum_dy, "musdy")
+        h_in = pc.reg(_rnd(sdyd, t), "hin")
+        h_new = _shr(pc.mul(h_in, inv, "h", add=_half(r - fr - t)), r - fr - t)
+        mdy_new = _shr(pc.mul(sum_dy.shift_left(fr), rc, "mdy", add=_half(k)), k)
+        if self.norm == "l1":
+            mh_new = _shr(pc.mul(h, cc * rc, "mh", add=_half(k)), k)      # div(h * C): one constant
+            msgn_new = _shr(pc.mul((n - 2 * nneg).shift_left(fr), rc, "msgn", add=_half(k)), k)
+            qp = pc.reg((1 << fr) - msgn, "qp")
+            qn = pc.reg(-(1 << fr) - msgn, "qn")
+            kp_new = mean_dy + _shr(pc.mul(mh, qp, "kp", add=_half(b.c_bits + fr)), b.c_bits + fr)
+            kn_new = mean_dy + _shr(pc.mul(mh, qn, "kn", add=_half(b.c_bits + fr)), b.c_bits + fr)
+        else:
+            mh_new = _shr(pc.mul(h, rc, "mh", add=_half(k)), k)            # mean(dy*xhat)
+        gi_new = pc.mul(gamma, inv, "gi")
 
-        # ready/valid are single unconditional assignments (continuous assigns in Verilog), so
-        # they hold their value from time 0 in event-driven simulators
+        # --- pass 2: a pipeline that advances when dx can move --------------------------------
+        advance = ~self.o.valid | self.o.ready
+        p2 = Pipe(m, advance, prefix="p2")
+        take2 = Signal()
+        mu2 = Signal.like(mu)
+        inv2 = Signal.like(inv)
+        mdy2, mh2, gi2, kp2, kn2 = (Signal.like(v, name=f"{v.name}2") for v in (mean_dy, mh, gi, kp, kn))
+        dx, vs, _ = _build_pass2(p2, cfg, self.norm, self.sign_in, x=x, dy=dy,
+                                 neg=self.i.payload.neg if self.sign_in else None, take=take2,
+                                 c={"mu": mu2, "inv": inv2, "mdy": mdy2, "mh": mh2, "gi": gi2, "kp": kp2, "kn": kn2})
+        with m.If(advance):
+            m.d.sync += [self.o.payload.eq(_sat(dx, cfg.grad_out_width)), self.o.valid.eq(vs)]
+        inflight = Signal(range(_pass2_cycles(cfg, self.norm) + 3))   # beats taken, dx not yet out
+        m.d.sync += inflight.eq(inflight + take2 - (self.o.valid & self.o.ready))
+        empty = inflight == 0
+
+        def count():
+            m.d.sync += [cnt.eq(Mux(last, 0, cnt + 1)), last.eq(Mux(last, n == 1, cnt == n - 2))]
+
         with m.FSM() as fsm:
             with m.State("ACC"):
                 with m.If(self.i.valid):
                     with m.If(first):
                         m.d.sync += [mu.eq(self.mu), inv.eq(self.inv), gamma.eq(self.gamma), first.eq(0)]
-                    m.d.sync += [
-                        sum_dy.eq(Mux(first, 0, sum_dy) + dy),
-                        sum_dyx.eq(Mux(first, 0, sum_dyx) + dy * x),
-                        nneg.eq(Mux(first, 0, nneg) + neg),
-                        cnt.eq(Mux(last, 0, cnt + 1)),
-                    ]
+                    count()
                     with m.If(last):
-                        m.next = "SDYD"
+                        m.d.sync += wait.eq(steps["drain"] - 1)
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):        # the last beat reaches the accumulators
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.d.sync += wait.eq(steps["sdyd"])
+                    m.next = "SDYD"
             with m.State("SDYD"):
-                m.d.sync += sdyd.eq((sum_dyx << b.frac) - mu * sum_dy)
-                m.next = "H"
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.d.sync += [sdyd.eq(sdyd_new), wait.eq(steps["h"])]
+                    m.next = "H"
             with m.State("H"):
-                m.d.sync += [
-                    h.eq(_rnd(_rnd(sdyd, t) * inv, r - fr - t)),
-                    mean_dy.eq(div(sum_dy << fr)),
-                ]
-                m.next = "DIV"
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.d.sync += [h.eq(h_new), mean_dy.eq(mdy_new), wait.eq(steps["div"])]
+                    m.next = "DIV"
             with m.State("DIV"):
-                if self.norm == "l1":
-                    m.d.sync += [
-                        mh.eq(div(h * c_const(b.c_bits))),
-                        msgn.eq(div((n - 2 * nneg) << fr)),
-                    ]
-                else:
-                    m.d.sync += mh.eq(div(h))   # mean(dy*xhat)
-                m.d.sync += gi.eq(gamma * inv)
-                m.next = "CONST"
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.d.sync += [mh.eq(mh_new), gi.eq(gi_new), wait.eq(steps["const"])]
+                    if self.norm == "l1":
+                        m.d.sync += msgn.eq(msgn_new)
+                    m.next = "CONST"
             with m.State("CONST"):
-                if self.norm == "l1":
-                    m.d.sync += [
-                        kp.eq(mean_dy + _rnd(mh * ((1 << fr) - msgn), b.c_bits + fr)),
-                        kn.eq(mean_dy + _rnd(mh * (-(1 << fr) - msgn), b.c_bits + fr)),
-                    ]
-                m.next = "GRAD"
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    if self.norm == "l1":
+                        m.d.sync += [kp.eq(kp_new), kn.eq(kn_new)]
+                    m.next = "GRAD"
             with m.State("GRAD"):
-                with m.If(self.g.ready):
+                # pass 2 takes its constants here: the previous channel's dx have all left
+                with m.If(self.g.valid & self.g.ready):
+                    m.d.sync += [mu2.eq(mu), inv2.eq(inv), mdy2.eq(mean_dy), mh2.eq(mh), gi2.eq(gi),
+                                 kp2.eq(kp), kn2.eq(kn)]
                     m.next = "PASS2"
             with m.State("PASS2"):
-                take = self.i.valid & (~self.o.valid | self.o.ready)
-                if self.norm == "l1":
-                    u = (dy << fr) - Mux(neg, kn, kp)
-                else:
-                    xhat = _rnd(d * inv, r - b.xhat_frac)
-                    u = (dy << fr) - mean_dy - _rnd(xhat * mh, b.xhat_frac)
-                shift = fr + b.gamma_frac + r - b.frac - cfg.grad_out_frac
-                with m.If(take):
-                    m.d.sync += [
-                        self.o.payload.eq(_sat(_rnd(u * gi, shift), cfg.grad_out_width)),
-                        self.o.valid.eq(1),
-                        cnt.eq(Mux(last, 0, cnt + 1)),
-                    ]
+                with m.If(take2):
+                    count()
                     with m.If(last):
                         m.d.sync += first.eq(1)
                         m.next = "ACC"
         m.d.comb += [
-            self.i.ready.eq(fsm.ongoing("ACC") | (fsm.ongoing("PASS2") & (~self.o.valid | self.o.ready))),
-            self.g.valid.eq(fsm.ongoing("GRAD")),
+            take1.eq(fsm.ongoing("ACC") & self.i.valid),
+            take2.eq(fsm.ongoing("PASS2") & self.i.valid & advance),
+            self.i.ready.eq(fsm.ongoing("ACC") | (fsm.ongoing("PASS2") & advance)),
+            self.g.valid.eq(fsm.ongoing("GRAD") & empty),
             self.g.payload.dgamma.eq(h),
             self.g.payload.dbeta.eq(sum_dy),
         ]

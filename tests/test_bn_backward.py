@@ -10,6 +10,8 @@ from l1bn.hw.bn_backward import (
     L1BNBackwardUnit,
     L2BNBackwardUnit,
     backward_latency_cycles,
+    pass2_cycles,
+    per_channel_cycles,
     stored_state_bits,
 )
 from l1bn.sim.runner import SimulationError, stream_ports, to_verilog
@@ -169,7 +171,8 @@ def test_mutant_is_caught(tmp_path):
 
 def test_api_and_errors():
     cfg = config("l1", 8, 16)
-    assert backward_latency_cycles(cfg) == 2 * (2 * 16 + 5) + 1
+    # n = 16 covers the pass-2 pipeline, so pass 2 never waits for the previous channel's dx
+    assert backward_latency_cycles(cfg) == 2 * (2 * 16 + per_channel_cycles(cfg)) + pass2_cycles(cfg)
     s = stored_state_bits(cfg)
     assert s["l1"] == s["l2"] == 8 and s["l1_pass2"] == 1 and s["l2_pass2"] == 8
     with pytest.raises(ValueError, match="does not match L2BNBackwardUnit"):
@@ -186,7 +189,8 @@ def test_verilog_cli(tmp_path, capsys):
     out = tmp_path / "l1bn_bwd.v"
     main(["verilog", "l1bn-bwd", "--width", "8", "--n", "16", "-o", str(out)])
     assert "module l1bn_bwd" in out.read_text()
-    assert "latency 38 cycles" in capsys.readouterr().out
+    cfg = BNBackwardConfig(bn=BNConfig(norm="l1", width=8, n=16, channels=1), grad_width=8)
+    assert f"latency {backward_latency_cycles(cfg)} cycles" in capsys.readouterr().out
     main(["verilog", "l1bn-bwd", "--width", "8", "--n", "16", "--sign-in", "-o", str(out)])
     assert "input [16:0] i__payload;" in out.read_text()   # x[8], dy[8], neg[1]
     assert "neg[1]): x read in pass 1 only" in capsys.readouterr().out
