@@ -71,7 +71,7 @@ def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abit
     click.echo("wrote " + ", ".join(str(x) for x in [p["csv"], p["json"], p["run"], *p["png"]]))
     ex = run["executor"]
     where = ex["kind"] + (f" {ex['address']}" if ex.get("address") else "") + \
-        (f", {ex['workers']} workers" if "workers" in ex else "")
+        (f", {ex['workers']} worker{'s' if ex['workers'] != 1 else ''}" if "workers" in ex else "")
     if not run["computed"]:
         where = "nothing to compute"
     click.echo(f"{run['points']} points: {run['ok']} ok ({run['cached']} from cache), {run['failed']} failed, "

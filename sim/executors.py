@@ -29,6 +29,7 @@ workers with ``--nthreads 1`` and one process per core (``--nworkers N``) to use
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -40,7 +41,7 @@ import time
 from collections import deque
 
 __all__ = ["Executor", "InlineExecutor", "LocalExecutor", "DaskExecutor", "make_executor", "call",
-           "call_in_scratch", "run_tasks"]
+           "call_in_scratch", "run_tasks", "using", "default_executor"]
 
 _TOOL_LOCK = threading.Lock()
 
@@ -237,9 +238,10 @@ class DaskExecutor(Executor):
         Seconds to wait for the scheduler (and for at least one worker) before giving up with a
         ``ValueError`` naming the address.
 
-    A task on a worker that dies is moved to another worker by the scheduler itself; a task that
-    was on ``distributed.scheduler.allowed-failures`` + 1 dying workers fails with
-    ``KilledWorker``, which :meth:`lost` reports so that the caller may submit it once more.
+    A task on a worker that dies is moved to another worker by the scheduler itself, so
+    :meth:`lost` is true only for a cancelled task. A task that was on
+    ``distributed.scheduler.allowed-failures`` + 1 (default 4) dying workers fails with
+    ``KilledWorker``: it is what kills them, and the caller records it as the task's failure.
     """
 
     kind = "dask"
@@ -289,9 +291,7 @@ class DaskExecutor(Executor):
         return min(pending, busy, self.workers)
 
     def lost(self, exc: BaseException) -> bool:
-        from distributed import KilledWorker
-
-        return isinstance(exc, KilledWorker | cf.CancelledError)
+        return isinstance(exc, cf.CancelledError)
 
     def info(self) -> dict:
         ws = self.client.scheduler_info(n_workers=-1)["workers"]
@@ -348,6 +348,25 @@ def run_tasks(executor: Executor, tasks: dict, *, on_done, on_error=None, on_tic
     if on_tick is not None:
         on_tick(0)
     return {"resubmitted": resubmitted}
+
+
+_DEFAULT: list[Executor] = []
+
+
+@contextlib.contextmanager
+def using(executor: Executor):
+    """Within the block, :func:`l1bn.sim.flow.run_jobs` calls that name no executor use
+    ``executor`` (how ``l1bn report --scheduler`` sends every flow step to a cluster)."""
+    _DEFAULT.append(executor)
+    try:
+        yield executor
+    finally:
+        _DEFAULT.remove(executor)
+
+
+def default_executor() -> Executor | None:
+    """The executor of the innermost :func:`using` block, or None."""
+    return _DEFAULT[-1] if _DEFAULT else None
 
 
 def make_executor(workers: int | None = None, scheduler: str | None = None) -> Executor:

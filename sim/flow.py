@@ -681,7 +681,7 @@ def _cached_or_run(kind: str, verilog: str, params: dict, workdir: str, cache_pa
 def _run_todo(jobs, todo, results, workdir, max_workers, console, description, use_cache, executor=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .executors import call_in_scratch, make_executor, run_tasks
+    from .executors import call_in_scratch, default_executor, make_executor, run_tasks
 
     max_workers = max(1, min(max_workers or os.cpu_count() or 1, len(todo)))
     cache_dir().mkdir(parents=True, exist_ok=True)
@@ -712,6 +712,7 @@ def _run_todo(jobs, todo, results, workdir, max_workers, console, description, u
 
         # l1bn.sim.executors: this process (1 worker), local worker processes (each in its own
         # process group, killed at once on an error or Ctrl-C), or a Dask cluster (executor=)
+        executor = executor or default_executor()
         ex = executor or make_executor(max_workers)
         try:
             if ex.shared_fs:
