@@ -16,6 +16,9 @@ the ReadOnly phase before the next rising edge, which transfers every beat with 
 ``last_out - first_in + 1`` counts the cycles of a run, both ends included. A source waiting on
 ``ready`` and a sink without backpressure waiting on ``valid`` sleep on the signal's edge instead
 of waking every cycle, so long compute phases cost no Python time.
+
+``L1BN_DEBUG=o,stats`` (environment of the simulator run) logs what the sinks of those ports see
+every cycle.
 """
 
 from __future__ import annotations
@@ -280,6 +283,8 @@ class StreamSink(_Port):
         self.cycles: list[int] = []
         self.count = 0
         self.violations: list[str] = []
+        # L1BN_DEBUG=o,stats logs every cycle the sinks of those ports see
+        self.debug = name in os.environ.get("L1BN_DEBUG", "").split(",")
         if self.ready is not None:
             self.ready.value = 0 if self.backpressure is not None else 1
 
@@ -295,6 +300,9 @@ class StreamSink(_Port):
             valid = self.valid is None or bool(int(self.valid.value))
             raw = self.payload.value if valid else None
             raw = raw.to_unsigned() if raw is not None and raw.is_resolvable else (None if raw is None else "x")
+            if self.debug:
+                self.tb.dut._log.info("%s c%d valid=%d ready=%d payload=%s", self.name, self.tb.cycle(),
+                                      valid, not stall, raw)
             if held is not None and (not valid or raw != held):
                 what = "valid fell" if not valid else "payload changed"
                 self.violations.append(f"{self.name}: {what} before ready (cycle {self.tb.cycle()})")
