@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sweep": ("l1bn.cli.sweep", "sweep", "Design-space sweep on local processes or a Dask cluster."),
     "build": ("l1bn.cli.build", "build", "Build a bitstream for an FPGA board (open tools)."),
     "demo": ("l1bn.cli.demo", "demo", "Train, export, generate, simulate and summarize, end to end."),
+    "prove": ("l1bn.cli.prove", "prove", "Formal proofs: stream rules, no lost element, no overflow."),
 }
 
 

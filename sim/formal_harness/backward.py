@@ -1,0 +1,155 @@
+"""Formal harnesses of the BN backward units (:mod:`l1bn.hw.bn_backward`), on their public ports.
+
+Per channel the input stream carries 2n beats (pass 1, then pass 2); the unit returns one ``g``
+record (dgamma, dbeta) after pass 1 and n dx beats for pass 2.
+"""
+
+from __future__ import annotations
+
+from amaranth import Mux, Signal, signed
+from amaranth.hdl import Assert, Assume
+from l1bn.hw.bn_backward import L1BNBackwardUnit, L2BNBackwardUnit, backward_latency_cycles
+
+from .props import Harness, drain_check, drive_stream, offer_all, pending, stream_rule, watchdog
+
+__all__ = ["BwdStreamHarness", "BwdCountHarness", "BwdOverflowHarness", "BwdDrainHarness", "response_bound", "unit_for"]
+
+
+def unit_for(cfg):
+    return (L1BNBackwardUnit if cfg.bn.norm == "l1" else L2BNBackwardUnit)(cfg)
+
+
+def response_bound(cfg) -> int:
+    """Cycles within which, with ``o.ready`` and ``g.ready`` high, a due output comes out: twice
+    the no-stall latency of a one-channel batch."""
+    from dataclasses import replace
+    return 2 * backward_latency_cycles(replace(cfg, bn=replace(cfg.bn, channels=1)))
+
+
+class _BwdHarness(Harness):
+    def __init__(self, cfg, unit=None):
+        super().__init__()
+        self.cfg, self.unit = cfg, unit
+
+    def dut(self, m):
+        cfg = self.cfg
+        dut = self.unit if self.unit is not None else unit_for(cfg)
+        m.submodules.dut = dut
+        _, _, take = drive_stream(m, self, dut.i, "i")
+        self.mu = self.free(len(dut.mu), "mu")
+        self.inv = self.free(len(dut.inv), "inv")
+        self.gamma = self.free(len(dut.gamma), "gamma")
+        m.d.comb += [dut.mu.eq(self.mu), dut.inv.eq(self.inv), dut.gamma.eq(self.gamma),
+                     dut.o.ready.eq(self.free(1, "o_ready")), dut.g.ready.eq(self.free(1, "g_ready"))]
+        # where the stream is: beat j of 2n in the current channel (pass 2 from j = n)
+        n = cfg.bn.n
+        beat = Signal(range(2 * n), name="beat")
+        with m.If(take):
+            m.d.sync += beat.eq(Mux(beat == 2 * n - 1, 0, beat + 1))
+        return dut, take, beat
+
+
+class BwdStreamHarness(_BwdHarness):
+    """The stream rule on ``o`` or ``g``."""
+
+    def __init__(self, cfg, port, unit=None):
+        super().__init__(cfg, unit)
+        self.port = port
+
+    def build(self, m):
+        dut, _, _ = self.dut(m)
+        stream_rule(m, getattr(dut, self.port), self.port)
+
+
+class BwdCountHarness(_BwdHarness):
+    """One ``g`` record per channel, after its pass 1 and before its pass 2 starts; one dx beat
+    per pass-2 beat, never ahead of it; with both outputs ready, due outputs come within
+    :func:`response_bound` cycles."""
+
+    def build(self, m):
+        cfg = self.cfg
+        n = cfg.bn.n
+        dut, take, beat = self.dut(m)
+        out = dut.o.valid & dut.o.ready
+        grec = dut.g.valid & dut.g.ready
+        p2 = take & (beat >= n)
+        dx = pending(m, p2, out, 4 * n + 8, "dx_pending")
+        gp = pending(m, take & (beat == n - 1), grec, 4, "g_pending")
+        # pass 2 of a channel is taken only once its g record has gone
+        m.d.comb += Assert(~(take & (beat == n)) | ((gp == 0) & ~grec) | ((gp == 1) & grec))
+        both = dut.o.ready & dut.g.ready
+        watchdog(m, response_bound(cfg), dx > 0, out, both, "o")
+        watchdog(m, response_bound(cfg), gp > 0, grec, both, "g")
+
+
+class BwdOverflowHarness(_BwdHarness):
+    """dbeta = sum(dy) and dgamma = rnd(rnd(sdyd, t) * inv, R - F - t) with
+    sdyd = (sum(dy*x) << frac) - mu*sum(dy), exact on the harness side, for the first channel.
+    x, dy, mu and inv are restricted to the ends of their contract ranges: sdyd and h are
+    multilinear in them, so every intermediate takes its extremes there (the overflow check)."""
+
+    def build(self, m):
+        cfg = self.cfg
+        b = cfg.bn
+        n = b.n
+        dut, take, beat = self.dut(m)
+        x, dy = dut.i.payload.x, dut.i.payload.dy
+        xlo, xhi = -(1 << (b.width - 1)), (1 << (b.width - 1)) - 1
+        glo, ghi = -(1 << (cfg.grad_width - 1)), (1 << (cfg.grad_width - 1)) - 1
+        m.d.comb += [
+            Assume(~dut.i.valid | (beat >= n) | (((x == xlo) | (x == xhi)) & ((dy == glo) | (dy == ghi)))),
+            Assume((self.mu.as_signed() == (xlo << b.frac)) | (self.mu.as_signed() == (xhi << b.frac))),
+            Assume((self.inv == 0) | (self.inv == (1 << b.recip_bits))),
+        ]
+        done = Signal(name="pass1_seen")
+        sdy = Signal(signed(cfg.grad_width + n.bit_length() + 2), name="exact_sum_dy")
+        sdyx = Signal(signed(cfg.grad_width + b.width + n.bit_length() + 2), name="exact_sum_dyx")
+        mu = Signal(signed(len(self.mu)), name="mu0")
+        inv = Signal(len(self.inv), name="inv0")
+        with m.If(take & (beat < n) & ~done):
+            m.d.sync += [sdy.eq(Mux(beat == 0, 0, sdy) + dy), sdyx.eq(Mux(beat == 0, 0, sdyx) + dy * x)]
+            with m.If(beat == 0):
+                m.d.sync += [mu.eq(self.mu.as_signed()), inv.eq(self.inv)]
+            with m.If(beat == n - 1):
+                m.d.sync += done.eq(1)
+        fr, r, t = cfg.inner_frac, b.recip_bits, cfg.h_preshift
+
+        def rnd(v, s):
+            return (v + (1 << (s - 1))) >> s if s > 0 else (v << -s if s < 0 else v)
+
+        sdyd = (sdyx << b.frac) - mu * sdy
+        h = rnd(rnd(sdyd, t) * inv, r - fr - t)
+        first_g = Signal(name="first_g")
+        grec = dut.g.valid & ~first_g
+        with m.If(dut.g.valid & dut.g.ready):
+            m.d.sync += first_g.eq(1)
+        m.d.comb += [
+            Assert(~grec | done),
+            Assert(~grec | (dut.g.payload.dbeta == sdy)),
+            Assert(~grec | (dut.g.payload.dgamma == h)),
+        ]
+
+
+class BwdDrainHarness(_BwdHarness):
+    """No stalls: one batch (2n beats per channel) goes in, both outputs always ready; all n dx
+    per channel and every g record are out by ``backward_latency_cycles(cfg)`` cycles."""
+
+    def build(self, m):
+        cfg = self.cfg
+        b = cfg.bn
+        dut = self.unit if self.unit is not None else unit_for(cfg)
+        m.submodules.dut = dut
+        offer_all(m, dut.i, 2 * b.n * b.channels, "i")
+        m.d.comb += [dut.i.payload.eq(self.free(len(dut.i.payload.as_value()), "i_payload")),
+                     dut.mu.eq(self.free(len(dut.mu), "mu")), dut.inv.eq(self.free(len(dut.inv), "inv")),
+                     dut.gamma.eq(self.free(len(dut.gamma), "gamma")),
+                     dut.o.ready.eq(1), dut.g.ready.eq(1)]
+        total = b.n * b.channels
+        outs = Signal(range(total + 2), name="dx_out")
+        recs = Signal(range(b.channels + 2), name="g_out")
+        with m.If(dut.o.valid):
+            m.d.sync += outs.eq(outs + 1)
+        with m.If(dut.g.valid):
+            m.d.sync += recs.eq(recs + 1)
+        m.d.comb += [Assert(outs <= total), Assert(recs <= b.channels)]
+        drain_check(m, backward_latency_cycles(cfg), (outs == total) & (recs == b.channels))
