@@ -327,7 +327,20 @@ def _tensor_for(tensors: dict, entries: dict, name, what: str, *, shape=None, bi
 
 
 def load_export(export_dir) -> ExportedNet:
-    """Load and validate an export folder; raise :class:`ExportError` naming any problem."""
+    """Load and validate an export folder; raise :class:`ExportError` naming any problem.
+
+    The structure is checked first (so that a damaged export is named precisely), the manifest
+    checksum last; any other failure while reading a damaged manifest is an ``ExportError`` too.
+    """
+    try:
+        return _load_export(export_dir)
+    except ExportError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, RuntimeError, OverflowError) as e:
+        raise ExportError(f"{export_dir}: inconsistent manifest ({type(e).__name__}: {e})") from None
+
+
+def _load_export(export_dir) -> ExportedNet:
     root = Path(export_dir)
     mpath = root / _MANIFEST
     if not root.is_dir():
@@ -374,6 +387,9 @@ def load_export(export_dir) -> ExportedNet:
         w_bits = _need(ld, "w_bits", what, int)
         weight = _tensor_for(tensors, entries, ld.get("weight"), name, bits=w_bits, role="weight")
         stride, padding = _need(ld, "stride", what, int), _need(ld, "padding", what, int)
+        if not (1 <= stride <= 64 and 0 <= padding <= 64):
+            raise ExportError(f"layer {name}: stride={stride} (allowed 1..64) or padding={padding} "
+                              "(allowed 0..64) out of range")
         if typ == "conv2d":
             if weight.dim() != 4 or weight.shape[1] != shape[0] or len(shape) != 3:
                 raise ExportError(f"tensor {ld['weight']}: shape {list(weight.shape)} does not fit conv2d "
