@@ -154,6 +154,8 @@ def run_net(net: IntNet, x_int: torch.Tensor, *, check: bool = True, trace: bool
 
     With ``trace`` also returns the list of every layer's output.
     """
+    if isinstance(x_int, torch.Tensor) and (x_int.is_floating_point() or x_int.is_complex()):
+        raise ValueError("run_net needs integer images (N, C, H, W); quantize floats with quantize_input first")
     x = x_int.to(torch.int64)
     if tuple(x.shape[1:]) != tuple(net.in_shape):
         raise ValueError(f"input shape {tuple(x.shape[1:])} != network input {tuple(net.in_shape)}")
