@@ -354,3 +354,12 @@ def test_kill_9_of_report_leaves_no_worker(tmp_path):
     while time.monotonic() < deadline and any(_alive(q) for q in seen):
         time.sleep(0.1)
     assert [q for q in seen if _alive(q)] == []
+
+
+def test_run_net_refuses_float_images():
+    """Float images would be truncated silently by the integer reference: refused instead."""
+    net = random_int_net(seed=0)
+    with pytest.raises(ValueError, match="quantize_input"):
+        from l1bn.sw.netrun import run_net
+
+        run_net(net, torch.rand(2, 1, 8, 8))
