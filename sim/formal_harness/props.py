@@ -9,10 +9,11 @@ public ports only, so they hold across any restructuring of the internals.
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, Elaboratable, Module, Signal
-from amaranth.hdl import Assert, Assume, Cover
+from amaranth import ClockDomain, Elaboratable, Module, Signal, Value
+from amaranth.hdl import Assert, Assume
 
-__all__ = ["Harness", "stream_rule", "drive_stream", "Counter", "wide"]
+__all__ = ["Harness", "stream_rule", "drive_stream", "free_const", "watchdog", "pending", "offer_all",
+           "drain_check"]
 
 
 class Harness(Elaboratable):
@@ -55,7 +56,8 @@ def _hold(m, valid, ready, payload, name):
 def stream_rule(m, port, name, *, assume=False):
     """The stream rule on ``port`` (``valid``, ``ready``, ``payload``): once ``valid`` is high,
     ``valid`` and ``payload`` hold until ``ready``. Asserted (an output) or assumed (an input)."""
-    payload = port.payload.as_value() if hasattr(port.payload, "as_value") else port.payload
+    # the raw bits (a signed payload compared with its unsigned copy would differ when negative)
+    payload = Value.cast(port.payload).as_unsigned()
     stalled, pp = _hold(m, port.valid, port.ready, payload, name)
     check = Assume if assume else Assert
     m.d.comb += check(~stalled | (port.valid & (payload == pp)))
@@ -65,42 +67,13 @@ def drive_stream(m, h, port, name, *, valid=None):
     """Drive the input stream ``port`` of a design from free inputs under the stream rule
     (arbitrary gaps; a beat once offered stays until taken). Returns (valid, payload, take)."""
     v = h.free(1, f"{name}_valid") if valid is None else valid
-    p = h.free(len(port.payload.as_value()), f"{name}_payload")
+    p = h.free(len(Value.cast(port.payload)), f"{name}_payload")
     m.d.comb += [port.valid.eq(v), port.payload.eq(p)]
     stalled, pp = _hold(m, v, port.ready, p, name)
     m.d.comb += Assume(~stalled | (v & (p == pp)))
     take = Signal(name=f"{name}_take")
     m.d.comb += take.eq(port.valid & port.ready)
     return v, p, take
-
-
-class Counter:
-    """A wrap-around counter of events (``step``) modulo ``period`` (e.g. beats per batch)."""
-
-    def __init__(self, m, period, name):
-        self.period = period
-        self.value = Signal(range(max(period, 2)), name=name)
-        self.wrap = self.value == period - 1
-        self._m = m
-
-    def count(self, event):
-        with self._m.If(event):
-            self._m.d.sync += self.value.eq(0 if self.period == 1 else
-                                            _mux(self.wrap, 0, self.value + 1))
-
-
-def _mux(c, a, b):
-    from amaranth import Mux
-    return Mux(c, a, b)
-
-
-def wide(value, bits=64):
-    """``value`` sign- or zero-extended to ``bits`` (comparisons without wrap-around)."""
-    return value.as_value() if hasattr(value, "as_value") else value
-
-
-def cover(m, cond):
-    m.d.comb += Cover(cond)
 
 
 def free_const(m, h, shape, name):
