@@ -508,28 +508,38 @@ def cell_models(names) -> str:
 
 
 def _vectors_tb(port_list, layout, stim_width: int, nvec: int, period: int = 10) -> str:
-    conns = []
+    """Testbench of "vectors" mode: vector k on the inputs from k*period; the outputs it settled
+    to are written to ``out.txt`` (one line per vector, output ports in port order, hex)."""
+    conns, decl, outs = [], [], []
     for name, d, bits in port_list:
         if d == "out":
-            conns.append(f".{name}()")
+            decl.append(f"  wire [{bits - 1}:0] out_{len(outs)};")
+            conns.append(f".{name}(out_{len(outs)})")
+            outs.append(f"out_{len(outs)}")
         elif name in layout:
             lo = layout[name]
             conns.append(f".{name}(cur[{lo + bits - 1}:{lo}])")
         else:
             conns.append(f".{name}({bits}'d0)")
+    fmt = " ".join(["%h"] * len(outs))
+    show = f'$fdisplay(fo, "{fmt}", {", ".join(outs)});' if outs else ""
     return f"""`timescale 1ns/1ps
 module tb;
   reg [{stim_width - 1}:0] stim [0:{nvec - 1}];
   reg [{stim_width - 1}:0] cur;
-  integer k;
+  integer k, fo;
+{chr(10).join(decl)}
   top dut({", ".join(conns)});
   initial begin
     $readmemh("stim.hex", stim);
+    fo = $fopen("out.txt", "w");
     cur = stim[0];
     #1 $dumpfile("dump.vcd");
     $dumpvars(1, dut);
-    for (k = 1; k < {nvec}; k = k + 1) begin #{period} cur = stim[k]; end
-    #{period} $display("RESULT first=0 last={nvec - 2} nin={nvec} nout={nvec} cycles={nvec - 1}");
+    for (k = 1; k < {nvec}; k = k + 1) begin #{period} {show} cur = stim[k]; end
+    #{period} {show}
+    $fclose(fo);
+    $display("RESULT first=0 last={nvec - 2} nin={nvec} nout={nvec} cycles={nvec - 1}");
     $finish;
   end
 endmodule
@@ -606,7 +616,11 @@ def simulate(wd: Path, netlist: dict, *, mode: str, beats, main="i", out="o", ex
             for i, bit in enumerate(top["ports"][name]["bits"]):
                 if not isinstance(bit, str) and i < len(cnt):
                     toggles.setdefault(bit, cnt[i])
-    return {"toggles": toggles, "cycles_total": cycles, "cycles": last - first + 1, "first_in_cycle": first,
+    outputs = None
+    if mode == "vectors":   # the values the mapped netlist computed, one list per vector
+        outputs = [[int(x, 16) if set(x) <= set("0123456789abcdef") else None for x in line.split()]
+                   for line in (sim / "out.txt").read_text().splitlines()]
+    return {"toggles": toggles, "outputs": outputs, "cycles_total": cycles, "cycles": last - first + 1, "first_in_cycle": first,
             "last_out_cycle": last, "beats_in": nin, "beats_out": nout, "sim_s": round(t1 - t0, 2),
             "vcd_s": round(time.perf_counter() - t1, 2)}
 
@@ -730,6 +744,7 @@ def run_step(verilog: str, params: dict, wd: Path) -> dict:
                      out=params.get("out", "o"), expect_out=params.get("expect_out"))
         clock_bits = [b for b in top["ports"]["clk"]["bits"]] if has_clock else []
         toggles = s.pop("toggles")
+        s.pop("outputs")    # checked by the tests, not part of the result
         res["transitions"] = sum(toggles.values())
         per = power_model(netlist, toggles, clock_bits=clock_bits)
         res.update(s)
