@@ -1,1 +1,2 @@
-"""cocotb test modules; each is run through :func:`l1bn.sim.runner.run_cocotb`."""
+"""cocotb benches, each a small testbench class built from the bench kit (:mod:`.kit`) and launched
+by :func:`l1bn.sim.runner.run_bench` (see docs/benches.md)."""

@@ -239,7 +239,7 @@ class StreamSource(_Port):
                 self.idle.set()
                 self._wake.clear()
                 await self._wake.wait()
-                await self.tb.drive_phase()
+                await FallingEdge(dut.clk)   # send() may come from a sink's ReadOnly callback
                 continue
             if self.pauses is not None and next(self.pauses):
                 if self.valid is not None:
