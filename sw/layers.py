@@ -149,7 +149,7 @@ class _L1BNFunction(torch.autograd.Function):
             b = None if bias is None else bias.to(ct).view(shape)
             y, mu, s = _math(impl)[0](x, w, b, float(eps), dims)
             mu, s, xs = mu.flatten(), s.flatten(), x
-            ok_t = torch.isfinite(torch.stack((mu, s))).all()
+            ok_t = None if finite is None and running is None else torch.isfinite(torch.stack((mu, s))).all()
             ok = bool(ok_t) if finite is not None else True
             if running is not None and finite is None:
                 rm, rs, f = running
@@ -162,11 +162,13 @@ class _L1BNFunction(torch.autograd.Function):
         if finite is not None:
             finite[:] = [ok]
         ctx.save_for_backward(xs, mu, s, weight)
-        ctx.eps, ctx.impl, ctx.has_bias = float(eps), impl, bias is not None
+        ctx.eps, ctx.impl = float(eps), impl
+        ctx.b_dtype = None if bias is None else bias.dtype
         ctx.mark_non_differentiable(mu, s)
         return y, mu, s
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the C++ backward has no graph of its own
     def backward(ctx, dy, _dmu, _ds):
         x, mu, s, weight = ctx.saved_tensors
         if ctx.impl == "ext":
@@ -177,7 +179,7 @@ class _L1BNFunction(torch.autograd.Function):
             w = None if weight is None else weight.to(mu.dtype).view(shape)
             dx, dgamma, dbeta = _math(ctx.impl)[1](dy, x, mu.view(shape), s.view(shape), w, ctx.eps, dims)
         dw = None if weight is None else dgamma.flatten().to(weight.dtype)
-        db = dbeta.flatten().to(weight.dtype if weight is not None else dy.dtype) if ctx.has_bias else None
+        db = None if ctx.b_dtype is None else dbeta.flatten().to(ctx.b_dtype)
         return dx, dw, db, None, None, None, None
 
 
