@@ -236,6 +236,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "absdiff": ("absdiff", "l1bn.sim.benches.absdiff_tb"),
     "bn": ("bn_unit", "l1bn.sim.benches.bn_tb"),
     "bwd": ("bn_bwd", "l1bn.sim.benches.bn_bwd_tb"),
+    "loopback": ("loopback", "l1bn.sim.benches.loopback_tb"),
     "mac": ("mac_array", "l1bn.sim.benches.mac_tb"),
     "net": ("accelerator", "l1bn.sim.benches.net_tb"),
 }
