@@ -26,6 +26,9 @@ def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool,
     """Export a trained run to integer weights, folded BN constants and $readmemh memories."""
     if fmt == "qonnx":  # the whole QONNX branch lives in cli/import_cmd.py
         from l1bn.cli.import_cmd import export_qonnx_cli
+        from l1bn.sw.outdir import check_output_file
+
+        check_output_file(out_dir, inputs=[run_dir], option="--out")   # before any work
 
         return export_qonnx_cli(run_dir, out_dir, mult_bits=mult_bits, force=force)
     from l1bn.spec.config import check_int

@@ -58,7 +58,7 @@ def export_qonnx_cli(run_dir: Path, out_path: Path, *, mult_bits: int, force: bo
 
 @click.command("import")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+@click.option("--out", "out_dir", required=True, type=str,
               help="Export folder to create (manifest.json, .npy, .hex), as `l1bn export` writes it.")
 @click.option("--rows", default=4, show_default=True,
               help="Height of the MAC array the weight .hex words are packed for (1..64).")
@@ -74,11 +74,15 @@ def import_(model: Path, out_dir: Path, rows: int, mult_bits: int, no_check: boo
     Gemm/MatMul, BatchNormalization or Mul/Add, Relu, Flatten/Reshape. Anything else stops with
     one error line naming the node; nothing is written.
     """
+    from l1bn.sw.export import SCHEMA, SCHEMA_VERSION
+    from l1bn.sw.outdir import check_output_dir
     from l1bn.sw.qonnx_import import import_qonnx
 
+    # before any work: an output folder that can be one, never the model it reads
+    check_output_dir(out_dir, inputs=[model], force=force)
     r = import_qonnx(model, out_dir, mult_bits=mult_bits, rows=rows, force=force, check=not no_check)
     net = r.net
-    click.echo(f"imported {model} -> {r.path}  ({len(net.layers)} layers, schema l1bn.export v1)")
+    click.echo(f"imported {model} -> {r.path}  ({len(net.layers)} layers, schema {SCHEMA} v{SCHEMA_VERSION})")
     click.echo(f"input  {tuple(net.in_shape)}  {net.in_bits}-bit unsigned, value = x * 2**-{net.in_exp}")
     _layer_table(net)
     if r.agreement is not None:

@@ -91,6 +91,7 @@ def encode_hex_weights(w: torch.Tensor, bits: int, rows: int) -> list[str]:
     ``[r*bits, (r+1)*bits)`` (LSB first), ``bits``-bit two's complement; rows past O are 0.
     One word = the weights of one reduction step for one tile of ``rows`` output channels.
     """
+    w = torch.as_tensor(w)   # the reference may hand numpy arrays
     o = w.shape[0]
     wm = w.reshape(o, -1).to(torch.int64)
     k = wm.shape[1]
@@ -131,6 +132,7 @@ def decode_hex_weights(lines: list[str], shape: tuple, bits: int, rows: int) -> 
 def encode_hex_column(v: torch.Tensor, bits: int) -> list[str]:
     """One value per line, ``bits``-bit two's complement (per-channel constants: mult, bias)."""
     digits = _hex_digits(bits)
+    v = torch.as_tensor(v)   # the reference may hand numpy arrays
     return [f"{x & ((1 << bits) - 1):0{digits}x}" for x in v.flatten().to(torch.int64).tolist()]
 
 
@@ -166,6 +168,7 @@ class _Writer:
             role: str = "") -> str:
         if name in self.tensors:
             raise ValueError(f"tensor {name!r} written twice")
+        t = torch.as_tensor(t)   # the reference may hand numpy arrays
         if bits is None:
             arr = t.detach().to(torch.float32).numpy()
         else:

@@ -123,6 +123,11 @@ def _cases(w) -> list[list[str]]:
     cases += [["export", r, "--out", nowhere, "--mult-bits", v] for v in ("1", "33")]
     cases += [["export", str(w["trunc"]), "--out", nowhere], ["export", f, "--out", nowhere],
               ["export", str(root / "missing"), "--out", nowhere], ["export", e, "--out", nowhere]]
+    cases += [["export", r, "--format", "qonnx", "--out", o] for o in ("", str(root), under_file)]
+    # import (a QONNX model)
+    cases += [["import", str(root / "missing.onnx"), "--out", nowhere], ["import", f, "--out", nowhere]]
+    cases += [["import", f, "--out", o] for o in outs_dir + [f]]
+    cases += [["import", f, "--out", nowhere, opt, v] for opt, v in (("--rows", "0"), ("--mult-bits", "x"))]
     # infer
     cases += [["infer", e, "--threads", v] for v in ("-1", "100000", "257", "x")]
     cases += [["infer", p] for p in (bad, r, f, str(root / "missing"), "")]
