@@ -33,7 +33,7 @@ __all__ = ["sweep"]
 @click.option("--workers", type=int, default=None, help="Local worker processes (default: all cores).")
 @click.option("--scheduler", default=None, help="Run on a Dask cluster: the scheduler's tcp://HOST:PORT.")
 @click.option("--no-cache", is_flag=True, help="Recompute points that are in the cache.")
-@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Output folder.")
+@click.option("--out", "out", type=str, required=True, help="Output folder (a rerun reuses it).")
 def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abits, target, no_pnr, seeds,
           no_energy, max_cycles, workers, scheduler, no_cache, out):
     """Sweep a grid of designs: area, Fmax, cycles, latency and energy of every point.
@@ -49,7 +49,10 @@ def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abit
 
     from l1bn.sim.sweep import run_sweep, sweep_from_options
     from l1bn.spec.config import check_int
+    from l1bn.sw.outdir import check_output_dir
     from rich.console import Console
+
+    out = check_output_dir(out, inputs=[spec], must_be_new=False)   # before any work
 
     if workers is not None and scheduler is not None:
         raise ValueError("give --workers (local processes) or --scheduler (a Dask cluster), not both")

@@ -158,6 +158,10 @@ def _cases(w) -> list[list[str]]:
         ("--widths", "2"), ("--widths", "4,40"), ("--widths", ""), ("--widths", "8,8"), ("--n", "4"),
         ("--n", "2048"), ("--lanes", "9"), ("--lanes", "3"), ("--channels", "0"), ("--channels", "17"),
         ("--jobs", "0"), ("--jobs", "65"), ("--n", "x"))]
+    # sweep
+    cases += [["sweep", "--out", o] for o in outs_dir]
+    cases += [["sweep", opt, v, "--out", nowhere] for opt, v in (
+        ("--width", "4,99"), ("--workers", "0"), ("--scheduler", "nowhere"), ("--spec", str(root / "missing.toml")))]
     # build
     cases += [["build", e, "--board", "ulx3s-85f", opt, v] for opt, v in (
         ("--seed", "-1"), ("--images", "0"), ("--images", "100001"), ("--clock", "0"), ("--clock", "500"),
