@@ -1,4 +1,5 @@
-"""``l1bn report``: area, Fmax, latency and energy of L1-BN against L2-BN (:mod:`l1bn.sim.report`)."""
+"""``l1bn report``: area, Fmax, latency and energy of every registered BN norm (L1, L2, range) against
+L2-BN (:mod:`l1bn.sim.report`)."""
 
 from __future__ import annotations
 
@@ -38,10 +39,11 @@ def parse_widths(text: str) -> tuple[int, ...]:
 @click.option("--out", "out", type=str, required=True,
               help="Output folder (reused: a rerun, or a second report at the same time, is safe).")
 def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out, target):
-    """Area, Fmax, latency and energy: L1-BN against L2-BN.
+    """Area, Fmax, latency and energy: L1-BN and range BN against L2-BN.
 
     Synthesizes (ECP5 and generic CMOS gates), places and routes (ECP5), and simulates the gate
-    netlists of the forward and backward L1/L2 BN units on real activations of the digits CNN, then
+    netlists of the forward units of every registered norm (L1, L2, range) and the backward units
+    (L1, L2: range BN has none) on real activations of the digits CNN, then
     writes OUT/report.json, OUT/report.md and OUT/report_*.png. Results are cached by design hash
     under build/flow-cache, so a rerun is fast.
     """
@@ -63,12 +65,19 @@ def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out
     outp = check_output_dir(out, must_be_new=False)
     check_path_is_creatable(default_build_root() / "flow-cache", option="build folder ($L1BN_BUILD_DIR)")
     # validate every configuration before any tool runs
-    from l1bn.sim.report import backward_config, build_report, forward_config, write_report
+    from l1bn.sim.report import (
+        BACKWARD_NORMS,
+        NORMS,
+        backward_config,
+        build_report,
+        forward_config,
+        write_report,
+    )
 
     for w in ws:
-        for norm in ("l1", "l2"):
+        for norm in NORMS:
             forward_config(norm, w, n=n, lanes=lanes, channels=channels)
-            if not no_backward:
+            if not no_backward and norm in BACKWARD_NORMS:
                 backward_config(norm, w, n=n, channels=channels)
     console = Console(stderr=True)
     if target != "fpga":   # the library and OpenSTA must be there before any tool runs

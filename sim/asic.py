@@ -820,23 +820,29 @@ def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channel
     """The ASIC side of ``l1bn report``: every unit (and forward stage) of
     :func:`l1bn.sim.report.build_report` on NanGate45. Returns ``(report, run)`` like it.
 
-    Per unit and width, for L1 and L2: ``area_um2``, ``delay_ns`` / ``fmax_mhz`` (OpenSTA),
+    Per unit and width, for every registered norm (backward: those with a backward unit): ``area_um2``, ``delay_ns`` / ``fmax_mhz`` (OpenSTA),
     ``latency_ns`` (measured cycles x delay), ``energy_pj_per_element`` (dynamic on the captured
     digits data + leakage over the simulated cycles at the unit's own Fmax), ``leakage_uw``, and
-    ``l1_over_l2`` ratios. Stages: area, leakage and energy of the stage's instance inside the
+    the ratios to L2 (``l1_over_l2``, ``range_over_l2``). Stages: area, leakage and energy of the stage's instance inside the
     unit; ``delay_ns`` of the stage synthesized alone.
     """
-    from l1bn.hw.bn_backward import L1BNBackwardUnit, L2BNBackwardUnit, backward_latency_cycles
+    from l1bn.hw.bn_backward import backward_latency_cycles
     from l1bn.hw.bn_unit import bn_latency_cycles, bn_stages, bn_unit_for
+    from l1bn.spec.norms import norm_spec, resolve
 
     from .flow import FLOW_VERSION, run_jobs, tool_versions
     from .report import (
+        BACKWARD_NORMS,
+        BASELINE,
         NORMS,
         STAGES,
         backward_beats,
         backward_config,
+        compared,
         forward_beats,
         forward_config,
+        norms_for,
+        ratio_key,
     )
 
     t0 = time.perf_counter()
@@ -852,9 +858,9 @@ def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channel
             if stages:
                 for s, comp in bn_stages(fc).items():
                     plan.append(((w, "stage", norm, s), asic_job(comp, name=f"{name}-{s}")))
-            if backward:
+            if backward and norm in BACKWARD_NORMS:
                 bc = backward_config(norm, w, n=n, channels=channels)
-                unit = L1BNBackwardUnit if norm == "l1" else L2BNBackwardUnit
+                unit = resolve(norm_spec(norm).hw_backward)
                 beats, elems = backward_beats(bc)
                 plan.append(((w, "backward", norm), asic_job(unit(bc), name=f"asic-bwd-{norm}-w{w}", sim="stream",
                                                              beats=beats, expect_out=elems)))
@@ -874,8 +880,9 @@ def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channel
     for w in widths:
         wrep = {}
         for kind in ("forward", "backward") if backward else ("forward",):
-            units = {norm: _unit_row(got[(w, kind, norm)], *meta[(w, kind, norm)]) for norm in NORMS}
-            wrep[kind] = {**units, "l1_over_l2": {k: _ratio(units["l1"][k], units["l2"][k]) for k in ASIC_UNIT_KEYS}}
+            units = {norm: _unit_row(got[(w, kind, norm)], *meta[(w, kind, norm)]) for norm in norms_for(kind)}
+            wrep[kind] = {**units, **{ratio_key(nm): {k: _ratio(units[nm][k], units[BASELINE][k]) for k in ASIC_UNIT_KEYS}
+                                      for nm in compared(units)}}
         if stages:
             st = {}
             for s in (*STAGES, "top"):
@@ -893,7 +900,8 @@ def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channel
                                  "energy_pj_per_element": round(dyn + leak, 4),
                                  "dynamic_pj_per_element": round(dyn, 4),
                                  "leakage_uw": round(ps.get("leakage_nw", 0) / 1000, 3)}
-                row["l1_over_l2"] = {k: _ratio(row["l1"][k], row["l2"][k]) for k in ASIC_STAGE_KEYS}
+                for nm in compared(NORMS):
+                    row[ratio_key(nm)] = {k: _ratio(row[nm][k], row[BASELINE][k]) for k in ASIC_STAGE_KEYS}
                 st[s] = row
             wrep["stages"] = st
         report["widths"][str(w)] = wrep
@@ -919,11 +927,20 @@ def _f(v, nd=2):
 
 def asic_markdown(rep: dict) -> str:
     """The ASIC tables of ``report.md``."""
-    from .report import STAGE_TITLES, STAGES
+    from .report import (
+        BASELINE,
+        NORMS,
+        STAGE_TITLES,
+        STAGES,
+        compared,
+        norms_for,
+        ratio_key,
+        ratio_label,
+    )
 
     p = rep["params"]
-    lines = [f"# ASIC (NanGate45): L1-BN against L2-BN, n = {p['n']}, lanes = {p['lanes']}, "
-             f"channels = {p['channels']}", "",
+    lines = [f"# ASIC (NanGate45): {', '.join(nm.upper() for nm in NORMS)} BN (ratios to {BASELINE.upper()}), "
+             f"n = {p['n']}, lanes = {p['lanes']}, channels = {p['channels']}", "",
              f"Library: {rep['library']['name']}; OpenSTA {rep['tools']['opensta']}; "
              f"wire load {rep['library']['wire_load']}. Energy: {rep['energy_unit']}.", ""]
     first = next(iter(rep["widths"].values()))
@@ -935,73 +952,80 @@ def asic_markdown(rep: dict) -> str:
                   "| energy pJ/elem | dynamic pJ/elem | data pJ/elem | clock pJ/elem | leakage uW | leakage pJ/elem |",
                   "|---" * 15 + "|"]
         for w, wr in rep["widths"].items():
-            for norm in ("l1", "l2"):
+            for norm in norms_for(kind):
                 u = wr[kind][norm]
                 lines.append("| " + " | ".join(str(x) for x in [
                     w, norm.upper(), _f(u["area_um2"], 0), u["cells"], _f(u["delay_ns"], 3), _f(u["fmax_mhz"], 0),
                     " -> ".join(_scope(x) for x in u["critical_path"].split(" -> ")), u["latency_cycles"], _f(u["latency_ns"], 0), _f(u["energy_pj_per_element"], 3),
                     _f(u["dynamic_pj_per_element"], 3), _f(u["data_pj_per_element"], 3), _f(u["clock_pj_per_element"], 3), _f(u["leakage_uw"], 0),
                     _f(u["leakage_pj_per_element"], 3)]) + " |")
-            r = wr[kind]["l1_over_l2"]
-            lines.append("| " + " | ".join(str(x) for x in [
-                w, "**L1/L2**", _f(r["area_um2"]), _f(r["cells"]), _f(r["delay_ns"]), _f(r["fmax_mhz"]), "", "",
-                _f(r["latency_ns"]), _f(r["energy_pj_per_element"]), _f(r["dynamic_pj_per_element"]),
-                _f(r["data_pj_per_element"]), "",
-                _f(r["leakage_uw"]), _f(r["leakage_pj_per_element"])]) + " |")
+            for nm in compared(norms_for(kind)):
+                r = wr[kind][ratio_key(nm)]
+                lines.append("| " + " | ".join(str(x) for x in [
+                    w, ratio_label(nm), _f(r["area_um2"]), _f(r["cells"]), _f(r["delay_ns"]), _f(r["fmax_mhz"]), "",
+                    "", _f(r["latency_ns"]), _f(r["energy_pj_per_element"]), _f(r["dynamic_pj_per_element"]),
+                    _f(r["data_pj_per_element"]), "",
+                    _f(r["leakage_uw"]), _f(r["leakage_pj_per_element"])]) + " |")
         lines.append("")
     if "stages" in first:
         lines += ["## forward stages (ASIC)", "",
                   "Area, energy and leakage: the stage's instance inside the whole unit (flattened names keep "
                   "the instance); delay: the stage synthesized alone (ports as register boundaries). "
-                  "'buffers + control' is the rest of the unit.", "",
-                  "| width | stage | area L1 | area L2 | delay L1 ns | delay L2 ns | pJ/elem L1 | pJ/elem L2 "
-                  "| L1/L2 area | L1/L2 delay | L1/L2 energy |", "|---" * 11 + "|"]
+                  f"'buffers + control' is the rest of the unit. Ratios: to {BASELINE.upper()}'s same stage.", "",
+                  f"| width | stage | norm | area um^2 | delay ns | pJ/elem | area/{BASELINE.upper()} "
+                  f"| delay/{BASELINE.upper()} | energy/{BASELINE.upper()} |", "|---" * 9 + "|"]
         for w, wr in rep["widths"].items():
             for s in (*STAGES, "top"):
                 r = wr["stages"][s]
-                a, b, q = r["l1"], r["l2"], r["l1_over_l2"]
-                lines.append("| " + " | ".join(str(x) for x in [
-                    w, STAGE_TITLES[s], _f(a["area_um2"], 0), _f(b["area_um2"], 0), _f(a["delay_ns"], 3),
-                    _f(b["delay_ns"], 3), _f(a["energy_pj_per_element"], 3), _f(b["energy_pj_per_element"], 3),
-                    _f(q["area_um2"]), _f(q["delay_ns"]), _f(q["energy_pj_per_element"])]) + " |")
+                for nm in NORMS:
+                    a, q = r[nm], r.get(ratio_key(nm), {})
+                    lines.append("| " + " | ".join(str(x) for x in [
+                        w, STAGE_TITLES[s], nm.upper(), _f(a["area_um2"], 0), _f(a["delay_ns"], 3),
+                        _f(a["energy_pj_per_element"], 3), _f(q.get("area_um2")), _f(q.get("delay_ns")),
+                        _f(q.get("energy_pj_per_element"))]) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
 def plot_asic(rep: dict, out: Path) -> list[Path]:
-    """``report_asic.png``: L1/L2 ratios of area, delay and energy per element against width."""
+    """``report_asic.png``: ratios to L2 (L1 and range BN) of area, delay and energy per element
+    against width: the units in bold lines, the forward stages dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import STAGE_TITLES, STAGES
+    from .report import BASELINE, NORMS, STAGE_TITLES, STAGES, compared, norms_for, ratio_key
 
     widths = [int(w) for w in rep["widths"]]
     first = rep["widths"][str(widths[0])]
     metrics = [("area_um2", "area (um^2)"), ("delay_ns", "critical path"), ("energy_pj_per_element", "energy / element")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    colors = {nm: f"C{i}" for i, nm in enumerate(NORMS)}
+    markers = {s: m for s, m in zip((*STAGES, "top"), ".x+1*", strict=True)}
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     for ax, (k, title) in zip(axes, metrics, strict=True):
         for kind, style in (("forward", "o-"), ("backward", "s--")):
             if kind in first:
-                ax.plot(widths, [rep["widths"][str(w)][kind]["l1_over_l2"][k] for w in widths], style, lw=2,
-                        label=f"{kind} unit")
+                for nm in compared(norms_for(kind)):
+                    ax.plot(widths, [rep["widths"][str(w)][kind][ratio_key(nm)][k] for w in widths], style, lw=2,
+                            color=colors[nm], label=f"{nm.upper()} {kind} unit")
         if "stages" in first:
             for s in (*STAGES, "top"):
-                ys = [rep["widths"][str(w)]["stages"][s]["l1_over_l2"].get(k) for w in widths]
-                if any(y is not None for y in ys):
-                    ax.plot(widths, [y if y is not None else float("nan") for y in ys], ":", marker=".",
-                            label=STAGE_TITLES[s])
+                for nm in compared(NORMS):
+                    ys = [rep["widths"][str(w)]["stages"][s][ratio_key(nm)].get(k) for w in widths]
+                    if any(y is not None for y in ys):
+                        ax.plot(widths, [y if y is not None else float("nan") for y in ys], ":", marker=markers[s],
+                                color=colors[nm], lw=0.8, label=f"{nm.upper()}: {STAGE_TITLES[s]}")
         ax.axhline(1, color="grey", lw=0.8)
         claim = {"delay_ns": 0.80, "energy_pj_per_element": 0.63}.get(k)   # the journal paper's whole unit
         if claim:
             ax.axhline(claim, color="black", ls="--", lw=1, label="paper's ASIC claim")
-        ax.set_title(f"ASIC L1/L2 {title}")
+        ax.set_title(f"ASIC ratio to {BASELINE.upper()}: {title}")
         ax.set_xlabel("bit width")
         ax.set_xticks(widths)
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=6)
     axes[1].legend(handles=axes[1].get_legend_handles_labels()[0][-1:], fontsize=7, loc="lower left")
     fig.tight_layout()
     p = out / "report_asic.png"

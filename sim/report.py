@@ -1,8 +1,9 @@
-"""``l1bn report``: area, Fmax, latency and energy of L1-BN against L2-BN, forward and backward.
+"""``l1bn report``: area, Fmax, latency and energy of every registered BN norm, forward and backward.
 
-For each bit width the four units (forward :class:`~l1bn.hw.bn_unit.L1BNUnit` /
-:class:`~l1bn.hw.bn_unit.L2BNUnit`, backward :class:`~l1bn.hw.bn_backward.L1BNBackwardUnit` /
-:class:`~l1bn.hw.bn_backward.L2BNBackwardUnit`) and the four forward stages alone
+The norms come from the registry (:mod:`l1bn.spec.norms`: L1, L2 and range BN), each compared
+with L2 (``<norm>_over_l2``). For each bit width every norm's forward unit (``hw_unit``, e.g.
+:class:`~l1bn.hw.bn_unit.L1BNUnit`), its backward unit where it has one (``hw_backward``; range BN
+has none, so the backward rows are L1 against L2) and the four forward stages alone
 (:func:`~l1bn.hw.bn_unit.bn_stages`) go through :mod:`l1bn.sim.flow`:
 
 - ECP5 synthesis + place and route in the timing harness (LUT4, FF, CCU2C, DSP, Fmax);
@@ -25,16 +26,47 @@ import math
 import time
 from pathlib import Path
 
+from l1bn.spec.norms import norm_names, norm_spec, resolve
+
 from .flow import FLOW_VERSION, Job, run_jobs, tool_versions
 
 __all__ = ["PNR_SEEDS", "REPORT_WIDTHS", "forward_config", "backward_config", "build_report", "write_report",
            "horowitz_add", "horowitz_mul", "analytic_energy"]
 
 REPORT_WIDTHS = (4, 8, 16)
-NORMS = ("l1", "l2")
+#: every registered norm, in report order (l1bn.spec.norms); the ratios are to BASELINE
+NORMS = norm_names()
+BASELINE = "l2"
+#: the norms with a backward unit (registry ``hw_backward`` not empty)
+BACKWARD_NORMS = tuple(nm for nm in NORMS if norm_spec(nm).hw_backward)
+#: sigma = isqrt(s) for these norms; every other one multiplies s by a generation-time constant
+#: (L1: sqrt(pi/2), range: C(n)), as hw.bn_unit's RecipStage does
+SQRT_SIGMA = ("l2",)
 STAGES = ("stats", "disp", "recip", "normalize")
 STAGE_TITLES = {"stats": "statistics", "disp": "dispersion", "recip": "reciprocal/sqrt",
                 "normalize": "normalize", "top": "buffers + control"}
+
+
+
+
+def norms_for(kind: str) -> tuple[str, ...]:
+    """The norms that have a unit of ``kind`` ("forward" or "backward")."""
+    return NORMS if kind == "forward" else BACKWARD_NORMS
+
+
+def ratio_key(norm: str) -> str:
+    """The report key of ``norm``'s ratios to the baseline: ``"l1_over_l2"``, ``"range_over_l2"``."""
+    return f"{norm}_over_{BASELINE}"
+
+
+def compared(norms) -> tuple[str, ...]:
+    """The norms of ``norms`` that get a ratio row (all but the baseline)."""
+    return tuple(nm for nm in norms if nm != BASELINE)
+
+
+def ratio_label(norm: str) -> str:
+    """The bold label of a ratio row in report.md: ``**L1/L2**``, ``**RANGE/L2**``."""
+    return f"**{norm.upper()}/{BASELINE.upper()}**"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,9 +163,19 @@ def horowitz_mul(a: int, b: int) -> float:
     return 0.2 * (a * b / 64) ** p
 
 
+def _op_pj(kind: str, bits: int) -> float:
+    """Horowitz pJ of one registry operation (``NormSpec.ops``): a compare is priced as an add."""
+    if kind == "mul":
+        return horowitz_mul(bits, bits)
+    if kind in ("add", "cmp"):
+        return horowitz_add(bits)
+    raise ValueError(f"op kind={kind!r} is unknown; allowed add, mul, cmp")
+
+
 def analytic_energy(kind: str, cfg) -> dict:
     """Operations per element of the datapath and their Horowitz energy (pJ per element).
 
+    The forward unit's norm-specific operations are the registry's ``ops`` (``l1bn.spec.norms``).
     Per-channel work (mean, reciprocal, square root, divider, the backward's per-channel steps)
     is divided by n. Returns ``{"pj": total, "ops": [(name, pJ per element), ...]}``.
     """
@@ -143,21 +185,20 @@ def analytic_energy(kind: str, cfg) -> dict:
         n = b.n
         ops.append(("sum x", horowitz_add(b.sum_bits)))
         ops.append(("d = x - mu", horowitz_add(b.dev_bits)))
-        if b.norm == "l1":
-            ops.append(("|d|", horowitz_add(b.dev_bits)))
-        else:
-            ops.append(("d*d", horowitz_mul(b.dev_bits, b.dev_bits)))
-        ops.append(("sum disp", horowitz_add(b.disp_sum_bits)))
+        spec = norm_spec(b.norm)
+        ops += [(name, _op_pj(k, bits(b))) for name, k, bits in spec.ops]
         ops.append(("d = x - mu (pass 2)", horowitz_add(b.dev_bits)))
         ops.append(("d*inv", horowitz_mul(b.dev_bits, b.inv_bits)))
         ops.append(("round xhat", horowitz_add(b.xhat_bits)))
         ops.append(("gamma*xhat", horowitz_mul(b.gamma_width, b.xhat_bits)))
         ops.append(("round, +beta, saturate", 3 * horowitz_add(b.out_width + b.affine_shift)))
-        per_ch = horowitz_mul(b.sum_bits + b.frac, 24) + horowitz_mul(b.disp_sum_bits, 24)  # two /n
-        if b.norm == "l1":
-            per_ch += horowitz_mul(b.disp_bits, b.c_bits) + horowitz_add(b.sigma_bits)
-        else:
+        per_ch = horowitz_mul(b.sum_bits + b.frac, 24)                      # mean = sum / n
+        if spec.disp_sum_bits(b) != spec.disp_bits(b):                       # s = D / n (range: s = D)
+            per_ch += horowitz_mul(b.disp_sum_bits, 24)
+        if b.norm in SQRT_SIGMA:
             per_ch += ((b.disp_bits + 1) // 2) * 2 * horowitz_add(b.disp_bits)   # restoring sqrt
+        else:
+            per_ch += horowitz_mul(b.disp_bits, b.c_bits) + horowitz_add(b.sigma_bits)   # s * C, + eps
         per_ch += (b.recip_bits + 1) * 2 * horowitz_add(b.sigma_bits + 1)          # restoring divider
         ops.append(("per channel (/n): mean, s, sigma, inv", per_ch / n))
     else:
@@ -227,6 +268,18 @@ def _median_over_seeds(got):
     return out
 
 
+def _round_ratio(a, b):
+    r = _ratio(a, b)
+    return round(r, 4) if r is not None else None
+
+
+def _stage_ratios(row):
+    """Add each compared norm's ``<norm>_over_l2`` to a stage row ``{norm: {...}}``."""
+    for nm in compared(list(row)):
+        row[ratio_key(nm)] = {k: _round_ratio(row[nm][k], row[BASELINE][k])
+                              for k in ("lut", "dsp", "transistors", "fmax_mhz", "energy_per_element")}
+
+
 def _power(units):
     """Energy per unit of time: at each unit's own Fmax and at the slower unit's Fmax (the common
     clock). The toggle energy per element does not depend on the clock in this zero-delay model,
@@ -249,13 +302,9 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
     holds) and the run's facts (``seconds``, ``cached`` steps out of ``steps``).
 
     Place and route runs once per seed in ``seeds``; Fmax is the median, and the critical path is
-    that of the median run."""
-    from l1bn.hw.bn_backward import (
-        L1BNBackwardUnit,
-        L2BNBackwardUnit,
-        backward_latency_cycles,
-        stored_state_bits,
-    )
+    that of the median run. Every norm of the registry gets a forward unit and its stages; the
+    norms with a backward unit (``BACKWARD_NORMS``) a backward unit."""
+    from l1bn.hw.bn_backward import backward_latency_cycles, stored_state_bits
     from l1bn.hw.bn_unit import bn_latency_cycles, bn_stages, bn_unit_for
 
     t0 = time.perf_counter()
@@ -276,9 +325,9 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
             if stages:
                 for s, comp in bn_stages(fc).items():
                     plan.append(((w, "stage", norm, s), Job("ecp5", comp, name=f"{name}-{s}", pnr=pnr)))
-            if backward:
+            if backward and norm in BACKWARD_NORMS:
                 bc = backward_config(norm, w, n=n, channels=channels)
-                unit = (L1BNBackwardUnit if norm == "l1" else L2BNBackwardUnit)
+                unit = resolve(norm_spec(norm).hw_backward)
                 beats, elems = backward_beats(bc)
                 name = f"bwd-{norm}-w{w}"
                 plan.append(((w, "backward", norm, "ecp5"), Job("ecp5", unit(bc), name=name, pnr=pnr)))
@@ -302,7 +351,7 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
         wrep = {}
         for kind in ("forward", "backward") if backward else ("forward",):
             units = {}
-            for norm in NORMS:
+            for norm in norms_for(kind):
                 e, s, mt = got[(w, kind, norm, "energy")], got[(w, kind, norm, "ecp5")], meta[(w, kind, norm)]
                 fmax = s.get("fmax_mhz")
                 cyc = e["cycles"]
@@ -324,15 +373,13 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
                     u["stored_bits_detail"] = sb
                 units[norm] = u
             _power(units)
-            ratios = {k: _ratio(units["l1"][k], units["l2"][k]) for k in
-                      ("lut", "ff", "dsp", "transistors", "fmax_mhz", "latency_cycles", "latency_ns",
-                       "energy_per_element", "data_energy_per_element", "analytic_pj_per_element",
-                       "power_own_fmax", "power_common_clock")}
-            if kind == "backward":
-                ratios["stored_bits_per_element"] = _ratio(units["l1"]["stored_bits_per_element"],
-                                                           units["l2"]["stored_bits_per_element"])
-            wrep[kind] = {**units, "l1_over_l2": {k: (round(v, 4) if v is not None else None)
-                                                  for k, v in ratios.items()}}
+            keys = ("lut", "ff", "dsp", "transistors", "fmax_mhz", "latency_cycles", "latency_ns",
+                    "energy_per_element", "data_energy_per_element", "analytic_pj_per_element",
+                    "power_own_fmax", "power_common_clock") + (("stored_bits_per_element",)
+                                                               if kind == "backward" else ())
+            wrep[kind] = dict(units)
+            for nm in compared(units):
+                wrep[kind][ratio_key(nm)] = {k: _round_ratio(units[nm][k], units[BASELINE][k]) for k in keys}
         if stages:
             st = {}
             for s in STAGES:
@@ -348,9 +395,7 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
                                  "critical_path": r.get("critical_path"), "transistors": tr,
                                  "energy_per_element": round(en / meta[(w, "forward", norm)]["elements"], 2)
                                  if en is not None else None}
-                row["l1_over_l2"] = {k: (round(_ratio(row["l1"][k], row["l2"][k]), 4)
-                                         if _ratio(row["l1"][k], row["l2"][k]) is not None else None)
-                                     for k in ("lut", "dsp", "transistors", "fmax_mhz", "energy_per_element")}
+                _stage_ratios(row)
                 st[s] = row
             # what is not in a stage: the three x buffers (flip-flops in the gate netlist), the
             # per-channel slot registers and the schedule; no stand-alone synthesis exists for it
@@ -361,9 +406,7 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
                              "transistors": e["modules"].get("top", {}).get("local_transistors"),
                              "energy_per_element": round(e["per_scope"].get("tb.dut", 0.0)
                                                          / meta[(w, "forward", norm)]["elements"], 2)}
-            row["l1_over_l2"] = {k: (round(_ratio(row["l1"][k], row["l2"][k]), 4)
-                                     if _ratio(row["l1"][k], row["l2"][k]) is not None else None)
-                                 for k in ("lut", "dsp", "transistors", "fmax_mhz", "energy_per_element")}
+            _stage_ratios(row)
             st["top"] = row
             wrep["stages"] = st
         report["widths"][str(w)] = wrep
@@ -386,7 +429,8 @@ def _f(v, nd=2):
 
 def report_markdown(rep: dict) -> str:
     p = rep["params"]
-    lines = [f"# L1-BN against L2-BN: n = {p['n']}, lanes = {p['lanes']}, channels = {p['channels']}", ""]
+    lines = [f"# BN units, {', '.join(nm.upper() for nm in NORMS)} (ratios to {BASELINE.upper()}): "
+             f"n = {p['n']}, lanes = {p['lanes']}, channels = {p['channels']}", ""]
     for kind in ("forward", "backward"):
         if kind not in next(iter(rep["widths"].values())):
             continue
@@ -396,7 +440,7 @@ def report_markdown(rep: dict) -> str:
                   "| analytic pJ/elem |" + (" stored bits/elem |" if kind == "backward" else ""),
                   "|---" * (16 + (kind == "backward")) + "|"]
         for w, wr in rep["widths"].items():
-            for norm in NORMS:
+            for norm in norms_for(kind):
                 u = wr[kind][norm]
                 seeds = "/".join(_f(v, 1) for v in (u.get("fmax_seeds") or {}).values()) or "-"
                 cp = u.get("critical_path") or {}
@@ -407,31 +451,34 @@ def report_markdown(rep: dict) -> str:
                 if kind == "backward":
                     row.append(u["stored_bits_per_element"])
                 lines.append("| " + " | ".join(str(x) for x in row) + " |")
-            r = wr[kind]["l1_over_l2"]
-            row = [w, "**L1/L2**", _f(r["lut"]), _f(r["ff"]), "", _f(r["dsp"]), _f(r["transistors"]),
-                   _f(r["fmax_mhz"]), "", "", _f(r["latency_cycles"]), _f(r["latency_ns"]), _f(r["energy_per_element"]),
-                   _f(r.get("power_own_fmax")), _f(r.get("power_common_clock")), _f(r["analytic_pj_per_element"])]
-            if kind == "backward":
-                row.append(_f(r["stored_bits_per_element"], 3))
-            lines.append("| " + " | ".join(str(x) for x in row) + " |")
+            for nm in compared(norms_for(kind)):
+                r = wr[kind][ratio_key(nm)]
+                row = [w, ratio_label(nm), _f(r["lut"]), _f(r["ff"]), "", _f(r["dsp"]), _f(r["transistors"]),
+                       _f(r["fmax_mhz"]), "", "", _f(r["latency_cycles"]), _f(r["latency_ns"]),
+                       _f(r["energy_per_element"]), _f(r.get("power_own_fmax")), _f(r.get("power_common_clock")),
+                       _f(r["analytic_pj_per_element"])]
+                if kind == "backward":
+                    row.append(_f(r["stored_bits_per_element"], 3))
+                lines.append("| " + " | ".join(str(x) for x in row) + " |")
         lines.append("")
     if "stages" in next(iter(rep["widths"].values())):
         lines += ["## forward stages", "",
                   "LUT4, DSP and Fmax: each stage synthesized and placed alone (in the timing harness). "
                   "Transistors and energy: the stage's instance in the whole unit's gate netlist "
-                  "(hierarchy kept); 'buffers + control' is the rest of the unit.", "",
-                  "| width | stage | LUT4 L1 | LUT4 L2 | DSP L1 | DSP L2 | transistors L1 | transistors L2 "
-                  "| Fmax L1 | Fmax L2 | energy/elem L1 | energy/elem L2 | L1/L2 LUT | L1/L2 Fmax | L1/L2 energy |",
-                  "|---" * 15 + "|"]
+                  "(hierarchy kept); 'buffers + control' is the rest of the unit. The ratio columns are to "
+                  f"{BASELINE.upper()}'s same stage.", "",
+                  f"| width | stage | norm | LUT4 | DSP | transistors | Fmax MHz | energy/elem | LUT4/{BASELINE.upper()} "
+                  f"| transistors/{BASELINE.upper()} | Fmax/{BASELINE.upper()} | energy/{BASELINE.upper()} |",
+                  "|---" * 12 + "|"]
         for w, wr in rep["widths"].items():
             for s in (*STAGES, "top"):
                 r = wr["stages"][s]
-                a, b, q = r["l1"], r["l2"], r["l1_over_l2"]
-                lines.append("| " + " | ".join(str(x) for x in [
-                    w, STAGE_TITLES[s], _f(a["lut"]), _f(b["lut"]), _f(a["dsp"]), _f(b["dsp"]), _f(a["transistors"]),
-                    _f(b["transistors"]), _f(a["fmax_mhz"], 1), _f(b["fmax_mhz"], 1),
-                    _f(a["energy_per_element"], 0), _f(b["energy_per_element"], 0), _f(q["lut"]),
-                    _f(q["fmax_mhz"]), _f(q["energy_per_element"])]) + " |")
+                for nm in NORMS:
+                    a, q = r[nm], r.get(ratio_key(nm), {})
+                    lines.append("| " + " | ".join(str(x) for x in [
+                        w, STAGE_TITLES[s], nm.upper(), _f(a["lut"]), _f(a["dsp"]), _f(a["transistors"]),
+                        _f(a["fmax_mhz"], 1), _f(a["energy_per_element"], 0), _f(q.get("lut")),
+                        _f(q.get("transistors")), _f(q.get("fmax_mhz")), _f(q.get("energy_per_element"))]) + " |")
         lines.append("")
     lines.append(f"Energy: {rep['energy_unit']}. Power: energy per cycle (elements per cycle measured) "
                  "times the clock in MHz, at each unit's own median Fmax and at the slower unit's (common clock); "
@@ -451,14 +498,17 @@ def plot_report(rep: dict, out: Path) -> list[Path]:
     paths = []
     metrics = [("lut", "area (LUT4)"), ("fmax_mhz", "Fmax"), ("latency_ns", "latency (ns)"),
                ("energy_per_element", "energy / element")]
+    colors = {nm: f"C{i}" for i, nm in enumerate(NORMS)}
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
     for ax, (k, title) in zip(axes, metrics, strict=True):
         for kind, style in (("forward", "o-"), ("backward", "s--")):
-            ys = [rep["widths"][str(w)].get(kind, {}).get("l1_over_l2", {}).get(k) for w in widths]
-            if any(y is not None for y in ys):
-                ax.plot(widths, [y if y is not None else float("nan") for y in ys], style, label=kind)
+            for nm in compared(norms_for(kind)):
+                ys = [rep["widths"][str(w)].get(kind, {}).get(ratio_key(nm), {}).get(k) for w in widths]
+                if any(y is not None for y in ys):
+                    ax.plot(widths, [y if y is not None else float("nan") for y in ys], style, color=colors[nm],
+                            label=f"{nm.upper()} {kind}")
         ax.axhline(1, color="grey", lw=0.8)
-        ax.set_title(f"L1/L2 {title}")
+        ax.set_title(f"ratio to {BASELINE.upper()}: {title}")
         ax.set_xlabel("bit width")
         ax.set_xticks(widths)
         ax.grid(alpha=0.3)
@@ -472,16 +522,18 @@ def plot_report(rep: dict, out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
         for ax, (k, title) in zip(axes, [("lut", "area (LUT4)"), ("fmax_mhz", "Fmax"),
                                           ("energy_per_element", "energy / element")], strict=True):
-            for s in (*STAGES, "top"):
-                ys = [rep["widths"][str(w)]["stages"][s]["l1_over_l2"].get(k) for w in widths]
-                ax.plot(widths, [y if y is not None else float("nan") for y in ys], "o-", label=STAGE_TITLES[s])
+            for i, s in enumerate((*STAGES, "top")):
+                for nm, style in zip(compared(NORMS), ("o-", "^--", "s:", "v-."), strict=False):
+                    ys = [rep["widths"][str(w)]["stages"][s][ratio_key(nm)].get(k) for w in widths]
+                    ax.plot(widths, [y if y is not None else float("nan") for y in ys], style, color=f"C{i}",
+                            label=f"{nm.upper()}: {STAGE_TITLES[s]}")
             ax.axhline(1, color="grey", lw=0.8)
-            ax.set_title(f"stage L1/L2 {title}")
+            ax.set_title(f"stage / {BASELINE.upper()}: {title}")
             ax.set_xlabel("bit width")
             ax.set_xticks(widths)
             ax.set_yscale("log")
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
+        axes[0].legend(fontsize=6)
         fig.tight_layout()
         p = out / "report_stages.png"
         fig.savefig(p, dpi=110)

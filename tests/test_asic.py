@@ -154,16 +154,18 @@ def test_tiny_asic_report_is_complete_and_reproducible(build, tmp_path):
     rep, run = asic.build_asic_report(**kw)
     assert run["cached"] == 0 and rep["target"] == "asic"
     f = rep["widths"]["4"]["forward"]
-    for norm in ("l1", "l2"):
+    for norm in ("l1", "l2", "range"):
         u = f[norm]
         assert u["area_um2"] > 1000 and 0.2 < u["delay_ns"] < 20 and u["leakage_uw"] > 0
         assert u["energy_pj_per_element"] == pytest.approx(u["dynamic_pj_per_element"] + u["leakage_pj_per_element"],
                                                            abs=2e-4)
         assert u["latency_cycles"] == u["latency_cycles_formula"]       # the mapped netlist runs the schedule
-    for k in ("area_um2", "delay_ns", "energy_pj_per_element", "leakage_uw"):
-        assert f["l1_over_l2"][k] == pytest.approx(f["l1"][k] / f["l2"][k], rel=1e-3)
+    for norm in ("l1", "range"):
+        for k in ("area_um2", "delay_ns", "energy_pj_per_element", "leakage_uw"):
+            assert f[f"{norm}_over_l2"][k] == pytest.approx(f[norm][k] / f["l2"][k], rel=1e-3)
     paths = write_report(rep, tmp_path / "out")
-    assert "## forward units (ASIC)" in paths["md"].read_text()
+    md = paths["md"].read_text()
+    assert "## forward units (ASIC)" in md and "| 4 | **RANGE/L2** |" in md and "| 4 | RANGE |" in md
     assert [p.name for p in paths["png"]] == ["report_asic.png"]
     rep2, run2 = asic.build_asic_report(**kw)
     assert run2["cached"] == run2["steps"] == run["steps"]

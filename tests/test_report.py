@@ -5,7 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from l1bn.cli.report import parse_widths
 from l1bn.sim.report import (
+    BACKWARD_NORMS,
+    NORMS,
     analytic_energy,
     backward_config,
     build_report,
@@ -14,7 +17,6 @@ from l1bn.sim.report import (
     horowitz_mul,
     write_report,
 )
-from l1bn.cli.report import parse_widths
 
 
 def l1bn(*args, env=None, timeout=600):
@@ -37,6 +39,22 @@ def test_analytic_l1_cheaper_than_l2(width):
     assert f["l1"]["pj"] < f["l2"]["pj"]
     assert b["l1"]["pj"] < b["l2"]["pj"]
     assert any(name == "d*d" for name, _ in f["l2"]["ops"]) and not any(name == "d*d" for name, _ in f["l1"]["ops"])
+
+
+def test_norms_come_from_the_registry():
+    from l1bn.spec.norms import norm_names
+
+    assert NORMS == norm_names() and set(NORMS) >= {"l1", "l2", "range"}
+    assert "range" not in BACKWARD_NORMS and set(BACKWARD_NORMS) >= {"l1", "l2"}   # no range backward unit
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_analytic_range_uses_comparators(width):
+    r = analytic_energy("forward", forward_config("range", width, n=64, lanes=1, channels=2))
+    l2 = analytic_energy("forward", forward_config("l2", width, n=64, lanes=1, channels=2))
+    names = [name for name, _ in r["ops"]]
+    assert "max(d)" in names and "min(d)" in names and "d*d" not in names
+    assert r["pj"] < l2["pj"]
 
 
 def test_parse_widths():
@@ -71,18 +89,25 @@ def test_tiny_report_is_complete_and_reproducible(tmp_path, monkeypatch):
     w = rep["widths"]["4"]
     assert "backward" not in w
     for kind in ("forward",):
-        for norm in ("l1", "l2"):
+        for norm in NORMS:
             u = w[kind][norm]
             assert u["lut"] > 0 and u["transistors"] > 0 and u["energy_per_element"] > 0
             assert u["latency_cycles"] == u["latency_cycles_formula"]   # measured in gate-level simulation
             assert u["fmax_mhz"] is None                                  # --no-pnr
-        assert w[kind]["l1_over_l2"]["transistors"] == pytest.approx(
-            w[kind]["l1"]["transistors"] / w[kind]["l2"]["transistors"], rel=1e-3)
+        for norm in ("l1", "range"):
+            assert w[kind][f"{norm}_over_l2"]["transistors"] == pytest.approx(
+                w[kind][norm]["transistors"] / w[kind]["l2"]["transistors"], rel=1e-3)
+        assert "l2_over_l2" not in w[kind]
     assert set(w["stages"]) == {"stats", "disp", "recip", "normalize", "top"}
-    assert w["stages"]["disp"]["l1"]["transistors"] < w["stages"]["disp"]["l2"]["transistors"]
+    disp = w["stages"]["disp"]
+    assert disp["l1"]["transistors"] < disp["l2"]["transistors"]
+    assert disp["range"]["transistors"] < disp["l2"]["transistors"]   # comparators, no multiplier
+    assert disp["range_over_l2"]["transistors"] == pytest.approx(
+        disp["range"]["transistors"] / disp["l2"]["transistors"], rel=1e-3)
     paths = write_report(rep, tmp_path / "out")
     first = paths["json"].read_text()
-    assert "| 4 | **L1/L2** |" in paths["md"].read_text()
+    md = paths["md"].read_text()
+    assert "| 4 | **L1/L2** |" in md and "| 4 | **RANGE/L2** |" in md and "| 4 | dispersion | RANGE |" in md
     assert all(p.stat().st_size > 1000 for p in paths["png"])
     # a second run comes from the cache and writes the same JSON
     rep2, run2 = build_report(**kw)
@@ -102,8 +127,9 @@ def test_cli_report_with_backward_and_pnr(tmp_path):
     assert "## backward units" in p.stdout and "steps (0 from cache)" in p.stdout
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
     w = rep["widths"]["4"]
+    assert set(w["backward"]) == {"l1", "l2", "l1_over_l2"}        # range BN has no backward unit
     for kind in ("forward", "backward"):
-        for norm in ("l1", "l2"):
+        for norm in NORMS if kind == "forward" else BACKWARD_NORMS:
             u = w[kind][norm]
             assert u["fmax_mhz"] > 20 and u["latency_ns"] == pytest.approx(
                 u["latency_cycles"] * 1000 / u["fmax_mhz"], abs=0.1)
