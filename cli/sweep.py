@@ -58,6 +58,8 @@ def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abit
         raise ValueError("give --workers (local processes) or --scheduler (a Dask cluster), not both")
     if workers is not None:
         check_int("workers", workers, 1, 256)
+    if scheduler is not None and "://" not in scheduler:   # before the output folder is made
+        raise ValueError(f"scheduler={scheduler!r} must be an address like tcp://HOST:PORT")
     if spec is not None and not Path(spec).is_file():
         raise ValueError(f"spec {spec}: no such file")
     given = {"norm": norm, "width": width, "n": n, "lanes": lanes, "channels": channels, "rows": rows,
