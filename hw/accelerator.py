@@ -27,7 +27,7 @@ Cycles per image (input valid every cycle, output always ready; checked by the c
 
     cycles = pixels + 1 + sum_L (stream_cycles(mac, K_L, T_L * G_L) + 3)
 
-``stream_cycles`` is the MAC array's formula (``(n - 1) * max(K, rows + 1) + K + rows + 3``); the
+``stream_cycles`` is the MAC array's formula (``(n - 1) * max(K, rows + 1) + K + rows + 4``); the
 ``+ 3`` per layer are the read stage before the array and the two requantizer stages after it
 (a layer starts only once the previous one is written back), the ``+ 1`` the output beat.
 """

@@ -30,7 +30,7 @@ from l1bn.spec.config import MACConfig
 __all__ = ["MACArray", "in_layout", "out_layout", "PIPELINE_CYCLES", "tile_period", "stream_cycles"]
 
 #: Cycles from the handshake of a tile's last input beat to the first output row being valid.
-PIPELINE_CYCLES = 4
+PIPELINE_CYCLES = 5
 
 
 def _wshape(cfg: MACConfig):
@@ -75,25 +75,31 @@ def tile_period(cfg: MACConfig, k: int) -> int:
 def stream_cycles(cfg: MACConfig, k: int, tiles: int) -> int:
     """Cycles from the first input handshake to the last output handshake of ``tiles`` tiles.
 
-    Input valid every cycle, output always ready: ``(tiles - 1) * tile_period + k + rows + 3``.
+    Input valid every cycle, output always ready:
+    ``(tiles - 1) * tile_period + k + rows + PIPELINE_CYCLES - 1`` (``+ 4`` since the product split).
     """
     return (tiles - 1) * tile_period(cfg, k) + k + cfg.rows + PIPELINE_CYCLES - 1
 
 
-def _product(cfg: MACConfig, w, a, width: int):
-    """``w * a`` as a sum of shifted partial products (LUT/carry logic, no multiplier cell)."""
+def _product_halves(cfg: MACConfig, w, a) -> list:
+    """``w * a`` as shifted partial products (LUT/carry logic, no multiplier cell), summed in two
+    halves (a balanced tree each): the product is the sum of the returned values."""
     a_ext = a.as_signed() if cfg.signed_a else Cat(a, Const(0, 1)).as_signed()
     if cfg.wbits == 1 and cfg.signed_w:
-        return Mux(w[0], -a_ext, a_ext)
+        return [Mux(w[0], -a_ext, a_ext)]
     terms = []
     for b in range(cfg.wbits):
-        t = Mux(w[b], a_ext << b, 0)
+        t = Mux(w[b], a_ext.shift_left(b), 0)
         # the MSB of a two's complement weight has weight -2**(wbits-1)
         terms.append(-t if (cfg.signed_w and b == cfg.wbits - 1) else t)
-    total = terms[0]
-    for t in terms[1:]:
-        total = total + t
-    return total
+
+    def tree(ts):
+        while len(ts) > 1:
+            ts = [ts[k] + ts[k + 1] if k + 1 < len(ts) else ts[k] for k in range(0, len(ts), 2)]
+        return ts[0]
+
+    h = (len(terms) + 1) // 2
+    return [tree(terms[:h])] + ([tree(terms[h:])] if len(terms) > h else [])
 
 
 class MACArray(wiring.Component):
@@ -126,8 +132,9 @@ class MACArray(wiring.Component):
 
     Timing
     ------
-    Pipeline: input register, product register, accumulator (+ result bank), output register.
-    The first result row is valid ``PIPELINE_CYCLES`` = 4 cycles after the handshake of the
+    Pipeline: input register, two registered half sums of the partial products, product register,
+    accumulator (+ result bank), output register. The first result row is valid
+    ``PIPELINE_CYCLES`` = 5 cycles after the handshake of the
     tile's last beat; the rows follow one per cycle. The result bank is free again ``rows``
     cycles after it was filled, so with input valid every cycle and output ready, a stream of
     tiles of length K takes ``max(K, rows + 1)`` cycles per tile (utilization
@@ -194,14 +201,18 @@ class MACArray(wiring.Component):
             with m.If(self.i.valid):
                 m.d.sync += s1.eq(self.i.payload)
 
-        # stage 2: products
+        # stage 2: two half sums of the partial products (registered), stage 2b: their sum
         pb = cfg.product_bits
         prod = [[Signal(signed(pb), name=f"p{i}_{j}") for j in range(C)] for i in range(R)]
+        v1b, l1b = Signal(name="v1b"), Signal(name="l1b")
         with m.If(en):
-            m.d.sync += [v2.eq(v1), l2.eq(l1)]
+            m.d.sync += [v1b.eq(v1), l1b.eq(l1), v2.eq(v1b), l2.eq(l1b)]
             for i in range(R):
                 for j in range(C):
-                    m.d.sync += prod[i][j].eq(_product(cfg, s1.w[i], s1.a[j], pb))
+                    halves = _product_halves(cfg, s1.w[i], s1.a[j])
+                    regs = [Signal(signed(pb + 1), name=f"h{i}_{j}_{k}") for k in range(len(halves))]
+                    m.d.sync += [r.eq(h) for r, h in zip(regs, halves, strict=True)]
+                    m.d.sync += prod[i][j].eq(sum(regs[1:], regs[0]))
 
         # stage 3: accumulate; on the last K-step move the sums to the result bank
         ab = cfg.acc_bits
