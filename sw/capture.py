@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from l1bn.spec.config import check_int
 from l1bn.spec.reference.core import saturate
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from l1bn.spec.config import MACConfig
 from l1bn.spec.reference.infer_bn import FoldedBN, apply_folded
 from l1bn.spec.reference.mac import acc_bits, check_operands, matmul

@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-
 from l1bn.spec.config import check_int
 
 __all__ = ["QuantConfig", "fake_quant", "weight_exp", "quant_int"]
