@@ -14,10 +14,8 @@ from l1bn.spec.config import BNBackwardConfig, BNConfig, MACConfig
 __all__ = ["verilog", "bn_config", "bwd_config", "mac_config", "check_mac_size", "MAX_MAC_ARRAY",
            "BWD_BN_FIELDS"]
 
-# The largest MAC array the command line offers. MACConfig allows 64 x 64, but an 8-bit 64 x 64
-# array is ~450k lines of Verilog (minutes to generate) that Icarus does not finish simulating in
-# 10 minutes; every size up to this one generates in seconds and simulates in minutes.
-MAX_MAC_ARRAY = 16
+# The largest MAC array: the contract's limit (MACConfig refuses larger arrays; see there).
+from l1bn.spec.config import MAX_MAC_ARRAY  # noqa: E402
 
 # the forward fields a backward unit uses (the rest of BNConfig does not change its hardware)
 BWD_BN_FIELDS = ("width", "n", "channels", "frac", "recip_bits")

@@ -81,6 +81,11 @@ class _Config:
 # Largest intermediate the int64 reference can hold exactly (sign bit excluded).
 MAX_INTERMEDIATE_BITS = 62
 
+# Largest MAC array side: every accepted array generates in seconds and simulates in minutes
+# (16 x 16 8-bit: 28.5k lines of Verilog, 10 s to generate, 40 s to simulate on Icarus; 32 x 32
+# took 54 s and 17 min: docs/mac_array.md).
+MAX_MAC_ARRAY = 16
+
 
 @dataclass(frozen=True, kw_only=True)
 class BNConfig(_Config):
@@ -282,7 +287,7 @@ class MACConfig(_Config):
 
     Parameters
     ----------
-    rows, cols : int, 1..64
+    rows, cols : int, 1..16 (``MAX_MAC_ARRAY``)
         Array shape: ``rows`` output rows (M) by ``cols`` output columns (N) per tile.
     wbits, abits : int, 1..8
         Weight and activation bits.
@@ -316,8 +321,8 @@ class MACConfig(_Config):
     relu: bool = False
 
     def __post_init__(self):
-        check_int("rows", self.rows, 1, 64)
-        check_int("cols", self.cols, 1, 64)
+        check_int("rows", self.rows, 1, MAX_MAC_ARRAY)
+        check_int("cols", self.cols, 1, MAX_MAC_ARRAY)
         check_int("wbits", self.wbits, 1, 8)
         check_int("abits", self.abits, 1, 8)
         for name in ("signed_w", "signed_a", "requant", "relu"):
