@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 from l1bn.cli.options import config_from_options, config_options
 from l1bn.spec.config import BNBackwardConfig, BNConfig, MACConfig
+from l1bn.spec.norms import norm_names, norm_spec
 
 __all__ = ["verilog", "bn_config", "bwd_config", "mac_config", "check_mac_size", "MAX_MAC_ARRAY",
            "BWD_BN_FIELDS"]
@@ -71,7 +72,10 @@ def verilog():
 
 
 def _bn_command(norm: str):
-    unit = "L1BNUnit" if norm == "l1" else "L2BNUnit"
+    from l1bn.spec.norms import norm_spec
+
+    rule = norm_spec(norm)
+    unit = rule.hw_unit.rpartition(":")[2]
 
     @verilog.command(f"{norm}bn")
     @config_options(BNConfig, exclude=("norm",))
@@ -88,10 +92,9 @@ def _bn_command(norm: str):
         for line in describe(cfg):
             click.echo(line)
 
-    cmd.__doc__ = (f"{'L1' if norm == 'l1' else 'L2'}-BN training-mode forward unit ({unit}) as Verilog: "
+    cmd.__doc__ = (f"{rule.title} training-mode BN forward unit ({unit}) as Verilog: "
                    "x stream in, y stream and per-channel statistics out; gamma/beta ports.")
-    cmd.short_help = ("Training-mode L1-BN unit (sign/abs datapath)." if norm == "l1" else
-                      "Training-mode L2-BN baseline unit (square/sqrt).")
+    cmd.short_help = f"Training-mode BN unit, {rule.title}."
     return cmd
 
 
@@ -135,9 +138,10 @@ def _bwd_command(norm: str):
     return cmd
 
 
-for _norm in ("l1", "l2"):
+for _norm in norm_names():            # one forward unit per registered norm
     _bn_command(_norm)
-    _bwd_command(_norm)
+    if norm_spec(_norm).hw_backward:    # backward units exist for L1 and L2
+        _bwd_command(_norm)
 
 
 @verilog.command("mac", short_help="Low-bit fixed-point MAC array.")
