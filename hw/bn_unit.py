@@ -773,27 +773,33 @@ class BNUnit(wiring.Component):
         cs = Signal(range(3))
         rslot = Signal(range(3))
         chan = Signal(range(cfg.channels))
-        # a reciprocal starts only when the stats register is free or being read, so its done
-        # never finds a record still waiting (stream rule: no change under a stall)
+        # Stream rule on stats: a record holds until taken. A finished record that finds the
+        # stats register still occupied waits (rec_wait; s, sigma, inv stay in the reciprocal
+        # stage, mu is kept here) and no reciprocal starts meanwhile. With stats.ready high
+        # nothing ever waits, so the timing is that of bn_latency_cycles.
         stats_free = ~self.stats.valid | self.stats.ready
-        m.d.comb += [rc.start.eq(_pick(cs, d_ok) & ~rc.busy & stats_free),
+        rec_wait = Signal()
+        rec_mu = Signal(signed(cfg.mean_bits))
+        m.d.comb += [rc.start.eq(_pick(cs, d_ok) & ~rc.busy & ~rec_wait & ~(rc.done & ~stats_free)),
                      rc.disp_sum.eq(_pick(cs, dsum_s))]
         with m.If(rc.start):
             m.d.sync += [d_ok[cs].eq(0), rslot.eq(cs), cs.eq(nxt(cs))]
         with m.If(self.stats.ready):
             m.d.sync += self.stats.valid.eq(0)
         with m.If(rc.done):
-            m.d.sync += [inv_s[rslot].eq(rc.inv), inv_ok[rslot].eq(1),
-                         chan.eq(Mux(chan == cfg.channels - 1, 0, chan + 1))]
-        # stats_free always holds with done (see start); the guard makes that 1-inductive
-        with m.If(rc.done & stats_free):
+            m.d.sync += [inv_s[rslot].eq(rc.inv), inv_ok[rslot].eq(1)]
+            with m.If(~stats_free):
+                m.d.sync += [rec_wait.eq(1), rec_mu.eq(_pick(rslot, mu_s))]
+        with m.If((rc.done | rec_wait) & stats_free):
             m.d.sync += [
+                rec_wait.eq(0),
                 self.stats.valid.eq(1),
                 self.stats.payload.channel.eq(chan),
-                self.stats.payload.mu.eq(_pick(rslot, mu_s)),
+                self.stats.payload.mu.eq(Mux(rec_wait, rec_mu, _pick(rslot, mu_s))),
                 self.stats.payload.s.eq(rc.s),
                 self.stats.payload.sigma.eq(rc.sigma),
                 self.stats.payload.inv.eq(rc.inv),
+                chan.eq(Mux(chan == cfg.channels - 1, 0, chan + 1)),
             ]
 
         # --- normalize ------------------------------------------------------------------------
