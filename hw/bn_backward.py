@@ -159,10 +159,11 @@ def backward_latency_cycles(cfg: BNBackwardConfig) -> int:
     per channel, n beats of pass 1, :func:`per_channel_cycles` P, n beats of pass 2; dx leaves
     the pass-2 pipeline D = ``_pass2_cycles`` cycles after its beat. Pass 2 of a channel starts
     only when the previous channel's dx have all left (its constants are then replaced), which
-    costs ``max(0, D + 1 - n - P)`` more cycles per channel after the first."""
+    costs ``max(0, D + 2 - n - P)`` more cycles per channel after the first (the check is a
+    register, one cycle late)."""
     b = cfg.bn
     p, d = per_channel_cycles(cfg), _pass2_cycles(cfg, b.norm)
-    extra = max(0, d + 1 - b.n - p)
+    extra = max(0, d + 2 - b.n - p)
     return b.channels * (2 * b.n + p) + (b.channels - 1) * extra + d
 
 
@@ -330,7 +331,15 @@ class _BNBackwardUnit(wiring.Component):
             m.d.sync += [self.o.payload.eq(_sat(dx, cfg.grad_out_width)), self.o.valid.eq(vs)]
         inflight = Signal(range(_pass2_cycles(cfg, self.norm) + 3))   # beats taken, dx not yet out
         m.d.sync += inflight.eq(inflight + take2 - (self.o.valid & self.o.ready))
-        empty = inflight == 0
+        empty = Signal(init=1)        # inflight == 0, one cycle late (a register)
+        m.d.sync += empty.eq(inflight == 0)
+        wz = Signal()                 # wait == 0, as a register kept with wait
+
+        def setw(v):
+            m.d.sync += [wait.eq(v), wz.eq(v == 0)]
+
+        def dec():
+            m.d.sync += [wait.eq(wait - 1), wz.eq(wait == 1)]
 
         def count():
             m.d.sync += [cnt.eq(Mux(last, 0, cnt + 1)), last.eq(Mux(last, n == 1, cnt == n - 2))]
@@ -342,33 +351,36 @@ class _BNBackwardUnit(wiring.Component):
                         m.d.sync += [mu.eq(self.mu), inv.eq(self.inv), gamma.eq(self.gamma), first.eq(0)]
                     count()
                     with m.If(last):
-                        m.d.sync += wait.eq(steps["drain"] - 1)
+                        setw(steps["drain"] - 1)
                         m.next = "DRAIN"
             with m.State("DRAIN"):        # the last beat reaches the accumulators
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 0):
-                    m.d.sync += wait.eq(steps["sdyd"])
+                dec()
+                with m.If(wz):
+                    setw(steps["sdyd"])
                     m.next = "SDYD"
             with m.State("SDYD"):
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 0):
-                    m.d.sync += [sdyd.eq(sdyd_new), wait.eq(steps["h"])]
+                dec()
+                with m.If(wz):
+                    m.d.sync += sdyd.eq(sdyd_new)
+                    setw(steps["h"])
                     m.next = "H"
             with m.State("H"):
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 0):
-                    m.d.sync += [h.eq(h_new), mean_dy.eq(mdy_new), wait.eq(steps["div"])]
+                dec()
+                with m.If(wz):
+                    m.d.sync += [h.eq(h_new), mean_dy.eq(mdy_new)]
+                    setw(steps["div"])
                     m.next = "DIV"
             with m.State("DIV"):
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 0):
-                    m.d.sync += [mh.eq(mh_new), gi.eq(gi_new), wait.eq(steps["const"])]
+                dec()
+                with m.If(wz):
+                    m.d.sync += [mh.eq(mh_new), gi.eq(gi_new)]
+                    setw(steps["const"])
                     if self.norm == "l1":
                         m.d.sync += msgn.eq(msgn_new)
                     m.next = "CONST"
             with m.State("CONST"):
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 0):
+                dec()
+                with m.If(wz):
                     if self.norm == "l1":
                         m.d.sync += [kp.eq(kp_new), kn.eq(kn_new)]
                     m.next = "GRAD"
