@@ -105,3 +105,14 @@ def mac_cmd(depth, engine, props, timeout, out, **opts):
     title = (f"MAC array {cfg.rows}x{cfg.cols}, wbits={cfg.wbits} abits={cfg.abits}, k={cfg.k}, "
              f"accumulator {cfg.acc_bits} bits")
     _run("mac", cfg, title, depth, engine, props, timeout, out)
+
+
+@prove.command("accel")
+@click.option("--cols", type=click.IntRange(1, 4), default=2, show_default=True,
+              help="MAC array columns of the accelerator.")
+@_common
+def accel_cmd(cols, depth, engine, props, timeout, out):
+    """The whole accelerator on a tiny synthetic network (2x2 image, 1x1 conv to 2 channels with
+    folded BN and ReLU, linear to 2 logits): stream rule on o, one output per image, latency."""
+    title = f"accelerator, tiny network (4 pixels, conv 1x1 -> 2 ch, linear -> 2 logits), 2x{cols} MAC array"
+    _run("accel", cols, title, depth, engine, props, timeout, out)

@@ -239,7 +239,7 @@ def format_results(results) -> str:
 # ---------------------------------------------------------------------------------------------
 # the properties of each design
 
-DESIGNS = ("l1bn", "l2bn", "l1bn-bwd", "l2bn-bwd", "mac")
+DESIGNS = ("l1bn", "l2bn", "l1bn-bwd", "l2bn-bwd", "mac", "accel")
 
 
 def design_props(design: str, cfg) -> list[Prop]:
@@ -319,6 +319,29 @@ def design_props(design: str, cfg) -> list[Prop]:
                  (lambda r=r, c=c: MACOverflowHarness(cfg, pe=(r, c))), tile, mode="bmc",
                  what=f"PE ({r},{c}), w and a at range ends: every tile of 1..k steps exact")
             for r, c in corners
+        ]
+    if design == "accel":
+        # cfg: the number of MAC columns of the tiny synthetic network's accelerator
+        from functools import partial
+
+        from l1bn.sim.formal_harness.accel import (
+            AccelCountHarness,
+            AccelDrainHarness,
+            AccelStreamHarness,
+            tiny_accelerator,
+        )
+
+        make = partial(tiny_accelerator, cols=cfg)
+        cyc = make()
+        latency, period = cyc.latency, cyc.cycles_per_image
+        cyc._MustUse__silence = True      # only asked for its schedule
+        return [
+            Prop("stream.o", "stream", lambda: AccelStreamHarness(make), period + 5, mode="auto", k=4,
+                 what="o (logits, argmax): valid and payload hold until ready"),
+            Prop("count", "count", lambda: AccelCountHarness(make), period + 5, mode="bmc",
+                 what="any stalls: one output per image, never before the image is in"),
+            Prop("drain", "count", lambda: AccelDrainHarness(make), latency + 3, mode="bmc",
+                 what="no stalls: the output handshake at the stated latency"),
         ]
     raise ValueError(f"design {design!r} is not one of {', '.join(DESIGNS)}")
 

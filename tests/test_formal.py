@@ -59,6 +59,7 @@ def test_mutant_narrow_accumulator_fails(tmp_path):
 def test_property_selection_and_errors():
     names = [p.name for p in design_props("l1bn", BN)]
     assert names[:2] == ["stream.o", "stream.stats"] and "equiv" in names
+    assert [p.name for p in design_props("accel", 2)] == ["stream.o", "count", "drain"]
     assert "equiv" not in [p.name for p in design_props("l2bn", BNConfig(norm="l2", width=4, n=2))]
     assert [p.name for p in select(design_props("mac", MAC), ["stream"])] == ["stream.o"]
     with pytest.raises(ValueError, match="no such property"):
