@@ -15,7 +15,11 @@ once):
   ``dx = a * dy + k * sign(x - mu) + b0`` (the exact gradient, the ``mean(sign)`` term included).
 
 The kernels are generic over the dispersion: ``norm="l1"`` (mean absolute deviation) and
-``norm="l2"`` (variance, ``sigma = sqrt(var + eps)``, classic BN) share every pass.
+``norm="l2"`` (variance, ``sigma = sqrt(var + eps)``, classic BN) share every pass. Range BN
+(:func:`range_forward` / :func:`range_backward`, ``sigma = C(n) * (max - min) + eps``) has its own
+entry points: forward one pass for the sum, max and min, one for ``y``; backward one pass for
+``sum(dy)``, ``sum(dy * (x - mu))`` and the counts of values equal to the max and to the min, one
+for ``dx`` (the max/min gradient split evenly among tied values, as autograd's ``amax``/``amin``).
 
 Supported inputs: CPU, float32 / float64 / bfloat16 (float16 runs the float32 kernel on a float32
 copy), ``(N, C)``, ``(N, C, L)`` and ``(N, C, H, W)``, contiguous or channels-last (other strides are
@@ -41,18 +45,20 @@ import warnings
 from pathlib import Path
 
 import torch
+from l1bn.spec.intmath import C_SQRT_PI_2
 
 __all__ = ["SOURCE", "FLAGS", "NORMS", "ExtensionError", "cache_dir", "library_path", "build", "load",
-           "available", "status", "usable", "forward", "backward"]
+           "available", "status", "usable", "forward", "backward", "range_forward", "range_backward"]
 
 SOURCE = Path(__file__).with_name("csrc") / "l1bn_cpu.cpp"
-FLAGS = ("-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC")
+# sqrt(pi/2) comes from the spec (one definition; repr gives the shortest exact float64 literal)
+FLAGS = ("-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", f"-DL1BN_C_SQRT_PI_2={C_SQRT_PI_2!r}")
 # The kernels are compute-bound without wide vectors (SSE2-only code is 2-4x slower than AVX2 or
 # AVX-512 here), so the library is built for this CPU; the cache key names the CPU's features, so
 # a cache folder shared by different machines gets one library per CPU type.
 NATIVE = ("-march=native",)
 NORMS = {"l1": 0, "l2": 1}
-_ABI = 2
+_ABI = 3
 _DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
 
 
@@ -141,11 +147,18 @@ def _open(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     if lib.l1bn_abi_version() != _ABI:
         raise ExtensionError(f"{path} has ABI {lib.l1bn_abi_version()}, expected {_ABI}")
+    lib.l1bn_c_sqrt_pi_2.restype = ctypes.c_double
+    if lib.l1bn_c_sqrt_pi_2() != C_SQRT_PI_2:
+        raise ExtensionError(f"{path} uses sqrt(pi/2) = {lib.l1bn_c_sqrt_pi_2()!r}, the spec {C_SQRT_PI_2!r}")
     vp, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_double
     lib.l1bn_forward.argtypes = [i32, i32, i32, vp, vp, vp, vp, vp, vp, vp, vp, f64, i64, i64, i64, f64, i32]
     lib.l1bn_forward.restype = i32
     lib.l1bn_backward.argtypes = [i32, i32, i32, vp, vp, vp, vp, vp, vp, vp, vp, i64, i64, i64, f64, i32]
     lib.l1bn_backward.restype = i32
+    lib.l1bn_range_forward.argtypes = [i32, i32, *[vp] * 10, f64, i64, i64, i64, f64, f64, i32]
+    lib.l1bn_range_forward.restype = i32
+    lib.l1bn_range_backward.argtypes = [i32, i32, *[vp] * 10, i64, i64, i64, f64, f64, i32]
+    lib.l1bn_range_backward.restype = i32
     return lib
 
 
@@ -291,6 +304,74 @@ def backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mu:
                            n, c, hw, float(eps), torch.get_num_threads())
     if rc < 0:
         raise ExtensionError(f"l1bn_backward refused dtype {xs.dtype} / norm {norm!r}")
+    return (dx.to(torch.float16) if half else dx), dw, db
+
+
+def range_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+                  cn: float, running: tuple | None = None) -> tuple:
+    """Range-BN training forward on (N, C, *): ``(y, mu, rs, mx, mn, x_saved, finite)``.
+
+    ``sigma = cn * (max - min) + eps`` per channel; ``rs = cn * (max - min)`` (the running
+    statistic), ``mx``/``mn`` the channel's max and min, all (C,) float32 (float64 for float64
+    input). ``running``: ``(running_mean, running_sigma, factor)``, as in :func:`forward`. Passes:
+    one for the sum, max and min together, one for ``y``.
+    """
+    lib = load()
+    src = x.float() if x.dtype == torch.float16 else x
+    xs, layout, n, c, hw = _geometry(src)
+    ct = torch.float64 if xs.dtype == torch.float64 else torch.float32
+    y = torch.empty_like(xs)
+    mu, rs, mx, mn = torch.empty(4, c, dtype=ct).unbind(0)
+    w, b = _param(weight, ct), _param(bias, ct)
+    rm = rsg = None
+    factor = 0.0
+    if running is not None:
+        rm, rsg, factor = running
+        in_kernel = all(r.dtype == ct and r.is_contiguous() for r in (rm, rsg))
+        if not in_kernel:
+            factor = 0.0
+    rc = lib.l1bn_range_forward(_DTYPES[xs.dtype], layout, xs.data_ptr(), y.data_ptr(), _ptr(w), _ptr(b),
+                                mu.data_ptr(), rs.data_ptr(), mx.data_ptr(), mn.data_ptr(), _ptr(rm),
+                                _ptr(rsg), float(factor), n, c, hw, float(cn), float(eps),
+                                torch.get_num_threads())
+    if rc < 0:
+        raise ExtensionError(f"l1bn_range_forward refused dtype {xs.dtype}")
+    if running is not None and not in_kernel and rc == 0:
+        with torch.no_grad():
+            rm.lerp_(mu.to(rm.dtype), running[2])
+            rsg.lerp_(rs.to(rsg.dtype), running[2])
+    if x.dtype == torch.float16:
+        return y.to(torch.float16), mu, rs, mx, mn, x, rc == 0
+    return y, mu, rs, mx, mn, xs, rc == 0
+
+
+def range_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mu: torch.Tensor,
+                   rs: torch.Tensor, mx: torch.Tensor, mn: torch.Tensor, eps: float, cn: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Range-BN training backward: ``(dx, dweight, dbias)`` from :func:`range_forward`'s outputs.
+
+    The gradient of the max (of the min) is split evenly among the values equal to it (torch
+    autograd's rule for ``amax``/``amin``). Passes: one for ``sum(dy)``, ``sum(dy * (x - mu))`` and
+    the tie counts, one for ``dx``.
+    """
+    lib = load()
+    half = x.dtype == torch.float16
+    if half:
+        x = x.float()
+    xs, layout, n, c, hw = _geometry(x)
+    if dy.dtype != xs.dtype or dy.stride() != xs.stride():
+        dy = torch.empty_like(xs).copy_(dy)
+    ct = mu.dtype
+    dx = torch.empty_like(xs)
+    dw = torch.empty(c, dtype=ct)
+    db = torch.empty(c, dtype=ct)
+    w = _param(weight, ct)
+    rc = lib.l1bn_range_backward(_DTYPES[xs.dtype], layout, dy.data_ptr(), xs.data_ptr(), _ptr(w),
+                                 mu.data_ptr(), rs.data_ptr(), mx.data_ptr(), mn.data_ptr(), dx.data_ptr(),
+                                 dw.data_ptr(), db.data_ptr(), n, c, hw, float(cn), float(eps),
+                                 torch.get_num_threads())
+    if rc < 0:
+        raise ExtensionError(f"l1bn_range_backward refused dtype {xs.dtype}")
     return (dx.to(torch.float16) if half else dx), dw, db
 
 

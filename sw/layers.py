@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 
 import torch
+from l1bn.spec.intmath import C_SQRT_PI_2
 from torch import nn
 
 from . import bn_fast
@@ -55,7 +56,8 @@ from . import bn_fast
 __all__ = ["L1_C", "IMPLS", "L1BatchNorm", "L1BatchNorm1d", "L1BatchNorm2d", "l1bn_forward_plain",
            "l2bn_forward_plain", "l1_batch_norm"]
 
-L1_C = math.sqrt(math.pi / 2)
+#: sqrt(pi/2), the contract's float64 (``l1bn.spec.intmath.C_SQRT_PI_2``; the C++ kernels get the same)
+L1_C = C_SQRT_PI_2
 
 
 # ---------------------------------------------------------------- the math (eager and compiled)

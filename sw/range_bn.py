@@ -14,6 +14,21 @@ min elements only, as in the paper. The running statistic is ``running_sigma = C
 (what the reference implementation keeps in ``running_var``); eval mode uses
 ``sigma = running_sigma + eps``, the registry's inference rule (``l1bn.spec.norms``), and
 :meth:`RangeBatchNorm.inference_affine` gives the ``(scale, offset)`` the export folds.
+
+Implementations (``impl=``, as for ``L1BatchNorm*d``; the same math, the same running statistics):
+
+* ``"ext"``: the fused C++/OpenMP kernels (:func:`l1bn.sw.bn_fast.range_forward` /
+  :func:`~l1bn.sw.bn_fast.range_backward`), CPU: forward 2 passes (sum, max and min together;
+  then ``y``), backward 2 passes (``sum(dy)``, ``sum(dy * (x - mu))`` and the tie counts; then
+  ``dx``), saving ``x``, ``mu``, ``C(n) * range``, max and min;
+* ``"compile"``: ``torch.compile`` of :func:`range_bn_forward_plain` (the GPU path);
+* ``"eager"``: :func:`range_bn_forward_plain`, plain torch ops differentiated by autograd;
+* ``"auto"`` (default): ``compile`` on CUDA, ``ext`` on CPU when the C++ library is available,
+  else ``eager`` (with one ``RuntimeWarning``).
+
+Ties: autograd splits the gradient of ``amax`` (``amin``) evenly among the values equal to the
+max (min); the C++ backward does the same, so every path has one gradient. A batch whose mean or
+range is NaN/Inf leaves the running statistics as they were (every path).
 """
 
 from __future__ import annotations
@@ -24,7 +39,11 @@ import torch
 from l1bn.spec.intmath import range_scale
 from torch import nn
 
-__all__ = ["RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d", "range_bn_forward_plain"]
+from . import bn_fast
+from .layers import IMPLS, _resolve_impl
+
+__all__ = ["RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d", "range_bn_forward_plain",
+           "range_batch_norm"]
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -45,6 +64,56 @@ def range_bn_forward_plain(x, weight=None, bias=None, eps: float = 1e-5):
     return y.to(x.dtype), mu.flatten(), rs.flatten()
 
 
+_COMPILED: dict[str, object] = {}
+
+
+def _plain(impl: str):
+    """The plain-op forward, eager or ``torch.compile``'d once per process."""
+    if impl == "eager":
+        return range_bn_forward_plain
+    if "f" not in _COMPILED:
+        _COMPILED["f"] = torch.compile(range_bn_forward_plain, dynamic=False)
+    return _COMPILED["f"]
+
+
+class _RangeBNFunction(torch.autograd.Function):
+    """Training-mode range BN on the C++ kernels; returns ``(y, mu, rs)`` (mu, rs not differentiable)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float, running=None, finite=None):
+        cn = range_scale(x.numel() // x.shape[1])
+        y, mu, rs, mx, mn, xs, ok = bn_fast.range_forward(x, weight, bias, eps, cn, running=running)
+        if finite is not None:
+            finite[:] = [ok]
+        ctx.save_for_backward(xs, mu, rs, mx, mn, weight)
+        ctx.eps, ctx.cn = float(eps), cn
+        ctx.b_dtype = None if bias is None else bias.dtype
+        ctx.mark_non_differentiable(mu, rs)
+        return y, mu, rs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable  # the C++ backward has no graph of its own
+    def backward(ctx, dy, _dmu, _drs):
+        x, mu, rs, mx, mn, weight = ctx.saved_tensors
+        dx, dgamma, dbeta = bn_fast.range_backward(dy, x, weight, mu, rs, mx, mn, ctx.eps, ctx.cn)
+        dw = None if weight is None else dgamma.to(weight.dtype)
+        db = None if ctx.b_dtype is None else dbeta.to(ctx.b_dtype)
+        return dx, dw, db, None, None, None
+
+
+def range_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                     eps: float = 1e-5, impl: str = "auto"):
+    """Functional training-mode range BN on (N, C, *): ``(y, batch_mean, batch_C(n)*range)``.
+
+    ``impl``: ``"auto"``, ``"ext"``, ``"compile"``, ``"eager"`` (module docstring). No input checks
+    (the modules do them); the statistics are float32 for bf16/fp16 input.
+    """
+    impl = _resolve_impl(impl, x)
+    if impl == "ext":
+        return _RangeBNFunction.apply(x, weight, bias, eps)
+    return _plain(impl)(x, weight, bias, eps)
+
+
 class RangeBatchNorm(nn.Module):
     """Base class of the range-BN layers; the constructor and buffers of ``nn.BatchNorm*d``,
     with ``running_sigma`` (initialized to 1) in place of ``running_var``.
@@ -61,20 +130,26 @@ class RangeBatchNorm(nn.Module):
         Learnable ``weight`` (gamma, init 1) and ``bias`` (beta, init 0).
     track_running_stats : bool
         Keep ``running_mean``/``running_sigma`` and use them in eval mode.
+    impl : str
+        ``"auto"`` (default), ``"ext"``, ``"compile"`` or ``"eager"`` (see the module docstring).
     """
 
     norm = "range"
     _ranks: tuple[int, ...] = ()
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None):
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
+                 *, impl: str = "auto"):
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features={num_features!r} must be an integer >= 1")
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
             raise ValueError(f"eps={eps!r} must be a finite number > 0")
         if momentum is not None and not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
             raise ValueError(f"momentum={momentum!r} must be in 0..1 or None")
+        if impl not in IMPLS:
+            raise ValueError(f"impl={impl!r} must be one of {', '.join(IMPLS)}")
         super().__init__()
+        self.impl = impl
         fk = {"device": device, "dtype": dtype}
         self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
         self.affine, self.track_running_stats = affine, track_running_stats
@@ -104,6 +179,10 @@ class RangeBatchNorm(nn.Module):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"track_running_stats={self.track_running_stats}")
 
+    def __setstate__(self, state):  # modules pickled before impl= existed
+        state.setdefault("impl", "auto")
+        super().__setstate__(state)
+
     def _check_input(self, x) -> None:
         if not torch.is_tensor(x):
             raise ValueError(f"{type(self).__name__} expects a tensor, got {type(x).__name__}")
@@ -129,12 +208,23 @@ class RangeBatchNorm(nn.Module):
         if x.numel() // x.shape[1] < 2:
             raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when "
                              f"training (input shape {tuple(x.shape)}); use eval mode or a larger batch")
-        y, mu, rs = range_bn_forward_plain(x, self.weight, self.bias, self.eps)
+        running = None
         if self.training and self.track_running_stats:
             f = (1.0 / (float(self.num_batches_tracked) + 1.0)) if self.momentum is None else self.momentum
-            with torch.no_grad():
-                self.running_mean.lerp_(mu.detach().to(self.running_mean.dtype), f)
-                self.running_sigma.lerp_(rs.detach().to(self.running_sigma.dtype), f)
+            running = (self.running_mean, self.running_sigma, f)
+        impl = _resolve_impl(self.impl, x)
+        if impl == "ext":  # the kernel moves the running statistics (skipped for a NaN/Inf batch)
+            y = _RangeBNFunction.apply(x, self.weight, self.bias, self.eps, running)[0]
+        else:
+            y, mu, rs = _plain(impl)(x, self.weight, self.bias, self.eps)
+            if running is not None:  # skip a NaN/Inf batch without a host synchronization
+                rm, rsg, f = running
+                with torch.no_grad():
+                    mu, rs = mu.detach(), rs.detach()
+                    ok = torch.isfinite(mu).all() & torch.isfinite(rs).all()
+                    rm.copy_(torch.where(ok, torch.lerp(rm, mu.to(rm.dtype), f), rm))
+                    rsg.copy_(torch.where(ok, torch.lerp(rsg, rs.to(rsg.dtype), f), rsg))
+        if running is not None:
             self.num_batches_tracked.add_(1)
         return y
 
