@@ -54,7 +54,7 @@ def _step_cycles(cfg, norm: str) -> dict:
     div = [mul_latency(sh["gamma"], sh["inv"])]
     if norm == "l1":
         div += [mul_latency(sh["h"], c_const(b.c_bits) * rc, add=_half(k)),
-                mul_latency((b.n - 2 * Signal(range(b.n + 1))).shift_left(fr).shape(), rc, add=_half(k))]
+                1 + mul_latency((b.n - 2 * Signal(range(b.n + 1))).shift_left(fr).shape(), rc, add=_half(k))]
         msgn = Signal(signed(fr + 3))
         const = 1 + max(mul_latency(sh["mh"], ((1 << fr) - msgn).shape(), add=_half(b.c_bits + fr)),
                         mul_latency(sh["mh"], (-(1 << fr) - msgn).shape(), add=_half(b.c_bits + fr)))
@@ -308,7 +308,8 @@ class _BNBackwardUnit(wiring.Component):
         mdy_new = _shr(pc.mul(sum_dy.shift_left(fr), rc, "mdy", add=_half(k)), k)
         if self.norm == "l1":
             mh_new = _shr(pc.mul(h, cc * rc, "mh", add=_half(k)), k)      # div(h * C): one constant
-            msgn_new = _shr(pc.mul((n - 2 * nneg).shift_left(fr), rc, "msgn", add=_half(k)), k)
+            msgn_in = pc.reg((n - 2 * nneg).shift_left(fr), "msgn_in")     # the DSP's input register
+            msgn_new = _shr(pc.mul(msgn_in, rc, "msgn", add=_half(k)), k)
             qp = pc.reg((1 << fr) - msgn, "qp")
             qn = pc.reg(-(1 << fr) - msgn, "qn")
             kp_new = mean_dy + _shr(pc.mul(mh, qp, "kp", add=_half(b.c_bits + fr)), b.c_bits + fr)
