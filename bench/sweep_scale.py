@@ -126,7 +126,7 @@ def main(argv=None) -> int:
                   "-" if r["cluster_start_s"] is None else f"{r['cluster_start_s']:.1f}",
                   f"{r['load_before']:.1f} / {r['load_after']:.1f}", f"{r['ok']}/{r['failed']}",
                   "yes" if r["same_csv"] else "NO")
-    Console().print(t)
+    Console(width=160).print(t)
     (root / "sweep_scale.json").write_text(json.dumps({"grid": GRID, "energy": not args.no_energy,
                                                        "cores": os.cpu_count(), "rows": rows}, indent=1) + "\n")
     print(f"wrote {root / 'sweep_scale.json'}")

@@ -34,11 +34,13 @@ def parse_widths(text: str) -> tuple[int, ...]:
 @click.option("--no-stages", is_flag=True, help="Skip the stage-by-stage syntheses.")
 @click.option("--no-backward", is_flag=True, help="Skip the backward units.")
 @click.option("--jobs", type=int, default=None, help="Worker processes (default: all cores).")
+@click.option("--scheduler", default=None,
+              help="Run every flow step on a Dask cluster: the scheduler's tcp://HOST:PORT (l1bn sweep has it too).")
 @click.option("--target", type=click.Choice(["fpga", "asic", "both"]), default="fpga", show_default=True,
               help="fpga: ECP5 + generic gates; asic: NanGate45 cells, OpenSTA, pJ (l1bn.sim.asic); both.")
 @click.option("--out", "out", type=str, required=True,
               help="Output folder (reused: a rerun, or a second report at the same time, is safe).")
-def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out, target):
+def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out, target, scheduler):
     """Area, Fmax, latency and energy: L1-BN and range BN against L2-BN.
 
     Synthesizes (ECP5 and generic CMOS gates), places and routes (ECP5), and simulates the gate
@@ -80,6 +82,13 @@ def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out
             if not no_backward and norm in BACKWARD_NORMS:
                 backward_config(norm, w, n=n, channels=channels)
     console = Console(stderr=True)
+    if scheduler is not None:   # l1bn.sim.executors: the flow's steps go to the cluster until the end
+        from l1bn.sim.executors import DaskExecutor, using
+
+        if jobs is not None:
+            raise ValueError("give --jobs (local processes) or --scheduler (a Dask cluster), not both")
+        ctx = click.get_current_context()
+        ctx.with_resource(using(ctx.with_resource(DaskExecutor(scheduler))))
     if target != "fpga":   # the library and OpenSTA must be there before any tool runs
         from l1bn.sim.asic import build_asic_report, liberty_path, sta_path
 

@@ -3,8 +3,9 @@
 :func:`make_executor` returns one of
 
 :class:`InlineExecutor`
-    the calling process, one background thread (``workers=1`` for ``l1bn report`` and the
-    single-design helpers of :mod:`l1bn.sim.flow`: no process start-up, no pickling);
+    the calling process and thread, each task run as it is submitted (``workers=1``: ``l1bn
+    report --jobs 1``, ``l1bn sweep --workers 1`` and the single-design helpers of
+    :mod:`l1bn.sim.flow`; no process start-up, no pickling);
 :class:`LocalExecutor`
     a pool of ``workers`` spawned processes on this machine (``--workers N``; the yowasp tools are
     WebAssembly and run inside the calling process, so parallelism needs processes; spawn, not

@@ -70,7 +70,7 @@ __all__ = ["DESIGNS", "MAC_K", "MAC_TILES", "Sweep", "sweep_from_options", "targ
            "parse_list", "point_id", "point_config", "source_digest", "point_key", "evaluate",
            "run_sweep", "pareto_front", "write_outputs", "SWEEP_VERSION"]
 
-SWEEP_VERSION = "1"
+SWEEP_VERSION = "2"   # 2: the ECP5 Verilog through flow.Job (DSP primitives, as the report)
 
 #: per design: its grid parameters (in grid and sort order) and their defaults
 DESIGNS = {
@@ -376,10 +376,12 @@ def _per(p: dict) -> str:
 
 
 def _eval_fpga(p: dict, options: dict, stim: dict | None, wd: Path) -> dict:
-    from .flow import TimingHarness, _run_job, pnr_ecp5_json, synth_ecp5_text
-    from .runner import to_verilog
+    """The flow's ``ecp5`` step (synthesis once, nextpnr per seed) and ``energy`` step; the
+    Verilog comes from :class:`l1bn.sim.flow.Job`, so the recipe is exactly ``l1bn report``'s."""
+    from .flow import Job, _run_job, pnr_ecp5_json, synth_ecp5_text
 
-    s = synth_ecp5_text(to_verilog(TimingHarness(_component(p)), "top"), wd / "ecp5")
+    name = point_id(p)
+    s = synth_ecp5_text(Job("ecp5", _component(p), name=name, pnr=False).verilog, wd / "ecp5")
     fig = {k: s[k] for k in ("lut", "ff", "ccu2", "dsp", "bram")}
     fig.update(fmax_mhz=None, fmax_seeds=None, device=None)
     if options["pnr"]:
@@ -392,13 +394,9 @@ def _eval_fpga(p: dict, options: dict, stim: dict | None, wd: Path) -> dict:
         fig["fmax_seeds"] = " ".join(f"{f:g}" for f in fmax)
     fig.update(transistors=None, cycles=_formula_cycles(p), latency_ns=None, **{f"energy_per_{_per(p)}": None})
     if options["energy"]:
-        from .flow import ports
-
-        comp = _component(p)   # a fresh one: the harness above owns the first
-        params = {"port_list": ports(comp), "beats": stim["beats"], "expect_out": stim["expect_out"]}
-        if options.get("max_cycles"):
-            params["max_cycles"] = options["max_cycles"]
-        e = _run_job("energy", to_verilog(comp, "top"), params, str(wd / "energy"))
+        extra = {"max_cycles": options["max_cycles"]} if options.get("max_cycles") else {}
+        job = Job("energy", _component(p), name=name, beats=stim["beats"], expect_out=stim["expect_out"], **extra)
+        e = _run_job("energy", job.verilog, job.params, str(wd / "energy"))
         fig.update(transistors=e["transistors"], cycles=e["cycles"])
         fig[f"energy_per_{_per(p)}"] = round(e["energy"] / stim["items"], 3)
     if fig["fmax_mhz"]:
@@ -408,14 +406,14 @@ def _eval_fpga(p: dict, options: dict, stim: dict | None, wd: Path) -> dict:
 
 def _eval_asic(p: dict, options: dict, stim: dict | None, wd: Path) -> dict:
     """NanGate45 synthesis, OpenSTA delay and, with ``energy``, the library power model on the
-    gate-level run (:func:`l1bn.sim.asic.run_step`, as ``l1bn report --target asic``)."""
-    from .asic import asic_params, run_step
-    from .runner import to_verilog
+    gate-level run: the flow's ``asic`` step (:func:`l1bn.sim.asic.asic_job`), as
+    ``l1bn report --target asic``."""
+    from .asic import asic_job
+    from .flow import _run_job
 
-    params = {**asic_params()}
-    if options["energy"]:
-        params.update(sim="stream", beats=stim["beats"], expect_out=stim["expect_out"])
-    r = run_step(to_verilog(_component(p), "top"), params, wd / "asic")
+    kw = dict(sim="stream", beats=stim["beats"], expect_out=stim["expect_out"]) if options["energy"] else {}
+    job = asic_job(_component(p), name=point_id(p), **kw)
+    r = _run_job("asic", job.verilog, job.params, str(wd / "asic"))
     fig = {"area_um2": round(r["area_um2"], 1), "delay_ns": r["delay_ns"], "fmax_mhz": r["fmax_mhz"],
            "cycles": _formula_cycles(p), f"energy_pj_per_{_per(p)}": None}
     if options["energy"]:

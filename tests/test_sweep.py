@@ -41,7 +41,7 @@ def _rows(path: Path) -> list[dict]:
 def _cluster():
     from distributed import LocalCluster
 
-    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                         host="127.0.0.1")
 
 
@@ -72,6 +72,8 @@ def test_grid_is_the_product_in_parameter_order():
                       "target": "fpga"}
     assert len({point_id(p) for p in pts}) == len(pts)
     assert sw.seeds == 3 and sw.pnr and sw.energy
+    both = sweep_from_options(norm="l1", target="fpga,asic")   # l1bn.sim.asic is installed here
+    assert [p["target"] for p in both.points()] == ["fpga", "asic"]
     mac = sweep_from_options(design="mac", rows="2,4", cols="4", wbits="1,4", abits="4")
     assert [(p["rows"], p["wbits"]) for p in mac.points()] == [(2, 1), (2, 4), (4, 1), (4, 4)]
 
@@ -260,6 +262,11 @@ def test_dask_scheduler_and_worker_commands(local_synth, tmp_path):
         t0 = time.monotonic()
         p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-2000:]
+        # l1bn report uses the same executors: its flow steps on the same cluster
+        rargs = [str(Path(sys.executable).parent / "l1bn"), "report", "--widths", "4", "--n", "8", "--channels", "1",
+                 "--no-pnr", "--no-stages", "--no-backward", "--scheduler", addr, "--out", str(tmp_path / "rep")]
+        rp = subprocess.run(rargs, env=env, capture_output=True, text=True, timeout=600)
+        assert rp.returncode == 0, rp.stderr[-2000:]
     finally:
         for proc in reversed(procs):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -274,6 +281,13 @@ def test_dask_scheduler_and_worker_commands(local_synth, tmp_path):
     assert run["executor"]["address"] == addr and run["executor"]["worker_processes"] == 2
     assert run["seconds"] <= time.monotonic() - t0
     assert "6 points: 6 ok (0 from cache), 0 failed, 0 invalid" in p.stdout
+    # the report's ECP5 step is the sweep's synthesis of the same unit: the same LUT count
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    ref_lut = {r["norm"]: int(r["lut"]) for r in _rows(ref["paths"]["csv"]) if r["width"] == "4"}
+    assert {norm: rep["widths"]["4"]["forward"][norm]["lut"] for norm in ("l1", "l2")} == ref_lut
+    assert "4 steps (0 from cache)" in rp.stdout
+    # the client wrote the cache (the workers have no shared folder with it)
+    assert len(list((tmp_path / "build" / "flow-cache").glob("ecp5-*.json"))) == 2
 
 
 def test_sweep_dataclass_options_key_the_cache():
@@ -281,3 +295,53 @@ def test_sweep_dataclass_options_key_the_cache():
     assert a.options() == {"pnr": False, "energy": False}
     b = Sweep(design="bn", grid={}, pnr=True, seeds=5, energy=True, max_cycles=9)
     assert b.options() == {"pnr": True, "seeds": 5, "energy": True, "max_cycles": 9}
+
+
+def _die_once(marker: str, value: int) -> int:
+    """The first call ends its worker process abruptly (as a crashing tool would)."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(3)
+    return 2 * value
+
+
+def _fail_on_odd(value: int) -> int:
+    if value % 2:
+        raise ValueError(f"odd {value}")
+    return value
+
+
+def test_local_pool_replaces_a_dead_worker_and_resubmits(tmp_path):
+    from l1bn.sim.executors import LocalExecutor, run_tasks
+
+    got = {}
+    with LocalExecutor(2) as ex:
+        stats = run_tasks(ex, {i: (_die_once, (str(tmp_path / "marker"), i)) for i in range(4)},
+                          on_done=got.__setitem__)
+        assert ex.restarts == 1
+    assert got == {0: 0, 1: 2, 2: 4, 3: 6} and stats["resubmitted"] >= 1
+
+
+def test_run_tasks_reports_each_task_once():
+    from l1bn.sim.executors import make_executor, run_tasks
+
+    done, failed = {}, {}
+    ex = make_executor(workers=1)
+    assert ex.kind == "inline"
+    run_tasks(ex, {i: (_fail_on_odd, (i,)) for i in range(5)}, on_done=done.__setitem__,
+              on_error=lambda k, e: failed.setdefault(k, str(e)))
+    assert done == {0: 0, 2: 2, 4: 4} and failed == {1: "odd 1", 3: "odd 3"}
+    with pytest.raises(ValueError, match="odd 1"):   # without on_error the error propagates
+        run_tasks(ex, {1: (_fail_on_odd, (1,))}, on_done=done.__setitem__)
+
+
+def test_mac_point_cycles_equal_the_stream_formula(tmp_path):
+    from l1bn.hw.mac_array import stream_cycles
+    from l1bn.sim.sweep import MAC_K, MAC_TILES, point_config
+
+    sw = sweep_from_options(design="mac", rows="2", cols="2", wbits="1", abits="2", pnr=False)
+    res = run_sweep(sw, tmp_path / "out", workers=1, console=False, cache=tmp_path / "c")
+    (row,) = _rows(res["paths"]["csv"])
+    assert row["status"] == "ok" and int(row["dsp"]) == 0 and float(row["energy_per_mac"]) > 0
+    cfg = point_config(sw.points()[0])
+    assert int(row["cycles"]) == stream_cycles(cfg, MAC_K, MAC_TILES)
