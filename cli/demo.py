@@ -158,11 +158,43 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
 
             a = implement(accelerator_from_export(e), name="accelerator", workdir=out / "flow", console=console)
             summary.update(lut=a["lut"], ff=a["ff"], dsp=a["dsp"], bram=a.get("bram"), fmax_mhz=a["fmax_mhz"])
+        with steps("bn", f"L1 against L2 BN forward unit at width {BN_WIDTH} (ECP5, 3 seeds)"):
+            from l1bn.sim.report import compare_forward
+
+            summary["bn_compare"] = compare_forward(BN_WIDTH, workdir=out / "flow", console=console)
 
     summary["step_seconds"] = steps.times
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     _print_summary(summary, console)
     return summary
+
+
+# the width of the demo's BN units (the verilog step writes them at this width)
+BN_WIDTH = 8
+
+
+def _bn_table(c: dict, console):
+    from rich.table import Table
+
+    t = Table(title=f"L1-BN against L2-BN forward unit, width {BN_WIDTH} (LFE5U-25F, median of 3 nextpnr seeds)")
+    for col in ("unit", "LUT4", "FF", "MULT18", "Fmax MHz", "critical path", "latency cycles", "latency ns",
+                "energy/element"):
+        t.add_column(col, justify="left" if col in ("unit", "critical path") else "right")
+    def fmt(u, k, ratio, nd=1):
+        v = u.get(k)
+        return "-" if v is None else (f"{v:.2f}" if ratio else (f"{v:.{nd}f}" if isinstance(v, float) else str(v)))
+
+    for key in ("l1", "l2", "l1_over_l2"):
+        u = c[key]
+        ratio = key == "l1_over_l2"
+
+        def f(k, nd=1, u=u, ratio=ratio):
+            return fmt(u, k, ratio, nd)
+        cp = "" if ratio else (u.get("critical_path") or {}).get("stage", "-")
+        e = f("energy_per_element", 0)
+        t.add_row("L1/L2" if ratio else key.upper(), f("lut"), f("ff"), f("dsp"), f("fmax_mhz"), cp,
+                  f("latency_cycles"), f("latency_ns"), e if e != "-" or ratio else "- (l1bn report)")
+    console.print(t)
 
 
 def _pct(v):
@@ -191,6 +223,8 @@ def _print_summary(s: dict, console):
     for r in rows:
         t.add_row(*r)
     console.print(t)
+    if "bn_compare" in s:
+        _bn_table(s["bn_compare"], console)
     console.print(f"artifacts: {s['run']}/ (float/, qat/, export/, verilog/, sim/, flow/, summary.json)")
 
 

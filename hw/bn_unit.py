@@ -138,10 +138,10 @@ def recip_cycles(cfg: BNConfig) -> int:
     One cycle latches the dispersion sum, ``1 + s`` cycles compute ``s`` (the constant divider's
     pipeline, :func:`stage_cycles`), then L1: ``1 + sigma`` cycles ``sigma = rnd(s*C) + eps``
     (a pipelined constant multiply); L2: ``ceil(disp_bits/2)`` square-root cycles (one result bit
-    each); then ``recip_bits + 1`` divider cycles (one quotient bit each).
+    each) and one cycle ``+ eps``; then ``recip_bits + 1`` divider cycles (one quotient bit each).
     """
     sc = stage_cycles(cfg)
-    mid = 1 + sc["sigma"] if cfg.norm in _CONST_SIGMA else _sqrt_steps(cfg)
+    mid = 1 + sc["sigma"] if cfg.norm in _CONST_SIGMA else _sqrt_steps(cfg) + 1
     return 2 + sc["s"] + mid + cfg.recip_bits + 1
 
 
@@ -452,6 +452,20 @@ class RecipStage(wiring.Component):
             v = Signal(unsigned(2 * k))                 # radicand, consumed two bits per step
             root = Signal(unsigned(k))
             srem = Signal(unsigned(k + 2))              # remainder <= 2*root
+        if cfg.norm == "l2":
+            # the square-root step also runs every cycle (read in SQRT only); sq_load starts it:
+            # radicand s, root 0, remainder 0. s is registered (self.s) the cycle sq_load is set.
+            sq_load = Signal()
+            m.d.sync += sq_load.eq(0)
+            vv = Mux(sq_load, self.s, v)
+            rt = Mux(sq_load, 0, root)
+            cur = Signal(unsigned(k + 2))
+            diff = Signal(signed(k + 3))
+            m.d.comb += [cur.eq((Mux(sq_load, 0, srem) << 2) | vv[2 * k - 2:]),
+                         diff.eq(cur - ((rt << 2) | 1))]
+            ge = ~diff[-1]
+            m.d.sync += [srem.eq(Mux(ge, diff[:k + 2], cur)), root.eq(Mux(ge, (rt << 1) | 1, rt << 1)),
+                         v.eq(vv << 2)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -465,7 +479,7 @@ class RecipStage(wiring.Component):
                         m.d.sync += wait.eq(sc["sigma"])
                         m.next = "SIGMA"
                     else:
-                        m.d.sync += [v.eq(s_new), root.eq(0), srem.eq(0), cnt.eq(k - 1)]
+                        m.d.sync += [sq_load.eq(1), cnt.eq(k - 1)]
                         m.next = "SQRT"
             if cfg.norm in _CONST_SIGMA:
                 with m.State("SIGMA"):
@@ -475,20 +489,12 @@ class RecipStage(wiring.Component):
                         m.next = "DIV"
             else:
                 with m.State("SQRT"):
-                    cur = Signal(unsigned(k + 2))
-                    diff = Signal(signed(k + 3))
-                    m.d.comb += [cur.eq((srem << 2) | v[-2:]), diff.eq(cur - ((root << 2) | 1))]
-                    ge = ~diff[-1]
-                    nroot = Mux(ge, (root << 1) | 1, root << 1)
-                    m.d.sync += [
-                        srem.eq(Mux(ge, diff[:k + 2], cur)),
-                        root.eq(nroot),
-                        v.eq(v << 2),
-                        cnt.eq(cnt - 1),
-                    ]
+                    m.d.sync += cnt.eq(cnt - 1)
                     with m.If(cnt == 0):
-                        m.d.sync += [self.sigma.eq(nroot + cfg.eps), div_first.eq(1), cnt.eq(0)]
-                        m.next = "DIV"
+                        m.next = "SIGMA2"
+                with m.State("SIGMA2"):         # + eps in its own cycle, after the last root bit
+                    m.d.sync += [self.sigma.eq(root + cfg.eps), div_first.eq(1), cnt.eq(0)]
+                    m.next = "DIV"
             with m.State("DIV"):
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == r):
@@ -719,7 +725,8 @@ class BNUnit(wiring.Component):
         ok = ~(on_rs & le) & ((wa != 0) | (occ < 3) | on_rs)
         take = Signal()
         m.d.comb += [self.i.ready.eq(ok), take.eq(self.i.valid & ok)]
-        first, last = wa == 0, wa == nb - 1
+        # wa == 0 and wa == nb - 1 as registers (no comparator on the handshake path)
+        first, last = Signal(init=1), Signal(init=int(nb == 1))
         for k in range(3):
             # the write is registered (one cycle later): the handshake logic does not reach the
             # RAM's write port in the same cycle; reads of a channel start >= 3 cycles after its
@@ -737,7 +744,8 @@ class BNUnit(wiring.Component):
             m.d.sync += [gamma_s[g_slot].eq(g_gamma), beta_s[g_slot].eq(g_beta)]
         wa1 = Signal(range(nb + 2), init=1)    # always wa + 1 (no adder before the comparison)
         with m.If(take):
-            m.d.sync += [wa.eq(Mux(last, 0, wa + 1)), wa1.eq(Mux(last, 1, wa + 2))]
+            m.d.sync += [wa.eq(Mux(last, 0, wa + 1)), wa1.eq(Mux(last, 1, wa + 2)),
+                         first.eq(last), last.eq(Mux(last, nb == 1, wa == nb - 2))]
             with m.If(last):
                 m.d.sync += rs.eq(nxt(rs))
         mslot = pipe.delay(rs, sc["stats"], "mslot")     # the slot of the channel whose mu is done
@@ -806,7 +814,7 @@ class BNUnit(wiring.Component):
         advance = ~self.o.valid | self.o.ready
         ncan = nact | _pick(ns, inv_ok)
         issue = advance & ncan
-        nlast = nra == nb - 1
+        nlast = Signal(init=int(nb == 1))   # nra == nb - 1, as a register
         nv1 = Signal()
         nslot1 = Signal(range(3))
         nmu1 = Signal(signed(cfg.mean_bits))
@@ -818,7 +826,8 @@ class BNUnit(wiring.Component):
         with m.If(advance):
             m.d.sync += nv1.eq(ncan)
         with m.If(issue):
-            m.d.sync += [nslot1.eq(ns), nra.eq(Mux(nlast, 0, nra + 1)), nact.eq(~nlast)]
+            m.d.sync += [nslot1.eq(ns), nra.eq(Mux(nlast, 0, nra + 1)), nact.eq(~nlast),
+                         nlast.eq(Mux(nlast, nb == 1, nra == nb - 2))]
             with m.If(nra == 0):
                 m.d.sync += [nmu1.eq(_pick(ns, mu_s)), ninv1.eq(_pick(ns, inv_s)), ngamma1.eq(_pick(ns, gamma_s)),
                              nbeta1.eq(_pick(ns, beta_s)), inv_ok[ns].eq(0)]

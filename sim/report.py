@@ -30,8 +30,8 @@ from l1bn.spec.norms import norm_names, norm_spec, resolve
 
 from .flow import FLOW_VERSION, Job, run_jobs, tool_versions
 
-__all__ = ["PNR_SEEDS", "REPORT_WIDTHS", "forward_config", "backward_config", "build_report", "write_report",
-           "horowitz_add", "horowitz_mul", "analytic_energy"]
+__all__ = ["PNR_SEEDS", "REPORT_WIDTHS", "compare_forward", "forward_config", "backward_config", "build_report",
+           "write_report", "horowitz_add", "horowitz_mul", "analytic_energy"]
 
 REPORT_WIDTHS = (4, 8, 16)
 #: every registered norm, in report order (l1bn.spec.norms); the ratios are to BASELINE
@@ -572,3 +572,42 @@ def write_report(rep: dict, out) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"json": out / "report.json", "md": out / "report.md", "png": [out / n for n in names[2:]]}
+
+
+def compare_forward(width: int, *, workdir, console=None, seeds=PNR_SEEDS, n: int = 64, channels: int = 4,
+                    energy: str = "cached") -> dict:
+    """L1 against L2 forward unit at one ``width`` (the report's config): ECP5 area, median Fmax
+    over ``seeds`` and its critical-path stage, latency (cycles and ns), and the gate-level
+    energy per element when ``energy`` is ``"run"``, or ``"cached"`` and a report already measured
+    it (else None). Returns ``{"l1": {...}, "l2": {...}, "l1_over_l2": {...}}``."""
+    from l1bn.hw.bn_unit import bn_latency_cycles, bn_unit_for
+
+    if energy not in ("cached", "run", "no"):
+        raise ValueError(f"energy={energy!r} is not allowed; choose cached, run or no")
+    plan, meta = [], {}
+    for norm in ("l1", "l2"):
+        fc = forward_config(norm, width, n=n, lanes=1, channels=channels)
+        plan.append(((norm, "ecp5"), Job("ecp5", bn_unit_for(fc), name=f"fwd-{norm}-w{width}", pnr=True)))
+        meta[norm] = (fc, bn_latency_cycles(fc))
+        if energy != "no":
+            beats, elems = forward_beats(fc)
+            job = Job("energy", bn_unit_for(fc), name=f"fwd-{norm}-w{width}", beats=beats, expect_out=elems)
+            if energy == "run" or job.cache_path.exists():
+                plan.append(((norm, "energy"), job))
+    plan = _with_seeds(plan, seeds)
+    res = run_jobs([j for _, j in plan], workdir=workdir, console=console,
+                   description=f"L1 vs L2 BN units, width {width}")
+    got = _median_over_seeds({k: r for (k, _), r in zip(plan, res, strict=True)})
+    out = {}
+    for norm in ("l1", "l2"):
+        s, (fc, cyc) = got[(norm, "ecp5")], meta[norm]
+        e = got.get((norm, "energy"))
+        out[norm] = {"lut": s["lut"], "ff": s["ff"], "dsp": s["dsp"], "fmax_mhz": s["fmax_mhz"],
+                     "fmax_seeds": s["fmax_seeds"], "critical_path": s.get("critical_path"),
+                     "latency_cycles": cyc, "latency_ns": round(cyc * 1000 / s["fmax_mhz"], 1),
+                     "energy_per_element": round(e["energy"] / (fc.n * fc.channels), 1) if e else None}
+    out["l1_over_l2"] = {k: (round(_ratio(out["l1"][k], out["l2"][k]), 3)
+                             if _ratio(out["l1"][k], out["l2"][k]) is not None else None)
+                         for k in ("lut", "ff", "dsp", "fmax_mhz", "latency_cycles", "latency_ns",
+                                   "energy_per_element")}
+    return out

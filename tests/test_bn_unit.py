@@ -123,8 +123,8 @@ def test_latency_formula():
     for norm in ("l1", "l2"):
         cfg = config(norm, 8, 1, 64, 7)
         o, sc = recip_cycles(cfg), stage_cycles(cfg)
-        # latch, s pipeline, sigma pipeline (L1) or one cycle per root bit (L2), divider
-        mid = 1 + sc["sigma"] if norm == "l1" else (cfg.disp_bits + 1) // 2
+        # latch, s pipeline, sigma pipeline (L1) or one cycle per root bit and + eps (L2), divider
+        mid = 1 + sc["sigma"] if norm == "l1" else (cfg.disp_bits + 1) // 2 + 1
         assert o == 2 + sc["s"] + mid + cfg.recip_bits + 1
         assert cfg.beats >= channel_overhead_cycles(cfg) == o + 3 + sc["stats"] + sc["disp"]
         lo, hi = normalize_depth_range(cfg)
