@@ -95,8 +95,10 @@ def _build_pass2(p2, cfg, norm, sign_in, *, x, dy, neg, take, c):
         ds, vs = p2.delay(ds, lat, "dy"), p2.delay(vs, lat, "v")
         lat2 = mul_latency(xhat.shape(), c["mh"].shape(), add=_half(b.xhat_frac))
         xm = _shr(p2.mul(xhat, c["mh"], "xm", add=_half(b.xhat_frac)), b.xhat_frac)
-        ds, vs = p2.delay(ds, lat2, "dy"), p2.delay(vs, lat2, "v")
-        u = p2.reg(ds.shift_left(fr) - c["mdy"] - xm, "u")
+        # (dy << F) - mean(dy) while xhat*mean(dy*xhat) is multiplied: one subtract per stage
+        dsm = p2.delay(ds.shift_left(fr) - c["mdy"], lat2, "dym")
+        vs = p2.delay(vs, lat2, "v")
+        u = p2.reg(dsm - xm, "u")
         vs = p2.reg(vs, "v")
         n += 2 + lat + lat2
     shift = fr + b.gamma_frac + r - b.frac - cfg.grad_out_frac
