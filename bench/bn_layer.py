@@ -1,9 +1,11 @@
-"""Forward + backward time of one BN layer: L1BatchNorm2d vs nn.BatchNorm2d, side by side.
+"""Forward + backward time of one BN layer: L1BatchNorm2d, RangeBatchNorm2d vs nn.BatchNorm2d, side by side.
 
 Shapes: those of the GPU anchor in docs/bn_layer_bench.md ((256,64,32,32), (128,256,16,16),
 (64,128,56,56)). On CPU the batch is divided by --cpu-div (default 8) so a run fits 2 cores in
 seconds, --threads torch threads (default 2), wall-clock timing. On CUDA the anchor's shapes, CUDA
-events; nn.BatchNorm2d is cuDNN's kernel and L1BatchNorm2d runs its torch.compile'd path.
+events; nn.BatchNorm2d is cuDNN's kernel and L1BatchNorm2d / RangeBatchNorm2d run their torch.compile'd
+paths. RangeBatchNorm2d runs its fast path (C++ kernels on CPU) and its eager path (plain ops +
+autograd, what the layer ran before the kernels).
 
 Every round runs each variant once in turn (so machine load hits all of them alike); a cell is
 the median over --reps rounds after 2 warm-up rounds, and a ratio is the median over rounds of
@@ -65,6 +67,7 @@ def side_by_side(fns: dict, reps: int, timeit, warmup: int = 2) -> tuple[dict, d
 def main():
     from l1bn.sw import bn_fast
     from l1bn.sw.layers import L1BatchNorm2d, l1bn_forward_plain, l2bn_forward_plain
+    from l1bn.sw.range_bn import RangeBatchNorm2d
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -91,9 +94,10 @@ def main():
     print(f"device {dev} ({where})\ntorch {torch.__version__}, {'channels_last' if a.channels_last else 'contiguous'}, "
           f"forward+backward, median of {a.reps} side-by-side rounds, ms; ratios to nn.BatchNorm2d\n")
     print(f"| shape (N,C,H,W) | dtype | nn.BatchNorm2d | L1BatchNorm2d ({l1impl}) | L1BatchNorm2d (eager) | "
-          "plain-op L1BN | plain-op L2BN | L1BatchNorm2d / nn.BN | (best / best) | eager / nn.BN | "
-          "plain L1 / nn.BN | plain L2 / nn.BN |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          f"plain-op L1BN | plain-op L2BN | RangeBatchNorm2d ({l1impl}) | RangeBatchNorm2d (eager) | "
+          "L1BatchNorm2d / nn.BN | (best / best) | eager / nn.BN | plain L1 / nn.BN | plain L2 / nn.BN | "
+          "RangeBatchNorm2d / nn.BN | range eager / nn.BN |")
+    print("| --- " * 16 + "|")
     for shape in SHAPES:
         if dev.type == "cpu":
             shape = (max(2, shape[0] // a.cpu_div), *shape[1:])
@@ -106,6 +110,8 @@ def main():
             bn = nn.BatchNorm2d(c, device=dev, dtype=dt)
             l1 = L1BatchNorm2d(c, device=dev, dtype=dt, impl=l1impl)
             l1e = L1BatchNorm2d(c, device=dev, dtype=dt, impl="eager")
+            rg = RangeBatchNorm2d(c, device=dev, dtype=dt, impl=l1impl)
+            rge = RangeBatchNorm2d(c, device=dev, dtype=dt, impl="eager")
             w = torch.ones(c, device=dev, dtype=dt, requires_grad=True)
             b = torch.zeros(c, device=dev, dtype=dt, requires_grad=True)
             def step(f, x=x, dy=dy):
@@ -115,11 +121,13 @@ def main():
             fns = {"bn": lambda: step(bn), "l1": lambda: step(l1),  # noqa: B023 (used in this iteration only)
                    "l1e": lambda: step(l1e),  # noqa: B023
                    "p1": lambda: step(lambda t: l1bn_forward_plain(t, w, b)),  # noqa: B023
-                   "p2": lambda: step(lambda t: l2bn_forward_plain(t, w, b))}  # noqa: B023
+                   "p2": lambda: step(lambda t: l2bn_forward_plain(t, w, b)),  # noqa: B023
+                   "rg": lambda: step(rg), "rge": lambda: step(rge)}  # noqa: B023
             ms, r, best = side_by_side(fns, a.reps, timeit)
             print(f"| {','.join(map(str, shape))} | {name} | {ms['bn']:.2f} | {ms['l1']:.2f} | {ms['l1e']:.2f} | "
-                  f"{ms['p1']:.2f} | {ms['p2']:.2f} | **{r['l1']:.2f}** | {best['l1']:.2f} | {r['l1e']:.2f} | {r['p1']:.2f} | "
-                  f"{r['p2']:.2f} |", flush=True)
+                  f"{ms['p1']:.2f} | {ms['p2']:.2f} | {ms['rg']:.2f} | {ms['rge']:.2f} | **{r['l1']:.2f}** | "
+                  f"{best['l1']:.2f} | {r['l1e']:.2f} | {r['p1']:.2f} | {r['p2']:.2f} | **{r['rg']:.2f}** | "
+                  f"{r['rge']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
