@@ -156,6 +156,20 @@ def test_impl_is_validated_and_ext_refuses_integers():
         range_batch_norm(torch.zeros(2, 3, dtype=torch.int32), None, None, 1e-5, "ext")
 
 
+def test_fallback_to_eager_when_the_library_is_missing(monkeypatch):
+    monkeypatch.setattr(bn_fast, "_STATE", {"lib": None, "why": "compiler missing (test)"})
+    x, w, b, dy = _make((4, 3, 5, 5), torch.float32, seed=9)
+    with pytest.warns(RuntimeWarning, match="compiler missing"):
+        got = _run(x, w, b, dy, "auto")
+    for gt, wt, name in zip(got, _reference(x, w, b, dy), ("y", "dx", "dw", "db"), strict=True):
+        _close(gt, wt, torch.float32, name)
+    with pytest.raises(ValueError, match="compiler missing"):
+        _run(x, w, b, dy, "ext")
+    m = RangeBatchNorm2d(3)
+    m(x)
+    assert int(m.num_batches_tracked) == 1 and not torch.equal(m.running_sigma, torch.ones(3))
+
+
 @pytest.mark.slow
 def test_compile_path_matches():
     x, w, b, dy = _make((2, 3, 4, 4), torch.float32, seed=8)
