@@ -5,14 +5,14 @@ stage (``|x - mu|``).
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.arith import CheckedComponent
 from l1bn.spec.config import check_int
 
 __all__ = ["AbsDiff"]
 
 
-class AbsDiff(wiring.Component):
+class AbsDiff(CheckedComponent):
     """``y = |a - b|``, registered.
 
     Parameters
@@ -29,12 +29,12 @@ class AbsDiff(wiring.Component):
     Latency: 1 cycle (``y`` is the difference of the inputs sampled at the previous edge).
     """
 
+    @classmethod
+    def _check_args(cls, *, width: int = 8):
+        check_int("width", width, 1, 32)
+
     def __init__(self, *, width: int = 8):
-        try:
-            self.width = check_int("width", width, 1, 32)
-        except ValueError:
-            self._MustUse__silence = True   # a refused object is not an unused design
-            raise
+        self.width = width
         super().__init__({
             "a": In(signed(width)),
             "b": In(signed(width)),

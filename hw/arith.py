@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 
 from amaranth import Mux
+from amaranth.lib import wiring
 
 __all__ = ["rnd", "sat", "pick", "Pipe", "mul_parts", "mul_terms", "mul_latency", "sum_levels",
            "DSP_SIGNED_BITS", "ecp5_dsp_primitives"]
@@ -254,3 +255,22 @@ def mul_parts(a, b) -> list:
                 cb = bv[blo:bhi].as_signed() if bsg else bv[blo:bhi]
                 parts.append((ca * cb, lo + blo))
     return parts
+
+
+class CheckedComponent(wiring.Component):
+    """A ``wiring.Component`` whose constructor arguments are refused before the object exists.
+
+    Amaranth records every elaboratable when it is created and warns, when it is collected, about
+    one that was never elaborated. A constructor that raises after the object exists would make
+    that warning about a design nobody built. Subclasses define ``_check_args(cls, *args,
+    **kwargs)`` (a classmethod that raises ``ValueError`` or ``TypeError``); it runs in
+    ``__new__``, so a refused design is never created.
+    """
+
+    @classmethod
+    def _check_args(cls, *args, **kwargs):
+        pass
+
+    def __new__(cls, *args, **kwargs):
+        cls._check_args(*args, **kwargs)
+        return super().__new__(cls, src_loc_at=1)   # the warning names the caller's line

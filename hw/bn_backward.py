@@ -8,9 +8,9 @@ rebuilds xhat_i = d_i * inv (a multiply) and multiplies it by mean(dy*xhat) (a s
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
-from l1bn.hw.arith import Pipe, mul_latency
+from l1bn.hw.arith import CheckedComponent, Pipe, mul_latency
 from l1bn.hw.arith import rnd as _rnd
 from l1bn.hw.arith import sat as _sat
 from l1bn.spec.config import BNBackwardConfig
@@ -169,7 +169,7 @@ def backward_latency_cycles(cfg: BNBackwardConfig) -> int:
     return b.channels * (2 * b.n + p) + (b.channels - 1) * extra + d
 
 
-class _BNBackwardUnit(wiring.Component):
+class _BNBackwardUnit(CheckedComponent):
     """BN backward unit for one ``BNBackwardConfig`` (``cfg.bn.lanes`` must be 1).
 
     Parameters
@@ -210,27 +210,23 @@ class _BNBackwardUnit(wiring.Component):
 
     norm = None
 
-    def _check(self, cfg, sign_in):
+    @classmethod
+    def _check_args(cls, cfg, *, sign_in: bool = False):
         if not isinstance(sign_in, bool):
-            raise ValueError(f"sign_in={sign_in!r} must be a bool")
-        if sign_in and self.norm != "l1":
-            raise ValueError(f"sign_in=True is not supported by {type(self).__name__}: its pass 2 "
+            raise TypeError(f"sign_in={sign_in!r} must be a bool")
+        if sign_in and cls.norm != "l1":
+            raise ValueError(f"sign_in=True is not supported by {cls.__name__}: its pass 2 "
                              "rebuilds xhat_i from x, so x cannot be replaced by a sign bit; "
                              "only L1BNBackwardUnit takes sign_in")
         if not isinstance(cfg, BNBackwardConfig):
-            raise ValueError(f"cfg={cfg!r} must be a BNBackwardConfig")
-        if cfg.bn.norm != self.norm:
-            raise ValueError(f"cfg.bn.norm={cfg.bn.norm!r} does not match {type(self).__name__} "
-                             f"(needs {self.norm!r})")
+            raise TypeError(f"cfg={cfg!r} must be a BNBackwardConfig")
+        if cfg.bn.norm != cls.norm:
+            raise ValueError(f"cfg.bn.norm={cfg.bn.norm!r} does not match {cls.__name__} "
+                             f"(needs {cls.norm!r})")
         if cfg.bn.lanes != 1:
             raise ValueError(f"lanes={cfg.bn.lanes} is not supported by the backward unit; allowed 1..1")
 
     def __init__(self, cfg: BNBackwardConfig, *, sign_in: bool = False):
-        try:
-            self._check(cfg, sign_in)
-        except ValueError:
-            self._MustUse__silence = True   # a refused object is not an unused design
-            raise
         self.cfg = cfg
         self.sign_in = sign_in
         b, w = cfg.bn, cfg.widths

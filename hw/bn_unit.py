@@ -22,7 +22,7 @@ from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from l1bn.hw.arith import Pipe, mul_latency, mul_parts, mul_terms, sum_levels
+from l1bn.hw.arith import CheckedComponent, Pipe, mul_latency, mul_parts, mul_terms, sum_levels
 from l1bn.hw.arith import pick as _pick
 from l1bn.hw.arith import sat as _sat
 from l1bn.spec.config import BNConfig
@@ -57,7 +57,7 @@ def _lane_sum(values):
 
 def _check_cfg(cfg, norm=None, who="BNUnit"):
     if not isinstance(cfg, BNConfig):
-        raise ValueError(f"cfg={cfg!r} must be a BNConfig")
+        raise TypeError(f"cfg={cfg!r} must be a BNConfig")
     if norm is not None and cfg.norm != norm:
         raise ValueError(f"cfg.norm={cfg.norm!r} does not match {who} (needs {norm!r})")
 
@@ -606,7 +606,7 @@ def bn_stages(cfg: BNConfig, *, depth: int | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------
 # the unit
 
-class BNUnit(wiring.Component):
+class BNUnit(CheckedComponent):
     """Training-mode BN forward for one :class:`BNConfig`: batch statistics, normalize, affine,
     requantize, exactly as :func:`l1bn.spec.reference.bn.bn_forward`.
 
@@ -658,15 +658,14 @@ class BNUnit(wiring.Component):
 
     norm = None
 
+    @classmethod
+    def _check_args(cls, cfg, *, depth: int | None = None):
+        _check_cfg(cfg, cls.norm, cls.__name__)
+        _check_depth(cfg, depth)
+
     def __init__(self, cfg: BNConfig, *, depth: int | None = None):
-        try:
-            _check_cfg(cfg, self.norm, type(self).__name__)
-            depth = _check_depth(cfg, depth)
-        except (ValueError, TypeError):
-            self._MustUse__silence = True   # a refused object is not an unused design
-            raise
         self.cfg = cfg
-        self.depth = depth
+        self.depth = _check_depth(cfg, depth)
         super().__init__({
             "i": In(stream.Signature(_lanes(cfg, signed(cfg.width)))),
             "gamma": In(signed(cfg.gamma_width)),

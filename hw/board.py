@@ -36,6 +36,7 @@ from amaranth import (
 from amaranth.lib import cdc, data, io, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.arith import CheckedComponent
 
 __all__ = ["ImageRunner", "BoardTop", "ecp5_pll_params", "result_layout", "LED_MEANINGS"]
 
@@ -109,7 +110,7 @@ def _check_rom(images, labels, expected, in_bits, logit_bits):
     return images, labels, expected
 
 
-class ImageRunner(wiring.Component):
+class ImageRunner(CheckedComponent):
     """Streams ROM images into an accelerator and checks every result.
 
     Parameters
@@ -143,15 +144,16 @@ class ImageRunner(wiring.Component):
     can be offered on every cycle and stalls cost nothing.
     """
 
+    @classmethod
+    def _check_args(cls, *, images, labels, expected, in_bits: int, logit_bits: int,
+                    continuous: bool = False, hold_cycles: int = 1):
+        _check_rom(images, labels, expected, in_bits, logit_bits)
+        if hold_cycles < 1:
+            raise ValueError(f"hold_cycles={hold_cycles} must be >= 1")
+
     def __init__(self, *, images, labels, expected, in_bits: int, logit_bits: int,
                  continuous: bool = False, hold_cycles: int = 1):
-        try:
-            images, labels, expected = _check_rom(images, labels, expected, in_bits, logit_bits)
-            if hold_cycles < 1:
-                raise ValueError(f"hold_cycles={hold_cycles} must be >= 1")
-        except ValueError:
-            self._MustUse__silence = True      # a rejected object is not an unused design
-            raise
+        images, labels, expected = _check_rom(images, labels, expected, in_bits, logit_bits)
         pixels, classes = len(images[0]), len(expected[0])
         self.images, self.labels, self.expected = images, labels, expected
         self.pixels, self.classes = pixels, classes

@@ -23,8 +23,9 @@ import functools
 import operator
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.arith import CheckedComponent
 from l1bn.spec.config import MACConfig
 
 __all__ = ["MACArray", "in_layout", "out_layout", "PIPELINE_CYCLES", "tile_period", "stream_cycles"]
@@ -102,7 +103,7 @@ def _product_halves(cfg: MACConfig, w, a) -> list:
     return [tree(terms[:h])] + ([tree(terms[h:])] if len(terms) > h else [])
 
 
-class MACArray(wiring.Component):
+class MACArray(CheckedComponent):
     """A ``rows x cols`` array of low-bit MACs computing ``W (M x K) @ A (K x N)`` tile by tile.
 
     Parameters
@@ -143,10 +144,12 @@ class MACArray(wiring.Component):
     ``i.ready`` does not depend on ``o.ready`` combinationally.
     """
 
-    def __init__(self, cfg: MACConfig):
+    @classmethod
+    def _check_args(cls, cfg, *args, **kwargs):
         if not isinstance(cfg, MACConfig):
-            self._MustUse__silence = True   # a refused object is not an unused design
-            raise ValueError(f"cfg={cfg!r} must be a MACConfig")
+            raise TypeError(f"cfg={cfg!r} must be a MACConfig")
+
+    def __init__(self, cfg: MACConfig):
         self.cfg = cfg
         super().__init__({
             "i": In(stream.Signature(in_layout(cfg))),

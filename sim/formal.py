@@ -324,6 +324,7 @@ def design_props(design: str, cfg) -> list[Prop]:
         # cfg: the number of MAC columns of the tiny synthetic network's accelerator
         from functools import partial
 
+        from amaranth.hdl import Fragment
         from l1bn.sim.formal_harness.accel import (
             AccelCountHarness,
             AccelDrainHarness,
@@ -334,7 +335,7 @@ def design_props(design: str, cfg) -> list[Prop]:
         make = partial(tiny_accelerator, cols=cfg)
         cyc = make()
         latency, period = cyc.latency, cyc.cycles_per_image
-        cyc._MustUse__silence = True      # only asked for its schedule
+        Fragment.get(cyc, None)           # asked only for its schedule; elaborating marks it used
         return [
             Prop("stream.o", "stream", lambda: AccelStreamHarness(make), period + 5, mode="auto", k=4,
                  what="o (logits, argmax): valid and payload hold until ready"),

@@ -111,7 +111,7 @@ def test_sign_in_interface_and_refusals():
     with pytest.raises(ValueError, match="sign_in=True is not supported by L2BNBackwardUnit: its pass 2 "
                                          "rebuilds xhat_i from x"):
         L2BNBackwardUnit(config("l2", 8, 16), sign_in=True)
-    with pytest.raises(ValueError, match="sign_in=1 must be a bool"):
+    with pytest.raises(TypeError, match="sign_in=1 must be a bool"):
         L1BNBackwardUnit(cfg, sign_in=1)
     sig = inspect.signature(L1BNBackwardUnit.__init__).parameters["sign_in"]
     assert sig.kind is inspect.Parameter.KEYWORD_ONLY and sig.default is False
@@ -179,7 +179,7 @@ def test_api_and_errors():
         L2BNBackwardUnit(cfg)
     with pytest.raises(ValueError, match="lanes=2 is not supported"):
         L1BNBackwardUnit(BNBackwardConfig(bn=BNConfig(n=16, lanes=2)))
-    with pytest.raises(ValueError, match="must be a BNBackwardConfig"):
+    with pytest.raises(TypeError, match="must be a BNBackwardConfig"):
         L1BNBackwardUnit(BNConfig())
 
 

@@ -105,7 +105,7 @@ def test_bad_config(kw, match):
 
 
 def test_generator_rejects_non_config():
-    with pytest.raises(ValueError, match="MACConfig"):
+    with pytest.raises(TypeError, match="MACConfig"):
         MACArray({"rows": 4})
 
 
