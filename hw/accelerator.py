@@ -42,7 +42,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from l1bn.hw.arith import rnd
+from l1bn.hw.arith import pick, requantize
 from l1bn.hw.mac_array import MACArray, stream_cycles
 from l1bn.spec.config import MACConfig, check_int
 
@@ -62,11 +62,6 @@ def _bits_for(n: int) -> int:
     return max(1, (n - 1).bit_length())
 
 
-def _signed_bits(lo: int, hi: int) -> int:
-    b = 1
-    while not (-(1 << (b - 1)) <= lo and hi < (1 << (b - 1))):
-        b += 1
-    return b
 
 
 @dataclass(frozen=True)
@@ -148,7 +143,7 @@ def _manifest_and_root(exported_net):
     manifest = getattr(exported_net, "manifest", None)
     path = getattr(exported_net, "path", None)
     if not isinstance(manifest, dict) or path is None:
-        raise ValueError(f"exported_net={exported_net!r} must be an ExportedNet (l1bn.sw.export.load_export)")
+        raise ValueError(f"exported_net={exported_net!r} must be an ExportedNet (the result of load_export)")
     return manifest, Path(path)
 
 
@@ -227,7 +222,7 @@ def accelerator_interface(exported_net) -> dict:
 
 
 def accelerator_from_export(exported_net, *, cols: int = DEFAULT_COLS) -> Accelerator:
-    """The :class:`Accelerator` for a loaded export (``l1bn.sw.export.load_export``)."""
+    """The :class:`Accelerator` for a loaded export (the ``ExportedNet`` that ``load_export`` returns)."""
     check_int("cols", cols, 1, 64)  # before the component exists (no UnusedElaboratable warning)
     layers, inp = layers_from_export(exported_net)
     return Accelerator(layers, in_shape=inp["shape"], in_bits=inp["bits"], rows=inp["rows"], cols=cols)
@@ -508,7 +503,7 @@ class Accelerator(wiring.Component):
             word = Mux(src, bufs_rd[1][j].data, bufs_rd[0][j].data)
             lanes = [word[n * LB:(n + 1) * LB] for n in range(C)]
             sel = Signal(LB, name=f"a_sel{j}")
-            m.d.comb += sel.eq(Mux(s1_v[j], _select(lanes, s1_lane[j]), 0))
+            m.d.comb += sel.eq(Mux(s1_v[j], pick(s1_lane[j], lanes), 0))
             m.d.comb += mac.i.payload.a[j].eq(sel)
 
         # ---- writeback: A = array output registered, B = acc * mult + bias registered
@@ -573,7 +568,8 @@ class Accelerator(wiring.Component):
                 with _case(m, layer, li, nL - 1):
                     dst = (li + 1) % 2
                     ng = self._groups(lay.out_chw)
-                    ys = [_requant(b_z[j], lay.shift, lay.out_bits, LB) for j in range(C)]
+                    ys = [_widen(requantize(b_z[j], shift=lay.shift, out_bits=lay.out_bits, relu=True), LB)
+                          for j in range(C)]
                     with m.If(b_valid & (b_ch < lay.channels)):
                         m.d.comb += [w_addr[dst].eq(b_ch * ng + b_g), w_data[dst].eq(Cat(*ys)),
                                      w_en[dst].eq((1 << C) - 1)]
@@ -605,17 +601,8 @@ def _case(m, layer, li: int, n: int):
     return m.Else() if li == n - 1 else m.Elif(layer == li)
 
 
-def _select(lanes, idx):
-    """``lanes[idx]`` as an AND-OR tree (plain assigns; see mac_array on Icarus and comb switches)."""
-    out = Const(0, len(lanes[0]))
-    for n, v in enumerate(lanes):
-        out = out | Mux(idx == n, v, 0)
-    return out
 
 
-def _requant(z, shift: int, out_bits: int, width: int):
-    """``clamp((z + 2**(shift-1)) >> shift, 0, 2**out_bits - 1)`` (round half up, ReLU, saturate)."""
-    y = rnd(z, shift)
-    hi = (1 << out_bits) - 1
-    r = Mux(y < 0, 0, Mux(y > hi, hi, y[:out_bits]))
-    return Cat(r[:out_bits], Const(0, width - out_bits)) if width > out_bits else r[:out_bits]
+def _widen(r, width: int):
+    """An unsigned activation zero-extended to the activation memory's ``width`` bits."""
+    return Cat(r, Const(0, width - len(r))) if width > len(r) else r

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
-from amaranth import Mux
+from amaranth import Mux, Value
 from amaranth.lib import wiring
 
 __all__ = ["rnd", "sat", "pick", "Pipe", "mul_parts", "mul_terms", "mul_latency", "sum_levels",
@@ -43,6 +43,27 @@ def sat(v, bits: int):
         ok = top.all() | ~top.any()
         return Mux(ok, v[:bits].as_signed(), Mux(v[-1], lo, hi))
     return Mux(v > hi, hi, Mux(v < lo, lo, v))
+
+
+def requantize(v, *, shift: int, out_bits: int, relu: bool):
+    """The requantizer of docs/arith/mac.md: ``rnd(v, shift)``, then ReLU (clamp at 0) and
+    saturation into ``out_bits`` (unsigned with ``relu``, signed without); the Amaranth form of
+    ``l1bn.spec.reference.mac.requantize``.
+
+    Saturation inspects the dropped high bits instead of comparing: in range when they are all
+    copies of the kept sign bit (signed) or all zero (ReLU). Combinational; the value is
+    ``unsigned(out_bits)`` with ``relu`` and ``signed(out_bits)`` without.
+    """
+    y = Value.cast(rnd(v, shift)).as_signed()
+    ob = out_bits
+    neg = y[-1]
+    if relu:
+        fits = ~y[ob:].any()
+        return Mux(neg, 0, Mux(fits, y[:ob], (1 << ob) - 1))[:ob]
+    top = y[ob - 1:]
+    fits = ~top.any() | top.all()
+    lo, hi = -(1 << (ob - 1)), (1 << (ob - 1)) - 1
+    return Mux(fits, y[:ob].as_signed(), Mux(neg, lo, hi))[:ob].as_signed()
 
 
 def pick(sel, items):

@@ -25,7 +25,7 @@ import operator
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
-from l1bn.hw.arith import CheckedComponent
+from l1bn.hw.arith import CheckedComponent, requantize
 from l1bn.spec.config import MACConfig
 
 __all__ = ["MACArray", "in_layout", "out_layout", "PIPELINE_CYCLES", "tile_period", "stream_cycles"]
@@ -160,25 +160,8 @@ class MACArray(CheckedComponent):
         cfg = self.cfg
         if not cfg.requant:
             return acc
-        y = Signal(signed(cfg.acc_bits + 1), name=f"{name}_shift")
-        if cfg.shift:
-            # round half up, the project-wide rule (reference.core.rshift_round)
-            m.d.comb += y.eq((acc + (1 << (cfg.shift - 1))) >> cfg.shift)
-        else:
-            m.d.comb += y.eq(acc)
-        # saturation by inspecting the dropped high bits (no comparators): in range when they
-        # are all copies of the kept sign bit (signed) or all zero (relu, after clamping at 0)
         r = Signal(_rshape(cfg), name=f"{name}_sat")
-        ob = cfg.out_bits
-        neg = y[-1]
-        if cfg.relu:
-            fits = ~y[ob:].any()
-            m.d.comb += r.eq(Mux(neg, 0, Mux(fits, y[:ob], (1 << ob) - 1)))
-        else:
-            top = y[ob - 1:]
-            fits = ~top.any() | top.all()
-            lo, hi = -(1 << (ob - 1)), (1 << (ob - 1)) - 1
-            m.d.comb += r.eq(Mux(fits, y[:ob].as_signed(), Mux(neg, lo, hi)))
+        m.d.comb += r.eq(requantize(acc, shift=cfg.shift, out_bits=cfg.out_bits, relu=cfg.relu))
         return r
 
     def elaborate(self, platform):
