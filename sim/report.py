@@ -31,7 +31,8 @@ from l1bn.spec.norms import norm_names, norm_spec, resolve
 from .flow import FLOW_VERSION, Job, run_jobs, tool_versions
 
 __all__ = ["PNR_SEEDS", "REPORT_WIDTHS", "compare_forward", "forward_config", "backward_config", "build_report",
-           "write_report", "horowitz_add", "horowitz_mul", "analytic_energy"]
+           "write_report", "horowitz_add", "horowitz_mul", "analytic_energy", "NORMS", "BASELINE",
+           "BACKWARD_NORMS", "norms_for", "ratio_key", "compared", "ratio_label"]
 
 REPORT_WIDTHS = (4, 8, 16)
 #: every registered norm, in report order (l1bn.spec.norms); the ratios are to BASELINE
