@@ -52,8 +52,8 @@ def test_ports_and_harness_verilog():
     assert "module top(" in job.verilog.replace("module top (", "module top(")
     assert flow.Job("ecp5", Pipe(8, 2), name="x").key == job.key          # same design, same key
     assert flow.Job("ecp5", Pipe(8, 3), name="pipe").key != job.key
-    with pytest.raises(ValueError, match="kind='asic' is unknown"):
-        flow.Job("asic", Pipe(8, 2), name="x")
+    with pytest.raises(ValueError, match="kind='gds' is unknown"):
+        flow.Job("gds", Pipe(8, 2), name="x")
 
 
 def test_twice_the_design_reports_more_area(tmp_path):
