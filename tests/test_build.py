@@ -203,8 +203,8 @@ def test_l1bn_build_ulx3s_85f(tiny_export, tmp_path):
 def test_board_runner_with_real_accelerator(tiny_export):
     """ImageRunner + the network accelerator in Amaranth's simulator: every result's logits equal
     the integer reference's (LED 5 stays on) and the argmax LED bits are the reference argmax."""
-    from l1bn.hw import accelerator as acc
     from l1bn.cli.build import board_inputs
+    from l1bn.hw import accelerator as acc
     from l1bn.sw.export import load_export
 
     exported = load_export(tiny_export)
