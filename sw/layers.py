@@ -53,7 +53,7 @@ from torch import nn
 
 from . import bn_fast
 
-__all__ = ["L1_C", "IMPLS", "L1BatchNorm", "L1BatchNorm1d", "L1BatchNorm2d", "l1bn_forward_plain",
+__all__ = ["L1_C", "IMPLS", "BatchNormBase", "L1BatchNorm", "L1BatchNorm1d", "L1BatchNorm2d", "l1bn_forward_plain",
            "l2bn_forward_plain", "l1_batch_norm"]
 
 #: sqrt(pi/2), the contract's float64 (``l1bn.spec.intmath.C_SQRT_PI_2``; the C++ kernels get the same)
@@ -226,28 +226,17 @@ def l2bn_forward_plain(x, weight=None, bias=None, eps: float = 1e-5):
 
 # ---------------------------------------------------------------- modules
 
-class L1BatchNorm(nn.Module):
-    """Base class of the L1BN layers; same constructor as ``nn.BatchNorm*d``.
-
-    Parameters
-    ----------
-    num_features : int
-        Channels ``C``.
-    eps : float
-        Added to ``c * s`` (after the sqrt(pi/2) scaling): ``sigma = c * s + eps``. Must be > 0.
-    momentum : float or None
-        Running-statistics update factor in [0, 1] (PyTorch convention), or None for a cumulative
-        average.
-    affine : bool
-        Learnable ``weight`` (gamma, init 1) and ``bias`` (beta, init 0).
-    track_running_stats : bool
-        Keep ``running_mean``/``running_s`` and use them in eval mode; if False, batch statistics
-        are used in both modes.
-    impl : str
-        ``"auto"`` (default), ``"ext"``, ``"compile"`` or ``"eager"`` (see the module docstring).
+class BatchNormBase(nn.Module):
+    """What every BN layer of l1bn shares (L1 here, range in :mod:`l1bn.sw.range_bn`): the
+    constructor of ``nn.BatchNorm*d`` with checked arguments, ``weight``/``bias``, the running
+    statistics (``running_mean`` and the norm's own dispersion buffer ``_stat``, initialized to
+    ``_stat_init``, float32 at least), ``reset_running_stats``, ``extra_repr`` and the input checks.
+    Subclasses set ``norm``, ``_stat``, ``_stat_init`` and ``_ranks``.
     """
 
-    norm = "l1"
+    norm = ""
+    _stat = ""
+    _stat_init = 1.0
     _ranks: tuple[int, ...] = ()
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
@@ -275,22 +264,26 @@ class L1BatchNorm(nn.Module):
             # statistics are kept in float32 at least (bf16 running sums drift)
             sk = {"device": device, "dtype": _compute_dtype(dtype or torch.get_default_dtype())}
             self.register_buffer("running_mean", torch.zeros(num_features, **sk))
-            self.register_buffer("running_s", torch.full((num_features,), 1.0 / L1_C, **sk))
+            self.register_buffer(self._stat, torch.full((num_features,), self._stat_init, **sk))
             self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
         else:
             self.register_buffer("running_mean", None)
-            self.register_buffer("running_s", None)
+            self.register_buffer(self._stat, None)
             self.register_buffer("num_batches_tracked", None)
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
             self.running_mean.zero_()
-            self.running_s.fill_(1.0 / L1_C)  # sigma = 1 (+ eps), like running_var = 1
+            getattr(self, self._stat).fill_(self._stat_init)
             self.num_batches_tracked.zero_()
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"track_running_stats={self.track_running_stats}")
+
+    def __setstate__(self, state):  # modules pickled before impl= existed
+        state.setdefault("impl", "auto")
+        super().__setstate__(state)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not torch.is_tensor(x):
@@ -304,6 +297,32 @@ class L1BatchNorm(nn.Module):
                              f"(input shape {tuple(x.shape)})")
         if not x.dtype.is_floating_point:
             raise ValueError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
+
+
+class L1BatchNorm(BatchNormBase):
+    """Base class of the L1BN layers; same constructor as ``nn.BatchNorm*d``.
+
+    Parameters
+    ----------
+    num_features : int
+        Channels ``C``.
+    eps : float
+        Added to ``c * s`` (after the sqrt(pi/2) scaling): ``sigma = c * s + eps``. Must be > 0.
+    momentum : float or None
+        Running-statistics update factor in [0, 1] (PyTorch convention), or None for a cumulative
+        average.
+    affine : bool
+        Learnable ``weight`` (gamma, init 1) and ``bias`` (beta, init 0).
+    track_running_stats : bool
+        Keep ``running_mean``/``running_s`` and use them in eval mode; if False, batch statistics
+        are used in both modes.
+    impl : str
+        ``"auto"`` (default), ``"ext"``, ``"compile"`` or ``"eager"`` (see the module docstring).
+    """
+
+    norm = "l1"
+    _stat = "running_s"
+    _stat_init = 1.0 / L1_C   # sigma = 1 (+ eps), like running_var = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)

@@ -33,21 +33,14 @@ range is NaN/Inf leaves the running statistics as they were (every path).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from l1bn.spec.intmath import range_scale
-from torch import nn
 
 from . import bn_fast
-from .layers import IMPLS, _resolve_impl
+from .layers import BatchNormBase, _compute_dtype, _resolve_impl
 
 __all__ = ["RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d", "range_bn_forward_plain",
            "range_batch_norm"]
-
-
-def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def range_bn_forward_plain(x, weight=None, bias=None, eps: float = 1e-5):
@@ -55,7 +48,7 @@ def range_bn_forward_plain(x, weight=None, bias=None, eps: float = 1e-5):
     dims = (0, *range(2, x.dim()))
     shape = [1, -1] + [1] * (x.dim() - 2)
     n = x.numel() // x.shape[1]
-    xs = x.to(_stat_dtype(x.dtype))
+    xs = x.to(_compute_dtype(x.dtype))
     mu = xs.mean(dims, keepdim=True)
     rs = (xs.amax(dims, keepdim=True) - xs.amin(dims, keepdim=True)) * range_scale(n)
     y = (xs - mu) / (rs + eps)
@@ -114,7 +107,7 @@ def range_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.T
     return _plain(impl)(x, weight, bias, eps)
 
 
-class RangeBatchNorm(nn.Module):
+class RangeBatchNorm(BatchNormBase):
     """Base class of the range-BN layers; the constructor and buffers of ``nn.BatchNorm*d``,
     with ``running_sigma`` (initialized to 1) in place of ``running_var``.
 
@@ -135,71 +128,14 @@ class RangeBatchNorm(nn.Module):
     """
 
     norm = "range"
-    _ranks: tuple[int, ...] = ()
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
-                 *, impl: str = "auto"):
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features={num_features!r} must be an integer >= 1")
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-            raise ValueError(f"eps={eps!r} must be a finite number > 0")
-        if momentum is not None and not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
-            raise ValueError(f"momentum={momentum!r} must be in 0..1 or None")
-        if impl not in IMPLS:
-            raise ValueError(f"impl={impl!r} must be one of {', '.join(IMPLS)}")
-        super().__init__()
-        self.impl = impl
-        fk = {"device": device, "dtype": dtype}
-        self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features, **fk))
-            self.bias = nn.Parameter(torch.zeros(num_features, **fk))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            sk = {"device": device, "dtype": _stat_dtype(dtype or torch.get_default_dtype())}
-            self.register_buffer("running_mean", torch.zeros(num_features, **sk))
-            self.register_buffer("running_sigma", torch.ones(num_features, **sk))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_sigma", None)
-            self.register_buffer("num_batches_tracked", None)
-
-    def reset_running_stats(self) -> None:
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_sigma.fill_(1.0)
-            self.num_batches_tracked.zero_()
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
-
-    def __setstate__(self, state):  # modules pickled before impl= existed
-        state.setdefault("impl", "auto")
-        super().__setstate__(state)
-
-    def _check_input(self, x) -> None:
-        if not torch.is_tensor(x):
-            raise ValueError(f"{type(self).__name__} expects a tensor, got {type(x).__name__}")
-        if x.dim() not in self._ranks:
-            raise ValueError(f"{type(self).__name__} expects a {' or '.join(f'{r}D' for r in self._ranks)} "
-                             f"input, got {x.dim()}D shape {tuple(x.shape)}")
-        if x.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}({self.num_features}) got {x.shape[1]} channels "
-                             f"(input shape {tuple(x.shape)})")
-        if not x.dtype.is_floating_point:
-            raise ValueError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
+    _stat = "running_sigma"
+    _stat_init = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         shape = [1, -1] + [1] * (x.dim() - 2)
         if not (self.training or not self.track_running_stats):
-            ct = _stat_dtype(x.dtype)
+            ct = _compute_dtype(x.dtype)
             sigma = self.running_sigma.to(ct) + self.eps
             y = (x.to(ct) - self.running_mean.to(ct).view(shape)) / sigma.view(shape)
             if self.affine:
