@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["report", "parse_widths"]
+__all__ = ["report", "parse_widths", "parse_seeds"]
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
@@ -24,6 +24,24 @@ def parse_widths(text: str) -> tuple[int, ...]:
     return ws
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"1,2,3"`` -> (1, 2, 3): the nextpnr seeds, distinct integers 1..2**31-1, at most 16."""
+    try:
+        seeds = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ValueError(f"seeds={text!r} must be comma-separated integers, e.g. 1,2,3") from None
+    if not seeds:
+        raise ValueError(f"seeds={text!r} is empty; give e.g. 1,2,3")
+    if len(seeds) > 16:
+        raise ValueError(f"seeds={text!r} has {len(seeds)} seeds; at most 16")
+    for s in seeds:
+        if not 1 <= s <= 2**31 - 1:
+            raise ValueError(f"seed={s} is out of range; allowed 1..2147483647")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={text!r} repeats a seed")
+    return seeds
+
+
 @click.command("report")
 @click.option("--widths", default="4,8,16", show_default=True, help="Bit widths to compare (3..16).")
 @click.option("--n", "n", type=int, default=64, show_default=True, help="Elements per channel per batch (8..1024).")
@@ -31,6 +49,9 @@ def parse_widths(text: str) -> tuple[int, ...]:
               help="Elements per cycle of the forward units (1..8, divides n; backward units use 1).")
 @click.option("--channels", type=int, default=4, show_default=True, help="Channels per batch (1..16).")
 @click.option("--no-pnr", is_flag=True, help="Skip place and route (no Fmax, no latency in ns).")
+@click.option("--seeds", default="1,2,3", show_default=True,
+              help="nextpnr seeds, comma-separated: each ECP5 design is placed and routed once per seed and "
+                   "Fmax is the median (the lower one for an even count). Not used by --no-pnr or --target asic.")
 @click.option("--no-stages", is_flag=True, help="Skip the stage-by-stage syntheses.")
 @click.option("--no-backward", is_flag=True, help="Skip the backward units.")
 @click.option("--jobs", type=int, default=None, help="Worker processes (default: all cores).")
@@ -40,7 +61,7 @@ def parse_widths(text: str) -> tuple[int, ...]:
               help="fpga: ECP5 + generic gates; asic: NanGate45 cells, OpenSTA, pJ (l1bn.sim.asic); both.")
 @click.option("--out", "out", type=str, required=True,
               help="Output folder (reused: a rerun, or a second report at the same time, is safe).")
-def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out, target, scheduler):
+def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jobs, out, target, scheduler):
     """Area, Fmax, latency and energy: L1-BN and range BN against L2-BN.
 
     Synthesizes (ECP5 and generic CMOS gates), places and routes (ECP5), and simulates the gate
@@ -57,6 +78,7 @@ def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out
     from rich.console import Console
 
     ws = parse_widths(widths)
+    pnr_seeds = parse_seeds(seeds)
     check_int("n", n, 8, 1024)
     check_int("lanes", lanes, 1, 8)
     if n % lanes:
@@ -101,7 +123,7 @@ def report(widths, n, lanes, channels, no_pnr, no_stages, no_backward, jobs, out
     else:
         rep, run = build_report(widths=ws, n=n, lanes=lanes, channels=channels, pnr=not no_pnr,
                                 jobs=jobs or os.cpu_count(), workdir=outp / "flow", console=console,
-                                backward=not no_backward, stages=not no_stages)
+                                backward=not no_backward, stages=not no_stages, seeds=pnr_seeds)
     if target == "both":
         rep["asic"], arun = build_asic_report(widths=ws, n=n, lanes=lanes, channels=channels,
                                               jobs=jobs or os.cpu_count(), workdir=outp / "flow", console=console,

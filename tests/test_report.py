@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from l1bn.cli.report import parse_widths
+from l1bn.cli.report import parse_seeds, parse_widths
 from l1bn.sim.report import (
     BACKWARD_NORMS,
     NORMS,
@@ -65,8 +65,48 @@ def test_parse_widths():
             parse_widths(bad)
 
 
+def test_parse_seeds():
+    assert parse_seeds("1,2,3") == (1, 2, 3)
+    assert parse_seeds("7") == (7,)
+    assert parse_seeds("5, 1,") == (5, 1)
+    for bad, msg in [("1,x", "comma-separated"), ("", "empty"), (",", "empty"), ("0", "seed=0 is out of range"),
+                     ("2147483648", "seed=2147483648 is out of range"), ("-1", "seed=-1 is out of range"),
+                     ("1,2,1", "repeats"), (",".join(map(str, range(1, 18))), "at most 16")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_seeds(bad)
+
+
+def test_cli_seeds_reach_the_library(tmp_path, monkeypatch):
+    """``--seeds 4,9`` is passed to ``build_report`` as (4, 9); the default is (1, 2, 3)."""
+    import l1bn.sim.report as sr
+    from l1bn.cli.main import main
+
+    seen = []
+
+    def fake_build_report(**kw):
+        seen.append(kw["seeds"])
+        return {}, {"seconds": 0.0, "cached": 0, "steps": 0}
+
+    def fake_write_report(rep, out):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text("fake\n")
+        return {"json": out / "report.json", "md": out / "report.md", "png": []}
+
+    monkeypatch.setenv("L1BN_BUILD_DIR", str(tmp_path / "build"))
+    monkeypatch.setattr(sr, "build_report", fake_build_report)
+    monkeypatch.setattr(sr, "write_report", fake_write_report)
+    for extra, want in [(["--seeds", "4,9"], (4, 9)), ([], sr.PNR_SEEDS)]:
+        main(["report", "--widths", "4", "--n", "8", "--channels", "1", "--jobs", "1", *extra,
+              "--out", str(tmp_path / "r")])
+        assert seen[-1] == want
+    assert sr.PNR_SEEDS == (1, 2, 3)
+
+
 @pytest.mark.parametrize("args, msg", [
     (["--widths", "4,40"], "error: width=40 is out of range; allowed 3..16"),
+    (["--seeds", "1,x"], "error: seeds='1,x' must be comma-separated integers, e.g. 1,2,3"),
+    (["--seeds", "0,1"], "error: seed=0 is out of range; allowed 1..2147483647"),
+    (["--seeds", "2,2"], "error: seeds='2,2' repeats a seed"),
     (["--n", "4"], "error: n=4 is out of range; allowed 8..1024"),
     (["--n", "24", "--lanes", "5"], "error: lanes=5 must divide n=24"),
     (["--channels", "0"], "error: channels=0 is out of range; allowed 1..16"),
