@@ -103,8 +103,10 @@ def _sigma_round(cfg) -> int:
     return 1 << (cfg.c_bits - 1)
 
 
-#: Norms whose sigma is a constant multiply of s (the others take a square root).
-_CONST_SIGMA = ("l1", "range")
+def _const_sigma(cfg) -> bool:
+    """True when the norm's sigma is a constant multiply of s (registry ``sigma_kind == "const"``:
+    L1, range); False for a square root (``"sqrt"``: L2)."""
+    return cfg.norm_spec.sigma_kind == "const"
 
 
 def _sigma_const(cfg) -> int:
@@ -141,7 +143,7 @@ def recip_cycles(cfg: BNConfig) -> int:
     each) and one cycle ``+ eps``; then ``recip_bits + 1`` divider cycles (one quotient bit each).
     """
     sc = stage_cycles(cfg)
-    mid = 1 + sc["sigma"] if cfg.norm in _CONST_SIGMA else _sqrt_steps(cfg) + 1
+    mid = 1 + sc["sigma"] if _const_sigma(cfg) else _sqrt_steps(cfg) + 1
     return 2 + sc["s"] + mid + cfg.recip_bits + 1
 
 
@@ -445,7 +447,7 @@ class RecipStage(wiring.Component):
         ge = ~diff[-1]
         nq = (q << 1) | ge                                   # R + 1 steps shift every old bit out
         m.d.sync += [rem.eq(Mux(ge, diff[:cfg.sigma_bits + 1], cur)), q.eq(nq)]
-        if cfg.norm in _CONST_SIGMA:
+        if _const_sigma(cfg):
             sig_new = pipe.mul(self.s, _sigma_const(cfg), "sig", add=_sigma_round(cfg))
         else:
             k = _sqrt_steps(cfg)
@@ -475,13 +477,13 @@ class RecipStage(wiring.Component):
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
                     m.d.sync += self.s.eq(s_new)
-                    if cfg.norm in _CONST_SIGMA:
+                    if _const_sigma(cfg):
                         m.d.sync += wait.eq(sc["sigma"])
                         m.next = "SIGMA"
                     else:
                         m.d.sync += [sq_load.eq(1), cnt.eq(k - 1)]
                         m.next = "SQRT"
-            if cfg.norm in _CONST_SIGMA:
+            if _const_sigma(cfg):
                 with m.State("SIGMA"):
                     m.d.sync += wait.eq(wait - 1)
                     with m.If(wait == 0):

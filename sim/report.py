@@ -40,9 +40,6 @@ NORMS = norm_names()
 BASELINE = "l2"
 #: the norms with a backward unit (registry ``hw_backward`` not empty)
 BACKWARD_NORMS = tuple(nm for nm in NORMS if norm_spec(nm).hw_backward)
-#: sigma = isqrt(s) for these norms; every other one multiplies s by a generation-time constant
-#: (L1: sqrt(pi/2), range: C(n)), as hw.bn_unit's RecipStage does
-SQRT_SIGMA = ("l2",)
 STAGES = ("stats", "disp", "recip", "normalize")
 STAGE_TITLES = {"stats": "statistics", "disp": "dispersion", "recip": "reciprocal/sqrt",
                 "normalize": "normalize", "top": "buffers + control"}
@@ -196,7 +193,7 @@ def analytic_energy(kind: str, cfg) -> dict:
         per_ch = horowitz_mul(b.sum_bits + b.frac, 24)                      # mean = sum / n
         if spec.disp_sum_bits(b) != spec.disp_bits(b):                       # s = D / n (range: s = D)
             per_ch += horowitz_mul(b.disp_sum_bits, 24)
-        if b.norm in SQRT_SIGMA:
+        if spec.sigma_kind == "sqrt":       # the registry's sigma rule, as RecipStage builds it
             per_ch += ((b.disp_bits + 1) // 2) * 2 * horowitz_add(b.disp_bits)   # restoring sqrt
         else:
             per_ch += horowitz_mul(b.disp_bits, b.c_bits) + horowitz_add(b.sigma_bits)   # s * C, + eps

@@ -24,7 +24,12 @@ import numpy as np
 
 from .intmath import C_SQRT_PI_2, c_const, isqrt_int, range_const, rnd_int
 
-__all__ = ["NormSpec", "NORMS", "norm_spec", "norm_names", "isqrt_array", "div_round_array"]
+__all__ = ["NormSpec", "NORMS", "SIGMA_KINDS", "norm_spec", "norm_names", "isqrt_array", "div_round_array"]
+
+#: How a norm turns the dispersion mean ``s`` into sigma, and so which hardware the reciprocal
+#: stage builds: ``"const"`` = ``rnd(s * K, c_bits)``, one constant multiply by a generation-time
+#: constant K (L1: sqrt(pi/2), range: C(n)); ``"sqrt"`` = ``isqrt(s)``, a restoring square root.
+SIGMA_KINDS = ("const", "sqrt")
 
 
 def div_round_array(v: np.ndarray, n: int) -> np.ndarray:
@@ -73,6 +78,10 @@ class NormSpec:
         ``g(s)`` on an array of per-channel means, in exact Python integers (object array).
     widths : callable(cfg) -> dict
         Signed bits of this norm's own intermediates (the shared ones are in ``BNConfig.widths``).
+    sigma_kind : str
+        One of :data:`SIGMA_KINDS`: ``"const"`` when ``g(s)`` is a constant multiply (L1, range),
+        ``"sqrt"`` when it is a square root (L2). The forward unit's ``RecipStage`` and the
+        report's energy model choose their datapath by it.
     float_sigma : callable(disp, eps) -> ndarray
         Inference sigma (float64) from the running dispersion the torch layer keeps: the mean
         absolute deviation for L1 (``sqrt(pi/2) * disp + eps``), the variance for L2
@@ -93,12 +102,18 @@ class NormSpec:
     dispersion: Callable
     sigma_core: Callable
     widths: Callable
+    sigma_kind: str
     float_sigma: Callable = None
     ops: tuple = field(default=())
     hw_unit: str = ""
     hw_backward: str = ""
     layer1d: str = ""
     layer2d: str = ""
+
+    def __post_init__(self):
+        if self.sigma_kind not in SIGMA_KINDS:
+            raise ValueError(f"sigma_kind={self.sigma_kind!r} of norm {self.name!r} is not allowed; "
+                             f"choose one of {', '.join(map(repr, SIGMA_KINDS))}")
 
 
 # --- L1: mean absolute deviation, sigma = sqrt(pi/2) * s ------------------------------------------
@@ -122,6 +137,7 @@ L1 = NormSpec(
     dispersion=lambda d, n: _mean_of(np.abs(d).sum(1), n),
     sigma_core=_l1_sigma_core,
     widths=_l1_widths,
+    sigma_kind="const",
     float_sigma=lambda disp, eps: C_SQRT_PI_2 * disp + eps,
     ops=(("|d|", "add", lambda cfg: cfg.dev_bits),
          ("sum |d|", "add", lambda cfg: cfg.disp_sum_bits)),
@@ -145,6 +161,7 @@ L2 = NormSpec(
     sigma_core=lambda s, cfg: np.array([isqrt_int(int(v)) for v in np.ravel(s)],
                                        dtype=object).reshape(np.shape(s)),
     widths=_l2_widths,
+    sigma_kind="sqrt",
     float_sigma=lambda disp, eps: np.sqrt(disp + eps),
     ops=(("d*d", "mul", lambda cfg: cfg.dev_bits),
          ("sum d*d", "add", lambda cfg: cfg.disp_sum_bits)),
@@ -177,6 +194,7 @@ RANGE = NormSpec(
     dispersion=_range_dispersion,
     sigma_core=_range_sigma_core,
     widths=lambda cfg: {},
+    sigma_kind="const",
     float_sigma=lambda disp, eps: disp + eps,       # the layer keeps C(n) * range as its statistic
     ops=(("max(d)", "cmp", lambda cfg: cfg.dev_bits),
          ("min(d)", "cmp", lambda cfg: cfg.dev_bits)),
