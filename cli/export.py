@@ -8,18 +8,31 @@ from pathlib import Path
 
 import click
 
-__all__ = ["export", "infer", "infer_export"]
+__all__ = ["export", "export_folder_options", "infer", "infer_export"]
+
+
+def export_folder_options(out_help: str):
+    """Decorator: the options of the commands that write an export folder (``l1bn export``,
+    ``l1bn import``): ``--out`` (described by ``out_help``), ``--rows``, ``--mult-bits``, ``--force``."""
+    opts = [
+        click.option("--out", "out_dir", required=True, type=str, help=out_help),
+        click.option("--rows", default=4, show_default=True,
+                     help="Height of the MAC array the weight .hex words are packed for (1..64)."),
+        click.option("--mult-bits", default=16, show_default=True,
+                     help="Signed width of the folded-BN per-channel multipliers (2..32)."),
+        click.option("--force", is_flag=True, help="Replace an existing export folder."),
+    ]
+
+    def deco(f):
+        for opt in reversed(opts):   # click lists the options in decorator order, top first
+            f = opt(f)
+        return f
+    return deco
 
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=str,
-              help="Export folder to create (manifest.json, .npy, .hex).")
-@click.option("--rows", default=4, show_default=True,
-              help="Height of the MAC array the weight .hex words are packed for (1..64).")
-@click.option("--mult-bits", default=16, show_default=True,
-              help="Signed width of the folded-BN per-channel multipliers (2..32).")
-@click.option("--force", is_flag=True, help="Replace an existing export folder.")
+@export_folder_options("Export folder to create (manifest.json, .npy, .hex).")
 @click.option("--format", "fmt", type=click.Choice(["l1bn", "qonnx"]), default="l1bn", show_default=True,
               help="l1bn: export folder for the hardware; qonnx: one QONNX .onnx file (docs/interop.md).")
 def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool, fmt: str = "l1bn"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from l1bn.cli.export import export_folder_options
 
 __all__ = ["import_", "export_qonnx_cli"]
 
@@ -58,15 +59,9 @@ def export_qonnx_cli(run_dir: Path, out_path: Path, *, mult_bits: int, force: bo
 
 @click.command("import")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=str,
-              help="Export folder to create (manifest.json, .npy, .hex), as `l1bn export` writes it.")
-@click.option("--rows", default=4, show_default=True,
-              help="Height of the MAC array the weight .hex words are packed for (1..64).")
-@click.option("--mult-bits", default=16, show_default=True,
-              help="Signed width of the folded-BN per-channel multipliers (2..32).")
+@export_folder_options("Export folder to create (manifest.json, .npy, .hex), as `l1bn export` writes it.")
 @click.option("--no-check", is_flag=True,
               help="Skip running the QONNX model with qonnx's executor on the digits test split.")
-@click.option("--force", is_flag=True, help="Replace an existing export folder.")
 def import_(model: Path, out_dir: Path, rows: int, mult_bits: int, no_check: bool, force: bool):
     """Import a QONNX model (Brevitas, FINN) as an l1bn export for the hardware flow.
 
