@@ -510,17 +510,9 @@ def cell_models(names) -> str:
 def _vectors_tb(port_list, layout, stim_width: int, nvec: int, period: int = 10) -> str:
     """Testbench of "vectors" mode: vector k on the inputs from k*period; the outputs it settled
     to are written to ``out.txt`` (one line per vector, output ports in port order, hex)."""
-    conns, decl, outs = [], [], []
-    for name, d, bits in port_list:
-        if d == "out":
-            decl.append(f"  wire [{bits - 1}:0] out_{len(outs)};")
-            conns.append(f".{name}(out_{len(outs)})")
-            outs.append(f"out_{len(outs)}")
-        elif name in layout:
-            lo = layout[name]
-            conns.append(f".{name}(cur[{lo + bits - 1}:{lo}])")
-        else:
-            conns.append(f".{name}({bits}'d0)")
+    from .flow import tb_connections
+
+    conns, decl, outs = tb_connections(port_list, layout, out_name=lambda i, _: f"out_{i}")
     fmt = " ".join(["%h"] * len(outs))
     show = f'$fdisplay(fo, "{fmt}", {", ".join(outs)});' if outs else ""
     return f"""`timescale 1ns/1ps
@@ -546,20 +538,6 @@ endmodule
 """
 
 
-def _write_stim(wd: Path, beats, widths) -> tuple[dict, int]:
-    layout, pos = {}, 0
-    for k in sorted({k for b in beats for k in b}):
-        layout[k] = pos
-        pos += widths[k]
-    with open(wd / "stim.hex", "w") as f:
-        for b in beats:
-            v = 0
-            for k, val in b.items():
-                v |= (int(val) & ((1 << widths[k]) - 1)) << layout[k]
-            f.write(f"{v:x}\n")
-    return layout, max(pos, 1)
-
-
 def simulate(wd: Path, netlist: dict, *, mode: str, beats, main="i", out="o", expect_out=None,
              max_cycles=None) -> dict:
     """Simulate ``wd/netlist.v``; per-net transition counts {bit id: count} and the cycle facts.
@@ -568,7 +546,7 @@ def simulate(wd: Path, netlist: dict, *, mode: str, beats, main="i", out="o", ex
     ``expect_out`` beats on ``out``), clocked at 10 ns; "vectors": one input vector per 10 ns
     (combinational designs), no clock.
     """
-    from .flow import _tb_verilog, _vcd_toggles
+    from .flow import _tb_verilog, _vcd_toggles, run_tb, write_stim
     from .tools import require_iverilog
 
     require_iverilog()
@@ -577,7 +555,7 @@ def simulate(wd: Path, netlist: dict, *, mode: str, beats, main="i", out="o", ex
     top = netlist["modules"]["top"]
     port_list = [(k, "in" if p["direction"] == "input" else "out", len(p["bits"])) for k, p in top["ports"].items()]
     widths = {n: b for n, _d, b in port_list}
-    layout, sw = _write_stim(sim, beats, widths)
+    layout, sw = write_stim(sim, beats, widths)
     if mode == "stream":
         tb = _tb_verilog(port_list, main, len(beats), sw, layout, expect_out, out,
                          max_cycles or 10 * len(beats) + 10000)
@@ -593,13 +571,7 @@ def simulate(wd: Path, netlist: dict, *, mode: str, beats, main="i", out="o", ex
     types = {c["type"] for c in top["cells"].values()}
     (sim / "cells.v").write_text(cell_models(types))
     t0 = time.perf_counter()
-    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "-s", "tb", "tb.v", "netlist.v", "cells.v"], cwd=sim,
-                   check=True, capture_output=True, text=True)
-    r = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=sim, check=True, capture_output=True, text=True)
-    m = re.search(r"RESULT first=(-?\d+) last=(-?\d+) nin=(\d+) nout=(\d+) cycles=(\d+)", r.stdout)
-    if not m:
-        raise RuntimeError(f"gate-level simulation printed no result in {sim}: {r.stdout[-500:]}")
-    first, last, nin, nout, cycles = map(int, m.groups())
+    first, last, nin, nout, cycles = run_tb(sim, ["tb.v", "netlist.v", "cells.v"])
     if mode == "stream" and nout != expect_out:
         raise RuntimeError(f"gate-level simulation: {nout} of {expect_out} output beats in {cycles} cycles ({sim})")
     t1 = time.perf_counter()

@@ -283,27 +283,43 @@ def pnr_ecp5_json(workdir: Path, *, lut: int, dsp: int, bram: int, freq_mhz: flo
 # ---------------------------------------------------------------------------------------------
 # gate-level energy
 
+def tb_connections(port_list, layout, *, fixed=None, out_name=None) -> tuple[list, list, list]:
+    """Port connections of the design ``dut`` inside a generated Verilog testbench.
+
+    Input port ``name`` is driven by ``fixed[name]`` when given, else by its bits of the stimulus
+    register ``cur`` (``layout[name]`` = its lowest bit), else by 0. Each output drives a wire named
+    ``out_name(i, name)`` (default: the port's name; ``i`` counts the outputs).
+
+    Returns ``(conns, decl, outs)``: the ``.port(expr)`` items, the output wire declarations and
+    the output wire names in port order.
+    """
+    fixed = fixed or {}
+    conns, decl, outs = [], [], []
+    for name, d, bits in port_list:
+        if name in fixed:
+            expr = fixed[name]
+        elif d == "out":
+            expr = out_name(len(outs), name) if out_name else name
+            decl.append(f"  wire [{bits - 1}:0] {expr};")
+            outs.append(expr)
+        elif name in layout:
+            lo = layout[name]
+            expr = f"cur[{lo + bits - 1}:{lo}]"
+        else:
+            expr = f"{bits}'d0"
+        conns.append(f".{name}({expr})")
+    return conns, decl, outs
+
+
 def _tb_verilog(port_list, main: str, nbeats: int, stim_width: int, layout, expect_out: int,
                 out: str, max_cycles: int) -> str:
     """A plain Verilog testbench: beat ``p`` of ``stim.hex`` drives every input until ``main``
     accepts it; every output stream is always ready; ends after ``expect_out`` beats on ``out``."""
-    conns = []
-    decl = []
-    for name, d, bits in port_list:
-        if name in ("clk", "rst"):
-            conns.append(f".{name}({name})")
-        elif d == "out":
-            decl.append(f"  wire [{bits - 1}:0] {name};")
-            conns.append(f".{name}({name})")
-        elif name == f"{main}__valid":
-            conns.append(f".{name}(in_valid)")
-        elif name.endswith("__ready") or name.endswith("__valid"):
-            conns.append(f".{name}(1'b1)")
-        elif name in layout:
-            lo = layout[name]
-            conns.append(f".{name}(cur[{lo + bits - 1}:{lo}])")
-        else:
-            conns.append(f".{name}({bits}'d0)")
+    fixed = {"clk": "clk", "rst": "rst"}
+    for name, d, _ in port_list:   # the main input's valid is the testbench's; other handshakes always on
+        if d != "out" and name not in fixed and (name.endswith("__ready") or name.endswith("__valid")):
+            fixed[name] = "in_valid" if name == f"{main}__valid" else "1'b1"
+    conns, decl, _ = tb_connections(port_list, layout, fixed=fixed)
     return f"""`timescale 1ns/1ps
 module tb;
   reg clk = 0, rst = 1;
@@ -432,24 +448,41 @@ def _vcd_toggles(path: Path) -> dict:
     return counts
 
 
-def gate_energy_run(gate_dir: Path, workdir: Path, *, port_list, main: str, out: str, beats: list[dict],
-                    expect_out: int, max_cycles: int) -> dict:
-    """Simulate the gate netlist of ``gate_dir`` on ``beats``; weighted toggles, per stage."""
-    require_iverilog()
-    workdir.mkdir(parents=True, exist_ok=True)
+def write_stim(workdir: Path, beats: list[dict], widths: dict) -> tuple[dict, int]:
+    """Write ``workdir/stim.hex``, one hex word per beat: the beat's ports packed LSB first in
+    name order, each ``widths[port]`` bits. Returns ``(layout, width)``: each port's lowest bit
+    and the word width (at least 1)."""
     layout, pos = {}, 0
-    widths = {n: b for n, d, b in port_list}
-    names = sorted({k for beat in beats for k in beat})
-    for k in names:
+    for k in sorted({k for beat in beats for k in beat}):
         layout[k] = pos
         pos += widths[k]
-    stim_width = max(pos, 1)
     with open(workdir / "stim.hex", "w") as f:
         for beat in beats:
             v = 0
             for k, val in beat.items():
                 v |= (int(val) & ((1 << widths[k]) - 1)) << layout[k]
             f.write(f"{v:x}\n")
+    return layout, max(pos, 1)
+
+
+def run_tb(workdir: Path, sources: list[str]) -> tuple[int, int, int, int, int]:
+    """Compile ``sources`` (testbench module ``tb`` first) with Icarus in ``workdir`` and run it;
+    the ``RESULT`` line it prints: ``(first, last, nin, nout, cycles)``."""
+    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "-s", "tb", *sources], cwd=workdir,
+                   check=True, capture_output=True, text=True)
+    r = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=workdir, check=True, capture_output=True, text=True)
+    m = re.search(r"RESULT first=(-?\d+) last=(-?\d+) nin=(\d+) nout=(\d+) cycles=(\d+)", r.stdout)
+    if not m:
+        raise RuntimeError(f"gate-level simulation printed no result in {workdir}: {r.stdout[-500:]}")
+    return tuple(map(int, m.groups()))
+
+
+def gate_energy_run(gate_dir: Path, workdir: Path, *, port_list, main: str, out: str, beats: list[dict],
+                    expect_out: int, max_cycles: int) -> dict:
+    """Simulate the gate netlist of ``gate_dir`` on ``beats``; weighted toggles, per stage."""
+    require_iverilog()
+    workdir.mkdir(parents=True, exist_ok=True)
+    layout, stim_width = write_stim(workdir, beats, {n: b for n, d, b in port_list})
     gates = json.loads((gate_dir / "gates.json").read_text())
     top = {k.lstrip("\\"): v for k, v in gates["modules"].items()}["top"]
     # the netlist's own ports: clk and rst are not in the signature
@@ -458,13 +491,7 @@ def gate_energy_run(gate_dir: Path, workdir: Path, *, port_list, main: str, out:
                                               out, max_cycles))
     shutil.copy(gate_dir / "gates.v", workdir / "gates.v")
     t0 = time.perf_counter()
-    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "-s", "tb", "tb.v", "gates.v"], cwd=workdir,
-                   check=True, capture_output=True, text=True)
-    r = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=workdir, check=True, capture_output=True, text=True)
-    m = re.search(r"RESULT first=(-?\d+) last=(-?\d+) nin=(\d+) nout=(\d+) cycles=(\d+)", r.stdout)
-    if not m:
-        raise RuntimeError(f"gate-level simulation printed no result in {workdir}: {r.stdout[-500:]}")
-    first, lastc, nin, nout, cycles = map(int, m.groups())
+    first, lastc, nin, nout, cycles = run_tb(workdir, ["tb.v", "gates.v"])
     if nout != expect_out:
         raise RuntimeError(f"gate-level simulation: {nout} of {expect_out} output beats in {cycles} cycles "
                            f"({workdir})")
