@@ -8,38 +8,33 @@ import click
 __all__ = ["report", "parse_widths", "parse_seeds"]
 
 
-def parse_widths(text: str) -> tuple[int, ...]:
-    """``"4,8,16"`` -> (4, 8, 16); each width 2..16, no repeats."""
+def _int_list(text: str, name: str, lo: int, hi: int, example: str, most: int | None = None) -> tuple[int, ...]:
+    """``"a,b,c"`` -> (a, b, c): distinct integers ``lo..hi`` (at most ``most`` of them); each error
+    names the option (``{name}s``) or the value (``{name}``)."""
     try:
-        ws = tuple(int(t) for t in text.split(",") if t.strip())
+        vals = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise ValueError(f"widths={text!r} must be comma-separated integers, e.g. 4,8,16") from None
-    if not ws:
-        raise ValueError(f"widths={text!r} is empty; give e.g. 4,8,16")
-    for w in ws:
-        if not 3 <= w <= 16:
-            raise ValueError(f"width={w} is out of range; allowed 3..16")
-    if len(set(ws)) != len(ws):
-        raise ValueError(f"widths={text!r} repeats a width")
-    return ws
+        raise ValueError(f"{name}s={text!r} must be comma-separated integers, e.g. {example}") from None
+    if not vals:
+        raise ValueError(f"{name}s={text!r} is empty; give e.g. {example}")
+    if most is not None and len(vals) > most:
+        raise ValueError(f"{name}s={text!r} has {len(vals)} {name}s; at most {most}")
+    for v in vals:
+        if not lo <= v <= hi:
+            raise ValueError(f"{name}={v} is out of range; allowed {lo}..{hi}")
+    if len(set(vals)) != len(vals):
+        raise ValueError(f"{name}s={text!r} repeats a {name}")
+    return vals
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    """``"4,8,16"`` -> (4, 8, 16); each width 3..16, no repeats."""
+    return _int_list(text, "width", 3, 16, "4,8,16")
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """``"1,2,3"`` -> (1, 2, 3): the nextpnr seeds, distinct integers 1..2**31-1, at most 16."""
-    try:
-        seeds = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise ValueError(f"seeds={text!r} must be comma-separated integers, e.g. 1,2,3") from None
-    if not seeds:
-        raise ValueError(f"seeds={text!r} is empty; give e.g. 1,2,3")
-    if len(seeds) > 16:
-        raise ValueError(f"seeds={text!r} has {len(seeds)} seeds; at most 16")
-    for s in seeds:
-        if not 1 <= s <= 2**31 - 1:
-            raise ValueError(f"seed={s} is out of range; allowed 1..2147483647")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds={text!r} repeats a seed")
-    return seeds
+    return _int_list(text, "seed", 1, 2**31 - 1, "1,2,3", most=16)
 
 
 @click.command("report")
