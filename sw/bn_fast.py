@@ -239,6 +239,71 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _run_forward(entry: str, x: torch.Tensor, weight, bias, eps: float, running, nstats: int,
+                 head: tuple = (), tail: tuple = (), what: str = "") -> tuple:
+    """The shared driver of the training-forward entry points (``l1bn_forward``,
+    ``l1bn_range_forward``), whose C signature is ``(dtype, layout, *head, x, y, w, b, *stats,
+    run_mean, run_disp, factor, N, C, HW, *tail, eps, threads)``.
+
+    Returns ``(y, stats, x_saved, finite)``: ``stats`` the ``nstats`` (C,) outputs in the compute
+    dtype; ``running = (running_mean, running_disp, factor)`` moves towards ``stats[0]`` and
+    ``stats[1]`` (in the kernel when their dtype is the compute dtype and they are contiguous, else
+    here), only when the batch was finite.
+    """
+    lib = load()
+    src = x.float() if x.dtype == torch.float16 else x
+    xs, layout, n, c, hw = _geometry(src)
+    ct = torch.float64 if xs.dtype == torch.float64 else torch.float32
+    y = torch.empty_like(xs)
+    stats = tuple(torch.empty(c, dtype=ct) for _ in range(nstats))
+    w, b = _param(weight, ct), _param(bias, ct)
+    rm = rd = None
+    factor = 0.0
+    if running is not None:
+        rm, rd, factor = running
+        in_kernel = all(r.dtype == ct and r.is_contiguous() for r in (rm, rd))
+        if not in_kernel:
+            factor = 0.0
+    rc = getattr(lib, entry)(_DTYPES[xs.dtype], layout, *head, xs.data_ptr(), y.data_ptr(), _ptr(w), _ptr(b),
+                             *(t.data_ptr() for t in stats), _ptr(rm), _ptr(rd), float(factor), n, c, hw,
+                             *tail, float(eps), torch.get_num_threads())
+    if rc < 0:
+        raise ExtensionError(f"{entry} refused dtype {xs.dtype}{what}")
+    if running is not None and not in_kernel and rc == 0:
+        with torch.no_grad():
+            rm.lerp_(stats[0].to(rm.dtype), running[2])
+            rd.lerp_(stats[1].to(rd.dtype), running[2])
+    if x.dtype == torch.float16:
+        return y.to(torch.float16), stats, x, rc == 0
+    return y, stats, xs, rc == 0
+
+
+def _run_backward(entry: str, dy: torch.Tensor, x: torch.Tensor, weight, stats: tuple, eps: float,
+                  head: tuple = (), tail: tuple = (), what: str = "") -> tuple:
+    """The shared driver of the training-backward entry points (``l1bn_backward``,
+    ``l1bn_range_backward``): C signature ``(dtype, layout, *head, dy, x, w, *stats, dx, dw, db, N, C,
+    HW, *tail, eps, threads)``; ``stats`` are the forward's, their dtype the compute dtype.
+    Returns ``(dx, dweight, dbias)``."""
+    lib = load()
+    half = x.dtype == torch.float16
+    if half:
+        x = x.float()
+    xs, layout, n, c, hw = _geometry(x)
+    if dy.dtype != xs.dtype or dy.stride() != xs.stride():
+        dy = torch.empty_like(xs).copy_(dy)  # dy in the dtype and memory layout of x
+    ct = stats[0].dtype
+    dx = torch.empty_like(xs)
+    dw = torch.empty(c, dtype=ct)
+    db = torch.empty(c, dtype=ct)
+    w = _param(weight, ct)
+    rc = getattr(lib, entry)(_DTYPES[xs.dtype], layout, *head, dy.data_ptr(), xs.data_ptr(), _ptr(w),
+                             *(t.data_ptr() for t in stats), dx.data_ptr(), dw.data_ptr(), db.data_ptr(),
+                             n, c, hw, *tail, float(eps), torch.get_num_threads())
+    if rc < 0:
+        raise ExtensionError(f"{entry} refused dtype {xs.dtype}{what}")
+    return (dx.to(torch.float16) if half else dx), dw, db
+
+
 def forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
             norm: str = "l1", running: tuple | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
@@ -251,33 +316,9 @@ def forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | N
     when their dtype is the compute dtype), and left alone when not ``finite``. Needs
     :func:`usable` (x) to be True.
     """
-    lib = load()
-    src = x.float() if x.dtype == torch.float16 else x
-    xs, layout, n, c, hw = _geometry(src)
-    ct = torch.float64 if xs.dtype == torch.float64 else torch.float32
-    y = torch.empty_like(xs)
-    mu = torch.empty(c, dtype=ct)
-    s = torch.empty(c, dtype=ct)
-    w, b = _param(weight, ct), _param(bias, ct)
-    rm = rs = None
-    factor = 0.0
-    if running is not None:
-        rm, rs, factor = running
-        in_kernel = all(r.dtype == ct and r.is_contiguous() for r in (rm, rs))
-        if not in_kernel:
-            factor = 0.0
-    rc = lib.l1bn_forward(_DTYPES[xs.dtype], layout, NORMS[norm], xs.data_ptr(), y.data_ptr(), _ptr(w),
-                          _ptr(b), mu.data_ptr(), s.data_ptr(), _ptr(rm), _ptr(rs), float(factor),
-                          n, c, hw, float(eps), torch.get_num_threads())
-    if rc < 0:
-        raise ExtensionError(f"l1bn_forward refused dtype {xs.dtype} / norm {norm!r}")
-    if running is not None and not in_kernel and rc == 0:
-        with torch.no_grad():
-            rm.lerp_(mu.to(rm.dtype), running[2])
-            rs.lerp_(s.to(rs.dtype), running[2])
-    if x.dtype == torch.float16:
-        return y.to(torch.float16), mu, s, x, rc == 0
-    return y, mu, s, xs, rc == 0
+    y, (mu, s), xs, ok = _run_forward("l1bn_forward", x, weight, bias, eps, running, 2, head=(NORMS[norm],),
+                                      what=f" / norm {norm!r}")
+    return y, mu, s, xs, ok
 
 
 def backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mu: torch.Tensor,
@@ -287,24 +328,8 @@ def backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mu:
 
     ``x`` is the ``x_saved`` of :func:`forward`; ``mu``/``s`` its statistics.
     """
-    lib = load()
-    half = x.dtype == torch.float16
-    if half:
-        x = x.float()
-    xs, layout, n, c, hw = _geometry(x)
-    if dy.dtype != xs.dtype or dy.stride() != xs.stride():
-        dy = torch.empty_like(xs).copy_(dy)  # dy in the dtype and memory layout of x
-    ct = mu.dtype
-    dx = torch.empty_like(xs)
-    dw = torch.empty(c, dtype=ct)
-    db = torch.empty(c, dtype=ct)
-    w = _param(weight, ct)
-    rc = lib.l1bn_backward(_DTYPES[xs.dtype], layout, NORMS[norm], dy.data_ptr(), xs.data_ptr(), _ptr(w),
-                           mu.data_ptr(), s.data_ptr(), dx.data_ptr(), dw.data_ptr(), db.data_ptr(),
-                           n, c, hw, float(eps), torch.get_num_threads())
-    if rc < 0:
-        raise ExtensionError(f"l1bn_backward refused dtype {xs.dtype} / norm {norm!r}")
-    return (dx.to(torch.float16) if half else dx), dw, db
+    return _run_backward("l1bn_backward", dy, x, weight, (mu, s), eps, head=(NORMS[norm],),
+                         what=f" / norm {norm!r}")
 
 
 def range_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
@@ -316,33 +341,9 @@ def range_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tens
     input). ``running``: ``(running_mean, running_sigma, factor)``, as in :func:`forward`. Passes:
     one for the sum, max and min together, one for ``y``.
     """
-    lib = load()
-    src = x.float() if x.dtype == torch.float16 else x
-    xs, layout, n, c, hw = _geometry(src)
-    ct = torch.float64 if xs.dtype == torch.float64 else torch.float32
-    y = torch.empty_like(xs)
-    mu, rs, mx, mn = torch.empty(4, c, dtype=ct).unbind(0)
-    w, b = _param(weight, ct), _param(bias, ct)
-    rm = rsg = None
-    factor = 0.0
-    if running is not None:
-        rm, rsg, factor = running
-        in_kernel = all(r.dtype == ct and r.is_contiguous() for r in (rm, rsg))
-        if not in_kernel:
-            factor = 0.0
-    rc = lib.l1bn_range_forward(_DTYPES[xs.dtype], layout, xs.data_ptr(), y.data_ptr(), _ptr(w), _ptr(b),
-                                mu.data_ptr(), rs.data_ptr(), mx.data_ptr(), mn.data_ptr(), _ptr(rm),
-                                _ptr(rsg), float(factor), n, c, hw, float(cn), float(eps),
-                                torch.get_num_threads())
-    if rc < 0:
-        raise ExtensionError(f"l1bn_range_forward refused dtype {xs.dtype}")
-    if running is not None and not in_kernel and rc == 0:
-        with torch.no_grad():
-            rm.lerp_(mu.to(rm.dtype), running[2])
-            rsg.lerp_(rs.to(rsg.dtype), running[2])
-    if x.dtype == torch.float16:
-        return y.to(torch.float16), mu, rs, mx, mn, x, rc == 0
-    return y, mu, rs, mx, mn, xs, rc == 0
+    y, (mu, rs, mx, mn), xs, ok = _run_forward("l1bn_range_forward", x, weight, bias, eps, running, 4,
+                                               tail=(float(cn),))
+    return y, mu, rs, mx, mn, xs, ok
 
 
 def range_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mu: torch.Tensor,
@@ -354,25 +355,7 @@ def range_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | Non
     autograd's rule for ``amax``/``amin``). Passes: one for ``sum(dy)``, ``sum(dy * (x - mu))`` and
     the tie counts, one for ``dx``.
     """
-    lib = load()
-    half = x.dtype == torch.float16
-    if half:
-        x = x.float()
-    xs, layout, n, c, hw = _geometry(x)
-    if dy.dtype != xs.dtype or dy.stride() != xs.stride():
-        dy = torch.empty_like(xs).copy_(dy)
-    ct = mu.dtype
-    dx = torch.empty_like(xs)
-    dw = torch.empty(c, dtype=ct)
-    db = torch.empty(c, dtype=ct)
-    w = _param(weight, ct)
-    rc = lib.l1bn_range_backward(_DTYPES[xs.dtype], layout, dy.data_ptr(), xs.data_ptr(), _ptr(w),
-                                 mu.data_ptr(), rs.data_ptr(), mx.data_ptr(), mn.data_ptr(), dx.data_ptr(),
-                                 dw.data_ptr(), db.data_ptr(), n, c, hw, float(cn), float(eps),
-                                 torch.get_num_threads())
-    if rc < 0:
-        raise ExtensionError(f"l1bn_range_backward refused dtype {xs.dtype}")
-    return (dx.to(torch.float16) if half else dx), dw, db
+    return _run_backward("l1bn_range_backward", dy, x, weight, (mu, rs, mx, mn), eps, tail=(float(cn),))
 
 
 def main() -> int:
