@@ -258,43 +258,87 @@ def _lanes(cfg, shape):
     return data.ArrayLayout(shape, cfg.lanes)
 
 
+def stage_payloads(cfg: BNConfig) -> dict:
+    """Payload shapes of the stage streams: ``{stage: (input payload, output payload)}``.
+
+    ``stats``: a beat (``x``, lanes of ``signed(width)``; ``first``/``last`` of the channel) ->
+    ``mu`` (``signed(mean_bits)``); ``disp``: a beat with its channel's ``mu`` -> the dispersion sum
+    (``unsigned(disp_sum_bits)``); ``recip``: the dispersion sum -> ``s``, ``sigma``, ``inv``
+    (``disp_bits``, ``sigma_bits``, ``inv_bits``); ``normalize``: a beat with its channel's ``mu``,
+    ``inv``, ``gamma``, ``beta`` -> y (lanes of ``signed(out_width)``, the unit's ``o`` payload).
+    """
+    _check_cfg(cfg)
+    x = _lanes(cfg, signed(cfg.width))
+    return {
+        "stats": (data.StructLayout({"x": x, "first": 1, "last": 1}), signed(cfg.mean_bits)),
+        "disp": (data.StructLayout({"x": x, "mu": signed(cfg.mean_bits), "first": 1, "last": 1}),
+                 unsigned(cfg.disp_sum_bits)),
+        "recip": (unsigned(cfg.disp_sum_bits),
+                  data.StructLayout({"s": unsigned(cfg.disp_bits), "sigma": unsigned(cfg.sigma_bits),
+                                     "inv": unsigned(cfg.inv_bits)})),
+        "normalize": (data.StructLayout({"x": x, "mu": signed(cfg.mean_bits), "inv": unsigned(cfg.inv_bits),
+                                         "gamma": signed(cfg.gamma_width), "beta": signed(cfg.beta_width)}),
+                      _lanes(cfg, signed(cfg.out_width))),
+    }
+
+
+def _stage_ports(cfg, stage):
+    """``i``/``o`` stream members of ``stage`` (:func:`stage_payloads`)."""
+    pi, po = stage_payloads(cfg)[stage]
+    return {"i": In(stream.Signature(pi)), "o": Out(stream.Signature(po))}
+
+
 # ---------------------------------------------------------------------------------------------
-# stages
+# stages: each a wiring.Component with an input stream ``i`` and an output stream ``o``
+#
+# The statistics, dispersion and reciprocal-output streams are *tied-ready*: the stage (or its
+# consumer) runs freely and never stalls, so ``i.ready`` is driven high and ``o.ready`` is not
+# read. A real handshake there would need a skid register per stage, i.e. one more cycle or a
+# ready path through the pipelines; the unit's slot registers (three buffers) are what absorbs
+# the rate difference instead. The two streams that carry backpressure for real are the
+# reciprocal's input (ready = idle) and both sides of normalize (ready = the pipeline advances).
+# (``stream.Signature(always_ready=True)`` would say the same in the type, but its ``ready`` is a
+# constant, which the per-stage synthesis harness cannot drive.)
 
 class StatsStage(wiring.Component):
     """Sum of x over a channel and its mean ``mu = div_round(S << frac, n)``.
 
-    Pipelined: the beat is registered, the lanes are summed by registered adder levels, the running sum is a register,
-    and the constant divider (an add, a constant multiply split for MULT18X18D, a shift) has its
-    own registers; the pipeline runs freely (no enable), so a result follows every channel.
+    Pipelined: the beat is registered, the lanes are summed by registered adder levels, the
+    running sum is a register, and the constant divider (an add, a constant multiply split for
+    MULT18X18D, a shift) has its own registers; the pipeline runs freely (no enable), so a result
+    follows every channel.
 
     Ports
     -----
-    x : In(ArrayLayout(signed(width), lanes)); valid, first, last : In(1)
-        One beat of the channel; ``first``/``last`` mark its first and last beat.
-    mu : Out(signed(mean_bits)); done : Out(1)
-        ``done`` is high for one cycle, ``stage_cycles(cfg)["stats"]`` cycles after the ``last``
-        beat; ``mu`` is valid in that cycle (combinational from the last divider register:
-        a shift and a constant subtract). A new channel may start at once.
+    i : In(stream.Signature(StructLayout(x, first, last)))
+        One beat of a channel: ``x`` (``ArrayLayout(signed(width), lanes)``), ``first``/``last``
+        mark its first and last beat. Tied-ready: ``i.ready`` is always 1 (every valid beat is
+        taken; no backpressure).
+    o : Out(stream.Signature(signed(mean_bits)))
+        One transfer per channel: ``valid`` is high for one cycle, ``stage_cycles(cfg)["stats"]``
+        cycles after the ``last`` beat, with ``mu`` as payload (combinational from the last
+        divider register: a shift and a constant subtract). ``o.ready`` is not read (the consumer
+        takes every record). A new channel may start at once.
+
+    Latency: ``stage_cycles(cfg)["stats"] = 1 + lane_tree + 1 + div_round registers``.
     """
 
     def __init__(self, cfg: BNConfig):
         _check_cfg(cfg)
         self.cfg = cfg
-        super().__init__({
-            "x": In(_lanes(cfg, signed(cfg.width))), "valid": In(1), "first": In(1), "last": In(1),
-            "mu": Out(signed(cfg.mean_bits)), "done": Out(1),
-        })
+        super().__init__(_stage_ports(cfg, "stats"))
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         pipe = Pipe(m, prefix="st")
         sc = stage_cycles(cfg)
+        beat = self.i.payload
+        m.d.comb += self.i.ready.eq(1)
         # the inputs are registered first: the receive handshake ends at a register
-        tree = pipe.add_tree([pipe.reg(self.x[k], "x") for k in range(cfg.lanes)], "lanes")
+        tree = pipe.add_tree([pipe.reg(beat.x[k], "x") for k in range(cfg.lanes)], "lanes")
         valid, first, last = (pipe.delay(v, 1 + sc["lane_tree"], n) for v, n in
-                              ((self.valid, "v"), (self.first, "f"), (self.last, "l")))
+                              ((self.i.valid, "v"), (beat.first, "f"), (beat.last, "l")))
         acc = Signal(signed(cfg.sum_bits))
         total = Signal(signed(cfg.sum_bits))
         done1 = Signal()
@@ -303,46 +347,49 @@ class StatsStage(wiring.Component):
             m.d.sync += acc.eq(Mux(first, 0, acc) + tree)
         m.d.comb += total.eq(acc)
         p = _mean_params(cfg)
-        m.d.comb += self.mu.eq(_div_round_pipe(pipe, total.shift_left(cfg.frac), p))
-        m.d.comb += self.done.eq(pipe.delay(done1, _div_round_cycles(signed(cfg.sum_bits + cfg.frac), p), "done"))
+        m.d.comb += self.o.payload.eq(_div_round_pipe(pipe, total.shift_left(cfg.frac), p))
+        m.d.comb += self.o.valid.eq(pipe.delay(done1, _div_round_cycles(signed(cfg.sum_bits + cfg.frac), p), "done"))
         return m
 
 
 class DispersionStage(wiring.Component):
-    """The dispersion sum of a channel: ``sum |d|`` (L1) or ``sum d*d`` (L2), d = (x << frac) - mu.
+    """The dispersion sum of a channel: ``sum |d|`` (L1), ``sum d*d`` (L2) or ``max d - min d``
+    (range), d = (x << frac) - mu.
 
     L1 uses a sign/abs datapath (a subtract, a conditional negate, an add): no multiplier. L2 squares
     every deviation (``lanes`` multipliers of ``dev_bits`` x ``dev_bits``, split into MULT18X18D
-    partial products when wider than 18 bits). Pipelined: d, |d| or d*d (products and adder
-    levels), the lane adder levels and the running sum are registers; no enable.
+    partial products when wider than 18 bits). Range BN compares (a running max and min).
+    Pipelined: d, |d| or d*d (products and adder levels), the lane adder levels and the running sum
+    are registers; no enable.
 
     Ports
     -----
-    x : In(ArrayLayout(signed(width), lanes)); valid, first, last : In(1)
-    mu : In(signed(mean_bits))
-        The channel's mean, valid with every beat.
-    disp_sum : Out(unsigned(disp_sum_bits)); done : Out(1)
-        Registered: ``done`` is high for one cycle, ``stage_cycles(cfg)["disp"]`` cycles after the
-        ``last`` beat, and ``disp_sum`` holds the channel's sum from then until the next one.
+    i : In(stream.Signature(StructLayout(x, mu, first, last)))
+        A beat (``ArrayLayout(signed(width), lanes)``) with its channel's mean
+        (``signed(mean_bits)``) and the channel's first/last markers. Tied-ready (``i.ready`` = 1).
+    o : Out(stream.Signature(unsigned(disp_sum_bits)))
+        ``valid`` (a register) is high for one cycle, ``stage_cycles(cfg)["disp"]`` cycles after
+        the ``last`` beat; the payload holds the channel's sum from then until the next one.
+        ``o.ready`` is not read.
+
+    Latency: ``stage_cycles(cfg)["disp"] = 1 (d) + operator (1, or the d*d multiply) + lane_tree + 1``.
     """
 
     def __init__(self, cfg: BNConfig):
         _check_cfg(cfg)
         self.cfg = cfg
-        super().__init__({
-            "x": In(_lanes(cfg, signed(cfg.width))), "valid": In(1), "first": In(1), "last": In(1),
-            "mu": In(signed(cfg.mean_bits)),
-            "disp_sum": Out(unsigned(cfg.disp_sum_bits)), "done": Out(1),
-        })
+        super().__init__(_stage_ports(cfg, "disp"))
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         pipe = Pipe(m, prefix="dp")
+        beat = self.i.payload
+        m.d.comb += self.i.ready.eq(1)
         terms = []
         for k in range(cfg.lanes):
             d = Signal(signed(cfg.dev_bits), name=f"d{k}")
-            m.d.sync += d.eq(self.x[k].shift_left(cfg.frac) - self.mu)
+            m.d.sync += d.eq(beat.x[k].shift_left(cfg.frac) - beat.mu)
             if cfg.norm == "l1":
                 t = Signal(unsigned(cfg.dev_bits), name=f"absd{k}")
                 m.d.sync += t.eq(Mux(d[-1], -d, d))            # sign/abs
@@ -356,19 +403,21 @@ class DispersionStage(wiring.Component):
         sc = stage_cycles(cfg)
         lat = sc["disp"] - 1 - sc["lane_tree"]      # d and the operator
         valid, first, last = (pipe.delay(v, lat, n) for v, n in
-                              ((self.valid, "v"), (self.first, "f"), (self.last, "l")))
+                              ((self.i.valid, "v"), (beat.first, "f"), (beat.last, "l")))
+        done = Signal()
+        m.d.comb += self.o.valid.eq(done)
         if cfg.norm == "range":
-            return self._range(m, pipe, terms, valid, first, last)
+            return self._range(m, pipe, terms, valid, first, last, done)
         tree = pipe.add_tree(terms, "lanes")
         valid, first, last = (pipe.delay(v, sc["lane_tree"], "t") for v in (valid, first, last))
         acc = Signal(unsigned(cfg.disp_sum_bits))
-        m.d.sync += self.done.eq(valid & last)
+        m.d.sync += done.eq(valid & last)
         with m.If(valid):
             m.d.sync += acc.eq(Mux(first, 0, acc) + tree)
-        m.d.comb += self.disp_sum.eq(acc)
+        m.d.comb += self.o.payload.eq(acc)
         return m
 
-    def _range(self, m, pipe, terms, valid, first, last):
+    def _range(self, m, pipe, terms, valid, first, last, done):
         # Range BN: comparators only. The lanes' max and min (a comparator chain, registered
         # through the same number of levels as the L1/L2 adder tree, so the stage latency is
         # shared), then a running max and min; D = max - min.
@@ -381,11 +430,11 @@ class DispersionStage(wiring.Component):
         lo = pipe.delay(lo, lt, "mn") if lt else lo
         valid, first, last = (pipe.delay(v, lt, "t") for v in (valid, first, last))
         amax, amin = Signal(signed(cfg.dev_bits)), Signal(signed(cfg.dev_bits))
-        m.d.sync += self.done.eq(valid & last)
+        m.d.sync += done.eq(valid & last)
         with m.If(valid):
             m.d.sync += [amax.eq(Mux(first | (hi > amax), hi, amax)),
                          amin.eq(Mux(first | (lo < amin), lo, amin))]
-        m.d.comb += self.disp_sum.eq(amax - amin)
+        m.d.comb += self.o.payload.eq(amax - amin)
         return m
 
 
@@ -393,32 +442,34 @@ class RecipStage(wiring.Component):
     """Per-channel scalars from the dispersion sum: ``s``, ``sigma`` and ``inv``.
 
     ``s = div_round(D, n)`` (constant add, multiply, shift; pipelined, ``stage_cycles()["s"]``
-    registers); L1: ``sigma = rnd(s * C, c_bits) + eps`` (a pipelined constant multiply);
-    L2: ``sigma = isqrt(s) + eps`` by a restoring square root, one result bit per cycle; both:
+    registers; range BN: ``s = D``); the registry's ``sigma_kind`` chooses sigma: ``"const"`` (L1,
+    range) ``sigma = rnd(s * K, c_bits) + eps`` (a pipelined constant multiply), ``"sqrt"`` (L2)
+    ``sigma = isqrt(s) + eps`` by a restoring square root, one result bit per cycle; both:
     ``inv = floor(2**recip_bits / sigma)`` by a restoring divider, one quotient bit per cycle (the
     dividend is a constant power of two). Each square-root and divider step is one subtract whose
     borrow is the comparison.
 
     Ports
     -----
-    start : In(1); disp_sum : In(unsigned(disp_sum_bits))
-        ``disp_sum`` is sampled in the cycle ``start`` is high while ``busy`` is low.
-    busy, done : Out(1)
-        ``done`` is high for one cycle, :func:`recip_cycles` cycles after ``start``; ``busy`` is
-        low again in that cycle, so a new ``start`` may come with ``done``.
-    s : Out(unsigned(disp_bits)); sigma : Out(unsigned(sigma_bits)); inv : Out(unsigned(inv_bits))
-        Valid from ``done`` until the next ``done``.
+    i : In(stream.Signature(unsigned(disp_sum_bits)))
+        The dispersion sum; a real handshake: ``i.ready`` is high while the stage is idle and
+        ``hold`` is low, and a transfer (``valid & ready``) starts the computation.
+    hold : In(1)
+        Accept nothing while high (the unit holds it while its ``stats`` register has a record
+        nobody took yet; combinational into ``i.ready``).
+    o : Out(stream.Signature(StructLayout(s, sigma, inv)))
+        ``unsigned(disp_bits)``, ``unsigned(sigma_bits)``, ``unsigned(inv_bits)``, all registers.
+        ``valid`` is high for one cycle, :func:`recip_cycles` cycles after the ``i`` transfer, and
+        the payload holds from then until the next one. ``i.ready`` is high again in that cycle,
+        so a new transfer may come with ``o.valid``. Tied-ready: ``o.ready`` is not read.
+
+    Latency: :func:`recip_cycles` (``2 + s + (1 + sigma | ceil(disp_bits/2) + 1) + recip_bits + 1``).
     """
 
     def __init__(self, cfg: BNConfig):
         _check_cfg(cfg)
         self.cfg = cfg
-        super().__init__({
-            "start": In(1), "disp_sum": In(unsigned(cfg.disp_sum_bits)),
-            "busy": Out(1), "done": Out(1),
-            "s": Out(unsigned(cfg.disp_bits)), "sigma": Out(unsigned(cfg.sigma_bits)),
-            "inv": Out(unsigned(cfg.inv_bits)),
-        })
+        super().__init__({**_stage_ports(cfg, "recip"), "hold": In(1)})
 
     def elaborate(self, platform):
         # A small FSM: LATCH -> MEAN (wait for the s pipeline) -> (SIGMA (wait for the sigma
@@ -429,6 +480,14 @@ class RecipStage(wiring.Component):
         r = cfg.recip_bits
         sc = stage_cycles(cfg)
         pipe = Pipe(m, prefix="rc")
+        # the result registers (the payload of o is wired from them)
+        s = Signal(unsigned(cfg.disp_bits))
+        sigma = Signal(unsigned(cfg.sigma_bits))
+        inv = Signal(unsigned(cfg.inv_bits))
+        done = Signal()
+        m.d.comb += [self.o.payload.s.eq(s), self.o.payload.sigma.eq(sigma), self.o.payload.inv.eq(inv),
+                     self.o.valid.eq(done)]
+        start = self.i.valid & self.i.ready
         dsum = Signal(unsigned(cfg.disp_sum_bits))
         s_new = dsum if cfg.norm == "range" else _div_round_pipe(pipe, dsum, _s_params(cfg))
         wait = Signal(range(max(sc["s"], sc["sigma"]) + 1))
@@ -436,30 +495,29 @@ class RecipStage(wiring.Component):
         rem = Signal(unsigned(cfg.sigma_bits + 1))     # divider remainder < sigma, one bit to shift
         q = Signal(unsigned(cfg.inv_bits))
         div_first = Signal()
-        m.d.sync += self.done.eq(0)
+        m.d.sync += done.eq(0)
         # the divider step runs every cycle whatever the state (its registers are only read in
         # DIV): no state decoding on its path; div_first starts it (remainder 0, dividend bit 1)
         m.d.sync += div_first.eq(0)
         cur = Signal(unsigned(cfg.sigma_bits + 1))
         diff = Signal(signed(cfg.sigma_bits + 2))
         m.d.comb += [cur.eq(Mux(div_first, 1, rem << 1)),   # the dividend 2**R: one 1, then 0s
-                     diff.eq(cur - self.sigma)]
+                     diff.eq(cur - sigma)]
         ge = ~diff[-1]
         nq = (q << 1) | ge                                   # R + 1 steps shift every old bit out
         m.d.sync += [rem.eq(Mux(ge, diff[:cfg.sigma_bits + 1], cur)), q.eq(nq)]
         if _const_sigma(cfg):
-            sig_new = pipe.mul(self.s, _sigma_const(cfg), "sig", add=_sigma_round(cfg))
+            sig_new = pipe.mul(s, _sigma_const(cfg), "sig", add=_sigma_round(cfg))
         else:
             k = _sqrt_steps(cfg)
             v = Signal(unsigned(2 * k))                 # radicand, consumed two bits per step
             root = Signal(unsigned(k))
             srem = Signal(unsigned(k + 2))              # remainder <= 2*root
-        if cfg.norm == "l2":
             # the square-root step also runs every cycle (read in SQRT only); sq_load starts it:
-            # radicand s, root 0, remainder 0. s is registered (self.s) the cycle sq_load is set.
+            # radicand s, root 0, remainder 0. s is registered the cycle sq_load is set.
             sq_load = Signal()
             m.d.sync += sq_load.eq(0)
-            vv = Mux(sq_load, self.s, v)
+            vv = Mux(sq_load, s, v)
             rt = Mux(sq_load, 0, root)
             cur = Signal(unsigned(k + 2))
             diff = Signal(signed(k + 3))
@@ -470,13 +528,13 @@ class RecipStage(wiring.Component):
                          v.eq(vv << 2)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [dsum.eq(self.disp_sum), wait.eq(sc["s"])]
+                with m.If(start):
+                    m.d.sync += [dsum.eq(self.i.payload), wait.eq(sc["s"])]
                     m.next = "MEAN"
             with m.State("MEAN"):
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
-                    m.d.sync += self.s.eq(s_new)
+                    m.d.sync += s.eq(s_new)
                     if _const_sigma(cfg):
                         m.d.sync += wait.eq(sc["sigma"])
                         m.next = "SIGMA"
@@ -487,7 +545,7 @@ class RecipStage(wiring.Component):
                 with m.State("SIGMA"):
                     m.d.sync += wait.eq(wait - 1)
                     with m.If(wait == 0):
-                        m.d.sync += [self.sigma.eq((sig_new >> cfg.c_bits) + cfg.eps), div_first.eq(1), cnt.eq(0)]
+                        m.d.sync += [sigma.eq((sig_new >> cfg.c_bits) + cfg.eps), div_first.eq(1), cnt.eq(0)]
                         m.next = "DIV"
             else:
                 with m.State("SQRT"):
@@ -495,19 +553,19 @@ class RecipStage(wiring.Component):
                     with m.If(cnt == 0):
                         m.next = "SIGMA2"
                 with m.State("SIGMA2"):         # + eps in its own cycle, after the last root bit
-                    m.d.sync += [self.sigma.eq(root + cfg.eps), div_first.eq(1), cnt.eq(0)]
+                    m.d.sync += [sigma.eq(root + cfg.eps), div_first.eq(1), cnt.eq(0)]
                     m.next = "DIV"
             with m.State("DIV"):
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == r):
-                    m.d.sync += [self.inv.eq(nq), self.done.eq(1)]
+                    m.d.sync += [inv.eq(nq), done.eq(1)]
                     m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        m.d.comb += self.i.ready.eq(fsm.ongoing("IDLE") & ~self.hold)
         return m
 
 
 class NormalizeStage(wiring.Component):
-    """Normalize, affine and requantize one beat: ``depth`` register stages, stalled by ``en``.
+    """Normalize, affine and requantize one beat: ``depth`` register stages, stalled by backpressure.
 
     ``xhat = rnd(d * inv, recip_bits - xhat_frac)``, then
     ``y = sat(rnd(gamma * xhat, affine_shift) + beta, out_width)``. The multiplies are split into
@@ -518,36 +576,37 @@ class NormalizeStage(wiring.Component):
 
     Ports
     -----
-    en : In(1)
-        Advance the pipeline this cycle (the registers hold while low).
-    x : In(ArrayLayout(signed(width), lanes)); valid : In(1)
-    mu : In(signed(mean_bits)); inv : In(unsigned(inv_bits))
-    gamma : In(signed(gamma_width)); beta : In(signed(beta_width))
-        The beat and its channel's parameters, sampled together when ``en`` is high.
-    y : Out(ArrayLayout(signed(out_width), lanes)); y_valid : Out(1)
-        Registered; a beat sampled at an ``en`` edge appears ``depth`` ``en`` edges later.
+    i : In(stream.Signature(StructLayout(x, mu, inv, gamma, beta)))
+        A beat (``ArrayLayout(signed(width), lanes)``) and its channel's ``mu``
+        (``signed(mean_bits)``), ``inv`` (``unsigned(inv_bits)``), ``gamma``
+        (``signed(gamma_width)``), ``beta`` (``signed(beta_width)``). A real handshake:
+        ``i.ready = ~o.valid | o.ready`` (the whole pipeline advances this cycle), so ``i.ready``
+        is combinational from ``o.ready``.
+    o : Out(stream.Signature(ArrayLayout(signed(out_width), lanes)))
+        y, registered; a beat taken at an advancing edge appears ``depth`` advancing edges later.
+        ``valid`` and payload hold while ``ready`` is low (the pipeline freezes).
+
+    Latency: ``depth`` cycles when ``o.ready`` stays high.
     """
 
     def __init__(self, cfg: BNConfig, *, depth: int | None = None):
         _check_cfg(cfg)
         self.cfg = cfg
         self.depth = _check_depth(cfg, depth)
-        super().__init__({
-            "en": In(1), "x": In(_lanes(cfg, signed(cfg.width))), "valid": In(1),
-            "mu": In(signed(cfg.mean_bits)), "inv": In(unsigned(cfg.inv_bits)),
-            "gamma": In(signed(cfg.gamma_width)), "beta": In(signed(cfg.beta_width)),
-            "y": Out(_lanes(cfg, signed(cfg.out_width))), "y_valid": Out(1),
-        })
+        super().__init__(_stage_ports(cfg, "normalize"))
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         used = _normalize_used(cfg, self.depth)
         cuts = normalize_cuts(cfg)
-        pipe = Pipe(m, self.en, prefix="nz")
+        en = Signal()      # the pipeline advances: o is empty or taken
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        pipe = Pipe(m, en, prefix="nz")
         # the side values (valid and the channel's parameters) travel with the beat
-        side = {"valid": self.valid, "mu": self.mu, "inv": self.inv, "gamma": self.gamma, "beta": self.beta}
-        lanes = [self.x[k] for k in range(cfg.lanes)]
+        beat = self.i.payload
+        side = {"valid": self.i.valid, "mu": beat.mu, "inv": beat.inv, "gamma": beat.gamma, "beta": beat.beta}
+        lanes = [beat.x[k] for k in range(cfg.lanes)]
 
         def move(on):
             for key in side:
@@ -592,8 +651,8 @@ class NormalizeStage(wiring.Component):
         lanes = [_sat(v, cfg.out_width) for v in lanes]
         for k in range(cfg.lanes):
             y = pipe.reg(lanes[k], "y", cut=True)
-            m.d.comb += self.y[k].eq(y)
-        m.d.comb += self.y_valid.eq(pipe.reg(side["valid"], "valid"))
+            m.d.comb += self.o.payload[k].eq(y)
+        m.d.comb += self.o.valid.eq(pipe.reg(side["valid"], "valid"))
         return m
 
 
@@ -688,6 +747,18 @@ class BNUnit(CheckedComponent):
         m.submodules.recip = rc = RecipStage(cfg)
         m.submodules.normalize = nz = NormalizeStage(cfg, depth=self.depth)
         sc = stage_cycles(cfg)
+        # The engines below talk to the stages through stream interfaces joined with
+        # wiring.connect: to_* feed a stage's input, from_* take its output (stage_payloads).
+        to_st, to_dp, to_rc, to_nz = (stream.Signature(stage_payloads(cfg)[k][0]).create(path=(f"to_{k}",))
+                                      for k in ("stats", "disp", "recip", "normalize"))
+        from_st, from_dp, from_rc = (c.o.signature.flip().create(path=(f"from_{k}",))
+                                     for k, c in (("stats", st), ("disp", dp), ("recip", rc)))
+        for a, b in ((to_st, st.i), (to_dp, dp.i), (to_rc, rc.i), (to_nz, nz.i),
+                     (st.o, from_st), (dp.o, from_dp), (rc.o, from_rc)):
+            wiring.connect(m, a, b)
+        wiring.connect(m, nz.o, wiring.flipped(self.o))
+        # the tied-ready outputs: every record is taken the cycle it is valid
+        m.d.comb += [from_st.ready.eq(1), from_dp.ready.eq(1), from_rc.ready.eq(1)]
         pipe = Pipe(m, prefix="slot")
 
         lay = _lanes(cfg, signed(cfg.width))
@@ -734,7 +805,8 @@ class BNUnit(CheckedComponent):
             # last write, and a slot is rewritten only after it was read (later is safe)
             m.d.sync += [wps[k].addr.eq(wa), wps[k].data.eq(self.i.payload),
                          wps[k].en.eq(take & (rs == k))]
-        m.d.comb += [st.x.eq(self.i.payload), st.valid.eq(take), st.first.eq(first), st.last.eq(last)]
+        m.d.comb += [to_st.payload.x.eq(self.i.payload), to_st.payload.first.eq(first),
+                     to_st.payload.last.eq(last), to_st.valid.eq(take)]
         # gamma and beta go to their slot one cycle later (off the handshake path)
         g_take = Signal()
         g_slot = Signal(range(3))
@@ -750,8 +822,8 @@ class BNUnit(CheckedComponent):
             with m.If(last):
                 m.d.sync += rs.eq(nxt(rs))
         mslot = pipe.delay(rs, sc["stats"], "mslot")     # the slot of the channel whose mu is done
-        with m.If(st.done):
-            m.d.sync += [mu_s[mslot].eq(st.mu), mu_ok[mslot].eq(1)]
+        with m.If(from_st.valid):
+            m.d.sync += [mu_s[mslot].eq(from_st.payload), mu_ok[mslot].eq(1)]
 
         # --- dispersion -----------------------------------------------------------------------
         ds = Signal(range(3))
@@ -772,11 +844,12 @@ class BNUnit(CheckedComponent):
                 m.d.sync += [dmu1.eq(_pick(ds, mu_s)), mu_ok[ds].eq(0)]
             with m.If(dlast):
                 m.d.sync += ds.eq(nxt(ds))
-        m.d.comb += [dp.x.eq(_pick(dslot1, [p.data.as_value() for p in dps])), dp.valid.eq(dv1),
-                     dp.first.eq(dfirst1), dp.last.eq(dlast1), dp.mu.eq(dmu1)]
+        m.d.comb += [to_dp.payload.x.eq(_pick(dslot1, [p.data.as_value() for p in dps])),
+                     to_dp.payload.mu.eq(dmu1), to_dp.payload.first.eq(dfirst1),
+                     to_dp.payload.last.eq(dlast1), to_dp.valid.eq(dv1)]
         dslot2 = pipe.delay(dslot1, sc["disp"], "dslot")    # the slot whose sum is done
-        with m.If(dp.done):
-            m.d.sync += [dsum_s[dslot2].eq(dp.disp_sum), d_ok[dslot2].eq(1)]
+        with m.If(from_dp.valid):
+            m.d.sync += [dsum_s[dslot2].eq(from_dp.payload), d_ok[dslot2].eq(1)]
 
         # --- reciprocal -----------------------------------------------------------------------
         cs = Signal(range(3))
@@ -789,30 +862,34 @@ class BNUnit(CheckedComponent):
         stats_free = ~self.stats.valid | self.stats.ready
         rec_wait = Signal()
         rec_mu = Signal(signed(cfg.mean_bits))
-        m.d.comb += [rc.start.eq(_pick(cs, d_ok) & ~rc.busy & ~rec_wait & ~(rc.done & ~stats_free)),
-                     rc.disp_sum.eq(_pick(cs, dsum_s))]
-        with m.If(rc.start):
+        # to_rc: valid holds until taken (d_ok[cs] clears, cs moves only on the transfer); the
+        # stats register's state goes in as hold, so it gates ready, not valid
+        start = to_rc.valid & to_rc.ready
+        m.d.comb += [to_rc.valid.eq(_pick(cs, d_ok)), to_rc.payload.eq(_pick(cs, dsum_s)),
+                     rc.hold.eq(rec_wait | (from_rc.valid & ~stats_free))]
+        with m.If(start):
             m.d.sync += [d_ok[cs].eq(0), rslot.eq(cs), cs.eq(nxt(cs))]
         with m.If(self.stats.ready):
             m.d.sync += self.stats.valid.eq(0)
-        with m.If(rc.done):
-            m.d.sync += [inv_s[rslot].eq(rc.inv), inv_ok[rslot].eq(1)]
+        rec = from_rc.payload
+        with m.If(from_rc.valid):
+            m.d.sync += [inv_s[rslot].eq(rec.inv), inv_ok[rslot].eq(1)]
             with m.If(~stats_free):
                 m.d.sync += [rec_wait.eq(1), rec_mu.eq(_pick(rslot, mu_s))]
-        with m.If((rc.done | rec_wait) & stats_free):
+        with m.If((from_rc.valid | rec_wait) & stats_free):
             m.d.sync += [
                 rec_wait.eq(0),
                 self.stats.valid.eq(1),
                 self.stats.payload.channel.eq(chan),
                 self.stats.payload.mu.eq(Mux(rec_wait, rec_mu, _pick(rslot, mu_s))),
-                self.stats.payload.s.eq(rc.s),
-                self.stats.payload.sigma.eq(rc.sigma),
-                self.stats.payload.inv.eq(rc.inv),
+                self.stats.payload.s.eq(rec.s),
+                self.stats.payload.sigma.eq(rec.sigma),
+                self.stats.payload.inv.eq(rec.inv),
                 chan.eq(Mux(chan == cfg.channels - 1, 0, chan + 1)),
             ]
 
         # --- normalize ------------------------------------------------------------------------
-        advance = ~self.o.valid | self.o.ready
+        advance = to_nz.ready             # = ~o.valid | o.ready: the normalize pipeline advances
         ncan = nact | _pick(ns, inv_ok)
         issue = advance & ncan
         nlast = Signal(init=int(nb == 1))   # nra == nb - 1, as a register
@@ -846,11 +923,12 @@ class BNUnit(CheckedComponent):
             m.d.sync += le.eq(c_le1)                           # nra <= wa + 1
         with m.Else():
             m.d.sync += le.eq(c_le)
+        # to_nz keeps the stream rule: nv1, the read data (read enable = advance) and the channel's
+        # registers change only on an advancing cycle, i.e. when to_nz.ready is high
         m.d.comb += [
-            nz.en.eq(advance), nz.x.eq(_pick(nslot1, [p.data.as_value() for p in nps])),
-            nz.valid.eq(nv1), nz.mu.eq(nmu1), nz.inv.eq(ninv1), nz.gamma.eq(ngamma1),
-            nz.beta.eq(nbeta1),
-            self.o.payload.eq(nz.y), self.o.valid.eq(nz.y_valid),
+            to_nz.payload.x.eq(_pick(nslot1, [p.data.as_value() for p in nps])),
+            to_nz.payload.mu.eq(nmu1), to_nz.payload.inv.eq(ninv1), to_nz.payload.gamma.eq(ngamma1),
+            to_nz.payload.beta.eq(nbeta1), to_nz.valid.eq(nv1),
         ]
         return m
 
