@@ -22,7 +22,11 @@
 // Layouts: NCS (contiguous (N, C, S), S = spatial size) and MC (channels innermost: channels_last
 // or (N, C), M = N * S rows of C). NCS with S >= kSegment runs per channel (parallel over
 // channels); smaller S and MC run as rows of channel groups (parallel over rows, per-thread
-// partial sums), see fwd_rows.
+// partial sums), see Rows.
+// Structure: one driver per layout and direction (fwd_ncs, fwd_rows, bwd_ncs, bwd_rows) runs the
+// passes that every dispersion shares (the affine pass, the dx pass, the per-channel and per-row
+// bookkeeping); a policy per dispersion (DispFwd / DispBwd for L1 and L2, RangeFwd / RangeBwd)
+// supplies the statistics and the dx terms.
 
 #include <algorithm>
 #include <cmath>
@@ -51,6 +55,15 @@ constexpr int64_t kGrain = 32768;            // fewer values than this: one thre
 constexpr int64_t kSegment = 128;            // NCS with S >= this: per-channel segments
 
 enum Norm { L1 = 0, L2 = 1 };
+
+// The per-segment reductions (seg_reduce, seg_bsums, seg_sum_mm, seg_rsums) stay out of
+// line: inlined into different callers GCC contracts their multiply-adds into FMAs differently,
+// which moves float32 sums by an ulp; out of line they are the same code for every caller.
+#if defined(__GNUC__)
+#define L1BN_NOINLINE __attribute__((noinline))
+#else
+#define L1BN_NOINLINE
+#endif
 
 inline float bf16_to_f32(uint16_t v) {
   uint32_t u = uint32_t(v) << 16;
@@ -96,30 +109,32 @@ template <int NORM, class A> inline A sigma_of(A s, double eps) {
 
 // ---------------------------------------------------------------- contiguous segments (NCS)
 
-template <class S> double seg_sum(const S* p, int64_t n) {
+// sum of f(value) over a segment: compute-dtype partial sums of kBlock values, added in double
+template <class S, class F> L1BN_NOINLINE double seg_reduce(const S* p, int64_t n, F f) {
   using A = typename Cvt<S>::A;
   double tot = 0;
   for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
     const int64_t i1 = std::min(n, i0 + kBlock);
     A acc = 0;
 #pragma omp simd reduction(+ : acc)
-    for (int64_t i = i0; i < i1; ++i) acc += Cvt<S>::ld(p[i]);
+    for (int64_t i = i0; i < i1; ++i) acc += f(Cvt<S>::ld(p[i]));
     tot += double(acc);
   }
   return tot;
 }
 
+template <class A> struct Value {
+  A operator()(A v) const { return v; }
+};
+template <int NORM, class A> struct Dev {  // |v - mu| or (v - mu)^2
+  A mu;
+  A operator()(A v) const { return disp<NORM>(v - mu); }
+};
+
+template <class S> double seg_sum(const S* p, int64_t n) { return seg_reduce(p, n, Value<typename Cvt<S>::A>{}); }
+
 template <int NORM, class S> double seg_disp(const S* p, int64_t n, typename Cvt<S>::A mu) {
-  using A = typename Cvt<S>::A;
-  double tot = 0;
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    const int64_t i1 = std::min(n, i0 + kBlock);
-    A acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t i = i0; i < i1; ++i) acc += disp<NORM>(Cvt<S>::ld(p[i]) - mu);
-    tot += double(acc);
-  }
-  return tot;
+  return seg_reduce(p, n, Dev<NORM, typename Cvt<S>::A>{mu});
 }
 
 template <class S> void seg_affine(const S* p, S* q, int64_t n, typename Cvt<S>::A mu,
@@ -129,7 +144,7 @@ template <class S> void seg_affine(const S* p, S* q, int64_t n, typename Cvt<S>:
 }
 
 // sums of dy, dy*d and sign(d) over one segment, added to the three totals
-template <class S> void seg_bsums(const S* dy, const S* x, int64_t n, typename Cvt<S>::A mu,
+template <class S> L1BN_NOINLINE void seg_bsums(const S* dy, const S* x, int64_t n, typename Cvt<S>::A mu,
                                   double& tdy, double& tdd, double& tsg) {
   using A = typename Cvt<S>::A;
   for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
@@ -184,271 +199,6 @@ template <int NORM, class A> struct BCoef {
   }
 };
 
-template <int NORM, class S>
-int fwd_ncs(const S* x, S* y, const typename Cvt<S>::A* w, const typename Cvt<S>::A* b,
-            typename Cvt<S>::A* mu_out, typename Cvt<S>::A* s_out, int64_t N, int64_t C, int64_t HW,
-            double eps, int nt) {
-  using A = typename Cvt<S>::A;
-  const double m = double(N) * double(HW);
-  int bad = 0;
-#pragma omp parallel for schedule(static) num_threads(nt) reduction(| : bad) if (nt > 1 && N * C * HW >= kGrain)
-  for (int64_t c = 0; c < C; ++c) {
-    double acc = 0;
-    for (int64_t n = 0; n < N; ++n) acc += seg_sum(x + (n * C + c) * HW, HW);
-    if (!std::isfinite(acc)) bad = 1;
-    const A mu = A(acc / m);
-    double acc2 = 0;
-    for (int64_t n = 0; n < N; ++n) acc2 += seg_disp<NORM>(x + (n * C + c) * HW, HW, mu);
-    const A s = A(acc2 / m);
-    const A sigma = sigma_of<NORM>(s, eps);
-    const A scale = (w ? w[c] : A(1)) / sigma;
-    const A shift = b ? b[c] : A(0);
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t o = (n * C + c) * HW;
-      seg_affine(x + o, y + o, HW, mu, scale, shift);
-    }
-    mu_out[c] = mu;
-    s_out[c] = s;
-  }
-  return bad;
-}
-
-template <int NORM, class S>
-void bwd_ncs(const S* dy, const S* x, const typename Cvt<S>::A* w, const typename Cvt<S>::A* mu_in,
-             const typename Cvt<S>::A* s_in, S* dx, typename Cvt<S>::A* dw, typename Cvt<S>::A* db,
-             int64_t N, int64_t C, int64_t HW, double eps, int nt) {
-  using A = typename Cvt<S>::A;
-  const double m = double(N) * double(HW);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && N * C * HW >= kGrain)
-  for (int64_t c = 0; c < C; ++c) {
-    const A mu = mu_in[c];
-    double sdy = 0, sdd = 0, ssg = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t o = (n * C + c) * HW;
-      seg_bsums(dy + o, x + o, HW, mu, sdy, sdd, ssg);
-    }
-    const BCoef<NORM, A> k(sdy, sdd, ssg, m, sigma_of<NORM>(s_in[c], eps), w ? w[c] : A(1));
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t o = (n * C + c) * HW;
-      seg_dx<NORM>(dy + o, x + o, dx + o, HW, mu, k.a, k.k, k.b0);
-    }
-    dw[c] = k.dw;
-    db[c] = k.db;
-  }
-}
-
-// ---------------------------------------------------------------- rows of channel groups
-// The tensor as M rows of J = C * G contiguous values, channel c owning columns c*G .. c*G+G-1:
-// channels_last / (N, C) is G = 1, M = N * S; a contiguous (N, C, S) with a small S is G = S,
-// M = N (short per-channel segments would cost more in horizontal sums than they carry).
-// Each thread sums its block of rows into its own per-column float64 array (padded against
-// false sharing); one thread folds the arrays into per-channel values between passes.
-
-inline int64_t padded(int64_t J) { return (J + 7) / 8 * 8 + 8; }
-
-template <int NORM, class S>
-int fwd_rows(const S* x, S* y, const typename Cvt<S>::A* w, const typename Cvt<S>::A* b,
-             typename Cvt<S>::A* mu_out, typename Cvt<S>::A* s_out, int64_t M, int64_t C, int64_t G,
-             double eps, int nt) {
-  using A = typename Cvt<S>::A;
-  const int64_t J = C * G;
-  const int T = (nt > 1 && M * J >= kGrain) ? nt : 1;
-  const int64_t P = padded(J);
-  const double m = double(M) * double(G);
-  std::vector<double> part(size_t(T) * P, 0.0);
-  std::vector<A> mu(J), scale(J), shift(J);
-  int bad = 0;
-#pragma omp parallel num_threads(T)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-    const int64_t r0 = M * t / tn, r1 = M * (t + 1) / tn;
-    double* acc = part.data() + size_t(t) * P;
-    for (int64_t r = r0; r < r1; ++r) {
-      const S* p = x + r * J;
-#pragma omp simd
-      for (int64_t j = 0; j < J; ++j) acc[j] += double(Cvt<S>::ld(p[j]));
-    }
-#pragma omp barrier
-#pragma omp single
-    {
-      for (int64_t c = 0; c < C; ++c) {
-        double tot = 0;
-        for (int u = 0; u < tn; ++u)
-          for (int64_t g = 0; g < G; ++g) tot += part[size_t(u) * P + c * G + g];
-        if (!std::isfinite(tot)) bad = 1;
-        mu_out[c] = A(tot / m);
-        for (int64_t g = 0; g < G; ++g) mu[c * G + g] = mu_out[c];
-      }
-      std::fill(part.begin(), part.end(), 0.0);
-    }
-    for (int64_t r = r0; r < r1; ++r) {
-      const S* p = x + r * J;
-#pragma omp simd
-      for (int64_t j = 0; j < J; ++j) acc[j] += double(disp<NORM>(Cvt<S>::ld(p[j]) - mu[j]));
-    }
-#pragma omp barrier
-#pragma omp single
-    for (int64_t c = 0; c < C; ++c) {
-      double tot = 0;
-      for (int u = 0; u < tn; ++u)
-        for (int64_t g = 0; g < G; ++g) tot += part[size_t(u) * P + c * G + g];
-      const A s = A(tot / m);
-      const A sc = (w ? w[c] : A(1)) / sigma_of<NORM>(s, eps), sh = b ? b[c] : A(0);
-      for (int64_t g = 0; g < G; ++g) {
-        scale[c * G + g] = sc;
-        shift[c * G + g] = sh;
-      }
-      s_out[c] = s;
-    }
-    for (int64_t r = r0; r < r1; ++r) {
-      const S* p = x + r * J;
-      S* q = y + r * J;
-#pragma omp simd
-      for (int64_t j = 0; j < J; ++j) q[j] = Cvt<S>::st((Cvt<S>::ld(p[j]) - mu[j]) * scale[j] + shift[j]);
-    }
-  }
-  return bad;
-}
-
-template <int NORM, class S>
-void bwd_rows(const S* dy, const S* x, const typename Cvt<S>::A* w, const typename Cvt<S>::A* mu_in,
-              const typename Cvt<S>::A* s_in, S* dx, typename Cvt<S>::A* dw, typename Cvt<S>::A* db,
-              int64_t M, int64_t C, int64_t G, double eps, int nt) {
-  using A = typename Cvt<S>::A;
-  const int64_t J = C * G;
-  const int T = (nt > 1 && M * J >= kGrain) ? nt : 1;
-  const int64_t P = padded(J);
-  const double m = double(M) * double(G);
-  std::vector<double> part(size_t(T) * 3 * P, 0.0);
-  std::vector<A> mu(J), ka(J), kk(J), kb(J);
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t g = 0; g < G; ++g) mu[c * G + g] = mu_in[c];
-#pragma omp parallel num_threads(T)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-    const int64_t r0 = M * t / tn, r1 = M * (t + 1) / tn;
-    double* a1 = part.data() + size_t(t) * 3 * P;
-    double* a2 = a1 + P;
-    double* a3 = a2 + P;
-    for (int64_t r = r0; r < r1; ++r) {
-      const S* g = dy + r * J;
-      const S* p = x + r * J;
-#pragma omp simd
-      for (int64_t j = 0; j < J; ++j) {
-        const A gv = Cvt<S>::ld(g[j]);
-        const A d = Cvt<S>::ld(p[j]) - mu[j];
-        a1[j] += double(gv);
-        a2[j] += double(gv * d);
-        a3[j] += double(sgn(d));
-      }
-    }
-#pragma omp barrier
-#pragma omp single
-    for (int64_t c = 0; c < C; ++c) {
-      double sdy = 0, sdd = 0, ssg = 0;
-      for (int u = 0; u < tn; ++u) {
-        const double* q = part.data() + size_t(u) * 3 * P + c * G;
-        for (int64_t g = 0; g < G; ++g) {
-          sdy += q[g];
-          sdd += q[P + g];
-          ssg += q[2 * P + g];
-        }
-      }
-      const BCoef<NORM, A> k(sdy, sdd, ssg, m, sigma_of<NORM>(s_in[c], eps), w ? w[c] : A(1));
-      for (int64_t g = 0; g < G; ++g) {
-        ka[c * G + g] = k.a;
-        kk[c * G + g] = k.k;
-        kb[c * G + g] = k.b0;
-      }
-      dw[c] = k.dw;
-      db[c] = k.db;
-    }
-    for (int64_t r = r0; r < r1; ++r) {
-      const S* g = dy + r * J;
-      const S* p = x + r * J;
-      S* q = dx + r * J;
-#pragma omp simd
-      for (int64_t j = 0; j < J; ++j) {
-        const A d = Cvt<S>::ld(p[j]) - mu[j];
-        const A tt = (NORM == L1) ? sgn(d) : d;
-        q[j] = Cvt<S>::st(ka[j] * Cvt<S>::ld(g[j]) + kk[j] * tt + kb[j]);
-      }
-    }
-  }
-}
-
-template <int NORM, class S>
-int fwd_t(int layout, const void* x, void* y, const void* w, const void* b, void* mu, void* s,
-          void* run_mean, void* run_s, double factor, int64_t N, int64_t C, int64_t HW, double eps,
-          int nt) {
-  using A = typename Cvt<S>::A;
-  const S* xs = static_cast<const S*>(x);
-  S* ys = static_cast<S*>(y);
-  const A* ws = static_cast<const A*>(w);
-  const A* bs = static_cast<const A*>(b);
-  A* mo = static_cast<A*>(mu);
-  A* so = static_cast<A*>(s);
-  int bad;
-  if (layout == 0 && HW >= kSegment)
-    bad = fwd_ncs<NORM>(xs, ys, ws, bs, mo, so, N, C, HW, eps, nt);
-  else if (layout == 0)
-    bad = fwd_rows<NORM>(xs, ys, ws, bs, mo, so, N, C, HW, eps, nt);
-  else
-    bad = fwd_rows<NORM>(xs, ys, ws, bs, mo, so, N * HW, C, 1, eps, nt);
-  // running statistics: r += f * (batch - r), skipped when the batch was not finite
-  if (!bad && factor > 0) {
-    A* rm = static_cast<A*>(run_mean);
-    A* rs = static_cast<A*>(run_s);
-    for (int64_t c = 0; c < C; ++c) {
-      if (rm) rm[c] += A(factor) * (mo[c] - rm[c]);
-      if (rs) rs[c] += A(factor) * (so[c] - rs[c]);
-    }
-  }
-  return bad;
-}
-
-template <int NORM, class S>
-void bwd_t(int layout, const void* dy, const void* x, const void* w, const void* mu, const void* s,
-           void* dx, void* dw, void* db, int64_t N, int64_t C, int64_t HW, double eps, int nt) {
-  using A = typename Cvt<S>::A;
-  const S* g = static_cast<const S*>(dy);
-  const S* xs = static_cast<const S*>(x);
-  const A* ws = static_cast<const A*>(w);
-  const A* ms = static_cast<const A*>(mu);
-  const A* ss = static_cast<const A*>(s);
-  S* q = static_cast<S*>(dx);
-  A* dws = static_cast<A*>(dw);
-  A* dbs = static_cast<A*>(db);
-  if (layout == 0 && HW >= kSegment)
-    bwd_ncs<NORM>(g, xs, ws, ms, ss, q, dws, dbs, N, C, HW, eps, nt);
-  else if (layout == 0)
-    bwd_rows<NORM>(g, xs, ws, ms, ss, q, dws, dbs, N, C, HW, eps, nt);
-  else
-    bwd_rows<NORM>(g, xs, ws, ms, ss, q, dws, dbs, N * HW, C, 1, eps, nt);
-}
-
-template <int NORM>
-int fwd_n(int dtype, int layout, const void* x, void* y, const void* w, const void* b, void* mu,
-          void* s, void* rm, void* rs, double f, int64_t N, int64_t C, int64_t HW, double eps, int nt) {
-  switch (dtype) {
-    case 0: return fwd_t<NORM, float>(layout, x, y, w, b, mu, s, rm, rs, f, N, C, HW, eps, nt);
-    case 1: return fwd_t<NORM, double>(layout, x, y, w, b, mu, s, rm, rs, f, N, C, HW, eps, nt);
-    case 2: return fwd_t<NORM, uint16_t>(layout, x, y, w, b, mu, s, rm, rs, f, N, C, HW, eps, nt);
-  }
-  return -1;
-}
-
-template <int NORM>
-int bwd_n(int dtype, int layout, const void* dy, const void* x, const void* w, const void* mu,
-          const void* s, void* dx, void* dw, void* db, int64_t N, int64_t C, int64_t HW, double eps, int nt) {
-  switch (dtype) {
-    case 0: bwd_t<NORM, float>(layout, dy, x, w, mu, s, dx, dw, db, N, C, HW, eps, nt); return 0;
-    case 1: bwd_t<NORM, double>(layout, dy, x, w, mu, s, dx, dw, db, N, C, HW, eps, nt); return 0;
-    case 2: bwd_t<NORM, uint16_t>(layout, dy, x, w, mu, s, dx, dw, db, N, C, HW, eps, nt); return 0;
-  }
-  return -1;
-}
-
 
 // ---------------------------------------------------------------- range BN
 // sigma = cn * (max - min) + eps, cn = C(n) from the caller (l1bn.spec.intmath.range_scale).
@@ -460,7 +210,7 @@ int bwd_n(int dtype, int layout, const void* dy, const void* x, const void* w, c
 // Ties: the gradient of max (of min) is split evenly among the values equal to it, as torch
 // autograd of amax/amin does; all values equal gives kx = kn and a zero range term.
 
-template <class S> void seg_sum_mm(const S* p, int64_t n, double& tot, typename Cvt<S>::A& mx,
+template <class S> L1BN_NOINLINE void seg_sum_mm(const S* p, int64_t n, double& tot, typename Cvt<S>::A& mx,
                                    typename Cvt<S>::A& mn) {
   using A = typename Cvt<S>::A;
   for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
@@ -479,7 +229,7 @@ template <class S> void seg_sum_mm(const S* p, int64_t n, double& tot, typename 
   }
 }
 
-template <class S> void seg_rsums(const S* dy, const S* x, int64_t n, typename Cvt<S>::A mu,
+template <class S> L1BN_NOINLINE void seg_rsums(const S* dy, const S* x, int64_t n, typename Cvt<S>::A mu,
                                   typename Cvt<S>::A mx, typename Cvt<S>::A mn, double& tdy,
                                   double& tdd, int64_t& kx, int64_t& kn) {
   using A = typename Cvt<S>::A;
@@ -529,83 +279,157 @@ template <class A> struct RCoef {
   }
 };
 
-template <class S>
-int rfwd_ncs(const S* x, S* y, const typename Cvt<S>::A* w, const typename Cvt<S>::A* b,
-             typename Cvt<S>::A* mu_out, typename Cvt<S>::A* rs_out, typename Cvt<S>::A* mx_out,
-             typename Cvt<S>::A* mn_out, int64_t N, int64_t C, int64_t HW, double cn, double eps, int nt) {
+
+// ---------------------------------------------------------------- rows of channel groups
+// The tensor as M rows of J = C * G contiguous values, channel c owning columns c*G .. c*G+G-1:
+// channels_last / (N, C) is G = 1, M = N * S; a contiguous (N, C, S) with a small S is G = S,
+// M = N (short per-channel segments would cost more in horizontal sums than they carry).
+// Each thread sums its block of rows into its own per-column float64 arrays (padded against
+// false sharing); one thread folds the arrays into per-channel values between passes.
+
+inline int64_t padded(int64_t J) { return (J + 7) / 8 * 8 + 8; }
+
+struct Rows {
+  int64_t M, C, G, J, P;  // P: the padded length of one per-thread per-column array
+  int T;                  // threads asked for
+  double m;               // values per channel
+  Rows(int64_t M_, int64_t C_, int64_t G_, int nt)
+      : M(M_), C(C_), G(G_), J(C_ * G_), P(padded(C_ * G_)), T((nt > 1 && M_ * C_ * G_ >= kGrain) ? nt : 1),
+        m(double(M_) * double(G_)) {}
+  int64_t r0(int t, int tn) const { return M * t / tn; }  // thread t of tn: rows [r0, r1)
+  int64_t r1(int t, int tn) const { return M * (t + 1) / tn; }
+  // K float64 arrays of P values per thread, zeroed
+  std::vector<double> parts(int K) const { return std::vector<double>(size_t(T) * K * P, 0.0); }
+  // channel c's total of array k (of K per thread) over the tn threads and the channel's G columns
+  double fold(const std::vector<double>& part, int tn, int K, int k, int64_t c) const {
+    double tot = 0;
+    for (int u = 0; u < tn; ++u)
+      for (int64_t g = 0; g < G; ++g) tot += part[size_t(u) * K * P + k * P + c * G + g];
+    return tot;
+  }
+  template <class A> void bcast(std::vector<A>& v, int64_t c, A val) const {
+    for (int64_t g = 0; g < G; ++g) v[c * G + g] = val;
+  }
+};
+
+// ---------------------------------------------------------------- the dispersions as policies
+// Forward policy: a channel's mean and sigma (it stores its own outputs, mu_out and d_out being
+// what the running statistics follow): ncs() from the channel's N segments; rows_stats() runs
+// inside the rows driver's parallel region (its passes, barriers and single sections), fills the
+// per-column mean and gives each channel's sigma to set(c, sigma). Part: its per-thread arrays.
+// Backward policy: Stat, the forward statistics pass 1 and 2 need (of a channel: stat(c); per
+// column: the NV vectors of the rows driver); Sums, a channel's pass-1 sums; Coef (from
+// BCoef / RCoef) the channel's coefficients of dx; its pass-1 and pass-2 loops for a segment
+// (sums_seg, dx_seg) and for one row (sums_row into K arrays, dx_row from NK coefficient vectors).
+
+template <class A> struct Chan {
+  A mu, sigma;
+  int bad;  // the channel's sum (or range) is not finite
+};
+
+// L1 / L2: s = mean(|d|) or mean(d*d); one pass for mu, one for s
+template <int NORM, class S> struct DispFwd {
   using A = typename Cvt<S>::A;
-  const double m = double(N) * double(HW);
-  int bad = 0;
-#pragma omp parallel for schedule(static) num_threads(nt) reduction(| : bad) if (nt > 1 && N * C * HW >= kGrain)
-  for (int64_t c = 0; c < C; ++c) {
+  A* mu_out;
+  A* d_out;  // s
+  double eps;
+
+  struct Part {
+    std::vector<double> sum;
+    explicit Part(const Rows& R) : sum(R.parts(1)) {}
+  };
+
+  Chan<A> ncs(const S* x, int64_t N, int64_t C, int64_t HW, int64_t c, double m) const {
+    double acc = 0;
+    for (int64_t n = 0; n < N; ++n) acc += seg_sum(x + (n * C + c) * HW, HW);
+    const int bad = !std::isfinite(acc);
+    const A mu = A(acc / m);
+    double acc2 = 0;
+    for (int64_t n = 0; n < N; ++n) acc2 += seg_disp<NORM>(x + (n * C + c) * HW, HW, mu);
+    const A s = A(acc2 / m);
+    mu_out[c] = mu;
+    d_out[c] = s;
+    return {mu, sigma_of<NORM>(s, eps), bad};
+  }
+
+  template <class Set>
+  void rows_stats(const Rows& R, const S* x, Part& part, int t, int tn, std::vector<A>& mu, int& bad,
+                  Set&& set) const {
+    const int64_t r0 = R.r0(t, tn), r1 = R.r1(t, tn), J = R.J;
+    double* acc = part.sum.data() + size_t(t) * R.P;
+    for (int64_t r = r0; r < r1; ++r) {
+      const S* p = x + r * J;
+#pragma omp simd
+      for (int64_t j = 0; j < J; ++j) acc[j] += double(Cvt<S>::ld(p[j]));
+    }
+#pragma omp barrier
+#pragma omp single
+    {
+      for (int64_t c = 0; c < R.C; ++c) {
+        const double tot = R.fold(part.sum, tn, 1, 0, c);
+        if (!std::isfinite(tot)) bad = 1;
+        mu_out[c] = A(tot / R.m);
+        R.bcast(mu, c, mu_out[c]);
+      }
+      std::fill(part.sum.begin(), part.sum.end(), 0.0);
+    }
+    const A* mv = mu.data();
+    for (int64_t r = r0; r < r1; ++r) {
+      const S* p = x + r * J;
+#pragma omp simd
+      for (int64_t j = 0; j < J; ++j) acc[j] += double(disp<NORM>(Cvt<S>::ld(p[j]) - mv[j]));
+    }
+#pragma omp barrier
+#pragma omp single
+    for (int64_t c = 0; c < R.C; ++c) {
+      const A s = A(R.fold(part.sum, tn, 1, 0, c) / R.m);
+      set(c, sigma_of<NORM>(s, eps));
+      d_out[c] = s;
+    }
+  }
+};
+
+// range: sigma = cn * (max - min) + eps; the sum, max and min in one pass
+template <class S> struct RangeFwd {
+  using A = typename Cvt<S>::A;
+  A* mu_out;
+  A* d_out;  // rs = cn * (max - min)
+  A* mx_out;
+  A* mn_out;
+  double cn, eps;
+
+  struct Part {
+    std::vector<double> sum;
+    std::vector<A> hi, lo;
+    explicit Part(const Rows& R)
+        : sum(R.parts(1)), hi(size_t(R.T) * R.P, -std::numeric_limits<A>::infinity()),
+          lo(size_t(R.T) * R.P, std::numeric_limits<A>::infinity()) {}
+  };
+
+  Chan<A> finish(int64_t c, double tot, double m, A mx, A mn) const {
+    const A mu = A(tot / m);
+    const A rs = (mx - mn) * A(cn);
+    mu_out[c] = mu;
+    d_out[c] = rs;
+    mx_out[c] = mx;
+    mn_out[c] = mn;
+    return {mu, rs + A(eps), !std::isfinite(tot) || !std::isfinite(rs)};
+  }
+
+  Chan<A> ncs(const S* x, int64_t N, int64_t C, int64_t HW, int64_t c, double m) const {
     double acc = 0;
     A mx = -std::numeric_limits<A>::infinity(), mn = std::numeric_limits<A>::infinity();
     for (int64_t n = 0; n < N; ++n) seg_sum_mm(x + (n * C + c) * HW, HW, acc, mx, mn);
-    const A mu = A(acc / m);
-    const A rs = (mx - mn) * A(cn);
-    if (!std::isfinite(acc) || !std::isfinite(rs)) bad = 1;
-    const A scale = (w ? w[c] : A(1)) / (rs + A(eps));
-    const A shift = b ? b[c] : A(0);
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t o = (n * C + c) * HW;
-      seg_affine(x + o, y + o, HW, mu, scale, shift);
-    }
-    mu_out[c] = mu;
-    rs_out[c] = rs;
-    mx_out[c] = mx;
-    mn_out[c] = mn;
+    return finish(c, acc, m, mx, mn);
   }
-  return bad;
-}
 
-template <class S>
-void rbwd_ncs(const S* dy, const S* x, const typename Cvt<S>::A* w, const typename Cvt<S>::A* mu_in,
-              const typename Cvt<S>::A* rs_in, const typename Cvt<S>::A* mx_in,
-              const typename Cvt<S>::A* mn_in, S* dx, typename Cvt<S>::A* dw, typename Cvt<S>::A* db,
-              int64_t N, int64_t C, int64_t HW, double cn, double eps, int nt) {
-  using A = typename Cvt<S>::A;
-  const double m = double(N) * double(HW);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && N * C * HW >= kGrain)
-  for (int64_t c = 0; c < C; ++c) {
-    const A mu = mu_in[c], mx = mx_in[c], mn = mn_in[c];
-    double sdy = 0, sdd = 0;
-    int64_t kx = 0, kn = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t o = (n * C + c) * HW;
-      seg_rsums(dy + o, x + o, HW, mu, mx, mn, sdy, sdd, kx, kn);
-    }
-    const RCoef<A> k(sdy, sdd, kx, kn, m, cn, rs_in[c] + A(eps), w ? w[c] : A(1));
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t o = (n * C + c) * HW;
-      seg_rdx(dy + o, x + o, dx + o, HW, mx, mn, k.a, k.kx, k.kn, k.b0);
-    }
-    dw[c] = k.dw;
-    db[c] = k.db;
-  }
-}
-
-// rows of channel groups (see fwd_rows): per-thread per-column sums (float64), max and min
-template <class S>
-int rfwd_rows(const S* x, S* y, const typename Cvt<S>::A* w, const typename Cvt<S>::A* b,
-              typename Cvt<S>::A* mu_out, typename Cvt<S>::A* rs_out, typename Cvt<S>::A* mx_out,
-              typename Cvt<S>::A* mn_out, int64_t M, int64_t C, int64_t G, double cn, double eps, int nt) {
-  using A = typename Cvt<S>::A;
-  const int64_t J = C * G;
-  const int T = (nt > 1 && M * J >= kGrain) ? nt : 1;
-  const int64_t P = padded(J);
-  const double m = double(M) * double(G);
-  const A inf = std::numeric_limits<A>::infinity();
-  std::vector<double> part(size_t(T) * P, 0.0);
-  std::vector<A> hi(size_t(T) * P, -inf), lo(size_t(T) * P, inf);
-  std::vector<A> mu(J), scale(J), shift(J);
-  int bad = 0;
-#pragma omp parallel num_threads(T)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-    const int64_t r0 = M * t / tn, r1 = M * (t + 1) / tn;
-    double* acc = part.data() + size_t(t) * P;
-    A* h = hi.data() + size_t(t) * P;
-    A* l = lo.data() + size_t(t) * P;
+  template <class Set>
+  void rows_stats(const Rows& R, const S* x, Part& part, int t, int tn, std::vector<A>& mu, int& bad,
+                  Set&& set) const {
+    const int64_t r0 = R.r0(t, tn), r1 = R.r1(t, tn), J = R.J;
+    double* acc = part.sum.data() + size_t(t) * R.P;
+    A* h = part.hi.data() + size_t(t) * R.P;
+    A* l = part.lo.data() + size_t(t) * R.P;
     for (int64_t r = r0; r < r1; ++r) {
       const S* p = x + r * J;
 #pragma omp simd
@@ -618,168 +442,306 @@ int rfwd_rows(const S* x, S* y, const typename Cvt<S>::A* w, const typename Cvt<
     }
 #pragma omp barrier
 #pragma omp single
-    for (int64_t c = 0; c < C; ++c) {
-      double tot = 0;
-      A mx = -inf, mn = inf;
+    for (int64_t c = 0; c < R.C; ++c) {
+      A mx = -std::numeric_limits<A>::infinity(), mn = std::numeric_limits<A>::infinity();
       for (int u = 0; u < tn; ++u)
-        for (int64_t g = 0; g < G; ++g) {
-          const size_t o = size_t(u) * P + c * G + g;
-          tot += part[o];
-          mx = std::max(mx, hi[o]);
-          mn = std::min(mn, lo[o]);
+        for (int64_t g = 0; g < R.G; ++g) {
+          const size_t o = size_t(u) * R.P + c * R.G + g;
+          mx = std::max(mx, part.hi[o]);
+          mn = std::min(mn, part.lo[o]);
         }
-      const A mc = A(tot / m);
-      const A rs = (mx - mn) * A(cn);
-      if (!std::isfinite(tot) || !std::isfinite(rs)) bad = 1;
-      const A sc = (w ? w[c] : A(1)) / (rs + A(eps)), sh = b ? b[c] : A(0);
-      for (int64_t g = 0; g < G; ++g) {
-        mu[c * G + g] = mc;
-        scale[c * G + g] = sc;
-        shift[c * G + g] = sh;
-      }
-      mu_out[c] = mc;
-      rs_out[c] = rs;
-      mx_out[c] = mx;
-      mn_out[c] = mn;
-    }
-    for (int64_t r = r0; r < r1; ++r) {
-      const S* p = x + r * J;
-      S* q = y + r * J;
-#pragma omp simd
-      for (int64_t j = 0; j < J; ++j) q[j] = Cvt<S>::st((Cvt<S>::ld(p[j]) - mu[j]) * scale[j] + shift[j]);
+      const Chan<A> ch = finish(c, R.fold(part.sum, tn, 1, 0, c), R.m, mx, mn);
+      if (ch.bad) bad = 1;
+      R.bcast(mu, c, ch.mu);
+      set(c, ch.sigma);
     }
   }
-  return bad;
-}
+};
 
-template <class S>
-void rbwd_rows(const S* dy, const S* x, const typename Cvt<S>::A* w, const typename Cvt<S>::A* mu_in,
-               const typename Cvt<S>::A* rs_in, const typename Cvt<S>::A* mx_in,
-               const typename Cvt<S>::A* mn_in, S* dx, typename Cvt<S>::A* dw, typename Cvt<S>::A* db,
-               int64_t M, int64_t C, int64_t G, double cn, double eps, int nt) {
+// L1 / L2 backward: sums of dy, dy*d, sign(d); dx = a*dy + k*t + b0, t = sign(d) (L1) or d (L2)
+template <int NORM, class S> struct DispBwd {
   using A = typename Cvt<S>::A;
-  const int64_t J = C * G;
-  const int T = (nt > 1 && M * J >= kGrain) ? nt : 1;
-  const int64_t P = padded(J);
-  const double m = double(M) * double(G);
-  std::vector<double> part(size_t(T) * 4 * P, 0.0);  // sum dy, sum dy*d, #max, #min
-  std::vector<A> mu(J), mx(J), mn(J), ka(J), kx(J), kn(J), kb(J);
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t g = 0; g < G; ++g) {
-      mu[c * G + g] = mu_in[c];
-      mx[c * G + g] = mx_in[c];
-      mn[c * G + g] = mn_in[c];
+  using Coef = BCoef<NORM, A>;
+  const A* mu_in;
+  const A* s_in;
+  double eps;
+  static constexpr int K = 3, NV = 1, NK = 3;  // pass-1 arrays, statistic and coefficient vectors
+
+  struct Stat {
+    A mu;
+  };
+  struct Sums {
+    double dy = 0, dd = 0, sg = 0;
+  };
+  Stat stat(int64_t c) const { return {mu_in[c]}; }
+  void put_stat(const Rows& R, std::vector<A>* v, int64_t c) const { R.bcast(v[0], c, mu_in[c]); }
+  Coef coef(const Sums& s, double m, int64_t c, A w) const {
+    return Coef(s.dy, s.dd, s.sg, m, sigma_of<NORM>(s_in[c], eps), w);
+  }
+  Coef coef(const double* s, double m, int64_t c, A w) const {
+    return Coef(s[0], s[1], s[2], m, sigma_of<NORM>(s_in[c], eps), w);
+  }
+  static void put_coef(const Rows& R, std::vector<A>* k, int64_t c, const Coef& q) {
+    R.bcast(k[0], c, q.a);
+    R.bcast(k[1], c, q.k);
+    R.bcast(k[2], c, q.b0);
+  }
+  static void sums_seg(const S* dy, const S* x, int64_t n, const Stat& st, Sums& s) {
+    seg_bsums(dy, x, n, st.mu, s.dy, s.dd, s.sg);
+  }
+  static void dx_seg(const S* dy, const S* x, S* dx, int64_t n, const Stat& st, const Coef& q) {
+    seg_dx<NORM>(dy, x, dx, n, st.mu, q.a, q.k, q.b0);
+  }
+  static void sums_row(const S* g, const S* p, int64_t J, int64_t P, double* a1, const std::vector<A>* v) {
+    double* a2 = a1 + P;
+    double* a3 = a2 + P;
+    const A* mu = v[0].data();
+#pragma omp simd
+    for (int64_t j = 0; j < J; ++j) {
+      const A gv = Cvt<S>::ld(g[j]);
+      const A d = Cvt<S>::ld(p[j]) - mu[j];
+      a1[j] += double(gv);
+      a2[j] += double(gv * d);
+      a3[j] += double(sgn(d));
     }
-#pragma omp parallel num_threads(T)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-    const int64_t r0 = M * t / tn, r1 = M * (t + 1) / tn;
-    double* a1 = part.data() + size_t(t) * 4 * P;
+  }
+  static void dx_row(const S* g, const S* p, S* q, int64_t J, const std::vector<A>* v, const std::vector<A>* k) {
+    const A *mu = v[0].data(), *ka = k[0].data(), *kk = k[1].data(), *kb = k[2].data();
+#pragma omp simd
+    for (int64_t j = 0; j < J; ++j) {
+      const A d = Cvt<S>::ld(p[j]) - mu[j];
+      const A tt = (NORM == L1) ? sgn(d) : d;
+      q[j] = Cvt<S>::st(ka[j] * Cvt<S>::ld(g[j]) + kk[j] * tt + kb[j]);
+    }
+  }
+};
+
+// range backward: sums of dy, dy*d and the counts of values equal to max / min;
+// dx = a*dy + kx*[x == max] - kn*[x == min] + b0
+template <class S> struct RangeBwd {
+  using A = typename Cvt<S>::A;
+  using Coef = RCoef<A>;
+  const A* mu_in;
+  const A* rs_in;
+  const A* mx_in;
+  const A* mn_in;
+  double cn, eps;
+  static constexpr int K = 4, NV = 3, NK = 4;
+
+  struct Stat {
+    A mu, mx, mn;
+  };
+  struct Sums {
+    double dy = 0, dd = 0;
+    int64_t kx = 0, kn = 0;
+  };
+  Stat stat(int64_t c) const { return {mu_in[c], mx_in[c], mn_in[c]}; }
+  void put_stat(const Rows& R, std::vector<A>* v, int64_t c) const {
+    R.bcast(v[0], c, mu_in[c]);
+    R.bcast(v[1], c, mx_in[c]);
+    R.bcast(v[2], c, mn_in[c]);
+  }
+  Coef coef(const Sums& s, double m, int64_t c, A w) const {
+    return Coef(s.dy, s.dd, s.kx, s.kn, m, cn, rs_in[c] + A(eps), w);
+  }
+  Coef coef(const double* s, double m, int64_t c, A w) const {
+    return Coef(s[0], s[1], int64_t(s[2]), int64_t(s[3]), m, cn, rs_in[c] + A(eps), w);
+  }
+  static void put_coef(const Rows& R, std::vector<A>* k, int64_t c, const Coef& q) {
+    R.bcast(k[0], c, q.a);
+    R.bcast(k[1], c, q.kx);
+    R.bcast(k[2], c, q.kn);
+    R.bcast(k[3], c, q.b0);
+  }
+  static void sums_seg(const S* dy, const S* x, int64_t n, const Stat& st, Sums& s) {
+    seg_rsums(dy, x, n, st.mu, st.mx, st.mn, s.dy, s.dd, s.kx, s.kn);
+  }
+  static void dx_seg(const S* dy, const S* x, S* dx, int64_t n, const Stat& st, const Coef& q) {
+    seg_rdx(dy, x, dx, n, st.mx, st.mn, q.a, q.kx, q.kn, q.b0);
+  }
+  static void sums_row(const S* g, const S* p, int64_t J, int64_t P, double* a1, const std::vector<A>* v) {
     double* a2 = a1 + P;
     double* a3 = a2 + P;
     double* a4 = a3 + P;
-    for (int64_t r = r0; r < r1; ++r) {
-      const S* g = dy + r * J;
-      const S* p = x + r * J;
+    const A *mu = v[0].data(), *mx = v[1].data(), *mn = v[2].data();
 #pragma omp simd
-      for (int64_t j = 0; j < J; ++j) {
-        const A gv = Cvt<S>::ld(g[j]);
-        const A v = Cvt<S>::ld(p[j]);
-        a1[j] += double(gv);
-        a2[j] += double(gv * (v - mu[j]));
-        a3[j] += double(v == mx[j]);
-        a4[j] += double(v == mn[j]);
-      }
-    }
-#pragma omp barrier
-#pragma omp single
-    for (int64_t c = 0; c < C; ++c) {
-      double sdy = 0, sdd = 0, cx = 0, cm = 0;
-      for (int u = 0; u < tn; ++u) {
-        const double* q = part.data() + size_t(u) * 4 * P + c * G;
-        for (int64_t g = 0; g < G; ++g) {
-          sdy += q[g];
-          sdd += q[P + g];
-          cx += q[2 * P + g];
-          cm += q[3 * P + g];
-        }
-      }
-      const RCoef<A> k(sdy, sdd, int64_t(cx), int64_t(cm), m, cn, rs_in[c] + A(eps), w ? w[c] : A(1));
-      for (int64_t g = 0; g < G; ++g) {
-        ka[c * G + g] = k.a;
-        kx[c * G + g] = k.kx;
-        kn[c * G + g] = k.kn;
-        kb[c * G + g] = k.b0;
-      }
-      dw[c] = k.dw;
-      db[c] = k.db;
-    }
-    for (int64_t r = r0; r < r1; ++r) {
-      const S* g = dy + r * J;
-      const S* p = x + r * J;
-      S* q = dx + r * J;
-#pragma omp simd
-      for (int64_t j = 0; j < J; ++j) {
-        const A v = Cvt<S>::ld(p[j]);
-        q[j] = Cvt<S>::st(ka[j] * Cvt<S>::ld(g[j]) + (A(v == mx[j]) * kx[j] - A(v == mn[j]) * kn[j]) + kb[j]);
-      }
+    for (int64_t j = 0; j < J; ++j) {
+      const A gv = Cvt<S>::ld(g[j]);
+      const A x = Cvt<S>::ld(p[j]);
+      a1[j] += double(gv);
+      a2[j] += double(gv * (x - mu[j]));
+      a3[j] += double(x == mx[j]);
+      a4[j] += double(x == mn[j]);
     }
   }
+  static void dx_row(const S* g, const S* p, S* q, int64_t J, const std::vector<A>* v, const std::vector<A>* k) {
+    const A *mx = v[1].data(), *mn = v[2].data();
+    const A *ka = k[0].data(), *kx = k[1].data(), *kn = k[2].data(), *kb = k[3].data();
+#pragma omp simd
+    for (int64_t j = 0; j < J; ++j) {
+      const A x = Cvt<S>::ld(p[j]);
+      q[j] = Cvt<S>::st(ka[j] * Cvt<S>::ld(g[j]) + (A(x == mx[j]) * kx[j] - A(x == mn[j]) * kn[j]) + kb[j]);
+    }
+  }
+};
+
+// ---------------------------------------------------------------- drivers, one per layout and pass
+
+// NCS: channels in parallel; body(c) returns nonzero for a channel that is not finite
+template <class F> int per_channel(int64_t C, int64_t total, int nt, F&& body) {
+  int bad = 0;
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(| : bad) if (nt > 1 && total >= kGrain)
+  for (int64_t c = 0; c < C; ++c) bad |= body(c);
+  return bad;
 }
 
-template <class S>
-int rfwd_t(int layout, const void* x, void* y, const void* w, const void* b, void* mu, void* rs,
-           void* mx, void* mn, void* run_mean, void* run_sigma, double factor, int64_t N, int64_t C,
-           int64_t HW, double cn, double eps, int nt) {
-  using A = typename Cvt<S>::A;
-  const S* xs = static_cast<const S*>(x);
-  S* ys = static_cast<S*>(y);
-  const A* ws = static_cast<const A*>(w);
-  const A* bs = static_cast<const A*>(b);
-  A* mo = static_cast<A*>(mu);
-  A* ro = static_cast<A*>(rs);
-  A* xo = static_cast<A*>(mx);
-  A* no = static_cast<A*>(mn);
-  int bad;
-  if (layout == 0 && HW >= kSegment)
-    bad = rfwd_ncs(xs, ys, ws, bs, mo, ro, xo, no, N, C, HW, cn, eps, nt);
-  else if (layout == 0)
-    bad = rfwd_rows(xs, ys, ws, bs, mo, ro, xo, no, N, C, HW, cn, eps, nt);
-  else
-    bad = rfwd_rows(xs, ys, ws, bs, mo, ro, xo, no, N * HW, C, 1, cn, eps, nt);
-  if (!bad && factor > 0) {
-    A* rm = static_cast<A*>(run_mean);
-    A* rsg = static_cast<A*>(run_sigma);
-    for (int64_t c = 0; c < C; ++c) {
-      if (rm) rm[c] += A(factor) * (mo[c] - rm[c]);
-      if (rsg) rsg[c] += A(factor) * (ro[c] - rsg[c]);
+// f(offset) for each of channel c's N segments of HW values
+template <class F> inline void segments(int64_t N, int64_t C, int64_t HW, int64_t c, F&& f) {
+  for (int64_t n = 0; n < N; ++n) f((n * C + c) * HW);
+}
+
+template <class Pol, class S, class A = typename Cvt<S>::A>
+int fwd_ncs(const Pol& pol, const S* x, S* y, const A* w, const A* b, int64_t N, int64_t C, int64_t HW, int nt) {
+  const double m = double(N) * double(HW);
+  return per_channel(C, N * C * HW, nt, [&](int64_t c) {
+    const Chan<A> ch = pol.ncs(x, N, C, HW, c, m);
+    const A scale = (w ? w[c] : A(1)) / ch.sigma;
+    const A shift = b ? b[c] : A(0);
+    segments(N, C, HW, c, [&](int64_t o) { seg_affine(x + o, y + o, HW, ch.mu, scale, shift); });
+    return ch.bad;
+  });
+}
+
+template <class Pol, class S, class A = typename Cvt<S>::A>
+int fwd_rows(const Pol& pol, const S* x, S* y, const A* w, const A* b, int64_t M, int64_t C, int64_t G, int nt) {
+  const Rows R(M, C, G, nt);
+  typename Pol::Part part(R);
+  std::vector<A> mu(R.J), scale(R.J), shift(R.J);
+  int bad = 0;
+#pragma omp parallel num_threads(R.T)
+  {
+    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+    pol.rows_stats(R, x, part, t, tn, mu, bad, [&](int64_t c, A sigma) {
+      R.bcast(scale, c, (w ? w[c] : A(1)) / sigma);
+      R.bcast(shift, c, b ? b[c] : A(0));
+    });
+    const A *mv = mu.data(), *sc = scale.data(), *sh = shift.data();
+    const int64_t r0 = R.r0(t, tn), r1 = R.r1(t, tn);
+    for (int64_t r = r0; r < r1; ++r) {
+      const S* p = x + r * R.J;
+      S* q = y + r * R.J;
+#pragma omp simd
+      for (int64_t j = 0; j < R.J; ++j) q[j] = Cvt<S>::st((Cvt<S>::ld(p[j]) - mv[j]) * sc[j] + sh[j]);
     }
   }
   return bad;
 }
 
-template <class S>
-void rbwd_t(int layout, const void* dy, const void* x, const void* w, const void* mu, const void* rs,
-            const void* mx, const void* mn, void* dx, void* dw, void* db, int64_t N, int64_t C,
-            int64_t HW, double cn, double eps, int nt) {
-  using A = typename Cvt<S>::A;
-  const S* g = static_cast<const S*>(dy);
-  const S* xs = static_cast<const S*>(x);
-  const A* ws = static_cast<const A*>(w);
-  const A* ms = static_cast<const A*>(mu);
-  const A* rss = static_cast<const A*>(rs);
-  const A* xm = static_cast<const A*>(mx);
-  const A* nm = static_cast<const A*>(mn);
-  S* q = static_cast<S*>(dx);
-  A* dws = static_cast<A*>(dw);
-  A* dbs = static_cast<A*>(db);
-  if (layout == 0 && HW >= kSegment)
-    rbwd_ncs(g, xs, ws, ms, rss, xm, nm, q, dws, dbs, N, C, HW, cn, eps, nt);
-  else if (layout == 0)
-    rbwd_rows(g, xs, ws, ms, rss, xm, nm, q, dws, dbs, N, C, HW, cn, eps, nt);
-  else
-    rbwd_rows(g, xs, ws, ms, rss, xm, nm, q, dws, dbs, N * HW, C, 1, cn, eps, nt);
+template <class Pol, class S, class A = typename Cvt<S>::A>
+void bwd_ncs(const Pol& pol, const S* dy, const S* x, const A* w, S* dx, A* dw, A* db, int64_t N, int64_t C,
+             int64_t HW, int nt) {
+  const double m = double(N) * double(HW);
+  per_channel(C, N * C * HW, nt, [&](int64_t c) {
+    const typename Pol::Stat st = pol.stat(c);
+    typename Pol::Sums sums;
+    segments(N, C, HW, c, [&](int64_t o) { Pol::sums_seg(dy + o, x + o, HW, st, sums); });
+    const typename Pol::Coef k = pol.coef(sums, m, c, w ? w[c] : A(1));
+    segments(N, C, HW, c, [&](int64_t o) { Pol::dx_seg(dy + o, x + o, dx + o, HW, st, k); });
+    dw[c] = k.dw;
+    db[c] = k.db;
+    return 0;
+  });
 }
+
+template <class Pol, class S, class A = typename Cvt<S>::A>
+void bwd_rows(const Pol& pol, const S* dy, const S* x, const A* w, S* dx, A* dw, A* db, int64_t M, int64_t C,
+              int64_t G, int nt) {
+  constexpr int K = Pol::K;
+  const Rows R(M, C, G, nt);
+  std::vector<double> part = R.parts(K);
+  std::vector<A> v[Pol::NV], k[Pol::NK];  // per column: the forward statistics, the coefficients
+  for (auto& u : v) u.resize(R.J);
+  for (auto& u : k) u.resize(R.J);
+  for (int64_t c = 0; c < C; ++c) pol.put_stat(R, v, c);
+#pragma omp parallel num_threads(R.T)
+  {
+    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+    const int64_t r0 = R.r0(t, tn), r1 = R.r1(t, tn);
+    double* acc = part.data() + size_t(t) * K * R.P;
+    for (int64_t r = r0; r < r1; ++r) Pol::sums_row(dy + r * R.J, x + r * R.J, R.J, R.P, acc, v);
+#pragma omp barrier
+#pragma omp single
+    for (int64_t c = 0; c < C; ++c) {
+      double s[K];
+      for (int i = 0; i < K; ++i) s[i] = R.fold(part, tn, K, i, c);
+      const typename Pol::Coef q = pol.coef(s, R.m, c, w ? w[c] : A(1));
+      Pol::put_coef(R, k, c, q);
+      dw[c] = q.dw;
+      db[c] = q.db;
+    }
+    for (int64_t r = r0; r < r1; ++r) Pol::dx_row(dy + r * R.J, x + r * R.J, dx + r * R.J, R.J, v, k);
+  }
+}
+
+// the layouts: NCS with S >= kSegment per channel, other NCS as rows of C groups of S, MC as rows
+template <class Pol, class S, class A = typename Cvt<S>::A>
+int fwd_any(const Pol& pol, int layout, const S* x, S* y, const A* w, const A* b, int64_t N, int64_t C,
+            int64_t HW, int nt) {
+  if (layout == 0 && HW >= kSegment) return fwd_ncs(pol, x, y, w, b, N, C, HW, nt);
+  if (layout == 0) return fwd_rows(pol, x, y, w, b, N, C, HW, nt);
+  return fwd_rows(pol, x, y, w, b, N * HW, C, 1, nt);
+}
+
+template <class Pol, class S, class A = typename Cvt<S>::A>
+void bwd_any(const Pol& pol, int layout, const S* dy, const S* x, const A* w, S* dx, A* dw, A* db, int64_t N,
+             int64_t C, int64_t HW, int nt) {
+  if (layout == 0 && HW >= kSegment)
+    bwd_ncs(pol, dy, x, w, dx, dw, db, N, C, HW, nt);
+  else if (layout == 0)
+    bwd_rows(pol, dy, x, w, dx, dw, db, N, C, HW, nt);
+  else
+    bwd_rows(pol, dy, x, w, dx, dw, db, N * HW, C, 1, nt);
+}
+
+// forward + running statistics: r += f * (batch - r) for the mean and the policy's d_out, skipped
+// when the batch was not finite
+template <class S, class Pol, class A = typename Cvt<S>::A>
+int fwd_step(const Pol& pol, int layout, const void* x, void* y, const void* w, const void* b, void* run_mean,
+             void* run_d, double factor, int64_t N, int64_t C, int64_t HW, int nt) {
+  const int bad = fwd_any(pol, layout, static_cast<const S*>(x), static_cast<S*>(y), static_cast<const A*>(w),
+                          static_cast<const A*>(b), N, C, HW, nt);
+  if (!bad && factor > 0) {
+    A* rm = static_cast<A*>(run_mean);
+    A* rd = static_cast<A*>(run_d);
+    for (int64_t c = 0; c < C; ++c) {
+      if (rm) rm[c] += A(factor) * (pol.mu_out[c] - rm[c]);
+      if (rd) rd[c] += A(factor) * (pol.d_out[c] - rd[c]);
+    }
+  }
+  return bad;
+}
+
+template <class S, class Pol, class A = typename Cvt<S>::A>
+int bwd_step(const Pol& pol, int layout, const void* dy, const void* x, const void* w, void* dx, void* dw,
+             void* db, int64_t N, int64_t C, int64_t HW, int nt) {
+  bwd_any(pol, layout, static_cast<const S*>(dy), static_cast<const S*>(x), static_cast<const A*>(w),
+          static_cast<S*>(dx), static_cast<A*>(dw), static_cast<A*>(db), N, C, HW, nt);
+  return 0;
+}
+
+// f(S{}) for the storage type of dtype code 0 float32, 1 float64, 2 bfloat16; -1 for another code
+template <class F> int by_dtype(int dtype, F&& f) {
+  switch (dtype) {
+    case 0: return f(float{});
+    case 1: return f(double{});
+    case 2: return f(uint16_t{});
+  }
+  return -1;
+}
+
+template <class S> using Acc = typename Cvt<S>::A;
+template <class S> Acc<S>* as_acc(void* p) { return static_cast<Acc<S>*>(p); }
+template <class S> const Acc<S>* as_acc(const void* p) { return static_cast<const Acc<S>*>(p); }
 
 }  // namespace
 
@@ -799,20 +761,30 @@ double l1bn_c_sqrt_pi_2() { return kC1; }
 int l1bn_forward(int dtype, int layout, int norm, const void* x, void* y, const void* w, const void* b,
                  void* mu, void* s, void* run_mean, void* run_s, double factor, int64_t N, int64_t C,
                  int64_t HW, double eps, int nt) {
-  if (layout != 0 && layout != 1) return -1;
-  if (norm == L1) return fwd_n<L1>(dtype, layout, x, y, w, b, mu, s, run_mean, run_s, factor, N, C, HW, eps, nt);
-  if (norm == L2) return fwd_n<L2>(dtype, layout, x, y, w, b, mu, s, run_mean, run_s, factor, N, C, HW, eps, nt);
-  return -1;
+  if ((layout != 0 && layout != 1) || (norm != L1 && norm != L2)) return -1;
+  return by_dtype(dtype, [&](auto s0) {
+    using S = decltype(s0);
+    if (norm == L1)
+      return fwd_step<S>(DispFwd<L1, S>{as_acc<S>(mu), as_acc<S>(s), eps}, layout, x, y, w, b, run_mean, run_s,
+                         factor, N, C, HW, nt);
+    return fwd_step<S>(DispFwd<L2, S>{as_acc<S>(mu), as_acc<S>(s), eps}, layout, x, y, w, b, run_mean, run_s,
+                       factor, N, C, HW, nt);
+  });
 }
 
 // Training backward: dx (storage dtype), dw and db (C values of the compute dtype, always written).
 int l1bn_backward(int dtype, int layout, int norm, const void* dy, const void* x, const void* w,
                   const void* mu, const void* s, void* dx, void* dw, void* db, int64_t N, int64_t C,
                   int64_t HW, double eps, int nt) {
-  if (layout != 0 && layout != 1) return -1;
-  if (norm == L1) return bwd_n<L1>(dtype, layout, dy, x, w, mu, s, dx, dw, db, N, C, HW, eps, nt);
-  if (norm == L2) return bwd_n<L2>(dtype, layout, dy, x, w, mu, s, dx, dw, db, N, C, HW, eps, nt);
-  return -1;
+  if ((layout != 0 && layout != 1) || (norm != L1 && norm != L2)) return -1;
+  return by_dtype(dtype, [&](auto s0) {
+    using S = decltype(s0);
+    if (norm == L1)
+      return bwd_step<S>(DispBwd<L1, S>{as_acc<S>(mu), as_acc<S>(s), eps}, layout, dy, x, w, dx, dw, db, N, C, HW,
+                         nt);
+    return bwd_step<S>(DispBwd<L2, S>{as_acc<S>(mu), as_acc<S>(s), eps}, layout, dy, x, w, dx, dw, db, N, C, HW,
+                       nt);
+  });
 }
 
 // Range-BN training forward (sigma = cn * (max - min) + eps): y, and C values each of mu, rs = cn *
@@ -822,12 +794,11 @@ int l1bn_range_forward(int dtype, int layout, const void* x, void* y, const void
                        void* mu, void* rs, void* mx, void* mn, void* run_mean, void* run_sigma,
                        double factor, int64_t N, int64_t C, int64_t HW, double cn, double eps, int nt) {
   if (layout != 0 && layout != 1) return -1;
-  switch (dtype) {
-    case 0: return rfwd_t<float>(layout, x, y, w, b, mu, rs, mx, mn, run_mean, run_sigma, factor, N, C, HW, cn, eps, nt);
-    case 1: return rfwd_t<double>(layout, x, y, w, b, mu, rs, mx, mn, run_mean, run_sigma, factor, N, C, HW, cn, eps, nt);
-    case 2: return rfwd_t<uint16_t>(layout, x, y, w, b, mu, rs, mx, mn, run_mean, run_sigma, factor, N, C, HW, cn, eps, nt);
-  }
-  return -1;
+  return by_dtype(dtype, [&](auto s0) {
+    using S = decltype(s0);
+    return fwd_step<S>(RangeFwd<S>{as_acc<S>(mu), as_acc<S>(rs), as_acc<S>(mx), as_acc<S>(mn), cn, eps}, layout,
+                       x, y, w, b, run_mean, run_sigma, factor, N, C, HW, nt);
+  });
 }
 
 // Range-BN training backward from the forward's mu, rs, max, min: dx, dw, db (always written).
@@ -836,12 +807,11 @@ int l1bn_range_backward(int dtype, int layout, const void* dy, const void* x, co
                         void* dw, void* db, int64_t N, int64_t C, int64_t HW, double cn, double eps,
                         int nt) {
   if (layout != 0 && layout != 1) return -1;
-  switch (dtype) {
-    case 0: rbwd_t<float>(layout, dy, x, w, mu, rs, mx, mn, dx, dw, db, N, C, HW, cn, eps, nt); return 0;
-    case 1: rbwd_t<double>(layout, dy, x, w, mu, rs, mx, mn, dx, dw, db, N, C, HW, cn, eps, nt); return 0;
-    case 2: rbwd_t<uint16_t>(layout, dy, x, w, mu, rs, mx, mn, dx, dw, db, N, C, HW, cn, eps, nt); return 0;
-  }
-  return -1;
+  return by_dtype(dtype, [&](auto s0) {
+    using S = decltype(s0);
+    return bwd_step<S>(RangeBwd<S>{as_acc<S>(mu), as_acc<S>(rs), as_acc<S>(mx), as_acc<S>(mn), cn, eps}, layout,
+                       dy, x, w, dx, dw, db, N, C, HW, nt);
+  });
 }
 
 }  // extern "C"
