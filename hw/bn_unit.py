@@ -429,7 +429,8 @@ class DispersionStage(wiring.Component):
         hi = pipe.delay(hi, lt, "mx") if lt else hi
         lo = pipe.delay(lo, lt, "mn") if lt else lo
         valid, first, last = (pipe.delay(v, lt, "t") for v in (valid, first, last))
-        amax, amin = Signal(signed(cfg.dev_bits)), Signal(signed(cfg.dev_bits))
+        amax = Signal(signed(cfg.dev_bits), name="amax")   # (a tuple assignment left it unnamed)
+        amin = Signal(signed(cfg.dev_bits), name="amin")
         m.d.sync += done.eq(valid & last)
         with m.If(valid):
             m.d.sync += [amax.eq(Mux(first | (hi > amax), hi, amax)),
