@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("export", nargs="?", default="runs/cnn-l1-w4a4/export")
     ap.add_argument("--icarus-images", type=int, default=3)
-    ap.add_argument("--cols", type=int, nargs="+", default=[8], help="array widths to measure")
+    ap.add_argument("--cols", type=int, nargs="+", default=[None],
+                    help="array widths to measure (default: the 32-MAC shape with the fewest cycles)")
     a = ap.parse_args(argv)
 
     rows, ok = [], True

@@ -101,9 +101,13 @@ def mac_cmd(tiles, tile_k, gaps, out_gaps, extremes, seed, simulator, **opts):
 @click.argument("export_dir", type=str)
 @click.option("--simulator", type=click.Choice(["verilator", "icarus"]), default="verilator", show_default=True)
 @click.option("--images", type=int, default=None, help="Classify only the first K test images (default: all).")
-@click.option("--cols", type=int, default=None, help="MAC array columns (output positions in parallel); default 8.")
+@click.option("--rows", type=int, default=None,
+              help="MAC array rows (output channels in parallel, 1..16); default: see --cols.")
+@click.option("--cols", type=int, default=None,
+              help="MAC array columns (output positions in parallel, 1..16). Default: the 32-MAC shape with "
+                   "the fewest cycles per image; with only one of --rows/--cols, the other is 32 // it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
-def net_cmd(export_dir, simulator, images, cols, as_json):
+def net_cmd(export_dir, simulator, images, rows, cols, as_json):
     """Classify the export's test images on the simulated accelerator; compare every logit with
     the integer reference."""
     import json
@@ -118,10 +122,13 @@ def net_cmd(export_dir, simulator, images, cols, as_json):
         raise ValueError(f"{export_dir}: the export holds no test images (test.inputs)")
     if images is not None:
         check_int("images", images, 1, int(e.test_inputs.shape[0]))
-    if cols is not None:
-        check_int("cols", cols, 1, 64)
+    from l1bn.spec.config import MAX_MAC_ARRAY
+
+    for name, v in (("rows", rows), ("cols", cols)):
+        if v is not None:
+            check_int(name, v, 1, MAX_MAC_ARRAY)
     t0 = time.perf_counter()
-    r = simulate_net(export_dir, simulator=simulator, images=images, progress=not as_json, cols=cols)
+    r = simulate_net(export_dir, simulator=simulator, images=images, progress=not as_json, rows=rows, cols=cols)
     r["wall_s"] = time.perf_counter() - t0
     if as_json:
         click.echo(json.dumps({k: v for k, v in r.items() if k != "first"}, sort_keys=True))
@@ -133,7 +140,8 @@ def net_cmd(export_dir, simulator, images, cols, as_json):
         click.echo(f"images              {r['images']}")
         click.echo(f"hardware accuracy   {acc}  (integer reference {ref})")
         click.echo(f"logit mismatches    {r['mismatches']} of {r['images']} images")
-        click.echo(f"cycles per image    {r['cycles_per_image']}  (formula {r['formula_cycles']}, "
+        per = "-" if r["cycles_per_image"] is None else r["cycles_per_image"]
+        click.echo(f"cycles per image    {per}  (formula {r['formula_cycles']}, images back to back; "
                    f"latency {r['latency_cycles'][0] if len(r['latency_cycles']) == 1 else r['latency_cycles']})")
         click.echo(f"simulation speed    {r['images_per_s']:.1f} images/s  "
                    f"({r['sim_s']:.1f} s simulating, {r['build_s']:.1f} s building)")

@@ -173,15 +173,19 @@ def mac_cmd(output, **opts):
 @click.argument("export_dir", type=str)
 @click.option("-o", "--output", "out_dir", type=str, required=True,
               help="Folder for the Verilog, the .hex memory images and schedule.json.")
-@click.option("--cols", type=int, default=None, help="MAC array columns (output positions in parallel); default 8.")
-def net_cmd(export_dir, out_dir, cols):
+@click.option("--rows", type=int, default=None,
+              help="MAC array rows (output channels in parallel, 1..16); default: see --cols.")
+@click.option("--cols", type=int, default=None,
+              help="MAC array columns (output positions in parallel, 1..16). Default: the 32-MAC shape with "
+                   "the fewest cycles per image; with only one of --rows/--cols, the other is 32 // it.")
+def net_cmd(export_dir, out_dir, rows, cols):
     """The accelerator for an exported network as Verilog, with its memory files."""
     import json
     from pathlib import Path
 
     from l1bn.sim.verilog_net import write_net_verilog
 
-    files = write_net_verilog(export_dir, out_dir, cols=cols)
+    files = write_net_verilog(export_dir, out_dir, rows=rows, cols=cols)
     s = json.loads((Path(out_dir) / "schedule.json").read_text())
     v = files[0]
     click.echo(f"wrote {v} ({len(v.read_text().splitlines())} lines) and {len(files) - 2} .hex files, "
@@ -190,9 +194,9 @@ def net_cmd(export_dir, out_dir, cols):
     click.echo(f"MAC array {s['rows']}x{s['cols']} (w{s['mac']['wbits']} a{s['mac']['abits']} unsigned, "
                f"accumulator {s['mac_acc_bits']} bits); in: {i['pixels']} pixels x {i['in_bits']} bits; "
                f"out: {i['classes']} logits x {i['logit_bits']} bits + argmax")
-    click.echo(f"{'layer':8} {'K':>5} {'T':>3} {'G':>3} {'tiles':>5} {'MACs':>7} {'cycles':>7}")
+    click.echo(f"{'layer':8} {'K':>5} {'T':>3} {'G':>3} {'tiles':>5} {'MACs':>7} {'issue':>6} {'cycles':>7}")
     for lay in s["layers"]:
         click.echo(f"{lay['name']:8} {lay['K']:5d} {lay['T']:3d} {lay['G']:3d} {lay['tiles']:5d} "
-                   f"{lay['macs']:7d} {lay['cycles']:7d}")
-    click.echo(f"cycles per image {s['cycles_per_image']} = {i['pixels']} pixels + 1 output beat + layers; "
-               f"latency {s['latency']}")
+                   f"{lay['macs']:7d} {lay['issue']:6d} {lay['cycles']:7d}")
+    click.echo(f"cycles per image {s['cycles_per_image']} (images back to back; MAC bound "
+               f"{s['macs']} / {s['rows'] * s['cols']} = {s['mac_bound_cycles']}); latency {s['latency']}")

@@ -15,7 +15,7 @@ from pathlib import Path
 __all__ = ["simulate_net"]
 
 
-def _prepare(export_dir, cols: int):
+def _prepare(export_dir, rows: int | None, cols: int | None):
     """Load + validate the export and generate the accelerator's Verilog (raises ValueError)."""
     from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
     from l1bn.sim.runner import to_verilog
@@ -24,13 +24,13 @@ def _prepare(export_dir, cols: int):
     e = load_export(export_dir)
     if e.test_inputs is None:
         raise ValueError(f"{export_dir}: the export holds no test images (test.inputs)")
-    acc = accelerator_from_export(e, cols=cols)
+    acc = accelerator_from_export(e, rows=rows, cols=cols)
     iface = dict(accelerator_interface(e), cycles_per_image=acc.cycles_per_image, latency=acc.latency)
     return e, acc, iface, to_verilog(acc, "accelerator")
 
 
 def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None = None,
-                 progress: bool = False, build_dir=None, cols: int | None = None,
+                 progress: bool = False, build_dir=None, rows: int | None = None, cols: int | None = None,
                  raise_on_fail: bool = False, console=None) -> dict:
     """Run the first ``images`` test images of an export through the accelerator in cocotb.
 
@@ -46,8 +46,9 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
     build_dir : path, optional
         Simulator build folder (default ``build/net-<hash>-<simulator>``; an unchanged design
         reuses its build).
-    cols : int, optional
-        Array width of the accelerator (default :data:`l1bn.hw.accelerator.DEFAULT_COLS`).
+    rows, cols : int, optional
+        MAC array shape (default: the 32-MAC shape with the fewest cycles per image, see
+        :func:`l1bn.hw.accelerator.accelerator_from_export`).
     raise_on_fail : bool
         Raise :class:`~l1bn.sim.runner.SimulationError` when an image differs (default: return
         the counts).
@@ -56,11 +57,11 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
     -------
     dict
         ``hw_accuracy``, ``ref_accuracy``, ``images``, ``mismatches``, ``first`` (up to 10
-        differing images), ``cycles_per_image`` (measured period), ``latency_cycles``,
+        differing images), ``cycles_per_image`` (measured output-to-output period; None for one
+        image), ``latency_cycles`` (of the first image, which enters an idle accelerator),
         ``formula_cycles``, ``images_per_s`` (simulated images per wall second, excluding the
         build), ``sim_s``, ``build_s``, ``simulator``, ``passed``.
     """
-    from l1bn.hw.accelerator import DEFAULT_COLS
     from l1bn.sim.runner import (
         SIMULATORS,
         SimulationError,
@@ -71,8 +72,7 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
     from l1bn.spec.config import check_choice, check_int
 
     check_choice("simulator", simulator, SIMULATORS)
-    cols = DEFAULT_COLS if cols is None else cols
-    e, acc, iface, verilog = _prepare(export_dir, cols)
+    e, acc, iface, verilog = _prepare(export_dir, rows, cols)
     total = int(e.test_inputs.shape[0])
     if images is not None:
         check_int("images", images, 1, total)
@@ -105,7 +105,7 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
         raise box["err"]
     r, res = box["r"], box["res"]
     periods = r["period_cycles"]
-    measured = periods[0] if len(periods) == 1 else (r["latency_cycles"][0] + 1 if n == 1 else periods)
+    measured = periods[0] if len(periods) == 1 else (None if n == 1 else periods)
     summary = {
         "simulator": simulator, "images": n, "mismatches": r["mismatches"], "first": r["first"],
         "hw_accuracy": None if r["hw_correct"] is None else r["hw_correct"] / n,
@@ -113,7 +113,7 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
         "cycles_per_image": measured, "latency_cycles": r["latency_cycles"],
         "formula_cycles": r["formula_cycles"], "images_per_s": r["images_per_s"],
         "sim_s": r["sim_wall_s"], "build_s": res.build_s, "run_s": res.run_s,
-        "passed": res.passed, "cols": cols, "rows": acc.rows, "build_dir": str(build_dir),
+        "passed": res.passed, "cols": acc.cols, "rows": acc.rows, "build_dir": str(build_dir),
     }
     if raise_on_fail and not res.passed:
         raise SimulationError(f"{r['mismatches']} of {n} images differ from the integer reference "

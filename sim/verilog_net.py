@@ -13,22 +13,24 @@ from pathlib import Path
 __all__ = ["write_net_verilog"]
 
 
-def write_net_verilog(export_dir, out_dir, *, cols: int | None = None, name: str = "accelerator") -> list[Path]:
+def write_net_verilog(export_dir, out_dir, *, rows: int | None = None, cols: int | None = None,
+                      name: str = "accelerator") -> list[Path]:
     """Write ``<name>.v``, the export's weight/mult/bias ``.hex`` files and ``schedule.json``.
 
     The export is loaded and validated first (``load_export``); a bad export raises a
     ``ValueError`` naming the tensor and nothing is written. ``out_dir`` may not be the export or
     a folder holding it. Each file is written to a temporary name and renamed into place.
-    Returns the written paths.
+    ``rows`` x ``cols`` is the MAC array (None: see ``accelerator_from_export``). Returns the
+    written paths.
     """
-    from l1bn.hw.accelerator import DEFAULT_COLS, accelerator_from_export, accelerator_interface
+    from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
     from l1bn.sim.runner import to_verilog
     from l1bn.sw.export import load_export
     from l1bn.sw.outdir import check_output_dir, write_text_atomic
 
     out = check_output_dir(out_dir, inputs=[export_dir], option="-o", must_be_new=False)
     e = load_export(export_dir)
-    acc = accelerator_from_export(e, cols=DEFAULT_COLS if cols is None else cols)
+    acc = accelerator_from_export(e, rows=rows, cols=cols)
     text = to_verilog(acc, name)
     files = [write_text_atomic(out / f"{name}.v", text)]
     tensors = e.manifest["tensors"]
@@ -41,6 +43,7 @@ def write_net_verilog(export_dir, out_dir, *, cols: int | None = None, name: str
         "export": str(e.path), "rows": acc.rows, "cols": acc.cols, "lane_bits": acc.lane_bits,
         "mac": json.loads(acc.mac_cfg.to_json()), "mac_acc_bits": acc.mac_cfg.acc_bits, "interface": accelerator_interface(e),
         "layers": acc.schedule(), "cycles_per_image": acc.cycles_per_image, "latency": acc.latency,
+        "macs": acc.plan.macs, "mac_bound_cycles": acc.plan.mac_bound,
     }, indent=2) + "\n"))
     return files
 

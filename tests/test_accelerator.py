@@ -1,18 +1,23 @@
 """The whole-network accelerator: logits bit-exact against the integer reference (every test image of
-a trained stand-in on Verilator, a subset on Icarus), measured cycles == formula, odd channel counts
-and array widths, argmax ties, Verilator lint, and tampered exports refused before simulation."""
+a trained stand-in on Verilator, a subset on Icarus, random stalls on both streams in Amaranth's
+simulator), measured cycles == formulas, odd channel counts and array shapes, argmax ties, the
+array-shape choice, Verilator lint, and tampered exports refused before simulation."""
 
 import dataclasses
 import json
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 from amaranth.hdl import Fragment
+from amaranth.sim import Simulator
 from click.testing import CliRunner
 from l1bn.cli.main import cli
-from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
+from l1bn.hw.accel_layers import weight_matrix
+from l1bn.hw.accel_plan import Plan, best_geometry
+from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface, layers_from_export
 from l1bn.sim.sim_net import simulate_net
 from l1bn.sw.export import load_export, write_export
 from l1bn.sw.netrun import random_int_net, run_net
@@ -70,22 +75,129 @@ def test_odd_channels_and_cols_and_argmax_ties(odd_export, tmp_path):
     e = load_export(odd_export)
     ref = run_net(e.net, e.test_inputs)
     assert bool((ref[:, 3] == ref[:, 8]).all()) and bool((torch.argmax(ref, 1) != 8).all())
-    r = simulate_net(odd_export, simulator="icarus", cols=3, build_dir=tmp_path)
+    # 3 x 3: neither matches the export's 4-row packing (weights repacked), K=9 > rows + 1
+    r = simulate_net(odd_export, simulator="icarus", rows=3, cols=3, build_dir=tmp_path)
     assert r["mismatches"] == 0 and r["passed"] and r["images"] == 4
+    assert (r["rows"], r["cols"]) == (3, 3)
     assert r["cycles_per_image"] == r["formula_cycles"]
 
 
+def _run_amaranth(acc, images, *, seed=None):
+    """Stream ``images`` (lists of pixels) through ``acc`` in Amaranth's simulator; with ``seed``,
+    ``i.valid`` and ``o.ready`` drop at random. Returns [(cycle, logits, argmax)] and the cycle of
+    every image's first pixel handshake."""
+    rng = np.random.default_rng(seed)
+    seq = [p for img in images for p in img]
+    outs, starts = [], []
+
+    async def bench(ctx):
+        k, cyc = 0, 0
+        while len(outs) < len(images):
+            valid = k < len(seq) and (seed is None or rng.random() < 0.7)
+            ctx.set(acc.i.valid, valid)
+            if valid:
+                ctx.set(acc.i.payload, seq[k])
+            ready = seed is None or rng.random() < 0.3
+            ctx.set(acc.o.ready, ready)
+            if ctx.get(acc.o.valid) and ready:
+                outs.append((cyc, [int(v) for v in ctx.get(acc.o.payload.logits)], ctx.get(acc.o.payload.argmax)))
+            if valid and ctx.get(acc.i.ready):
+                if k % len(images[0]) == 0:
+                    starts.append(cyc)
+                k += 1
+            await ctx.tick()
+            cyc += 1
+            assert cyc < (len(images) + 2) * acc.latency * 4, "the accelerator stopped"
+
+    sim = Simulator(acc)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return outs, starts
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (8, 2), (1, 4)])
+def test_stalls_on_both_streams_bit_exact(odd_export, shape):
+    """Input gaps and output back-pressure at random: the same logits and argmax as the integer
+    reference, one output per image, in order (an output held back stalls the next image's last
+    layer, never overwrites it)."""
+    e = load_export(odd_export)
+    rows, cols = shape
+    acc = accelerator_from_export(e, rows=rows, cols=cols)
+    x = e.test_inputs
+    ref = np.asarray(run_net(e.net, x))
+    outs, _ = _run_amaranth(acc, np.asarray(x).reshape(len(x), -1).tolist(), seed=rows * 10 + cols)
+    assert [o[1] for o in outs] == ref.tolist()
+    assert [o[2] for o in outs] == np.argmax(ref, axis=1).tolist()
+
+
+def test_no_stalls_period_and_latency(odd_export):
+    """Images back to back: the first image's latency and every output-to-output period equal
+    the plan's formulas (the next image's layer 0 starts while the last layer drains)."""
+    e = load_export(odd_export)
+    acc = accelerator_from_export(e, rows=4, cols=4)
+    x = np.asarray(e.test_inputs).reshape(len(e.test_inputs), -1).tolist()
+    outs, starts = _run_amaranth(acc, x)
+    assert outs[0][0] - starts[0] == acc.latency
+    assert {b[0] - a[0] for a, b in zip(outs, outs[1:], strict=False)} == {acc.cycles_per_image}
+    assert acc.cycles_per_image == sum(s["cycles"] for s in acc.schedule())
+    assert acc.cycles_per_image < acc.latency - acc.pixels      # the drain is hidden
+
+
+def test_weights_repacked_for_any_rows(odd_export):
+    """The weight ROM holds exactly the export's weights whatever the array height."""
+    e = load_export(odd_export)
+    layers, inp = layers_from_export(e)
+    for rows in (1, 3, 4, 7):
+        p = Plan(layers, in_chw=inp["shape"], in_bits=inp["bits"], rows=rows, cols=2)
+        for lay, lp in zip(layers, p.layers, strict=True):
+            w = weight_matrix(lay, 4)
+            wb = p.mac_cfg.wbits
+            for o in range(lay.channels):
+                t, r = divmod(o, rows)
+                for k in range(lay.k):
+                    word = p.weight_words[lp.woff + t * lay.k + k]
+                    v = (word >> (r * wb)) & ((1 << wb) - 1)
+                    assert v - (1 << wb) * (v >> (wb - 1)) == w[o][k]
+
+
 def test_cycle_formula_by_hand(trained_export):
-    """The formula of docs/accelerator.md written out for the digits CNN and a 4x8 array."""
-    acc = _unused(accelerator_from_export(load_export(trained_export), cols=8))
-    per = {s["name"]: (s["K"], s["T"], s["G"], s["cycles"]) for s in acc.schedule()}
+    """The formulas of docs/accelerator.md written out for the digits CNN on its default 8 x 4
+    array: every layer but the last costs its beats + rows + 15 (issue 5, array 5 - 1, writeback
+    4, done and restart 2); the last costs its beats only (it drains under the next image)."""
+    e = load_export(trained_export)
+    acc = _unused(accelerator_from_export(e))
+    assert (acc.rows, acc.cols) == (8, 4)
+    per = {s["name"]: (s["K"], s["T"], s["G"], s["issue"], s["cycles"]) for s in acc.schedule()}
 
-    def layer(k, tiles):  # stream_cycles (rows = 4) + 3
-        return (tiles - 1) * max(k, 5) + k + 4 + 4 + 3
+    def issue(k, tiles):
+        return (tiles - 1) * max(k, 9) + k
 
-    assert per == {"conv1": (9, 4, 8, layer(9, 32)), "conv2": (144, 8, 2, layer(144, 16)),
-                   "conv3": (288, 8, 1, layer(288, 8)), "fc": (128, 3, 1, layer(128, 3))}
-    assert acc.cycles_per_image == 64 + 1 + sum(v[3] for v in per.values()) == 5389
+    assert per == {"conv1": (9, 2, 16, 288, 288 + 8 + 15), "conv2": (144, 4, 4, 2304, 2304 + 8 + 15),
+                   "conv3": (288, 4, 1, 1152, 1152 + 8 + 15), "fc": (128, 2, 1, 256, 256)}
+    assert [issue(v[0], v[1] * v[2]) for v in per.values()] == [v[3] for v in per.values()]
+    assert acc.cycles_per_image == sum(v[4] for v in per.values()) == 4069
+    # pixels + start + the layers before the last + the last's beats + rows + tail
+    assert acc.latency == 64 + 1 + (4069 - 256) + 256 + 8 + 10 == 4152
+    assert acc.plan.mac_bound == 121088 // 32 == 3784
+    # the old 4 x 8 shape: conv3 fills 4 of 8 columns
+    old = _unused(accelerator_from_export(e, rows=4, cols=8))
+    assert old.cycles_per_image == 5337 and {s["name"]: s["G"] for s in old.schedule()}["conv3"] == 1
+
+
+def test_best_geometry(trained_export):
+    e = load_export(trained_export)
+    layers, inp = layers_from_export(e)
+    cyc = {}
+    for rows in (2, 4, 8, 16):           # 1 x 32 is past MAX_MAC_ARRAY
+        cyc[rows] = Plan(layers, in_chw=inp["shape"], in_bits=inp["bits"], rows=rows, cols=32 // rows).cycles_per_image
+    assert best_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"]) == (8, 4)
+    assert cyc[8] == min(cyc.values())
+    r64, c64 = best_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], macs=64)
+    assert r64 * c64 == 64
+    assert Plan(layers, in_chw=inp["shape"], in_bits=inp["bits"], rows=r64, cols=c64).cycles_per_image < cyc[8]
+    with pytest.raises(ValueError, match="macs=1024"):
+        best_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], macs=1024)
 
 
 def test_interface(trained_export):
@@ -105,11 +217,12 @@ def test_verilog_net_cli_and_verilator_lint(trained_export, tmp_path):
     out = tmp_path / "v"
     r = CliRunner().invoke(cli, ["verilog", "net", str(trained_export), "-o", str(out)])
     assert r.exit_code == 0, r.output
-    assert "cycles per image 5389" in r.output
+    assert "MAC array 8x4" in r.output and "cycles per image 4069" in r.output
     names = sorted(p.name for p in out.iterdir())
     assert "accelerator.v" in names and "schedule.json" in names and "conv2.weight.hex" in names
     assert (out / "conv2.weight.hex").read_text() == (trained_export / "conv2.weight.hex").read_text()
-    assert json.loads((out / "schedule.json").read_text())["cycles_per_image"] == 5389
+    sched = json.loads((out / "schedule.json").read_text())
+    assert sched["cycles_per_image"] == 4069 and sched["mac_bound_cycles"] == 3784
     setup_verilator()
     # WIDTH: Amaranth's own output style (see toolchain.md); everything else must be clean
     lint = subprocess.run(["verilator", "--lint-only", "-Wno-WIDTH", "--top-module", "accelerator",
@@ -151,3 +264,5 @@ def test_bad_options_are_one_line(odd_export, l1bn_cli):
     assert code == 2 and "images=99" in out and "Traceback" not in out
     code, out = l1bn_cli(["sim", "net", str(odd_export), "--cols", "65"])
     assert code == 2 and "cols=65" in out
+    code, out = l1bn_cli(["sim", "net", str(odd_export), "--rows", "0"])
+    assert code == 2 and "rows=0" in out

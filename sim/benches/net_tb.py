@@ -3,7 +3,8 @@
 Inputs (``run_bench(..., name="net")``, set by :func:`l1bn.sim.sim_net.simulate_net`): data
 ``{"export": folder, "images": K, "cycles_per_image", "latency", "progress": file}``. The first K
 test images of the export stream in back to back (``i.valid`` always high, ``o.ready`` always high:
-the condition of the accelerator's cycle formula). Expected logits come only from
+the condition of the accelerator's cycle formulas): the first image's latency (it enters an idle
+accelerator) must equal ``latency`` and every output-to-output period ``cycles_per_image``. Expected logits come only from
 :func:`l1bn.sw.netrun.run_net` (the integer reference); the expected class is the first maximum
 (``argmax``). The bench rewrites the progress file with ``done total`` every few images.
 
@@ -68,8 +69,9 @@ class NetTestbench(Testbench):
     def result(self, wall: float) -> dict:
         starts = self.src.cycles[::self.pixels]
         ends = self.sink.cycles
-        latencies = [b - a for a, b in zip(starts, ends, strict=False)]
-        periods = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        # later images load while earlier ones compute: only the first enters an idle accelerator
+        latencies = [ends[0] - starts[0]] if starts and ends else []
+        periods = [b - a for a, b in zip(ends, ends[1:], strict=False)]
         first = [{"image": m["image"], "got": None if m["got"] is None else m["got"]["logits"],
                   "expected": m["expected"]["logits"],
                   "argmax": None if m["got"] is None else m["got"]["argmax"],

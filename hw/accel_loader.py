@@ -1,0 +1,89 @@
+"""Image loader of the accelerator: pixels from the input stream into two image slots.
+
+Two slots let the next image load while the current one is computed; the issuer
+(:mod:`l1bn.hw.accel_issue`) frees a slot as soon as layer 0 has read it.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from l1bn.hw.accel_layers import bits_for
+
+__all__ = ["ImageLoader", "mem_write_signature"]
+
+
+def mem_write_signature(addr_bits: int, data_bits: int, en_bits: int = 1) -> wiring.Signature:
+    """A write request to a memory: ``addr``, ``data`` and ``en`` (one bit per write lane)."""
+    return wiring.Signature({"addr": Out(addr_bits), "data": Out(data_bits), "en": Out(en_bits)})
+
+
+class ImageLoader(wiring.Component):
+    """Writes one image per ``pixels`` beats into slot ``0, 1, 0, ...`` of the image memory.
+
+    Parameters
+    ----------
+    in_chw : (C, H, W); in_bits : pixel bits; cols : lanes per word; lane_bits : bits per lane;
+    img_words : words per slot (``C * ceil(H*W / cols)``).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(unsigned(in_bits)))
+        Pixels in (c, y, x) order. ``ready`` while the slot being loaded is free.
+    wr : Out(mem_write_signature(addr, cols * lane_bits, cols))
+        Pixel ``q`` of channel ``c`` goes to word ``slot*img_words + c*G + q // cols``, lane
+        ``q % cols`` (one lane enable per write).
+    full : Out(2)
+        Slot ``s`` holds a whole image not yet released (registered: high the cycle after the
+        image's last pixel handshake).
+    release : In(2)
+        One-cycle pulse: slot ``s`` has been read and may be overwritten.
+
+    Latency: a pixel is written at its handshake; ``full`` rises one cycle after the last one.
+    """
+
+    def __init__(self, *, in_chw, in_bits: int, cols: int, lane_bits: int, img_words: int):
+        self.in_chw, self.cols, self.lane_bits, self.img_words = tuple(in_chw), cols, lane_bits, img_words
+        self.addr_bits = bits_for(2 * img_words)
+        super().__init__({
+            "i": In(stream.Signature(unsigned(in_bits))),
+            "wr": Out(mem_write_signature(self.addr_bits, cols * lane_bits, cols)),
+            "full": Out(2),
+            "release": In(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        C, LB = self.cols, self.lane_bits
+        ch, hgt, wid = self.in_chw
+        hw = hgt * wid
+        pixels = ch * hw
+        slot = Signal()
+        q = Signal(range(max(hw, 2)))
+        lane = Signal(range(max(C, 2)))
+        word = Signal(range(max(2 * self.img_words, 2)))
+        count = Signal(range(max(pixels, 2)))
+        full = Signal(2)
+        m.d.comb += [self.full.eq(full), self.i.ready.eq(~full.bit_select(slot, 1))]
+        set_ = Signal(2)
+        take = self.i.valid & self.i.ready
+        with m.If(take):
+            m.d.comb += [
+                self.wr.addr.eq(word),
+                self.wr.data.eq(self.i.payload << (lane * LB)),
+                self.wr.en.eq(1 << lane),
+            ]
+            with m.If((q == hw - 1) | (lane == C - 1)):
+                m.d.sync += [lane.eq(0), word.eq(word + 1)]
+            with m.Else():
+                m.d.sync += lane.eq(lane + 1)
+            m.d.sync += q.eq(Mux(q == hw - 1, 0, q + 1))
+            with m.If(count == pixels - 1):
+                m.d.comb += set_.eq(Mux(slot, 0b10, 0b01))
+                m.d.sync += [count.eq(0), q.eq(0), lane.eq(0), slot.eq(~slot),
+                             word.eq(Mux(slot, 0, self.img_words))]
+            with m.Else():
+                m.d.sync += count.eq(count + 1)
+        m.d.sync += full.eq((full & ~self.release) | set_)
+        return m

@@ -1,0 +1,278 @@
+"""How a network is laid out on the accelerator: array shape, memory maps, schedule and cycles.
+
+Plain Python (no hardware is built here): the generator (:mod:`l1bn.hw.accelerator`) builds its ROMs and counter
+limits from a :class:`Plan`, and the benches, the CLI and the docs quote its cycle formulas.
+
+Mapping
+-------
+Every layer runs on one ``rows x cols`` MAC array (:mod:`l1bn.hw.mac_array`): ``rows`` output
+channels (weights broadcast along a row) by ``cols`` output positions (activations broadcast down a
+column). A layer with ``O`` channels, ``P = Ho*Wo`` positions and reduction ``K = C*kh*kw`` takes
+``T = ceil(O / rows)`` channel tiles by ``G = ceil(P / cols)`` position groups, ``K`` beats each.
+The array shape is a generator parameter: :func:`best_geometry` picks, for a MAC budget, the shape
+with the fewest cycles per image (for the digits CNN and 32 MACs, 8 x 4: conv3's 4 positions
+fill all 4 columns, where 4 x 8 left half of them idle).
+
+Memories
+--------
+- weight ROM: word ``woff_L + t*K + k`` holds the ``rows`` weights of tile ``t``, step ``k``
+  (repacked from the export's ``hex_rows`` packing when ``rows`` differs);
+- mult/bias ROM: one word per (padded) output channel, layers one after another;
+- im2col table, one per column: ``(valid, word offset, lane)`` per ``(layer, g, ky, kx)``;
+- image memory, one per column: two image slots (``2 * img_words`` words), so the next image loads
+  while the current one is computed;
+- activation memory, one per column: two regions, layer ``L`` writes region ``L % 2`` and layer
+  ``L + 1`` reads it. Channel ``c``, position ``q`` of a stored tensor is word
+  ``base + c*G + q // cols``, lane ``q % cols``.
+
+Cycles
+------
+With input valid every cycle and output always ready (see :meth:`Plan.cycles_per_image`)::
+
+    issue(L)  = (T*G - 1) * max(K, rows + 1) + K        beats of layer L into the array
+    gap(L)    = issue(L) + rows + layer_drain           layer L start -> layer L+1 start
+    period    = sum_{L < last} gap(L) + issue(last) + max(0, rows + 1 - K_0)
+    latency   = pixels + START + sum_{L < last} gap(L) + issue(last) + rows + TAIL
+
+The last layer of an image drains while layer 0 of the next image streams in: consecutive images
+have no idle array cycles between them (the ``max(0, rows + 1 - K_0)`` is the array's own stall
+when layer 0's first tile is shorter than the previous tile's drain).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from amaranth import signed
+from l1bn.hw.accel_layers import AccelLayer, bits_for, cdiv, weight_matrix
+from l1bn.hw.arith import mul_latency
+from l1bn.hw.mac_array import PIPELINE_CYCLES, tile_period
+from l1bn.spec.config import MAX_MAC_ARRAY, MACConfig
+
+__all__ = ["Plan", "LayerPlan", "best_geometry", "ISSUE_STAGES", "START", "TAIL", "DEFAULT_MACS"]
+
+#: MAC budget of the default array shape (4 x 8 before issue 14, 8 x 4 now for the digits CNN).
+DEFAULT_MACS = 32
+#: issue pipeline: counters -> im2col table -> address -> memory -> word register -> lane select
+ISSUE_STAGES = 5
+#: image load (``pixels`` cycles) -> first beat of layer 0: the slot-full flag, then the start
+START = 1
+#: last beat of the last layer -> output handshake, beyond the array's ``rows``: issue stages,
+#: the array's pipeline, the logits register, the output register
+TAIL = ISSUE_STAGES + PIPELINE_CYCLES
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer's place on the array and in the memories (all plain integers)."""
+
+    name: str
+    k: int              #: reduction length C*kh*kw (beats per tile)
+    khkw: int
+    cin: int
+    channels: int       #: O
+    t: int              #: channel tiles ceil(O / rows)
+    g: int              #: output position groups ceil(Ho*Wo / cols)
+    g_in: int           #: position groups of the input tensor
+    woff: int           #: first weight word
+    toff: int           #: first im2col table entry
+    moff: int           #: first mult/bias word
+    in_base: int        #: activation-memory word of the input (-1: the image memory)
+    out_base: int       #: activation-memory word of the output (-1: the logits)
+    period: int         #: array cycles per tile, max(K, rows + 1)
+    shift: int | None
+    out_bits: int | None
+    macs: int           #: useful multiply-accumulates
+
+    @property
+    def tiles(self) -> int:
+        return self.t * self.g
+
+    @property
+    def issue(self) -> int:
+        """Cycles from the layer's first beat into the array to its last (no input gaps)."""
+        return (self.tiles - 1) * self.period + self.k
+
+
+def _groups(chw, cols: int) -> int:
+    return cdiv(chw[1] * chw[2], cols)
+
+
+class Plan:
+    """The accelerator's layout of ``layers`` on a ``rows x cols`` array.
+
+    Parameters
+    ----------
+    layers : list of AccelLayer
+    in_chw : (C, H, W) of the image; in_bits : unsigned pixel bits
+    rows, cols : the MAC array shape (1..MAX_MAC_ARRAY each)
+
+    Attributes
+    ----------
+    mac_cfg : MACConfig of the array (widest weights/activations, longest K)
+    lane_bits : bits of one stored activation (pixels and every requantized output)
+    img_words, act_depth, act_regions : image slot size, activation memory depth, region bases
+    weight_words, mb_words : ROM contents (lists of ints); tables : per column, list of entries
+    ``None`` (zero: padding or past the tensor) or ``(word offset, lane)``
+    layers : list of LayerPlan
+    """
+
+    def __init__(self, layers, *, in_chw, in_bits: int, rows: int, cols: int):
+        layers = list(layers)
+        self.rows, self.cols, self.in_chw, self.in_bits = rows, cols, tuple(in_chw), in_bits
+        self.src = layers
+        self.pixels = math.prod(self.in_chw)
+        self.classes = layers[-1].channels
+        self.logit_bits = layers[-1].acc_bits
+        wbits = max(lay.w_bits for lay in layers)
+        abits = max(lay.a_bits for lay in layers)
+        self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=wbits, abits=abits, signed_w=True,
+                                 signed_a=False, k=max(lay.k for lay in layers))
+        self.lane_bits = max([in_bits, abits] + [lay.out_bits for lay in layers[:-1]])
+        self.img_words = self.in_chw[0] * _groups(self.in_chw, cols)
+
+        # activation regions: layer L's output in region L % 2, sized for the largest tensor there
+        depth = [0, 0]
+        for i, lay in enumerate(layers[:-1]):
+            depth[i % 2] = max(depth[i % 2], lay.channels * _groups(lay.out_chw, cols))
+        self.act_regions = (0, depth[0])
+        self.act_depth = max(1, depth[0] + depth[1])
+
+        self.weight_words, self.mb_words, plans = [], [], []
+        self.tables = [[] for _ in range(cols)]
+        for i, lay in enumerate(layers):
+            last = i == len(layers) - 1
+            woff, toff, moff = len(self.weight_words), len(self.tables[0]), len(self.mb_words)
+            self._add_weights(lay, wbits)
+            self._add_table(lay)
+            nt = cdiv(lay.channels, rows)
+            if not last:
+                pad = nt * rows - lay.channels
+                self.mb_words += list(zip(lay.mult, lay.bias, strict=True)) + [(0, 0)] * pad
+            plans.append(LayerPlan(
+                name=lay.name, k=lay.k, khkw=lay.kernel[0] * lay.kernel[1], cin=lay.in_chw[0],
+                channels=lay.channels, t=nt, g=_groups(lay.out_chw, cols), g_in=_groups(lay.in_chw, cols),
+                woff=woff, toff=toff, moff=moff,
+                in_base=-1 if i == 0 else self.act_regions[(i - 1) % 2],
+                out_base=-1 if last else self.act_regions[i % 2],
+                period=tile_period(self.mac_cfg, lay.k), shift=lay.shift, out_bits=lay.out_bits,
+                macs=lay.channels * lay.positions * lay.k))
+        self.layers = plans
+        self.mult_bits = max([lay.mult_bits for lay in layers[:-1]], default=2)
+        self.bias_bits = max([lay.bias_bits for lay in layers[:-1]], default=2)
+        #: cycles of the requantizer's multiply (registered MULT18X18D-sized parts and their sum)
+        self.mul_stages = mul_latency(signed(self.mac_cfg.acc_bits), signed(self.mult_bits))
+        #: row handshake -> memory write: accumulator register, product, + bias, requantize
+        self.wb_stages = 3 + self.mul_stages
+
+    def _add_weights(self, lay: AccelLayer, wbits: int) -> None:
+        w = weight_matrix(lay, self.rows)
+        mask = (1 << wbits) - 1
+        for t in range(cdiv(lay.channels, self.rows)):
+            for k in range(lay.k):
+                word = 0
+                for r in range(self.rows):
+                    o = t * self.rows + r
+                    if o < lay.channels:
+                        word |= (w[o][k] & mask) << (r * wbits)
+                self.weight_words.append(word)
+
+    def _add_table(self, lay: AccelLayer) -> None:
+        cols = self.cols
+        _, hi, wi = lay.in_chw
+        _, ho, wo = lay.out_chw
+        kh, kw = lay.kernel
+        for g in range(_groups(lay.out_chw, cols)):
+            for ky in range(kh):
+                for kx in range(kw):
+                    for j in range(cols):
+                        q = g * cols + j
+                        entry = None
+                        if q < ho * wo:
+                            oy, ox = divmod(q, wo)
+                            iy = oy * lay.stride + ky - lay.padding
+                            ix = ox * lay.stride + kx - lay.padding
+                            if 0 <= iy < hi and 0 <= ix < wi:
+                                entry = divmod(iy * wi + ix, cols)
+                        self.tables[j].append(entry)
+
+    # ------------------------------------------------------------------ cycles
+
+    @property
+    def layer_drain(self) -> int:
+        """Last beat of a layer -> first beat of the next, beyond the array's ``rows``: issue
+        stages, the array's pipeline, the writeback stages, the done pulse and the restart (the
+        next layer reads what this one wrote, so it waits for the last write)."""
+        return ISSUE_STAGES + PIPELINE_CYCLES - 1 + self.wb_stages + 2
+
+    def gap(self, lp: LayerPlan) -> int:
+        """Cycles from a layer's first beat to the next layer's first beat (same image)."""
+        return lp.issue + self.rows + self.layer_drain
+
+    @property
+    def cycles_per_image(self) -> int:
+        """Image period with input valid every cycle and output always ready: output handshake
+        to output handshake. Layer 0 of the next image starts as the last layer's final beat
+        goes in, so the last layer's drain is hidden."""
+        first = self.layers[0]
+        compute = (sum(self.gap(lp) for lp in self.layers[:-1]) + self.layers[-1].issue
+                   + first.period - first.k)
+        return compute
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an image's first pixel handshake to its output handshake, when it enters an
+        idle accelerator."""
+        return (self.pixels + START + sum(self.gap(lp) for lp in self.layers[:-1])
+                + self.layers[-1].issue + self.rows + TAIL)
+
+    @property
+    def macs(self) -> int:
+        return sum(lp.macs for lp in self.layers)
+
+    @property
+    def mac_bound(self) -> int:
+        """Cycles per image if every MAC of the array did useful work every cycle."""
+        return cdiv(self.macs, self.rows * self.cols)
+
+    def schedule(self) -> list[dict]:
+        """Per layer: ``name``, ``K``, ``T``, ``G``, ``tiles``, ``macs``, ``issue`` (beats into the
+        array) and ``cycles`` (its share of the image period: ``gap`` for all but the last layer,
+        ``issue`` for the last)."""
+        out = []
+        for i, lp in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            cyc = lp.issue if last else self.gap(lp)
+            if i == 0:
+                cyc += lp.period - lp.k
+            out.append({"name": lp.name, "K": lp.k, "T": lp.t, "G": lp.g, "tiles": lp.tiles,
+                        "issue": lp.issue, "cycles": cyc, "macs": lp.macs})
+        return out
+
+    # ------------------------------------------------------------------ widths
+
+    @property
+    def table_off_bits(self) -> int:
+        return bits_for(1 + max([e[0] for t in self.tables for e in t if e is not None], default=0))
+
+    @property
+    def lane_sel_bits(self) -> int:
+        return bits_for(self.cols)
+
+
+def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS) -> tuple[int, int]:
+    """The ``(rows, cols)`` with ``rows * cols == macs`` and the fewest cycles per image (ties:
+    fewer columns, i.e. fewer replicated activation memories)."""
+    best = None
+    for rows in range(1, macs + 1):
+        if macs % rows or rows > MAX_MAC_ARRAY or macs // rows > MAX_MAC_ARRAY:
+            continue
+        cols = macs // rows
+        p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols)
+        key = (p.cycles_per_image, cols)
+        if best is None or key < best[0]:
+            best = (key, (rows, cols))
+    if best is None:
+        raise ValueError(f"macs={macs}: no array shape rows x cols = {macs} with both in 1..{MAX_MAC_ARRAY}")
+    return best[1]
