@@ -1,17 +1,21 @@
-"""Training-mode BN forward units: L1 (sign/abs dispersion) and the L2 baseline (square/sqrt).
+"""Training-mode BN forward units: L1 (sign/abs dispersion), the L2 baseline (square/sqrt) and
+range BN (max/min).
 
-Both implement :func:`l1bn.spec.reference.bn.bn_forward` bit for bit (docs/arith/bn_train.md) on one
-shared skeleton, :class:`BNUnit`. The two differ only in the dispersion operator, which lives in two
-stage components: :class:`DispersionStage` (``|d|`` with a sign/abs datapath against ``d*d``) and
-:class:`RecipStage` (a constant multiply by c against a restoring square root). Everything else
-(buffers, schedule, statistics, normalize, affine, requantize) is the same code for both.
+All implement :func:`l1bn.spec.reference.bn.bn_forward` bit for bit (docs/arith/bn_train.md) on one
+shared skeleton, :class:`BNUnit`. They differ only in the dispersion operator, which lives in two
+stage components: :class:`DispersionStage` (``|d|`` with a sign/abs datapath, ``d*d``, or a
+running max/min) and :class:`RecipStage` (a constant multiply against a restoring square root,
+chosen by the norm registry's ``sigma_kind``). Everything else (buffers, schedule, statistics,
+normalize, affine, requantize) is the same code for all.
 
-Stages (each its own :class:`wiring.Component`; :func:`bn_stages` builds all four for a config so
-a synthesis flow can measure one alone):
+Stages (each its own :class:`wiring.Component` with an input stream ``i`` and an output stream
+``o``, payloads from :func:`stage_payloads`, joined to the unit's engines with
+``wiring.connect``; :func:`bn_stages` builds all four for a config so a synthesis flow can
+measure one alone):
 
 - ``stats``     :class:`StatsStage`      sum of x and mean (constant add, multiply, shift)
-- ``disp``      :class:`DispersionStage` sum of |d| (L1) or of d*d (L2)
-- ``recip``     :class:`RecipStage`      s, sigma (L1: times c; L2: restoring sqrt) and inv
+- ``disp``      :class:`DispersionStage` sum of |d| (L1), of d*d (L2), max d - min d (range)
+- ``recip``     :class:`RecipStage`      s, sigma (times a constant, or restoring sqrt) and inv
                                           (restoring divider, one quotient bit per cycle)
 - ``normalize`` :class:`NormalizeStage`  xhat = d*inv, gamma*xhat, rounding, + beta, saturation
 """
@@ -30,29 +34,13 @@ from l1bn.spec.intmath import c_const, div_round_params, range_const
 from l1bn.spec.norms import resolve
 
 __all__ = ["BNUnit", "L1BNUnit", "L2BNUnit", "RangeBNUnit", "StatsStage", "DispersionStage", "RecipStage",
-           "NormalizeStage", "bn_unit_for", "bn_stages", "bn_latency_cycles", "recip_cycles",
+           "NormalizeStage", "bn_unit_for", "bn_stages", "stage_payloads", "bn_latency_cycles", "recip_cycles",
            "channel_overhead_cycles", "stats_layout", "stage_cycles", "bn_fill_cycles", "normalize_cuts",
            "normalize_depth_range", "NORMALIZE_PRIORITY"]
 
 
 # ---------------------------------------------------------------------------------------------
 # arithmetic helpers (Amaranth values; the same rules as l1bn.spec.intmath)
-
-
-def _div_round(v, n, lo, hi):
-    """``div_round(v, n)`` for v in [lo, hi]: a constant add, a constant multiply and a shift."""
-    p = div_round_params(n, lo, hi)
-    z = ((v << 1) + p.offset) * p.mult if p.mult != 1 else (v << 1) + p.offset
-    return (z >> p.shift) - p.sub if p.sub else z >> p.shift
-
-
-def _lane_sum(values):
-    """Balanced adder tree (Amaranth grows the widths)."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[k] + values[k + 1] if k + 1 < len(values) else values[k]
-                  for k in range(0, len(values), 2)]
-    return values[0]
 
 
 def _check_cfg(cfg, norm=None, who="BNUnit"):
@@ -697,21 +685,24 @@ class BNUnit(CheckedComponent):
     channels at once:
 
     1. receive (c+2): write the beat into its buffer, accumulate the sum (:class:`StatsStage`);
-       the mean is ready 2 cycles after the last beat;
-    2. dispersion (c+1): read the buffer, accumulate |d| or d*d (:class:`DispersionStage`);
-    3. reciprocal (c+1): s, sigma, inv (:class:`RecipStage`), :func:`recip_cycles` cycles =
-       ``recip_bits + 4`` (L1) or ``recip_bits + 3 + ceil(disp_bits/2)`` (L2);
+       the mean is ready ``1 + stage_cycles(cfg)["stats"]`` cycles after the last beat;
+    2. dispersion (c+1): read the buffer, accumulate |d|, d*d or max/min (:class:`DispersionStage`);
+    3. reciprocal (c+1): s, sigma, inv (:class:`RecipStage`), :func:`recip_cycles` cycles
+       (the sigma datapath by the registry's ``sigma_kind``);
     4. normalize (c): read the buffer again, xhat, affine, requantize (:class:`NormalizeStage`),
-       y three cycles after its read.
+       y ``depth + 1`` cycles after its read.
+
+    Each engine talks to its stage through ``lib.stream`` interfaces joined with
+    ``wiring.connect`` (:func:`stage_payloads`; docs/bn_unit.md, "Stage interfaces").
 
     A buffer is written again (channel c+3) while it is still being normalized (channel c): the
     write of beat j waits until beat j has been read, so three buffers suffice. Every engine
     starts its next channel the cycle after its last beat of the previous one, so with
-    ``n/lanes >= recip_cycles + 5`` (:func:`channel_overhead_cycles`) the unit accepts ``lanes``
-    elements every cycle in steady state, and a batch takes
-    ``(channels + 2) * n/lanes + recip_cycles + 7`` cycles from its first input beat to its last
-    output beat; :func:`bn_latency_cycles` gives the exact count for every config (a max-plus
-    recurrence that is also right when n/lanes is small and engines wait).
+    ``n/lanes >= channel_overhead_cycles(cfg)`` the unit accepts ``lanes`` elements every cycle in
+    steady state, and a batch takes ``(channels + 2) * n/lanes + bn_fill_cycles(cfg)`` cycles from
+    its first input beat to its last output beat; :func:`bn_latency_cycles` gives the exact count
+    for every config (a max-plus recurrence that is also right when n/lanes is small and engines
+    wait).
 
     Backpressure: ``o.ready`` low freezes the normalize pipeline and its buffer reads (nothing
     is lost or repeated); receive then stops when it would overwrite an unread beat. Gaps in
