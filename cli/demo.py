@@ -156,8 +156,11 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
             from l1bn.hw.accelerator import accelerator_from_export
             from l1bn.sim.flow import implement
 
-            a = implement(accelerator_from_export(e), name="accelerator", workdir=out / "flow", console=console)
-            summary.update(lut=a["lut"], ff=a["ff"], dsp=a["dsp"], bram=a.get("bram"), fmax_mhz=a["fmax_mhz"])
+            acc = accelerator_from_export(e)
+            summary.update(array=f"{acc.rows}x{acc.cols}", formula_cycles=acc.cycles_per_image)
+            a = implement(acc, name="accelerator", workdir=out / "flow", console=console)
+            summary.update(lut=a["lut"], ff=a["ff"], dsp=a["dsp"], bram=a.get("bram"), fmax_mhz=a["fmax_mhz"],
+                           images_per_s=a["fmax_mhz"] * 1e6 / acc.cycles_per_image)
         with steps("bn", f"L1 against L2 BN forward unit at width {BN_WIDTH} (ECP5, 3 seeds)"):
             from l1bn.sim.report import compare_forward
 
@@ -217,7 +220,9 @@ def _print_summary(s: dict, console):
          "-" if "mismatches" not in s else f"{s['mismatches']} of {s['hw_images']} images"),
         ("cycles per image", str(s.get("cycles_per_image", "-"))),
         ("ECP5 LUT4 / FF / MULT18", "-" if "lut" not in s else f"{s['lut']} / {s['ff']} / {s['dsp']}"),
-        ("Fmax (nextpnr-ecp5)", "-" if "fmax_mhz" not in s else f"{s['fmax_mhz']:.1f} MHz"),
+        ("ECP5 MAC array / DP16KD", "-" if "lut" not in s else f"{s['array']} / {s['bram']}"),
+        ("Fmax (nextpnr-ecp5, seed 1)", "-" if "fmax_mhz" not in s else f"{s['fmax_mhz']:.1f} MHz"),
+        ("images/s at Fmax (Fmax / cycles)", "-" if "images_per_s" not in s else f"{s['images_per_s']:,.0f}"),
         ("total time", f"{sum(s['step_seconds'].values()):.0f} s"),
     ]
     for r in rows:
