@@ -6,7 +6,7 @@ Two slots let the next image load while the current one is computed; the issuer
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from l1bn.hw.accel_layers import bits_for
@@ -35,12 +35,14 @@ class ImageLoader(wiring.Component):
         Pixel ``q`` of channel ``c`` goes to word ``slot*img_words + c*G + q // cols``, lane
         ``q % cols`` (one lane enable per write).
     full : Out(2)
-        Slot ``s`` holds a whole image not yet released (registered: high the cycle after the
-        image's last pixel handshake).
+        Slot ``s`` holds a whole image not yet released: high two cycles after the image's last
+        pixel handshake (the write is registered, then the flag).
     release : In(2)
         One-cycle pulse: slot ``s`` has been read and may be overwritten.
 
-    Latency: a pixel is written at its handshake; ``full`` rises one cycle after the last one.
+    Latency: a pixel is written one cycle after its handshake (the write request is a register,
+    so nothing outside reaches the memory combinationally); ``full`` rises two cycles after the
+    last pixel's handshake.
     """
 
     def __init__(self, *, in_chw, in_bits: int, cols: int, lane_bits: int, img_words: int):
@@ -65,15 +67,21 @@ class ImageLoader(wiring.Component):
         word = Signal(range(max(2 * self.img_words, 2)))
         count = Signal(range(max(pixels, 2)))
         full = Signal(2)
-        m.d.comb += [self.full.eq(full), self.i.ready.eq(~full.bit_select(slot, 1))]
+        pend = Signal(2)
+        # the write request is registered (the input's valid/payload may come from a long path
+        # outside); a pixel is copied to every lane and only its own lane is enabled: no shifter
         set_ = Signal(2)
         take = self.i.valid & self.i.ready
+        wr_addr = Signal(self.addr_bits)
+        wr_en = Signal(C)
+        wr_data = Signal(C * LB)
+        m.d.sync += wr_en.eq(0)
+        m.d.comb += [self.wr.addr.eq(wr_addr), self.wr.data.eq(wr_data), self.wr.en.eq(wr_en)]
+        lane_px = Signal(LB)
+        m.d.comb += lane_px.eq(self.i.payload)          # zero-extended to the lane width
         with m.If(take):
-            m.d.comb += [
-                self.wr.addr.eq(word),
-                self.wr.data.eq(self.i.payload << (lane * LB)),
-                self.wr.en.eq(1 << lane),
-            ]
+            m.d.sync += [wr_addr.eq(word), wr_data.eq(Cat(*[lane_px] * C)),
+                         wr_en.eq(Cat(*[lane == k for k in range(C)]))]
             with m.If((q == hw - 1) | (lane == C - 1)):
                 m.d.sync += [lane.eq(0), word.eq(word + 1)]
             with m.Else():
@@ -85,5 +93,10 @@ class ImageLoader(wiring.Component):
                              word.eq(Mux(slot, 0, self.img_words))]
             with m.Else():
                 m.d.sync += count.eq(count + 1)
-        m.d.sync += full.eq((full & ~self.release) | set_)
+        # busy: the slot's image is complete (ready drops at once); full: also written (a cycle
+        # later, after the registered last write), which is what the issuer waits for
+        busy = Signal(2)
+        m.d.sync += [busy.eq((busy & ~self.release) | set_), full.eq((full & ~self.release) | pend)]
+        m.d.sync += pend.eq(set_)
+        m.d.comb += [self.full.eq(full), self.i.ready.eq(~busy.bit_select(slot, 1))]
         return m

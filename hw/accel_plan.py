@@ -56,8 +56,9 @@ __all__ = ["Plan", "LayerPlan", "best_geometry", "ISSUE_STAGES", "START", "TAIL"
 DEFAULT_MACS = 32
 #: issue pipeline: counters -> im2col table -> address -> memory -> word register -> lane select
 ISSUE_STAGES = 5
-#: image load (``pixels`` cycles) -> first beat of layer 0: the slot-full flag, then the start
-START = 1
+#: image load (``pixels`` cycles) -> first beat of layer 0: the registered write, the slot-full
+#: flag, then the start
+START = 2
 #: last beat of the last layer -> output handshake, beyond the array's ``rows``: issue stages,
 #: the array's pipeline, the logits register, the output register
 TAIL = ISSUE_STAGES + PIPELINE_CYCLES

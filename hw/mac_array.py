@@ -212,13 +212,16 @@ class MACArray(CheckedComponent):
             for i in range(R):
                 for j in range(C):
                     nxt = Signal(signed(ab), name=f"nxt{i}_{j}")
-                    m.d.comb += nxt.eq(Mux(first, 0, acc[i][j]) + prod[i][j])
+                    # select after the add: ``first`` (fan-out rows*cols*acc_bits) reaches each
+                    # flip-flop through one mux, not through the carry chain
+                    m.d.comb += nxt.eq(Mux(first, prod[i][j], acc[i][j] + prod[i][j]))
                     m.d.sync += acc[i][j].eq(nxt)
                     with m.If(l2):
                         m.d.sync += bank[i][j].eq(nxt)
 
         # stage 4: output register, one row per beat, requantized on the way out
-        row = Signal(range(max(R, 2)))
+        # one-hot row pointer: the row select is one AND per bank bit, no decoder in front of it
+        row = Signal(R, init=1)
         take = Signal()
         m.d.comb += take.eq(full & (~self.o.valid | self.o.ready))
         with m.If(self.o.ready):
@@ -227,16 +230,15 @@ class MACArray(CheckedComponent):
         # AND-OR row select as plain assigns: a comb switch becomes an always @* that Icarus
         # never evaluates while its inputs keep their initial values (all-zero first tile)
         for j in range(C):
-            terms = [Mux(row == i, bank[i][j].as_unsigned(), 0) for i in range(R)]
+            terms = [Mux(row[i], bank[i][j].as_unsigned(), 0) for i in range(R)]
             m.d.comb += sel[j].eq(functools.reduce(operator.or_, terms))
         with m.If(take):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(row == R - 1)]
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(row[R - 1])]
             for j in range(C):
                 m.d.sync += self.o.payload.y[j].eq(self._requant(m, sel[j], f"rq{j}"))
-            with m.If(row == R - 1):
-                m.d.sync += [row.eq(0), full.eq(0)]
-            with m.Else():
-                m.d.sync += row.eq(row + 1)
+            m.d.sync += row.eq(row.rotate_left(1))
+            with m.If(row[R - 1]):
+                m.d.sync += full.eq(0)
         # stall guarantees the bank is never loaded while full
         with m.If(load_bank):
             m.d.sync += full.eq(1)
