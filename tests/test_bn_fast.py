@@ -15,10 +15,9 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from float_tolerance import assert_close
 from l1bn.sw import bn_fast
 from l1bn.sw.layers import L1BatchNorm1d, L1BatchNorm2d, l1_batch_norm, l1bn_forward_plain
-
-TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 
 
 def _reference(x, w, b, dy):
@@ -32,13 +31,6 @@ def _run(x, w, b, dy, impl):
     xs = [x.detach().clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()]
     y = l1_batch_norm(xs[0], xs[1], xs[2], 1e-5, impl)[0]
     return (y, *torch.autograd.grad(y, xs, dy))
-
-
-def _close(got, want, dtype, what):
-    got, want = got.detach(), want.detach()
-    scale = max(1.0, float(want.abs().max()))
-    err = float((got.double() - want).abs().max())
-    assert err <= TOL[dtype] * scale, f"{what}: max error {err:.3g} > {TOL[dtype]} * {scale:.3g}"
 
 
 def _make(shape, dtype, seed=0, fmt=None):
@@ -75,7 +67,7 @@ def test_ext_matches_float64_reference(shape, fmt, dtype):
     if fmt is not None:
         assert got[0].is_contiguous(memory_format=fmt) and got[1].is_contiguous(memory_format=fmt)
     for g, e, what in zip(got, want, ("y", "dx", "dgamma", "dbeta"), strict=True):
-        _close(g, e, dtype, what)
+        assert_close(g, e, dtype, what)
 
 
 @pytest.mark.parametrize("impl", ["eager", "ext"])
@@ -87,7 +79,7 @@ def test_impls_agree_channels_last_and_strided(impl, dtype):
                    (x[:, :, :, ::2], dy[:, :, :, ::2])):                # a strided view: copied
         ref = want if xx.shape == x.shape else _reference(xx, w, b, gg)
         for got, e in zip(_run(xx, w, b, gg, impl), ref, strict=True):
-            _close(got, e, dtype, impl)
+            assert_close(got, e, dtype, impl)
 
 
 @pytest.mark.parametrize("shape", [(2, 2, 8, 16), (4, 3, 2, 3), (3, 4), (2, 3, 2, 2)])
@@ -111,7 +103,7 @@ def test_ties_at_the_mean_and_constant_channel():
         w, b = torch.tensor([0.5, 1.5, 2.0], dtype=torch.float64), torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64)
         dy = torch.randn(xx.shape, dtype=torch.float64, generator=g)
         for got, e in zip(_run(xx, w, b, dy, "ext"), _reference(xx, w, b, dy), strict=True):
-            _close(got, e, torch.float64, "ties")
+            assert_close(got, e, torch.float64, "ties")
 
 
 def test_threads_do_not_change_results_beyond_rounding():
@@ -171,8 +163,8 @@ def test_bfloat16_module_float32_statistics():
     assert y.dtype == xr.grad.dtype == m.weight.grad.dtype == torch.bfloat16
     assert m.running_mean.dtype == m.running_s.dtype == torch.float32
     want = _reference(x, torch.ones(8, dtype=torch.float64), torch.zeros(8, dtype=torch.float64), dy)
-    _close(y, want[0], torch.bfloat16, "y")
-    _close(xr.grad, want[1], torch.bfloat16, "dx")
+    assert_close(y, want[0], torch.bfloat16, "y")
+    assert_close(xr.grad, want[1], torch.bfloat16, "dx")
     mu = x.double().mean((0, 2, 3))
     assert torch.allclose(m.running_mean.double(), 0.1 * mu, atol=1e-6)
 
@@ -188,7 +180,7 @@ def test_l2_kernel_is_classic_batch_norm():
         gr = torch.autograd.grad(yr, (xr, wr, br), dy)
         assert ok
         for got, e in zip((y, dx, dw, db), (yr, *gr), strict=True):
-            _close(got, e, torch.float64, f"l2 {shape}")
+            assert_close(got, e, torch.float64, f"l2 {shape}")
 
 
 def test_errors_and_fallback_when_the_library_is_missing(monkeypatch, tmp_path):
@@ -207,7 +199,7 @@ def test_errors_and_fallback_when_the_library_is_missing(monkeypatch, tmp_path):
         warnings.simplefilter("error")  # only once per process
         _run(x, w, b, dy, "auto")
     for g, e in zip(got, _reference(x, w, b, dy), strict=True):
-        _close(g, e, torch.float32, "fallback")
+        assert_close(g, e, torch.float32, "fallback")
     with pytest.raises(ValueError, match="compiler missing"):
         _run(x, w, b, dy, "ext")
     assert "unavailable" in bn_fast.status()
@@ -236,7 +228,7 @@ def test_compiled_path_matches_reference():
     """impl='compile' (the GPU path: torch.compile of the same math), compiled here for the CPU."""
     x, w, b, dy = _make((4, 3, 5, 5), torch.float64, seed=6)
     for g, e in zip(_run(x, w, b, dy, "compile"), _reference(x, w, b, dy), strict=True):
-        _close(g, e, torch.float64, "compile")
+        assert_close(g, e, torch.float64, "compile")
 
 
 def test_device_side_running_stats_guard():
@@ -279,4 +271,4 @@ def test_weight_only_or_bias_only(impl):
         yr = l1bn_forward_plain(xr)
         yr = yr * pr.view(1, -1, 1, 1) if which == "weight" else yr + pr.view(1, -1, 1, 1)
         for a, e in zip(got, torch.autograd.grad(yr, (xr, pr), dy), strict=True):
-            _close(a, e, torch.float64, which)
+            assert_close(a, e, torch.float64, which)

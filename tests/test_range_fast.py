@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from float_tolerance import assert_close
 from l1bn.spec.intmath import C_SQRT_PI_2, range_scale
 from l1bn.sw import bn_fast
 from l1bn.sw.layers import L1_C
@@ -19,8 +20,6 @@ from l1bn.sw.range_bn import (
     range_batch_norm,
     range_bn_forward_plain,
 )
-
-TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 
 
 def _reference(x, w, b, dy):
@@ -33,13 +32,6 @@ def _run(x, w, b, dy, impl="ext"):
     xs = [x.detach().clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()]
     y = range_batch_norm(xs[0], xs[1], xs[2], 1e-5, impl)[0]
     return (y, *torch.autograd.grad(y, xs, dy))
-
-
-def _close(got, want, dtype, what):
-    got, want = got.detach(), want.detach()
-    scale = max(1.0, float(want.abs().max()))
-    err = float((got.double() - want).abs().max())
-    assert err <= TOL[dtype] * scale, f"{what}: max error {err:.3g} > {TOL[dtype]} * {scale:.3g}"
 
 
 def _make(shape, dtype, seed=0, fmt=None, levels=None):
@@ -61,7 +53,7 @@ def _check(x, w, b, dy, dtype):
     got = _run(x, w, b, dy)
     assert got[0].dtype == x.dtype and got[1].dtype == x.dtype
     for gt, wt, name in zip(got, want, ("y", "dx", "dw", "db"), strict=True):
-        _close(gt, wt, dtype, name)
+        assert_close(gt, wt, dtype, name)
 
 
 def test_library_constant_is_the_specs():
@@ -126,7 +118,7 @@ def test_layer_paths_agree_with_running_statistics(dtype):
     for _ in range(2):
         x = (torch.randn(4, 3, 5, 5) * 2 + 1).to(dtype)
         ys = [m(x) for m in mods]
-        _close(ys[0], ys[1].double(), dtype, "y")
+        assert_close(ys[0], ys[1].double(), dtype, "y")
     for name in ("running_mean", "running_sigma"):
         a, b = (getattr(m, name) for m in mods)
         assert a.dtype == torch.float32
@@ -162,7 +154,7 @@ def test_fallback_to_eager_when_the_library_is_missing(monkeypatch):
     with pytest.warns(RuntimeWarning, match="compiler missing"):
         got = _run(x, w, b, dy, "auto")
     for gt, wt, name in zip(got, _reference(x, w, b, dy), ("y", "dx", "dw", "db"), strict=True):
-        _close(gt, wt, torch.float32, name)
+        assert_close(gt, wt, torch.float32, name)
     with pytest.raises(ValueError, match="compiler missing"):
         _run(x, w, b, dy, "ext")
     m = RangeBatchNorm2d(3)
@@ -175,4 +167,4 @@ def test_compile_path_matches():
     x, w, b, dy = _make((2, 3, 4, 4), torch.float32, seed=8)
     want = _reference(x, w, b, dy)
     for gt, wt, name in zip(_run(x, w, b, dy, "compile"), want, ("y", "dx", "dw", "db"), strict=True):
-        _close(gt, wt, torch.float32, name)
+        assert_close(gt, wt, torch.float32, name)
