@@ -73,8 +73,8 @@ class Issuer(wiring.Component):
 
     Timing
     ------
-    ``ISSUE_STAGES`` = 5 cycles from a beat's counters to the array input: im2col table read,
-    address add, memory read, memory word register, lane select. All stages stall together on ``o.ready``.
+    ``ISSUE_STAGES`` = 6 cycles from a beat's counters to the array input: im2col table read,
+    table entry register, address add, memory read, memory word register, lane select. All stages stall together on ``o.ready``.
     """
 
     def __init__(self, plan: Plan):
@@ -97,7 +97,7 @@ class Issuer(wiring.Component):
         R, C, LB = p.rows, p.cols, p.lane_bits
         lps = p.layers
         nl = len(lps)
-        assert ISSUE_STAGES == 5
+        assert ISSUE_STAGES == 6
 
         # ---- ROMs: weights (all layers), im2col table per column
         wb = p.mac_cfg.wbits
@@ -206,6 +206,18 @@ class Issuer(wiring.Component):
             m.d.sync += [v1.eq(fire), last1.eq(tile_end), img1.eq(cst.is_img), rel1.eq(layer_end & cst.is_img), rs1.eq(slot),
                          cbase1.eq(cbase), waddr1.eq(waddr)]
 
+        # ---- stage 1b: the table entries registered (a table ROM in LUTs is a mux tree: the add
+        # after it gets its own cycle)
+        v1b, last1b, img1b, rel1b, rs1b = Signal(), Signal(), Signal(), Signal(), Signal()
+        cbase1b = Signal.like(cbase)
+        waddr1b = Signal.like(waddr)
+        ent1b = [Signal.like(trd[j].data, name=f"ent1b_{j}") for j in range(C)]
+        with m.If(adv):
+            m.d.sync += [v1b.eq(v1), last1b.eq(last1), img1b.eq(img1), rel1b.eq(rel1), rs1b.eq(rs1),
+                         cbase1b.eq(cbase1), waddr1b.eq(waddr1)]
+            m.d.sync += [ent1b[j].eq(trd[j].data) for j in range(C)]
+        v1, last1, img1, rel1, rs1, cbase1, waddr1 = v1b, last1b, img1b, rel1b, rs1b, cbase1b, waddr1b
+
         # ---- stage 2: memory addresses (cbase + table offset), lane and padding flag
         v2, last2, img2, rel2, rs2 = Signal(), Signal(), Signal(), Signal(), Signal()
         addr2 = [Signal(self.addr_bits, name=f"addr2_{j}") for j in range(C)]
@@ -215,7 +227,7 @@ class Issuer(wiring.Component):
         with m.If(adv):
             m.d.sync += [v2.eq(v1), last2.eq(last1), img2.eq(img1), rel2.eq(rel1), rs2.eq(rs1), waddr2.eq(waddr1)]
             for j in range(C):
-                ent = trd[j].data
+                ent = ent1b[j]
                 m.d.sync += [addr2[j].eq(cbase1 + ent[1:1 + ob]), ok2[j].eq(ent[0]), lane2[j].eq(ent[1 + ob:])]
         for j in range(C):
             m.d.comb += self.rd.addr[j].eq(addr2[j])

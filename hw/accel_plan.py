@@ -54,8 +54,9 @@ __all__ = ["Plan", "LayerPlan", "best_geometry", "ISSUE_STAGES", "START", "TAIL"
 
 #: MAC budget of the default array shape (4 x 8 before issue 14, 8 x 4 now for the digits CNN).
 DEFAULT_MACS = 32
-#: issue pipeline: counters -> im2col table -> address -> memory -> word register -> lane select
-ISSUE_STAGES = 5
+#: issue pipeline: counters -> im2col table -> entry register -> address -> memory -> word register
+#: -> lane select
+ISSUE_STAGES = 6
 #: image load (``pixels`` cycles) -> first beat of layer 0: the registered write, the slot-full
 #: flag, then the start
 START = 2

@@ -34,6 +34,7 @@ from amaranth import (
     unsigned,
 )
 from amaranth.lib import cdc, data, io, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from l1bn.hw.arith import CheckedComponent
@@ -189,39 +190,39 @@ class ImageRunner(CheckedComponent):
         rd = pix_rom.read_port()
         ans = ans_rom.read_port()
 
-        addr = Signal(range(n * px))            # address of the pixel on rd.data now
-        addr_next = Signal.like(addr)
+        addr = Signal(range(n * px))            # address of the pixel read next (a register)
         base = Signal.like(addr)                # first pixel of image `index`
         pix = Signal(range(px))
         hold = Signal(range(self.hold_cycles + 1))
         start_q = Signal()
         m.d.sync += start_q.eq(self.start)
+        # the ROM address is a register, never a function of o.ready: one pixel per two cycles
+        # (LOAD, STREAM), far faster than the accelerator takes an image
         m.d.comb += [
-            addr_next.eq(addr),
-            rd.addr.eq(addr_next),
+            rd.addr.eq(addr),
             ans.addr.eq(self.index),
             self.o.payload.eq(rd.data),
         ]
-        m.d.sync += [addr.eq(addr_next), self.done.eq(0)]
+        m.d.sync += self.done.eq(0)
 
         with m.FSM():
             with m.State("IDLE"):
                 go = Const(1) if self.continuous else (self.start & ~start_q)
                 with m.If(go & (hold == 0)):
-                    m.d.comb += addr_next.eq(base)
-                    m.d.sync += [pix.eq(0), self.busy.eq(1)]
+                    m.d.sync += [addr.eq(base), pix.eq(0), self.busy.eq(1)]
                     m.next = "LOAD"
                 with m.Elif(hold != 0):
                     m.d.sync += hold.eq(hold - 1)
-            with m.State("LOAD"):               # rd.data becomes mem[base]
+            with m.State("LOAD"):               # rd.data becomes mem[addr]
                 m.next = "STREAM"
             with m.State("STREAM"):
                 m.d.comb += self.o.valid.eq(1)
                 with m.If(self.o.ready):
-                    m.d.comb += addr_next.eq(addr + 1)
-                    m.d.sync += pix.eq(pix + 1)
+                    m.d.sync += [addr.eq(addr + 1), pix.eq(pix + 1)]
                     with m.If(pix == px - 1):
                         m.next = "WAIT"
+                    with m.Else():
+                        m.next = "LOAD"
             with m.State("WAIT"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
@@ -337,7 +338,11 @@ class BoardTop(Elaboratable):
         m.submodules.runner = runner = ImageRunner(
             images=self.images, labels=self.labels, expected=self.expected, in_bits=self.in_bits,
             logit_bits=self.logit_bits, continuous=button is None, hold_cycles=hold)
-        wiring.connect(m, runner.o, accel.i)
+        # pixels through a 2-deep buffered FIFO: the runner's ROM read and its handshake logic
+        # would otherwise be one combinational path into the accelerator's input register
+        m.submodules.pix_fifo = pix_fifo = SyncFIFOBuffered(width=self.in_bits, depth=2)
+        wiring.connect(m, runner.o, pix_fifo.w_stream)
+        wiring.connect(m, pix_fifo.r_stream, accel.i)
         wiring.connect(m, accel.o, runner.i)
 
         if button is not None:
