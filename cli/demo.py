@@ -81,7 +81,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
     out = check_output_dir(out, must_be_new=False)   # the demo's own folder: rerunning replaces its parts
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
-    steps = _Steps(console, 5 + int(sim) + int(area))
+    steps = _Steps(console, 5 + int(sim) + 2 * int(area))   # area: accelerator, then BN units
     summary: dict = {"run": str(out), "epochs": epochs, "seed": seed, "bits": bits}
 
     with steps("doctor", "is the open toolchain complete?"):
