@@ -13,7 +13,7 @@ from l1bn.hw.accel_plan import ISSUE_STAGES, Plan
 from l1bn.hw.arith import pick
 from l1bn.hw.mac_array import in_layout
 
-__all__ = ["Issuer", "read_signature"]
+__all__ = ["Issuer", "LayerConsts", "read_signature"]
 
 
 def read_signature(cols: int, addr_bits: int, word_bits: int) -> wiring.Signature:
@@ -24,11 +24,15 @@ def read_signature(cols: int, addr_bits: int, word_bits: int) -> wiring.Signatur
                              "img": In(words), "act": In(words)})
 
 
-class _LayerRegs:
-    """Per-layer constants held in registers, loaded when the layer changes (so the counter
-    compares are register against register)."""
+class LayerConsts:
+    """Per-layer constants held in registers, loaded when the layer changes, so the counters
+    compare register against register.
 
-    def __init__(self, m, plan: Plan, table: dict):
+    ``table`` maps a name to its value per layer; ``consts.<name>`` is the register (reset: the
+    value of layer 0) and ``load(layer_expr)`` loads every register for that layer.
+    """
+
+    def __init__(self, m, table: dict):
         self.m, self.table = m, table
         self.regs = {k: Signal(range(max(max(v) + 1, 2)), name=f"cur_{k}", init=v[0]) for k, v in table.items()}
 
@@ -118,7 +122,7 @@ class Issuer(wiring.Component):
         m.d.comb += self.rd.en.eq(adv)
 
         # ---- stage 0: state and counters
-        cst = _LayerRegs(m, p, {
+        cst = LayerConsts(m, {
             "kk_last": [lp.khkw - 1 for lp in lps], "c_last": [lp.cin - 1 for lp in lps],
             "g_last": [lp.g - 1 for lp in lps], "t_last": [lp.t - 1 for lp in lps],
             "gin": [lp.g_in for lp in lps], "k_back": [lp.k - 1 for lp in lps],
@@ -183,14 +187,14 @@ class Issuer(wiring.Component):
                 with m.If(cst.is_img):
                     m.d.sync += slot.eq(~slot)
                 if nl == 1:
-                    nxt_slot = ~slot
+                    # the only layer is also the last: the next image waits for the output beat
                     m.d.sync += [busy.eq(0), waddr.eq(0)]
                 else:
-                    nxt_slot = slot
                     with m.If(cst.is_last):
-                        # next image: layer 0 right away when its slot is full
-                        m.d.sync += [layer.eq(0), waddr.eq(0), cbase.eq(Mux(nxt_slot, p.img_words, 0)),
-                                     tab.eq(lps[0].toff), busy.eq(self.slot_full.bit_select(nxt_slot, 1))]
+                        # next image: layer 0 right away when its slot (toggled when layer 0
+                        # ended) is full
+                        m.d.sync += [layer.eq(0), waddr.eq(0), cbase.eq(Mux(slot, p.img_words, 0)),
+                                     tab.eq(lps[0].toff), busy.eq(self.slot_full.bit_select(slot, 1))]
                         cst.load(Const(0))
                     with m.Else():
                         m.d.sync += [layer.eq(layer + 1), busy.eq(0)]

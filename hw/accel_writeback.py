@@ -8,7 +8,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from l1bn.hw.accel_issue import _LayerRegs
+from l1bn.hw.accel_issue import LayerConsts
 from l1bn.hw.accel_layers import bits_for, output_layout
 from l1bn.hw.accel_loader import mem_write_signature
 from l1bn.hw.accel_plan import Plan
@@ -80,7 +80,7 @@ class Writeback(wiring.Component):
         mbrd = mbrom.read_port(domain="sync")
 
         # ---- counters of the row at the input
-        cst = _LayerRegs(m, p, {
+        cst = LayerConsts(m, {
             "g_last": [lp.g - 1 for lp in lps], "t_last": [lp.t - 1 for lp in lps],
             "gw": [lp.g for lp in lps], "rg": [(R - 1) * lp.g for lp in lps],
             "chans": [lp.channels for lp in lps], "out_base": [max(lp.out_base, 0) for lp in lps],
