@@ -15,7 +15,7 @@ from amaranth import signed, unsigned
 from amaranth.lib import data
 
 __all__ = ["AccelLayer", "layers_from_export", "accelerator_interface", "output_layout",
-           "weight_matrix", "bits_for", "cdiv"]
+           "weight_matrix", "bits_for", "cdiv", "chw"]
 
 
 def cdiv(a: int, b: int) -> int:
@@ -80,7 +80,8 @@ def output_layout(classes: int, logit_bits: int) -> data.StructLayout:
     })
 
 
-def _chw(shape) -> tuple:
+def chw(shape) -> tuple:
+    """An activation shape as (C, H, W); a flat (K,) vector is (K, 1, 1)."""
     shape = tuple(int(s) for s in shape)
     if len(shape) == 3:
         return shape
@@ -131,10 +132,10 @@ def layers_from_export(exported_net) -> tuple[list[AccelLayer], dict]:
             raise ValueError(f"layer {name}: signed input activations are not supported (ReLU layers only)")
         wt = tensors[ld["weight"]]
         wshape = tuple(wt["shape"])
-        in_chw = _chw(ld["in_shape"])
+        in_chw = chw(ld["in_shape"])
         if typ == "conv2d":
             kernel, stride, padding = (wshape[2], wshape[3]), int(ld["stride"]), int(ld["padding"])
-            out_chw = _chw(ld["out_shape"])
+            out_chw = chw(ld["out_shape"])
         elif typ == "linear":
             kernel, stride, padding = (in_chw[1], in_chw[2]), 1, 0
             out_chw = (int(ld["out_shape"][0]), 1, 1)
@@ -171,7 +172,7 @@ def layers_from_export(exported_net) -> tuple[list[AccelLayer], dict]:
                                  a_bits=int(ld["a_bits"]), acc_bits=int(ld["acc_bits"]),
                                  weight_words=tuple(words), mult=mult, bias=bias, shift=shift, out_bits=ob,
                                  mult_bits=mb, bias_bits=bb, word_rows=rows))
-    return layers, {"shape": _chw(inp["shape"]), "bits": int(inp["bits"]), "rows": rows}
+    return layers, {"shape": chw(inp["shape"]), "bits": int(inp["bits"]), "rows": rows}
 
 
 def weight_matrix(layer: AccelLayer, rows: int) -> list[list[int]]:

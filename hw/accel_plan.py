@@ -123,7 +123,6 @@ class Plan:
     def __init__(self, layers, *, in_chw, in_bits: int, rows: int, cols: int):
         layers = list(layers)
         self.rows, self.cols, self.in_chw, self.in_bits = rows, cols, tuple(in_chw), in_bits
-        self.src = layers
         self.pixels = math.prod(self.in_chw)
         self.classes = layers[-1].channels
         self.logit_bits = layers[-1].acc_bits
@@ -215,12 +214,9 @@ class Plan:
     @property
     def cycles_per_image(self) -> int:
         """Image period with input valid every cycle and output always ready: output handshake
-        to output handshake. Layer 0 of the next image starts as the last layer's final beat
-        goes in, so the last layer's drain is hidden."""
-        first = self.layers[0]
-        compute = (sum(self.gap(lp) for lp in self.layers[:-1]) + self.layers[-1].issue
-                   + first.period - first.k)
-        return compute
+        to output handshake, the sum of :meth:`schedule`'s ``cycles``. Layer 0 of the next image
+        starts as the last layer's final beat goes in, so the last layer's drain is hidden."""
+        return sum(s["cycles"] for s in self.schedule())
 
     @property
     def latency(self) -> int:

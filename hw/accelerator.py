@@ -30,8 +30,8 @@ from amaranth.lib.wiring import In, Out
 from l1bn.hw.accel_issue import Issuer
 from l1bn.hw.accel_layers import (
     AccelLayer,
-    _chw,
     accelerator_interface,
+    chw,
     layers_from_export,
     output_layout,
 )
@@ -107,7 +107,7 @@ class Accelerator(wiring.Component):
         if not layers:
             raise ValueError("layers: the network has no layers")
         self.layers, self.rows, self.cols = layers, rows, cols
-        self.in_chw, self.in_bits = _chw(in_shape), in_bits
+        self.in_chw, self.in_bits = chw(in_shape), in_bits
         self.plan = Plan(layers, in_chw=self.in_chw, in_bits=in_bits, rows=rows, cols=cols)
         self.pixels = self.plan.pixels
         self.classes = self.plan.classes
