@@ -51,7 +51,7 @@ def _old_module(rev: str, tmp: Path):
 
 def main(argv=None) -> int:
     from l1bn.hw.accelerator import accelerator_from_export
-    from l1bn.sim.flow import Job, run_jobs
+    from l1bn.sim.fpga.flow import Job, run_jobs
     from l1bn.sw.export import load_export
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

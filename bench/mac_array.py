@@ -13,7 +13,7 @@ register-to-register paths and the 25k's 197 I/O pins suffice for any size.
 
 GOPS = 2 * rows * cols * Fmax * utilization (a MAC is two operations).
 
-The tool calls, the harness and the result cache live in :mod:`l1bn.sim.flow` (which also
+The tool calls, the harness and the result cache live in :mod:`l1bn.sim.fpga.flow` (which also
 documents the Yosys 0.70 ABC9 workaround: classic ``abc -lut 4`` for LUT mapping).
 """
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 from l1bn.cli.report import parse_seeds
 from l1bn.hw.mac_array import MACArray
-from l1bn.sim import flow
-from l1bn.sim.sim_mac import random_tiles, simulate_mac
+from l1bn.sim.fpga import flow
+from l1bn.sim.simulate.mac import random_tiles, simulate_mac
 from l1bn.spec.config import MACConfig
 
 CONFIGS = [
@@ -40,7 +40,7 @@ SEEDS = (1, 2, 3)
 
 
 def implement(cfg: MACConfig, *, workdir, seeds=(1,), jobs: int = 1) -> dict:
-    """Synthesis + place and route of ``cfg`` in the timing harness of :mod:`l1bn.sim.flow`, once
+    """Synthesis + place and route of ``cfg`` in the timing harness of :mod:`l1bn.sim.fpga.flow`, once
     per nextpnr seed in ``seeds`` (``jobs`` of them at a time; results cached by design and seed).
 
     Returns the median run's dict (``fmax_mhz``, ``lut``, ``ff``, ``ccu2``, ``dsp``, ``critical_path``,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from l1bn.sim.sim_net import simulate_net
+    from l1bn.sim.simulate.net import simulate_net
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("export", nargs="?", default="runs/cnn-l1-w4a4/export")
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
                 ok &= r["mismatches"] == 0 and r["passed"] and r["cycles_per_image"] == r["formula_cycles"]
                 rows.append(r)
     print(f"accelerator simulation speed: export {a.export}")
-    print(f"{platform.machine()}, Python {platform.python_version()}, cocotb through l1bn.sim.runner; "
+    print(f"{platform.machine()}, Python {platform.python_version()}, cocotb through l1bn.sim.simulate.runner; "
           f"'total s' includes the build and start-up, 'images/s' only the simulating\n")
     print("| simulator | array | images | mismatches | hw accuracy | cycles/image | build s | simulate s "
           "| total s | images/s | cycles/s |")

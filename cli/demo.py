@@ -123,14 +123,14 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
                       f"{1e3 * r['time_s']:.1f} ms")
 
     with steps("verilog", "the accelerator for this export, and the L1-/L2-BN units"):
-        from l1bn.sim.verilog_net import write_net_verilog
+        from l1bn.sim.verilog.net import write_net_verilog
 
         vdir = out / "verilog"
         files = write_net_verilog(export_dir, vdir / "net")
         console.print(f"accelerator: {len(files)} files in {vdir / 'net'}")
         for norm in ("l1", "l2"):
             from l1bn.hw.bn_unit import L1BNUnit, L2BNUnit
-            from l1bn.sim.runner import to_verilog
+            from l1bn.sim.simulate.runner import to_verilog
             from l1bn.spec.config import BNConfig
 
             cfg = BNConfig(norm=norm, width=8, channels=16, n=64, lanes=2)
@@ -141,7 +141,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
 
     if sim:
         with steps("sim", f"the accelerator classifies the test split ({simulator})"):
-            from l1bn.sim.sim_net import simulate_net
+            from l1bn.sim.simulate.net import simulate_net
 
             s = simulate_net(export_dir, simulator=simulator, images=images, progress=True,
                              build_dir=out / "sim")
@@ -154,7 +154,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
     if area:
         with steps("area", "ECP5 synthesis and place and route of the accelerator"):
             from l1bn.hw.accelerator import accelerator_from_export
-            from l1bn.sim.flow import implement
+            from l1bn.sim.fpga.flow import implement
 
             acc = accelerator_from_export(e)
             summary.update(array=f"{acc.rows}x{acc.cols}", formula_cycles=acc.cycles_per_image)
@@ -162,7 +162,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
             summary.update(lut=a["lut"], ff=a["ff"], dsp=a["dsp"], bram=a.get("bram"), fmax_mhz=a["fmax_mhz"],
                            images_per_s=a["fmax_mhz"] * 1e6 / acc.cycles_per_image)
         with steps("bn", f"L1 against L2 BN forward unit at width {BN_WIDTH} (ECP5, 3 seeds)"):
-            from l1bn.sim.report import compare_forward
+            from l1bn.sim.report.fpga import compare_forward
 
             summary["bn_compare"] = compare_forward(BN_WIDTH, workdir=out / "flow", console=console)
 

@@ -111,7 +111,7 @@ def main(argv=None):
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except Exception as e:  # the simulator's own errors are user-facing too
-        from l1bn.sim.runner import SimulationError
+        from l1bn.sim.simulate.runner import SimulationError
 
         if isinstance(e, SimulationError):
             click.echo(f"error: {e}", err=True)

@@ -30,8 +30,8 @@ def sim():
 @click.option("--simulator", type=_SIMULATORS, default="icarus", show_default=True)
 def bn_cmd(source, gaps, seed, simulator, **opts):
     """Stream a batch through an L1-/L2-BN unit and compare y and the statistics with the reference."""
-    from l1bn.sim.sim_bn import random_batch, simulate_bn
-    from l1bn.sim.verilog_bn import describe
+    from l1bn.sim.simulate.bn import random_batch, simulate_bn
+    from l1bn.sim.verilog.bn import describe
     from l1bn.spec.config import check_int
 
     check_int("gaps", gaps, 0, 99)
@@ -67,7 +67,7 @@ def bn_cmd(source, gaps, seed, simulator, **opts):
 @click.option("--simulator", type=_SIMULATORS, default="icarus", show_default=True)
 def mac_cmd(tiles, tile_k, gaps, out_gaps, extremes, seed, simulator, **opts):
     """Stream random tiles through the MAC array and compare with the integer reference."""
-    from l1bn.sim.sim_mac import random_tiles, simulate_mac
+    from l1bn.sim.simulate.mac import random_tiles, simulate_mac
     from l1bn.spec.config import check_int
 
     cfg = mac_config(opts)
@@ -113,7 +113,7 @@ def net_cmd(export_dir, simulator, images, rows, cols, as_json):
     import json
     import time
 
-    from l1bn.sim.sim_net import simulate_net
+    from l1bn.sim.simulate.net import simulate_net
     from l1bn.spec.config import check_int
     from l1bn.sw.export import load_export
 

@@ -81,7 +81,7 @@ def _bn_command(norm: str):
     @config_options(BNConfig, exclude=("norm",))
     @_output_option
     def cmd(output, **opts):
-        from l1bn.sim.verilog_bn import bn_verilog, describe
+        from l1bn.sim.verilog.bn import bn_verilog, describe
 
         cfg = bn_config(norm, opts)
         _check_output(output)
@@ -115,7 +115,7 @@ def _bwd_command(norm: str):
     @sign_in_option
     def cmd(output, sign_in=False, **opts):
         from l1bn.hw.bn_backward import backward_latency_cycles, stored_state_bits
-        from l1bn.sim.verilog_bwd import bwd_verilog
+        from l1bn.sim.verilog.bwd import bwd_verilog
 
         cfg = bwd_config(norm, opts)
         _check_output(output)
@@ -153,7 +153,7 @@ def mac_cmd(output, **opts):
     rows and cols are limited to 16 here (MAX_MAC_ARRAY): larger arrays cannot be checked by
     simulation in minutes."""
     from l1bn.hw.mac_array import PIPELINE_CYCLES, in_layout, out_layout
-    from l1bn.sim.verilog_mac import mac_verilog
+    from l1bn.sim.verilog.mac import mac_verilog
 
     cfg = mac_config(opts)
     _check_output(output)
@@ -183,7 +183,7 @@ def net_cmd(export_dir, out_dir, rows, cols):
     import json
     from pathlib import Path
 
-    from l1bn.sim.verilog_net import write_net_verilog
+    from l1bn.sim.verilog.net import write_net_verilog
 
     files = write_net_verilog(export_dir, out_dir, rows=rows, cols=cols)
     s = json.loads((Path(out_dir) / "schedule.json").read_text())

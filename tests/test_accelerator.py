@@ -18,7 +18,7 @@ from l1bn.cli.main import cli
 from l1bn.hw.accel_layers import weight_matrix
 from l1bn.hw.accel_plan import Plan, best_geometry
 from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface, layers_from_export
-from l1bn.sim.sim_net import simulate_net
+from l1bn.sim.simulate.net import simulate_net
 from l1bn.sw.export import load_export, write_export
 from l1bn.sw.netrun import random_int_net, run_net
 

@@ -1,4 +1,4 @@
-"""ASIC flow (NanGate45 + OpenSTA + library power model, :mod:`l1bn.sim.asic`): the library
+"""ASIC flow (NanGate45 + OpenSTA + library power model, :mod:`l1bn.sim.asic.flow`): the library
 reader, the power model by hand, fan-out buffering, the sanity checks of the issue (bigger design,
 constant input, Horowitz's adder and multiplier), tool errors, and a reproducible tiny report."""
 
@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from l1bn.sim import asic
+from l1bn.sim.asic import flow as asic
 from l1bn.sim.tools import ToolError
 
 
@@ -147,7 +147,7 @@ def test_cli_target_asic_without_opensta(l1bn_cli, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_tiny_asic_report_is_complete_and_reproducible(build, tmp_path):
-    from l1bn.sim.report import write_report
+    from l1bn.sim.report.fpga import write_report
 
     kw = dict(widths=(4,), n=8, lanes=1, channels=1, jobs=2, workdir=tmp_path / "flow", console=False,
               backward=False, stages=False)
@@ -193,7 +193,7 @@ def test_doctor_reports_library_and_opensta(monkeypatch):
 @pytest.mark.parametrize("op, width", [("add", 8), ("mul", 4)])
 def test_mapped_netlist_computes_the_operator(tmp_path, op, width):
     # the generated cell models and the netlist writer keep the function: every settled output
-    from l1bn.sim.runner import to_verilog
+    from l1bn.sim.simulate.runner import to_verilog
 
     asic.synth_liberty(to_verilog(asic.operator(op, width), "top"), tmp_path)
     net = json.loads((tmp_path / "netlist.json").read_text())

@@ -1,4 +1,4 @@
-"""The cocotb bench kit (``l1bn.sim.benches.kit``): payloads packed through the generators' own
+"""The cocotb bench kit (``l1bn.sim.simulate.benches.kit``): payloads packed through the generators' own
 layouts, the stream ports the launcher hands to the benches, and the stream rules at the BN unit's
 outputs when every output port is stalled."""
 
@@ -9,9 +9,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from l1bn.hw.bn_unit import bn_unit_for, stats_layout
 from l1bn.hw.mac_array import MACArray, in_layout, out_layout
-from l1bn.sim.benches.kit import Codec, InOrderChecker
-from l1bn.sim.runner import BENCHES, run_bench, stream_ports
-from l1bn.sim.sim_bn import random_batch
+from l1bn.sim.simulate.benches.kit import Codec, InOrderChecker
+from l1bn.sim.simulate.bn import random_batch
+from l1bn.sim.simulate.runner import BENCHES, run_bench, stream_ports
 from l1bn.spec.config import BNConfig, MACConfig
 
 

@@ -1,4 +1,4 @@
-"""Sanity tests of the synthesis / place-and-route / energy flow (l1bn.sim.flow) on tiny designs."""
+"""Sanity tests of the synthesis / place-and-route / energy flow (l1bn.sim.fpga.flow) on tiny designs."""
 
 import random
 
@@ -6,7 +6,7 @@ import pytest
 from amaranth import Module, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from l1bn.sim import flow
+from l1bn.sim.fpga import flow
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 

@@ -1,4 +1,4 @@
-"""Formal proofs (``l1bn prove``, :mod:`l1bn.sim.formal`): small proofs pass, and for each
+"""Formal proofs (``l1bn prove``, :mod:`l1bn.sim.formal.check`): small proofs pass, and for each
 property class a deliberately broken design fails with a counterexample trace.
 
 Every check runs yosys-smtbmc with boolector (YoWASP) on a small config; each takes 5-10 s.
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from l1bn.hw.bn_unit import bn_unit_for
 from l1bn.hw.mac_array import MACArray
-from l1bn.sim.formal import Prop, check, design_props, select
-from l1bn.sim.formal_harness.bn import BNDrainHarness, BNStreamHarness
-from l1bn.sim.formal_harness.mac import MACCountHarness, MACOverflowHarness, MACStreamHarness
-from l1bn.sim.formal_harness.mutants import DropBeat, PayloadGlitch, narrow_mac_config
+from l1bn.sim.formal.bn import BNDrainHarness, BNStreamHarness
+from l1bn.sim.formal.check import Prop, check, design_props, select
+from l1bn.sim.formal.mac import MACCountHarness, MACOverflowHarness, MACStreamHarness
+from l1bn.sim.formal.mutants import DropBeat, PayloadGlitch, narrow_mac_config
 from l1bn.spec.config import BNConfig, MACConfig
 
 MAC = MACConfig(rows=2, cols=2, wbits=2, abits=2, k=2)
@@ -83,7 +83,7 @@ def test_cli_prove_mac_and_errors(l1bn_cli, tmp_path, capsys):
 
 def test_cli_exit_status_on_fail(monkeypatch, tmp_path, capsys):
     from l1bn.cli import prove as cli_prove
-    from l1bn.sim import formal
+    from l1bn.sim.formal import check as formal
 
     mutant = Prop("stream.o", "stream", lambda: MACStreamHarness(MAC, PayloadGlitch(MACArray(MAC), "o")), 8)
     monkeypatch.setattr(formal, "design_props", lambda design, cfg: [mutant])

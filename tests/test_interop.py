@@ -133,7 +133,7 @@ def test_brevitas_import_cli_prints_agreement(brevitas_onnx, tmp_path, cli):
 
 @pytest.mark.slow
 def test_brevitas_import_on_the_hardware(brevitas_export, tmp_path):
-    from l1bn.sim.sim_net import simulate_net
+    from l1bn.sim.simulate.net import simulate_net
 
     r = simulate_net(brevitas_export.path, simulator="icarus", images=3, build_dir=tmp_path)
     assert r["images"] == 3 and r["mismatches"] == 0 and r["passed"]

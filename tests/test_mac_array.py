@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from l1bn.cli.main import cli
 from l1bn.hw.mac_array import MACArray, stream_cycles, tile_period
-from l1bn.sim.sim_mac import random_tiles, simulate_mac
+from l1bn.sim.simulate.mac import random_tiles, simulate_mac
 from l1bn.spec.config import MACConfig
 
 # signed/unsigned, mixed widths, binary weights, with and without the requantizer, N=1 / M=1
@@ -140,7 +140,7 @@ def _bench_module():
 def test_bench_fmax_is_the_median_over_seeds(tmp_path, monkeypatch):
     """bench/mac_array.py places and routes once per seed (same design, seed in the job) and reports
     the median run with every seed's Fmax; an even count takes the lower middle run."""
-    from l1bn.sim import flow
+    from l1bn.sim.fpga import flow
 
     mod = _bench_module()
     fmax = {1: 157.85, 2: 145.16, 3: 150.22, 4: 140.0}

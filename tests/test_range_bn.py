@@ -13,7 +13,7 @@ import pytest
 import torch
 from amaranth.hdl import Fragment
 from l1bn.hw.bn_unit import RangeBNUnit, bn_latency_cycles, bn_unit_for
-from l1bn.sim.sim_bn import random_batch, simulate_bn
+from l1bn.sim.simulate.bn import random_batch, simulate_bn
 from l1bn.spec.config import BNConfig
 from l1bn.spec.intmath import range_const, range_scale
 from l1bn.spec.reference.bn import bn_forward

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from l1bn.cli.report import parse_seeds, parse_widths
-from l1bn.sim.report import (
+from l1bn.sim.report.fpga import (
     BACKWARD_NORMS,
     NORMS,
     analytic_energy,
@@ -78,7 +78,7 @@ def test_parse_seeds():
 
 def test_cli_seeds_reach_the_library(tmp_path, monkeypatch):
     """``--seeds 4,9`` is passed to ``build_report`` as (4, 9); the default is (1, 2, 3)."""
-    import l1bn.sim.report as sr
+    import l1bn.sim.report.fpga as sr
     from l1bn.cli.main import main
 
     seen = []

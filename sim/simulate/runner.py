@@ -5,7 +5,7 @@ folder of its own, builds it for Icarus or Verilator, runs a cocotb test module 
 returns a parsed :class:`SimResult`. A failing cocotb test raises :class:`SimulationError` naming it.
 
 The config of the design travels to the bench as JSON in the ``L1BN_CONFIG`` environment variable
-(``l1bn.sim.benches.common.load_config`` reads it back); extra data go through ``L1BN_*`` variables
+(``l1bn.sim.simulate.benches.common.load_config`` reads it back); extra data go through ``L1BN_*`` variables
 or files in the build folder.
 """
 
@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tools import ToolError, require_iverilog, setup_verilator
+from l1bn.sim.tools import ToolError, require_iverilog, setup_verilator
 
 __all__ = ["BENCHES", "SIMULATORS", "SimResult", "SimulationError", "run_cocotb", "run_bench",
            "stream_ports", "to_verilog", "default_build_root"]
@@ -139,7 +139,7 @@ def run_cocotb(
     toplevel : str
         Verilog module name of the top.
     test_module : str
-        Dotted name of the cocotb test module (e.g. ``"l1bn.sim.benches.absdiff_tb"``).
+        Dotted name of the cocotb test module (e.g. ``"l1bn.sim.simulate.benches.absdiff_tb"``).
     simulator : {"icarus", "verilator"}
     build_dir : path, optional
         Defaults to ``build/<toplevel>-<simulator>-<hash of the Verilog>``.
@@ -233,12 +233,12 @@ def run_cocotb(
 
 # bench name -> (Verilog top-level module, cocotb test module): the one table of benches
 BENCHES: dict[str, tuple[str, str]] = {
-    "absdiff": ("absdiff", "l1bn.sim.benches.absdiff_tb"),
-    "bn": ("bn_unit", "l1bn.sim.benches.bn_tb"),
-    "bwd": ("bn_bwd", "l1bn.sim.benches.bn_bwd_tb"),
-    "loopback": ("loopback", "l1bn.sim.benches.loopback_tb"),
-    "mac": ("mac_array", "l1bn.sim.benches.mac_tb"),
-    "net": ("accelerator", "l1bn.sim.benches.net_tb"),
+    "absdiff": ("absdiff", "l1bn.sim.simulate.benches.absdiff_tb"),
+    "bn": ("bn_unit", "l1bn.sim.simulate.benches.bn_tb"),
+    "bwd": ("bn_bwd", "l1bn.sim.simulate.benches.bn_bwd_tb"),
+    "loopback": ("loopback", "l1bn.sim.simulate.benches.loopback_tb"),
+    "mac": ("mac_array", "l1bn.sim.simulate.benches.mac_tb"),
+    "net": ("accelerator", "l1bn.sim.simulate.benches.net_tb"),
 }
 
 

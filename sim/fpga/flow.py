@@ -61,16 +61,15 @@ from pathlib import Path
 from amaranth import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-
-from .runner import default_build_root, to_verilog
-from .tools import require_iverilog
+from l1bn.sim.simulate.runner import default_build_root, to_verilog
+from l1bn.sim.tools import require_iverilog
 
 __all__ = ["FLOW_VERSION", "TimingHarness", "ports", "synth_ecp5", "synth_cmos", "pnr_ecp5", "implement",
            "gate_energy", "run_jobs", "Job", "cache_dir", "tool_versions", "ECP5_DEVICES"]
 
 FLOW_VERSION = "3"
 # per step, so that a change of one recipe leaves the other steps' cache valid
-_STEP_VERSION = {"ecp5": "3", "cmos": "3", "energy": "3", "asic": "1"}  # asic: l1bn.sim.asic
+_STEP_VERSION = {"ecp5": "3", "cmos": "3", "energy": "3", "asic": "1"}  # asic: l1bn.sim.asic.flow
 # ABC's default gate-mapping script ran for over 20 minutes (WebAssembly) on the 16-bit L2
 # backward unit; structural hashing + mapping alone takes ~20 s and is the same for every design
 ABC_SCRIPT = "+strash;map"
@@ -588,8 +587,8 @@ def _run_job(kind: str, verilog: str, params: dict, workdir: str) -> dict:
                                      freq_mhz=params.get("freq_mhz", 100), seed=params.get("seed", 1)))
     elif kind == "cmos":
         res = synth_cmos_text(verilog, wd)
-    elif kind == "asic":   # NanGate45 synthesis, OpenSTA, library energy (l1bn.sim.asic)
-        from .asic import run_step
+    elif kind == "asic":   # NanGate45 synthesis, OpenSTA, library energy (l1bn.sim.asic.flow)
+        from l1bn.sim.asic.flow import run_step
 
         res = run_step(verilog, params, wd)
     else:
@@ -706,9 +705,8 @@ def _cached_or_run(kind: str, verilog: str, params: dict, workdir: str, cache_pa
 
 
 def _run_todo(jobs, todo, results, workdir, max_workers, console, description, use_cache, executor=None):
+    from l1bn.sim.executors import call_in_scratch, default_executor, make_executor, run_tasks
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from .executors import call_in_scratch, default_executor, make_executor, run_tasks
 
     max_workers = max(1, min(max_workers or os.cpu_count() or 1, len(todo)))
     cache_dir().mkdir(parents=True, exist_ok=True)

@@ -1,2 +1,2 @@
 """cocotb benches, each a small testbench class built from the bench kit (:mod:`.kit`) and launched
-by :func:`l1bn.sim.runner.run_bench` (see docs/benches.md)."""
+by :func:`l1bn.sim.simulate.runner.run_bench` (see docs/benches.md)."""

@@ -4,7 +4,7 @@ The norms come from the registry (:mod:`l1bn.spec.norms`: L1, L2 and range BN), 
 with L2 (``<norm>_over_l2``). For each bit width every norm's forward unit (``hw_unit``, e.g.
 :class:`~l1bn.hw.bn_unit.L1BNUnit`), its backward unit where it has one (``hw_backward``; range BN
 has none, so the backward rows are L1 against L2) and the four forward stages alone
-(:func:`~l1bn.hw.bn_unit.bn_stages`) go through :mod:`l1bn.sim.flow`:
+(:func:`~l1bn.hw.bn_unit.bn_stages`) go through :mod:`l1bn.sim.fpga.flow`:
 
 - ECP5 synthesis + place and route in the timing harness (LUT4, FF, CCU2C, DSP, Fmax);
 - generic gate synthesis (transistor estimate, per stage from the kept hierarchy);
@@ -26,10 +26,8 @@ import math
 import time
 from pathlib import Path
 
-from l1bn.spec.norms import norm_names, norm_spec, resolve
-
-from .flow import FLOW_VERSION, Job, run_jobs, tool_versions
-from .report_format import (
+from l1bn.sim.fpga.flow import FLOW_VERSION, Job, run_jobs, tool_versions
+from l1bn.sim.report.format import (
     finish_axis,
     md_header,
     nan_none,
@@ -39,7 +37,8 @@ from .report_format import (
     unit_ratio_lines,
     unit_rows,
 )
-from .report_format import fmt as _f
+from l1bn.sim.report.format import fmt as _f
+from l1bn.spec.norms import norm_names, norm_spec, resolve
 
 __all__ = ["PNR_SEEDS", "REPORT_WIDTHS", "compare_forward", "forward_config", "backward_config", "build_report",
            "write_report", "horowitz_add", "horowitz_mul", "analytic_energy", "NORMS", "BASELINE",
@@ -518,14 +517,14 @@ def write_report(rep: dict, out) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=out))
     try:
         (tmp / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
-        if rep.get("target") == "asic":    # l1bn report --target asic (l1bn.sim.asic)
-            from .asic import asic_markdown, plot_asic
+        if rep.get("target") == "asic":    # l1bn report --target asic (l1bn.sim.asic.flow)
+            from l1bn.sim.asic.flow import asic_markdown, plot_asic
 
             md, plots = asic_markdown(rep), plot_asic(rep, tmp)
         else:
             md, plots = report_markdown(rep), plot_report(rep, tmp)
             if "asic" in rep:              # --target both: the ASIC tables after the FPGA ones
-                from .asic import asic_markdown, plot_asic
+                from l1bn.sim.asic.flow import asic_markdown, plot_asic
 
                 md, plots = md + "\n" + asic_markdown(rep["asic"]), plots + plot_asic(rep["asic"], tmp)
         (tmp / "report.md").write_text(md)

@@ -1,6 +1,6 @@
 """Formal proofs of the generated hardware: the runner behind ``l1bn prove``.
 
-A *property* is one harness (:mod:`l1bn.sim.formal_harness`: the design as a submodule, free
+A *property* is one harness (:mod:`l1bn.sim.formal.check`: the design as a submodule, free
 inputs, ``Assume`` on its input streams, ``Assert`` on what must hold) and how to check it:
 
 - ``mode="prove"``: bounded model checking from the reset state to ``depth`` steps (the base
@@ -250,8 +250,8 @@ def design_props(design: str, cfg) -> list[Prop]:
 
     if design in ("l1bn", "l2bn"):
         from l1bn.hw.bn_unit import bn_latency_cycles
-        from l1bn.sim.formal_harness.bn import BNCountHarness, BNDrainHarness, BNStreamHarness
-        from l1bn.sim.formal_harness.bn_data import BNDataHarness
+        from l1bn.sim.formal.bn import BNCountHarness, BNDrainHarness, BNStreamHarness
+        from l1bn.sim.formal.bn_data import BNDataHarness
 
         one = bn_latency_cycles(replace(cfg, channels=1)) + 2
         props = [
@@ -273,7 +273,7 @@ def design_props(design: str, cfg) -> list[Prop]:
         return props
     if design in ("l1bn-bwd", "l2bn-bwd"):
         from l1bn.hw.bn_backward import backward_latency_cycles
-        from l1bn.sim.formal_harness.backward import (
+        from l1bn.sim.formal.backward import (
             BwdCountHarness,
             BwdDrainHarness,
             BwdOverflowHarness,
@@ -295,7 +295,7 @@ def design_props(design: str, cfg) -> list[Prop]:
         ]
     if design == "mac":
         from l1bn.hw.mac_array import stream_cycles
-        from l1bn.sim.formal_harness.mac import (
+        from l1bn.sim.formal.mac import (
             MACCountHarness,
             MACDrainHarness,
             MACOverflowHarness,
@@ -325,7 +325,7 @@ def design_props(design: str, cfg) -> list[Prop]:
         from functools import partial
 
         from amaranth.hdl import Fragment
-        from l1bn.sim.formal_harness.accel import (
+        from l1bn.sim.formal.accel import (
             AccelCountHarness,
             AccelDrainHarness,
             AccelStreamHarness,

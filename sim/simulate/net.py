@@ -18,7 +18,7 @@ __all__ = ["simulate_net"]
 def _prepare(export_dir, rows: int | None, cols: int | None):
     """Load + validate the export and generate the accelerator's Verilog (raises ValueError)."""
     from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
-    from l1bn.sim.runner import to_verilog
+    from l1bn.sim.simulate.runner import to_verilog
     from l1bn.sw.export import load_export
 
     e = load_export(export_dir)
@@ -50,7 +50,7 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
         MAC array shape (default: the 32-MAC shape with the fewest cycles per image, see
         :func:`l1bn.hw.accelerator.accelerator_from_export`).
     raise_on_fail : bool
-        Raise :class:`~l1bn.sim.runner.SimulationError` when an image differs (default: return
+        Raise :class:`~l1bn.sim.simulate.runner.SimulationError` when an image differs (default: return
         the counts).
 
     Returns
@@ -62,7 +62,7 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
         ``formula_cycles``, ``images_per_s`` (simulated images per wall second, excluding the
         build), ``sim_s``, ``build_s``, ``simulator``, ``passed``.
     """
-    from l1bn.sim.runner import (
+    from l1bn.sim.simulate.runner import (
         SIMULATORS,
         SimulationError,
         default_build_root,

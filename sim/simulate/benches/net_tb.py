@@ -1,6 +1,6 @@
 """cocotb bench for the whole-network accelerator (:mod:`l1bn.hw.accelerator`), built from the kit.
 
-Inputs (``run_bench(..., name="net")``, set by :func:`l1bn.sim.sim_net.simulate_net`): data
+Inputs (``run_bench(..., name="net")``, set by :func:`l1bn.sim.simulate.net.simulate_net`): data
 ``{"export": folder, "images": K, "cycles_per_image", "latency", "progress": file}``. The first K
 test images of the export stream in back to back (``i.valid`` always high, ``o.ready`` always high:
 the condition of the accelerator's cycle formulas): the first image's latency (it enters an idle

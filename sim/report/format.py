@@ -1,5 +1,5 @@
-"""Markdown tables and ratio plots shared by the FPGA report (:mod:`l1bn.sim.report`) and the
-ASIC report (:mod:`l1bn.sim.asic`).
+"""Markdown tables and ratio plots shared by the FPGA report (:mod:`l1bn.sim.report.fpga`) and the
+ASIC report (:mod:`l1bn.sim.asic.flow`).
 
 Both reports hold ``rep["widths"][w][kind][norm]`` (``kind`` "forward" / "backward"), the ratios
 to the baseline norm under ``ratio_key(norm)``, and per forward stage
@@ -37,7 +37,7 @@ def md_header(columns) -> list[str]:
 def unit_rows(rep: dict, kind: str, unit_cells, ratio_cells) -> list[str]:
     """Rows of a units table: per width, one row per norm of ``kind``
     (``unit_cells(w, norm, unit)``), then one per ratio to the baseline (``ratio_cells(w, norm, ratios)``)."""
-    from .report import compared, norms_for, ratio_key
+    from l1bn.sim.report.fpga import compared, norms_for, ratio_key
 
     lines = []
     for w, wr in rep["widths"].items():
@@ -51,7 +51,7 @@ def unit_rows(rep: dict, kind: str, unit_cells, ratio_cells) -> list[str]:
 def stage_rows(rep: dict, cells) -> list[str]:
     """Rows of a forward-stages table: per width, stage (and "top") and norm,
     ``cells(w, stage, norm, values, ratios)`` (``ratios`` is ``{}`` for the baseline)."""
-    from .report import NORMS, STAGES, ratio_key
+    from l1bn.sim.report.fpga import NORMS, STAGES, ratio_key
 
     lines = []
     for w, wr in rep["widths"].items():
@@ -80,7 +80,7 @@ def nan_none(ys) -> list[float]:
 def unit_ratio_lines(ax, rep: dict, key: str, colors: dict, *, label: str = "{norm} {kind}", **style) -> None:
     """On ``ax``: per kind (forward solid, backward dashed) and compared norm, the ratio to the
     baseline of metric ``key`` against width; kinds or metrics the report lacks are left out."""
-    from .report import compared, norms_for, ratio_key
+    from l1bn.sim.report.fpga import compared, norms_for, ratio_key
 
     widths = [int(w) for w in rep["widths"]]
     for kind, line in (("forward", "o-"), ("backward", "s--")):

@@ -2,7 +2,7 @@
 
 * :class:`Testbench` owns the clock, the reset, the cycle count, the bench's options and the
   ``lib.stream`` ports of the design (their payload layouts come from the generator itself, see
-  :func:`l1bn.sim.runner.stream_ports`);
+  :func:`l1bn.sim.simulate.runner.stream_ports`);
 * :class:`StreamSource` drives an input stream, with pauses between beats from a generator;
 * :class:`StreamSink` takes an output stream, with backpressure from a generator, and checks the
   stream rules (once ``valid`` is high, ``valid`` and ``payload`` hold until ``ready``);
@@ -105,11 +105,11 @@ class Codec:
 
 
 def load_ports() -> dict:
-    """The design's stream ports, as :func:`l1bn.sim.runner.stream_ports` pickled them:
+    """The design's stream ports, as :func:`l1bn.sim.simulate.runner.stream_ports` pickled them:
     ``{name: {"flow": "in" | "out", "shape": payload shape, "always_valid": bool, "always_ready": bool}}``."""
     path = os.environ.get("L1BN_PORTS")
     if not path:
-        raise RuntimeError("L1BN_PORTS is not set: run stream benches through l1bn.sim.runner.run_bench")
+        raise RuntimeError("L1BN_PORTS is not set: run stream benches through l1bn.sim.simulate.runner.run_bench")
     with open(path, "rb") as f:
         return pickle.load(f)
 

@@ -1,0 +1,2 @@
+"""``l1bn report``: every registered BN norm measured through the FPGA and ASIC flows, written as
+``report.json``, ``report.md`` and ratio plots."""
