@@ -51,7 +51,8 @@ def _old_module(rev: str, tmp: Path):
 
 def main(argv=None) -> int:
     from l1bn.hw.accelerator import accelerator_from_export
-    from l1bn.sim.fpga.flow import Job, run_jobs
+    from l1bn.sim.fpga.steps import ECP5Job
+    from l1bn.sim.jobs import run_jobs
     from l1bn.sw.export import load_export
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
         jobs, keys = [], []
         for name, make in designs.items():
             for s in seeds:
-                jobs.append(Job("ecp5", make(), name=f"accelerator-{name.split()[0]}", pnr=True, seed=s))
+                jobs.append(ECP5Job(make(), name=f"accelerator-{name.split()[0]}", pnr=True, seed=s))
                 keys.append((name, s))
         t0 = time.perf_counter()
         res = run_jobs(jobs, workdir=Path(tmp) / "flow", max_workers=a.jobs, console=None,

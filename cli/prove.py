@@ -1,4 +1,4 @@
-"""``l1bn prove DESIGN ...``: formal proofs of a generated design (:mod:`l1bn.sim.formal.check`).
+"""``l1bn prove DESIGN ...``: formal proofs of a generated design (:mod:`l1bn.sim.formal`).
 
 The design options are those of ``l1bn verilog`` (same names, defaults and ranges); formal
 checks want small configs (``--width 4 --n 4 --recip-bits 4``). Each property prints one line:
@@ -41,7 +41,8 @@ def _common(f):
 def _run(design, cfg, title, depth, engine, props, timeout, out):
     from pathlib import Path
 
-    from l1bn.sim.formal.check import check_all, design_props, format_result, select
+    from l1bn.sim.formal.check import check_all, format_result
+    from l1bn.sim.formal.designs import design_props, select
     from l1bn.sw.outdir import check_output_dir
 
     check_output_dir(out, option="-o", must_be_new=False)   # before any proof runs

@@ -1,5 +1,5 @@
 """``l1bn report``: area, Fmax, latency and energy of every registered BN norm (L1, L2, range) against
-L2-BN (:mod:`l1bn.sim.report.fpga`)."""
+L2-BN (:mod:`l1bn.sim.report`)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 @click.option("--scheduler", default=None,
               help="Run every flow step on a Dask cluster: the scheduler's tcp://HOST:PORT (l1bn sweep has it too).")
 @click.option("--target", type=click.Choice(["fpga", "asic", "both"]), default="fpga", show_default=True,
-              help="fpga: ECP5 + generic gates; asic: NanGate45 cells, OpenSTA, pJ (l1bn.sim.asic.flow); both.")
+              help="fpga: ECP5 + generic gates; asic: NanGate45 cells, OpenSTA, pJ (l1bn.sim.asic); both.")
 @click.option("--out", "out", type=str, required=True,
               help="Output folder (reused: a rerun, or a second report at the same time, is safe).")
 def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jobs, out, target, scheduler):
@@ -67,7 +67,7 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
     """
     import os
 
-    from l1bn.sim.simulate.runner import default_build_root
+    from l1bn.sim.build_root import default_build_root
     from l1bn.spec.config import check_int
     from l1bn.sw.outdir import check_output_dir, check_path_is_creatable
     from rich.console import Console
@@ -84,14 +84,9 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
     outp = check_output_dir(out, must_be_new=False)
     check_path_is_creatable(default_build_root() / "flow-cache", option="build folder ($L1BN_BUILD_DIR)")
     # validate every configuration before any tool runs
-    from l1bn.sim.report.fpga import (
-        BACKWARD_NORMS,
-        NORMS,
-        backward_config,
-        build_report,
-        forward_config,
-        write_report,
-    )
+    from l1bn.sim.report.fpga import build_report
+    from l1bn.sim.report.units import BACKWARD_NORMS, NORMS, backward_config, forward_config
+    from l1bn.sim.report.write import write_report
 
     for w in ws:
         for norm in NORMS:
@@ -107,7 +102,9 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
         ctx = click.get_current_context()
         ctx.with_resource(using(ctx.with_resource(DaskExecutor(scheduler))))
     if target != "fpga":   # the library and OpenSTA must be there before any tool runs
-        from l1bn.sim.asic.flow import build_asic_report, liberty_path, sta_path
+        from l1bn.sim.asic.liberty import liberty_path
+        from l1bn.sim.asic.sta import sta_path
+        from l1bn.sim.report.asic import build_asic_report
 
         liberty_path()
         sta_path()

@@ -1,4 +1,4 @@
-"""``l1bn sim DESIGN ...``: run a design's cocotb bench (``l1bn.sim.sim_*``) and print the result.
+"""``l1bn sim DESIGN ...``: run a design's cocotb bench (``l1bn.sim.simulate``) and print the result.
 
 The options that build a config are generated from its dataclass fields, as in ``l1bn verilog``
 (:mod:`l1bn.cli.options`); every option is checked before anything is generated or simulated.

@@ -1,4 +1,4 @@
-"""``l1bn sweep``: a design-space sweep on local processes or a Dask cluster (:mod:`l1bn.sim.sweep.run`)."""
+"""``l1bn sweep``: a design-space sweep on local processes or a Dask cluster (:mod:`l1bn.sim.sweep`)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abit
     import sys
     from pathlib import Path
 
-    from l1bn.sim.sweep.run import run_sweep, sweep_from_options
+    from l1bn.sim.sweep.grid import sweep_from_options
+    from l1bn.sim.sweep.run import run_sweep
     from l1bn.spec.config import check_int
     from l1bn.sw.outdir import check_output_dir
     from rich.console import Console
@@ -87,7 +88,7 @@ def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abit
 
 def _print_front(sw, rows) -> None:
     """The Pareto front (area against latency) as a table, and each failed point's error."""
-    from l1bn.sim.sweep.run import metrics
+    from l1bn.sim.sweep.pareto import metrics
 
     front = [r for r in rows if r.get("pareto_area")]
     if front:

@@ -5,7 +5,7 @@
 :class:`InlineExecutor`
     the calling process and thread, each task run as it is submitted (``workers=1``: ``l1bn
     report --jobs 1``, ``l1bn sweep --workers 1`` and the single-design helpers of
-    :mod:`l1bn.sim.fpga.flow`; no process start-up, no pickling);
+    :mod:`l1bn.sim.fpga.steps`; no process start-up, no pickling);
 :class:`LocalExecutor`
     a pool of ``workers`` spawned processes on this machine (``--workers N``; the yowasp tools are
     WebAssembly and run inside the calling process, so parallelism needs processes; spawn, not
@@ -356,7 +356,7 @@ _DEFAULT: list[Executor] = []
 
 @contextlib.contextmanager
 def using(executor: Executor):
-    """Within the block, :func:`l1bn.sim.fpga.flow.run_jobs` calls that name no executor use
+    """Within the block, :func:`l1bn.sim.jobs.run_jobs` calls that name no executor use
     ``executor`` (how ``l1bn report --scheduler`` sends every flow step to a cluster)."""
     _DEFAULT.append(executor)
     try:

@@ -14,8 +14,9 @@ from l1bn.hw.bn_backward import (
     per_channel_cycles,
     stored_state_bits,
 )
+from l1bn.sim.rtl import to_verilog
 from l1bn.sim.simulate.bwd import random_bwd_batch, simulate_bn_backward
-from l1bn.sim.simulate.runner import SimulationError, stream_ports, to_verilog
+from l1bn.sim.simulate.runner import SimulationError, stream_ports
 from l1bn.spec.config import BNBackwardConfig, BNConfig
 
 UNITS = {"l1": L1BNBackwardUnit, "l2": L2BNBackwardUnit}

@@ -22,8 +22,9 @@ from l1bn.hw.bn_unit import (
     recip_cycles,
     stage_cycles,
 )
+from l1bn.sim.rtl import to_verilog
 from l1bn.sim.simulate.bn import random_batch, simulate_bn
-from l1bn.sim.simulate.runner import SimulationError, to_verilog
+from l1bn.sim.simulate.runner import SimulationError
 from l1bn.spec.config import BNConfig
 from l1bn.spec.reference.bn import bn_forward
 from l1bn.sw.capture import bn_inputs

@@ -1,4 +1,4 @@
-"""Formal proofs (``l1bn prove``, :mod:`l1bn.sim.formal.check`): small proofs pass, and for each
+"""Formal proofs (``l1bn prove``, :mod:`l1bn.sim.formal`): small proofs pass, and for each
 property class a deliberately broken design fails with a counterexample trace.
 
 Every check runs yosys-smtbmc with boolector (YoWASP) on a small config; each takes 5-10 s.
@@ -10,7 +10,8 @@ import pytest
 from l1bn.hw.bn_unit import bn_unit_for
 from l1bn.hw.mac_array import MACArray
 from l1bn.sim.formal.bn import BNDrainHarness, BNStreamHarness
-from l1bn.sim.formal.check import Prop, check, design_props, select
+from l1bn.sim.formal.check import Prop, check
+from l1bn.sim.formal.designs import design_props, select
 from l1bn.sim.formal.mac import MACCountHarness, MACOverflowHarness, MACStreamHarness
 from l1bn.sim.formal.mutants import DropBeat, PayloadGlitch, narrow_mac_config
 from l1bn.spec.config import BNConfig, MACConfig
@@ -83,10 +84,10 @@ def test_cli_prove_mac_and_errors(l1bn_cli, tmp_path, capsys):
 
 def test_cli_exit_status_on_fail(monkeypatch, tmp_path, capsys):
     from l1bn.cli import prove as cli_prove
-    from l1bn.sim.formal import check as formal
+    from l1bn.sim.formal import designs
 
     mutant = Prop("stream.o", "stream", lambda: MACStreamHarness(MAC, PayloadGlitch(MACArray(MAC), "o")), 8)
-    monkeypatch.setattr(formal, "design_props", lambda design, cfg: [mutant])
+    monkeypatch.setattr(designs, "design_props", lambda design, cfg: [mutant])
     with pytest.raises(SystemExit) as e:
         cli_prove._run("mac", MAC, "mutant", None, "boolector", "", 300.0, str(tmp_path))
     assert e.value.code == 1

@@ -140,7 +140,7 @@ def _bench_module():
 def test_bench_fmax_is_the_median_over_seeds(tmp_path, monkeypatch):
     """bench/mac_array.py places and routes once per seed (same design, seed in the job) and reports
     the median run with every seed's Fmax; an even count takes the lower middle run."""
-    from l1bn.sim.fpga import flow
+    from l1bn.sim import jobs
 
     mod = _bench_module()
     fmax = {1: 157.85, 2: 145.16, 3: 150.22, 4: 140.0}
@@ -152,7 +152,7 @@ def test_bench_fmax_is_the_median_over_seeds(tmp_path, monkeypatch):
         return [{"fmax_mhz": fmax[j.params["seed"]], "lut": 10 * j.params["seed"], "seed_run": j.params["seed"]}
                 for j in jobs]
 
-    monkeypatch.setattr(flow, "run_jobs", fake_run_jobs)
+    monkeypatch.setattr(jobs, "run_jobs", fake_run_jobs)
     cfg = MACConfig(rows=2, cols=2, wbits=2, abits=2, k=4)
     r = mod.implement(cfg, workdir=tmp_path, seeds=(1, 2, 3))
     assert seen[-1] == [1, 2, 3]

@@ -6,17 +6,10 @@ import sys
 
 import pytest
 from l1bn.cli.report import parse_seeds, parse_widths
-from l1bn.sim.report.fpga import (
-    BACKWARD_NORMS,
-    NORMS,
-    analytic_energy,
-    backward_config,
-    build_report,
-    forward_config,
-    horowitz_add,
-    horowitz_mul,
-    write_report,
-)
+from l1bn.sim.report.analytic import analytic_energy, horowitz_add, horowitz_mul
+from l1bn.sim.report.fpga import build_report
+from l1bn.sim.report.units import BACKWARD_NORMS, NORMS, backward_config, forward_config
+from l1bn.sim.report.write import write_report
 
 
 def l1bn(*args, env=None, timeout=600):
@@ -79,6 +72,7 @@ def test_parse_seeds():
 def test_cli_seeds_reach_the_library(tmp_path, monkeypatch):
     """``--seeds 4,9`` is passed to ``build_report`` as (4, 9); the default is (1, 2, 3)."""
     import l1bn.sim.report.fpga as sr
+    import l1bn.sim.report.write as sw
     from l1bn.cli.main import main
 
     seen = []
@@ -94,7 +88,7 @@ def test_cli_seeds_reach_the_library(tmp_path, monkeypatch):
 
     monkeypatch.setenv("L1BN_BUILD_DIR", str(tmp_path / "build"))
     monkeypatch.setattr(sr, "build_report", fake_build_report)
-    monkeypatch.setattr(sr, "write_report", fake_write_report)
+    monkeypatch.setattr(sw, "write_report", fake_write_report)
     for extra, want in [(["--seeds", "4,9"], (4, 9)), ([], sr.PNR_SEEDS)]:
         main(["report", "--widths", "4", "--n", "8", "--channels", "1", "--jobs", "1", *extra,
               "--out", str(tmp_path / "r")])

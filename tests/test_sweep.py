@@ -18,15 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-from l1bn.sim.sweep.run import (
-    Sweep,
-    norms,
-    pareto_front,
-    parse_list,
-    point_id,
-    run_sweep,
-    sweep_from_options,
-)
+from l1bn.sim.sweep.grid import Sweep, norms, parse_list, point_id, sweep_from_options
+from l1bn.sim.sweep.pareto import pareto_front
+from l1bn.sim.sweep.run import run_sweep
 
 # 2 tiny points with the gate-level run; the n = 16 point needs more than 80 simulated cycles
 # (about 90), so its gate-level simulation fails: the injected failing point
@@ -73,7 +67,7 @@ def test_grid_is_the_product_in_parameter_order():
                       "target": "fpga"}
     assert len({point_id(p) for p in pts}) == len(pts)
     assert sw.seeds == 3 and sw.pnr and sw.energy
-    both = sweep_from_options(norm="l1", target="fpga,asic")   # l1bn.sim.asic.flow is installed here
+    both = sweep_from_options(norm="l1", target="fpga,asic")   # l1bn.sim.asic is installed here
     assert [p["target"] for p in both.points()] == ["fpga", "asic"]
     mac = sweep_from_options(design="mac", rows="2,4", cols="4", wbits="1,4", abits="4")
     assert [(p["rows"], p["wbits"]) for p in mac.points()] == [(2, 1), (2, 4), (4, 1), (4, 4)]
@@ -151,7 +145,7 @@ def test_local_sweep_figures_failures_and_outputs(local_energy):
     assert r["fmax_mhz"] == "" and r["latency_ns"] == ""          # no place and route
     # the gate-level run's cycle count is the latency formula's
     from l1bn.hw.bn_unit import bn_latency_cycles
-    from l1bn.sim.report.fpga import forward_config
+    from l1bn.sim.report.units import forward_config
 
     assert int(r["cycles"]) == bn_latency_cycles(forward_config("l1", 4, n=8, lanes=1, channels=1))
     # the design-figure files: no host names, no times
@@ -339,7 +333,7 @@ def test_run_tasks_reports_each_task_once():
 
 def test_mac_point_cycles_equal_the_stream_formula(tmp_path):
     from l1bn.hw.mac_array import stream_cycles
-    from l1bn.sim.sweep.run import MAC_K, MAC_TILES, point_config
+    from l1bn.sim.sweep.grid import MAC_K, MAC_TILES, point_config
 
     sw = sweep_from_options(design="mac", rows="2", cols="2", wbits="1", abits="2", pnr=False)
     res = run_sweep(sw, tmp_path / "out", workers=1, console=False, cache=tmp_path / "c")

@@ -1,5 +1,5 @@
 """Markdown tables and ratio plots shared by the FPGA report (:mod:`l1bn.sim.report.fpga`) and the
-ASIC report (:mod:`l1bn.sim.asic.flow`).
+ASIC report (:mod:`l1bn.sim.report.asic`).
 
 Both reports hold ``rep["widths"][w][kind][norm]`` (``kind`` "forward" / "backward"), the ratios
 to the baseline norm under ``ratio_key(norm)``, and per forward stage
@@ -10,6 +10,8 @@ reports only say which columns they print and which metrics they plot.
 from __future__ import annotations
 
 from pathlib import Path
+
+from .units import NORMS, STAGES, compared, norms_for, ratio_key
 
 __all__ = ["fmt", "md_row", "md_header", "unit_rows", "stage_rows", "pyplot", "nan_none",
            "unit_ratio_lines", "finish_axis", "save_figure"]
@@ -37,8 +39,6 @@ def md_header(columns) -> list[str]:
 def unit_rows(rep: dict, kind: str, unit_cells, ratio_cells) -> list[str]:
     """Rows of a units table: per width, one row per norm of ``kind``
     (``unit_cells(w, norm, unit)``), then one per ratio to the baseline (``ratio_cells(w, norm, ratios)``)."""
-    from l1bn.sim.report.fpga import compared, norms_for, ratio_key
-
     lines = []
     for w, wr in rep["widths"].items():
         for norm in norms_for(kind):
@@ -51,8 +51,6 @@ def unit_rows(rep: dict, kind: str, unit_cells, ratio_cells) -> list[str]:
 def stage_rows(rep: dict, cells) -> list[str]:
     """Rows of a forward-stages table: per width, stage (and "top") and norm,
     ``cells(w, stage, norm, values, ratios)`` (``ratios`` is ``{}`` for the baseline)."""
-    from l1bn.sim.report.fpga import NORMS, STAGES, ratio_key
-
     lines = []
     for w, wr in rep["widths"].items():
         for s in (*STAGES, "top"):
@@ -80,8 +78,6 @@ def nan_none(ys) -> list[float]:
 def unit_ratio_lines(ax, rep: dict, key: str, colors: dict, *, label: str = "{norm} {kind}", **style) -> None:
     """On ``ax``: per kind (forward solid, backward dashed) and compared norm, the ratio to the
     baseline of metric ``key`` against width; kinds or metrics the report lacks are left out."""
-    from l1bn.sim.report.fpga import compared, norms_for, ratio_key
-
     widths = [int(w) for w in rep["widths"]]
     for kind, line in (("forward", "o-"), ("backward", "s--")):
         for nm in compared(norms_for(kind)):

@@ -4,7 +4,7 @@ The norms come from the registry (:mod:`l1bn.spec.norms`: L1, L2 and range BN), 
 with L2 (``<norm>_over_l2``). For each bit width every norm's forward unit (``hw_unit``, e.g.
 :class:`~l1bn.hw.bn_unit.L1BNUnit`), its backward unit where it has one (``hw_backward``; range BN
 has none, so the backward rows are L1 against L2) and the four forward stages alone
-(:func:`~l1bn.hw.bn_unit.bn_stages`) go through :mod:`l1bn.sim.fpga.flow`:
+(:func:`~l1bn.hw.bn_unit.bn_stages`) go through the FPGA flow (:mod:`l1bn.sim.fpga.steps`):
 
 - ECP5 synthesis + place and route in the timing harness (LUT4, FF, CCU2C, DSP, Fmax);
 - generic gate synthesis (transistor estimate, per stage from the kept hierarchy);
@@ -14,20 +14,21 @@ has none, so the backward rows are L1 against L2) and the four forward stages al
 
 Latency in ns = measured cycles * 1000 / Fmax. Energy per element = energy / (channels * n).
 An analytic cross-check counts the datapath's operations per element and prices them with
-Horowitz's 45 nm energies (ISSCC 2014): add 0.03 pJ (8 bit) / 0.1 pJ (32 bit), linear in between
-and beyond; multiply 0.2 pJ (8x8) / 3.1 pJ (32x32), scaled as (a*b/64)**0.989 (the power through
-both points); an abs, compare or mux is priced as an add of its width.
+Horowitz's 45 nm energies (:mod:`l1bn.sim.report.analytic`). The ASIC side is
+:mod:`l1bn.sim.report.asic`; :func:`l1bn.sim.report.write.write_report` writes either.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from pathlib import Path
 
-from l1bn.sim.fpga.flow import FLOW_VERSION, Job, run_jobs, tool_versions
-from l1bn.sim.report.format import (
+from l1bn.sim.fpga.steps import ECP5Job, EnergyJob
+from l1bn.sim.jobs import FLOW_VERSION, run_jobs, tool_versions
+from l1bn.spec.norms import norm_spec, resolve
+
+from .analytic import analytic_energy
+from .format import (
     finish_axis,
     md_header,
     nan_none,
@@ -37,214 +38,34 @@ from l1bn.sim.report.format import (
     unit_ratio_lines,
     unit_rows,
 )
-from l1bn.sim.report.format import fmt as _f
-from l1bn.spec.norms import norm_names, norm_spec, resolve
+from .format import fmt as _f
+from .units import (
+    BACKWARD_NORMS,
+    BASELINE,
+    NORMS,
+    STAGE_TITLES,
+    STAGES,
+    backward_beats,
+    backward_config,
+    compared,
+    forward_beats,
+    forward_config,
+    norms_for,
+    ratio_key,
+    ratio_label,
+)
 
-__all__ = ["PNR_SEEDS", "REPORT_WIDTHS", "compare_forward", "forward_config", "backward_config", "build_report",
-           "write_report", "horowitz_add", "horowitz_mul", "analytic_energy", "NORMS", "BASELINE",
-           "BACKWARD_NORMS", "norms_for", "ratio_key", "compared", "ratio_label"]
+__all__ = ["PNR_SEEDS", "REPORT_WIDTHS", "build_report", "report_markdown", "plot_report", "compare_forward"]
 
 REPORT_WIDTHS = (4, 8, 16)
-#: every registered norm, in report order (l1bn.spec.norms); the ratios are to BASELINE
-NORMS = norm_names()
-BASELINE = "l2"
-#: the norms with a backward unit (registry ``hw_backward`` not empty)
-BACKWARD_NORMS = tuple(nm for nm in NORMS if norm_spec(nm).hw_backward)
-STAGES = ("stats", "disp", "recip", "normalize")
-STAGE_TITLES = {"stats": "statistics", "disp": "dispersion", "recip": "reciprocal/sqrt",
-                "normalize": "normalize", "top": "buffers + control"}
 
+PNR_SEEDS = (1, 2, 3)
 
-
-
-def norms_for(kind: str) -> tuple[str, ...]:
-    """The norms that have a unit of ``kind`` ("forward" or "backward")."""
-    return NORMS if kind == "forward" else BACKWARD_NORMS
-
-
-def ratio_key(norm: str) -> str:
-    """The report key of ``norm``'s ratios to the baseline: ``"l1_over_l2"``, ``"range_over_l2"``."""
-    return f"{norm}_over_{BASELINE}"
-
-
-def compared(norms) -> tuple[str, ...]:
-    """The norms of ``norms`` that get a ratio row (all but the baseline)."""
-    return tuple(nm for nm in norms if nm != BASELINE)
-
-
-def ratio_label(norm: str) -> str:
-    """The bold label of a ratio row in report.md: ``**L1/L2**``, ``**RANGE/L2**``."""
-    return f"**{norm.upper()}/{BASELINE.upper()}**"
-
-
-# ---------------------------------------------------------------------------------------------
-# configurations
-
-def forward_config(norm: str, width: int, *, n: int, lanes: int, channels: int):
-    """The forward ``BNConfig`` measured at ``width``: out_width = width (at least 4), the
-    defaults of ``BNConfig`` (frac = 4, xhat_frac = 8, 8-bit gamma and beta), and
-    recip_bits = width + 12, so that inv = 2**recip_bits / sigma keeps the same relative precision
-    at every width (20 at width 8, the default; 28 at width 16)."""
-    from l1bn.spec.config import BNConfig
-
-    return BNConfig(norm=norm, width=width, out_width=max(width, 4), n=n, lanes=lanes, channels=channels,
-                    recip_bits=width + 12)
-
-
-def backward_config(norm: str, width: int, *, n: int, channels: int):
-    """The backward config at ``width`` (lanes = 1; 8-bit gradients, as the tests)."""
-    from l1bn.spec.config import BNBackwardConfig
-
-    b = forward_config(norm, width, n=n, lanes=1, channels=channels)
-    if width > 12:
-        return BNBackwardConfig(bn=b, grad_width=8, inner_frac=6, grad_out_width=24, grad_out_frac=18)
-    return BNBackwardConfig(bn=b, grad_width=8, inner_frac=6, grad_out_width=20, grad_out_frac=10)
-
-
-# ---------------------------------------------------------------------------------------------
-# stimuli from real data
-
-def _pack(values, bits):
-    v = 0
-    for k, x in enumerate(values):
-        v |= (int(x) & ((1 << bits) - 1)) << (k * bits)
-    return v
-
-
-def _gamma_beta(cfg):
-    import torch
-
-    # gamma = 1.0 and 0.75 alternately, beta small: the trained network's scale of values
-    g = [(1 << cfg.gamma_frac) if c % 2 == 0 else (3 << cfg.gamma_frac) // 4 for c in range(cfg.channels)]
-    b = [(-1) ** c * min(3, (1 << (cfg.beta_width - 1)) - 1) for c in range(cfg.channels)]
-    return torch.tensor(g, dtype=torch.int64), torch.tensor(b, dtype=torch.int64)
-
-
-def forward_beats(cfg, seed: int = 0):
-    """Input beats of one batch of real activations (:func:`l1bn.sw.capture.bn_inputs`)."""
-    from l1bn.sw.capture import bn_inputs
-
-    x = bn_inputs(width=cfg.width, n=cfg.n, channels=cfg.channels, seed=seed)
-    gamma, beta = _gamma_beta(cfg)
-    beats = []
-    for c in range(cfg.channels):
-        for j in range(cfg.beats):
-            lanes = x[c, j * cfg.lanes:(j + 1) * cfg.lanes].tolist()
-            beats.append({"i__payload": _pack(lanes, cfg.width), "gamma": int(gamma[c]), "beta": int(beta[c])})
-    return beats, cfg.channels * cfg.beats
-
-
-def backward_beats(cfg, seed: int = 0):
-    """Beats (pass 1 then pass 2 per channel) of real (x, dy) from one training step; mu and inv
-    from the integer forward reference."""
-    from l1bn.spec.reference.bn import bn_forward
-    from l1bn.sw.capture import bn_grads
-
-    b = cfg.bn
-    x, _ = bn_grads(width=b.width, n=b.n, channels=b.channels, seed=seed)
-    _, dy = bn_grads(width=cfg.grad_width, n=b.n, channels=b.channels, seed=seed)
-    gamma, beta = _gamma_beta(b)
-    f = bn_forward(x, gamma, beta, b)
-    beats = []
-    for c in range(b.channels):
-        for _pass in range(2):
-            for j in range(b.n):
-                payload = (int(x[c, j]) & ((1 << b.width) - 1)) | \
-                          ((int(dy[c, j]) & ((1 << cfg.grad_width) - 1)) << b.width)
-                beats.append({"i__payload": payload, "mu": int(f.mu[c]), "inv": int(f.inv[c]),
-                              "gamma": int(gamma[c])})
-    return beats, b.channels * b.n
-
-
-# ---------------------------------------------------------------------------------------------
-# analytic cross-check (Horowitz, ISSCC 2014, 45 nm)
-
-def horowitz_add(bits: int) -> float:
-    """pJ of a ``bits``-bit integer add: 0.03 pJ at 8 bits, 0.1 pJ at 32, linear."""
-    return max(0.005, 0.03 + (bits - 8) * (0.1 - 0.03) / 24)
-
-
-def horowitz_mul(a: int, b: int) -> float:
-    """pJ of an ``a`` x ``b``-bit integer multiply: 0.2 pJ at 8x8, 3.1 pJ at 32x32,
-    proportional to (a*b)**0.989 (the power law through both points)."""
-    p = math.log(3.1 / 0.2) / math.log(16)
-    return 0.2 * (a * b / 64) ** p
-
-
-def _op_pj(kind: str, bits: int) -> float:
-    """Horowitz pJ of one registry operation (``NormSpec.ops``): a compare is priced as an add."""
-    if kind == "mul":
-        return horowitz_mul(bits, bits)
-    if kind in ("add", "cmp"):
-        return horowitz_add(bits)
-    raise ValueError(f"op kind={kind!r} is unknown; allowed add, mul, cmp")
-
-
-def analytic_energy(kind: str, cfg) -> dict:
-    """Operations per element of the datapath and their Horowitz energy (pJ per element).
-
-    The forward unit's norm-specific operations are the registry's ``ops`` (``l1bn.spec.norms``).
-    Per-channel work (mean, reciprocal, square root, divider, the backward's per-channel steps)
-    is divided by n. Returns ``{"pj": total, "ops": [(name, pJ per element), ...]}``.
-    """
-    ops = []
-    if kind == "forward":
-        b = cfg
-        n = b.n
-        ops.append(("sum x", horowitz_add(b.sum_bits)))
-        ops.append(("d = x - mu", horowitz_add(b.dev_bits)))
-        spec = norm_spec(b.norm)
-        ops += [(name, _op_pj(k, bits(b))) for name, k, bits in spec.ops]
-        ops.append(("d = x - mu (pass 2)", horowitz_add(b.dev_bits)))
-        ops.append(("d*inv", horowitz_mul(b.dev_bits, b.inv_bits)))
-        ops.append(("round xhat", horowitz_add(b.xhat_bits)))
-        ops.append(("gamma*xhat", horowitz_mul(b.gamma_width, b.xhat_bits)))
-        ops.append(("round, +beta, saturate", 3 * horowitz_add(b.out_width + b.affine_shift)))
-        per_ch = horowitz_mul(b.sum_bits + b.frac, 24)                      # mean = sum / n
-        if spec.disp_sum_bits(b) != spec.disp_bits(b):                       # s = D / n (range: s = D)
-            per_ch += horowitz_mul(b.disp_sum_bits, 24)
-        if spec.sigma_kind == "sqrt":       # the registry's sigma rule, as RecipStage builds it
-            per_ch += ((b.disp_bits + 1) // 2) * 2 * horowitz_add(b.disp_bits)   # restoring sqrt
-        else:
-            per_ch += horowitz_mul(b.disp_bits, b.c_bits) + horowitz_add(b.sigma_bits)   # s * C, + eps
-        per_ch += (b.recip_bits + 1) * 2 * horowitz_add(b.sigma_bits + 1)          # restoring divider
-        ops.append(("per channel (/n): mean, s, sigma, inv", per_ch / n))
-    else:
-        b = cfg.bn
-        n, g = b.n, cfg.grad_width
-        w = cfg.widths
-        ops.append(("sum dy", horowitz_add(w["sum_dy"])))
-        ops.append(("dy*x", horowitz_mul(g, b.width)))
-        ops.append(("sum dy*x", horowitz_add(w["sum_dyx"])))
-        ops.append(("d = x - mu (sign)", 2 * horowitz_add(b.dev_bits)))   # pass 1 and pass 2
-        ops.append(("count d<0", horowitz_add(b.count_bits)))
-        if b.norm == "l1":
-            ops.append(("mux k+/k-", horowitz_add(w["u"])))
-        else:
-            ops.append(("xhat = d*inv", horowitz_mul(b.dev_bits, b.inv_bits)))
-            ops.append(("xhat*mean(dy*xhat)", horowitz_mul(b.xhat_bits, w["hc"] - b.count_bits + 2)))
-            ops.append(("- mean(dy)", horowitz_add(w["u"])))
-        ops.append(("u = dy - ...", horowitz_add(w["u"])))
-        ops.append(("u*gamma*inv", horowitz_mul(w["u"], w["gamma_inv"])))
-        ops.append(("round, saturate", 2 * horowitz_add(cfg.grad_out_width)))
-        per_ch = (horowitz_mul(w["sum_dy"], b.dev_bits) + horowitz_mul(w["h"], b.inv_bits)
-                  + 3 * horowitz_mul(w["h"], cfg.div_bits) + horowitz_mul(b.gamma_width, b.inv_bits))
-        if b.norm == "l1":
-            per_ch += 2 * horowitz_mul(w["h"], cfg.inner_frac + 3)
-        ops.append(("per channel (/n)", per_ch / n))
-    return {"pj": sum(e for _, e in ops), "ops": [(k, round(v, 5)) for k, v in ops]}
-
-
-# ---------------------------------------------------------------------------------------------
-# the report
 
 def _ratio(a, b):
     if a is None or b is None or not b:
         return None
     return a / b
-
-
-PNR_SEEDS = (1, 2, 3)
 
 
 def _with_seeds(plan, seeds):
@@ -255,8 +76,8 @@ def _with_seeds(plan, seeds):
             out.append((key, job))
             continue
         for sd in seeds:
-            out.append(((*key, "seed", sd), Job("ecp5", name=f"{job.name}-s{sd}", verilog=job.verilog,
-                                                 **{**job.params, "seed": sd})))
+            out.append(((*key, "seed", sd), ECP5Job(name=f"{job.name}-s{sd}", verilog=job.verilog,
+                                                    **{**job.params, "seed": sd})))
     return out
 
 
@@ -324,23 +145,23 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
             fc = forward_config(norm, w, n=n, lanes=lanes, channels=channels)
             beats, elems = forward_beats(fc)
             name = f"fwd-{norm}-w{w}"
-            plan.append(((w, "forward", norm, "ecp5"), Job("ecp5", bn_unit_for(fc), name=name, pnr=pnr)))
-            plan.append(((w, "forward", norm, "energy"), Job("energy", bn_unit_for(fc), name=name, beats=beats,
-                                                            expect_out=elems // lanes)))
+            plan.append(((w, "forward", norm, "ecp5"), ECP5Job(bn_unit_for(fc), name=name, pnr=pnr)))
+            plan.append(((w, "forward", norm, "energy"), EnergyJob(bn_unit_for(fc), name=name, beats=beats,
+                                                                   expect_out=elems // lanes)))
             meta[(w, "forward", norm)] = {"config": fc.to_dict(), "elements": elems,
                                           "formula_cycles": bn_latency_cycles(fc),
                                           "analytic": analytic_energy("forward", fc)}
             if stages:
                 for s, comp in bn_stages(fc).items():
-                    plan.append(((w, "stage", norm, s), Job("ecp5", comp, name=f"{name}-{s}", pnr=pnr)))
+                    plan.append(((w, "stage", norm, s), ECP5Job(comp, name=f"{name}-{s}", pnr=pnr)))
             if backward and norm in BACKWARD_NORMS:
                 bc = backward_config(norm, w, n=n, channels=channels)
                 unit = resolve(norm_spec(norm).hw_backward)
                 beats, elems = backward_beats(bc)
                 name = f"bwd-{norm}-w{w}"
-                plan.append(((w, "backward", norm, "ecp5"), Job("ecp5", unit(bc), name=name, pnr=pnr)))
-                plan.append(((w, "backward", norm, "energy"), Job("energy", unit(bc), name=name, beats=beats,
-                                                                 expect_out=elems)))
+                plan.append(((w, "backward", norm, "ecp5"), ECP5Job(unit(bc), name=name, pnr=pnr)))
+                plan.append(((w, "backward", norm, "energy"), EnergyJob(unit(bc), name=name, beats=beats,
+                                                                        expect_out=elems)))
                 meta[(w, "backward", norm)] = {"config": bc.to_dict(), "elements": elems,
                                                "formula_cycles": backward_latency_cycles(bc),
                                                "analytic": analytic_energy("backward", bc),
@@ -424,9 +245,6 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
     return report, run
 
 
-# ---------------------------------------------------------------------------------------------
-# outputs
-
 def report_markdown(rep: dict) -> str:
     p = rep["params"]
     lines = [f"# BN units, {', '.join(nm.upper() for nm in NORMS)} (ratios to {BASELINE.upper()}): "
@@ -504,38 +322,6 @@ def plot_report(rep: dict, out: Path) -> list[Path]:
     return paths
 
 
-def write_report(rep: dict, out) -> dict:
-    """Write ``report.json``, ``report.md`` and the PNGs into ``out``; return their paths."""
-    import os
-    import shutil
-    import tempfile
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # everything is written into a private folder first and each file renamed into place: a
-    # reader (or a second report writing the same folder) never sees a half-written file
-    tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=out))
-    try:
-        (tmp / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
-        if rep.get("target") == "asic":    # l1bn report --target asic (l1bn.sim.asic.flow)
-            from l1bn.sim.asic.flow import asic_markdown, plot_asic
-
-            md, plots = asic_markdown(rep), plot_asic(rep, tmp)
-        else:
-            md, plots = report_markdown(rep), plot_report(rep, tmp)
-            if "asic" in rep:              # --target both: the ASIC tables after the FPGA ones
-                from l1bn.sim.asic.flow import asic_markdown, plot_asic
-
-                md, plots = md + "\n" + asic_markdown(rep["asic"]), plots + plot_asic(rep["asic"], tmp)
-        (tmp / "report.md").write_text(md)
-        names = ["report.json", "report.md"] + [p.name for p in plots]
-        for name in names:
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return {"json": out / "report.json", "md": out / "report.md", "png": [out / n for n in names[2:]]}
-
-
 def compare_forward(width: int, *, workdir, console=None, seeds=PNR_SEEDS, n: int = 64, channels: int = 4,
                     energy: str = "cached") -> dict:
     """L1 against L2 forward unit at one ``width`` (the report's config): ECP5 area, median Fmax
@@ -549,11 +335,11 @@ def compare_forward(width: int, *, workdir, console=None, seeds=PNR_SEEDS, n: in
     plan, meta = [], {}
     for norm in ("l1", "l2"):
         fc = forward_config(norm, width, n=n, lanes=1, channels=channels)
-        plan.append(((norm, "ecp5"), Job("ecp5", bn_unit_for(fc), name=f"fwd-{norm}-w{width}", pnr=True)))
+        plan.append(((norm, "ecp5"), ECP5Job(bn_unit_for(fc), name=f"fwd-{norm}-w{width}", pnr=True)))
         meta[norm] = (fc, bn_latency_cycles(fc))
         if energy != "no":
             beats, elems = forward_beats(fc)
-            job = Job("energy", bn_unit_for(fc), name=f"fwd-{norm}-w{width}", beats=beats, expect_out=elems)
+            job = EnergyJob(bn_unit_for(fc), name=f"fwd-{norm}-w{width}", beats=beats, expect_out=elems)
             if energy == "run" or job.cache_path.exists():
                 plan.append(((norm, "energy"), job))
     plan = _with_seeds(plan, seeds)

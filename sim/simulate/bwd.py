@@ -64,7 +64,8 @@ def simulate_bn_backward(cfg, x, dy, gamma, *, simulator: str = "icarus", gaps: 
     """
     import numpy as np
     from l1bn.hw.bn_backward import L1BNBackwardUnit, L2BNBackwardUnit
-    from l1bn.sim.simulate.runner import default_build_root, run_bench
+    from l1bn.sim.build_root import default_build_root
+    from l1bn.sim.simulate.runner import run_bench
     from l1bn.spec.reference.bn_backward import check_inputs
 
     mu, inv = forward_stats(x, cfg.bn)

@@ -22,10 +22,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from l1bn.sim.build_root import default_build_root
+from l1bn.sim.rtl import to_verilog
 from l1bn.sim.tools import ToolError, require_iverilog, setup_verilator
 
 __all__ = ["BENCHES", "SIMULATORS", "SimResult", "SimulationError", "run_cocotb", "run_bench",
-           "stream_ports", "to_verilog", "default_build_root"]
+           "stream_ports"]
 
 SIMULATORS = ("icarus", "verilator")
 
@@ -69,18 +71,6 @@ class SimResult:
     @property
     def failed(self) -> list[str]:
         return [t.name for t in self.tests if not t.passed]
-
-
-def default_build_root() -> Path:
-    """``$L1BN_BUILD_DIR`` or ``./build``."""
-    return Path(os.environ.get("L1BN_BUILD_DIR", "build")).resolve()
-
-
-def to_verilog(component, name: str) -> str:
-    """Amaranth component to Verilog text (no source locations, so the text is stable)."""
-    from amaranth.back import verilog
-
-    return verilog.convert(component, name=name, emit_src=False)
 
 
 def _parse_results(xml_path: Path) -> list[TestCaseResult]:

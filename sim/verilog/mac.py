@@ -10,6 +10,6 @@ __all__ = ["mac_verilog"]
 def mac_verilog(cfg: MACConfig, name: str = "mac_array") -> str:
     """Verilog text of ``MACArray(cfg)`` with top ``name``."""
     from l1bn.hw.mac_array import MACArray
-    from l1bn.sim.simulate.runner import to_verilog
+    from l1bn.sim.rtl import to_verilog
 
     return to_verilog(MACArray(cfg), name)

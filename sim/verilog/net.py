@@ -24,7 +24,7 @@ def write_net_verilog(export_dir, out_dir, *, rows: int | None = None, cols: int
     written paths.
     """
     from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
-    from l1bn.sim.simulate.runner import to_verilog
+    from l1bn.sim.rtl import to_verilog
     from l1bn.sw.export import load_export
     from l1bn.sw.outdir import check_output_dir, write_text_atomic
 

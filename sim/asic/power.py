@@ -1,0 +1,99 @@
+"""The power model of the ASIC flow: energy of a netlist's transitions and its leakage, from the
+library's tables (the ``energy`` part of the ASIC step, :mod:`l1bn.sim.asic.step`)."""
+
+from __future__ import annotations
+
+from .liberty import WIRE_LOAD, avg_internal_energy, lookup, read_liberty, wire_cap
+
+__all__ = ["NOMINAL_SLEW_NS", "first_instance", "power_model"]
+
+NOMINAL_SLEW_NS = 0.02
+
+
+def first_instance(name: str) -> str:
+    """First instance of a flattened name (``stats._12_`` -> ``stats``); top-level: ``top``."""
+    name = name.lstrip("\\")
+    return name.split(".", 1)[0] if "." in name and not name.startswith("$") else "top"
+
+
+def power_model(netlist: dict, toggles: dict, *, clock_bits=()) -> dict:
+    """Energy (fJ) of the transitions ``toggles`` ({bit: count}) of the flat ``netlist``, and
+    leakage (nW), per first-level instance. See the module docstring for the model."""
+    lib = read_liberty()
+    cells, v2 = lib["cells"], lib["voltage"] ** 2
+    wl = lib["wire_load"][WIRE_LOAD]
+    dcap = cells["DFF_X1"]["pins"]["D"]["cap"]
+    top = netlist["modules"]["top"]
+    drivers, loads = {}, {}
+    for cname, c in top["cells"].items():
+        lc = cells[c["type"]]
+        for pin, bits in c["connections"].items():
+            for b in bits:
+                if isinstance(b, str):
+                    continue
+                if lc["pins"][pin]["dir"] == "output":
+                    drivers[b] = (cname, pin)
+                else:
+                    loads.setdefault(b, []).append((cname, pin))
+    ext = {}
+    for p in top["ports"].values():
+        if p["direction"] == "output":
+            for b in p["bits"]:
+                if not isinstance(b, str):
+                    ext[b] = ext.get(b, 0) + 1
+    cap = {}
+    for b in set(drivers) | set(loads) | set(ext):
+        ld = loads.get(b, [])
+        fo = len(ld) + ext.get(b, 0)
+        cap[b] = (sum(cells[top["cells"][cn]["type"]]["pins"][p]["cap"] for cn, p in ld) + ext.get(b, 0) * dcap
+                  + wire_cap(wl, fo))
+
+    def out_slew(b):
+        d = drivers.get(b)
+        if d is None:
+            return NOMINAL_SLEW_NS
+        tr = cells[top["cells"][d[0]]["type"]]["pins"][d[1]]["transition"]
+        if not tr:
+            return NOMINAL_SLEW_NS
+        vals = [lookup(t, NOMINAL_SLEW_NS, cap[b]) for arc in tr for t in arc.values()]
+        return sum(vals) / len(vals)
+
+    slew = {b: out_slew(b) for b in cap}
+    per = {}
+
+    def add(scope, key, val):
+        s = per.setdefault(scope, {"switching_fj": 0.0, "internal_fj": 0.0, "clock_fj": 0.0, "leakage_nw": 0.0,
+                                   "area_um2": 0.0, "cells": 0})
+        s[key] += val
+
+    clock_bits = set(clock_bits)
+    for cname, c in top["cells"].items():
+        lc = cells[c["type"]]
+        sc = first_instance(cname)
+        add(sc, "leakage_nw", lc["leakage_nw"])
+        add(sc, "area_um2", lc["area"])
+        add(sc, "cells", 1)
+        in_bits = [b for p, bits in c["connections"].items() if lc["pins"][p]["dir"] == "input"
+                   for b in bits if not isinstance(b, str)]
+        in_slew = sum(slew.get(b, NOMINAL_SLEW_NS) for b in in_bits) / len(in_bits) if in_bits else NOMINAL_SLEW_NS
+        for pin, bits in c["connections"].items():
+            pl = lc["pins"][pin]
+            for b in bits:
+                if isinstance(b, str):
+                    continue
+                n = toggles.get(b, 0)
+                if not n or not pl["power"]:
+                    continue
+                if pl["dir"] == "output":
+                    e = n * avg_internal_energy(pl["power"], in_slew, cap[b])
+                else:
+                    e = n * avg_internal_energy(pl["power"], slew.get(b, NOMINAL_SLEW_NS), 0.0)
+                add(sc, "clock_fj" if b in clock_bits else "internal_fj", e)
+    for b, c in cap.items():
+        n = toggles.get(b, 0)
+        if not n:
+            continue
+        d = drivers.get(b)
+        sc = first_instance(d[0]) if d else "top"
+        add(sc, "clock_fj" if b in clock_bits else "switching_fj", n * 0.5 * c * v2)
+    return per

