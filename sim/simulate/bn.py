@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+from l1bn.sim.build_root import default_build_root
+
+from .runner import run_bench
+
 __all__ = ["random_batch", "simulate_bn"]
 
 
@@ -47,8 +51,6 @@ def simulate_bn(cfg, x, gamma, beta, *, simulator: str = "icarus", gaps: int = 0
     cycles on each output (``o`` and ``stats``).
     """
     from l1bn.hw.bn_unit import bn_unit_for
-    from l1bn.sim.build_root import default_build_root
-    from l1bn.sim.simulate.runner import run_bench
     from l1bn.spec.reference.bn import check_forward_inputs
 
     check_forward_inputs(x, gamma, beta, cfg)

@@ -6,6 +6,10 @@ makes its inputs.
 
 from __future__ import annotations
 
+from l1bn.sim.build_root import default_build_root
+
+from .runner import run_bench
+
 __all__ = ["forward_stats", "random_bwd_batch", "simulate_bn_backward"]
 
 
@@ -64,8 +68,6 @@ def simulate_bn_backward(cfg, x, dy, gamma, *, simulator: str = "icarus", gaps: 
     """
     import numpy as np
     from l1bn.hw.bn_backward import L1BNBackwardUnit, L2BNBackwardUnit
-    from l1bn.sim.build_root import default_build_root
-    from l1bn.sim.simulate.runner import run_bench
     from l1bn.spec.reference.bn_backward import check_inputs
 
     mu, inv = forward_stats(x, cfg.bn)

@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+from l1bn.sim.build_root import default_build_root
+
+from .runner import run_bench
+
 __all__ = ["random_tiles", "simulate_mac"]
 
 
@@ -47,8 +51,6 @@ def simulate_mac(cfg, tiles: list[dict], *, simulator: str = "icarus", gaps: int
     ``rows``: every output row the hardware sent, in order.
     """
     from l1bn.hw.mac_array import MACArray
-    from l1bn.sim.build_root import default_build_root
-    from l1bn.sim.simulate.runner import run_bench
 
     if build_dir is None:
         build_dir = default_build_root() / f"mac-{cfg.digest()}-{simulator}"

@@ -12,13 +12,17 @@ import hashlib
 import threading
 from pathlib import Path
 
+from l1bn.sim.build_root import default_build_root
+from l1bn.sim.rtl import to_verilog
+
+from .runner import SIMULATORS, SimulationError, run_bench, stream_ports
+
 __all__ = ["simulate_net"]
 
 
 def _prepare(export_dir, rows: int | None, cols: int | None):
     """Load + validate the export and generate the accelerator's Verilog (raises ValueError)."""
     from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
-    from l1bn.sim.rtl import to_verilog
     from l1bn.sw.export import load_export
 
     e = load_export(export_dir)
@@ -62,8 +66,6 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
         ``formula_cycles``, ``images_per_s`` (simulated images per wall second, excluding the
         build), ``sim_s``, ``build_s``, ``simulator``, ``passed``.
     """
-    from l1bn.sim.build_root import default_build_root
-    from l1bn.sim.simulate.runner import SIMULATORS, SimulationError, run_bench, stream_ports
     from l1bn.spec.config import check_choice, check_int
 
     check_choice("simulator", simulator, SIMULATORS)

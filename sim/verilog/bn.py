@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from l1bn.sim.rtl import to_verilog
 from l1bn.spec.config import BNConfig
 
 __all__ = ["bn_verilog", "describe"]
@@ -11,7 +12,6 @@ def bn_verilog(cfg: BNConfig, name: str | None = None) -> str:
     """Verilog text of the forward unit the norm registry names for ``cfg.norm``
     (``L1BNUnit``, ``L2BNUnit``, ``RangeBNUnit``), top ``name`` (default ``<norm>bn``)."""
     from l1bn.hw.bn_unit import bn_unit_for
-    from l1bn.sim.rtl import to_verilog
 
     return to_verilog(bn_unit_for(cfg), name or f"{cfg.norm}bn")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from l1bn.sim.rtl import to_verilog
 from l1bn.spec.config import MACConfig
 
 __all__ = ["mac_verilog"]
@@ -10,6 +11,5 @@ __all__ = ["mac_verilog"]
 def mac_verilog(cfg: MACConfig, name: str = "mac_array") -> str:
     """Verilog text of ``MACArray(cfg)`` with top ``name``."""
     from l1bn.hw.mac_array import MACArray
-    from l1bn.sim.rtl import to_verilog
 
     return to_verilog(MACArray(cfg), name)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from l1bn.sim.rtl import to_verilog
+
 __all__ = ["write_net_verilog"]
 
 
@@ -24,7 +26,6 @@ def write_net_verilog(export_dir, out_dir, *, rows: int | None = None, cols: int
     written paths.
     """
     from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
-    from l1bn.sim.rtl import to_verilog
     from l1bn.sw.export import load_export
     from l1bn.sw.outdir import check_output_dir, write_text_atomic
 
