@@ -42,7 +42,7 @@ def _run(design, cfg, title, depth, engine, props, timeout, out):
     from pathlib import Path
 
     from l1bn.sim.formal import check_all, design_props, format_result, select
-    from l1bn.sw.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir
 
     check_output_dir(out, option="-o", must_be_new=False)   # before any proof runs
     chosen = select(design_props(design, cfg), [p for p in props.split(",") if p])

@@ -49,7 +49,7 @@ def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abit
 
     from l1bn.sim.sweep import run_sweep, sweep_from_options
     from l1bn.spec.config import check_int
-    from l1bn.sw.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir
     from rich.console import Console
 
     out = check_output_dir(out, inputs=[spec], must_be_new=False)   # before any work

@@ -1,4 +1,5 @@
-"""The word codec (l1bn.spec.words): fields <-> words <-> .hex text, exact at corner widths."""
+"""The word codec (l1bn.spec.words): fields <-> words <-> .hex text, exact at corner widths, and the
+same bits as the hardware's data layouts (l1bn.hw.accel_plan) for the words they share."""
 
 import numpy as np
 import pytest
@@ -80,3 +81,19 @@ def test_refusals():
     with pytest.raises(ValueError, match="does not fit 8 unsigned bits"):
         hex_lines([256], 8)
     assert parse_hex("\n 0A \n\n") == [10] and hex_lines([10]) == ["a"]
+
+
+def test_hardware_layouts_pack_the_same_bits():
+    """The generator's ROM words (amaranth.lib.data layouts) equal the codec's words."""
+    from l1bn.hw.accel_plan import _word, mb_word_layout, table_entry_layout, weight_word_layout
+
+    rng = np.random.default_rng(0)
+    for rows, wb in ((1, 2), (4, 4), (8, 3), (16, 8)):
+        f = rng.integers(-(1 << (wb - 1)), 1 << (wb - 1), (20, rows))
+        lay = weight_word_layout(rows, wb)
+        assert [_word(lay, list(map(int, r))) for r in f] == pack(f, wb)
+    mb = mb_word_layout(16, 23)
+    pairs = [(-(1 << 15), (1 << 22) - 1), (123, -456), (-1, -1)]
+    assert [_word(mb, {"mult": m, "bias": b}) for m, b in pairs] == pack(pairs, [16, 23])
+    te = table_entry_layout(5, 2)
+    assert _word(te, {"valid": 1, "off": 17, "lane": 3}) == pack([[1, 17, 3]], [1, 5, 2])[0]
