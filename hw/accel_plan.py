@@ -41,6 +41,7 @@ when layer 0's first tile is shorter than the previous tile's drain).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -86,7 +87,7 @@ def table_entry_layout(off_bits: int, lane_bits: int) -> data.StructLayout:
 
 def _word(layout, value) -> int:
     """The bits of a layout constant as an unsigned integer (a memory's init word)."""
-    return layout.const(value).as_value().value
+    return layout.const(value).as_bits()
 
 
 @dataclass(frozen=True)
@@ -168,12 +169,13 @@ class Plan:
         self.act_regions = (0, depth[0])
         self.act_depth = max(1, depth[0] + depth[1])
 
-        self.weight_words, self.mb_words, plans = [], [], []
+        self.mb_words, plans, nwords = [], [], 0
+        self._wlayers, self._wbits = layers, wbits
         self.tables = [[] for _ in range(cols)]
         for i, lay in enumerate(layers):
             last = i == len(layers) - 1
-            woff, toff, moff = len(self.weight_words), len(self.tables[0]), len(self.mb_words)
-            self._add_weights(lay, wbits)
+            woff, toff, moff = nwords, len(self.tables[0]), len(self.mb_words)
+            nwords += cdiv(lay.channels, rows) * lay.k
             self._add_table(lay)
             nt = cdiv(lay.channels, rows)
             if not last:
@@ -195,13 +197,19 @@ class Plan:
         #: row handshake -> memory write: accumulator register, product, + bias, requantize
         self.wb_stages = 3 + self.mul_stages
 
-    def _add_weights(self, lay: AccelLayer, wbits: int) -> None:
-        """Word ``t*K + k`` of the layer: ``W[t*rows + r][k]`` in element ``r`` (0 past O)."""
-        layout, rows, w = weight_word_layout(self.rows, wbits), self.rows, lay.weights
-        for t in range(cdiv(lay.channels, rows)):
-            tile = [w[o] for o in range(t * rows, min((t + 1) * rows, lay.channels))]
-            pad = [0] * (rows - len(tile))
-            self.weight_words += [_word(layout, [row[k] for row in tile] + pad) for k in range(lay.k)]
+    @functools.cached_property
+    def weight_words(self) -> list[int]:
+        """The weight ROM, layers one after another: word ``woff + t*K + k`` of a layer holds
+        ``W[t*rows + r][k]`` in element ``r`` of :func:`weight_word_layout` (0 past ``O``).
+        Built on first use (the shape search of :func:`best_geometry` needs only the counts)."""
+        layout, rows, words = weight_word_layout(self.rows, self._wbits), self.rows, []
+        for lay in self._wlayers:
+            w = lay.weights
+            for t in range(cdiv(lay.channels, rows)):
+                tile = [w[o] for o in range(t * rows, min((t + 1) * rows, lay.channels))]
+                pad = [0] * (rows - len(tile))
+                words += [_word(layout, [row[k] for row in tile] + pad) for k in range(lay.k)]
+        return words
 
     @property
     def mb_rom(self) -> list[int]:

@@ -179,7 +179,7 @@ class ImageRunner(CheckedComponent):
         n, px = len(self.images), self.pixels
         # one answer word per image: label (low bits) then the reference logits
         alay = answer_layout(self.layout)
-        answers = [alay.const({"label": lab, "logits": e}).as_value().value
+        answers = [alay.const({"label": lab, "logits": e}).as_bits()
                    for lab, e in zip(self.labels, self.expected, strict=True)]
         m.submodules.pix_rom = pix_rom = Memory(shape=unsigned(self.in_bits), depth=n * px,
                                                 init=[p for im in self.images for p in im])

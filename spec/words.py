@@ -51,17 +51,30 @@ def field_offsets(widths: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(v) for v in np.concatenate([[0], np.cumsum(widths)[:-1]]))
 
 
+def _int(v) -> int:
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    raise ValueError(f"fields must be integers; got {type(v).__name__} {v!r}")
+
+
 def _as_fields(fields) -> np.ndarray:
     """(n, F) object array of Python ints (values of any size are kept exactly)."""
-    a = np.asarray(fields)
-    if a.dtype.kind == "b":
-        a = a.astype(np.int64)
-    if a.dtype.kind in "iu":
-        a = a.astype(object)                       # numpy integers -> Python ints (no wrap on shifts)
-    elif a.dtype == object:
-        a = np.frompyfunc(int, 1, 1)(a) if a.size else a
-    else:
-        raise ValueError(f"fields must be integers; got dtype {a.dtype}")
+    if isinstance(fields, np.ndarray) or (hasattr(fields, "__array__") and not isinstance(fields, (list, tuple))):
+        a = np.asarray(fields)
+        if a.dtype.kind == "b":
+            a = a.astype(np.int64)
+        if a.dtype.kind not in "iuO":
+            raise ValueError(f"fields must be integers; got dtype {a.dtype}")
+        a = a.astype(object)          # numpy integers -> Python ints (no wrap on shifts)
+    else:   # (nested) lists: never through numpy's dtype guess (a list holding 2**63 becomes float64)
+        rows = [list(r) if isinstance(r, (list, tuple, np.ndarray)) else [r] for r in fields]
+        if any(len(r) != len(rows[0]) for r in rows):
+            raise ValueError("every word needs the same number of fields")
+        a = np.empty((len(rows), len(rows[0]) if rows else 1), dtype=object)
+        if rows:
+            a[...] = rows
+    if a.size:
+        a = np.frompyfunc(_int, 1, 1)(a)
     if a.ndim == 1:
         a = a[:, None]
     if a.ndim != 2:

@@ -97,3 +97,23 @@ def test_hardware_layouts_pack_the_same_bits():
     assert [_word(mb, {"mult": m, "bias": b}) for m, b in pairs] == pack(pairs, [16, 23])
     te = table_entry_layout(5, 2)
     assert _word(te, {"valid": 1, "off": 17, "lane": 3}) == pack([[1, 17, 3]], [1, 5, 2])[0]
+
+
+@pytest.mark.parametrize("rows,cols,wbits,abits", [(4, 4, 4, 4), (8, 8, 1, 1), (2, 3, 2, 8)])
+def test_sweep_mac_beats_are_the_arrays_input_layout(rows, cols, wbits, abits):
+    """The gate-level sweep's MAC stimulus (packed by the codec) is the word the generator's
+    ``in_layout`` describes: weights (binary: 0 -> +1, 1 -> -1), activations, last."""
+    from l1bn.hw.mac_array import in_layout
+    from l1bn.sim.sim_mac import random_tiles
+    from l1bn.sim.sweep import MAC_K, MAC_TILES, point_config, stimulus
+    from l1bn.spec.reference.mac import encode_weights
+
+    p = {"design": "mac", "rows": rows, "cols": cols, "wbits": wbits, "abits": abits}
+    cfg = point_config(p)
+    lay = in_layout(cfg)
+    want = []
+    for t in random_tiles(cfg, MAC_TILES, MAC_K, seed=0):
+        w = encode_weights(np.array(t["w"]), cfg)
+        want += [lay.const({"w": [int(v) for v in w[:, k]], "a": t["a"][k], "last": int(k == MAC_K - 1)}).as_bits()
+                 for k in range(MAC_K)]
+    assert [b["i__payload"] for b in stimulus(p)["beats"]] == want
