@@ -144,7 +144,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
         with steps("sim", f"the accelerator classifies the test split ({simulator})"):
             from l1bn.sim.sim_net import simulate_net
 
-            s = simulate_net(export_dir, simulator=simulator, images=images, progress=True,
+            s = simulate_net(e, simulator=simulator, images=images, progress=True,
                              build_dir=out / "sim")
             summary.update(hw_accuracy=s["hw_accuracy"], hw_images=s["images"], mismatches=s["mismatches"],
                            cycles_per_image=s["cycles_per_image"], sim_images_per_s=s["images_per_s"])
