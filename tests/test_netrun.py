@@ -205,16 +205,22 @@ def test_errors():
 
 
 def test_spec_imports_without_torch():
-    """l1bn.spec (the format, the codec and the executor included) loads with torch blocked."""
+    """l1bn.spec (the format, the codec and the executor included) loads, runs, writes and reads an
+    export with torch and amaranth blocked."""
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['torch'] = None\n"
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['amaranth'] = None\n"
             "import l1bn.spec.export, l1bn.spec.words, l1bn.spec.outdir, l1bn.spec.reference.network as n\n"
             "import numpy as np\n"
             "net = n.random_int_net(0)\n"
             "print(n.run_net(net, np.zeros((2, 1, 8, 8), dtype=np.int64)).shape)\n"
-            "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules if sys.modules[m])\n")
+            "import tempfile, pathlib\n"
+            "d = pathlib.Path(tempfile.mkdtemp()) / 'e'\n"
+            "l1bn.spec.export.write_export(net, d)\n"
+            "assert np.array_equal(l1bn.spec.export.load_export(d).net.layers[1].weight, net.layers[1].weight)\n"
+            "assert not any(m.split('.')[0] in ('torch', 'amaranth') for m in sys.modules if sys.modules[m])\n"
+            "assert not any(m.startswith(('l1bn.hw', 'l1bn.sw', 'l1bn.sim', 'l1bn.cli')) for m in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "(2, 10)"
