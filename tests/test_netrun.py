@@ -216,9 +216,9 @@ def test_spec_imports_without_torch():
             "net = n.random_int_net(0)\n"
             "print(n.run_net(net, np.zeros((2, 1, 8, 8), dtype=np.int64)).shape)\n"
             "import tempfile, pathlib\n"
-            "d = pathlib.Path(tempfile.mkdtemp()) / 'e'\n"
-            "l1bn.spec.export.write_export(net, d)\n"
-            "assert np.array_equal(l1bn.spec.export.load_export(d).net.layers[1].weight, net.layers[1].weight)\n"
+            "with tempfile.TemporaryDirectory() as t:\n"
+            "    d = l1bn.spec.export.write_export(net, pathlib.Path(t) / 'e')\n"
+            "    assert np.array_equal(l1bn.spec.export.load_export(d).net.layers[1].weight, net.layers[1].weight)\n"
             "assert not any(m.split('.')[0] in ('torch', 'amaranth') for m in sys.modules if sys.modules[m])\n"
             "assert not any(m.startswith(('l1bn.hw', 'l1bn.sw', 'l1bn.sim', 'l1bn.cli')) for m in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
