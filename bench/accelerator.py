@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     from l1bn.hw.accelerator import accelerator_from_export
     from l1bn.sim.fpga.steps import ECP5Job
     from l1bn.sim.jobs import run_jobs
-    from l1bn.sw.export import load_export
+    from l1bn.spec.export import load_export
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("export", nargs="?", default="runs/cnn-l1-w4a4/export")

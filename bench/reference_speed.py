@@ -1,4 +1,4 @@
-"""Time the whole digits test split through the integer reference on one thread.
+"""Time the whole digits test split through the integer reference (numpy) on one BLAS thread.
 
     .venv/bin/python bench/reference_speed.py [EXPORT_DIR] [--repeats N]
 
@@ -18,26 +18,28 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from l1bn.sw.netrun import quantize_input, random_int_net, run_layer, run_net
+import numpy as np
+from l1bn.spec.reference.network import quantize_input, random_int_net, run_layer, run_net
+from threadpoolctl import threadpool_limits
 
 TARGET_S = 1.0
 
 
-def _digits_test_images(n_bits: int, exp: int) -> torch.Tensor:
+def _digits_test_images(n_bits: int, exp: int) -> np.ndarray:
     try:
-        from l1bn.sw.data import load_split  # the project's fixed split, when available
+        from l1bn.sw.data import test_split  # the project's fixed split, when available
 
-        x = load_split("test")[0]
+        x = test_split()[0].numpy()
     except Exception:
         from sklearn.datasets import load_digits
 
-        x = torch.tensor(load_digits().images, dtype=torch.float32)[-360:, None] / 16.0
+        x = load_digits().images.astype(np.float32)[-360:, None] / 16.0
     return quantize_input(x, bits=n_bits, exp=exp)
 
 
 def _load(args):
-    from l1bn.sw.export import export_run, load_export
+    from l1bn.spec.export import load_export
+    from l1bn.sw.export import export_run
 
     if args.export:
         e = load_export(args.export)
@@ -57,7 +59,11 @@ def main(argv=None):
     ap.add_argument("export", nargs="?", help="export folder (default: see module docstring)")
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _timed(args)
+
+
+def _timed(args):
     net, x, what = _load(args)
     run_net(net, x)  # warm-up
 
@@ -77,7 +83,7 @@ def main(argv=None):
             per_layer[layer.name].append(time.perf_counter() - t0)
 
     print(f"integer reference speed: {what}")
-    print(f"{x.shape[0]} test images, torch {torch.__version__}, 1 thread, {platform.processor() or platform.machine()}, "
+    print(f"{x.shape[0]} test images, numpy {np.__version__}, 1 BLAS thread, {platform.processor() or platform.machine()}, "
           f"median of {args.repeats} runs")
     print()
     print(f"| {'layer':8} | {'type':7} | {'MACs/image':>10} | {'median ms':>9} |")

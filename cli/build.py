@@ -68,7 +68,7 @@ def _tool_env() -> dict:
 
 def board_inputs(exported, count: int) -> dict:
     """The first ``count`` test images of an export, their labels and reference logits (ints)."""
-    from l1bn.sw.netrun import run_net
+    from l1bn.spec.reference.network import run_net
 
     x = exported.test_inputs
     if x is None:
@@ -78,7 +78,7 @@ def board_inputs(exported, count: int) -> dict:
     x = x[:count]
     logits = run_net(exported.net, x)
     labels = exported.test_labels
-    labels = labels[:count] if labels is not None else logits.argmax(dim=1)
+    labels = labels[:count] if labels is not None else logits.argmax(axis=1)
     return {"images": x.reshape(count, -1).tolist(), "labels": labels.tolist(),
             "expected": logits.tolist()}
 
@@ -224,8 +224,8 @@ def build(export_dir, board, clock_mhz, images, mode, out_dir, seed, noabc9):
     """
     from l1bn.hw.board import ecp5_pll_params
     from l1bn.spec.config import check_int
-    from l1bn.sw.export import load_export
-    from l1bn.sw.outdir import check_output_dir
+    from l1bn.spec.export import load_export
+    from l1bn.spec.outdir import check_output_dir
 
     platform = board_platform(board)               # a bad name fails before anything is loaded
     check_int("seed", seed, 0, 2**31 - 1)

@@ -76,7 +76,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
         from l1bn.sw.data import test_split
 
         check_int("images", images, 1, len(test_split()[1]))   # the test split, known before training
-    from l1bn.sw.outdir import check_output_dir, write_text_atomic
+    from l1bn.spec.outdir import check_output_dir, write_text_atomic
 
     out = check_output_dir(out, must_be_new=False)   # the demo's own folder: rerunning replaces its parts
     console = console or Console()
@@ -104,7 +104,8 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
         summary["qat_accuracy"] = m_qat["test_accuracy"]
 
     with steps("export", "integer weights, folded BN, $readmemh memories"):
-        from l1bn.sw.export import export_run, load_export
+        from l1bn.spec.export import load_export
+        from l1bn.sw.export import export_run
 
         export_dir = export_run(out / "qat", out / "export", force=True)
         e = load_export(export_dir)
@@ -143,7 +144,7 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
         with steps("sim", f"the accelerator classifies the test split ({simulator})"):
             from l1bn.sim.simulate.net import simulate_net
 
-            s = simulate_net(export_dir, simulator=simulator, images=images, progress=True,
+            s = simulate_net(e, simulator=simulator, images=images, progress=True,
                              build_dir=out / "sim")
             summary.update(hw_accuracy=s["hw_accuracy"], hw_images=s["images"], mismatches=s["mismatches"],
                            cycles_per_image=s["cycles_per_image"], sim_images_per_s=s["images_per_s"])

@@ -69,8 +69,8 @@ def import_(model: Path, out_dir: Path, rows: int, mult_bits: int, no_check: boo
     Gemm/MatMul, BatchNormalization or Mul/Add, Relu, Flatten/Reshape. Anything else stops with
     one error line naming the node; nothing is written.
     """
-    from l1bn.sw.export import SCHEMA, SCHEMA_VERSION
-    from l1bn.sw.outdir import check_output_dir
+    from l1bn.spec.export import SCHEMA, SCHEMA_VERSION
+    from l1bn.spec.outdir import check_output_dir
     from l1bn.sw.qonnx_import import import_qonnx
 
     # before any work: an output folder that can be one, never the model it reads

@@ -43,7 +43,7 @@ def _run(design, cfg, title, depth, engine, props, timeout, out):
 
     from l1bn.sim.formal.check import check_all, format_result
     from l1bn.sim.formal.designs import design_props, select
-    from l1bn.sw.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir
 
     check_output_dir(out, option="-o", must_be_new=False)   # before any proof runs
     chosen = select(design_props(design, cfg), [p for p in props.split(",") if p])

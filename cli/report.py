@@ -69,7 +69,7 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
 
     from l1bn.sim.build_root import default_build_root
     from l1bn.spec.config import check_int
-    from l1bn.sw.outdir import check_output_dir, check_path_is_creatable
+    from l1bn.spec.outdir import check_output_dir, check_path_is_creatable
     from rich.console import Console
 
     ws = parse_widths(widths)

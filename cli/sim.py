@@ -115,9 +115,9 @@ def net_cmd(export_dir, simulator, images, rows, cols, as_json):
 
     from l1bn.sim.simulate.net import simulate_net
     from l1bn.spec.config import check_int
-    from l1bn.sw.export import load_export
+    from l1bn.spec.export import load_export
 
-    e = load_export(export_dir)   # every argument is checked before the accelerator is generated
+    e = load_export(export_dir)   # loaded once; every argument is checked before the accelerator is generated
     if e.test_inputs is None:
         raise ValueError(f"{export_dir}: the export holds no test images (test.inputs)")
     if images is not None:
@@ -128,7 +128,7 @@ def net_cmd(export_dir, simulator, images, rows, cols, as_json):
         if v is not None:
             check_int(name, v, 1, MAX_MAC_ARRAY)
     t0 = time.perf_counter()
-    r = simulate_net(export_dir, simulator=simulator, images=images, progress=not as_json, rows=rows, cols=cols)
+    r = simulate_net(e, simulator=simulator, images=images, progress=not as_json, rows=rows, cols=cols)
     r["wall_s"] = time.perf_counter() - t0
     if as_json:
         click.echo(json.dumps({k: v for k, v in r.items() if k != "first"}, sort_keys=True))

@@ -50,7 +50,7 @@ def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abit
     from l1bn.sim.sweep.grid import sweep_from_options
     from l1bn.sim.sweep.run import run_sweep
     from l1bn.spec.config import check_int
-    from l1bn.sw.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir
     from rich.console import Console
 
     out = check_output_dir(out, inputs=[spec], must_be_new=False)   # before any work

@@ -28,7 +28,7 @@ __all__ = ["train"]
 def train(ctx, model, norm, wbits, abits, use_float, quantize_bn, epochs, seed, lr, batch_size, device, out,
           force):
     """Train MODEL with NORM on the digits data; write OUT/model.pt and OUT/metrics.json."""
-    from l1bn.sw.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir
     from l1bn.sw.quant import QuantConfig
     from l1bn.sw.train import check_device, run_config, train_run
     from rich.console import Console

@@ -27,13 +27,13 @@ def _output_option(f):
 
 
 def _write(output: str, text: str):
-    from l1bn.sw.outdir import write_text_atomic
+    from l1bn.spec.outdir import write_text_atomic
 
     return write_text_atomic(output, text)
 
 
 def _check_output(output: str):
-    from l1bn.sw.outdir import check_output_file
+    from l1bn.spec.outdir import check_output_file
 
     return check_output_file(output)
 

@@ -110,7 +110,7 @@ class Issuer(wiring.Component):
         ob, lw = p.table_off_bits, p.lane_sel_bits
         trd = []
         for j in range(C):
-            enc = [0 if e is None else (1 | (e[0] << 1) | (e[1] << (1 + ob))) for e in p.tables[j]]
+            enc = p.table_rom(j)   # valid, word offset, lane (accel_plan.table_entry_layout)
             tm = Memory(shape=unsigned(1 + ob + lw), depth=len(enc), init=enc)
             m.submodules[f"im2col{j}"] = tm
             trd.append(tm.read_port(domain="sync"))

@@ -16,7 +16,7 @@ fill all 4 columns, where 4 x 8 left half of them idle).
 Memories
 --------
 - weight ROM: word ``woff_L + t*K + k`` holds the ``rows`` weights of tile ``t``, step ``k``
-  (repacked from the export's ``hex_rows`` packing when ``rows`` differs);
+  (:func:`weight_word_layout`; packed for this array's ``rows``, whatever the export's ``hex_rows``);
 - mult/bias ROM: one word per (padded) output channel, layers one after another;
 - im2col table, one per column: ``(valid, word offset, lane)`` per ``(layer, g, ky, kx)``;
 - image memory, one per column: two image slots (``2 * img_words`` words), so the next image loads
@@ -41,16 +41,19 @@ when layer 0's first tile is shorter than the previous tile's drain).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
-from amaranth import signed
-from l1bn.hw.accel_layers import AccelLayer, bits_for, cdiv, weight_matrix
+from amaranth import signed, unsigned
+from amaranth.lib import data
+from l1bn.hw.accel_layers import AccelLayer, bits_for, cdiv
 from l1bn.hw.arith import mul_latency
 from l1bn.hw.mac_array import PIPELINE_CYCLES, tile_period
 from l1bn.spec.config import MAX_MAC_ARRAY, MACConfig
 
-__all__ = ["Plan", "LayerPlan", "best_geometry", "ISSUE_STAGES", "START", "TAIL", "DEFAULT_MACS"]
+__all__ = ["Plan", "LayerPlan", "best_geometry", "weight_word_layout", "mb_word_layout", "table_entry_layout",
+           "ISSUE_STAGES", "START", "TAIL", "DEFAULT_MACS"]
 
 #: MAC budget of the default array shape (4 x 8 before issue 14, 8 x 4 now for the digits CNN).
 DEFAULT_MACS = 32
@@ -63,6 +66,28 @@ START = 2
 #: last beat of the last layer -> output handshake, beyond the array's ``rows``: issue stages,
 #: the array's pipeline, the logits register, the output register
 TAIL = ISSUE_STAGES + PIPELINE_CYCLES
+
+
+def weight_word_layout(rows: int, w_bits: int) -> data.ArrayLayout:
+    """One weight ROM word: the ``rows`` signed ``w_bits``-bit weights of one reduction step of a
+    channel tile, row ``r`` in bits ``[r*w_bits, (r+1)*w_bits)``."""
+    return data.ArrayLayout(signed(w_bits), rows)
+
+
+def mb_word_layout(mult_bits: int, bias_bits: int) -> data.StructLayout:
+    """One mult/bias ROM word: the folded-BN multiplier (low bits) and bias of one channel."""
+    return data.StructLayout({"mult": signed(mult_bits), "bias": signed(bias_bits)})
+
+
+def table_entry_layout(off_bits: int, lane_bits: int) -> data.StructLayout:
+    """One im2col table entry: ``valid`` (0: padding or past the tensor, the operand is 0), the
+    word offset of the pixel in its tensor, and the column (lane) that holds it."""
+    return data.StructLayout({"valid": unsigned(1), "off": unsigned(off_bits), "lane": unsigned(lane_bits)})
+
+
+def _word(layout, value) -> int:
+    """The bits of a layout constant as an unsigned integer (a memory's init word)."""
+    return layout.const(value).as_bits()
 
 
 @dataclass(frozen=True)
@@ -115,8 +140,12 @@ class Plan:
     mac_cfg : MACConfig of the array (widest weights/activations, longest K)
     lane_bits : bits of one stored activation (pixels and every requantized output)
     img_words, act_depth, act_regions : image slot size, activation memory depth, region bases
-    weight_words, mb_words : ROM contents (lists of ints); tables : per column, list of entries
-    ``None`` (zero: padding or past the tensor) or ``(word offset, lane)``
+    weight_words : weight ROM words (ints, :func:`weight_word_layout`)
+    mb_words : ``(mult, bias)`` per padded channel; ``mb_rom`` those words packed
+    (:func:`mb_word_layout`)
+    tables : per column, list of entries ``None`` (zero: padding or past the tensor) or
+    ``(word offset, lane)``; ``table_rom(j)`` column ``j``'s entries packed
+    (:func:`table_entry_layout`)
     layers : list of LayerPlan
     """
 
@@ -140,12 +169,13 @@ class Plan:
         self.act_regions = (0, depth[0])
         self.act_depth = max(1, depth[0] + depth[1])
 
-        self.weight_words, self.mb_words, plans = [], [], []
+        self.mb_words, plans, nwords = [], [], 0
+        self._wlayers, self._wbits = layers, wbits
         self.tables = [[] for _ in range(cols)]
         for i, lay in enumerate(layers):
             last = i == len(layers) - 1
-            woff, toff, moff = len(self.weight_words), len(self.tables[0]), len(self.mb_words)
-            self._add_weights(lay, wbits)
+            woff, toff, moff = nwords, len(self.tables[0]), len(self.mb_words)
+            nwords += cdiv(lay.channels, rows) * lay.k
             self._add_table(lay)
             nt = cdiv(lay.channels, rows)
             if not last:
@@ -167,17 +197,31 @@ class Plan:
         #: row handshake -> memory write: accumulator register, product, + bias, requantize
         self.wb_stages = 3 + self.mul_stages
 
-    def _add_weights(self, lay: AccelLayer, wbits: int) -> None:
-        w = weight_matrix(lay, self.rows)
-        mask = (1 << wbits) - 1
-        for t in range(cdiv(lay.channels, self.rows)):
-            for k in range(lay.k):
-                word = 0
-                for r in range(self.rows):
-                    o = t * self.rows + r
-                    if o < lay.channels:
-                        word |= (w[o][k] & mask) << (r * wbits)
-                self.weight_words.append(word)
+    @functools.cached_property
+    def weight_words(self) -> list[int]:
+        """The weight ROM, layers one after another: word ``woff + t*K + k`` of a layer holds
+        ``W[t*rows + r][k]`` in element ``r`` of :func:`weight_word_layout` (0 past ``O``).
+        Built on first use (the shape search of :func:`best_geometry` needs only the counts)."""
+        layout, rows, words = weight_word_layout(self.rows, self._wbits), self.rows, []
+        for lay in self._wlayers:
+            w = lay.weights
+            for t in range(cdiv(lay.channels, rows)):
+                tile = [w[o] for o in range(t * rows, min((t + 1) * rows, lay.channels))]
+                pad = [0] * (rows - len(tile))
+                words += [_word(layout, [row[k] for row in tile] + pad) for k in range(lay.k)]
+        return words
+
+    @property
+    def mb_rom(self) -> list[int]:
+        """The mult/bias ROM words (at least one): ``mb_words`` packed by :func:`mb_word_layout`."""
+        layout = mb_word_layout(self.mult_bits, self.bias_bits)
+        return [_word(layout, {"mult": m, "bias": b}) for m, b in self.mb_words] or [0]
+
+    def table_rom(self, j: int) -> list[int]:
+        """Column ``j``'s im2col table words: ``tables[j]`` packed by :func:`table_entry_layout`."""
+        layout = table_entry_layout(self.table_off_bits, self.lane_sel_bits)
+        return [0 if e is None else _word(layout, {"valid": 1, "off": e[0], "lane": e[1]})
+                for e in self.tables[j]]
 
     def _add_table(self, lay: AccelLayer) -> None:
         cols = self.cols

@@ -75,7 +75,7 @@ class Writeback(wiring.Component):
 
         # ---- mult/bias ROM: one (mult, bias) word per padded channel
         mb, bb = p.mult_bits, p.bias_bits
-        words = [(mu & ((1 << mb) - 1)) | ((bi & ((1 << bb) - 1)) << mb) for mu, bi in p.mb_words] or [0]
+        words = p.mb_rom   # mult (low bits), bias (accel_plan.mb_word_layout)
         m.submodules.mbrom = mbrom = Memory(shape=unsigned(mb + bb), depth=len(words), init=words)
         mbrd = mbrom.read_port(domain="sync")
 

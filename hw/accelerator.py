@@ -3,7 +3,7 @@
 It classifies images back to back. Every layer of the export (``conv2d`` or ``linear``) runs on
 one shared :class:`~l1bn.hw.mac_array.MACArray` of ``rows`` output channels by ``cols`` output
 positions; a ``linear`` layer is a convolution whose kernel covers its whole input. The generator
-reads only the manifest and the ``.hex`` memory images of the export (no torch).
+reads the network through :mod:`l1bn.spec.export` (the loaded integer network; no torch).
 
 Four components, joined with ``wiring.connect``::
 

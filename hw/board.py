@@ -37,20 +37,19 @@ from amaranth.lib import cdc, data, io, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.accel_layers import output_layout
 from l1bn.hw.arith import CheckedComponent
 
-__all__ = ["ImageRunner", "BoardTop", "ecp5_pll_params", "result_layout", "LED_MEANINGS"]
+__all__ = ["ImageRunner", "BoardTop", "ecp5_pll_params", "answer_layout", "LED_MEANINGS"]
 
 LED_MEANINGS = ("argmax bit 0", "argmax bit 1", "argmax bit 2", "argmax bit 3", "argmax == label",
                 "logits == reference (all images so far)", "busy", "heartbeat")
 
 
-def result_layout(logit_bits: int, classes: int = 10) -> data.StructLayout:
-    """The accelerator's output beat: ``logits`` (``classes`` signed values) and ``argmax``."""
-    from amaranth import signed
-
-    return data.StructLayout({"logits": data.ArrayLayout(signed(logit_bits), classes),
-                              "argmax": unsigned(max(1, (classes - 1).bit_length()))})
+def answer_layout(result: data.StructLayout) -> data.StructLayout:
+    """One answer ROM word for the accelerator's output beat ``result`` (:func:`output_layout`): the
+    image's label (as wide as ``argmax``, low bits) and the reference's ``logits``."""
+    return data.StructLayout({"label": result["argmax"].shape, "logits": result["logits"].shape})
 
 
 def ecp5_pll_params(f_in_mhz: float, f_out_mhz: float) -> dict:
@@ -133,7 +132,7 @@ class ImageRunner(CheckedComponent):
     -------
     o : ``Out(stream.Signature(unsigned(in_bits)))``
         Pixels to the accelerator, one image per run, ``(c, y, x)`` order.
-    i : ``In(stream.Signature(result_layout(logit_bits, classes)))``
+    i : ``In(stream.Signature(output_layout(classes, logit_bits)))``
         The accelerator's result, one beat per image.
     start : ``In(1)``
         A rising edge starts the next image (button mode).
@@ -160,7 +159,7 @@ class ImageRunner(CheckedComponent):
         self.pixels, self.classes = pixels, classes
         self.in_bits, self.logit_bits = in_bits, logit_bits
         self.continuous, self.hold_cycles = continuous, hold_cycles
-        layout = result_layout(logit_bits, classes)
+        layout = output_layout(classes, logit_bits)
         self.layout = layout
         super().__init__({
             "o": Out(stream.Signature(unsigned(in_bits))),
@@ -177,18 +176,17 @@ class ImageRunner(CheckedComponent):
 
     def elaborate(self, platform):
         m = Module()
-        n, px, lb = len(self.images), self.pixels, self.logit_bits
-        mask = (1 << lb) - 1
-        # one answer word per image: label (low bits) then the reference logits packed LSB first
-        label_bits = self.layout["argmax"].shape.width
-        answers = [lab | sum((v & mask) << (label_bits + c * lb) for c, v in enumerate(e))
+        n, px = len(self.images), self.pixels
+        # one answer word per image: label (low bits) then the reference logits
+        alay = answer_layout(self.layout)
+        answers = [alay.const({"label": lab, "logits": e}).as_bits()
                    for lab, e in zip(self.labels, self.expected, strict=True)]
         m.submodules.pix_rom = pix_rom = Memory(shape=unsigned(self.in_bits), depth=n * px,
                                                 init=[p for im in self.images for p in im])
-        m.submodules.ans_rom = ans_rom = Memory(shape=unsigned(label_bits + self.classes * lb),
-                                                depth=n, init=answers)
+        m.submodules.ans_rom = ans_rom = Memory(shape=unsigned(alay.size), depth=n, init=answers)
         rd = pix_rom.read_port()
         ans = ans_rom.read_port()
+        answer = data.View(alay, ans.data)
 
         addr = Signal(range(n * px))            # address of the pixel read next (a register)
         base = Signal.like(addr)                # first pixel of image `index`
@@ -227,11 +225,11 @@ class ImageRunner(CheckedComponent):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     logits = self.i.payload.logits.as_value()
-                    ref = ans.data[label_bits:]
+                    ref = answer.logits.as_value()
                     same = logits == ref
                     m.d.sync += [
                         self.argmax.eq(self.i.payload.argmax),
-                        self.label_ok.eq(self.i.payload.argmax == ans.data[:label_bits]),
+                        self.label_ok.eq(self.i.payload.argmax == answer.label),
                         self.ref_ok.eq(same),
                         self.all_ok.eq(self.all_ok & same),
                         self.busy.eq(0),

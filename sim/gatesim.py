@@ -141,16 +141,14 @@ def write_stim(workdir: Path, beats: list[dict], widths: dict) -> tuple[dict, in
     """Write ``workdir/stim.hex``, one hex word per beat: the beat's ports packed LSB first in
     name order, each ``widths[port]`` bits. Returns ``(layout, width)``: each port's lowest bit
     and the word width (at least 1)."""
-    layout, pos = {}, 0
-    for k in sorted({k for beat in beats for k in beat}):
-        layout[k] = pos
-        pos += widths[k]
-    with open(workdir / "stim.hex", "w") as f:
-        for beat in beats:
-            v = 0
-            for k, val in beat.items():
-                v |= (int(val) & ((1 << widths[k]) - 1)) << layout[k]
-            f.write(f"{v:x}\n")
+    from l1bn.spec.words import field_offsets, hex_text, pack
+
+    names = sorted({k for beat in beats for k in beat})
+    layout = dict(zip(names, field_offsets([widths[k] for k in names]), strict=True)) if names else {}
+    pos = sum(widths[k] for k in names)
+    words = (pack([[beat.get(k, 0) for k in names] for beat in beats], [widths[k] for k in names])
+             if names else [0] * len(beats))
+    (workdir / "stim.hex").write_text(hex_text(words))
     return layout, max(pos, 1)
 
 

@@ -1,9 +1,9 @@
-"""Write an integer network (:class:`~l1bn.sw.netrun.IntNet`) as a QONNX model (docs/interop.md).
+"""Write an integer network (:class:`~l1bn.spec.reference.network.IntNet`) as a QONNX model (docs/interop.md).
 
 QONNX is the ONNX dialect of Brevitas and FINN: standard ONNX operators plus a ``Quant`` node
 (``qonnx.custom_op.general``) that fake-quantizes a tensor to ``bitwidth``-bit integers on the grid
 ``scale``. The graph written here computes exactly what the integer reference
-(:func:`l1bn.sw.netrun.run_net`) computes, in floating point:
+(:func:`l1bn.spec.reference.network.run_net`) computes, in floating point:
 
     image (float, pixel/16, NCHW)
     -> Quant(scale 2**-in_exp, in_bits, unsigned, HALF_UP)               the input quantizer
@@ -79,7 +79,7 @@ def intnet_to_qonnx(net, *, batch: int = 1, bn_dtype: str = "float64", producer:
     Parameters
     ----------
     net : IntNet
-        From :func:`l1bn.sw.export.load_export` (``.net``) or :func:`l1bn.sw.export.net_from_spec`.
+        From :func:`l1bn.spec.export.load_export` (``.net``) or :func:`l1bn.sw.export.net_from_spec`.
     batch : int, 1..65536
         Fixed batch size of the graph input (FINN's convention is 1; qonnx's ``ChangeBatchSize``
         changes it).
@@ -238,19 +238,18 @@ def export_run_qonnx(run_dir, out_path, *, mult_bits: int = 16, batch: int = 1, 
 
 def compare_with_reference(model_path, net, x, labels=None) -> dict:
     """Run the QONNX file with qonnx's ``execute_onnx`` on float images ``x`` and compare it with the
-    integer reference (:func:`l1bn.sw.netrun.run_net`, what ``l1bn infer`` runs) on the same images.
+    integer reference (:func:`l1bn.spec.reference.network.run_net`, what ``l1bn infer`` runs) on the same images.
 
     Returns ``images``, ``agreement`` (equal predictions), ``disagreements``, ``logits_equal``
     (qonnx logits * 2**logit_exp == integer logits on every image), ``max_logit_diff`` (in
     integer logit units), ``qonnx_accuracy`` and ``accuracy`` (with ``labels``).
     """
-    import torch
+    from l1bn.spec.reference.network import quantize_input, run_net
 
-    from .netrun import quantize_input, run_net
     from .qonnx_import import execute_qonnx
 
-    x = torch.as_tensor(x, dtype=torch.float32)
-    q = execute_qonnx(model_path, x.numpy()).astype(np.float64) * 2.0 ** net.layers[-1].out_exp
+    x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
+    q = execute_qonnx(model_path, x).astype(np.float64) * 2.0 ** net.layers[-1].out_exp
     xi = quantize_input(x, bits=net.in_bits, exp=net.in_exp, signed=net.in_signed)
     ref = np.asarray(run_net(net, xi), dtype=np.float64)
     qp, rp = q.argmax(1), ref.argmax(1)

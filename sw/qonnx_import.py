@@ -275,16 +275,14 @@ def _is_dyadic(v: np.ndarray) -> bool:
 
 
 def qonnx_to_intnet(model, *, mult_bits: int = 16):
-    """Walk a cleaned QONNX model and build the :class:`~l1bn.sw.netrun.IntNet` it computes.
+    """Walk a cleaned QONNX model and build the :class:`~l1bn.spec.reference.network.IntNet` it computes.
 
     Returns ``(net, info)``: ``info`` has ``"input_quant"`` (the input ``_Quant``), ``"nodes"``
     (layer name -> ONNX node names) and ``"input_name"``.
     """
-    import torch
     from l1bn.spec.config import check_int
     from l1bn.spec.reference.infer_bn import fold_affine
-
-    from .netrun import IntLayer, IntNet
+    from l1bn.spec.reference.network import IntLayer, IntNet
 
     check_int("mult_bits", mult_bits, 2, 32)
     w = model if hasattr(model, "graph") and hasattr(model, "get_initializer") else load_qonnx(model)
@@ -468,7 +466,7 @@ def qonnx_to_intnet(model, *, mult_bits: int = 16):
     for lay in layers:
         w_exp = lay.wq.exp
         base = IntLayer(name=lay.name, type=lay.type, in_shape=tuple(lay.in_shape), out_shape=tuple(lay.out_shape),
-                        weight=torch.as_tensor(lay.weight, dtype=torch.int64), w_bits=lay.wq.bits, w_exp=w_exp,
+                        weight=np.asarray(lay.weight, dtype=np.int64), w_bits=lay.wq.bits, w_exp=w_exp,
                         a_bits=a_bits, a_exp=a_exp, a_signed=False, stride=lay.stride, padding=lay.padding,
                         bn=None, out_exp=w_exp + a_exp)
         try:
@@ -532,11 +530,9 @@ def import_qonnx(model_path, out_dir, *, mult_bits: int = 16, rows: int = 4, for
     ``test.qat_logits`` holds qonnx ``execute_onnx``'s logits on it, so ``l1bn infer`` reports the
     agreement of the integer reference with qonnx.
     """
-    import torch
     from l1bn.spec.config import check_int
-
-    from .export import load_export, write_export
-    from .netrun import run_net
+    from l1bn.spec.export import load_export, write_export
+    from l1bn.spec.reference.network import run_net
 
     check_int("rows", rows, 1, 64)
     out = Path(out_dir)
@@ -555,10 +551,10 @@ def import_qonnx(model_path, out_dir, *, mult_bits: int = 16, rows: int = 4, for
 
         x, y = test_split()
         xf = x.numpy().reshape((x.shape[0], *net.in_shape))
-        xi = torch.as_tensor(_input_ints(xf, info["input_quant"]))
+        xi = np.asarray(_input_ints(xf, info["input_quant"]), dtype=np.int64)
         images = int(xi.shape[0])
         extra["test.inputs"] = (xi, net.in_bits, False, "test_input")
-        extra["test.labels"] = (y.to(torch.int64), 8, False, "test_label")
+        extra["test.labels"] = (y.numpy().astype(np.int64), 8, False, "test_label")
         if check:
             ql = execute_qonnx(w, xf)
             il = np.asarray(run_net(net, xi), dtype=np.float64) * 2.0 ** -net.layers[-1].out_exp
@@ -566,7 +562,7 @@ def import_qonnx(model_path, out_dir, *, mult_bits: int = 16, rows: int = 4, for
             res = dict(agreement=float((qp == ip).mean()), disagreements=int((qp != ip).sum()),
                        max_logit_diff=float(np.abs(ql.astype(np.float64) - il).max()),
                        accuracy=float((ip == lab).mean()), qonnx_accuracy=float((qp == lab).mean()))
-            extra["test.qat_logits"] = (torch.as_tensor(ql), None, None, "qat_logits")
+            extra["test.qat_logits"] = (np.asarray(ql), None, None, "qat_logits")
     source = {"qonnx": str(Path(model_path).resolve()), "producer": w.model.producer_name,
               "mult_bits": mult_bits, "layers": info["nodes"],
               "input_rounding": info["input_quant"].rounding,

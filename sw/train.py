@@ -142,7 +142,7 @@ def save_run(model: torch.nn.Module, config: dict, metrics: dict, out_dir, *, fo
     step, so an interrupted save leaves the old run or none. An existing non-empty ``out_dir`` is
     replaced only with ``force``.
     """
-    from .outdir import check_output_dir, staged_dir
+    from l1bn.spec.outdir import check_output_dir, staged_dir
 
     out = check_output_dir(out_dir, force=force)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -178,10 +178,10 @@ def load_run(run_dir) -> tuple[torch.nn.Module, dict]:
 def train_run(config: dict, out_dir, *, progress=None, force: bool = False) -> tuple[torch.nn.Module, dict]:
     """:func:`train_model` then :func:`save_run`; returns (model, metrics).
 
-    The output folder is checked before training (:func:`l1bn.sw.outdir.check_output_dir`): an
+    The output folder is checked before training (:func:`l1bn.spec.outdir.check_output_dir`): an
     existing run is replaced only with ``force``.
     """
-    from .outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir
 
     check_output_dir(out_dir, force=force)
     model, metrics = train_model(config, progress=progress)

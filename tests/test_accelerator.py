@@ -10,17 +10,16 @@ import subprocess
 
 import numpy as np
 import pytest
-import torch
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 from click.testing import CliRunner
 from l1bn.cli.main import cli
-from l1bn.hw.accel_layers import weight_matrix
 from l1bn.hw.accel_plan import Plan, best_geometry
 from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface, layers_from_export
 from l1bn.sim.simulate.net import simulate_net
-from l1bn.sw.export import load_export, write_export
-from l1bn.sw.netrun import random_int_net, run_net
+from l1bn.spec.export import load_export, read_manifest, write_export
+from l1bn.spec.reference.network import random_int_net, run_net
+from l1bn.spec.words import unpack
 
 
 def _unused(component):
@@ -35,14 +34,14 @@ def odd_export(tmp_path_factory):
     an fc layer whose classes 3 and 8 have identical weights (argmax ties: the first must win)."""
     net = random_int_net(seed=5, channels=(6, 10, 7))
     fc = net.layers[-1]
-    w = torch.full_like(fc.weight, -1)
+    w = np.full_like(fc.weight, -1)
     w[3] = 7
     w[8] = 7
     net = dataclasses.replace(net, layers=net.layers[:-1] + (dataclasses.replace(fc, weight=w),))
-    g = torch.Generator().manual_seed(1)
-    x = torch.randint(0, 16, (4, 1, 8, 8), generator=g)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 16, (4, 1, 8, 8))
     x[0] = 0  # an all-zero image
-    y = torch.randint(0, 10, (4,), generator=g)
+    y = rng.integers(0, 10, 4)
     path = write_export(net, tmp_path_factory.mktemp("acc-odd") / "net", rows=4,
                         extra={"test.inputs": (x, 4, False, "test_input"),
                                "test.labels": (y, 8, False, "test_label")})
@@ -59,8 +58,8 @@ def test_verilator_every_test_image_bit_exact(trained_export, tmp_path):
     assert r["mismatches"] == 0 and r["passed"]
     assert r["cycles_per_image"] == r["formula_cycles"] == acc.cycles_per_image
     assert r["latency_cycles"] == [acc.latency]
-    pred = torch.argmax(run_net(e.net, e.test_inputs), dim=1)
-    assert r["hw_accuracy"] == r["ref_accuracy"] == float((pred == e.test_labels).double().mean())
+    pred = np.argmax(run_net(e.net, e.test_inputs), axis=1)
+    assert r["hw_accuracy"] == r["ref_accuracy"] == float((pred == e.test_labels).mean())
     print(f"\nverilator: {n} images, {r['images_per_s']:.1f} images/s, {r['cycles_per_image']} cycles/image, "
           f"build {r['build_s']:.1f} s, simulation {r['sim_s']:.1f} s")
 
@@ -74,7 +73,7 @@ def test_icarus_subset_bit_exact(trained_export, tmp_path):
 def test_odd_channels_and_cols_and_argmax_ties(odd_export, tmp_path):
     e = load_export(odd_export)
     ref = run_net(e.net, e.test_inputs)
-    assert bool((ref[:, 3] == ref[:, 8]).all()) and bool((torch.argmax(ref, 1) != 8).all())
+    assert bool((ref[:, 3] == ref[:, 8]).all()) and bool((np.argmax(ref, 1) != 8).all())
     # 3 x 3: neither matches the export's 4-row packing (weights repacked), K=9 > rows + 1
     r = simulate_net(odd_export, simulator="icarus", rows=3, cols=3, build_dir=tmp_path)
     assert r["mismatches"] == 0 and r["passed"] and r["images"] == 4
@@ -145,20 +144,21 @@ def test_no_stalls_period_and_latency(odd_export):
 
 
 def test_weights_repacked_for_any_rows(odd_export):
-    """The weight ROM holds exactly the export's weights whatever the array height."""
+    """The weight ROM holds exactly the export's weights whatever the array height (the export's
+    .hex is packed for 4 rows), decoded with the word codec."""
     e = load_export(odd_export)
     layers, inp = layers_from_export(e)
+    for lay, il in zip(layers, e.net.layers, strict=True):
+        assert np.array_equal(np.array(lay.weights), il.weight.reshape(il.weight.shape[0], -1))
     for rows in (1, 3, 4, 7):
         p = Plan(layers, in_chw=inp["shape"], in_bits=inp["bits"], rows=rows, cols=2)
+        wb = p.mac_cfg.wbits
         for lay, lp in zip(layers, p.layers, strict=True):
-            w = weight_matrix(lay, 4)
-            wb = p.mac_cfg.wbits
-            for o in range(lay.channels):
-                t, r = divmod(o, rows)
-                for k in range(lay.k):
-                    word = p.weight_words[lp.woff + t * lay.k + k]
-                    v = (word >> (r * wb)) & ((1 << wb) - 1)
-                    assert v - (1 << wb) * (v >> (wb - 1)) == w[o][k]
+            words = p.weight_words[lp.woff:lp.woff + lp.t * lay.k]
+            fields = unpack(words, wb, rows)                         # (T*K, rows)
+            w = fields.reshape(lp.t, lay.k, rows).transpose(0, 2, 1).reshape(lp.t * rows, lay.k)
+            assert np.array_equal(w[:lay.channels], np.array(lay.weights))
+            assert not w[lay.channels:].any()                         # padding rows are 0
 
 
 def test_cycle_formula_by_hand(trained_export):
@@ -231,7 +231,7 @@ def test_verilog_net_cli_and_verilator_lint(trained_export, tmp_path):
 
 
 def _edit_manifest(path, fn):
-    m = json.loads((path / "manifest.json").read_text())
+    m = read_manifest(path)
     fn(m)
     (path / "manifest.json").write_text(json.dumps(m))
 

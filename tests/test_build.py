@@ -13,9 +13,10 @@ from amaranth import Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
-from l1bn.hw.board import ImageRunner, ecp5_pll_params, result_layout
-from l1bn.sw.export import write_export
-from l1bn.sw.netrun import random_int_net
+from l1bn.hw.accel_layers import output_layout
+from l1bn.hw.board import ImageRunner, ecp5_pll_params
+from l1bn.spec.export import write_export
+from l1bn.spec.reference.network import random_int_net
 
 LOGIT_BITS = 12
 
@@ -27,7 +28,7 @@ class SumNet(wiring.Component):
     def __init__(self, *, in_bits=4, pixels=64, logit_bits=LOGIT_BITS, stall=0):
         self.pixels, self.stall, self.lb = pixels, stall, logit_bits
         super().__init__({"i": In(stream.Signature(unsigned(in_bits))),
-                          "o": Out(stream.Signature(result_layout(logit_bits)))})
+                          "o": Out(stream.Signature(output_layout(10, logit_bits)))})
 
     @staticmethod
     def model(image, logit_bits=LOGIT_BITS):
@@ -177,7 +178,7 @@ def test_too_many_images_is_an_error(tiny_export):
 def test_ulx3s_pll_build_with_stand_in(tiny_export, tmp_path):
     """The PLL path (50 MHz from the 25 MHz oscillator) with the small stand-in network (~15 s)."""
     from l1bn.cli.build import board_platform, make_top, run_build
-    from l1bn.sw.export import load_export
+    from l1bn.spec.export import load_export
 
     exported = load_export(tiny_export)
     top = make_top(exported, images=4, clock_mhz=50, continuous=False, accelerator=SumNet())
@@ -206,7 +207,7 @@ def test_board_runner_with_real_accelerator(tiny_export):
     the integer reference's (LED 5 stays on) and the argmax LED bits are the reference argmax."""
     from l1bn.cli.build import board_inputs
     from l1bn.hw import accelerator as acc
-    from l1bn.sw.export import load_export
+    from l1bn.spec.export import load_export
 
     exported = load_export(tiny_export)
     rom = board_inputs(exported, 2)

@@ -31,8 +31,8 @@ from l1bn.cli.main import COMMANDS, main
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A workspace: a (fake) trained run, a real small export, a damaged export, a file."""
-    from l1bn.sw.export import write_export
-    from l1bn.sw.netrun import random_int_net
+    from l1bn.spec.export import read_manifest, write_export
+    from l1bn.spec.reference.network import random_int_net
 
     root = tmp_path_factory.mktemp("fuzz")
     run = root / "runs" / "run"
@@ -48,7 +48,7 @@ def ws(tmp_path_factory):
         "test.inputs": (x, 4, False, "test_input"), "test.labels": (x[:, 0, 0, 0] % 10, 4, False, "test_label")})
     bad = root / "bad_exp"
     shutil.copytree(exp, bad)
-    m = json.loads((bad / "manifest.json").read_text())
+    m = read_manifest(bad)
     m["layers"][1]["bn"]["shift"] += 1   # the one-byte edit of issue 21
     (bad / "manifest.json").write_text(json.dumps(m, indent=1))
     (root / "afile").write_text("not a folder\n")

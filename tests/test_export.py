@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from l1bn.sw.export import (
+from l1bn.spec.export import (
     SCHEMA_VERSION,
     ExportError,
     decode_hex_column,
@@ -14,16 +14,16 @@ from l1bn.sw.export import (
     encode_hex_column,
     encode_hex_weights,
     load_export,
+    read_manifest,
     write_export,
 )
-from l1bn.sw.netrun import random_int_net, run_net
+from l1bn.spec.reference.network import quantize_input, random_int_net, run_net
 
 
 @pytest.fixture(scope="module")
 def synthetic_export(tmp_path_factory):
     net = random_int_net(seed=2)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 16, (40, 1, 8, 8), generator=g)
+    x = np.random.default_rng(0).integers(0, 16, (40, 1, 8, 8))
     path = write_export(net, tmp_path_factory.mktemp("exp") / "net",
                         extra={"test.inputs": (x, 4, False, "test_input")}, rows=4)
     return net, x, path
@@ -36,7 +36,7 @@ def _copy(path, tmp_path):
 
 
 def _edit_manifest(path, fn):
-    m = json.loads((path / "manifest.json").read_text())
+    m = read_manifest(path)
     fn(m)
     (path / "manifest.json").write_text(json.dumps(m))
 
@@ -44,11 +44,13 @@ def _edit_manifest(path, fn):
 def test_round_trip_same_numbers(synthetic_export):
     net, x, path = synthetic_export
     e = load_export(path)
-    assert torch.equal(run_net(e.net, e.test_inputs), run_net(net, x))
-    for a, b in zip(net.layers, e.net.layers, strict=False):
-        assert torch.equal(a.weight, b.weight) and a.stride == b.stride and a.padding == b.padding
+    assert isinstance(e.test_inputs, np.ndarray) and e.test_inputs.dtype == np.int64
+    assert np.array_equal(run_net(e.net, e.test_inputs), run_net(net, x))
+    for a, b in zip(net.layers, e.net.layers, strict=True):
+        assert b.weight.dtype == np.int64 and np.array_equal(a.weight, b.weight)
+        assert a.stride == b.stride and a.padding == b.padding
         if a.bn is not None:
-            assert torch.equal(a.bn.mult, b.bn.mult) and torch.equal(a.bn.bias, b.bn.bias)
+            assert np.array_equal(a.bn.mult, b.bn.mult) and np.array_equal(a.bn.bias, b.bn.bias)
             assert (a.bn.shift, a.bn.out_bits, a.bn.relu) == (b.bn.shift, b.bn.out_bits, b.bn.relu)
     m = e.manifest
     assert m["schema_version"] == SCHEMA_VERSION
@@ -70,11 +72,10 @@ def test_weight_hex_layout_is_documented_word_order(synthetic_export):
 
 @pytest.mark.parametrize("bits,rows,o", [(1, 3, 5), (4, 4, 10), (8, 1, 3), (3, 7, 2)])
 def test_hex_encoders_round_trip(bits, rows, o):
-    g = torch.Generator().manual_seed(bits)
-    w = torch.randint(-(1 << (bits - 1)), 1 << (bits - 1), (o, 2, 3), generator=g)
-    assert torch.equal(decode_hex_weights(encode_hex_weights(w, bits, rows), (o, 2, 3), bits, rows), w)
-    v = torch.tensor([-(1 << (bits - 1)), (1 << (bits - 1)) - 1, 0])
-    assert torch.equal(decode_hex_column(encode_hex_column(v, bits), bits), v)
+    w = np.random.default_rng(bits).integers(-(1 << (bits - 1)), 1 << (bits - 1), (o, 2, 3))
+    assert np.array_equal(decode_hex_weights(encode_hex_weights(w, bits, rows), (o, 2, 3), bits, rows), w)
+    v = np.array([-(1 << (bits - 1)), (1 << (bits - 1)) - 1, 0])
+    assert np.array_equal(decode_hex_column(encode_hex_column(v, bits), bits), v)
 
 
 def test_corrupt_npy_byte(synthetic_export, tmp_path):
@@ -118,6 +119,53 @@ def test_missing_hex_and_corrupt_hex(synthetic_export, tmp_path):
     (p3 / "conv1.mult.hex").write_text(text)
     with pytest.raises(ExportError, match="conv1.mult: sha256 of conv1.mult.hex"):
         load_export(p3)
+
+
+def _rewrite_hex(p, name, text):
+    """Replace a tensor's .hex consistently (file and sha256), as a buggy exporter would."""
+    import hashlib
+
+    (p / f"{name}.hex").write_text(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    _edit_manifest(p, lambda m: m["tensors"][name]["hex"].update(sha256=digest))
+
+
+@pytest.mark.parametrize("damage,want", [
+    ("not_hex", r"conv1.mult: hex file conv1.mult.hex is malformed: line 3 \('12zz'\) is not a hexadecimal word"),
+    ("too_wide", r"conv1.mult: hex file conv1.mult.hex is malformed: a word is wider than the 16 bits of its format"),
+    ("padding", r"fc.weight: hex file fc.weight.hex is malformed: padding rows are not zero"),
+    ("other_value", r"conv3.bias: hex file conv3.bias.hex does not hold the same values as conv3.bias.npy"),
+])
+def test_spec_reader_refuses_tampered_hex(synthetic_export, tmp_path, damage, want):
+    """The reader decodes every .hex with the word codec and compares it with its .npy."""
+    p = _copy(synthetic_export[2], tmp_path)
+    if damage in ("not_hex", "too_wide"):
+        lines = (p / "conv1.mult.hex").read_text().split()
+        lines[2] = "12zz" if damage == "not_hex" else "1" + lines[2]   # 17 bits in a 16-bit word
+        _rewrite_hex(p, "conv1.mult", "\n".join(lines) + "\n")
+    elif damage == "padding":   # fc: 10 classes in 3 tiles of 4 rows; rows 10, 11 must be 0
+        lines = (p / "fc.weight.hex").read_text().split()
+        lines[-1] = f"{int(lines[-1], 16) | (1 << 12):04x}"        # row 3 of the last tile = channel 11
+        _rewrite_hex(p, "fc.weight", "\n".join(lines) + "\n")
+    else:
+        lines = (p / "conv3.bias.hex").read_text().split()
+        lines[0], lines[1] = lines[1], lines[0]
+        _rewrite_hex(p, "conv3.bias", "\n".join(lines) + "\n")
+    with pytest.raises(ExportError, match=want):
+        load_export(p)
+
+
+def test_spec_reader_refuses_a_manifest_that_is_not_an_object(synthetic_export, tmp_path):
+    p = _copy(synthetic_export[2], tmp_path)
+    (p / "manifest.json").write_text("[1, 2]\n")
+    with pytest.raises(ExportError, match="schema is None"):
+        load_export(p)
+    (p / "manifest.json").write_text("{\"schema\": ")
+    with pytest.raises(ExportError, match="manifest.json: not valid JSON"):
+        read_manifest(p)
+    (p / "manifest.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ExportError, match="manifest.json: not a text file"):
+        load_export(p)
 
 
 def _rewrite_npy(p, name, arr):
@@ -173,7 +221,7 @@ def test_write_is_atomic_and_refuses_overwrite(synthetic_export, tmp_path):
     load_export(out)
     # a failure half-way leaves neither a partial target nor temporary folders behind
     with pytest.raises(ValueError, match="exceed 4-bit"):
-        write_export(net, tmp_path / "f", extra={"bad": (torch.tensor([99]), 4, True, "x")})
+        write_export(net, tmp_path / "f", extra={"bad": (np.array([99]), 4, True, "x")})
     assert sorted(q.name for q in tmp_path.iterdir()) == ["e"]
 
 
@@ -210,12 +258,11 @@ def l1bn(*args, subprocess_=False):
 def synthetic_with_split(tmp_path_factory):
     """A synthetic export carrying a test split and 'QAT' logits (the integer logits, rescaled)."""
     net = random_int_net(seed=4)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randint(0, 16, (64, 1, 8, 8), generator=g)
+    x = np.random.default_rng(1).integers(0, 16, (64, 1, 8, 8))
     logits = run_net(net, x)
     labels = logits.argmax(1)
     labels[:8] = (labels[:8] + 1) % 10  # 56 of 64 right
-    qat = logits.double() * 2.0 ** -net.layers[-1].out_exp
+    qat = logits * 2.0 ** -net.layers[-1].out_exp
     qat[0] = -qat[0]  # one QAT prediction differs (unless the row is constant)
     path = write_export(net, tmp_path_factory.mktemp("cli") / "net", extra={
         "test.inputs": (x, 4, False, "test_input"), "test.labels": (labels, 4, False, "test_label"),
@@ -262,7 +309,7 @@ def test_cli_export_missing_run(tmp_path):
 
 def test_documented_hex_example():
     """docs/export.md: W[0..3, 0] = -3, 7, 0, -8 with rows=4, 4-bit -> word 807d."""
-    assert encode_hex_weights(torch.tensor([[-3], [7], [0], [-8]]), 4, 4) == ["807d"]
+    assert encode_hex_weights(np.array([[-3], [7], [0], [-8]]), 4, 4) == ["807d"]
 
 
 class _L1BN(torch.nn.Module):
@@ -311,19 +358,18 @@ def _float_qat_model(seed=0):
 
 def test_net_from_spec_agrees_with_float_model():
     from l1bn.sw.export import net_from_spec
-    from l1bn.sw.netrun import quantize_input
 
     spec, forward = _float_qat_model()
     net = net_from_spec(spec, in_shape=(1, 8, 8), in_bits=4, in_exp=4)
     x = torch.rand(2000, 1, 8, 8, generator=torch.Generator().manual_seed(9))
-    logits_f = forward(x)
-    logits_i = run_net(net, quantize_input(x, bits=4, exp=4))
-    agree = float((logits_f.argmax(1) == logits_i.argmax(1)).double().mean())
+    logits_f = forward(x).double().numpy()
+    logits_i = run_net(net, quantize_input(x.numpy(), bits=4, exp=4))
+    agree = float((logits_f.argmax(1) == logits_i.argmax(1)).mean())
     assert agree >= 0.995, agree
     # the MAC part is exact: same integer activations give the same logits up to the scale
     assert net.layers[-1].out_exp == 3 + 2
-    err = (logits_i.double() * 2.0 ** -5 - logits_f.double()).abs()
-    assert float(err.median()) == 0.0
+    err = np.abs(logits_i * 2.0 ** -5 - logits_f)
+    assert float(np.median(err)) == 0.0
 
 
 def test_net_from_spec_refuses_off_grid_weights():
@@ -363,18 +409,18 @@ def standin_run(trained_standin, tmp_path, monkeypatch):
 
 def test_export_run_round_trip_and_cli(standin_run, tmp_path):
     from l1bn.cli.export import infer_export
-    from l1bn.sw.netrun import quantize_input
 
     run, model, x, y = standin_run
+    x, y = x.numpy(), y.numpy()
     r = l1bn("export", str(run), "--out", str(tmp_path / "exp"))
     assert r.returncode == 0, r.stderr
     assert "exported" in r.stdout and "conv2" in r.stdout and "fc" in r.stdout
     e = load_export(tmp_path / "exp")
-    assert torch.equal(e.test_inputs, quantize_input(x, bits=4, exp=4)) and torch.equal(e.test_labels, y)
+    assert np.array_equal(e.test_inputs, quantize_input(x, bits=4, exp=4)) and np.array_equal(e.test_labels, y)
     assert e.manifest["source"]["config"]["norm"] == "l1"
     logits = run_net(e.net, e.test_inputs)
     res = infer_export(tmp_path / "exp")
-    assert res["accuracy"] == float((logits.argmax(1) == y).double().mean())
+    assert res["accuracy"] == float((logits.argmax(1) == y).mean())
     assert res["agreement"] >= 0.995 and abs(res["accuracy"] - res["qat_accuracy"]) <= 0.005
     r2 = l1bn("infer", str(tmp_path / "exp"), "--json")
     assert r2.returncode == 0 and json.loads(r2.stdout)["accuracy"] == res["accuracy"]
@@ -383,6 +429,6 @@ def test_export_run_round_trip_and_cli(standin_run, tmp_path):
     assert r3.returncode == 2 and "exists and is not empty" in r3.stderr
     assert l1bn("export", str(run), "--out", str(tmp_path / "exp"), "--rows", "8", "--force").returncode == 0
     e8 = load_export(tmp_path / "exp")
-    assert e8.manifest["hex_rows"] == 8 and torch.equal(run_net(e8.net, e8.test_inputs), logits)
+    assert e8.manifest["hex_rows"] == 8 and np.array_equal(run_net(e8.net, e8.test_inputs), logits)
     r4 = l1bn("export", str(run), "--out", str(tmp_path / "e2"), "--rows", "65")
     assert r4.returncode == 2 and r4.stderr.startswith("error: rows=65 is out of range")

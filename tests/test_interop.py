@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from l1bn.spec.export import load_export
+from l1bn.spec.reference.network import random_int_net, run_net
 from l1bn.sw import data
-from l1bn.sw.export import load_export
-from l1bn.sw.netrun import random_int_net, run_net
 from l1bn.sw.qonnx_export import intnet_to_qonnx, write_qonnx
 from l1bn.sw.qonnx_import import (
     QONNXImportError,

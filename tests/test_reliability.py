@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from l1bn.sw.export import ExportError, load_export, manifest_digest, write_export
-from l1bn.sw.netrun import random_int_net
+from l1bn.spec.export import ExportError, load_export, manifest_digest, read_manifest, write_export
+from l1bn.spec.reference.network import random_int_net
 
 
 def _snapshot(root: Path) -> dict:
@@ -111,7 +111,7 @@ def _write_manifest(export: Path, m: dict, dst: Path) -> Path:
 
 def test_every_arithmetic_field_changed_by_one_is_refused(small_export, tmp_path):
     """+1 and -1 on every integer of the manifest, every flag flipped: each edit is refused."""
-    m = json.loads((small_export / "manifest.json").read_text())
+    m = read_manifest(small_export)
     leaves = list(_leaves(m))
     # every shape, width, exponent, shift, count, stride, padding, flag (and the schema version)
     assert len(leaves) > 150
@@ -127,7 +127,7 @@ def test_every_arithmetic_field_changed_by_one_is_refused(small_export, tmp_path
 
 
 def test_swapped_tensors_are_refused(small_export, tmp_path):
-    m = json.loads((small_export / "manifest.json").read_text())
+    m = read_manifest(small_export)
     a, b = m["layers"][1]["bn"], m["layers"][2]["bn"]     # both 32 channels: shapes agree
     a["mult"], b["mult"] = b["mult"], a["mult"]
     with pytest.raises(ExportError):
@@ -143,7 +143,7 @@ def test_swapped_tensors_are_refused(small_export, tmp_path):
 def test_redundant_field_is_checked_against_the_tensors_even_when_resigned(small_export, tmp_path, path):
     """A field that follows from the tensors and the other fields is checked on its own: an edit
     is refused even when the manifest checksum is recomputed."""
-    m = json.loads((small_export / "manifest.json").read_text())
+    m = read_manifest(small_export)
     node = m
     for k in path:
         node = node[k]
@@ -154,7 +154,7 @@ def test_redundant_field_is_checked_against_the_tensors_even_when_resigned(small
 
 
 def test_infer_refuses_the_one_byte_shift_edit(small_export, tmp_path, l1bn_cli):
-    d = _write_manifest(small_export, json.loads((small_export / "manifest.json").read_text()), tmp_path / "e")
+    d = _write_manifest(small_export, read_manifest(small_export), tmp_path / "e")
     text = (d / "manifest.json").read_text()
     i = text.index('"shift": ') + len('"shift": ')
     (d / "manifest.json").write_text(text[:i] + str(int(text[i]) + 1 if text[i] != "9" else 8) + text[i + 1:])
@@ -168,7 +168,7 @@ _DRIVER = r"""
 import sys, time
 what, argv = sys.argv[1], sys.argv[2:]
 if what == "export":
-    import l1bn.sw.export as E
+    import l1bn.spec.export as E
     add = E._Writer.add
     def slow(self, *a, **k):
         name = add(self, *a, **k)
@@ -360,6 +360,6 @@ def test_run_net_refuses_float_images():
     """Float images would be truncated silently by the integer reference: refused instead."""
     net = random_int_net(seed=0)
     with pytest.raises(ValueError, match="quantize_input"):
-        from l1bn.sw.netrun import run_net
+        from l1bn.spec.reference.network import run_net
 
         run_net(net, torch.rand(2, 1, 8, 8))

@@ -67,8 +67,8 @@ def test_run_folder_and_reload(run):
 
 def test_export_agrees_with_qat(run):
     """The exporter's integer network reproduces the QAT model's predictions."""
+    from l1bn.spec.reference.network import quantize_input, run_net
     from l1bn.sw.export import net_from_spec
-    from l1bn.sw.netrun import quantize_input, run_net
 
     out, _, _ = run
     model, _ = load_run(out)

@@ -16,11 +16,11 @@ def tiny_accelerator(*, cols: int = 2) -> Accelerator:
     """A 2x2 single-channel image (2-bit pixels) -> 1x1 conv to 2 channels with folded BN and
     ReLU (2-bit activations) -> linear to 2 logits, on a 2-row array with ``cols`` columns."""
     conv = AccelLayer(name="conv", type="conv2d", in_chw=(1, 2, 2), out_chw=(2, 2, 2), kernel=(1, 1),
-                      stride=1, padding=0, w_bits=2, a_bits=2, acc_bits=6, weight_words=(0b1101,),
+                      stride=1, padding=0, w_bits=2, a_bits=2, acc_bits=6, weights=((1,), (-1,)),
                       mult=(1, -1), bias=(1, 0), shift=0, out_bits=2, mult_bits=2, bias_bits=2)
     fc = AccelLayer(name="fc", type="linear", in_chw=(2, 2, 2), out_chw=(2, 1, 1), kernel=(2, 2),
                     stride=1, padding=0, w_bits=2, a_bits=2, acc_bits=8,
-                    weight_words=(0b0111, 0b1001, 0b0110, 0b1110, 0b0101, 0b1011, 0b0001, 0b1100),
+                    weights=((-1, 1, -2, -2, 1, -1, 1, 0), (1, -2, 1, -1, 1, -2, 0, -1)),
                     mult=None, bias=None, shift=None, out_bits=None, mult_bits=None, bias_bits=None)
     return Accelerator([conv, fc], in_shape=(1, 2, 2), in_bits=2, rows=2, cols=cols)
 

@@ -65,13 +65,6 @@ def backward_config(norm: str, width: int, *, n: int, channels: int):
     return BNBackwardConfig(bn=b, grad_width=8, inner_frac=6, grad_out_width=20, grad_out_frac=10)
 
 
-def _pack(values, bits):
-    v = 0
-    for k, x in enumerate(values):
-        v |= (int(x) & ((1 << bits) - 1)) << (k * bits)
-    return v
-
-
 def _gamma_beta(cfg):
     import torch
 
@@ -83,22 +76,25 @@ def _gamma_beta(cfg):
 
 def forward_beats(cfg, seed: int = 0):
     """Input beats of one batch of real activations (:func:`l1bn.sw.capture.bn_inputs`)."""
+    import numpy as np
+    from l1bn.spec.words import pack
     from l1bn.sw.capture import bn_inputs
 
     x = bn_inputs(width=cfg.width, n=cfg.n, channels=cfg.channels, seed=seed)
     gamma, beta = _gamma_beta(cfg)
-    beats = []
-    for c in range(cfg.channels):
-        for j in range(cfg.beats):
-            lanes = x[c, j * cfg.lanes:(j + 1) * cfg.lanes].tolist()
-            beats.append({"i__payload": _pack(lanes, cfg.width), "gamma": int(gamma[c]), "beta": int(beta[c])})
+    # one beat = lanes consecutive elements of a channel (the unit's ArrayLayout(signed(width), lanes))
+    payloads = pack(np.asarray(x).reshape(cfg.channels * cfg.beats, cfg.lanes), cfg.width)
+    beats = [{"i__payload": payloads[c * cfg.beats + j], "gamma": int(gamma[c]), "beta": int(beta[c])}
+             for c in range(cfg.channels) for j in range(cfg.beats)]
     return beats, cfg.channels * cfg.beats
 
 
 def backward_beats(cfg, seed: int = 0):
     """Beats (pass 1 then pass 2 per channel) of real (x, dy) from one training step; mu and inv
     from the integer forward reference."""
+    import numpy as np
     from l1bn.spec.reference.bn import bn_forward
+    from l1bn.spec.words import pack
     from l1bn.sw.capture import bn_grads
 
     b = cfg.bn
@@ -106,12 +102,10 @@ def backward_beats(cfg, seed: int = 0):
     _, dy = bn_grads(width=cfg.grad_width, n=b.n, channels=b.channels, seed=seed)
     gamma, beta = _gamma_beta(b)
     f = bn_forward(x, gamma, beta, b)
-    beats = []
-    for c in range(b.channels):
-        for _pass in range(2):
-            for j in range(b.n):
-                payload = (int(x[c, j]) & ((1 << b.width) - 1)) | \
-                          ((int(dy[c, j]) & ((1 << cfg.grad_width) - 1)) << b.width)
-                beats.append({"i__payload": payload, "mu": int(f.mu[c]), "inv": int(f.inv[c]),
-                              "gamma": int(gamma[c])})
+    # one beat = StructLayout({"x": signed(width), "dy": signed(grad_width)}) (x in the low bits)
+    payloads = pack(np.stack([np.asarray(x).reshape(-1), np.asarray(dy).reshape(-1)], axis=1),
+                    [b.width, cfg.grad_width])
+    beats = [{"i__payload": payloads[c * b.n + j], "mu": int(f.mu[c]), "inv": int(f.inv[c]),
+              "gamma": int(gamma[c])}
+             for c in range(b.channels) for _pass in range(2) for j in range(b.n)]
     return beats, b.channels * b.n

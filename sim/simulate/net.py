@@ -2,8 +2,10 @@
 integer reference.
 
 :func:`simulate_net` is the Python entry point (``make demo``, the tests and ``bench/net_sim.py``
-share it). The export is loaded and validated and the accelerator generated *before* any simulator
-starts, so a tampered export stops with one ``error:`` line and nothing is built.
+share it). The export is loaded and validated once (here, or by the caller that passes the loaded
+``ExportedNet``) and the accelerator generated *before* any simulator starts, so a tampered export
+stops with one ``error:`` line and nothing is built. The bench gets what it needs in its data file
+(the pixels, the integer reference's logits, the labels); it does not read the export.
 """
 
 from __future__ import annotations
@@ -20,28 +22,30 @@ from .runner import SIMULATORS, SimulationError, run_bench, stream_ports
 __all__ = ["simulate_net"]
 
 
-def _prepare(export_dir, rows: int | None, cols: int | None):
-    """Load + validate the export and generate the accelerator's Verilog (raises ValueError)."""
+def _prepare(export, rows: int | None, cols: int | None):
+    """The loaded export (``export`` is a folder or an ``ExportedNet``), the accelerator, its
+    interface and Verilog (raises ValueError)."""
     from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
-    from l1bn.sw.export import load_export
+    from l1bn.spec.export import ExportedNet, load_export
 
-    e = load_export(export_dir)
+    e = export if isinstance(export, ExportedNet) else load_export(export)
     if e.test_inputs is None:
-        raise ValueError(f"{export_dir}: the export holds no test images (test.inputs)")
+        raise ValueError(f"{e.path}: the export holds no test images (test.inputs)")
     acc = accelerator_from_export(e, rows=rows, cols=cols)
     iface = dict(accelerator_interface(e), cycles_per_image=acc.cycles_per_image, latency=acc.latency)
     return e, acc, iface, to_verilog(acc, "accelerator")
 
 
-def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None = None,
+def simulate_net(export, *, simulator: str = "verilator", images: int | None = None,
                  progress: bool = False, build_dir=None, rows: int | None = None, cols: int | None = None,
                  raise_on_fail: bool = False, console=None) -> dict:
     """Run the first ``images`` test images of an export through the accelerator in cocotb.
 
     Parameters
     ----------
-    export_dir : path
-        An export (``l1bn export``); validated with ``load_export`` before anything is built.
+    export : path or ExportedNet
+        An export (``l1bn export``): its folder, validated with ``load_export`` before anything
+        is built, or the ``ExportedNet`` the caller loaded.
     simulator : {"verilator", "icarus"}
     images : int, optional
         How many test images (default: all of them).
@@ -67,9 +71,10 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
         build), ``sim_s``, ``build_s``, ``simulator``, ``passed``.
     """
     from l1bn.spec.config import check_choice, check_int
+    from l1bn.spec.reference.network import run_net
 
     check_choice("simulator", simulator, SIMULATORS)
-    e, acc, iface, verilog = _prepare(export_dir, rows, cols)
+    e, acc, iface, verilog = _prepare(export, rows, cols)
     total = int(e.test_inputs.shape[0])
     if images is not None:
         check_int("images", images, 1, total)
@@ -80,7 +85,12 @@ def simulate_net(export_dir, *, simulator: str = "verilator", images: int | None
     build_dir = Path(build_dir).resolve()
     prog = build_dir / "net_progress.txt"
     prog.unlink(missing_ok=True)
-    data = {"export": str(Path(export_dir).resolve()), "images": n, "progress": str(prog),
+    x = e.test_inputs[:n]
+    ref = run_net(e.net, x)                                    # (n, classes) int64: the expectation
+    labels = e.test_labels
+    data = {"export": str(Path(e.path).resolve()), "images": n, "progress": str(prog),
+            "pixels": x.reshape(n, -1).tolist(),                 # (c, y, x) order, one list per image
+            "expected": ref.tolist(), "labels": None if labels is None else labels[:n].tolist(),
             "cycles_per_image": iface["cycles_per_image"], "latency": iface["latency"]}
 
     box: dict = {}

@@ -21,24 +21,20 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 from l1bn.sim.asic.step import asic_job
 from l1bn.sim.fpga.pnr import pnr_ecp5_json
 from l1bn.sim.fpga.steps import ECP5Job, EnergyJob
 from l1bn.sim.fpga.synth import synth_ecp5_text
 from l1bn.sim.report.units import forward_beats
 from l1bn.sim.simulate.mac import random_tiles
+from l1bn.spec.reference.mac import encode_weights
+from l1bn.spec.words import pack
 
 from .grid import MAC_K, MAC_TILES, point_config, point_id
 from .keys import source_digest
 
 __all__ = ["stimulus", "evaluate"]
-
-
-def _pack(values, bits: int) -> int:
-    v = 0
-    for k, x in enumerate(values):
-        v |= (int(x) & ((1 << bits) - 1)) << (k * bits)
-    return v
 
 
 def stimulus(p: dict) -> dict:
@@ -48,17 +44,15 @@ def stimulus(p: dict) -> dict:
     if p["design"] == "bn":
         beats, elems = forward_beats(cfg)
         return {"beats": beats, "expect_out": elems // cfg.lanes, "items": elems}
+    # one beat = hw.mac_array.in_layout: rows weights (binary: 0 -> +1, 1 -> -1), cols
+    # activations, then last
+    widths = [cfg.wbits] * cfg.rows + [cfg.abits] * cfg.cols + [1]
     beats = []
-    wb = cfg.wbits
     for t in random_tiles(cfg, MAC_TILES, MAC_K, seed=0):
-        for k in range(MAC_K):
-            w = [t["w"][i][k] for i in range(cfg.rows)]
-            if wb == 1 and cfg.signed_w:
-                w = [1 if x < 0 else 0 for x in w]   # binary weights: 0 -> +1, 1 -> -1
-            a = t["a"][k]
-            payload = (_pack(w, wb) | (_pack(a, cfg.abits) << (cfg.rows * wb))
-                       | (int(k == MAC_K - 1) << (cfg.rows * wb + cfg.cols * cfg.abits)))
-            beats.append({"i__payload": payload})
+        w = np.asarray(encode_weights(np.array(t["w"]), cfg)).T             # (K, rows)
+        last = (np.arange(MAC_K) == MAC_K - 1)[:, None]
+        fields = np.concatenate([w, np.array(t["a"]), last], axis=1)      # (K, rows + cols + 1)
+        beats += [{"i__payload": v} for v in pack(fields, widths)]
     return {"beats": beats, "expect_out": cfg.rows * MAC_TILES, "items": cfg.rows * cfg.cols * MAC_K * MAC_TILES}
 
 

@@ -26,8 +26,8 @@ def write_net_verilog(export_dir, out_dir, *, rows: int | None = None, cols: int
     written paths.
     """
     from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
-    from l1bn.sw.export import load_export
-    from l1bn.sw.outdir import check_output_dir, write_text_atomic
+    from l1bn.spec.export import load_export
+    from l1bn.spec.outdir import check_output_dir, write_text_atomic
 
     out = check_output_dir(out_dir, inputs=[export_dir], option="-o", must_be_new=False)
     e = load_export(export_dir)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["int_range", "saturate", "rshift_round", "recip_const", "div_const", "as_int64",
-           "as_float64", "like", "is_numpy"]
+           "as_float64", "like", "is_numpy", "plain"]
 
 
 def int_range(bits: int, signed: bool = True) -> tuple[int, int]:
@@ -26,7 +26,7 @@ def int_range(bits: int, signed: bool = True) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
-def _plain(x):
+def plain(x):
     """A torch tensor becomes a detached CPU tensor (so ``np.asarray`` can read it); others pass."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         return x.detach().cpu()
@@ -40,7 +40,7 @@ def is_numpy(x) -> bool:
 
 def as_int64(x, name: str = "x") -> np.ndarray:
     """``x`` as a numpy int64 array; ``ValueError`` naming ``name`` when it is not integer-typed."""
-    a = np.asarray(_plain(x))
+    a = np.asarray(plain(x))
     if a.dtype.kind not in "iub":
         raise ValueError(f"{name} must hold integers (int64); got dtype {a.dtype}")
     return a.astype(np.int64, copy=False)
@@ -48,7 +48,7 @@ def as_int64(x, name: str = "x") -> np.ndarray:
 
 def as_float64(x) -> np.ndarray:
     """``x`` as a flat numpy float64 array (float parameters: running statistics, gamma, beta)."""
-    return np.asarray(_plain(x), dtype=np.float64).reshape(-1)
+    return np.asarray(plain(x), dtype=np.float64).reshape(-1)
 
 
 def like(result, template):

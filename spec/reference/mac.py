@@ -51,8 +51,24 @@ def check_operands(w, a, cfg: MACConfig) -> None:
 
 
 def matmul(w, a):
-    """Exact integer product ``w @ a`` in int64 (w: M x K, a: K x N)."""
-    return like(as_int64(w, "w") @ as_int64(a, "a"), w)
+    """Exact integer product ``w @ a`` in int64 (w: M x K, a: K x N), in the array type of ``w``.
+
+    numpy's int64 matmul does not use BLAS and is slow; so when ``K * max|w| * max|a| < 2**53``
+    the product runs as a float64 BLAS matmul instead. That is exact: every partial sum, in any
+    order BLAS adds, is an integer of magnitude at most ``K * max|w| * max|a|``, which float64
+    represents exactly (53-bit significand), and so is every product. Otherwise int64.
+    """
+    return like(_matmul(as_int64(w, "w"), as_int64(a, "a")), w)
+
+
+def _max_abs(x: np.ndarray) -> int:
+    return max(-int(x.min()), int(x.max())) if x.size else 0
+
+
+def _matmul(w: np.ndarray, a: np.ndarray) -> np.ndarray:
+    if w.shape[-1] * _max_abs(w) * _max_abs(a) < 1 << 53:
+        return (w.astype(np.float64) @ a.astype(np.float64)).astype(np.int64)
+    return w @ a
 
 
 def _requantize(acc: np.ndarray, shift: int, out_bits: int, relu: bool) -> np.ndarray:

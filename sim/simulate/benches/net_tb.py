@@ -1,12 +1,14 @@
 """cocotb bench for the whole-network accelerator (:mod:`l1bn.hw.accelerator`), built from the kit.
 
 Inputs (``run_bench(..., name="net")``, set by :func:`l1bn.sim.simulate.net.simulate_net`): data
-``{"export": folder, "images": K, "cycles_per_image", "latency", "progress": file}``. The first K
-test images of the export stream in back to back (``i.valid`` always high, ``o.ready`` always high:
-the condition of the accelerator's cycle formulas): the first image's latency (it enters an idle
-accelerator) must equal ``latency`` and every output-to-output period ``cycles_per_image``. Expected logits come only from
-:func:`l1bn.sw.netrun.run_net` (the integer reference); the expected class is the first maximum
-(``argmax``). The bench rewrites the progress file with ``done total`` every few images.
+``{"images": K, "pixels": K lists of pixels, "expected": K lists of logits, "labels": K labels or
+None, "cycles_per_image", "latency", "progress": file}``. The K images stream in back to back
+(``i.valid`` always high, ``o.ready`` always high: the condition of the accelerator's cycle
+formulas): the first image's latency (it enters an idle accelerator) must equal ``latency`` and
+every output-to-output period ``cycles_per_image``. The expected logits are the integer
+reference's (:func:`l1bn.spec.reference.network.run_net`, computed by the driver from the loaded
+export); the expected class is the first maximum (``argmax``). The bench rewrites the progress file
+with ``done total`` every few images.
 
 While the accelerator computes, the source sleeps until ``i.ready`` rises and the sink until
 ``o.valid`` rises: Python touches the design once per input beat and once per image, so Verilator
@@ -36,25 +38,20 @@ class NetTestbench(Testbench):
     """Source ``i`` (one pixel per beat, images back to back), sink ``o`` (one beat per image)."""
 
     def __init__(self, dut):
-        from l1bn.sw.export import load_export
-        from l1bn.sw.netrun import run_net
-
         super().__init__(dut)
         d = self.data = load_data("net")
-        e = load_export(d["export"])
-        n = self.n = min(int(d["images"]), int(e.test_inputs.shape[0]))
-        x = e.test_inputs[:n]
-        ref = np.asarray(run_net(e.net, x))                     # (n, classes) int64
-        self.labels = e.test_labels[:n].tolist() if e.test_labels is not None else None
+        self.n = int(d["images"])
+        ref = np.asarray(d["expected"], dtype=np.int64)          # (n, classes)
+        self.labels = d["labels"]
         self.ref_pred = np.argmax(ref, axis=1).tolist()         # first maximum
         self.check = InOrderChecker([{"logits": r, "argmax": p} for r, p in zip(ref.tolist(), self.ref_pred,
                                                                                strict=True)],
                                     where=lambda i: {"image": i}, keep=10)
         self.src = StreamSource(self, "i")
         self.sink = StreamSink(self, "o", on_beat=self.image)
-        pixels = np.asarray(x).reshape(n, -1)                   # (c, y, x) order
-        self.pixels = pixels.shape[1]
-        for img in pixels.tolist():
+        pixels = d["pixels"]                                    # (c, y, x) order
+        self.pixels = len(pixels[0])
+        for img in pixels:
             for p in img:
                 self.src.send(p)
         self.preds = []
