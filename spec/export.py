@@ -30,7 +30,7 @@ import numpy as np
 
 from .config import check_int
 from .outdir import check_output_dir, staged_dir
-from .reference.core import plain, as_int64, int_range
+from .reference.core import as_int64, int_range, plain
 from .reference.infer_bn import FoldedBN
 from .reference.network import LAYER_TYPES, IntLayer, IntNet
 from .words import hex_lines, hex_text, pack, parse_hex, unpack

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..config import MACConfig
-from .core import plain, as_int64, int_range, like
+from .core import as_int64, int_range, like, plain
 from .infer_bn import FoldedBN, apply_folded, fold_bn
 from .mac import acc_bits, check_operands, matmul
 
