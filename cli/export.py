@@ -17,7 +17,11 @@ __all__ = ["export", "infer", "infer_export"]
 @export_folder_options("Export folder to create (manifest.json, .npy, .hex).")
 @click.option("--format", "fmt", type=click.Choice(["l1bn", "qonnx"]), default="l1bn", show_default=True,
               help="l1bn: export folder for the hardware; qonnx: one QONNX .onnx file (docs/interop.md).")
-def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool, fmt: str = "l1bn"):
+@click.option("--bn-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="--format qonnx: precision of the folded-BN Mul/Add. float64 (a Cast in front) is exact by "
+                   "construction; float32 writes an all-float32 graph, as FINN's streamlining expects.")
+def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool, fmt: str = "l1bn",
+           bn_dtype: str = "float64"):
     """Export a trained run to integer weights, folded BN constants and $readmemh memories."""
     if fmt == "qonnx":  # the whole QONNX branch lives in cli/import_cmd.py
         from l1bn.cli.import_cmd import export_qonnx_cli
@@ -25,7 +29,9 @@ def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool,
 
         check_output_file(out_dir, inputs=[run_dir], option="--out")   # before any work
 
-        return export_qonnx_cli(run_dir, out_dir, mult_bits=mult_bits, force=force)
+        return export_qonnx_cli(run_dir, out_dir, mult_bits=mult_bits, force=force, bn_dtype=bn_dtype)
+    if bn_dtype != "float64":
+        raise ValueError("--bn-dtype goes with --format qonnx")
     from l1bn.spec.config import check_int
     from l1bn.spec.export import load_export
     from l1bn.spec.outdir import check_output_dir

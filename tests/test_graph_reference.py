@@ -426,3 +426,52 @@ def test_edited_graph_manifest_is_refused(tmp_path, fn, words):
     with pytest.raises(ExportError) as e:
         load_export(p)
     assert words in str(e.value)
+
+
+# ------------------------------------------------------------------- sim net's data options
+
+@pytest.fixture(scope="module")
+def chain_export(tmp_path_factory):
+    """A chain export (random digits-CNN shape) with 8 test images, and a graph export."""
+    root = tmp_path_factory.mktemp("simdata")
+    net = random_int_net(seed=6)
+    x = np.random.default_rng(3).integers(0, 16, (8, 1, 8, 8))
+    labels = run_net(net, x).argmax(1)
+    chain = write_export(net, root / "chain", extra={"test.inputs": (x, 4, False, "test_input"),
+                                                     "test.labels": (labels, 8, False, "test_label")})
+    graph = write_export(random_int_graph(seed=0), root / "graph", extra={"test.inputs": (x, 4, False, "test_input")})
+    np.save(root / "x.npy", (x / 16).astype(np.float32))
+    np.save(root / "y.npy", labels)
+    np.save(root / "bad.npy", x[:, :, :4])
+    return root, chain, graph, x, labels
+
+
+def test_sim_net_refuses_bad_data_and_graphs_before_building(chain_export, cli, monkeypatch, tmp_path):
+    root, chain, graph, _, _ = chain_export
+    build = tmp_path / "build"
+    monkeypatch.setenv("L1BN_BUILD_DIR", str(build))
+    cases = [
+        ([str(chain), "--images", str(root / "bad.npy")], "the network takes (N, 1, 8, 8) images"),
+        ([str(chain), "--images", str(root / "missing.npy")], "no such file"),
+        ([str(chain), "--images", "3", "--labels", str(root / "y.npy")], "--labels goes with --images X.npy"),
+        ([str(chain), "--images", "9"], "images=9 is out of range"),
+        ([str(graph)], "node conv1 (conv2d): a MAC bias: not supported by the accelerator yet"),
+    ]
+    for argv, words in cases:
+        code, text = cli(["sim", "net", *argv])
+        lines = text.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], (argv, text)
+    assert not build.exists()
+
+
+@pytest.mark.slow
+def test_sim_net_runs_your_own_images(chain_export, tmp_path):
+    from l1bn.sim.simulate.net import simulate_net
+    from l1bn.spec.images import load_images
+
+    root, chain, _, x, labels = chain_export
+    e = load_export(chain)
+    xi, y, kind = load_images(e.graph, root / "x.npy", root / "y.npy")
+    assert kind == "float" and np.array_equal(xi, x)
+    r = simulate_net(e, simulator="icarus", inputs=xi[:2], labels=y[:2], build_dir=tmp_path)
+    assert r["images"] == 2 and r["mismatches"] == 0 and r["passed"] and r["hw_accuracy"] == 1.0

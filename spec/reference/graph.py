@@ -589,15 +589,16 @@ def chain_from_graph(graph: IntGraph) -> IntNet:
     A chain: MAC nodes only, each reading the previous one's output, no MAC bias, every node but
     the last ending in a half-up requantizer with an unsigned (ReLU) or signed full-range output,
     the last without; power-of-two per-tensor scales everywhere, no output offset; weights signed
-    or binary; the input unsigned or signed (not bipolar), quantized half up with no preprocessing.
+    (narrow too) or binary; the input unsigned or signed (not bipolar) with a power-of-two scale. (How float
+    images become the input integers, ``graph.input``, is not part of the chain: the accelerator
+    takes the integers.)
     """
     inp = graph.input
     in_exp = pow2_exp(inp.scale)
     if inp.fmt.kind == "bipolar" or inp.fmt.narrow:
         raise ValueError(f"input: {inp.fmt.describe()} images")
-    if inp.rounding != "half_up" or inp.preprocess or in_exp is None:
-        raise ValueError("input: the input quantizer is not floor(x * 2**exp + 1/2) on the raw images "
-                         "(preprocessing, another rounding or a non-power-of-two scale)")
+    if in_exp is None:
+        raise ValueError(f"input: the input scale {inp.scale:.6g} is not a power of two")
     layers = []
     prev, a_fmt, a_exp = inp.name, inp.fmt, in_exp
     info = graph.tensors()
@@ -612,7 +613,7 @@ def chain_from_graph(graph: IntGraph) -> IntNet:
             raise ValueError(f"{what}: a MAC bias")
         if a_fmt.kind == "bipolar" or a_fmt.narrow:
             raise ValueError(f"{what}: {a_fmt.describe()} input activations")
-        if node.w_fmt.narrow or node.w_fmt.kind == "unsigned":
+        if node.w_fmt.kind == "unsigned":     # narrow signed weights are signed weights
             raise ValueError(f"{what}: {node.w_fmt.describe()} weights")
         w_exp = None if node.w_scale is None else pow2_exp(node.w_scale)
         if w_exp is None:
