@@ -66,13 +66,16 @@ def _node_table(graph) -> None:
                f"{'round':>9} {'out fmt':>10}")
     for n in graph.nodes:
         t = info[n.output]
-        ins = "+".join(str(tuple(info[i].shape)) for i in n.inputs) if n.op == "add" else str(tuple(info[n.inputs[0]].shape))
+        ins = str(tuple(info[n.inputs[0]].shape))
+        if n.op == "add":
+            ins = "2x" + ins.replace(" ", "")
         k = str(n.k) if n.weight is not None else (str(n.kernel[0] * n.kernel[1]) if n.kernel else "-")
         wf = n.w_fmt.describe().replace(" {-1,+1}", "") if n.w_fmt is not None else "-"
         rq = n.requant
         click.echo(f"{n.name:9} {n.op:8} {ins[:14]:>14} {str(tuple(t.shape)):>14} {k:>5} {wf:>9} "
                    f"{t.sum_fmt.describe() if t.sum_fmt is not None and n.op != 'requant' else '-':>5} "
-                   f"{rq.shift if rq is not None else '-':>5} {rq.rounding if rq is not None else '-':>9} "
+                   f"{rq.shift if rq is not None else '-':>5} "
+                   f"{('sign' if rq.out.kind == 'bipolar' else rq.rounding) if rq is not None else '-':>9} "
                    f"{t.fmt.describe().replace(' {-1,+1}', ''):>10}")
 
 
@@ -109,9 +112,9 @@ def import_(model: Path, out_dir: Path, rows: int, mult_bits: int, no_check: boo
     g = r.graph
     inp = g.input
     click.echo(f"imported {model} -> {r.path}  ({len(g.nodes)} nodes, schema {SCHEMA} v{SCHEMA_VERSION})")
-    pre = "".join(f" {op} {v[0] if len(v) == 1 else list(v)}," for op, v in inp.preprocess)
+    steps = [f"{op} {v[0] if len(v) == 1 else list(v)}" for op, v in inp.preprocess] + [inp.rounding]
     click.echo(f"input  {tuple(inp.shape)}  {inp.fmt.describe()}, value = x * {inp.scale:.6g}"
-               f"  (quantizer: {pre} {inp.rounding})")
+               f"  (quantizer: {', '.join(steps)})")
     _node_table(g)
     o = g.output
     same = o.argmax_on_integers

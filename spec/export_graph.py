@@ -41,6 +41,12 @@ def _floats(v) -> list:
     return [float(f) for f in as_float64(v)]
 
 
+def _scale_list(v) -> list:
+    """A scale as stored: one value when every channel has the same."""
+    a = as_float64(v)
+    return [float(a[0])] if a.size and bool(np.all(a == a[0])) else _floats(a)
+
+
 def _exp_of(scale) -> int | None:
     return None if scale is None else pow2_exp(scale)
 
@@ -83,7 +89,7 @@ def graph_manifest(graph: IntGraph, w, rows: int) -> dict:
             fields = _tiles(to_codes(wt, wf), rows)
             w_exp = _exp_of(node.w_scale)
             d["weight"] = w.add(f"{node.name}.weight", wt, bits=wf.bits, signed=wf.signed, fmt=wf, exp=w_exp,
-                                scale=None if node.w_scale is None else _floats(node.w_scale), role="weight",
+                                scale=None if node.w_scale is None else _scale_list(node.w_scale), role="weight",
                                 hex_fields=(fields, wf.bits),
                                 hex_info={"layout": "weight_tiles", "rows": rows, "word_bits": rows * wf.bits,
                                           "field_bits": wf.bits})
@@ -110,7 +116,7 @@ def graph_manifest(graph: IntGraph, w, rows: int) -> dict:
     for name, t in info.items():
         s = scale[name]
         acts[name] = {"shape": list(t.shape), "format": t.fmt.to_dict(),
-                      "scale": None if s is None else _floats(s), "exp": _exp_of(s),
+                      "scale": None if s is None else _scale_list(s), "exp": _exp_of(s),
                       "producer": None if t.producer < 0 else graph.nodes[t.producer].name,
                       "consumers": [graph.nodes[i].name for i in t.consumers], "last_use": t.last}
     inp, out = graph.input, graph.output

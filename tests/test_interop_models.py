@@ -4,8 +4,8 @@ Brevitas's default float scales, built with random weights, trained a few steps 
 fitted to their input, exported with ``brevitas.export.export_qonnx``, then ``l1bn import`` and
 ``l1bn infer``: 100 % of the integer reference's predictions equal qonnx ``execute_onnx``'s.
 
-Slow (1 min 31 s of CPU (user) for all 14, 7 min 55 s of wall time on the shared 2-core machine): each model is built, trained and exported once per
-session (``zoo`` fixture). Images: the 360 digits test images for the 8x8 and 28x28 models, the
+Slow (1 min 31 s of CPU (user) for all 14, 7 min 55 s of wall time on the shared 2-core
+machine): each model is built, trained and exported once per session (``zoo`` fixture). Images: the 360 digits test images for the 8x8 and 28x28 models, the
 first 60 for CNV and the first 10 for ResNet-18 (qonnx's executor and the reference take about 1 s
 and 0.2 s per ResNet-18 image on one core).
 """
