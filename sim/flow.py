@@ -58,7 +58,7 @@ import threading
 import time
 from pathlib import Path
 
-from amaranth import Cat, Module, Signal, Value
+from amaranth import Cat, Const, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -92,6 +92,8 @@ def ports(component) -> list[tuple[str, str, int]]:
     """``(verilog name, "in"|"out", bits)`` of every port of ``component`` (path joined by ``__``)."""
     out = []
     for path, member, value in component.signature.flatten(component):
+        if isinstance(Value.cast(value), Const):
+            continue            # the ready of an always_ready stream: no port
         name = "__".join(str(p) for p in path)
         out.append((name, "in" if member.flow == In else "out", len(Value.cast(value))))
     return out
@@ -115,7 +117,8 @@ class TimingHarness(wiring.Component):
         m.submodules.dut = dut = self.dut
         ins, outs = [], []
         for _path, member, value in dut.signature.flatten(dut):
-            (ins if member.flow == In else outs).append(Value.cast(value))
+            if not isinstance(Value.cast(value), Const):       # always_ready: nothing to drive
+                (ins if member.flow == In else outs).append(Value.cast(value))
         nin = sum(len(v) for v in ins) + 1
         nout = max(1, sum(len(v) for v in outs))
         sin = Signal(nin)

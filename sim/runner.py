@@ -77,10 +77,22 @@ def default_build_root() -> Path:
 
 
 def to_verilog(component, name: str) -> str:
-    """Amaranth component to Verilog text (no source locations, so the text is stable)."""
-    from amaranth.back import verilog
+    """Amaranth component to Verilog text (no source locations, so the text is stable).
 
-    return verilog.convert(component, name=name, emit_src=False)
+    A member whose value is a constant (the ``ready`` of an ``always_ready`` stream) is no port
+    (Amaranth 0.5 refuses a constant as a port of the top level)."""
+    from amaranth.back import verilog
+    from amaranth.hdl import Const, Value
+    from amaranth.lib import wiring
+
+    ports = None
+    sig = getattr(component, "signature", None)
+    if isinstance(sig, wiring.Signature):
+        flat = list(sig.flatten(component))
+        if any(isinstance(Value.cast(v), Const) for _, _, v in flat):
+            ports = {"__".join(map(str, path)): (Value.cast(v), None) for path, _, v in flat
+                     if not isinstance(Value.cast(v), Const)}
+    return verilog.convert(component, name=name, emit_src=False, ports=ports)
 
 
 def _parse_results(xml_path: Path) -> list[TestCaseResult]:
