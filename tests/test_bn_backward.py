@@ -153,7 +153,7 @@ class BrokenL1(L1BNBackwardUnit):
     """Test-only mutant: uses 2c instead of c = sqrt(pi/2) in the sign term."""
 
     def elaborate(self, platform):
-        import l1bn.hw.bn_backward as mod
+        import l1bn.hw.bn_l1 as mod
         orig = mod.c_const
         mod.c_const = lambda cb: 2 * orig(cb)
         try:
