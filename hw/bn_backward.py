@@ -100,7 +100,8 @@ def per_channel_cycles(cfg: BNBackwardConfig) -> int:
 
 
 def stored_state_bits(cfg: BNBackwardConfig) -> dict:
-    """Bits per element kept from the forward pass for each unit, and read in each pass.
+    """Bits per element kept from the forward pass for each unit, and read in each pass:
+    ``<norm>`` (pass 1) and ``<norm>_<what>`` (the norm's :meth:`BackwardTerm.stored_bits`).
 
     Both units need x (``width`` bits) per element: dgamma = sum(dy * xhat) is a sum over elements
     of a value that depends on x, so no per-channel summary suffices. The difference is pass 2:
@@ -108,14 +109,12 @@ def stored_state_bits(cfg: BNBackwardConfig) -> dict:
     ``L1BNBackwardUnit(cfg, sign_in=True)`` the forward's stored bit), L2 needs xhat_i
     (recomputed from x by a multiply, or stored with xhat_frac + more bits).
     """
-    b = cfg.bn
-    return {
-        "l1": b.width,
-        "l2": b.width,
-        "l1_pass2": 1,
-        "l2_pass2": b.width,
-        "l2_pass2_if_xhat_stored": b.xhat_frac + (b.count_bits + 1) // 2 + 2,
-    }
+    out = {}
+    for name, spec in NORMS.items():          # in registry order, the norms with a backward unit
+        if spec.hw_backward:
+            out[name] = cfg.bn.width
+            out.update({f"{name}_{k}": v for k, v in resolve(spec.hw_backward).term.stored_bits(cfg).items()})
+    return out
 
 
 def backward_latency_cycles(cfg: BNBackwardConfig) -> int:

@@ -69,6 +69,12 @@ class BackwardTerm:
         self.cfg = cfg
         self.regs = {}
 
+    @classmethod
+    def stored_bits(cls, cfg: BNBackwardConfig) -> dict:
+        """Bits per element pass 2 needs from the forward: ``{"pass2": bits, ...}`` (alternatives
+        under other keys)."""
+        raise NotImplementedError
+
     def div_cycles(self) -> list:
         """Pipeline latencies of the norm's multiplies in the DIV step (the FSM waits for the
         longest of these and gamma*inv)."""

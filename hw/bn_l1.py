@@ -51,6 +51,10 @@ class L1BackwardTerm(BackwardTerm):
         self.regs = {"kp": Signal(u, name="kp"), "kn": Signal(u, name="kn")}
         self.msgn = Signal(signed(cfg.inner_frac + 3), name="msgn")
 
+    @classmethod
+    def stored_bits(cls, cfg: BNBackwardConfig) -> dict:
+        return {"pass2": 1}                 # sign(d_i) only
+
     def div_cycles(self) -> list:
         cfg, b, fr, k = self.cfg, self.cfg.bn, self.cfg.inner_frac, self.cfg.div_bits
         rc = div_const(cfg)

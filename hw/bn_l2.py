@@ -41,6 +41,12 @@ class L2BackwardTerm(BackwardTerm):
 
     no_sign_reason = "its pass 2 rebuilds xhat_i from x, so x cannot be replaced by a sign bit"
 
+    @classmethod
+    def stored_bits(cls, cfg) -> dict:
+        # x (rebuilding xhat_i by a multiply), or xhat_i itself
+        b = cfg.bn
+        return {"pass2": b.width, "pass2_if_xhat_stored": b.xhat_frac + (b.count_bits + 1) // 2 + 2}
+
     def div_cycles(self) -> list:
         k = self.cfg.div_bits
         return [mul_latency(backward_shapes(self.cfg)["h"], div_const(self.cfg), add=half(k))]

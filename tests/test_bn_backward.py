@@ -175,6 +175,9 @@ def test_api_and_errors():
     assert backward_latency_cycles(cfg) == 2 * (2 * 16 + per_channel_cycles(cfg)) + pass2_cycles(cfg)
     s = stored_state_bits(cfg)
     assert s["l1"] == s["l2"] == 8 and s["l1_pass2"] == 1 and s["l2_pass2"] == 8
+    assert set(s) == {"l1", "l1_pass2", "l2", "l2_pass2", "l2_pass2_if_xhat_stored"}   # range BN: no unit
+    with pytest.raises(ValueError, match="norm='range' has no backward unit"):
+        pass2_cycles(BNBackwardConfig(bn=BNConfig(norm="range", n=16)))
     with pytest.raises(ValueError, match="does not match L2BNBackwardUnit"):
         L2BNBackwardUnit(cfg)
     with pytest.raises(ValueError, match="lanes=2 is not supported"):

@@ -335,3 +335,29 @@ def test_normalize_stage_under_random_valid_and_ready(depth):
 
     _simulate(dut, tb)
     assert got == [[_y(cfg, x, mu, inv, g, b) for x in xs] for xs, mu, inv, g, b in beats]
+
+
+def test_no_branch_on_norm_names_in_shared_hw_code():
+    """What differs per norm sits in that norm's own module (the modules of the dispersion
+    datapath and backward term its units name): no other hw module compares a norm, or anything,
+    with a norm's name."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    import l1bn.hw
+    from l1bn.spec.norms import resolve
+
+    own = set()
+    for spec in NORMS.values():
+        own.add(inspect.getsourcefile(resolve(spec.hw_unit).dispersion))
+        if spec.hw_backward:
+            own.add(inspect.getsourcefile(resolve(spec.hw_backward).term))
+    names = "|".join(re.escape(n) for n in NORMS)
+    branch = re.compile(rf"""(\bnorm\w*\s*(==|!=|\bin\b))|((==|!=)\s*["']({names})["'])|(["']({names})["']\s*(==|!=))""")
+    shared = [p for p in sorted(Path(l1bn.hw.__file__).parent.glob("*.py")) if str(p) not in own]
+    assert own and len(shared) > 10
+    hits = [f"{p.name}:{i}: {line.strip()}" for p in shared
+            for i, line in enumerate(p.read_text().splitlines(), 1) if branch.search(line)]
+    # the one allowed form: a unit checks that its config is for its own norm (cls.norm)
+    assert [h for h in hits if not re.search(r"\.norm != (cls\.)?norm\b|\.norm != cls\.norm", h)] == []
