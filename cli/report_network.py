@@ -12,7 +12,8 @@ __all__ = ["network_options", "parse_networks"]
 
 #: options of the estimate (parameter name -> option as typed)
 NETWORK_PARAMS = {"network": "--network", "from_json": "--from-json", "mac_json": "--mac-json",
-                  "mac_point": "--mac-point", "batch": "--batch", "bn_units": "--bn-units"}
+                  "mac_point": "--mac-point", "batch": "--batch", "bn_units": "--bn-units",
+                  "mac_arrays": "--mac-arrays"}
 
 #: options of ``report`` that only the flows use (refused with --network)
 FLOW_PARAMS = {"n": "--n", "lanes": "--lanes", "channels": "--channels", "no_pnr": "--no-pnr",
@@ -70,7 +71,8 @@ def _run(ctx, kw: dict, net: dict, parse_widths) -> None:
                          "choose one with --widths")
     w = widths[0]
     costs = load_costs(net["from_json"], net["mac_json"], width=w, mac_point=net["mac_point"])
-    est = estimate_networks(networks, costs, width=w, batch=net["batch"], bn_units=net["bn_units"])
+    est = estimate_networks(networks, costs, width=w, batch=net["batch"], bn_units=net["bn_units"],
+                             mac_arrays=net["mac_arrays"])
     paths = write_estimate(est, outp)
     click.echo((outp / "estimate.md").read_text())
     click.echo(f"wrote {paths['json']}, {paths['md']}")
@@ -112,6 +114,8 @@ def _decorate(f, *, parse_widths):
         click.option("--bn-units", "bn_units", type=int, default=1, show_default=True,
                      help="With --network: BN forward and backward units working in parallel on a layer's "
                           "channels (1..4096)."),
+        click.option("--mac-arrays", "mac_arrays", type=int, default=1, show_default=True,
+                     help="With --network: copies of the swept MAC array sharing a step's MACs (1..4096)."),
     ]
     for o in reversed(opts):
         wrapper = o(wrapper)

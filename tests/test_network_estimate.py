@@ -105,13 +105,16 @@ def test_estimate_arithmetic_on_a_fake_report(files):
     assert est["targets"]["asic"]["mac"]["point"] == "4x4w8a8"
 
 
-def test_more_bn_units_shorten_only_the_bn_time(files):
+def test_more_units_or_arrays_shorten_only_their_own_time(files):
     costs = load_costs([files["fpga"]], files["mac"], width=W)
     one = estimate_networks(["cnv"], costs, width=W, batch=4)["networks"]["cnv"]["targets"]["fpga"]["l2"]
     four = estimate_networks(["cnv"], costs, width=W, batch=4, bn_units=4)["networks"]["cnv"]["targets"]["fpga"]["l2"]
     assert four["latency_us"]["mac"] == one["latency_us"]["mac"] and four["energy"] == one["energy"]
     for k in ("bn_forward", "bn_backward"):      # channels split 4 ways: about a quarter of the time
         assert 0.24 < four["latency_us"][k] / one["latency_us"][k] < 0.3
+    arr = estimate_networks(["cnv"], costs, width=W, batch=4, mac_arrays=4)["networks"]["cnv"]["targets"]["fpga"]["l2"]
+    assert arr["latency_us"]["mac"] == pytest.approx(one["latency_us"]["mac"] / 4, rel=1e-12)
+    assert arr["latency_us"]["bn_forward"] == one["latency_us"]["bn_forward"] and arr["energy"] == one["energy"]
     assert set(estimate_networks(["cnv"], costs, width=W, batch=4)["targets"]) == {"fpga"}
 
 

@@ -23,9 +23,9 @@ hold far more elements (``batch * H * W``), so a second figure drops the forward
 sigma/reciprocal stage (``*_no_recip``: its energy per element from the report's stage table):
 the truth at large ``n`` lies between the two.
 
-Latency model (serial): one MAC array (the swept one), one BN forward unit and one BN backward unit
-(or ``bn_units`` of each, the channels of a layer split evenly), each at its own measured Fmax, one
-after the other: the batch statistics are a barrier between a layer's MACs and the next layer's (no
+Latency model (serial): one MAC array (the swept one; or ``mac_arrays`` copies sharing the MACs),
+one BN forward unit and one BN backward unit (or ``bn_units`` of each, the channels of a layer split
+evenly), each at its own measured Fmax, one operator class after the other: the batch statistics are a barrier between a layer's MACs and the next layer's (no
 output of a channel can be normalized before its last accumulator is in), and the backward's pass 1
 one before its pass 2. MAC cycles: the array's steady state, ``tile_period / (rows * cols * K)``
 per MAC (the sweep's measured cycles equal ``stream_cycles``; checked). BN cycles: the units' own
@@ -54,7 +54,7 @@ from .format import md_header, md_row
 from .units import BASELINE, NORMS, backward_config, forward_config
 
 __all__ = ["TARGETS", "load_costs", "report_widths", "estimate", "estimate_networks", "estimate_markdown",
-           "write_estimate", "mac_point_name"]
+           "write_estimate", "mac_point_name", "variant_label"]
 
 TARGETS = ("fpga", "asic")
 
@@ -236,12 +236,14 @@ def _variants(costs: dict) -> dict:
     return out
 
 
-def estimate(counts, costs: dict, *, width: int, bn_units: int = 1) -> dict:
+def estimate(counts, costs: dict, *, width: int, bn_units: int = 1, mac_arrays: int = 1) -> dict:
     """One target's estimate of one network's step: per norm variant the energy and latency of the
     MACs, BN forward and BN backward, BN's share, and the ratios to L2.
 
-    ``counts``: :class:`~l1bn.spec.opcount.StepCounts`; ``costs``: one target of :func:`load_costs`.
-    Energy in the target's unit (FPGA toggles, ASIC pJ); latency in microseconds.
+    ``counts``: :class:`~l1bn.spec.opcount.StepCounts`; ``costs``: one target of :func:`load_costs`;
+    ``bn_units`` BN forward and backward units share each layer's channels, ``mac_arrays`` copies of
+    the swept MAC array share its MACs (energy unchanged). Energy in the target's unit (FPGA
+    toggles, ASIC pJ); latency in microseconds.
     """
     mac = costs["mac"]
     lanes = int(costs["params"].get("lanes", 1))
@@ -250,7 +252,7 @@ def estimate(counts, costs: dict, *, width: int, bn_units: int = 1) -> dict:
     bn_elems = counts.total("bn_elements")
     cache: dict = {}
     e_mac = macs * mac["energy"]
-    t_mac = macs * mac["cycles_per_mac"] / mac["fmax_mhz"]
+    t_mac = macs * mac["cycles_per_mac"] / mac["fmax_mhz"] / mac_arrays
     res = {}
     for var, (fn, bn_, assumed) in _variants(costs).items():
         f, b = costs["forward"][fn], costs["backward"][bn_]
@@ -299,16 +301,19 @@ def _checks(costs: dict) -> list[str]:
     return lines
 
 
-def estimate_networks(networks, costs_by_target: dict, *, width: int, batch: int = 64, bn_units: int = 1) -> dict:
+def estimate_networks(networks, costs_by_target: dict, *, width: int, batch: int = 64, bn_units: int = 1,
+                      mac_arrays: int = 1) -> dict:
     """The whole estimate: per network its counts and, per target, :func:`estimate`."""
     from l1bn.spec.config import check_int
 
     check_int("batch", batch, 1, 65536)
     check_int("bn_units", bn_units, 1, 4096)
+    check_int("mac_arrays", mac_arrays, 1, 4096)
     out = {"kind": "network_estimate", "label": "estimate built from measured parts (not a measured step)",
-           "width": width, "batch": batch, "bn_units": bn_units,
-           "latency_model": "serial: one MAC array, bn_units BN forward and backward units, each at its own "
-                            "measured Fmax, one after the other",
+           "width": width, "batch": batch, "bn_units": bn_units, "mac_arrays": mac_arrays,
+           "latency_model": "serial: mac_arrays MAC arrays (the swept one), bn_units BN forward and bn_units "
+                            "BN backward units, each at its own measured Fmax, one operator class after "
+                            "the other",
            "targets": {}, "networks": {}}
     for target, c in costs_by_target.items():
         bad = _checks(c)
@@ -329,7 +334,7 @@ def estimate_networks(networks, costs_by_target: dict, *, width: int, batch: int
         out["networks"][name] = {
             "counts": counts.to_dict(),
             "unpriced_per_1000_macs": {k: round(1000 * v / t["macs"], 4) for k, v in unpriced.items()},
-            "targets": {target: estimate(counts, c, width=width, bn_units=bn_units)
+            "targets": {target: estimate(counts, c, width=width, bn_units=bn_units, mac_arrays=mac_arrays)
                         for target, c in costs_by_target.items()}}
     return out
 
@@ -341,7 +346,7 @@ def _eng(v: float) -> str:
     if abs(v) >= 1e4:
         e = int(math.floor(math.log10(abs(v)) / 3) * 3)
         return f"{v / 10 ** e:.3g}e{e}"
-    return f"{v:.3g}"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
 def _pct(v) -> str:
@@ -352,11 +357,19 @@ def _r(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def variant_label(v: dict) -> str:
+    """A norm variant's row label: ``L1``, ``L2``, or ``RANGE (bwd: L1's)`` where the backward
+    unit is another norm's."""
+    fn, bn_ = v["forward_unit"], v["backward_unit"]
+    return fn.upper() if fn == bn_ else f"{fn.upper()} (bwd: {bn_.upper()}'s)"
+
+
 def estimate_markdown(est: dict) -> str:
     """The estimate's tables: a summary (network x target) and, per network, every norm variant."""
     lines = [f"# Training step estimate, built from measured parts (not a measured step): width {est['width']}, "
              f"batch {est['batch']}", "",
-             f"Latency model: {est['latency_model']} (bn_units = {est['bn_units']}).", ""]
+             f"Latency model: {est['latency_model']} (mac_arrays = {est['mac_arrays']}, "
+             f"bn_units = {est['bn_units']}).", ""]
     for target, t in est["targets"].items():
         m = t["mac"]
         lines.append(f"- {target.upper()}: BN units from {t['sources']['report']} (n = {t['report_n']}), "
@@ -365,8 +378,9 @@ def estimate_markdown(est: dict) -> str:
                      f"{t['energy_unit']}.")
     lines += ["", "## Summary (ratios of the whole step to L2)", "",
               *md_header(["network", "target", "MACs/step", "BN elements/step", "BN share of energy (L2)",
-                          "BN share of latency (L2)", "L1/L2 energy", "L1/L2 latency", "range/L2 energy",
-                          "range/L2 latency", "range/L2 energy, fwd only", "L1/L2 energy, no recip"])]
+                          "BN share of latency (L2)", "L1/L2 energy", "L1/L2 latency",
+                          "range/L2 energy (bwd: L1's)", "range/L2 latency (bwd: L1's)",
+                          "range/L2 energy (bwd: L2's)", "L1/L2 energy, no recip"])]
     for name, nw in est["networks"].items():
         tot = nw["counts"]["totals"]
         for target, r in nw["targets"].items():
@@ -387,20 +401,20 @@ def estimate_markdown(est: dict) -> str:
                               "MAC us", "BN fwd us", "BN bwd us", "BN share", "energy/L2", "latency/L2",
                               "BN energy/L2"])]
         for target, r in nw["targets"].items():
-            for var, v in r.items():
+            for v in r.values():
                 e, lt = v["energy"], v["latency_us"]
-                lines.append(md_row([target.upper(), var.upper() if "_" not in var else var, _eng(v["energy_total"]),
+                lines.append(md_row([target.upper(), variant_label(v), _eng(v["energy_total"]),
                                      _eng(e["mac"]), _eng(e["bn_forward"]), _eng(e["bn_backward"]),
                                      _pct(v["bn_energy_share"]), _eng(v["latency_total_us"]), _eng(lt["mac"]),
                                      _eng(lt["bn_forward"]), _eng(lt["bn_backward"]), _pct(v["bn_latency_share"]),
                                      _r(v["energy_over_l2"]), _r(v["latency_over_l2"]),
                                      _r(v["bn_energy_over_l2"])]))
         un = nw["unpriced_per_1000_macs"]
-        lines += ["", "Not priced, per 1000 MACs: " + ", ".join(f"{k} {v:g}" for k, v in un.items() if v) + "."]
-    notes = sorted({v["assumed"] for nw in est["networks"].values() for r in nw["targets"].values()
-                    for v in r.values() if v["assumed"]})
+        lines += ["", "Not priced, per 1000 MACs: " + ", ".join(f"{k} {v:.3g}" for k, v in un.items() if v) + "."]
+    notes = {variant_label(v): v["assumed"] for nw in est["networks"].values() for r in nw["targets"].values()
+             for v in r.values() if v["assumed"]}
     if notes:
-        lines += ["", "Assumed: " + "; ".join(notes) + "."]
+        lines += ["", "Assumed: " + "; ".join(f"{k}: {a}" for k, a in notes.items()) + "."]
     lines += ["", "Energy per element: as measured at the report's n (per-channel work amortized over it); "
               "'no recip': the forward sigma/reciprocal stage left out (the networks' channels hold "
               "batch x H x W elements, so the truth lies between the two)."]
