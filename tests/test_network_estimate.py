@@ -99,6 +99,7 @@ def test_estimate_arithmetic_on_a_fake_report(files):
             assert v["bn_latency_share"] == pytest.approx((fu + bu) / (t_mac + fu + bu), rel=1e-12)
             l2f, l2b = bn_us("l2", "l2")
             assert v["latency_over_l2"] == pytest.approx((t_mac + fu + bu) / (t_mac + l2f + l2b), rel=1e-12)
+            assert v["bn_latency_over_l2"] == pytest.approx((fu + bu) / (l2f + l2b), rel=1e-12)
         assert r["range"]["assumed"] and "L1 backward" in r["range"]["assumed"]
         assert r["l1"]["assumed"] is None
     assert est["targets"]["fpga"]["sources"]["report"] == str(files["fpga"])

@@ -283,6 +283,8 @@ def estimate(counts, costs: dict, *, width: int, bn_units: int = 1, mac_arrays: 
         r["latency_over_l2"] = r["latency_total_us"] / base["latency_total_us"]
         bn_e = r["energy"]["bn_forward"] + r["energy"]["bn_backward"]
         r["bn_energy_over_l2"] = bn_e / (base["energy"]["bn_forward"] + base["energy"]["bn_backward"])
+        bn_t = r["latency_us"]["bn_forward"] + r["latency_us"]["bn_backward"]
+        r["bn_latency_over_l2"] = bn_t / (base["latency_us"]["bn_forward"] + base["latency_us"]["bn_backward"])
         r["energy_over_l2_no_recip"] = (r["energy_total_no_recip"] / base["energy_total_no_recip"]
                                         if r["energy_total_no_recip"] and base["energy_total_no_recip"] else None)
     return res
@@ -399,7 +401,7 @@ def estimate_markdown(est: dict) -> str:
                       f"{tot['bn_channels']} channels, {_eng(tot['updates'])} parameter updates", "",
                   *md_header(["target", "norm", "energy", "MAC", "BN fwd", "BN bwd", "BN share", "latency us",
                               "MAC us", "BN fwd us", "BN bwd us", "BN share", "energy/L2", "latency/L2",
-                              "BN energy/L2"])]
+                              "BN energy/L2", "BN latency/L2"])]
         for target, r in nw["targets"].items():
             for v in r.values():
                 e, lt = v["energy"], v["latency_us"]
@@ -408,7 +410,7 @@ def estimate_markdown(est: dict) -> str:
                                      _pct(v["bn_energy_share"]), _eng(v["latency_total_us"]), _eng(lt["mac"]),
                                      _eng(lt["bn_forward"]), _eng(lt["bn_backward"]), _pct(v["bn_latency_share"]),
                                      _r(v["energy_over_l2"]), _r(v["latency_over_l2"]),
-                                     _r(v["bn_energy_over_l2"])]))
+                                     _r(v["bn_energy_over_l2"]), _r(v["bn_latency_over_l2"])]))
         un = nw["unpriced_per_1000_macs"]
         lines += ["", "Not priced, per 1000 MACs: " + ", ".join(f"{k} {v:.3g}" for k, v in un.items() if v) + "."]
     notes = {variant_label(v): v["assumed"] for nw in est["networks"].values() for r in nw["targets"].values()
