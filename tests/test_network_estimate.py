@@ -164,6 +164,8 @@ def _drop(path, *keys):
     ("bad_width", "width 4 is not in every report given (common widths: 8)"),
     ("flow_option", "--no-pnr is an option of the flows"),
     ("no_mac", "--network needs --mac-json"),
+    ("malformed", "is malformed (KeyError: 'rows')"),
+    ("out_holds_input", "contains the input"),
 ])
 def test_bad_input_is_one_error_line(files, tmp_path, capsys, case, message):
     rep, mac, extra = files["fpga"], files["mac"], []
@@ -188,11 +190,18 @@ def test_bad_input_is_one_error_line(files, tmp_path, capsys, case, message):
         extra = ["--widths", "4"]
     elif case == "flow_option":
         extra = ["--no-pnr"]
-    argv = ["report", "--network", net, "--from-json", str(rep), "--out", str(tmp_path / "est"), *extra]
+    elif case == "malformed":
+        d = json.loads(mac.read_text())
+        del d["points"][0]["rows"]
+        mac.write_text(json.dumps(d))
+    out = tmp_path / "est"
+    if case == "out_holds_input":
+        out = tmp_path
+    argv = ["report", "--network", net, "--from-json", str(rep), "--out", str(out), *extra]
     if case != "no_mac":
         argv += ["--mac-json", str(mac)]
     code, so, se = run_cli(argv, capsys)
     assert code == 2 and so == ""
     lines = se.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], se
-    assert not (tmp_path / "est" / "estimate.json").exists()
+    assert not (out / "estimate.json").exists()

@@ -118,7 +118,20 @@ def _num(v, where: str, *, positive: bool = True) -> float:
     return float(v)
 
 
+def _malformed(what: str, path, fn, *args):
+    """``fn(*args)``, with a file whose structure is not the expected one (a missing key, a list
+    for a dict, ...) reported as one ``ValueError`` naming it."""
+    try:
+        return fn(*args)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"{what} {path} is malformed ({type(e).__name__}: {e})") from None
+
+
 def _bn_unit(rep: dict, path: Path, target: str, width: int, kind: str, norm: str) -> dict:
+    return _malformed("report", path, _bn_unit_of, rep, path, target, width, kind, norm)
+
+
+def _bn_unit_of(rep: dict, path: Path, target: str, width: int, kind: str, norm: str) -> dict:
     wr = rep["widths"].get(str(width))
     if wr is None:
         have = ", ".join(rep["widths"])
@@ -144,6 +157,10 @@ def _bn_unit(rep: dict, path: Path, target: str, width: int, kind: str, norm: st
 
 
 def _mac_costs(path, target: str, point: str | None) -> dict:
+    return _malformed("MAC sweep", path, _mac_costs_of, path, target, point)
+
+
+def _mac_costs_of(path, target: str, point: str | None) -> dict:
     from l1bn.hw.mac_array import stream_cycles, tile_period
     from l1bn.sim.sweep.grid import MAC_TILES
     from l1bn.spec.config import MACConfig
