@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from .report_network import network_options
+
 __all__ = ["report", "parse_widths", "parse_seeds"]
 
 
@@ -56,6 +58,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
               help="fpga: ECP5 + generic gates; asic: NanGate45 cells, OpenSTA, pJ (l1bn.sim.asic); both.")
 @click.option("--out", "out", type=str, required=True,
               help="Output folder (reused: a rerun, or a second report at the same time, is safe).")
+@network_options(parse_widths)
 def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jobs, out, target, scheduler):
     """Area, Fmax, latency and energy: L1-BN and range BN against L2-BN.
 
@@ -64,6 +67,10 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
     (L1, L2: range BN has none) on real activations of the digits CNN, then
     writes OUT/report.json, OUT/report.md and OUT/report_*.png. Results are cached by design hash
     under build/flow-cache, so a rerun is fast.
+
+    With --network, no flow runs: one training step of the named networks is estimated from the
+    report.json files given with --from-json and a MAC sweep's results.json (--mac-json), and
+    OUT/estimate.json and OUT/estimate.md are written (docs/network_estimate.md).
     """
     import os
 

@@ -234,13 +234,13 @@ def export_run_qonnx(run_dir, out_path, *, mult_bits: int = 16, batch: int = 1, 
     """
     from l1bn.spec.config import check_int
 
-    from .export import _load_trained, net_from_spec
+    from .export import load_trained, net_from_spec
 
     run = Path(run_dir)
     if not (run / "model.pt").is_file():
         raise FileNotFoundError(f"{run}: not a trained run (model.pt is missing); train one with `l1bn train`")
     check_int("mult_bits", mult_bits, 2, 32)
-    spec, inp, _, _, _, _ = _load_trained(run)
+    spec, inp, _, _, _, _ = load_trained(run)
     net = net_from_spec(spec, in_shape=inp["shape"], in_bits=inp["bits"], in_exp=inp["exp"],
                         in_signed=inp.get("signed", False), mult_bits=mult_bits)
     return write_qonnx(net, out_path, batch=batch, force=force, bn_dtype=bn_dtype), net
