@@ -100,14 +100,14 @@ def config_from_options(cls, opts: dict, *, include=None, exclude=(), prefix: st
     return cls(**kw, **fixed)
 
 
-def export_folder_options(out_help: str):
+def export_folder_options(out_help: str, *, mult_bits: int = 16):
     """Decorator: the options of the commands that write an export folder (``l1bn export``,
     ``l1bn import``): ``--out`` (described by ``out_help``), ``--rows``, ``--mult-bits``, ``--force``."""
     opts = [
         click.option("--out", "out_dir", required=True, type=str, help=out_help),
         click.option("--rows", default=4, show_default=True,
                      help="Height of the MAC array the weight .hex words are packed for (1..64)."),
-        click.option("--mult-bits", default=16, show_default=True,
+        click.option("--mult-bits", default=mult_bits, show_default=True,
                      help="Signed width of the folded-BN per-channel multipliers (2..32)."),
         click.option("--force", is_flag=True, help="Replace an existing export folder."),
     ]

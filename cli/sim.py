@@ -100,14 +100,18 @@ def mac_cmd(tiles, tile_k, gaps, out_gaps, extremes, seed, simulator, **opts):
 @sim.command("net", short_help="Classify test images on the simulated accelerator.")
 @click.argument("export_dir", type=str)
 @click.option("--simulator", type=click.Choice(["verilator", "icarus"]), default="verilator", show_default=True)
-@click.option("--images", type=int, default=None, help="Classify only the first K test images (default: all).")
+@click.option("--images", type=str, default=None,
+              help="K: classify only the first K test images (default: all); or X.npy: your own images "
+                   "(N, *input shape; float images go through the export's input quantizer, integer images "
+                   "are the input integers).")
+@click.option("--labels", type=str, default=None, help="With --images X.npy: their labels, y.npy (N,) integers.")
 @click.option("--rows", type=int, default=None,
               help="MAC array rows (output channels in parallel, 1..16); default: see --cols.")
 @click.option("--cols", type=int, default=None,
               help="MAC array columns (output positions in parallel, 1..16). Default: the 32-MAC shape with "
                    "the fewest cycles per image; with only one of --rows/--cols, the other is 32 // it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
-def net_cmd(export_dir, simulator, images, rows, cols, as_json):
+def net_cmd(export_dir, simulator, images, rows, cols, as_json, labels=None):
     """Classify the export's test images on the simulated accelerator; compare every logit with
     the integer reference."""
     import json
@@ -118,17 +122,15 @@ def net_cmd(export_dir, simulator, images, rows, cols, as_json):
     from l1bn.spec.export import load_export
 
     e = load_export(export_dir)   # loaded once; every argument is checked before the accelerator is generated
-    if e.test_inputs is None:
-        raise ValueError(f"{export_dir}: the export holds no test images (test.inputs)")
-    if images is not None:
-        check_int("images", images, 1, int(e.test_inputs.shape[0]))
+    count, data = _images_option(e, images, labels)
     from l1bn.spec.config import MAX_MAC_ARRAY
 
     for name, v in (("rows", rows), ("cols", cols)):
         if v is not None:
             check_int(name, v, 1, MAX_MAC_ARRAY)
     t0 = time.perf_counter()
-    r = simulate_net(e, simulator=simulator, images=images, progress=not as_json, rows=rows, cols=cols)
+    r = simulate_net(e, simulator=simulator, images=count, progress=not as_json, rows=rows, cols=cols,
+                     inputs=None if data is None else data[0], labels=None if data is None else data[1])
     r["wall_s"] = time.perf_counter() - t0
     if as_json:
         click.echo(json.dumps({k: v for k, v in r.items() if k != "first"}, sort_keys=True))
@@ -151,3 +153,25 @@ def net_cmd(export_dir, simulator, images, rows, cols, as_json):
     if r["mismatches"] or not r["passed"]:
         raise click.ClickException(f"{r['mismatches']} of {r['images']} images differ from the integer reference"
                                    if r["mismatches"] else "the cycle count differs from the formula")
+
+
+def _images_option(e, images: str | None, labels: str | None):
+    """``--images K`` (a count of the export's test images) or ``--images X.npy [--labels y.npy]``
+    (:func:`l1bn.spec.images.load_images`): ``(count or None, (x_int, labels) or None)``."""
+    from l1bn.spec.config import check_int
+    from l1bn.spec.images import load_images
+
+    if images is not None and images.strip().lstrip("+-").isdigit():
+        if labels is not None:
+            raise ValueError("--labels goes with --images X.npy (your own images), not with a count")
+        if e.test_inputs is None:
+            raise ValueError(f"{e.path}: the export holds no test images (test.inputs); pass --images X.npy")
+        return check_int("images", int(images), 1, int(e.test_inputs.shape[0])), None
+    if images is None:
+        if labels is not None:
+            raise ValueError("--labels needs --images X.npy (the labels of your own images)")
+        if e.test_inputs is None:
+            raise ValueError(f"{e.path}: the export holds no test images (test.inputs); pass --images X.npy")
+        return None, None
+    x, y, _ = load_images(e.graph, images, labels)
+    return None, (x, y)
