@@ -1,0 +1,152 @@
+"""The training accelerator's blocks alone in Amaranth's simulator, each against the integer
+reference (bit-exact ``==``) and its cycle formula: the run-time shifters, the error quantizer,
+..."""
+
+import numpy as np
+import pytest
+from amaranth import Module, Signal, signed
+from amaranth.sim import Simulator
+from l1bn.hw.train.fixed import bitlen, magnitude, rnd_var, stochastic_var
+from l1bn.hw.train.plan import TrainPlan
+from l1bn.hw.train.quant import QuantEngine, quant_cycles
+from l1bn.spec.reference.core import rshift_round_array
+from l1bn.spec.reference.grad_quant import quantize_error, stochastic_shift
+from l1bn.spec.training import IntTrainConfig, TrainLayer
+from train_hw_model import daccw_words
+from train_hw_rig import Rig, read_mem, run_cmd, simulate
+
+TINY = IntTrainConfig(in_shape=(2, 4, 4), layers=(TrainLayer(kind="conv2d", out=3, kernel=3, stride=2, padding=1),
+                                                 TrainLayer(kind="conv2d", out=5, kernel=3, stride=1, padding=1),
+                                                 TrainLayer(kind="linear", out=4, kernel=1, stride=1, padding=0)),
+                      batch=3, lfsr_lanes=4)
+
+
+def test_run_time_shifters_match_the_reference():
+    """rnd(v, s), the stochastic shift and bitlen(|v|) for every s in range, v across 9 bits."""
+    m = Module()
+    v, s, w = Signal(signed(9)), Signal(signed(7)), Signal(32)
+    o1, o2, o3 = Signal(signed(20)), Signal(signed(20)), Signal(8)
+    m.d.comb += [o1.eq(rnd_var(v, s, -5, 12)), o2.eq(stochastic_var(v, s, w, -5, 40)),
+                 o3.eq(bitlen(magnitude(v)))]
+    rng = np.random.default_rng(1)
+
+    async def tb(ctx):
+        cases = [(vv, ss) for vv in range(-256, 256, 5) for ss in range(-5, 13)]
+        cases += [(vv, ss) for vv in (-256, 255, 0, 1, -1) for ss in range(30, 41)]
+        for vv, ss in cases:
+            ww = int(rng.integers(0, 2 ** 32))
+            ctx.set(v, vv)
+            ctx.set(s, ss)
+            ctx.set(w, ww)
+            await ctx.delay(1e-9)
+            if ss <= 12:
+                assert ctx.get(o1) == int(rshift_round_array(np.array([vv]), ss)[0]), (vv, ss)
+            want = int(stochastic_shift(np.array([vv]), ss, np.array([ww], dtype=np.uint32))[0])
+            assert ctx.get(o2) == want, (vv, ss, ww)
+            assert ctx.get(o3) == abs(vv).bit_length()
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+@pytest.mark.parametrize("layer,scale", [(0, 1 << 30), (1, 1000), (2, 50), (1, 0)])
+def test_error_quantizer(layer, scale):
+    """ebuf -> dacc and daccw equal quantize_error and the plan's word layout; cycles = E + 2."""
+    plan = TrainPlan(TINY, rows=2)
+    g = plan.layers[layer]
+    rng = np.random.default_rng(layer)
+    shape = (g.out, plan.n * g.hwo)
+    v = rng.integers(-scale, scale + 1, shape) if scale else np.zeros(shape, dtype=np.int64)
+    q, s = quantize_error(v, TINY.gbits)
+    ebuf = np.zeros(plan.mem["ebuf"]["depth"], dtype=np.int64)
+    ebuf[:v.size] = v.reshape(-1)
+    eng = QuantEngine(plan)
+    rig = Rig(eng, plan, {"ebuf": ebuf.tolist()})
+    out = {}
+
+    async def bench(ctx):
+        out["cycles"], _ = await run_cmd(ctx, eng, op=layer, s=s)
+        out["dacc"] = read_mem(ctx, rig.mems["dacc"], v.size)
+        out["daccw"] = read_mem(ctx, rig.mems["daccw"])
+
+    simulate(rig, bench)
+    assert np.array_equal(out["dacc"], q.reshape(-1))
+    want = daccw_words(plan, layer, q)
+    assert np.array_equal(out["daccw"][:len(want)][:, :], want[:, :plan.rows])
+    assert out["cycles"] == quant_cycles(v.size)
+
+
+def _trace(cfg, seed=0):
+    from l1bn.spec.reference.train import init_state, train_step
+    rng = np.random.default_rng(seed)
+    state = init_state(cfg, seed)
+    x = rng.integers(0, 1 << cfg.abits, (cfg.batch, *cfg.in_shape))
+    y = rng.integers(0, cfg.classes, cfg.batch)
+    _, r = train_step(state, x, y, cfg, trace=True)
+    return state, x, y, r.trace
+
+
+@pytest.mark.parametrize("rows", [2, 3])
+def test_mac_engine_runs_every_product(rows):
+    """Every MAC operation of a tiny net (stride 2, padding, a linear layer) on the engine:
+    outputs equal the reference's acc, logits, input and weight gradients; ``done`` reports the
+    bit length of the (masked) max; cycles equal mac_cycles."""
+    from l1bn.hw.train.mac_engine import MacEngine, mac_cycles
+    from train_hw_model import fw_words, fwt_words
+
+    plan = TrainPlan(TINY, rows=rows)
+    cfg, n = TINY, TINY.batch
+    _, x, _, tr = _trace(cfg)
+    act = np.zeros(plan.mem["act"]["depth"], dtype=np.int64)
+    act[:x.size] = x.transpose(1, 0, 2, 3).reshape(-1)
+    mask = np.zeros(plan.mem["mask"]["depth"], dtype=np.int64)
+    fw = np.zeros((plan.mem["fw"]["depth"], rows), dtype=np.int64)
+    fwt = np.zeros((plan.mem["fwt"]["depth"], rows), dtype=np.int64)
+    for g in plan.layers:
+        t = tr[g.name]
+        if g.bn:
+            a = t["act"].reshape(-1)
+            act[plan.bases["act"][g.index + 1]:][:a.size] = a
+            mk = t["mask"].reshape(-1)
+            mask[plan.bases["acc"][g.index]:][:mk.size] = mk
+        words = fw_words(plan, g.index, t["w"])
+        fw[plan.bases["fw"][g.index]:][:len(words)] = words
+        if g.index:
+            words = fwt_words(plan, g.index, t["w"])
+            fwt[plan.bases["fwt"][g.index]:][:len(words)] = words
+    eng = MacEngine(plan)
+    rig = Rig(eng, plan, {"act": act.tolist(), "mask": mask.tolist(), "fw": fw.tolist(), "fwt": fwt.tolist()})
+    got = []
+
+    async def bench(ctx):
+        for key in plan.mac_order:
+            kind, i = key
+            g = plan.layers[i]
+            dacc = tr[g.name]["dacc"]
+            if kind != "fwd":                       # this layer's gradient, as the quantizer leaves it
+                for e, v in enumerate(dacc.reshape(-1)):
+                    ctx.set(rig.mems["dacc"].memory.data[e], int(v))
+                for w, word in enumerate(daccw_words(plan, i, dacc)):
+                    ctx.set(rig.mems["daccw"].memory.data[w], [int(v) for v in word])
+            cyc, done = await run_cmd(ctx, eng, op=plan.mac_order.index(key))
+            dst = {"fwd": "acc" if g.bn else "logits", "da": "da", "dw": "dw"}[kind]
+            got.append((key, cyc, int(done.bits), read_mem(ctx, rig.mems[dst])))
+
+    simulate(rig, bench)
+    for (kind, i), cyc, bits, mem in got:
+        g = plan.layers[i]
+        t = tr[g.name]
+        op = plan.mac_ops[(kind, i)]
+        if kind == "fwd":
+            want = t["acc"].reshape(-1) if g.bn else tr["logits"].reshape(-1)
+            base = plan.bases["acc"][i] if g.bn else 0
+        elif kind == "dw":
+            want, base = t["dW"].reshape(-1), plan.bases["master"][i]
+        else:
+            ig = t["input_grad"]
+            want, base = ig.reshape(-1), 0
+        assert np.array_equal(mem[base:base + want.size], want), (kind, i)
+        mx = np.abs(want * tr[plan.layers[i - 1].name]["mask"].reshape(-1)).max() if kind == "da" else np.abs(want).max()
+        assert bits == int(mx).bit_length(), (kind, i)
+        assert cyc == mac_cycles(plan, op), (kind, i, cyc, mac_cycles(plan, op))
