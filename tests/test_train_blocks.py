@@ -96,7 +96,7 @@ def test_mac_engine_runs_every_product(rows):
     from train_hw_model import fw_words, fwt_words
 
     plan = TrainPlan(TINY, rows=rows)
-    cfg, n = TINY, TINY.batch
+    cfg = TINY
     _, x, _, tr = _trace(cfg)
     act = np.zeros(plan.mem["act"]["depth"], dtype=np.int64)
     act[:x.size] = x.transpose(1, 0, 2, 3).reshape(-1)

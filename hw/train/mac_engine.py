@@ -122,7 +122,7 @@ class MacEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p, R = self.plan, self.plan.rows
+        p = self.plan
         index, entries, tbase = _tables(p)
         hs = Handshake(m, self)
         k = self._consts(m, tbase)
