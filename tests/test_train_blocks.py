@@ -150,3 +150,110 @@ def test_mac_engine_runs_every_product(rows):
         mx = np.abs(want * tr[plan.layers[i - 1].name]["mask"].reshape(-1)).max() if kind == "da" else np.abs(want).max()
         assert bits == int(mx).bit_length(), (kind, i)
         assert cyc == mac_cycles(plan, op), (kind, i, cyc, mac_cycles(plan, op))
+
+
+def _two_steps(cfg, seed=0):
+    """State after one step, the images and labels of a second step and its trace and result."""
+    from l1bn.spec.reference.train import init_state, train_step
+    rng = np.random.default_rng(seed)
+    s0 = init_state(cfg, seed)
+    x0 = rng.integers(0, 1 << cfg.abits, (cfg.batch, *cfg.in_shape))
+    y0 = rng.integers(0, cfg.classes, cfg.batch)
+    s1, _ = train_step(s0, x0, y0, cfg)
+    x = rng.integers(0, 1 << cfg.abits, (cfg.batch, *cfg.in_shape))
+    y = rng.integers(0, cfg.classes, cfg.batch)
+    s2, r = train_step(s1, x, y, cfg, trace=True)
+    return s1, s2, x, y, r.trace
+
+
+def _chan(plan, name, values_per_layer):
+    out = np.zeros(plan.mem[name]["depth"], dtype=np.int64)
+    for i, v in zip(plan.bn_layers, values_per_layer, strict=False):
+        out[plan.bases["chan"][i]:][:len(v)] = v
+    return out
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("layer", [0, 1])
+def test_bn_forward_engine(norm, layer):
+    """acc -> act, mask, mu, inv and the running statistics (momentum step) of the reference's
+    second step; cycles = the unit's latency + BNF_EXTRA."""
+    import dataclasses
+
+    from l1bn.hw.train.bn_engines import BNForwardEngine, bnf_cycles
+    from l1bn.spec.reference.grad_quant import forward_weight
+
+    cfg = dataclasses.replace(TINY, norm=norm)
+    plan = TrainPlan(cfg, rows=2)
+    s1, s2, _, _, tr = _two_steps(cfg, seed=layer)
+    g = plan.layers[layer]
+    t = tr[g.name]
+    acc = np.zeros(plan.mem["acc"]["depth"], dtype=np.int64)
+    acc[plan.bases["acc"][layer]:][:t["acc"].size] = t["acc"].reshape(-1)
+    init = {"acc": acc, "gamma": _chan(plan, "gamma", s1.gamma), "beta": _chan(plan, "beta", s1.beta),
+            "run_mu": _chan(plan, "run_mu", s1.run_mu), "run_sigma": _chan(plan, "run_sigma", s1.run_sigma)}
+    eng = BNForwardEngine(plan, layer)
+    rig = Rig(eng, plan, {k: v.tolist() for k, v in init.items()})
+    _, s_w = forward_weight(s1.master[layer], cfg.wbits)
+    out = {}
+
+    async def bench(ctx):
+        out["cycles"], _ = await run_cmd(ctx, eng, sh=s_w + cfg.wbits - 1, first=0)
+        for name in ("act", "mask", "stat_mu", "stat_inv", "run_mu", "run_sigma"):
+            out[name] = read_mem(ctx, rig.mems[name])
+
+    simulate(rig, bench)
+    size, cb = t["acc"].size, plan.bases["chan"][layer]
+    assert np.array_equal(out["act"][plan.bases["act"][layer + 1]:][:size], t["act"].reshape(-1))
+    assert np.array_equal(out["mask"][plan.bases["acc"][layer]:][:size], t["mask"].reshape(-1))
+    assert np.array_equal(out["stat_mu"][cb:cb + g.out], t["bn"].mu)
+    assert np.array_equal(out["stat_inv"][cb:cb + g.out], t["bn"].inv)
+    assert np.array_equal(out["run_mu"][cb:cb + g.out], s2.run_mu[layer])
+    assert np.array_equal(out["run_sigma"][cb:cb + g.out], s2.run_sigma[layer])
+    assert out["cycles"] == bnf_cycles(plan, layer)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("layer", [0, 1])
+def test_bn_backward_engine(norm, layer):
+    """(acc, dA, mask) -> u * gamma * inv, dgamma, dbeta of the reference and their maxima;
+    cycles = the unit's latency + BNB_EXTRA."""
+    import dataclasses
+
+    from l1bn.hw.train.bn_engines import BNBackwardEngine, bnb_cycles
+
+    cfg = dataclasses.replace(TINY, norm=norm)
+    plan = TrainPlan(cfg, rows=2)
+    s1, _, _, _, tr = _two_steps(cfg, seed=layer + 3)
+    g = plan.layers[layer]
+    t, above = tr[g.name], tr[plan.layers[layer + 1].name]
+    acc = np.zeros(plan.mem["acc"]["depth"], dtype=np.int64)
+    mask = np.zeros(plan.mem["mask"]["depth"], dtype=np.int64)
+    acc[plan.bases["acc"][layer]:][:t["acc"].size] = t["acc"].reshape(-1)
+    mask[plan.bases["acc"][layer]:][:t["acc"].size] = t["mask"].reshape(-1)
+    da = np.zeros(plan.mem["da"]["depth"], dtype=np.int64)
+    ig = above["input_grad"].reshape(-1)
+    da[:ig.size] = ig
+    _, s = quantize_error(ig * t["mask"].reshape(-1), cfg.gbits)
+    init = {"acc": acc, "mask": mask, "da": da, "gamma": _chan(plan, "gamma", s1.gamma),
+            "stat_mu": _chan(plan, "stat_mu", [tr[plan.layers[i].name]["bn"].mu for i in plan.bn_layers]),
+            "stat_inv": _chan(plan, "stat_inv", [tr[plan.layers[i].name]["bn"].inv for i in plan.bn_layers])}
+    eng = BNBackwardEngine(plan, layer)
+    rig = Rig(eng, plan, {k: v.tolist() for k, v in init.items()})
+    out = {}
+
+    async def bench(ctx):
+        out["cycles"], out["done"] = await run_cmd(ctx, eng, s=s)
+        for name in ("ebuf", "dgamma", "dbeta"):
+            out[name] = read_mem(ctx, rig.mems[name])
+
+    simulate(rig, bench)
+    cb = plan.bases["chan"][layer]
+    assert np.array_equal(out["ebuf"][:t["dxw"].size], t["dxw"].reshape(-1))
+    assert np.array_equal(out["dgamma"][cb:cb + g.out], t["dgamma"])
+    assert np.array_equal(out["dbeta"][cb:cb + g.out], t["dbeta"])
+    d = out["done"]
+    assert int(d.dx) == int(np.abs(t["dxw"]).max()).bit_length()
+    assert int(d.dgamma) == int(np.abs(t["dgamma"]).max()).bit_length()
+    assert int(d.dbeta) == int(np.abs(t["dbeta"]).max()).bit_length()
+    assert out["cycles"] == bnb_cycles(plan, layer)

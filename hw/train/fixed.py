@@ -19,10 +19,15 @@ def bitlen(v) -> Value:
     """Bits of the unsigned value ``v`` (0 for 0): a priority encoder, ``unsigned(bits(width))``."""
     v = Value.cast(v)
     w = v.shape().width
-    out = Const(0, unsigned(max(1, w.bit_length())))
-    for k in range(w):
-        out = Mux(v[k], k + 1, out)
-    return out
+    shape = unsigned(max(1, w.bit_length()))
+    if w <= 4:
+        out = Const(0, shape)
+        for k in range(w):
+            out = Mux(v[k], k + 1, out)
+        return out
+    # a balanced tree (log2(width) multiplexer levels): the upper half decides
+    h = w // 2
+    return Mux(v[h:].any(), h + bitlen(v[h:]), bitlen(v[:h]))
 
 
 def magnitude(v) -> Value:
