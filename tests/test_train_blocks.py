@@ -257,3 +257,120 @@ def test_bn_backward_engine(norm, layer):
     assert int(d.dgamma) == int(np.abs(t["dgamma"]).max()).bit_length()
     assert int(d.dbeta) == int(np.abs(t["dbeta"]).max()).bit_length()
     assert out["cycles"] == bnb_cycles(plan, layer)
+
+
+def _place(plan, name, base, values):
+    out = np.zeros(plan.mem[name]["depth"], dtype=np.int64)
+    for b, v in zip(base, values, strict=True):
+        out[b:b + v.size] = v.reshape(-1)
+    return out
+
+
+def _reference_update(state, tr, cfg):
+    """The masters, gamma, beta and bank after the contract's updates (quantize_update of the spec,
+    tensor by tensor in its order) and the count of clipped values."""
+    from l1bn.spec.reference.grad_quant import quantize_update
+    bank, n = state.lfsr, 0
+    lo, hi = -(1 << (cfg.master_bits - 1)), (1 << (cfg.master_bits - 1)) - 1
+    master, gamma, beta = list(state.master), list(state.gamma), list(state.beta)
+    for i, nm in enumerate(cfg.names):
+        items = [(master, tr[nm]["dW"], "weights", cfg.lr_shift)]
+        if i < len(cfg.names) - 1:
+            items += [(gamma, tr[nm]["dgamma"], "gamma", cfg.bn_lr_shift),
+                      (beta, tr[nm]["dbeta"], "beta", cfg.bn_lr_shift)]
+        for par, grad, what, lr in items:
+            delta, _, bank = quantize_update(grad, cfg.gbits, cfg.update_shift(what, lr), cfg.grad_rounding, bank)
+            new = par[i] - delta.reshape(par[i].shape)
+            n += int(((new < lo) | (new > hi)).sum())
+            par[i] = np.clip(new, lo, hi)
+    return master, gamma, beta, bank, n
+
+
+@pytest.mark.parametrize("rounding,lanes", [("stochastic", 4), ("stochastic", 1), ("nearest", 4)])
+def test_update_engine(rounding, lanes):
+    """Every tensor's update in the contract's order: masters, gamma, beta and the LFSR bank equal
+    the spec's (``quantize_update``, from masters pushed to both ends so some saturate); done
+    reports the largest new weight and the saturation count; cycles = update_cycles."""
+    import dataclasses
+
+    from l1bn.hw.train.update import UpdateEngine, update_cycles
+
+    cfg = dataclasses.replace(TINY, grad_rounding=rounding, lfsr_lanes=lanes)
+    plan = TrainPlan(cfg, rows=2)
+    s1, _, _, _, tr = _two_steps(cfg, seed=5)
+    top = (1 << (cfg.master_bits - 1)) - 1
+    master = [m.copy() for m in s1.master]
+    gamma = [g.copy() for g in s1.gamma]
+    for i, nm in enumerate(cfg.names):            # clip where the step pushes hardest
+        master[i].reshape(-1)[np.argmax(tr[nm]["dW"])] = -top - 1
+        master[i].reshape(-1)[np.argmin(tr[nm]["dW"])] = top
+    gamma[0][np.argmin(tr[cfg.names[0]]["dgamma"])] = top
+    s1 = dataclasses.replace(s1, master=tuple(master), gamma=tuple(gamma))
+    want_m, want_g, want_b, want_bank, want_sat = _reference_update(s1, tr, cfg)
+    names = cfg.names
+    mb = [plan.bases["master"][g.index] for g in plan.layers]
+    cb = [plan.bases["chan"][i] for i in plan.bn_layers]
+    init = {"lfsr": s1.lfsr.astype(np.int64), "master": _place(plan, "master", mb, s1.master),
+            "dw": _place(plan, "dw", mb, [tr[nm]["dW"] for nm in names]),
+            "gamma": _place(plan, "gamma", cb, s1.gamma), "beta": _place(plan, "beta", cb, s1.beta),
+            "dgamma": _place(plan, "dgamma", cb, [tr[names[i]]["dgamma"] for i in plan.bn_layers]),
+            "dbeta": _place(plan, "dbeta", cb, [tr[names[i]]["dbeta"] for i in plan.bn_layers])}
+    eng = UpdateEngine(plan)
+    rig = Rig(eng, plan, {k: v.tolist() for k, v in init.items()})
+    out = {"done": []}
+
+    async def bench(ctx):
+        for op, (what, i) in enumerate(plan.update_tensors()):
+            grad = {"weights": tr[names[i]]["dW"], "gamma": tr[names[i]].get("dgamma"),
+                    "beta": tr[names[i]].get("dbeta")}[what]
+            mx = int(np.abs(grad).max())
+            s = (mx.bit_length() - (cfg.gbits - 1) if mx else 0) + max(0, -plan.update_shift(what))
+            cyc, done = await run_cmd(ctx, eng, op=op, s=s)
+            out["done"].append((what, i, cyc, int(done.max), int(done.sat)))
+        for name in ("master", "gamma", "beta", "lfsr"):
+            out[name] = read_mem(ctx, rig.mems[name])
+
+    simulate(rig, bench)
+    assert np.array_equal(out["master"], _place(plan, "master", mb, want_m))
+    assert np.array_equal(out["gamma"], _place(plan, "gamma", cb, want_g))
+    assert np.array_equal(out["beta"], _place(plan, "beta", cb, want_b))
+    assert np.array_equal(out["lfsr"], want_bank.astype(np.int64))
+    for what, i, cyc, mx, _ in out["done"]:
+        assert cyc == update_cycles(plan, what, i)
+        if what == "weights":
+            assert mx == int(np.abs(want_m[i]).max())
+    assert sum(d[4] for d in out["done"]) == want_sat > 0
+
+
+def test_prep_engine():
+    """Every layer's forward weights in the fw and fwt layouts; done reports s_w."""
+    from l1bn.hw.train.update import PrepEngine, prep_cycles
+    from l1bn.spec.reference.grad_quant import forward_weight
+    from train_hw_model import fw_words, fwt_words
+
+    plan = TrainPlan(TINY, rows=2)
+    s1, _, _, _, _ = _two_steps(TINY, seed=2)
+    master = list(s1.master)
+    master[1] = np.zeros_like(master[1])                     # an all-zero layer: s_w = 0
+    master[2] = master[2] // 300                             # small magnitudes: a left shift
+    mb = [plan.bases["master"][g.index] for g in plan.layers]
+    eng = PrepEngine(plan)
+    rig = Rig(eng, plan, {"master": _place(plan, "master", mb, master).tolist()})
+    out = []
+
+    async def bench(ctx):
+        for g in plan.layers:
+            cyc, done = await run_cmd(ctx, eng, op=g.index, max=int(np.abs(master[g.index]).max()))
+            out.append((cyc, int(done.s_w)))
+        out.append((read_mem(ctx, rig.mems["fw"]), read_mem(ctx, rig.mems["fwt"])))
+
+    simulate(rig, bench)
+    fw, fwt = out[-1]
+    for g in plan.layers:
+        w, s = forward_weight(master[g.index], TINY.wbits)
+        assert out[g.index] == (prep_cycles(plan, g.index), s)
+        words = fw_words(plan, g.index, w)
+        assert np.array_equal(fw[plan.bases["fw"][g.index]:][:len(words)], words)
+        if g.index:
+            words = fwt_words(plan, g.index, w)
+            assert np.array_equal(fwt[plan.bases["fwt"][g.index]:][:len(words)], words)
