@@ -374,3 +374,41 @@ def test_prep_engine():
         if g.index:
             words = fwt_words(plan, g.index, w)
             assert np.array_equal(fwt[plan.bases["fwt"][g.index]:][:len(words)], words)
+
+
+@pytest.mark.parametrize("cfg", [TINY, IntTrainConfig(batch=4)], ids=["tiny", "digits"])
+def test_loss_engine(cfg):
+    """logits -> the softmax-CE gradient g (ebuf, class-major), the logits on ``z`` in order, the
+    bit length of max |g|, the correct count and the probability error; cycles = loss_cycles."""
+    from l1bn.hw.train.loss import LossEngine, loss_cycles
+
+    plan = TrainPlan(cfg, rows=2)
+    _, _, _, y, tr = _two_steps(cfg, seed=7)
+    z = tr["logits"]
+    n, C = z.shape
+    logits = np.zeros(plan.mem["logits"]["depth"], dtype=np.int64)
+    logits[:z.size] = z.reshape(-1)
+    eng = LossEngine(plan)
+    rig = Rig(eng, plan, {"logits": logits.tolist(), "labels": y.tolist()})
+    out = {"z": []}
+
+    def watch(ctx):
+        if ctx.get(eng.z.valid):
+            out["z"].append(int(ctx.get(eng.z.payload)))
+
+    async def bench(ctx):
+        ctx.set(eng.z.ready, 1)
+        shift = cfg.log2e_bits + tr["logit_exp"] - cfg.exp_frac
+        out["cycles"], out["done"] = await run_cmd(ctx, eng, shift=shift, watch=watch)
+        out["ebuf"] = read_mem(ctx, rig.mems["ebuf"], n * C)
+
+    simulate(rig, bench)
+    g = tr["loss"]["g"]
+    p = g + (np.eye(C, dtype=np.int64)[y] << cfg.prob_bits)
+    assert np.array_equal(out["ebuf"], g.T.reshape(-1))
+    assert out["z"] == z.reshape(-1).tolist()
+    d = out["done"]
+    assert int(d.bits) == int(np.abs(g).max()).bit_length()
+    assert int(d.correct) == int((z.argmax(1) == y).sum())
+    assert int(d.perr) == int(((1 << cfg.prob_bits) - p[np.arange(n), y]).sum())
+    assert out["cycles"] == loss_cycles(plan)

@@ -42,9 +42,9 @@ class Rig(Elaboratable):
         return m
 
 
-async def run_cmd(ctx, engine, timeout=200000, **fields):
+async def run_cmd(ctx, engine, timeout=200000, watch=None, **fields):
     """Send one command, wait for ``done``; returns (cycles from the handshake to done valid,
-    the done payload)."""
+    the done payload). ``watch(ctx)`` (optional) runs every cycle before the clock edge."""
     for k, v in fields.items():
         ctx.set(getattr(engine.cmd.payload, k), v)
     ctx.set(engine.cmd.valid, 1)
@@ -55,6 +55,8 @@ async def run_cmd(ctx, engine, timeout=200000, **fields):
     ctx.set(engine.done.ready, 1)
     cycles = 1
     while not ctx.get(engine.done.valid):
+        if watch is not None:
+            watch(ctx)
         await ctx.tick()
         cycles += 1
         assert cycles < timeout, "engine never finished"
