@@ -102,3 +102,28 @@ def test_tiny_net_trains_bit_exact(norm):
     # result is the formula less the three cycles before the loader takes the first beat
     assert np.diff(got["o_cycle"]).tolist() == [acc.cycles_per_step] * (len(batches) - 1)
     assert [o - i for o, i in zip(got["o_cycle"], got["in_cycle"], strict=True)] == [acc.cycles_per_step - 3] * len(batches)
+
+
+TWO_LAYER = IntTrainConfig(in_shape=(1, 4, 4), layers=(TrainLayer(kind="conv2d", out=4),
+                                                      TrainLayer(kind="linear", out=3, kernel=1, stride=1, padding=0)),
+                           batch=8, lfsr_lanes=16)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+def test_two_layer_net_on_icarus(norm, tmp_path):
+    """3 steps of batch 8 on Icarus (cocotb): every step's logits and result, then every master
+    weight, gamma, beta and running statistic read back, equal the reference; the result period
+    equals the formula."""
+    import dataclasses
+
+    from l1bn.sim.simulate.train import simulate_train
+
+    cfg = dataclasses.replace(TWO_LAYER, norm=norm)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 16, (24, 1, 4, 4))
+    y = rng.integers(0, 3, 24)
+    r = simulate_train(cfg, x, y, steps=3, rows=4, seed=1, simulator="icarus", build_dir=tmp_path)
+    assert r["passed"], r["first"]
+    assert r["logit_mismatches"] == r["result_mismatches"] == r["state_mismatches"] == 0
+    assert r["logits"] == 3 * 8 * 3 and r["state_values"] == 4 * 9 + 3 * 64 + 4 * 4
+    assert r["cycles_per_step"] == [r["formula_cycles"]]

@@ -119,22 +119,34 @@ class LossEngine(wiring.Component):
         m.d.comb += [self.rd_logits.addr.eq(row + o), self.rd_labels.addr.eq(n), self.z.payload.eq(zdata),
                      erd.addr.eq(o), ewr.addr.eq(o)]
 
-        with m.FSM():
+        # combinational outputs are functions of the state, assigned after the FSM (continuous
+        # assignments, defined in Icarus from time 0; see the sequencer)
+        t = Signal(unsigned(prod.shape().width), name="t_raw")
+        tt = Signal(range(cap + 1), name="t")
+        e = Signal(unsigned(P + 2), name="E")
+        num = Signal(unsigned(2 * P + 4), name="num")
+        g = Signal(signed(P + 2), name="g")
+        hit = Signal(name="hit")
+        half = ((Const(1, unsigned(self.hi + 1)) << shift) >> 1)
+        hq = ((Const(1, unsigned(P + 4)) << q) >> 1)
+        r2 = Cat(low[-1], rem)
+        ge = r2 >= den
+        m.d.comb += [t.eq(prod >> shift), tt.eq(Mux(t > cap, cap, t)), e.eq((lrd.data + hq) >> q),
+                     num.eq(Cat(Const(0, P + 1), erd.data) + ssum),          # 2 * (E << P) + S
+                     hit.eq(o == label), g.eq(quo - Mux(hit, 1 << P, 0)), lrd.addr.eq(tt[:T])]
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(hs.start):
                     m.d.sync += [n.eq(0), row.eq(0), correct.eq(0), perr.eq(0)]
                     m.next = "IMG"
             with m.State("IMG"):
-                m.d.comb += self.rd_labels.en.eq(1)
                 m.d.sync += [o.eq(0), zmax.eq(-(1 << (zb - 1))), amax.eq(0), ssum.eq(0)]
                 m.next = "A_RD"
             with m.State("A_RD"):
-                m.d.comb += self.rd_logits.en.eq(1)
                 with m.If(o == 0):
                     m.d.sync += label.eq(self.rd_labels.data)
                 m.next = "A_OUT"
             with m.State("A_OUT"):
-                m.d.comb += self.z.valid.eq(1)
                 with m.If(self.z.ready):
                     with m.If((o == 0) | (zdata > zmax)):
                         m.d.sync += [zmax.eq(zdata), amax.eq(o)]
@@ -145,24 +157,14 @@ class LossEngine(wiring.Component):
                         m.d.sync += o.eq(o + 1)
                         m.next = "A_RD"
             with m.State("B_RD"):
-                m.d.comb += self.rd_logits.en.eq(1)
                 m.next = "B_MUL"
             with m.State("B_MUL"):
-                half = ((Const(1, unsigned(self.hi + 1)) << shift) >> 1)
                 m.d.sync += prod.eq((zmax - zdata).as_unsigned() * l2e + half)
                 m.next = "B_T"
             with m.State("B_T"):
-                t = Signal(unsigned(prod.shape().width), name="t_raw")
-                tt = Signal(range(cap + 1), name="t")
-                m.d.comb += [t.eq(prod >> shift), tt.eq(Mux(t > cap, cap, t)),
-                             lrd.addr.eq(tt[:T]), lrd.en.eq(1)]
                 m.d.sync += q.eq(tt >> T)
                 m.next = "B_E"
             with m.State("B_E"):
-                v = lrd.data
-                hq = ((Const(1, unsigned(P + 4)) << q) >> 1)
-                e = Signal(unsigned(P + 2), name="E")
-                m.d.comb += [e.eq((v + hq) >> q), ewr.en.eq(1), ewr.data.eq(e)]
                 m.d.sync += ssum.eq(ssum + e)
                 with m.If(o == C - 1):
                     m.d.sync += o.eq(0)
@@ -171,26 +173,16 @@ class LossEngine(wiring.Component):
                     m.d.sync += o.eq(o + 1)
                     m.next = "B_RD"
             with m.State("C_RD"):
-                m.d.comb += erd.en.eq(1)
                 m.next = "C_INIT"
             with m.State("C_INIT"):
-                num = Signal(unsigned(2 * P + 4), name="num")
-                m.d.comb += num.eq(Cat(Const(0, P + 1), erd.data) + ssum)     # 2 * (E << P) + S
                 m.d.sync += [rem.eq(num >> (P + 1)), low.eq(num[:P + 1]), den.eq(ssum << 1), it.eq(0)]
                 m.next = "C_DIV"
             with m.State("C_DIV"):
-                r2 = Cat(low[-1], rem)
-                ge = r2 >= den
                 m.d.sync += [rem.eq(Mux(ge, r2 - den, r2)), low.eq(low << 1), quo.eq(Cat(ge, quo)),
                              it.eq(it + 1)]
                 with m.If(it == P):
                     m.next = "C_OUT"
             with m.State("C_OUT"):
-                hit = o == label
-                g = Signal(signed(P + 2), name="g")
-                m.d.comb += [g.eq(quo - Mux(hit, 1 << P, 0)),
-                             self.wr_ebuf.en.eq(1), self.wr_ebuf.addr.eq(o * N + n), self.wr_ebuf.data.eq(g),
-                             tr.take.eq(1), tr.value.eq(g)]
                 with m.If(hit):
                     m.d.sync += perr.eq(perr + ((1 << P) - quo))
                 with m.If(o == C - 1):
@@ -205,4 +197,11 @@ class LossEngine(wiring.Component):
             with m.State("FIN"):
                 hs.finish(bits=tr.bits, correct=correct, perr=perr)
                 m.next = "IDLE"
+        on = fsm.ongoing
+        m.d.comb += [
+            self.rd_labels.en.eq(on("IMG")), self.rd_logits.en.eq(on("A_RD") | on("B_RD")),
+            self.z.valid.eq(on("A_OUT")), lrd.en.eq(on("B_T")), ewr.en.eq(on("B_E")), ewr.data.eq(e),
+            erd.en.eq(on("C_RD")), self.wr_ebuf.en.eq(on("C_OUT")), self.wr_ebuf.addr.eq(o * N + n),
+            self.wr_ebuf.data.eq(g), tr.take.eq(on("C_OUT")), tr.value.eq(g),
+        ]
         return m

@@ -29,6 +29,13 @@ from l1bn.hw.train.plan import TrainPlan
 __all__ = ["Sequencer", "result_layout"]
 
 
+def _any(values):
+    out = 0
+    for v in values:
+        out = out | v
+    return out
+
+
 def result_layout(plan: TrainPlan) -> data.StructLayout:
     """One ``o`` beat per step: the step number (from 1), correct predictions, the probability
     error (``sum 2**P - p[label]``) and the count of master values the update saturated."""
@@ -103,60 +110,64 @@ class Sequencer(wiring.Component):
 
         mac_keys = p.mac_order
         upd = p.update_tensors()
-        with m.FSM():
+        # Every combinational output is a function of the state, assigned after the FSM (continuous
+        # assignments): a signal set inside a state becomes an ``always @*`` that Icarus does not
+        # evaluate before the state first changes, and the outputs would read X after reset.
+        cmd_terms = {name: [] for name in self.engine_names}     # (in this state, payload dict)
+        done_states = {name: [] for name in self.engine_names}
+        out_state = None
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.rd.valid):
-                    m.d.comb += self.rd.ready.eq(1)
                     m.next = "DUMP"
                 with m.Elif(self.i_valid):
                     m.d.sync += sat.eq(0)
                     m.next = "P0"
             with m.State("DUMP"):
-                m.d.comb += cmd("dump").valid.eq(1)
                 with m.If(cmd("dump").ready):
                     m.next = "DUMP_W"
             with m.State("DUMP_W"):
-                m.d.comb += done("dump").ready.eq(1)
                 with m.If(done("dump").valid):
                     m.next = "IDLE"
+            cmd_terms["dump"].append(("DUMP", {}))
+            done_states["dump"].append("DUMP_W")
             for k, (eng, arg) in enumerate(p.program):
                 name = eng if eng not in ("bnf", "bnb") else f"{eng}{arg}"
                 nxt = f"P{k + 1}"
                 if eng == "out":
+                    out_state = f"P{k}"
                     with m.State(f"P{k}"):
-                        m.d.comb += self.o.valid.eq(1)
-                        m.d.comb += [res.step.eq(step + 1), res.saturated.eq(sat), res.correct.eq(correct),
-                                     res.perr.eq(perr)]
                         with m.If(self.o.ready):
                             m.d.sync += step.eq(step + 1)
                             m.next = "IDLE"
                     continue
+                if eng == "prep":
+                    pl = {"op": arg, "max": maxm[arg]}
+                elif eng == "mac":
+                    pl = {"op": arg}
+                elif eng == "bnf":
+                    pl = {"sh": sw[arg] + c.wbits - 1, "first": step == 0}
+                elif eng == "loss":
+                    base = c.log2e_bits + c.master_frac + c.layer_in_bits(last)[1] - c.exp_frac
+                    pl = {"shift": base - sw[last]}
+                elif eng == "quant":
+                    pl = {"op": arg, "s": s_of(bits_e)}
+                elif eng == "bnb":
+                    pl = {"s": s_of(bits_da)}
+                elif eng == "update":
+                    what, i = arg
+                    bits = {"weights": bits_dw[i], "gamma": bits_dg.get(i), "beta": bits_db.get(i)}[what]
+                    pl = {"op": upd.index(arg), "s": s_of(bits, max(0, -p.update_shift(what)))}
+                else:
+                    pl = {}
+                cmd_terms[name].append((f"P{k}", pl))
+                done_states[name].append(f"W{k}")
                 with m.State(f"P{k}"):
-                    pl = cmd(name).payload
-                    m.d.comb += cmd(name).valid.eq(1)
-                    if eng == "prep":
-                        m.d.comb += [pl.op.eq(arg), pl.max.eq(maxm[arg])]
-                    elif eng == "mac":
-                        m.d.comb += pl.op.eq(arg)
-                    elif eng == "bnf":
-                        m.d.comb += [pl.sh.eq(sw[arg] + c.wbits - 1), pl.first.eq(step == 0)]
-                    elif eng == "loss":
-                        base = c.log2e_bits + c.master_frac + c.layer_in_bits(last)[1] - c.exp_frac
-                        m.d.comb += pl.shift.eq(base - sw[last])
-                    elif eng == "quant":
-                        m.d.comb += [pl.op.eq(arg), pl.s.eq(s_of(bits_e))]
-                    elif eng == "bnb":
-                        m.d.comb += pl.s.eq(s_of(bits_da))
-                    elif eng == "update":
-                        what, i = arg
-                        bits = {"weights": bits_dw[i], "gamma": bits_dg.get(i), "beta": bits_db.get(i)}[what]
-                        m.d.comb += [pl.op.eq(upd.index(arg)), pl.s.eq(s_of(bits, max(0, -p.update_shift(what))))]
                     with m.If(cmd(name).ready):
                         m.next = f"W{k}"
                 with m.State(f"W{k}"):
                     d = done(name)
                     dp = d.payload
-                    m.d.comb += d.ready.eq(1)
                     with m.If(d.valid):
                         m.next = nxt
                         if eng == "prep":
@@ -176,4 +187,20 @@ class Sequencer(wiring.Component):
                             m.d.sync += sat.eq(sat + dp.sat)
                             if what == "weights":
                                 m.d.sync += maxm[i].eq(dp.max)
+        on = fsm.ongoing
+        for name in self.engine_names:
+            terms = cmd_terms[name]
+            cm = cmd(name)
+            m.d.comb += [cm.valid.eq(_any(on(st) for st, _ in terms)),
+                         done(name).ready.eq(_any(on(st) for st in done_states[name]))]
+            for field in cm.payload.shape().members if hasattr(cm.payload.shape(), "members") else ():
+                vals = [(on(st), pl[field]) for st, pl in terms if field in pl]
+                if not vals:
+                    continue
+                v = vals[-1][1]
+                for cond, val in reversed(vals[:-1]):
+                    v = Mux(cond, val, v)
+                m.d.comb += getattr(cm.payload, field).eq(v)
+        m.d.comb += [self.rd.ready.eq(on("IDLE") & self.rd.valid), self.o.valid.eq(on(out_state)),
+                     res.step.eq(step + 1), res.saturated.eq(sat), res.correct.eq(correct), res.perr.eq(perr)]
         return m
