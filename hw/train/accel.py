@@ -22,6 +22,7 @@ import numpy as np
 from amaranth import Module, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.arith import CheckedComponent
 from l1bn.hw.train.bn_engines import BNBackwardEngine, BNForwardEngine
 from l1bn.hw.train.bus import SharedMemory, mem_shape
 from l1bn.hw.train.io import Dumper, Loader, dump_segments, dump_width, input_layout
@@ -54,7 +55,7 @@ def initial_memories(plan: TrainPlan, state) -> dict:
     return out
 
 
-class TrainAccelerator(wiring.Component):
+class TrainAccelerator(CheckedComponent):
     """Integer SGD training of ``cfg``'s network, full batches of ``cfg.batch`` images.
 
     Parameters
@@ -85,10 +86,14 @@ class TrainAccelerator(wiring.Component):
     plan : TrainPlan ; cycles_per_step : int ; array_busy : float ; schedule : list of dict
     """
 
-    def __init__(self, cfg: IntTrainConfig, *, rows: int, seed: int = 0):
-        self.plan = plan = TrainPlan(cfg, rows=rows)
+    @classmethod
+    def _check_args(cls, cfg, *, rows: int, seed: int = 0):
+        TrainPlan(cfg, rows=rows)                      # refuses what the accelerator cannot build
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed={seed!r} must be a non-negative integer")
+
+    def __init__(self, cfg: IntTrainConfig, *, rows: int, seed: int = 0):
+        self.plan = plan = TrainPlan(cfg, rows=rows)
         self.cfg, self.rows, self.seed = cfg, rows, seed
         self.state0 = init_state(cfg, seed)
         self.cycles_per_step = step_cycles(plan)
