@@ -169,19 +169,19 @@ def train_cmd(source, steps, simulator, rows, batch, norm, seed, as_json):
     logit, every per-step result and the whole state after K steps with the integer reference."""
     import json
 
-    from l1bn.cli.verilog import train_accelerator
+    from l1bn.cli.verilog import train_config
     from l1bn.sim.simulate.train import simulate_train
     from l1bn.spec.config import check_int
 
     check_int("steps", steps, 1, 100)
-    acc, cfg, x, y = train_accelerator(source, rows=rows, batch=batch, norm=norm, seed=seed)
+    cfg, rows, x, y = train_config(source, rows=rows, batch=batch, norm=norm, seed=seed)
     if len(x) < steps * cfg.batch:
         raise ValueError(f"--steps {steps} of batch {cfg.batch} need {steps * cfg.batch} images; the export holds {len(x)}")
-    r = simulate_train(cfg, x, y, steps=steps, rows=acc.rows, seed=seed, simulator=simulator)
+    r = simulate_train(cfg, x, y, steps=steps, rows=rows, seed=seed, simulator=simulator)
     if as_json:
         click.echo(json.dumps({k: v for k, v in r.items() if k != "first"}, sort_keys=True))
     else:
-        click.echo(f"{cfg.norm} BN, batch {cfg.batch}, MAC array {acc.rows}x1, {steps} steps on {simulator}")
+        click.echo(f"{cfg.norm} BN, batch {cfg.batch}, MAC array {rows}x1, {steps} steps on {simulator}")
         click.echo(f"{'step':>4} {'correct':>8} {'perr':>10} {'ref loss':>9}")
         for res in r["results"]:
             click.echo(f"{res['step']:4d} {res['correct']:5d}/{cfg.batch:<2d} {res['perr']:10d} {res['loss']:9.4f}")

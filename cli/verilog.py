@@ -214,9 +214,11 @@ def _train_options(f):
     return f
 
 
-def train_accelerator(source: str, *, rows, batch, norm, seed):
-    """``(accelerator, cfg, x, y)`` for ``l1bn verilog/sim train``: every argument checked first."""
-    from l1bn.hw.train.accel import TrainAccelerator
+def train_config(source: str, *, rows, batch, norm, seed):
+    """``(cfg, rows, x, y)`` for ``l1bn verilog/sim train``: every argument checked, and the
+    config checked against what the accelerator can build (``TrainPlan``), before anything is
+    generated."""
+    from l1bn.hw.train.plan import TrainPlan
     from l1bn.sim.simulate.train import DEFAULT_ROWS, train_source
     from l1bn.spec.config import check_int
 
@@ -226,7 +228,9 @@ def train_accelerator(source: str, *, rows, batch, norm, seed):
         check_int("rows", rows, 1, MAX_MAC_ARRAY)
     check_int("seed", seed, 0, 2**32 - 1)
     cfg, x, y = train_source(source, batch=batch, norm=norm)
-    return TrainAccelerator(cfg, rows=DEFAULT_ROWS if rows is None else rows, seed=seed), cfg, x, y
+    rows = DEFAULT_ROWS if rows is None else rows
+    TrainPlan(cfg, rows=rows)
+    return cfg, rows, x, y
 
 
 @verilog.command("train", short_help="The training accelerator for a run's (or an export's) network.")
@@ -236,10 +240,12 @@ def train_accelerator(source: str, *, rows, batch, norm, seed):
 def train_cmd(source, out_dir, rows, batch, norm, seed):
     """The training accelerator (one integer SGD step per batch, docs/train_accel.md) for the
     network of an integer-training run or an export, as Verilog with its schedule."""
+    from l1bn.hw.train.accel import TrainAccelerator
     from l1bn.sim.verilog.train import check_train_output, train_summary, write_train_verilog
 
     check_train_output(out_dir, [source])
-    acc, cfg, _, _ = train_accelerator(source, rows=rows, batch=batch, norm=norm, seed=seed)
+    cfg, rows, _, _ = train_config(source, rows=rows, batch=batch, norm=norm, seed=seed)
+    acc = TrainAccelerator(cfg, rows=rows, seed=seed)
     files = write_train_verilog(acc, out_dir, inputs=[source])
     s = train_summary(acc)
     click.echo(f"wrote {files[0]} ({len(files[0].read_text().splitlines())} lines) and {files[1]}")

@@ -84,7 +84,7 @@ def simulate_steps(acc, batches):
     return got
 
 
-@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("norm", ["l1", pytest.param("l2", marks=pytest.mark.slow)])
 def test_tiny_net_trains_bit_exact(norm):
     import dataclasses
     cfg = dataclasses.replace(TINY, norm=norm)
@@ -109,7 +109,7 @@ TWO_LAYER = IntTrainConfig(in_shape=(1, 4, 4), layers=(TrainLayer(kind="conv2d",
                            batch=8, lfsr_lanes=16)
 
 
-@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("norm", ["l1", pytest.param("l2", marks=pytest.mark.slow)])
 def test_two_layer_net_on_icarus(norm, tmp_path):
     """3 steps of batch 8 on Icarus (cocotb): every step's logits and result, then every master
     weight, gamma, beta and running statistic read back, equal the reference; the result period
@@ -127,3 +127,27 @@ def test_two_layer_net_on_icarus(norm, tmp_path):
     assert r["logit_mismatches"] == r["result_mismatches"] == r["state_mismatches"] == 0
     assert r["logits"] == 3 * 8 * 3 and r["state_values"] == 4 * 9 + 3 * 64 + 4 * 4
     assert r["cycles_per_step"] == [r["formula_cycles"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+def test_digits_cnn_on_verilator(norm, tmp_path):
+    """The digits CNN, batch 8, 3 steps of real digits on Verilator (about 8 minutes: most of it
+    the C++ build): every logit, result and state value equals the reference; the measured cycles
+    per step equal the formula and the array is busy in >= 70 % of them."""
+    import dataclasses
+
+    from l1bn.sim.simulate.train import simulate_train
+    from l1bn.spec.reference.train import quantize_images
+    from l1bn.sw.data import digits_split
+
+    cfg = IntTrainConfig(batch=8, norm=norm)
+    split = digits_split()["train"]
+    x = quantize_images(split[0][:24].numpy(), cfg)
+    y = split[1][:24].numpy().astype(np.int64)
+    r = simulate_train(dataclasses.replace(cfg), x, y, steps=3, rows=8, seed=0, simulator="verilator",
+                       build_dir=tmp_path)
+    assert r["passed"], r["first"]
+    assert r["logit_mismatches"] == r["result_mismatches"] == r["state_mismatches"] == 0
+    assert r["state_values"] == 15568
+    assert r["cycles_per_step"] == [r["formula_cycles"]] and r["array_busy"] >= 0.70
