@@ -50,6 +50,27 @@ def test_run_time_shifters_match_the_reference():
     sim.run()
 
 
+def test_bitlen_of_wide_values():
+    """The balanced priority encoder at 61 bits: every bit length 0..61, and random values."""
+    m = Module()
+    v = Signal(61)
+    o = Signal(8)
+    m.d.comb += o.eq(bitlen(v))
+    rng = np.random.default_rng(2)
+    values = [0] + [1 << k for k in range(61)] + [(1 << k) - 1 for k in range(1, 62)]
+    values += [int(rng.integers(0, 1 << 61)) >> int(rng.integers(0, 61)) for _ in range(200)]
+
+    async def tb(ctx):
+        for val in values:
+            ctx.set(v, val)
+            await ctx.delay(1e-9)
+            assert ctx.get(o) == val.bit_length(), val
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+
+
 @pytest.mark.parametrize("layer,scale", [(0, 1 << 30), (1, 1000), (2, 50), (1, 0)])
 def test_error_quantizer(layer, scale):
     """ebuf -> dacc and daccw equal quantize_error and the plan's word layout; cycles = E + 2."""
