@@ -118,6 +118,58 @@ def fpga_figures(norm: str, workdir, *, batch: int = 8, rows: int = 8, seeds=DEF
     return res
 
 
+#: (block, module-name prefixes under the accelerator) of the breakdown, first match wins
+BLOCK_MODULES = (("MAC array", ("mac.array",)), ("MAC issue/write", ("mac",)), ("BN forward", ("bnf",)),
+                 ("BN backward", ("bnb",)), ("memories", ("mem_",)),
+                 ("update, prep, loss, quantizers, control", ("",)))
+
+
+def _block_of(module: str) -> str | None:
+    name = module.lstrip("\\")
+    if not name.startswith("top.dut"):
+        return None                          # the timing harness
+    rest = name[len("top.dut"):].lstrip(".")
+    for block, prefixes in BLOCK_MODULES:
+        if any(rest.startswith(p) for p in prefixes):
+            return block
+    return None
+
+
+def fpga_breakdown(norm: str, workdir, *, batch: int = 8, rows: int = 8) -> dict:
+    """ECP5 cells per block: the same synthesis with the hierarchy kept (``synth_ecp5
+    -noflatten``), each module's own cells summed by block (:data:`BLOCK_MODULES`). Without
+    flattening, no logic is optimized across a module boundary, so the sum is a little above the
+    flattened total. Kept in ``workdir/<norm>/breakdown.json``."""
+    from amaranth.back import rtlil
+    from l1bn.hw.arith import ecp5_dsp_primitives
+    from l1bn.hw.train.accel import TrainAccelerator
+    from l1bn.sim.fpga.harness import TimingHarness
+    from l1bn.sim.yowasp import run_yosys
+
+    wd = Path(workdir) / norm / "hier"
+    cache = Path(workdir) / norm / "breakdown.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    with ecp5_dsp_primitives():
+        text = rtlil.convert(TimingHarness(TrainAccelerator(_config(norm, batch), rows=rows, seed=0)), name="top")
+    wd.mkdir(parents=True, exist_ok=True)
+    (wd / "top.il").write_text(text)
+    run_yosys(wd, "read_rtlil top.il; synth_ecp5 -noflatten -top top -run begin:map_luts; abc -lut 4 -dress; "
+                  "clean; synth_ecp5 -noflatten -top top -run map_cells:; tee -q -o stat.json stat -json")
+    mods = json.loads((wd / "stat.json").read_text())["modules"]
+    out = {}
+    for name, st in mods.items():
+        block = _block_of(name)
+        if block is None:
+            continue
+        cells = st.get("num_cells_by_type", {})
+        acc = out.setdefault(block, {k: 0 for k in _CELLS})
+        for k, names in _CELLS.items():
+            acc[k] += sum(int(cells.get(c, 0)) for c in names)
+    cache.write_text(json.dumps(out, indent=1))
+    return out
+
+
 def whole_step_table(rows_by_norm: dict) -> list[str]:
     """Text lines of the whole-step comparison: per norm the cycles, busy fraction, BN share, memory,
     and the measured ECP5 figures where present (``rows_by_norm[norm]`` = step_figures merged
