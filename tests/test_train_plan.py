@@ -83,3 +83,23 @@ def test_bad_configs_are_refused():
         TrainPlan(IntTrainConfig(gbits=12), rows=4)
     with pytest.raises(ValueError, match="norm='range' has no backward unit"):
         TrainPlan(IntTrainConfig(norm="range"), rows=4)
+
+
+def test_step_figures_and_table():
+    """The whole-step figures add up: the blocks are the schedule's entries, the busy fraction is
+    beats over cycles; the table has one row per trainable norm and their ratio."""
+    from l1bn.hw.train.schedule import schedule, step_cycles
+    from l1bn.sim.report.train import _block_of, step_figures, train_norms, whole_step_table
+
+    rows = {n: step_figures(n) for n in train_norms()}
+    assert set(rows) >= {"l1", "l2"}
+    for n, r in rows.items():
+        plan = TrainPlan(IntTrainConfig(batch=8, norm=n), rows=8)
+        assert r["cycles_per_step"] == step_cycles(plan) == sum(r["blocks"].values()) + 1
+        assert r["blocks"]["MAC array"] == sum(e["cycles"] for e in schedule(plan) if e["engine"] == "mac")
+        assert r["array_busy"] == plan.mac_beats / r["cycles_per_step"]
+    lines = whole_step_table(rows)
+    assert len(lines) == 1 + len(rows) + len(rows) - 1 and lines[-1].startswith("l1/l2: cycles ")
+    assert [_block_of(m) for m in ("top.dut.mac.array", "\\\\top.dut.mac", "top.dut.bnb0.unit", "top.dut.mem_acc",
+                                   "top.dut.seq", "top")] == ["MAC array", "MAC issue/write", "BN backward",
+                                                              "memories", "update, prep, loss, quantizers, control", None]
