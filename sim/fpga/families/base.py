@@ -173,9 +173,11 @@ class Family:
                 "--seed", str(seed), "--report", "pnr.json", "--log", "nextpnr.log", "-q"]
         return args
 
-    def place_and_route(self, workdir: Path, device: Device, *, seed: int = 1, freq_mhz: float = 100) -> dict:
+    def place_and_route(self, workdir: Path, device: Device, *, seed: int = 1, freq_mhz: float = 100,
+                        counts: dict | None = None) -> dict:
         """nextpnr on ``workdir/top.json``: ``fmax_mhz`` of the harness clock, ``device``,
-        ``le``, ``utilization`` (used, per bel type) and ``critical_path``."""
+        ``le``, ``utilization`` (used, per bel type) and ``critical_path``. (``counts``, the
+        synthesis counts, choose the device where it is None: ECP5 only.)"""
         import importlib
 
         run = getattr(importlib.import_module(self.pnr_module), self.pnr_function)

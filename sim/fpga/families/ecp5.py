@@ -49,9 +49,14 @@ class ECP5(Family):
         res = synth_ecp5_text(verilog, workdir, nodsp=not dsp)
         return {**res, "lut_sites": res["lut"] + 2 * res["ccu2"]}
 
-    def place_and_route(self, workdir, device, *, seed=1, freq_mhz=100):
-        flag = device.pnr_args[0][2:]
-        res = pnr_ecp5_json(workdir, lut=0, dsp=0, bram=0, freq_mhz=freq_mhz, seed=seed, device=flag)
+    def place_and_route(self, workdir, device, *, seed=1, freq_mhz=100, counts=None):
+        if device is None:   # the smallest that holds the design
+            c = counts or {}
+            res = pnr_ecp5_json(workdir, lut=c.get("lut", 0), dsp=c.get("dsp", 0), bram=c.get("bram", 0),
+                                freq_mhz=freq_mhz, seed=seed)
+        else:
+            res = pnr_ecp5_json(workdir, lut=0, dsp=0, bram=0, freq_mhz=freq_mhz, seed=seed,
+                                device=device.pnr_args[0][2:])
         return {**res, "le": sum(res["utilization"].get(b, 0) for b in self.site_bels)}
 
 
