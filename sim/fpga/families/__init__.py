@@ -97,6 +97,6 @@ def fit_errors():
         yield
     except RuntimeError as e:
         if isinstance(e.__cause__, DeviceFitError):
-            name = str(e).split(":", 1)[0]
+            name = str(e).split(":", 1)[0].rsplit(" ", 1)[0]   # "<step name> <kind>: ..."
             raise DeviceFitError(f"{name}: {e.__cause__}") from None
         raise

@@ -2,11 +2,19 @@
 
 The fabric is made of CPEs (CCGM1A1: 20,480), each with two LUT trees (``CPE_LT`` in nextpnr, one
 4-input function each, or together an 8-input one) and two flip-flops, so the LUT4-equivalent
-area is the ``CPE_LT`` sites placed (40,960 on the CCGM1A1). There are no hard multipliers: a
-multiply is either ``CC_MULT`` (the CPE array's multiplier mode, the default of
-``synth_gatemate``) or, with ``-nomult``, LUT trees and ``CC_ADDF`` adders; the DSP switch of the
-flow chooses between the two, and both cost CPEs. Synthesis uses ``-luttree -nomx8`` (the mapping
-that nextpnr's GateMate back end places). Pins are left to nextpnr (``allow-unconstrained``).
+area is the ``CPE_LT`` sites placed (40,960 on the CCGM1A1) plus the CPE halves in multiplier
+mode (``CPE_MULT``). There are no hard multipliers: a multiply is either ``CC_MULT`` (the CPE
+array's multiplier mode, the default of ``synth_gatemate``) or, with ``-nomult``, LUT trees and
+``CC_ADDF`` adders; the DSP switch of the flow chooses between the two, and both cost CPEs.
+Synthesis uses ``-luttree -nomx8`` (the mapping that nextpnr's GateMate back end places). Pins
+are left to nextpnr (``allow-unconstrained``).
+
+Flow note: yowasp-nextpnr-himbaechel-gatemate 0.11.1 dies (WebAssembly out-of-bounds memory
+access) in its post-route step "Update configuration based on routing" on designs of a few
+thousand CPEs (a BN unit at width 8), after routing, with and without ``no-bridges``; with
+``no-bridges`` and ``no-cpe-cp`` (no routing through CPEs, no CP-line pass-through) it finishes,
+at the same Fmax within 1 % on the design where both ran to the timing report (47.5 against
+47.2 / 47.6 MHz), so the flow always passes both.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ class GateMate(Family):
     pnr_module = "yowasp_nextpnr_himbaechel_gatemate"
     pnr_function = "run_nextpnr_himbaechel_gatemate"
     dsp_cell = "CC_MULT (CPE multiplier mode)"
-    site_bels = ("CPE_LT",)
+    site_bels = ("CPE_LT", "CPE_MULT")
     units = (("lut", "LUT trees"), ("carry", "CC_ADDF"), ("mult", "CC_MULT"), ("ff", "FF"), ("bram", "BRAM 20K"))
     devices = (
         Device("CCGM1A1", ("--device", "CCGM1A1"), lut=40960, ff=40960, dsp=0, bram=64,
@@ -53,7 +61,8 @@ class GateMate(Family):
                 "lut_sites": l2t4 + 2 * l2t5 + addf}
 
     def pnr_args(self, device, *, seed, freq_mhz):
-        return super().pnr_args(device, seed=seed, freq_mhz=freq_mhz) + ["--vopt", "allow-unconstrained"]
+        return super().pnr_args(device, seed=seed, freq_mhz=freq_mhz) + [
+            "--vopt", "allow-unconstrained", "--vopt", "no-bridges", "--vopt", "no-cpe-cp"]
 
 
 FAMILY = GateMate()
