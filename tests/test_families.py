@@ -150,3 +150,18 @@ def test_cli_bad_family_or_device_is_one_error_line(args, msg, tmp_path):
         p = l1bn("sweep", "--design", "mac", *args, "--out", str(tmp_path / "s"))
         assert p.returncode == 2 and p.stderr.strip() == msg, p.stderr
         assert not (tmp_path / "s").exists()
+
+
+def test_packing_over_the_device_is_a_fit_error(tmp_path):
+    """nextpnr stops when its packed design overflows a bel type (the synthesis estimate is only a
+    lower bound): that is a DeviceFitError naming the count, not a tool failure."""
+    fam = get_family("ice40")
+    log = tmp_path / "nextpnr.log"
+    log.write_text("Info: Device utilisation:\nInfo: \t         ICESTORM_LC:    5453/   5280   103%\n"
+                   "Info: \t        ICESTORM_RAM:       6/     30    20%\n"
+                   "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5453 ICESTORM_LCs\n")
+    with pytest.raises(DeviceFitError, match=r"^the design needs 5453 ICESTORM_LC after packing but iCE40UP5K-SG48 "
+                                             r"has 5280; try --device iCE40HX8K-CT256$"):
+        fam.check_packing(log, fam.device("iCE40UP5K-SG48"))
+    log.write_text("Info: \t         ICESTORM_LC:    428/   5280     8%\n")
+    assert fam.check_packing(log, fam.device(None)) is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 from l1bn.sim.yowasp import in_workdir, run_yosys
@@ -157,9 +158,9 @@ class Family:
             need = counts.get(key, 0)
             if need > have:
                 bigger = [d.name for d in self.devices if getattr(d, "lut" if key == "lut_sites" else key) >= need]
-                hint = f"; try --device {' or '.join(bigger)}" if bigger else "; no device of this family is large enough"
+                hint = f"; try --device {' or '.join(bigger)}" if bigger else "; no device of this family has as many"
                 if key == "dsp":
-                    hint += " or --no-dsp"
+                    hint += " or --no-dsp" if bigger else "; use --no-dsp"
                 raise DeviceFitError(f"the design needs {need} {what} after synthesis but {device.name} has "
                                      f"{have}{hint}")
 
@@ -193,8 +194,26 @@ class Family:
             raise KeyboardInterrupt
         rep = workdir / "pnr.json"
         if rc != 0 or not rep.exists():
+            self.check_packing(workdir / "nextpnr.log", device)
             raise RuntimeError(f"{self.pnr_dist} failed on {device.name} (rc={rc}); see {workdir / 'nextpnr.log'}")
         return {**nextpnr_result(json.loads(rep.read_text()), self.site_bels), "device": device.name}
+
+
+    def check_packing(self, log: Path, device: Device) -> None:
+        """:class:`DeviceFitError` when nextpnr stopped because its packed design uses more of a
+        bel type than the device has (its "Device utilisation" table, printed before placement):
+        the synthesis estimate of :meth:`check_fit` is a lower bound and can pass such a design."""
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            return
+        for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M):
+            bel, used, avail = m.group(1), int(m.group(2)), int(m.group(3))
+            if used > avail:
+                bigger = [d.name for d in self.devices if bel in self.site_bels and d.lut >= used]
+                hint = f"; try --device {' or '.join(bigger)}" if bigger else ""
+                raise DeviceFitError(f"the design needs {used} {bel} after packing but {device.name} has "
+                                     f"{avail}{hint}")
 
 
 def nextpnr_result(report: dict, site_bels) -> dict:
