@@ -77,6 +77,24 @@ def unit_rows(reports, kind: str) -> list[str]:
     return out
 
 
+def path_lines(reports) -> list[str]:
+    """Per report, width and unit: the median run's worst path (start -> end cell, its stage,
+    logic levels, logic and routing delay)."""
+    out = []
+    for _, rep in reports:
+        tgt, mult = _target(rep)
+        for w, wr in rep["widths"].items():
+            for kind in ("forward", "backward"):
+                for n in ("l1", "l2", "range"):
+                    u = (wr.get(kind) or {}).get(n)
+                    if not u or not u.get("critical_path"):
+                        continue
+                    cp = u["critical_path"]
+                    out.append(f"| {tgt} | {mult} | {w} | {kind} {n.upper()} | {cp['stage']} | `{_cell(cp['from'])}` -> "
+                               f"`{_cell(cp['to'])}` | {cp['levels']} | {cp['logic_ns']:.2f} + {cp['routing_ns']:.2f} |")
+    return out
+
+
 def energy_lines(reports) -> list[str]:
     """The family-independent energy ratios (from the first report that has each width)."""
     seen = {}
@@ -112,6 +130,11 @@ def main(argv=None) -> int:
               "DSP | critical path |")
         print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
         print("\n".join(unit_rows(reps, "backward")))
+        print("\nCritical paths (the median seed's run): stage, start -> end cell, logic levels, "
+              "logic + routing ns:\n")
+        print("| family, device | multiplies | width | unit | stage | path | levels | ns |")
+        print("|---|---|---:|---|---|---|---:|---|")
+        print("\n".join(path_lines(reps)))
         print("\nGate-level toggle energy per element (generic-gate netlist of the same Verilog: the same for every "
               "family):\n")
         print("| unit | width | L2 energy/elem | L1/L2 | range/L2 |")

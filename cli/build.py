@@ -90,6 +90,12 @@ def platform_family(platform) -> str:
     raise ValueError(f"{type(platform).__name__}: l1bn build supports ECP5, iCE40 and Gowin boards")
 
 
+def board_part(platform) -> str:
+    """The FPGA of a board as its vendor names it: ``LFE5U-85F BG381``, ``iCE40HX8K CT256``,
+    ``GW1NR-LV9QN88PC6/I5``."""
+    return platform.part if platform_family(platform) == "gowin" else f"{platform.device} {platform.package}"
+
+
 def _tool_env(family: str = "ecp5") -> dict:
     """``os.environ`` plus the family's tool variables (:data:`TOOLS`) pointing at this
     environment's programs."""
@@ -239,6 +245,13 @@ def run_build(top, platform, out_dir, *, seed: int = 1, noabc9: bool = False, st
             ys.write_text(re.sub(r"\bsynth_ecp5\b", "synth_ecp5 -noabc9", ys.read_text(), count=1))
             noabc9 = True
             rc, info = _run_script(out, env, status, family)
+    if rc != 0 and info["failed_step"] == "place and route":
+        from l1bn.sim.fpga.families.base import packing_overflow
+
+        over = packing_overflow(out / "top.tim")
+        if over:   # the design does not fit the board's FPGA: one line, not a tool failure
+            raise ValueError(f"the design does not fit {board_part(platform)}: nextpnr packed {over[1]} "
+                             f"{over[0]}, the device has {over[2]} (see {out / 'top.tim'})")
     if rc != 0:
         log = {"synthesis": "top.rpt", "place and route": "top.tim"}.get(info["failed_step"], "build.log")
         raise RuntimeError(f"{info['failed_step']} failed (exit {rc}); see {out / log}")

@@ -206,6 +206,24 @@ def test_ice40_and_gowin_board_builds_with_stand_in(board, bitstream, tiny_expor
     assert res["timing_met"], res["clocks"]
 
 
+def test_board_too_small_is_one_error_line(tiny_export, tmp_path, monkeypatch):
+    """nextpnr stops after packing more cells than the board's FPGA has: a ValueError (one
+    ``error:`` line) naming the counts, not a tool failure."""
+    import l1bn.cli.build as bc
+    from l1bn.spec.export import load_export
+
+    def packed_too_much(out, env, status, family="ecp5"):
+        (out / "top.tim").write_text("Info: Device utilisation:\nInfo: \t         ICESTORM_LC:    9007/   7680   117%\n"
+                                     "ERROR: Unable to place cell 'x'\n")
+        return 125, {"failed_step": "place and route", "times": {}}
+
+    monkeypatch.setattr(bc, "_run_script", packed_too_much)
+    top = bc.make_top(load_export(tiny_export), images=2, clock_mhz=None, continuous=True, accelerator=SumNet())
+    with pytest.raises(ValueError, match=r"^the design does not fit iCE40HX8K CT256: nextpnr packed 9007 ICESTORM_LC, "
+                                         r"the device has 7680 \(see "):
+        bc.run_build(top, bc.board_platform("ice40-hx8k-b-evn"), tmp_path / "b")
+
+
 def test_pll_clock_is_ecp5_only(tiny_export):
     r = _run_main(["build", str(tiny_export), "--board", "icebreaker", "--clock", "50"])
     assert r.returncode == 2

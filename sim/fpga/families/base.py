@@ -20,7 +20,7 @@ from pathlib import Path
 
 from l1bn.sim.yowasp import in_workdir, run_yosys
 
-__all__ = ["Device", "Family", "DeviceFitError", "nextpnr_result"]
+__all__ = ["Device", "Family", "DeviceFitError", "nextpnr_result", "packing_overflow"]
 
 #: the ports of the timing harness, in the order the constraint files list them
 HARNESS_PORTS = ("clk", "rst", "din", "dout")
@@ -203,17 +203,26 @@ class Family:
         """:class:`DeviceFitError` when nextpnr stopped because its packed design uses more of a
         bel type than the device has (its "Device utilisation" table, printed before placement):
         the synthesis estimate of :meth:`check_fit` is a lower bound and can pass such a design."""
-        try:
-            text = log.read_text(errors="replace")
-        except OSError:
-            return
-        for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M):
-            bel, used, avail = m.group(1), int(m.group(2)), int(m.group(3))
-            if used > avail:
-                bigger = [d.name for d in self.devices if bel in self.site_bels and d.lut >= used]
-                hint = f"; try --device {' or '.join(bigger)}" if bigger else ""
-                raise DeviceFitError(f"the design needs {used} {bel} after packing but {device.name} has "
-                                     f"{avail}{hint}")
+        over = packing_overflow(log)
+        if over:
+            bel, used, avail = over
+            bigger = [d.name for d in self.devices if bel in self.site_bels and d.lut >= used]
+            hint = f"; try --device {' or '.join(bigger)}" if bigger else ""
+            raise DeviceFitError(f"the design needs {used} {bel} after packing but {device.name} has {avail}{hint}")
+
+
+def packing_overflow(log: Path) -> tuple[str, int, int] | None:
+    """``(bel type, used, available)`` of the first bel type that a nextpnr log's "Device
+    utilisation" table (printed after packing) overflows; None when none does (or no log)."""
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError:
+        return None
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M):
+        bel, used, avail = m.group(1), int(m.group(2)), int(m.group(3))
+        if used > avail:
+            return bel, used, avail
+    return None
 
 
 def nextpnr_result(report: dict, site_bels) -> dict:
