@@ -230,7 +230,7 @@ def run_build(top, platform, out_dir, *, seed: int = 1, noabc9: bool = False, st
         (out / stale).unlink(missing_ok=True)
     env = _tool_env(family)
     if family == "gowin":
-        env["NEXTPNR_GOWIN"] = str(_gowin_shim(out))
+        env["NEXTPNR_GOWIN"] = str(_gowin_shim(out).resolve())   # build_top.sh runs in the output folder
     # -noabc9 is a synth_ecp5 option (the Yosys 0.70 ABC9 workaround); the other families' stock flows
     plan = platform.build(top, name="top", do_build=False,
                           nextpnr_opts=f"--timing-allow-fail --report report.json --seed {seed}",
