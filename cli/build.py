@@ -232,8 +232,10 @@ def run_build(top, platform, out_dir, *, seed: int = 1, noabc9: bool = False, st
     if family == "gowin":
         env["NEXTPNR_GOWIN"] = str(_gowin_shim(out).resolve())   # build_top.sh runs in the output folder
     # -noabc9 is a synth_ecp5 option (the Yosys 0.70 ABC9 workaround); the other families' stock flows
-    plan = platform.build(top, name="top", do_build=False,
-                          nextpnr_opts=f"--timing-allow-fail --report report.json --seed {seed}",
+    opts = f"--timing-allow-fail --report report.json --seed {seed}"
+    if family == "gowin":   # the Apicula plan gives nextpnr no clock constraint (it would check 12 MHz)
+        opts += f" --freq {platform.default_clk_frequency / 1e6:g}"
+    plan = platform.build(top, name="top", do_build=False, nextpnr_opts=opts,
                           synth_opts="-noabc9" if noabc9 and family == "ecp5" else "")
     plan.extract(out)
     rc, info = _run_script(out, env, status, family)
@@ -273,7 +275,8 @@ def _print_result(res: dict, echo=click.echo):
     echo("utilization (nextpnr):")
     for bel, (used, avail) in sorted(res["utilization"].items()):
         if used:
-            echo(f"  {bel:<14} {used:>7} / {avail:<7} {100 * used / avail:5.1f} %")
+            pct = f"{100 * used / avail:5.1f} %" if avail else "      -"   # (Gowin lists bels with none available)
+            echo(f"  {bel:<14} {used:>7} / {avail:<7} {pct}")
     for name, (achieved, req) in res["clocks"].items():
         verdict = "met" if achieved >= req else "NOT MET"
         name = name.removeprefix("$glbnet$")
