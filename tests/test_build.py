@@ -203,6 +203,8 @@ def test_ice40_and_gowin_board_builds_with_stand_in(board, bitstream, tiny_expor
     top = make_top(load_export(tiny_export), images=4, clock_mhz=None, continuous=True, accelerator=SumNet())
     res = run_build(top, platform, tmp_path / "b")
     assert res["ok"] and res["bitstream"].name == bitstream and res["bitstream"].stat().st_size > 10_000
+    # checked against the board's oscillator (iCEBreaker 12 MHz, Tang Nano 9K 27 MHz)
+    assert [c for _, c in res["clocks"].values()] == [pytest.approx(platform.default_clk_frequency / 1e6, rel=1e-3)], res["clocks"]
     assert res["timing_met"], res["clocks"]
 
 
