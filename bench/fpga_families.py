@@ -15,6 +15,7 @@ ratio is printed once.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -25,11 +26,16 @@ def _f(v, nd=2):
     return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
+# where the packers' names of a cell begin: ECP5 _TRELLIS_FF_Q, iCE40 _SB_DFFESR_Q_D_SB_LUT4_O_LC,
+# Nexus _FD1P3IX_Q, Gowin _DFFRE_Q / _ALU_SUM, GateMate _CC_...
+_SUFFIX = re.compile(r"_(?:TRELLIS|SB_|DFFLC|FD1P3|DFF|LUT[1-4]|CCU2|ALU|CC_|MULT|WIDEFN|DPR16X4|OXIDE|CPE)")
+
+
 def _cell(name: str | None) -> str:
-    """A cell name without the tool's suffixes (``$...``, ``_TRELLIS...``) and the harness prefix."""
+    """A cell name without the tool's suffixes (``$...``, the packers' ``_TRELLIS...``, ``_SB_...``)."""
     if not name:
         return "?"
-    return name.split("$")[0].split("_TRELLIS")[0].rstrip(".")
+    return _SUFFIX.split(name.split("$")[0])[0].rstrip(".")
 
 
 def load(folder: Path) -> dict:
