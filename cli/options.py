@@ -22,7 +22,8 @@ import re
 
 import click
 
-__all__ = ["field_help", "config_options", "config_from_options", "options_of", "export_folder_options"]
+__all__ = ["field_help", "config_options", "config_from_options", "options_of", "export_folder_options",
+           "family_options", "target_from_options"]
 
 
 def field_help(cls) -> dict[str, str]:
@@ -117,3 +118,37 @@ def export_folder_options(out_help: str, *, mult_bits: int = 16):
             f = opt(f)
         return f
     return deco
+
+
+def family_options(f):
+    """Decorator: ``--family``, ``--device`` and ``--dsp/--no-dsp`` (the FPGA target of the flow,
+    :mod:`l1bn.sim.fpga.families`); the command receives ``family``, ``device``, ``dsp`` (None when
+    not given) and resolves them with :func:`target_from_options`."""
+    opts = [
+        click.option("--family", default=None,
+                     help="FPGA family: ecp5 (default), ice40, nexus, gowin or gatemate."),
+        click.option("--device", default=None,
+                     help="Device of the family (default: the family's first; ECP5: the smallest that holds "
+                          "the design), e.g. iCE40UP5K-SG48, iCE40HX8K-CT256, LIFCL-40-9BG400C, "
+                          "GW1NR-LV9QN88PC6/I5, CCGM1A1, LFE5U-25F."),
+        click.option("--dsp/--no-dsp", "dsp", default=None,
+                     help="Map multiplies to the family's DSP blocks (default: where the device has them) or "
+                          "keep them in the fabric."),
+    ]
+
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def target_from_options(family, device, dsp):
+    """The :class:`~l1bn.sim.fpga.families.Target` of the options, its nextpnr checked; None when
+    none was given (the default ECP5 flow, as before the family layer). ``ValueError`` or
+    ``ToolError`` naming what is wrong."""
+    from l1bn.sim.fpga.families import resolve_target
+
+    if family is None and device is None and dsp is None:
+        return None
+    target = resolve_target(family, device, dsp)
+    target.family.require()
+    return target

@@ -18,7 +18,8 @@ NETWORK_PARAMS = {"network": "--network", "from_json": "--from-json", "mac_json"
 #: options of ``report`` that only the flows use (refused with --network)
 FLOW_PARAMS = {"n": "--n", "lanes": "--lanes", "channels": "--channels", "no_pnr": "--no-pnr",
                "seeds": "--seeds", "no_stages": "--no-stages", "no_backward": "--no-backward",
-               "jobs": "--jobs", "scheduler": "--scheduler", "target": "--target"}
+               "jobs": "--jobs", "scheduler": "--scheduler", "target": "--target", "family": "--family",
+               "device": "--device", "dsp": "--dsp/--no-dsp"}
 
 
 def parse_networks(text: str) -> tuple[str, ...]:
