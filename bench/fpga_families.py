@@ -35,7 +35,26 @@ def _cell(name: str | None) -> str:
     """A cell name without the tool's suffixes (``$...``, the packers' ``_TRELLIS...``, ``_SB_...``)."""
     if not name:
         return "?"
-    return _SUFFIX.split(name.split("$")[0])[0].rstrip(".")
+    return _SUFFIX.split(name.split("$")[0] or name)[0].rstrip(".")
+
+
+def _renamed_paths(rep: dict, folder: Path) -> None:
+    """Critical paths whose end cells have no design name (GateMate's ``$auto$ff.cc...`` flip-flops,
+    recorded before :func:`l1bn.sim.fpga.pnr.critical_path` fell back to net names): parsed again
+    from the median seed's nextpnr report in ``folder/flow`` where the run left it."""
+    from l1bn.sim.fpga.pnr import critical_path
+
+    fam = rep["fpga"]["family"]
+    for w, wr in rep["widths"].items():
+        for kind, pre in (("forward", "fwd"), ("backward", "bwd")):
+            for n, u in (wr.get(kind) or {}).items():
+                cp = u.get("critical_path") if isinstance(u, dict) else None
+                if not cp or not str(cp.get("from", "")).startswith("$") or not u.get("fmax_seeds"):
+                    continue
+                seed = next(s for s, f in u["fmax_seeds"].items() if f == u["fmax_mhz"])
+                found = sorted(folder.glob(f"flow/{pre}-{n}-w{w}-{fam}-s{seed}-fpga-*/pnr.json"))
+                if found:
+                    u["critical_path"] = critical_path(json.loads(found[-1].read_text()))
 
 
 def load(folder: Path) -> dict:
@@ -44,6 +63,7 @@ def load(folder: Path) -> dict:
     for p in sorted(folder.glob("*/report.json")):
         rep = json.loads(p.read_text())
         if "fpga" in rep:
+            _renamed_paths(rep, p.parent)
             reports.append((p.parent.name, rep))
     reports.sort(key=lambda t: (ORDER.index(t[1]["fpga"]["family"]), t[0]))
     mac = [(p.stem.removeprefix("mac-"), json.loads(p.read_text())) for p in sorted(folder.glob("mac-*.json"))]
@@ -55,6 +75,23 @@ def _target(rep: dict) -> tuple[str, str]:
     fp = rep["fpga"]
     dev = fp["device"] or next(iter(rep["widths"].values()))["forward"]["l2"]["device"]
     return f"{fp['family']} {dev}", (fp["dsp_cell"].split(" ")[0] if fp["dsp"] else "fabric")
+
+
+def _mult_key(rep: dict) -> str:
+    """The result key of the family's multipliers: GateMate's CC_MULT are CPEs, not a DSP block."""
+    return "mult" if rep["fpga"]["family"] == "gatemate" else "dsp"
+
+
+def _own(unit: dict, rep: dict) -> str:
+    """A unit's non-zero synthesis counts in the family's own units, multipliers left to the DSP
+    column (``743 LUT4, 156 CCU2C, 1214 FF``)."""
+    mk = _mult_key(rep)
+    return ", ".join(f"{unit[k]} {label}" for k, label in rep["fpga"]["units"]
+                     if k not in ("dsp", mk) and unit.get(k))
+
+
+def _ratio(a: dict, b: dict, key: str) -> str:
+    return _f(a[key] / b[key]) if a.get(key) and b.get(key) else "-"
 
 
 def unit_rows(reports, kind: str) -> list[str]:
@@ -69,16 +106,18 @@ def unit_rows(reports, kind: str) -> list[str]:
             l1, l2 = units["l1"], units["l2"]
             r1 = units["l1_over_l2"]
             rr = units.get("range_over_l2")
-            dsp = "/".join(_f(units[n]["dsp"]) for n in ("l1", "l2", "range") if n in units)
+            mk = _mult_key(rep)
+            dsp = "/".join(_f(units[n].get(mk)) for n in ("l1", "l2", "range") if n in units)
             cp = "; ".join(f"{n.upper()} {(units[n].get('critical_path') or {}).get('stage', '?')}"
                            for n in ("l1", "l2", "range") if n in units)
-            row = [tgt, mult, w, _f(l2["le"]), _f(r1["le"]), _f(rr["le"]) if rr else None,
+            rg = units.get("range")
+            row = [tgt, mult, w, _own(l2, rep), _f(l2["le"]), _ratio(l1, l2, "lut"), _f(r1["le"]),
+                   _ratio(rg, l2, "lut") if rg else None, _f(rr["le"]) if rr else None,
                    _f(l2["fmax_mhz"], 1), _f(r1["fmax_mhz"]), _f(rr["fmax_mhz"]) if rr else None,
                    _f(r1["latency_ns"]), dsp, cp]
             if kind == "backward":
-                row = [tgt, mult, w, _f(l2["le"]), _f(r1["le"]), _f(l2["fmax_mhz"], 1), _f(r1["fmax_mhz"]),
-                       _f(r1["latency_ns"]), dsp, cp]
-            del l1
+                row = [tgt, mult, w, _own(l2, rep), _f(l2["le"]), _ratio(l1, l2, "lut"), _f(r1["le"]),
+                       _f(l2["fmax_mhz"], 1), _f(r1["fmax_mhz"]), _f(r1["latency_ns"]), dsp, cp]
             out.append("| " + " | ".join("-" if c is None else str(c) for c in row) + " |")
     return out
 
@@ -125,16 +164,18 @@ def main(argv=None) -> int:
     if reps:
         seeds = sorted({tuple(r["params"]["seeds"]) for _, r in reps})
         print(f"{len(reps)} reports; nextpnr seeds {', '.join(map(str, seeds))} (Fmax = median)\n")
-        print("Forward units: LE = LUT4-equivalents placed; ratios to L2; DSP = L1/L2/range in the family's unit; "
+        print("Forward units: L2 in the family's own units (synthesis counts, multipliers in the DSP column); "
+              "LE = LUT4-equivalents placed; LUT = the family's LUT cells (LUT4; LUT trees on GateMate); "
+              "ratios to L2; DSP = L1/L2/range in the family's multiplier unit (CC_MULT on GateMate); "
               "critical path = the stage holding the median run's worst path.\n")
-        print("| family, device | multiplies | width | L2 LE | L1/L2 LE | range/L2 LE | L2 Fmax MHz | L1/L2 Fmax | "
-              "range/L2 Fmax | L1/L2 latency ns | DSP | critical path |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+        print("| family, device | multiplies | width | L2 own units | L2 LE | L1/L2 LUT | L1/L2 LE | range/L2 LUT | "
+              "range/L2 LE | L2 Fmax MHz | L1/L2 Fmax | range/L2 Fmax | L1/L2 latency ns | DSP | critical path |")
+        print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
         print("\n".join(unit_rows(reps, "forward")))
         print("\nBackward units (L1 and L2; range BN has none):\n")
-        print("| family, device | multiplies | width | L2 LE | L1/L2 LE | L2 Fmax MHz | L1/L2 Fmax | L1/L2 latency ns | "
-              "DSP | critical path |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
+        print("| family, device | multiplies | width | L2 own units | L2 LE | L1/L2 LUT | L1/L2 LE | L2 Fmax MHz | "
+              "L1/L2 Fmax | L1/L2 latency ns | DSP | critical path |")
+        print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|")
         print("\n".join(unit_rows(reps, "backward")))
         print("\nCritical paths (the median seed's run): stage, start -> end cell, logic levels, "
               "logic + routing ns:\n")
