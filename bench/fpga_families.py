@@ -95,14 +95,17 @@ def _ratio(a: dict, b: dict, key: str) -> str:
 
 
 def unit_rows(reports, kind: str) -> list[str]:
-    """One Markdown row per (report, width) of the ``kind`` units."""
-    out = []
+    """One Markdown row per (report, width) of the ``kind`` units; a target and width that two
+    reports share (a forward-only report and a narrower one with backward units, their common rows
+    from the same cache entries) is printed once."""
+    out, seen = [], set()
     for _, rep in reports:
         tgt, mult = _target(rep)
         for w, wr in rep["widths"].items():
             units = wr.get(kind)
-            if not units:
+            if not units or (tgt, mult, w) in seen:
                 continue
+            seen.add((tgt, mult, w))
             l1, l2 = units["l1"], units["l2"]
             r1 = units["l1_over_l2"]
             rr = units.get("range_over_l2")
@@ -111,13 +114,15 @@ def unit_rows(reports, kind: str) -> list[str]:
             cp = "; ".join(f"{n.upper()} {(units[n].get('critical_path') or {}).get('stage', '?')}"
                            for n in ("l1", "l2", "range") if n in units)
             rg = units.get("range")
+            # a report run with one seed says so beside its Fmax (the others are medians of three)
+            one = " (1 seed)" if len(l2.get("fmax_seeds") or {}) == 1 else ""
             row = [tgt, mult, w, _own(l2, rep), _f(l2["le"]), _ratio(l1, l2, "lut"), _f(r1["le"]),
                    _ratio(rg, l2, "lut") if rg else None, _f(rr["le"]) if rr else None,
-                   _f(l2["fmax_mhz"], 1), _f(r1["fmax_mhz"]), _f(rr["fmax_mhz"]) if rr else None,
+                   _f(l2["fmax_mhz"], 1) + one, _f(r1["fmax_mhz"]), _f(rr["fmax_mhz"]) if rr else None,
                    _f(r1["latency_ns"]), dsp, cp]
             if kind == "backward":
                 row = [tgt, mult, w, _own(l2, rep), _f(l2["le"]), _ratio(l1, l2, "lut"), _f(r1["le"]),
-                       _f(l2["fmax_mhz"], 1), _f(r1["fmax_mhz"]), _f(r1["latency_ns"]), dsp, cp]
+                       _f(l2["fmax_mhz"], 1) + one, _f(r1["fmax_mhz"]), _f(r1["latency_ns"]), dsp, cp]
             out.append("| " + " | ".join("-" if c is None else str(c) for c in row) + " |")
     return out
 
@@ -125,15 +130,16 @@ def unit_rows(reports, kind: str) -> list[str]:
 def path_lines(reports) -> list[str]:
     """Per report, width and unit: the median run's worst path (start -> end cell, its stage,
     logic levels, logic and routing delay)."""
-    out = []
+    out, seen = [], set()
     for _, rep in reports:
         tgt, mult = _target(rep)
         for w, wr in rep["widths"].items():
             for kind in ("forward", "backward"):
                 for n in ("l1", "l2", "range"):
                     u = (wr.get(kind) or {}).get(n)
-                    if not u or not u.get("critical_path"):
+                    if not u or not u.get("critical_path") or (tgt, mult, w, kind, n) in seen:
                         continue
+                    seen.add((tgt, mult, w, kind, n))
                     cp = u["critical_path"]
                     out.append(f"| {tgt} | {mult} | {w} | {kind} {n.upper()} | {cp['stage']} | `{_cell(cp['from'])}` -> "
                                f"`{_cell(cp['to'])}` | {cp['levels']} | {cp['logic_ns']:.2f} + {cp['routing_ns']:.2f} |")
