@@ -140,11 +140,13 @@ def run_abc(aig: str, prover: str, workdir, *, timeout: float | None = None) -> 
     exe = require_abc()
     limit = int(timeout) if timeout else 0
     cmd = f"read_aiger {aig}; fold; strash; scleanup; print_stats; {PROVERS[prover].format(timeout=limit)}"
-    p = subprocess.Popen([exe, "-c", cmd], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    # unbuffered, so that a run killed at its limit still leaves its frames in the log
+    pre = [shutil.which("stdbuf"), "-o0"] if shutil.which("stdbuf") else []
+    p = subprocess.Popen([*pre, exe, "-c", cmd], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, start_new_session=True)
     try:
-        # ABC checks its limit between iterations only: allow one long image step more
-        out, _ = p.communicate(timeout=None if timeout is None else timeout * 1.2 + 30)
+        # ABC checks its own limit between frames only: past it (and 5 s more), kill it
+        out, _ = p.communicate(timeout=None if timeout is None else timeout + 5)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         out, _ = p.communicate()

@@ -23,7 +23,7 @@ from __future__ import annotations
 from amaranth import Const, Mux, Signal, signed
 from amaranth.hdl import Assert, Assume
 from l1bn.hw.bn_unit import bn_unit_for
-from l1bn.spec.intmath import c_const
+from l1bn.spec.intmath import c_const, range_const
 
 from .props import Harness, drive_stream
 
@@ -94,15 +94,25 @@ class BNDataHarness(Harness):
         m.d.comb += Assert(~first_rec | (got == nb))          # statistics after the whole channel
         m.d.comb += Assert(~first_rec | ((two_n * st.mu <= sx) & (sx < two_n * (st.mu + 1))))
         ds = [(x << cfg.frac) - st.mu for x in xs]
-        if cfg.norm == "l1":
+        if cfg.norm != "l2":
             D = sum((Mux(d < 0, -d, d) for d in ds[1:]), Mux(ds[0] < 0, -ds[0], ds[0]))
         else:
             D = sum((d * d for d in ds[1:]), ds[0] * ds[0])
-        sd = 2 * D + n
-        m.d.comb += Assert(~first_rec | ((two_n * st.s <= sd) & (sd < two_n * (st.s + 1))))
-        if cfg.norm == "l1":
+        if cfg.norm == "range":
+            # s = max d - min d (no division); sigma = rnd(s * C(n), c_bits) + eps
+            hi_d, lo_d = ds[0], ds[0]
+            for d in ds[1:]:
+                hi_d, lo_d = Mux(d > hi_d, d, hi_d), Mux(d < lo_d, d, lo_d)
+            m.d.comb += Assert(~first_rec | (st.s == hi_d - lo_d))
+            m.d.comb += Assert(~first_rec | (st.sigma == _rnd(st.s * range_const(cfg.n, cfg.c_bits), cfg.c_bits)
+                                             + cfg.eps))
+        elif cfg.norm == "l1":
+            sd = 2 * D + n
+            m.d.comb += Assert(~first_rec | ((two_n * st.s <= sd) & (sd < two_n * (st.s + 1))))
             m.d.comb += Assert(~first_rec | (st.sigma == _rnd(st.s * c_const(cfg.c_bits), cfg.c_bits) + cfg.eps))
         else:
+            sd = 2 * D + n
+            m.d.comb += Assert(~first_rec | ((two_n * st.s <= sd) & (sd < two_n * (st.s + 1))))
             r = st.sigma - cfg.eps
             m.d.comb += Assert(~first_rec | ((st.sigma >= cfg.eps) & (r * r <= st.s) & (st.s < (r + 1) * (r + 1))))
         one = Const(1 << cfg.recip_bits)

@@ -188,25 +188,48 @@ def _failed_assert(out: str) -> str:
 
 
 def check(prop: Prop, workdir, *, engine: str = "boolector", depth: int | None = None,
-          timeout: float | None = None) -> Result:
-    """Check one property in ``workdir`` (created); ``depth`` overrides the property's BMC depth
-    (for the ABC provers: the depth of the BMC run before them, which ``depth=None`` skips)."""
+          timeout: float | None = None, prover: str | None = None, fallback: bool = True) -> Result:
+    """Check one property in ``workdir`` (created).
+
+    ``depth`` overrides the property's BMC depth; ``prover`` (one of :data:`PROVERS`) overrides
+    the property's own. With ``"reach"``/``"pdr"`` every property, whatever its ``mode``, is first
+    given to ABC (up to half of ``timeout``): PASS there is unbounded, FAIL is a counterexample
+    (replayed by smtbmc for its VCD). When ABC does not conclude in time, or no native ABC is
+    installed, the property falls back to its smtbmc check (BMC to ``depth``, and k-induction for
+    mode ``prove``) and the note says why it is bounded; ``fallback=False`` (the bench's table)
+    gives ABC the whole ``timeout`` and leaves such a property UNKNOWN instead.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if prop.prover not in PROVERS:
-        raise ValueError(f"prover={prop.prover!r} of {prop.name} is not one of {', '.join(PROVERS)}")
+    prover = prop.prover if prover is None else prover
+    if prover not in PROVERS:
+        raise ValueError(f"prover={prover!r} for {prop.name} is not one of {', '.join(PROVERS)}")
     env = _solver_env(workdir, engine)
     t0 = time.monotonic()
 
     def left():
         return None if timeout is None else max(1.0, timeout - (time.monotonic() - t0))
 
-    abc = prop.mode != "bmc" and prop.prover != "induction"
-    stem = _model(prop, workdir, aiger=abc)
-    if abc:
-        res = _check_abc(prop, workdir, stem, env, engine, depth, left)
-    else:
-        res = _check_smtbmc(prop, workdir, stem, env, engine, prop.depth if depth is None else depth, left)
+    bmc_depth = prop.depth if depth is None else depth
+    note = ""
+    if prover != "induction":
+        from .abc import abc_path
+
+        if abc_path() is None:
+            prover, note = "induction", "no native ABC (see l1bn doctor): bounded/induction only"
+    stem = _model(prop, workdir, aiger=prover != "induction")
+    res = None
+    if prover != "induction":
+        share = 1.0 if not fallback else 0.5
+        res = _check_abc(prop, prover, workdir, stem, env, engine,
+                         None if timeout is None else timeout * share)
+        if res.status == "UNKNOWN" and fallback:
+            note = res.detail
+            res = None
+    if res is None:
+        res = _check_smtbmc(prop, workdir, stem, env, engine, bmc_depth, left)
+        if note:
+            res.detail = f"{note}; {res.detail}" if res.detail else note
     res.seconds = time.monotonic() - t0
     return res
 
@@ -256,36 +279,37 @@ def _check_smtbmc(prop, workdir, stem, env, engine, depth, left) -> Result:
     return res
 
 
-def _check_abc(prop, workdir, stem, env, engine, depth, left) -> Result:
+def _check_abc(prop, prover, workdir, stem, env, engine, timeout) -> Result:
     """A ``reach`` or ``pdr`` proof; a counterexample is replayed by smtbmc for its VCD."""
     from .abc import run_abc
 
-    res = Result(prop.name, "UNKNOWN", prop.prover, 0, 0.0, engine=prop.prover)
-    if depth is not None and _bmc(prop, workdir, stem, env, engine, depth, left, res) != "PASSED":
-        return res
-    run = run_abc(f"{stem}.aig", prop.prover, workdir, timeout=left())
-    (workdir / f"{stem}.{prop.prover}.log").write_text(run.out)
+    res = Result(prop.name, "UNKNOWN", prover, 0, 0.0, engine=prover)
+    run = run_abc(f"{stem}.aig", prover, workdir, timeout=timeout)
+    (workdir / f"{stem}.{prover}.log").write_text(run.out)
     if run.status == "PASSED":
-        res.status, res.method = "PASS", prop.prover
+        res.status, res.method = "PASS", prover
         res.extra["iterations"] = run.iterations
-        res.detail = f"fixpoint after {run.iterations} iterations" if prop.prover == "reach" else \
-            f"inductive invariant at frame {run.iterations}"
+        res.detail = (f"fixpoint after {run.iterations} iterations" if prover == "reach" else
+                      f"inductive invariant at frame {run.iterations}")
     elif run.status == "FAILED":
         # ABC's frame f is the (f+1)-th state: smtbmc shows the same trace with its VCD
-        _bmc(prop, workdir, stem, env, engine, run.frame + 1, left, res)
+        _bmc(prop, workdir, stem, env, engine, run.frame + 1, lambda: timeout, res)
         if res.status != "FAIL":       # smtbmc must agree; say so if it does not
-            res.status, res.detail = "FAIL", f"{prop.prover}: {run.detail} (smtbmc replay: {res.detail or 'no trace'})"
-        res.method = prop.prover
+            res.status = "FAIL"
+            res.detail = f"{prover}: {run.detail} (smtbmc replay: {res.detail or 'no trace'})"
+        else:
+            res.detail = f"{prover}: {run.detail}; {res.detail}"
+        res.method = prover
     else:
-        res.detail = f"{prop.prover}: {run.detail} (see {stem}.{prop.prover}.log)"
+        res.detail = f"{prover} did not conclude ({run.detail})"
     return res
 
 
-def check_all(props, workdir, *, engine="boolector", depth=None, timeout=None, echo=None):
+def check_all(props, workdir, *, engine="boolector", depth=None, timeout=None, echo=None, prover=None):
     """Check every property in turn (each in ``workdir``); ``echo(result)`` after each."""
     results = []
     for p in props:
-        r = check(p, workdir, engine=engine, depth=depth, timeout=timeout)
+        r = check(p, workdir, engine=engine, depth=depth, timeout=timeout, prover=prover)
         results.append(r)
         if echo:
             echo(r)
@@ -304,7 +328,7 @@ def format_result(r: Result, width: int = 24) -> str:
     line = f"{r.name:<{width}} {r.status:<7} {how:<16} {reach:>9}  {r.seconds:6.1f} s"
     if r.status == "FAIL":
         line += f"  trace {r.trace}"
-    if r.detail and (r.status != "PASS" or r.method != "bmc" or "did not close" in r.detail):
+    if r.detail:
         line += f"  ({r.detail})"
     return line
 

@@ -7,7 +7,7 @@ from .check import Prop
 
 __all__ = ["DESIGNS", "design_props", "select"]
 
-DESIGNS = ("l1bn", "l2bn", "l1bn-bwd", "l2bn-bwd", "mac", "accel")
+DESIGNS = ("l1bn", "l2bn", "rangebn", "l1bn-bwd", "l2bn-bwd", "mac", "requant", "accel")
 
 
 def design_props(design: str, cfg) -> list[Prop]:
@@ -16,7 +16,7 @@ def design_props(design: str, cfg) -> list[Prop]:
     own latency functions, so they follow any change of the pipelines."""
     from dataclasses import replace
 
-    if design in ("l1bn", "l2bn"):
+    if design in ("l1bn", "l2bn", "rangebn"):
         from l1bn.hw.bn_unit import bn_latency_cycles
 
         from .bn import BNCountHarness, BNDrainHarness, BNStreamHarness
@@ -91,6 +91,11 @@ def design_props(design: str, cfg) -> list[Prop]:
                  what=f"PE ({r},{c}), w and a at range ends: every tile of 1..k steps exact")
             for r, c in corners
         ]
+    if design == "requant":
+        from .requant import RequantHarness
+
+        return [Prop("requant", "equiv", lambda: RequantHarness(cfg), 1, mode="bmc",
+                     what="every acc_bits accumulator: hardware requantizer = rnd, ReLU, saturation")]
     if design == "accel":
         # cfg: the number of MAC columns of the tiny synthetic network's accelerator
         from functools import partial
