@@ -1,7 +1,8 @@
 """The arithmetic of the BN forward and of the requantizer as *programs* over an operations
-backend: the one definition that the numpy reference runs and that the formal harnesses turn into
-a hardware model (``l1bn.sim.formal.model``), so the proofs compare the hardware with this text
-and not with a second, hand-written copy.
+backend: the one definition that the numpy reference runs (:func:`l1bn.spec.reference.bn.bn_forward`
+is this program on :data:`NUMPY`). It is written so that a second backend over Amaranth values can
+turn the same text into the arithmetic model of a formal equivalence harness (issue 31; that
+backend is not written yet), instead of a second, hand-written copy of the formulas.
 
 A program is plain Python over values of the backend: ``+``, ``-``, ``*``, ``<<`` and
 comparisons are the operators of the values themselves (numpy int64 arrays here, Amaranth values
