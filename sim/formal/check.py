@@ -80,7 +80,6 @@ class Prop:
     k: int = 2                     # induction depth (prover "induction")
     what: str = ""                 # one line: what the harness asserts
     prover: str = "induction"      # "induction" (smtbmc), "reach" or "pdr" (native ABC)
-    config: str = ""               # the configuration, for tables ("w4 n16 c2")
 
 
 @dataclass
