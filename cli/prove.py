@@ -15,6 +15,7 @@ import click
 from l1bn.cli.options import config_options
 from l1bn.cli.verilog import BWD_BN_FIELDS, bn_config, bwd_config, mac_config
 from l1bn.spec.config import BNBackwardConfig, BNConfig, MACConfig
+from l1bn.spec.norms import norm_names, norm_spec
 
 __all__ = ["prove"]
 
@@ -71,8 +72,9 @@ def _bn_command(norm):
                  f"channels={cfg.channels}, recip_bits={cfg.recip_bits}")
         _run(f"{norm}bn", cfg, title, depth, engine, props, timeout, out)
 
+    # the equivalence property is proven where sigma is a constant multiply (sim.formal.designs)
     cmd.__doc__ = f"{norm.upper()}-BN forward unit: stream rules, counts, overflow" + (
-        ", equivalence with the reference formulas." if norm == "l1" else ".")
+        ", equivalence with the reference formulas." if norm_spec(norm).sigma_kind == "const" else ".")
     return cmd
 
 
@@ -92,9 +94,10 @@ def _bwd_command(norm):
     return cmd
 
 
-for _norm in ("l1", "l2"):
+for _norm in norm_names():            # one forward unit per registered norm
     _bn_command(_norm)
-    _bwd_command(_norm)
+    if norm_spec(_norm).hw_backward:    # and a backward unit where the registry names one
+        _bwd_command(_norm)
 
 
 @prove.command("mac")

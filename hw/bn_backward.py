@@ -20,20 +20,34 @@ from l1bn.hw.bn_backward_term import backward_shapes, div_const, half, shr
 from l1bn.hw.bn_l1 import L1BackwardTerm
 from l1bn.hw.bn_l2 import L2BackwardTerm
 from l1bn.spec.config import BNBackwardConfig
-from l1bn.spec.norms import NORMS, resolve
+from l1bn.spec.norms import NORMS, norm_spec, resolve
 
 __all__ = ["L1BNBackwardUnit", "L2BNBackwardUnit", "stored_state_bits", "backward_latency_cycles",
-           "per_channel_cycles", "pass2_cycles", "backward_term"]
+           "per_channel_cycles", "pass2_cycles", "backward_term", "backward_unit_class", "backward_unit_for"]
+
+
+def backward_unit_class(norm: str):
+    """The backward unit class the registry's ``hw_backward`` names for ``norm``; ``ValueError``
+    for a norm without a backward unit."""
+    spec = norm_spec(norm)
+    if not spec.hw_backward:
+        have = [nm for nm, s in NORMS.items() if s.hw_backward]
+        raise ValueError(f"norm={norm!r} has no backward unit; the norms with one are "
+                         f"{', '.join(map(repr, have))}")
+    return resolve(spec.hw_backward)
+
+
+def backward_unit_for(cfg: BNBackwardConfig, *, sign_in: bool = False):
+    """A fresh backward unit for ``cfg.bn.norm``, the class the registry names (``sign_in``: see
+    the unit)."""
+    return backward_unit_class(cfg.bn.norm)(cfg, sign_in=sign_in)
 
 
 def backward_term(cfg: BNBackwardConfig):
     """The backward term of ``cfg.bn.norm``: the ``term`` class of the backward unit the
     registry's ``hw_backward`` names (:class:`~l1bn.hw.bn_backward_term.BackwardTerm`), for ``cfg``;
     ``ValueError`` for a norm without a backward unit."""
-    path = cfg.bn.norm_spec.hw_backward
-    if not path:
-        raise ValueError(f"norm={cfg.bn.norm!r} has no backward unit")
-    return resolve(path).term(cfg)
+    return backward_unit_class(cfg.bn.norm).term(cfg)
 
 
 def _step_cycles(cfg, term) -> dict:

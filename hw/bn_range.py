@@ -55,3 +55,14 @@ class RangeDispersion(Dispersion):
 
     def sigma_const(self) -> int:
         return range_const(self.cfg.n, self.cfg.c_bits)
+
+    def exact_dispersion(self, ds):
+        # pairwise, so the expression grows with n (a chain would double with every element)
+        hi, lo = list(ds), list(ds)
+        while len(hi) > 1:
+            hi = [Mux(b > a, b, a) for a, b in zip(hi[::2], hi[1::2], strict=False)] + hi[len(hi) & ~1:]
+            lo = [Mux(b < a, b, a) for a, b in zip(lo[::2], lo[1::2], strict=False)] + lo[len(lo) & ~1:]
+        return hi[0] - lo[0]
+
+    def exact_s_holds(self, dsum, s):
+        return s == dsum                               # s is the range itself
