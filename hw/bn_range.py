@@ -2,7 +2,8 @@
 unit that differs from the other norms (the registry entry ``l1bn.spec.norms.RANGE`` names the
 unit; range BN has no backward unit).
 
-Forward (:class:`RangeDispersion`): ``D = max d - min d`` by comparators only (a running max and
+Forward (:class:`RangeDispersion`): ``D = max d - min d`` by comparators only (the lanes' max and
+min by trees of registered two-input comparators, :func:`compare_tree`, then a running max and
 min); ``s = D`` (no division by n); sigma is a constant multiply by C(n)
 (``sigma_kind == "const"``).
 """
@@ -14,7 +15,20 @@ from l1bn.hw.arith import sum_levels
 from l1bn.hw.bn_dispersion import Dispersion
 from l1bn.spec.intmath import range_const
 
-__all__ = ["RangeDispersion"]
+__all__ = ["RangeDispersion", "compare_tree"]
+
+
+def compare_tree(pipe, terms, pick, name: str):
+    """``pick`` (a two-input max or min) over ``terms`` by registered levels of two-input
+    comparators: :func:`~l1bn.hw.arith.sum_levels` ``(len(terms))`` cycles, ``len(terms) - 1``
+    comparators; an odd term is registered alone to the next level."""
+    terms = list(terms)
+    while len(terms) > 1:
+        nxt = [pipe.reg(pick(terms[k], terms[k + 1]), name) for k in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            nxt.append(pipe.reg(terms[-1], name))
+        terms = nxt
+    return terms[0]
 
 
 class RangeDispersion(Dispersion):
@@ -27,16 +41,15 @@ class RangeDispersion(Dispersion):
         return t
 
     def reduce(self, m, pipe, terms, valid, first, last, done):
-        # The lanes' max and min (a comparator chain, registered through the same number of
-        # levels as the adder tree of the summing norms, so the stage latency is shared), then a
-        # running max and min; D = max - min.
+        # The lanes' max and min by two trees of registered two-input comparators: sum_levels(lanes)
+        # levels, as the adder tree of the summing norms, so the stage latency is shared, and each
+        # level is one compare and a mux whatever the lanes (a chain of lanes - 1 compares was
+        # one combinational path, and its expression doubled with every lane). Then a running
+        # max and min; D = max - min.
         cfg = self.cfg
         lt = sum_levels(cfg.lanes)
-        hi, lo = terms[0], terms[0]
-        for t in terms[1:]:
-            hi, lo = Mux(t > hi, t, hi), Mux(t < lo, t, lo)
-        hi = pipe.delay(hi, lt, "mx") if lt else hi
-        lo = pipe.delay(lo, lt, "mn") if lt else lo
+        hi = compare_tree(pipe, terms, lambda a, b: Mux(b > a, b, a), "mx")
+        lo = compare_tree(pipe, terms, lambda a, b: Mux(b < a, b, a), "mn")
         valid, first, last = (pipe.delay(v, lt, "t") for v in (valid, first, last))
         amax = Signal(signed(cfg.dev_bits), name="amax")   # (a tuple assignment left it unnamed)
         amin = Signal(signed(cfg.dev_bits), name="amin")
