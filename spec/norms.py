@@ -125,7 +125,8 @@ class NormSpec:
     ops : tuple of (name, kind, bits-callable[, times])
         Per-element operations of the dispersion/sigma datapath for the analytic energy estimate:
         ``kind`` is ``"add"``, ``"mul"`` or ``"cmp"``; ``bits(cfg)`` their width (a multiply of
-        two widths: ``(a, b)``; one width: a square); ``times`` how many (default 1).
+        two widths: ``(a, b)``; one width: a square); ``times`` how many (default 1; an int or
+        ``times(cfg)``).
     backward : str
         ``"module:attribute"`` of the reference backward rule
         ``rule(p: BackwardPass1, cfg: BNBackwardConfig) -> u`` (``l1bn.spec.reference.bn_backward``),
@@ -290,7 +291,20 @@ def _range_backward_widths(bwd) -> dict:
     return {"h": h, "u": g + fr + cb + 2,
             "div": _div_bits(bwd, 0),                         # only mean(dy) is divided by n
             "k_numerator": hc + 2,                            # 2 * H * Cr + (count << c_bits)
-            "k_divisor": cb + b.c_bits + 3}                   # 2 * (count << c_bits), unsigned
+            "k_divisor": cb + b.c_bits + 3,                   # 2 * (count << c_bits), unsigned
+            "k_quotient": _range_k_quotient_bits(bwd, h)}
+
+
+def _range_k_quotient_bits(bwd, h: int) -> int:
+    """Unsigned bits of ``|a|``, ``a = (2 * H * Cr + (count << c_bits)) >> (c_bits + 1)``, over
+    ``|H| < 2**(h-1)`` and ``1 <= count <= n``: ``Kmax = div_round(H * Cr, count << c_bits) =
+    floor(a / count)``, so the hardware divides ``a`` by the count one quotient bit per cycle
+    (its largest magnitude at ``count = 1``)."""
+    b = bwd.bn
+    cr, top = range_const(b.n, b.c_bits), (1 << (h - 1)) - 1
+    hi = (2 * top * cr + (b.n << b.c_bits)) >> (b.c_bits + 1)
+    lo = (-2 * top * cr + (1 << b.c_bits)) >> (b.c_bits + 1)
+    return max(hi, -lo).bit_length()
 
 
 RANGE = NormSpec(
@@ -310,7 +324,17 @@ RANGE = NormSpec(
          ("min(d)", "cmp", lambda cfg: cfg.dev_bits)),
     backward="l1bn.spec.reference.bn_backward:range_bracket",
     backward_widths=_range_backward_widths,
-    hw_unit="l1bn.hw.bn_unit:RangeBNUnit", hw_backward="",
+    # pass 1 keeps a running max and min of x and their tie counts; pass 2 compares x with both
+    # and selects one of three constants; per channel H*Cr and two serial divisions by the counts
+    backward_ops=(("max/min x, tie counts (pass 1)", "cmp", lambda bwd: bwd.bn.width, 4),
+                  ("x = max, x = min", "cmp", lambda bwd: bwd.bn.width, 2),
+                  ("mux kp/kn/mean(dy)", "add", lambda bwd: bwd.widths["u"])),
+    backward_channel_ops=(("H*Cr", "mul", lambda bwd: (bwd.widths["h"], bwd.bn.c_bits)),
+                          ("Kmax, Kmin: serial division by the counts", "add",
+                           lambda bwd: bwd.bn.count_bits + 2, lambda bwd: 2 * bwd.widths["k_quotient"]),
+                          ("kp, kn = mean(dy) +- K", "add", lambda bwd: bwd.widths["u"], 2)),
+    backward_help="Range-BN backward unit (gradient through the max and min).",
+    hw_unit="l1bn.hw.bn_unit:RangeBNUnit", hw_backward="l1bn.hw.bn_backward:RangeBNBackwardUnit",
     layer1d="l1bn.sw.range_bn:RangeBatchNorm1d", layer2d="l1bn.sw.range_bn:RangeBatchNorm2d",
 )
 

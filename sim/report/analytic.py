@@ -42,6 +42,7 @@ def _ops(spec_ops, cfg) -> list:
     for op in spec_ops:
         name, kind, bits = op[:3]
         times = op[3] if len(op) > 3 else 1
+        times = times(cfg) if callable(times) else times
         pj = _op_pj(kind, bits(cfg))
         out.append((name, times * pj if times != 1 else pj))
     return out
