@@ -412,10 +412,12 @@ class BNBackwardConfig(ConfigBase):
         Bits of the upstream gradient dy (signed).
     inner_frac : int, 0..16
         Fractional bits of the per-channel means and of the bracketed term (F in the docs).
-    grad_out_width : int, 2..32
-        Bits of dx (signed), saturated.
-    grad_out_frac : int, 0..24
-        Fractional bits of dx.
+    grad_out_width : int, 2..62
+        Bits of dx (signed), saturated. At ``widths["dx_product"]`` with the largest
+        ``grad_out_frac`` (shift 0) dx is the exact product ``u * gamma * inv``, the value the
+        training contract's error quantizer takes (docs/arith/training.md, section 6).
+    grad_out_frac : int, 0..inner_frac+gamma_frac+recip_bits-frac
+        Fractional bits of dx (at most the product's own: dx is never shifted left).
     div_bits : int, 8..32, >= clog2(n)
         Divisions by n are ``div_const(x, n, div_bits)``.
     """
@@ -435,8 +437,9 @@ class BNBackwardConfig(ConfigBase):
         backward_spec(self.bn.norm)   # a norm without a backward rule is refused here
         check_int("grad_width", self.grad_width, 2, 24)
         check_int("inner_frac", self.inner_frac, 0, 16)
-        check_int("grad_out_width", self.grad_out_width, 2, 32)
-        check_int("grad_out_frac", self.grad_out_frac, 0, 24)
+        check_int("grad_out_width", self.grad_out_width, 2, MAX_INTERMEDIATE_BITS)
+        check_int("grad_out_frac", self.grad_out_frac, 0,
+                  max(24, self.inner_frac + self.bn.gamma_frac + self.bn.recip_bits - self.bn.frac))
         check_int("div_bits", self.div_bits, max(8, self.bn.count_bits), 32)
         widest = max(self.widths.values())
         if widest > MAX_INTERMEDIATE_BITS:

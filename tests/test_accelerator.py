@@ -221,7 +221,7 @@ def test_best_geometry(trained_export):
 
 def test_interface(trained_export):
     e = load_export(trained_export)
-    assert accelerator_interface(e) == {"in_bits": 4, "logit_bits": e.manifest["layers"][-1]["acc_bits"],
+    assert accelerator_interface(e) == {"in_bits": 4, "logit_bits": e.manifest["nodes"][-1]["acc_bits"],
                                         "classes": 10, "pixels": 64, "argmax_bits": 4}
     acc = _unused(accelerator_from_export(e))
     assert acc.i.payload.shape().width == 4
@@ -263,12 +263,12 @@ def test_tampered_export_stops_before_simulation(odd_export, tmp_path, l1bn_cli,
     p = tmp_path / "e"
     shutil.copytree(odd_export, p)
     expect = {"missing_hex": "tensor conv2.weight: hex file conv2.weight.hex is missing",
-              "wrong_shape": "layer conv2: in_shape [10, 4, 4] does not follow",
+              "wrong_shape": "node conv2: in_shapes=[[10, 4, 4]] disagrees",
               "not_an_export": "manifest.json is missing"}[damage]
     if damage == "missing_hex":
         (p / "conv2.weight.hex").unlink()
     elif damage == "wrong_shape":
-        _edit_manifest(p, lambda m: m["layers"][1].update(in_shape=[10, 4, 4]))
+        _edit_manifest(p, lambda m: m["nodes"][1].update(in_shapes=[[10, 4, 4]]))
     else:
         (p / "manifest.json").unlink()
     for argv in (["sim", "net", str(p)], ["verilog", "net", str(p), "-o", str(tmp_path / "v")]):

@@ -51,7 +51,7 @@ def test_run_folder_metrics_and_export_reproduce_the_trainer(int_run, capsys):
     assert code == 0 and json.loads(out)["accuracy"] == m["test_accuracy"]
     # the exported first layer is the forward weight of the masters (4-bit, QAT exponent rule)
     w = e.net.layers[0].weight
-    assert int(w.min()) >= -8 and int(w.max()) <= 7 and e.net.layers[0].w_exp == e.manifest["layers"][0]["w_exp"]
+    assert int(w.min()) >= -8 and int(w.max()) <= 7 and e.net.layers[0].w_exp == e.manifest["nodes"][0]["w_exp"]
     assert T.MULT_BITS == e.net.layers[0].bn.mult_bits
 
 

@@ -35,8 +35,8 @@ def write_net_verilog(export_dir, out_dir, *, rows: int | None = None, cols: int
     text = to_verilog(acc, name)
     files = [write_text_atomic(out / f"{name}.v", text)]
     tensors = e.manifest["tensors"]
-    for ld in e.manifest["layers"]:
-        names = [ld["weight"]] + ([ld["bn"]["mult"], ld["bn"]["bias"]] if ld.get("bn") else [])
+    for ld in e.manifest["nodes"]:     # a chain (accelerator_from_export refused anything else)
+        names = [ld["weight"]] + ([ld["requant"]["mult"], ld["requant"]["bias"]] if ld.get("requant") else [])
         for t in names:
             src = e.path / tensors[t]["hex"]["file"]
             files.append(write_text_atomic(out / src.name, src.read_text()))
