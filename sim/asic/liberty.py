@@ -144,6 +144,7 @@ def _summarize(lib: dict) -> dict:
             if g["kind"] != "pin":
                 continue
             p = {"dir": g["attrs"].get("direction"), "cap": float(g["attrs"].get("capacitance", 0)),
+                 "max_cap": float(g["attrs"].get("max_capacitance", 0)),
                  "function": g["attrs"].get("function"), "clock": g["attrs"].get("clock") == "true",
                  # role of an ICG's pin: clock, enable, test (scan enable) or out (gated clock)
                  "gate_role": next((r for r in ("clock", "enable", "test", "out")

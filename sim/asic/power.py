@@ -59,7 +59,10 @@ def power_model(netlist: dict, toggles: dict, *, clock_bits=()) -> dict:
         vals = [lookup(t, NOMINAL_SLEW_NS, cap[b]) for arc in tr for t in arc.values()]
         return sum(vals) / len(vals)
 
-    slew = {b: out_slew(b) for b in cap}
+    clock_bits = set(clock_bits)
+    # the clock nets are ideal, the gated ones as the root (no clock tree is built): the nominal
+    # transition time, not that of one gate driving hundreds of clock pins
+    slew = {b: NOMINAL_SLEW_NS if b in clock_bits else out_slew(b) for b in cap}
     per = {}
 
     def add(scope, key, val):
@@ -67,7 +70,6 @@ def power_model(netlist: dict, toggles: dict, *, clock_bits=()) -> dict:
                                    "area_um2": 0.0, "cells": 0})
         s[key] += val
 
-    clock_bits = set(clock_bits)
     for cname, c in top["cells"].items():
         lc = cells[c["type"]]
         sc = first_instance(cname)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from l1bn.sim.yowasp import run_yosys
 
-from .liberty import copy_liberty, read_liberty
+from .liberty import WIRE_LOAD, copy_liberty, read_liberty, wire_cap
 from .sram import cells_with_macros, extract_srams
 
 __all__ = ["ABC_SCRIPT", "MAX_FANOUT", "FANOUT_BUF", "CLOCK_GATE_CELL", "CLOCK_GATE_MIN", "clock_gating_params",
-           "clock_network", "buffer_fanout", "write_netlist", "synth_liberty"]
+           "clock_network", "size_clock_gates", "buffer_fanout", "write_netlist", "synth_liberty"]
 
 # area-oriented mapping with structural choices (ABC's default liberty script, with &fraig/scorr,
 # ran for > 20 min on the largest unit in the CMOS flow); fan-out is buffered after ABC
@@ -112,6 +112,38 @@ def clock_network(top: dict, cells: dict, clock_bits) -> set:
                                 net.add(b)
                                 grew = True
     return net
+
+
+def size_clock_gates(top: dict, cells: dict, wire_load: dict) -> int:
+    """Give every integrated clock gate of ``top`` the smallest drive of its family
+    (``CLKGATE_X1`` .. ``X8``) whose ``max_capacitance`` covers its gated clock net (the clock pins
+    it drives and the wire-load capacitance of its fan-out; the largest when none does), in
+    place; return how many changed. The gated clocks are not buffered (no clock tree), so the
+    gate drives them itself, as a sized clock gate would."""
+    loads = {}
+    for c in top["cells"].values():
+        pins = cells[c["type"]]["pins"]
+        for p, bs in c["connections"].items():
+            if pins[p]["dir"] == "input":
+                for b in bs:
+                    if not isinstance(b, str):
+                        loads.setdefault(b, []).append(pins[p]["cap"])
+    changed = 0
+    for c in top["cells"].values():
+        lc = cells[c["type"]]
+        if not lc.get("icg"):
+            continue
+        fam = c["type"].rsplit("_X", 1)[0]
+        sizes = sorted((n for n in cells if n.rsplit("_X", 1)[0] == fam and n.rsplit("_X", 1)[-1].isdigit()),
+                       key=lambda n: int(n.rsplit("_X", 1)[1]))
+        out = next(p for p, v in lc["pins"].items() if v.get("gate_role") == "out")
+        ld = loads.get(c["connections"][out][0], [])
+        cap = sum(ld) + wire_cap(wire_load, len(ld))
+        pick = next((n for n in sizes if cells[n]["pins"][out]["max_cap"] >= cap), sizes[-1])
+        if pick != c["type"]:
+            c["type"] = pick
+            changed += 1
+    return changed
 
 
 def buffer_fanout(top: dict, *, max_fanout: int = MAX_FANOUT, cell: str = FANOUT_BUF, skip=()) -> int:
@@ -251,6 +283,8 @@ def synth_liberty(verilog: str, wd: Path, *, clock_gating: bool = False, sram: b
     clock = top["ports"]["clk"]["bits"] if "clk" in top["ports"] else []
     # the clock and the gated clocks are ideal nets (no clock tree): not buffered
     nbuf = buffer_fanout(top, skip=clock_network(top, lib, clock))
+    if clock_gating:
+        size_clock_gates(top, lib, read_liberty()["wire_load"][WIRE_LOAD])
     (wd / "netlist.json").write_text(json.dumps({"modules": {"top": top}}))
     write_netlist(top, wd / "netlist.v")
     (wd / "mapped.json").unlink()
