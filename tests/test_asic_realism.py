@@ -138,3 +138,14 @@ def test_cache_keys_of_the_old_flow_are_unchanged():
     assert len({job.key, step.asic_job(verilog="module top; endmodule", name="x", clock_gating=True).key,
                 step.asic_job(verilog="module top; endmodule", name="x", sram=True).key}) == 3
     assert report_asic.ASIC_OPTIONS == ("clock_gating", "sram")
+
+
+def test_cli_options_refused_for_fpga_and_with_network(l1bn_cli, tmp_path):
+    """The ASIC options only with an ASIC target: one error line, nothing written."""
+    out_dir = tmp_path / "r"
+    code, out = l1bn_cli(["report", "--target", "fpga", "--no-asic-sram", "--widths", "4", "--out", str(out_dir)])
+    assert code == 2 and "error: --asic-clock-gating and --asic-sram apply to --target asic or both" in out
+    assert not out_dir.exists()
+    code, out = l1bn_cli(["report", "--network", "digits", "--asic-clock-gating", "--out", str(out_dir)])
+    assert code == 2 and "--asic-clock-gating/--no-asic-clock-gating is an option of the flows" in out
+    assert not out_dir.exists()
