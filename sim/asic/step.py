@@ -29,6 +29,13 @@ activity (:mod:`l1bn.sim.asic.activity`)
     the library's ``function`` / ``ff`` statements (flip-flops start at 0, like the FPGA flow's
     init values), on the stimulus of the job (real data for the BN units); every 0<->1 transition
     of every net is counted from a VCD of the netlist's nets.
+options (issue 28, :func:`asic_job` ``clock_gating=``, ``sram=``; off by default here, on in
+    ``l1bn report``)
+    clock gating: registers that hold their value get a gated clock through the library's
+    integrated clock gate (:func:`~l1bn.sim.asic.synth.synth_liberty`); the gated clock nets are
+    part of the clock (ideal, like the root). SRAM: memories of at least
+    :data:`~l1bn.sim.asic.sram.SRAM_MIN_BITS` bits become macros with a per-access energy and
+    fakeram45's area, leakage and timing (:mod:`l1bn.sim.asic.sram`).
 energy (:mod:`l1bn.sim.asic.power`, a power model reading the .lib's tables)
     per transition of a net: switching ``C V^2 / 2`` with C = the input-pin capacitances of its
     loads + the wire-load capacitance for its fan-out (+ one DFF D pin on an output port); internal
@@ -88,8 +95,11 @@ class ASICJob(Job):
     """``asic``: NanGate45 synthesis, OpenSTA timing and, with ``sim``, activity and energy.
 
     ``params``: ``sim`` in {None, "stream", "vectors"}; for "stream" ``beats``, ``expect_out``,
-    ``main``, ``out``; for "vectors" ``beats`` (one dict of input values per vector); and
-    :func:`asic_params` (made by :func:`asic_job`).
+    ``main``, ``out``, and ``keep_outputs`` (the output payloads go into the result, for tests);
+    for "vectors" ``beats`` (one dict of input values per vector); and :func:`asic_params` (made
+    by :func:`asic_job`), whose ``clock_gating`` and ``sram`` entries switch on the clock gates
+    (:func:`~l1bn.sim.asic.synth.synth_liberty`) and the SRAM macros (:mod:`l1bn.sim.asic.sram`:
+    ``srams``, ``sram_fj`` = measured accesses x energy per access, part of ``dynamic_fj``).
     """
 
     kind = "asic"
