@@ -160,8 +160,9 @@ def mac_cmd(output, **opts):
     text = mac_verilog(cfg)
     path = _write(output, text)
     click.echo(f"wrote {path} ({len(text.splitlines())} lines): MACArray {cfg.rows}x{cfg.cols}, "
-               f"wbits={cfg.wbits} abits={cfg.abits}, product {cfg.product_bits} bits, accumulator "
-               f"{cfg.acc_bits} bits"
+               f"wbits={cfg.wbits} abits={cfg.abits}" + (" bipolar" if cfg.bipolar_a else "")
+               + (", XNOR-popcount counters" if cfg.xnor else f", product {cfg.product_bits} bits")
+               + f", accumulator {cfg.acc_bits} bits"
                + (f", requant shift={cfg.shift} out_bits={cfg.out_bits} relu={cfg.relu}" if cfg.requant else ""))
     click.echo(f"in beat {in_layout(cfg).size} bits (w[{cfg.rows}], a[{cfg.cols}], last); out beat "
                f"{out_layout(cfg).size} bits (y[{cfg.cols}] x {cfg.result_bits} bits, last)")
