@@ -50,7 +50,7 @@ from amaranth.lib import data
 from l1bn.hw.accel_layers import AccelLayer, bits_for, cdiv
 from l1bn.hw.arith import mul_latency
 from l1bn.hw.mac_array import PIPELINE_CYCLES, tile_period
-from l1bn.spec.config import MAX_MAC_ARRAY, MACConfig
+from l1bn.spec.config import MAX_MAC_ARRAY, MACConfig, signed_bits
 
 __all__ = ["Plan", "LayerPlan", "best_geometry", "weight_word_layout", "mb_word_layout", "table_entry_layout",
            "ISSUE_STAGES", "START", "TAIL", "DEFAULT_MACS"]
@@ -132,7 +132,8 @@ class Plan:
     Parameters
     ----------
     layers : list of AccelLayer
-    in_chw : (C, H, W) of the image; in_bits : unsigned pixel bits
+    in_chw : (C, H, W) of the image; in_bits : pixel bits
+    in_signed : the pixels are two's complement (signed or bipolar images)
     rows, cols : the MAC array shape (1..MAX_MAC_ARRAY each)
 
     Attributes
@@ -149,17 +150,23 @@ class Plan:
     layers : list of LayerPlan
     """
 
-    def __init__(self, layers, *, in_chw, in_bits: int, rows: int, cols: int):
+    def __init__(self, layers, *, in_chw, in_bits: int, rows: int, cols: int, in_signed: bool = False):
         layers = list(layers)
         self.rows, self.cols, self.in_chw, self.in_bits = rows, cols, tuple(in_chw), in_bits
+        self.in_signed = bool(in_signed)
         self.pixels = math.prod(self.in_chw)
         self.classes = layers[-1].channels
-        self.logit_bits = layers[-1].acc_bits
+        self.logit_bits = layers[-1].logit_bits or layers[-1].acc_bits
+        #: two's complement activations somewhere (signed, narrow or bipolar): every stored value is
+        #: then two's complement ``lane_bits`` wide and the array's activations are signed
+        self.signed_acts = self.in_signed or any(lay.a_signed for lay in layers)
+        sb = int(self.signed_acts)
         wbits = max(lay.w_bits for lay in layers)
-        abits = max(lay.a_bits for lay in layers)
+        abits = max(lay.a_bits + (sb and not lay.a_signed) for lay in layers)
         self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=wbits, abits=abits, signed_w=True,
-                                 signed_a=False, k=max(lay.k for lay in layers))
-        self.lane_bits = max([in_bits, abits] + [lay.out_bits for lay in layers[:-1]])
+                                 signed_a=self.signed_acts, k=max(lay.k for lay in layers))
+        outs = [signed_bits(*lay.out_range) if self.signed_acts else lay.out_bits for lay in layers[:-1]]
+        self.lane_bits = max([in_bits + (sb and not self.in_signed), abits] + outs)
         self.img_words = self.in_chw[0] * _groups(self.in_chw, cols)
 
         # activation regions: layer L's output in region L % 2, sized for the largest tensor there
@@ -178,9 +185,11 @@ class Plan:
             nwords += cdiv(lay.channels, rows) * lay.k
             self._add_table(lay)
             nt = cdiv(lay.channels, rows)
+            pad = nt * rows - lay.channels
             if not last:
-                pad = nt * rows - lay.channels
                 self.mb_words += list(zip(lay.mult, lay.bias, strict=True)) + [(0, 0)] * pad
+            elif lay.logit_bias is not None:     # the classifier bias: (unused mult, bias) words
+                self.mb_words += [(0, b) for b in lay.logit_bias] + [(0, 0)] * pad
             plans.append(LayerPlan(
                 name=lay.name, k=lay.k, khkw=lay.kernel[0] * lay.kernel[1], cin=lay.in_chw[0],
                 channels=lay.channels, t=nt, g=_groups(lay.out_chw, cols), g_in=_groups(lay.in_chw, cols),
@@ -190,8 +199,14 @@ class Plan:
                 period=tile_period(self.mac_cfg, lay.k), shift=lay.shift, out_bits=lay.out_bits,
                 macs=lay.channels * lay.positions * lay.k))
         self.layers = plans
+        #: the AccelLayers themselves (the writeback's requantizer rules)
+        self.layer_specs = layers
         self.mult_bits = max([lay.mult_bits for lay in layers[:-1]], default=2)
         self.bias_bits = max([lay.bias_bits for lay in layers[:-1]], default=2)
+        self.logit_bias = layers[-1].logit_bias is not None
+        if self.logit_bias:
+            self.bias_bits = max(self.bias_bits, signed_bits(min(min(layers[-1].logit_bias), 0),
+                                                             max(max(layers[-1].logit_bias), 0)))
         #: cycles of the requantizer's multiply (registered MULT18X18D-sized parts and their sum)
         self.mul_stages = mul_latency(signed(self.mac_cfg.acc_bits), signed(self.mult_bits))
         #: row handshake -> memory write: accumulator register, product, + bias, requantize
@@ -207,6 +222,8 @@ class Plan:
             w = lay.weights
             for t in range(cdiv(lay.channels, rows)):
                 tile = [w[o] for o in range(t * rows, min((t + 1) * rows, lay.channels))]
+                if self._wbits == 1:    # binary weights only: the code (0 -> +1, 1 -> -1) as signed(1)
+                    tile = [[-1 if v < 0 else 0 for v in row] for row in tile]
                 pad = [0] * (rows - len(tile))
                 words += [_word(layout, [row[k] for row in tile] + pad) for k in range(lay.k)]
         return words
@@ -303,7 +320,8 @@ class Plan:
         return bits_for(self.cols)
 
 
-def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS) -> tuple[int, int]:
+def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS,
+                  in_signed: bool = False) -> tuple[int, int]:
     """The ``(rows, cols)`` with ``rows * cols == macs`` and the fewest cycles per image (ties:
     fewer columns, i.e. fewer replicated activation memories)."""
     best = None
@@ -311,7 +329,7 @@ def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS) -> 
         if macs % rows or rows > MAX_MAC_ARRAY or macs // rows > MAX_MAC_ARRAY:
             continue
         cols = macs // rows
-        p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols)
+        p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed)
         key = (p.cycles_per_image, cols)
         if best is None or key < best[0]:
             best = (key, (rows, cols))

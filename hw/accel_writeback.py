@@ -14,6 +14,7 @@ from l1bn.hw.accel_loader import mem_write_signature
 from l1bn.hw.accel_plan import Plan
 from l1bn.hw.arith import Pipe, pick, requantize
 from l1bn.hw.mac_array import out_layout
+from l1bn.spec.config import signed_bits
 
 __all__ = ["Writeback"]
 
@@ -74,7 +75,7 @@ class Writeback(wiring.Component):
         mbrd = self._rom(m)
         row = self._counters(m, mbrd)
         s1 = self._register_row(m, row)
-        self._logits(m, s1)
+        self._logits(m, s1, mbrd)
         self._requantize(m, s1, mbrd)
         return m
 
@@ -111,7 +112,8 @@ class Writeback(wiring.Component):
         row_last, g_w, t_w = wi == R - 1, wg == cst.g_last, wt == cst.t_last
         layer_end = row_last & g_w & t_w
         fire = self.i.valid
-        m.d.comb += mbrd.addr.eq(Mux(cst.is_last, 0, mba))
+        # the last layer reads its classifier-bias words when it has them (they follow the others)
+        m.d.comb += mbrd.addr.eq(mba if p.logit_bias else Mux(cst.is_last, 0, mba))
         with m.If(fire):
             with m.If(row_last):
                 m.d.sync += wi.eq(0)
@@ -144,7 +146,7 @@ class Writeback(wiring.Component):
                 "last": s1.reg(row["is_last"], "islast"), "end": s1.reg(row["end"], "end"),
                 "layer": s1.reg(row["layer"], "layer"), "waddr": s1.reg(row["waddr"], "waddr")}
 
-    def _logits(self, m, s1):
+    def _logits(self, m, s1, mbrd):
         """The last layer's rows: logits registers and the running argmax (strictly greater: the
         first maximum wins, like torch.argmax), one cycle after the row's handshake; the output
         beat, valid the cycle after the last row and held until ``o.ready``."""
@@ -153,7 +155,11 @@ class Writeback(wiring.Component):
         K_ = p.classes
         logits = [Signal(signed(p.logit_bits), name=f"logit{n}") for n in range(K_)]
         best = Signal(unsigned(bits_for(K_)))
-        best_v = Signal(signed(p.mac_cfg.acc_bits))
+        best_v = Signal(signed(max(p.mac_cfg.acc_bits, p.logit_bits)))
+        if p.logit_bias:       # the classifier bias of this channel (the ROM word read with the row)
+            val = Signal(signed(max(p.mac_cfg.acc_bits, p.bias_bits) + 1), name="logit_in")
+            m.d.comb += val.eq(acc1[0] + mbrd.data[p.mult_bits:].as_signed())
+            acc1 = [val]
         out_valid = Signal()
         with m.If(v1 & last1 & (ch1 < K_)):
             for n in range(K_):
@@ -193,14 +199,22 @@ class Writeback(wiring.Component):
         z3 = [s3.reg(prod[j] + bias2, f"z{j}") for j in range(C)]
         ok3, end3, lay3, waddr3 = (s3.reg(x, n) for x, n in ((ok2, "ok"), (end2, "end"), (lay2, "layer"),
                                                              (waddr2, "waddr")))
-        # requantize with the layer's shift and width (one rule per distinct (shift, out_bits))
-        rules = sorted({(lp.shift, lp.out_bits) for lp in lps[:-1]}) or [(0, LB)]
-        rule_of = [rules.index((lp.shift, lp.out_bits)) if i < nl - 1 else 0 for i, lp in enumerate(lps)]
+        # requantize with the layer's rule (one circuit per distinct rule): unsigned-only networks
+        # (shift, out_bits) with ReLU; two's complement ones (shift, lo, hi, rounding, bipolar)
+        if p.signed_acts:
+            keys = [(lp.shift, *lp.out_range, lp.rounding, lp.bipolar_out) for lp in p.layer_specs[:-1]]
+        else:
+            keys = [(lp.shift, lp.out_bits) for lp in lps[:-1]]
+        rules = sorted(set(keys)) or [(0, LB)]
+        rule_of = [rules.index(keys[i]) if i < nl - 1 else 0 for i in range(nl)]
         rsel = pick(lay3, [Const(r, range(len(rules) + 1)) for r in rule_of])
         s4 = Pipe(m)
         ys = []
         for j in range(C):
-            opts = [_widen(requantize(z3[j], shift=sh, out_bits=ob, relu=True), LB) for sh, ob in rules]
+            if p.signed_acts and keys:
+                opts = [_sext(_requant_rule(z3[j], *r), LB) for r in rules]
+            else:
+                opts = [_widen(requantize(z3[j], shift=sh, out_bits=ob, relu=True), LB) for sh, ob in rules]
             ys.append(s4.reg(pick(rsel, opts), f"y{j}"))
         ok4, end4, lay4, waddr4 = (s4.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
                                                              (waddr3, "waddr")))
@@ -211,3 +225,28 @@ class Writeback(wiring.Component):
 def _widen(r, width: int):
     """An unsigned activation zero-extended to the activation memory's ``width`` bits."""
     return Cat(r, Const(0, width - len(r))) if width > len(r) else r
+
+
+def _requant_rule(z, shift: int, lo: int, hi: int, rounding: str, bipolar: bool):
+    """The graph requantizer (:func:`l1bn.spec.reference.requant.requantize_sum`) on ``z``, a
+    signed value: bipolar ``z >= 0 ? +1 : -1``; otherwise the rounding shift (half up
+    ``(z + 2**(s-1)) >> s``, half even ``(z + 2**(s-1) - 1 + bit_s(z)) >> s``) clamped to
+    ``[lo, hi]`` (ReLU and narrow ranges included). Combinational, signed."""
+    if bipolar:
+        return Mux(z[-1], Const(-1, signed(2)), Const(1, signed(2)))
+    if shift == 0:
+        q = z
+    elif rounding == "half_up":
+        q = (z + (1 << (shift - 1))) >> shift
+    else:
+        q = (z + ((1 << (shift - 1)) - 1) + z[shift]) >> shift
+    w = signed_bits(lo, hi)
+    return Mux(q < lo, Const(lo, signed(w)), Mux(q > hi, Const(hi, signed(w)), q[:w].as_signed()))
+
+
+def _sext(v, width: int):
+    """A signed value as exactly ``width`` two's complement bits (sign-extended or truncated)."""
+    from amaranth import Value
+
+    v = Value.cast(v)
+    return v[:width] if len(v) >= width else Cat(v, v[-1].replicate(width - len(v)))
