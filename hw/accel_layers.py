@@ -9,6 +9,7 @@ the layer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -72,6 +73,11 @@ class AccelLayer:
     #: the last layer: a bias added to the accumulators (a classifier bias), and the logits' width
     logit_bias: tuple | None = None
     logit_bits: int | None = None
+    #: a max pool after the requantizer (kh, kw, stride; no padding): ``out_chw`` is the pooled
+    #: shape, ``conv_chw`` the convolution's. Each output group computes the ``kh*kw`` positions
+    #: of one pooling window in its first columns; the writeback keeps their maximum.
+    pool: tuple | None = None
+    conv_chw: tuple | None = None
 
     @property
     def out_range(self) -> tuple[int, int] | None:
@@ -154,8 +160,11 @@ def layers_from_export(exported_net) -> tuple[list[AccelLayer], dict]:
     TensorNorm are already folded into them or into the output's float scale), a MAC bias (folded
     into the requantizer's bias; on the last node added to the logits).
 
-    Refused (``ValueError`` naming the node, "not supported by the accelerator yet"): pooling,
-    residual adds, standalone requantizers, branches, unsigned weights, a last node with a
+    A ``maxpool`` (no padding) right after a requantized convolution is merged into it
+    (:attr:`AccelLayer.pool`: max pooling on the fly, in the writeback).
+
+    Refused (``ValueError`` naming the node, "not supported by the accelerator yet"): average
+    pooling, other max pools, residual adds, standalone requantizers, branches, unsigned weights, a last node with a
     requantizer, a hidden node without one.
     """
     from l1bn.spec.config import signed_bits
@@ -171,8 +180,18 @@ def layers_from_export(exported_net) -> tuple[list[AccelLayer], dict]:
         name, typ = node.name, node.op
         what = f"node {name} ({typ})"
         last = i == len(g.nodes) - 1
+        if typ == "maxpool" and node.inputs == (prev,) and layers and layers[-1].mult is not None \
+                and layers[-1].pool is None and layers[-1].type == "conv2d" and not node.padding and not last:
+            lay = layers[-1]
+            kh, kw = (int(k) for k in node.kernel)
+            layers[-1] = dataclasses.replace(lay, pool=(kh, kw, int(node.stride)), conv_chw=lay.out_chw,
+                                             out_chw=chw(info[node.output].shape))
+            prev = node.output
+            continue
+        if typ == "maxpool" and node.padding:
+            raise _todo(what, "a padded max pool")
         if typ not in ("conv2d", "linear"):
-            raise _todo(what, f"a {typ} node")
+            raise _todo(what, f"{'an' if typ[0] in 'aeiou' else 'a'} {typ} node")
         if node.inputs != (prev,):
             raise _todo(what, f"reading {list(node.inputs)} instead of the previous output {prev} (a branch)")
         if node.w_fmt.kind == "unsigned":

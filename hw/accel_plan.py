@@ -102,6 +102,8 @@ class LayerPlan:
     t: int              #: channel tiles ceil(O / rows)
     g: int              #: output position groups ceil(Ho*Wo / cols)
     g_in: int           #: position groups of the input tensor
+    g_out: int          #: position groups of the stored output (``g``, or the pooled tensor's)
+    pool_cols: int      #: max pool: the columns of one window (kh*kw); 0: no pooling
     woff: int           #: first weight word
     toff: int           #: first im2col table entry
     moff: int           #: first mult/bias word
@@ -176,6 +178,12 @@ class Plan:
         self.act_regions = (0, depth[0])
         self.act_depth = max(1, depth[0] + depth[1])
 
+        for lay in layers:
+            if lay.pool is not None and lay.pool[0] * lay.pool[1] > cols:
+                raise ValueError(f"layer {lay.name}: its {lay.pool[0]}x{lay.pool[1]} max pool needs cols >= "
+                                 f"{lay.pool[0] * lay.pool[1]} (one window per output group); cols={cols}")
+        #: some layer max-pools on the fly: the activation memories get one write enable per lane
+        self.pooled = any(lay.pool is not None for lay in layers)
         self.mb_words, plans, nwords = [], [], 0
         self._wlayers, self._wbits = layers, wbits
         self.tables = [[] for _ in range(cols)]
@@ -192,12 +200,14 @@ class Plan:
                 self.mb_words += [(0, b) for b in lay.logit_bias] + [(0, 0)] * pad
             plans.append(LayerPlan(
                 name=lay.name, k=lay.k, khkw=lay.kernel[0] * lay.kernel[1], cin=lay.in_chw[0],
-                channels=lay.channels, t=nt, g=_groups(lay.out_chw, cols), g_in=_groups(lay.in_chw, cols),
+                channels=lay.channels, t=nt, g=lay.positions if lay.pool else _groups(lay.out_chw, cols),
+                g_in=_groups(lay.in_chw, cols), g_out=_groups(lay.out_chw, cols),
+                pool_cols=lay.pool[0] * lay.pool[1] if lay.pool else 0,
                 woff=woff, toff=toff, moff=moff,
                 in_base=-1 if i == 0 else self.act_regions[(i - 1) % 2],
                 out_base=-1 if last else self.act_regions[i % 2],
                 period=tile_period(self.mac_cfg, lay.k), shift=lay.shift, out_bits=lay.out_bits,
-                macs=lay.channels * lay.positions * lay.k))
+                macs=lay.channels * (math.prod(lay.conv_chw[1:]) if lay.pool else lay.positions) * lay.k))
         self.layers = plans
         #: the AccelLayers themselves (the writeback's requantizer rules)
         self.layer_specs = layers
@@ -245,6 +255,9 @@ class Plan:
         _, hi, wi = lay.in_chw
         _, ho, wo = lay.out_chw
         kh, kw = lay.kernel
+        if lay.pool is not None:
+            self._add_pool_table(lay)
+            return
         for g in range(_groups(lay.out_chw, cols)):
             for ky in range(kh):
                 for kx in range(kw):
@@ -257,6 +270,28 @@ class Plan:
                             ix = ox * lay.stride + kx - lay.padding
                             if 0 <= iy < hi and 0 <= ix < wi:
                                 entry = divmod(iy * wi + ix, cols)
+                        self.tables[j].append(entry)
+
+    def _add_pool_table(self, lay: AccelLayer) -> None:
+        """A convolution followed by a max pool: group ``g`` is pooled position ``g``; column
+        ``dy*pw + dx`` computes the convolution at window offset (dy, dx); columns past the window
+        read zeros (their results are not used)."""
+        _, hi, wi = lay.in_chw
+        _, _, pwo = lay.out_chw
+        kh, kw = lay.kernel
+        ph, pw, ps = lay.pool
+        for g in range(lay.positions):
+            py, px = divmod(g, pwo)
+            for ky in range(kh):
+                for kx in range(kw):
+                    for j in range(self.cols):
+                        entry = None
+                        if j < ph * pw:
+                            oy, ox = py * ps + j // pw, px * ps + j % pw
+                            iy = oy * lay.stride + ky - lay.padding
+                            ix = ox * lay.stride + kx - lay.padding
+                            if 0 <= iy < hi and 0 <= ix < wi:
+                                entry = divmod(iy * wi + ix, self.cols)
                         self.tables[j].append(entry)
 
     # ------------------------------------------------------------------ cycles
@@ -329,7 +364,10 @@ def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS,
         if macs % rows or rows > MAX_MAC_ARRAY or macs // rows > MAX_MAC_ARRAY:
             continue
         cols = macs // rows
-        p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed)
+        try:
+            p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed)
+        except ValueError:      # a max pool wider than the columns
+            continue
         key = (p.cycles_per_image, cols)
         if best is None or key < best[0]:
             best = (key, (rows, cols))

@@ -59,7 +59,7 @@ class Writeback(wiring.Component):
         nl = len(plan.layers)
         super().__init__({
             "i": In(stream.Signature(out_layout(plan.mac_cfg))),
-            "wr": Out(mem_write_signature(addr_bits, plan.cols * plan.lane_bits)),
+            "wr": Out(mem_write_signature(addr_bits, plan.cols * plan.lane_bits, plan.cols if plan.pooled else 1)),
             "o": Out(stream.Signature(output_layout(plan.classes, plan.logit_bits))),
             "done": Out(1),
             "done_layer": Out(range(max(nl, 2))),
@@ -98,7 +98,8 @@ class Writeback(wiring.Component):
         nl = len(lps)
         cst = LayerConsts(m, {
             "g_last": [lp.g - 1 for lp in lps], "t_last": [lp.t - 1 for lp in lps],
-            "gw": [lp.g for lp in lps], "rg": [(R - 1) * lp.g for lp in lps],
+            "gw": [lp.g_out for lp in lps], "rg": [(R - 1) * lp.g_out for lp in lps],
+            "pooled": [int(lp.pool_cols > 0) for lp in lps],
             "chans": [lp.channels for lp in lps], "out_base": [max(lp.out_base, 0) for lp in lps],
             "is_last": [int(i == nl - 1) for i in range(nl)],
         })
@@ -109,6 +110,9 @@ class Writeback(wiring.Component):
         ch = Signal(range(max(lp.t * R for lp in lps) + 1))
         mba = Signal(range(len(p.mb_words or [0]) + 1))
         waddr = Signal(self.addr_bits)
+        # max-pooled layers: group g is pooled position g, lane g % cols of word g // cols
+        wl = Signal(range(max(p.cols, 2)))
+        wrap = (wl == p.cols - 1) | ~cst.pooled
         row_last, g_w, t_w = wi == R - 1, wg == cst.g_last, wt == cst.t_last
         layer_end = row_last & g_w & t_w
         fire = self.i.valid
@@ -118,23 +122,23 @@ class Writeback(wiring.Component):
             with m.If(row_last):
                 m.d.sync += wi.eq(0)
                 with m.If(g_w):
-                    m.d.sync += [wg.eq(0), ch.eq(ch + 1), mba.eq(mba + 1), waddr.eq(waddr + 1)]
+                    m.d.sync += [wg.eq(0), ch.eq(ch + 1), mba.eq(mba + 1), waddr.eq(waddr + 1), wl.eq(0)]
                     with m.If(~t_w):
                         m.d.sync += wt.eq(wt + 1)
                 with m.Else():
                     m.d.sync += [wg.eq(wg + 1), ch.eq(ch - (R - 1)), mba.eq(mba - (R - 1)),
-                                 waddr.eq(waddr - cst.rg + 1)]
+                                 waddr.eq(waddr - cst.rg + wrap), wl.eq(Mux(wrap, 0, wl + 1))]
             with m.Else():
                 m.d.sync += [wi.eq(wi + 1), ch.eq(ch + 1), mba.eq(mba + 1), waddr.eq(waddr + cst.gw)]
             with m.If(layer_end):
                 nxt = Mux(cst.is_last, 0, layer + 1)
-                m.d.sync += [layer.eq(nxt), wt.eq(0), ch.eq(0),
+                m.d.sync += [layer.eq(nxt), wt.eq(0), ch.eq(0), wl.eq(0),
                              waddr.eq(pick(nxt, [Const(max(lp.out_base, 0), self.addr_bits) for lp in lps]))]
                 with m.If(cst.is_last):
                     m.d.sync += mba.eq(0)
                 cst.load(nxt)
         return {"fire": fire, "ch": ch, "ok": fire & (ch < cst.chans) & ~cst.is_last, "is_last": cst.is_last,
-                "end": fire & layer_end, "layer": layer, "waddr": waddr}
+                "end": fire & layer_end, "layer": layer, "waddr": waddr, "lane": wl}
 
     def _register_row(self, m, row):
         """Stage 1: the row's accumulators and fields registered (the mult/bias word arrives in
@@ -144,7 +148,8 @@ class Writeback(wiring.Component):
                 "acc": [s1.reg(self.i.payload.y[j].as_signed(), f"acc{j}") for j in range(self.plan.cols)],
                 "ch": s1.reg(row["ch"], "ch"), "ok": s1.reg(row["ok"], "ok"),
                 "last": s1.reg(row["is_last"], "islast"), "end": s1.reg(row["end"], "end"),
-                "layer": s1.reg(row["layer"], "layer"), "waddr": s1.reg(row["waddr"], "waddr")}
+                "layer": s1.reg(row["layer"], "layer"), "waddr": s1.reg(row["waddr"], "waddr"),
+                "lane": s1.reg(row["lane"], "lane")}
 
     def _logits(self, m, s1, mbrd):
         """The last layer's rows: logits registers and the running argmax (strictly greater: the
@@ -186,19 +191,20 @@ class Writeback(wiring.Component):
         lps = p.layers
         nl = len(lps)
         mb = p.mult_bits
-        acc1, ok1, end1, lay1, waddr1 = s1["acc"], s1["ok"], s1["end"], s1["layer"], s1["waddr"]
+        acc1, ok1, end1, lay1, waddr1, lane1 = s1["acc"], s1["ok"], s1["end"], s1["layer"], s1["waddr"], s1["lane"]
         mult1 = mbrd.data[:mb].as_signed()
         bias1 = mbrd.data[mb:].as_signed()
         prod = [Pipe(m).mul(acc1[j], mult1, f"prod{j}") for j in range(C)]
         d = p.mul_stages
         side = Pipe(m)
         bias2 = side.delay(bias1, d, "bias")
-        ok2, end2, lay2, waddr2 = (side.delay(x, d, n) for x, n in ((ok1, "ok"), (end1, "end"),
-                                                                    (lay1, "layer"), (waddr1, "waddr")))
+        ok2, end2, lay2, waddr2, lane2 = (side.delay(x, d, n) for x, n in ((ok1, "ok"), (end1, "end"),
+                                                                           (lay1, "layer"), (waddr1, "waddr"),
+                                                                           (lane1, "lane")))
         s3 = Pipe(m)
         z3 = [s3.reg(prod[j] + bias2, f"z{j}") for j in range(C)]
-        ok3, end3, lay3, waddr3 = (s3.reg(x, n) for x, n in ((ok2, "ok"), (end2, "end"), (lay2, "layer"),
-                                                             (waddr2, "waddr")))
+        ok3, end3, lay3, waddr3, lane3 = (s3.reg(x, n) for x, n in ((ok2, "ok"), (end2, "end"), (lay2, "layer"),
+                                                                    (waddr2, "waddr"), (lane2, "lane")))
         # requantize with the layer's rule (one circuit per distinct rule): unsigned-only networks
         # (shift, out_bits) with ReLU; two's complement ones (shift, lo, hi, rounding, bipolar)
         if p.signed_acts:
@@ -216,9 +222,24 @@ class Writeback(wiring.Component):
             else:
                 opts = [_widen(requantize(z3[j], shift=sh, out_bits=ob, relu=True), LB) for sh, ob in rules]
             ys.append(s4.reg(pick(rsel, opts), f"y{j}"))
-        ok4, end4, lay4, waddr4 = (s4.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
-                                                             (waddr3, "waddr")))
-        m.d.comb += [self.wr.addr.eq(waddr4), self.wr.data.eq(Cat(*ys)), self.wr.en.eq(ok4)]
+        ok4, end4, lay4, waddr4, lane4 = (s4.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
+                                                                    (waddr3, "waddr"), (lane3, "lane")))
+        if not p.pooled:
+            m.d.comb += [self.wr.addr.eq(waddr4), self.wr.data.eq(Cat(*ys)), self.wr.en.eq(ok4)]
+        else:
+            # max pooling on the fly: the maximum of the window's columns (requantized values),
+            # written to its one lane; other layers write all lanes
+            npool = sorted({lp.pool_cols for lp in lps if lp.pool_cols})
+            psel = pick(lay4, [Const(npool.index(lp.pool_cols) if lp.pool_cols else 0, range(len(npool) + 1))
+                               for lp in lps])
+            pooled = pick(lay4, [Const(int(lp.pool_cols > 0), 1) for lp in lps])
+            maxes = [_max_of([y.as_signed() if p.signed_acts else y for y in ys[:n]]) for n in npool]
+            mx = Signal(LB, name="pool_max")
+            m.d.comb += mx.eq(pick(psel, maxes))
+            m.d.comb += [self.wr.addr.eq(waddr4),
+                         self.wr.data.eq(Mux(pooled, Cat(*[mx] * C), Cat(*ys))),
+                         self.wr.en.eq(Mux(pooled, Cat(*[lane4 == k for k in range(C)]),
+                                           Const((1 << C) - 1, C)).replicate(1) & ok4.replicate(C))]
         m.d.sync += [self.done.eq(end4), self.done_layer.eq(lay4)]
 
 
@@ -250,3 +271,12 @@ def _sext(v, width: int):
 
     v = Value.cast(v)
     return v[:width] if len(v) >= width else Cat(v, v[-1].replicate(width - len(v)))
+
+
+def _max_of(vals):
+    """The maximum of equal-shaped values (a balanced tree of compare-and-select)."""
+    vals = list(vals)
+    while len(vals) > 1:
+        nxt = [Mux(a >= b, a, b) for a, b in zip(vals[::2], vals[1::2], strict=False)]
+        vals = nxt + ([vals[-1]] if len(vals) % 2 else [])
+    return vals[0]

@@ -7,8 +7,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface, layers_from_export
-from l1bn.spec.reference.graph import IntGraph, run_graph
+from l1bn.spec.reference.graph import IntGraph, Node, run_graph
 from l1bn.spec.reference.graph_random import random_chain_graph, random_int_graph
 from test_accelerator import _run_amaranth
 
@@ -55,7 +56,7 @@ def test_graph_layers_fold_the_mac_bias_and_keep_the_rules():
 
 def test_graph_features_still_refused_name_the_node():
     g = random_int_graph(0)
-    with pytest.raises(ValueError, match=r"^node pool1 \(maxpool\): a maxpool node is not supported by the accelerator yet$"):
+    with pytest.raises(ValueError, match=r"^node add1 \(add\): an add node is not supported by the accelerator yet$"):
         layers_from_export(g)
     c = random_chain_graph(3)
     rq = c.nodes[1].requant
@@ -64,3 +65,44 @@ def test_graph_features_still_refused_name_the_node():
                    output=c.output)
     with pytest.raises(ValueError, match=r"^node fc \(linear\): a requantizer on the last node"):
         layers_from_export(bad)
+
+
+def _pool_graph(seed, stride):
+    """random_chain_graph with a 2x2 max pool (``stride``; 1: overlapping windows) after conv1's
+    bipolar thresholds and a 2x2 stride-1 max pool after conv2's signed narrow outputs."""
+    rng = np.random.default_rng(seed)
+    g = random_chain_graph(seed)
+    n1, n2, n3, fc = g.nodes
+    pool1 = Node(name="pool1", op="maxpool", inputs=(n1.output,), output="pool1.out", kernel=(2, 2), stride=stride)
+    n2 = dataclasses.replace(n2, inputs=("pool1.out",), stride=1, padding=1)
+    pool2 = Node(name="pool2", op="maxpool", inputs=(n2.output,), output="pool2.out", kernel=(2, 2), stride=1)
+    n3 = dataclasses.replace(n3, inputs=("pool2.out",))
+    k = 4 * (2 if stride == 2 else 4) ** 2
+    fc = dataclasses.replace(fc, weight=rng.integers(-8, 8, (7, k)).astype(np.int64))
+    return IntGraph(input=g.input, nodes=(n1, pool1, n2, pool2, n3, fc), output=g.output)
+
+
+@pytest.mark.parametrize("stride", [2, 1])
+@pytest.mark.parametrize("shape", [(4, 4), (3, 5)])
+def test_max_pool_on_the_fly_bit_exact(stride, shape):
+    """Max pooling in the writeback: each output group computes one window's positions, the
+    maximum of their requantized values goes to one lane; exact for bipolar and signed values,
+    disjoint and overlapping windows, with random stalls."""
+    g = _pool_graph(3, stride)
+    x = _images(g, 3, seed=2)
+    ref = np.asarray(run_graph(g, x))
+    acc = accelerator_from_export(g, rows=shape[0], cols=shape[1])
+    assert [lay.pool for lay in acc.layers] == [(2, 2, stride), (2, 2, 1), None, None]
+    px = (x.reshape(len(x), -1) & ((1 << acc.plan.in_bits) - 1)).tolist()
+    outs, _ = _run_amaranth(acc, px, seed=stride * 7 + shape[0])
+    assert [o[1] for o in outs] == ref.tolist()
+
+
+def test_max_pool_needs_a_window_per_group():
+    g = _pool_graph(3, 2)
+    with pytest.raises(ValueError, match="2x2 max pool needs cols >= 4"):
+        accelerator_from_export(g, rows=16, cols=2)
+    # the automatic shape search only considers shapes that fit the window
+    acc = accelerator_from_export(g)
+    Fragment.get(acc, None)
+    assert acc.cols >= 4
