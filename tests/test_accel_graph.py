@@ -106,3 +106,21 @@ def test_max_pool_needs_a_window_per_group():
     acc = accelerator_from_export(g)
     Fragment.get(acc, None)
     assert acc.cols >= 4
+
+
+def test_verilog_net_of_a_pooled_graph_export(tmp_path):
+    """``l1bn verilog net`` on a graph export with max pools and biases: the Verilog, the MAC
+    nodes' .hex files (a max pool has none) and the schedule with the pooled groups."""
+    import json
+
+    from l1bn.sim.verilog.net import write_net_verilog
+    from l1bn.spec.export import write_export
+
+    g = _pool_graph(3, 2)
+    path = write_export(g, tmp_path / "e", rows=4)
+    files = write_net_verilog(path, tmp_path / "v", rows=4, cols=4)
+    names = sorted(f.name for f in files)
+    assert "accelerator.v" in names and "schedule.json" in names
+    assert {"conv1.weight.hex", "conv2.weight.hex", "fc.weight.hex"} <= set(names)
+    sched = json.loads((tmp_path / "v" / "schedule.json").read_text())
+    assert [s["G"] for s in sched["layers"]] == [9, 4, 1, 1]     # pooled positions, one window per group
