@@ -99,7 +99,7 @@ class Writeback(wiring.Component):
         cst = LayerConsts(m, {
             "g_last": [lp.g - 1 for lp in lps], "t_last": [lp.t - 1 for lp in lps],
             "gw": [lp.g_out for lp in lps], "rg": [(R - 1) * lp.g_out for lp in lps],
-            "pooled": [int(lp.pool_cols > 0) for lp in lps],
+            **({"pooled": [int(lp.pool_cols > 0) for lp in lps]} if p.pooled else {}),
             "chans": [lp.channels for lp in lps], "out_base": [max(lp.out_base, 0) for lp in lps],
             "is_last": [int(i == nl - 1) for i in range(nl)],
         })
@@ -111,8 +111,9 @@ class Writeback(wiring.Component):
         mba = Signal(range(len(p.mb_words or [0]) + 1))
         waddr = Signal(self.addr_bits)
         # max-pooled layers: group g is pooled position g, lane g % cols of word g // cols
-        wl = Signal(range(max(p.cols, 2)))
-        wrap = (wl == p.cols - 1) | ~cst.pooled
+        # (designs without pooling have no lane counter: every group fills a word)
+        wl = Signal(range(max(p.cols, 2))) if p.pooled else None
+        wrap = ((wl == p.cols - 1) | ~cst.pooled) if p.pooled else 1
         row_last, g_w, t_w = wi == R - 1, wg == cst.g_last, wt == cst.t_last
         layer_end = row_last & g_w & t_w
         fire = self.i.valid
@@ -122,17 +123,23 @@ class Writeback(wiring.Component):
             with m.If(row_last):
                 m.d.sync += wi.eq(0)
                 with m.If(g_w):
-                    m.d.sync += [wg.eq(0), ch.eq(ch + 1), mba.eq(mba + 1), waddr.eq(waddr + 1), wl.eq(0)]
+                    m.d.sync += [wg.eq(0), ch.eq(ch + 1), mba.eq(mba + 1), waddr.eq(waddr + 1)]
+                    if p.pooled:
+                        m.d.sync += wl.eq(0)
                     with m.If(~t_w):
                         m.d.sync += wt.eq(wt + 1)
                 with m.Else():
                     m.d.sync += [wg.eq(wg + 1), ch.eq(ch - (R - 1)), mba.eq(mba - (R - 1)),
-                                 waddr.eq(waddr - cst.rg + wrap), wl.eq(Mux(wrap, 0, wl + 1))]
+                                 waddr.eq(waddr - cst.rg + wrap)]
+                    if p.pooled:
+                        m.d.sync += wl.eq(Mux(wrap, 0, wl + 1))
             with m.Else():
                 m.d.sync += [wi.eq(wi + 1), ch.eq(ch + 1), mba.eq(mba + 1), waddr.eq(waddr + cst.gw)]
             with m.If(layer_end):
                 nxt = Mux(cst.is_last, 0, layer + 1)
-                m.d.sync += [layer.eq(nxt), wt.eq(0), ch.eq(0), wl.eq(0),
+                if p.pooled:
+                    m.d.sync += wl.eq(0)
+                m.d.sync += [layer.eq(nxt), wt.eq(0), ch.eq(0),
                              waddr.eq(pick(nxt, [Const(max(lp.out_base, 0), self.addr_bits) for lp in lps]))]
                 with m.If(cst.is_last):
                     m.d.sync += mba.eq(0)
@@ -149,7 +156,7 @@ class Writeback(wiring.Component):
                 "ch": s1.reg(row["ch"], "ch"), "ok": s1.reg(row["ok"], "ok"),
                 "last": s1.reg(row["is_last"], "islast"), "end": s1.reg(row["end"], "end"),
                 "layer": s1.reg(row["layer"], "layer"), "waddr": s1.reg(row["waddr"], "waddr"),
-                "lane": s1.reg(row["lane"], "lane")}
+                "lane": s1.reg(row["lane"], "lane") if self.plan.pooled else None}
 
     def _logits(self, m, s1, mbrd):
         """The last layer's rows: logits registers and the running argmax (strictly greater: the
@@ -198,13 +205,14 @@ class Writeback(wiring.Component):
         d = p.mul_stages
         side = Pipe(m)
         bias2 = side.delay(bias1, d, "bias")
-        ok2, end2, lay2, waddr2, lane2 = (side.delay(x, d, n) for x, n in ((ok1, "ok"), (end1, "end"),
-                                                                           (lay1, "layer"), (waddr1, "waddr"),
-                                                                           (lane1, "lane")))
+        ok2, end2, lay2, waddr2 = (side.delay(x, d, n) for x, n in ((ok1, "ok"), (end1, "end"),
+                                                                    (lay1, "layer"), (waddr1, "waddr")))
+        lane2 = side.delay(lane1, d, "lane") if p.pooled else None
         s3 = Pipe(m)
         z3 = [s3.reg(prod[j] + bias2, f"z{j}") for j in range(C)]
-        ok3, end3, lay3, waddr3, lane3 = (s3.reg(x, n) for x, n in ((ok2, "ok"), (end2, "end"), (lay2, "layer"),
-                                                                    (waddr2, "waddr"), (lane2, "lane")))
+        ok3, end3, lay3, waddr3 = (s3.reg(x, n) for x, n in ((ok2, "ok"), (end2, "end"), (lay2, "layer"),
+                                                             (waddr2, "waddr")))
+        lane3 = s3.reg(lane2, "lane") if p.pooled else None
         # requantize with the layer's rule (one circuit per distinct rule): unsigned-only networks
         # (shift, out_bits) with ReLU; two's complement ones (shift, lo, hi, rounding, bipolar)
         if p.signed_acts:
@@ -222,8 +230,9 @@ class Writeback(wiring.Component):
             else:
                 opts = [_widen(requantize(z3[j], shift=sh, out_bits=ob, relu=True), LB) for sh, ob in rules]
             ys.append(s4.reg(pick(rsel, opts), f"y{j}"))
-        ok4, end4, lay4, waddr4, lane4 = (s4.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
-                                                                    (waddr3, "waddr"), (lane3, "lane")))
+        ok4, end4, lay4, waddr4 = (s4.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
+                                                             (waddr3, "waddr")))
+        lane4 = s4.reg(lane3, "lane") if p.pooled else None
         if not p.pooled:
             m.d.comb += [self.wr.addr.eq(waddr4), self.wr.data.eq(Cat(*ys)), self.wr.en.eq(ok4)]
         else:

@@ -163,8 +163,8 @@ class Accelerator(wiring.Component):
             act = Memory(shape=unsigned(C * LB), depth=p.act_depth, init=[])
             m.submodules[f"img{j}"], m.submodules[f"act{j}"] = img, act
             iw, ir = img.write_port(granularity=LB), img.read_port(domain="sync")
-            aw = act.write_port(granularity=LB) if p.pooled else act.write_port()
-            ar = act.read_port(domain="sync")
+            # per-lane write enables only where a layer max-pools (one lane per pooled value)
+            aw, ar = act.write_port(**({"granularity": LB} if p.pooled else {})), act.read_port(domain="sync")
             m.d.comb += [
                 iw.addr.eq(ld.wr.addr), iw.data.eq(ld.wr.data), iw.en.eq(ld.wr.en),
                 aw.addr.eq(wb.wr.addr), aw.data.eq(wb.wr.data), aw.en.eq(wb.wr.en),
