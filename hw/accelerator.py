@@ -112,7 +112,11 @@ class Accelerator(wiring.Component):
             raise ValueError("layers: the network has no layers")
         self.layers, self.rows, self.cols = layers, rows, cols
         self.in_chw, self.in_bits = chw(in_shape), in_bits
-        self.plan = Plan(layers, in_chw=self.in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed)
+        try:
+            self.plan = Plan(layers, in_chw=self.in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed)
+        except ValueError:
+            self._MustUse__silence = True     # refused: never elaborated, no "unused" warning
+            raise
         self.pixels = self.plan.pixels
         self.classes = self.plan.classes
         self.logit_bits = self.plan.logit_bits
