@@ -135,8 +135,11 @@ def _gowin_shim(out: Path) -> Path:
 
 
 def board_inputs(exported, count: int) -> dict:
-    """The first ``count`` test images of an export, their labels and reference logits (ints)."""
-    from l1bn.spec.reference.network import run_net
+    """The first ``count`` test images of an export (their pixels' bits as the accelerator's input
+    port takes them: two's complement for signed or bipolar images), labels and reference logits."""
+    import numpy as np
+    from l1bn.hw.accel_layers import accelerator_interface
+    from l1bn.spec.reference.graph import run_graph
 
     x = exported.test_inputs
     if x is None:
@@ -144,10 +147,11 @@ def board_inputs(exported, count: int) -> dict:
     if not 1 <= count <= len(x):
         raise ValueError(f"--images {count} is out of range; the export has {len(x)} test images")
     x = x[:count]
-    logits = run_net(exported.net, x)
+    logits = np.asarray(run_graph(exported.graph, x))
     labels = exported.test_labels
     labels = labels[:count] if labels is not None else logits.argmax(axis=1)
-    return {"images": x.reshape(count, -1).tolist(), "labels": labels.tolist(),
+    mask = (1 << accelerator_interface(exported)["in_bits"]) - 1
+    return {"images": (np.asarray(x, dtype=np.int64).reshape(count, -1) & mask).tolist(), "labels": labels.tolist(),
             "expected": logits.tolist()}
 
 

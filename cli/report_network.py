@@ -19,7 +19,9 @@ NETWORK_PARAMS = {"network": "--network", "from_json": "--from-json", "mac_json"
 FLOW_PARAMS = {"n": "--n", "lanes": "--lanes", "channels": "--channels", "no_pnr": "--no-pnr",
                "seeds": "--seeds", "no_stages": "--no-stages", "no_backward": "--no-backward",
                "jobs": "--jobs", "scheduler": "--scheduler", "target": "--target", "family": "--family",
-               "device": "--device", "dsp": "--dsp/--no-dsp"}
+               "device": "--device", "dsp": "--dsp/--no-dsp",
+               "asic_clock_gating": "--asic-clock-gating/--no-asic-clock-gating",
+               "asic_sram": "--asic-sram/--no-asic-sram"}
 
 
 def parse_networks(text: str) -> tuple[str, ...]:

@@ -81,7 +81,8 @@ def mac_cmd(tiles, tile_k, gaps, out_gaps, extremes, seed, simulator, **opts):
     r = simulate_mac(cfg, data, simulator=simulator, gaps=gaps, out_gaps=out_gaps, seed=seed + 1,
                      raise_on_fail=False)
     click.echo(f"MAC array {cfg.rows}x{cfg.cols}, w{cfg.wbits}{'s' if cfg.signed_w else 'u'} "
-               f"a{cfg.abits}{'s' if cfg.signed_a else 'u'}, acc {cfg.acc_bits} bits"
+               f"a{cfg.abits}{'b' if cfg.bipolar_a else 's' if cfg.signed_a else 'u'}"
+               + (", XNOR-popcount" if cfg.xnor else "") + f", acc {cfg.acc_bits} bits"
                + (f", requant shift={cfg.shift} out_bits={cfg.out_bits} relu={cfg.relu}" if cfg.requant else "")
                + f", {simulator}")
     click.echo(f"tiles {tiles} x K={kk}: {r['outputs']} outputs, {r['mismatches']} mismatches")

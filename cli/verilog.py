@@ -160,8 +160,9 @@ def mac_cmd(output, **opts):
     text = mac_verilog(cfg)
     path = _write(output, text)
     click.echo(f"wrote {path} ({len(text.splitlines())} lines): MACArray {cfg.rows}x{cfg.cols}, "
-               f"wbits={cfg.wbits} abits={cfg.abits}, product {cfg.product_bits} bits, accumulator "
-               f"{cfg.acc_bits} bits"
+               f"wbits={cfg.wbits} abits={cfg.abits}" + (" bipolar" if cfg.bipolar_a else "")
+               + (", XNOR-popcount counters" if cfg.xnor else f", product {cfg.product_bits} bits")
+               + f", accumulator {cfg.acc_bits} bits"
                + (f", requant shift={cfg.shift} out_bits={cfg.out_bits} relu={cfg.relu}" if cfg.requant else ""))
     click.echo(f"in beat {in_layout(cfg).size} bits (w[{cfg.rows}], a[{cfg.cols}], last); out beat "
                f"{out_layout(cfg).size} bits (y[{cfg.cols}] x {cfg.result_bits} bits, last)")
@@ -191,8 +192,9 @@ def net_cmd(export_dir, out_dir, rows, cols):
     click.echo(f"wrote {v} ({len(v.read_text().splitlines())} lines) and {len(files) - 2} .hex files, "
                f"schedule.json in {out_dir}")
     i = s["interface"]
-    click.echo(f"MAC array {s['rows']}x{s['cols']} (w{s['mac']['wbits']} a{s['mac']['abits']} unsigned, "
-               f"accumulator {s['mac_acc_bits']} bits); in: {i['pixels']} pixels x {i['in_bits']} bits; "
+    click.echo(f"MAC array {s['rows']}x{s['cols']} (w{s['mac']['wbits']} a{s['mac']['abits']} "
+               f"{'signed' if s['mac']['signed_a'] else 'unsigned'}, accumulator {s['mac_acc_bits']} bits); "
+               f"in: {i['pixels']} pixels x {i['in_bits']} bits{' signed' if i.get('in_signed') else ''}; "
                f"out: {i['classes']} logits x {i['logit_bits']} bits + argmax")
     click.echo(f"{'layer':8} {'K':>5} {'T':>3} {'G':>3} {'tiles':>5} {'MACs':>7} {'issue':>6} {'cycles':>7}")
     for lay in s["layers"]:

@@ -75,7 +75,7 @@ def simulate_net(export, *, simulator: str = "verilator", images: int | None = N
         build), ``sim_s``, ``build_s``, ``simulator``, ``passed``.
     """
     from l1bn.spec.config import check_choice, check_int
-    from l1bn.spec.reference.network import run_net
+    from l1bn.spec.reference.graph import run_graph
 
     check_choice("simulator", simulator, SIMULATORS)
     e, acc, iface, verilog = _prepare(export, rows, cols, own_images=inputs is not None)
@@ -99,10 +99,11 @@ def simulate_net(export, *, simulator: str = "verilator", images: int | None = N
     prog = build_dir / "net_progress.txt"
     prog.unlink(missing_ok=True)
     x = xs[:n]
-    ref = run_net(e.net, x)                                    # (n, classes) int64: the expectation
+    ref = np.asarray(run_graph(e.graph, x))                    # (n, classes) int64: the expectation
     labels = all_labels
+    px = np.asarray(x, dtype=np.int64).reshape(n, -1) & ((1 << iface["in_bits"]) - 1)   # two's complement bits
     data = {"export": str(Path(e.path).resolve()), "images": n, "progress": str(prog),
-            "pixels": x.reshape(n, -1).tolist(),                 # (c, y, x) order, one list per image
+            "pixels": px.tolist(),                               # (c, y, x) order, one list per image
             "expected": ref.tolist(), "labels": None if labels is None else labels[:n].tolist(),
             "cycles_per_image": iface["cycles_per_image"], "latency": iface["latency"]}
 

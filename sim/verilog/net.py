@@ -35,9 +35,12 @@ def write_net_verilog(export_dir, out_dir, *, rows: int | None = None, cols: int
     text = to_verilog(acc, name)
     files = [write_text_atomic(out / f"{name}.v", text)]
     tensors = e.manifest["tensors"]
-    for ld in e.manifest["nodes"]:     # a chain (accelerator_from_export refused anything else)
-        names = [ld["weight"]] + ([ld["requant"]["mult"], ld["requant"]["bias"]] if ld.get("requant") else [])
+    for ld in e.manifest["nodes"]:     # MAC nodes and their requantizers (a max pool has neither)
+        names = [ld[k] for k in ("weight", "bias") if isinstance(ld.get(k), str)]
+        names += [ld["requant"]["mult"], ld["requant"]["bias"]] if ld.get("requant") else []
         for t in names:
+            if not tensors.get(t, {}).get("hex"):
+                continue
             src = e.path / tensors[t]["hex"]["file"]
             files.append(write_text_atomic(out / src.name, src.read_text()))
     files.append(write_text_atomic(out / "schedule.json", json.dumps({
