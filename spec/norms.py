@@ -56,8 +56,16 @@ def isqrt_array(v: np.ndarray) -> np.ndarray:
     return r
 
 
-def _mean_of(total: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    return total, div_round_array(total, n)
+class _NCfg:
+    """The one config field the dispersion rules read (``n``), for :meth:`NormSpec.dispersion`."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+
+def _mean_rule(ops, total, cfg):
+    """``(D, s)`` with ``s = div_round(D, n)`` (L1 and L2)."""
+    return ops.named("disp_sum", total), ops.div_round(total, cfg.n, name="s")
 
 
 def _h_bits(bwd, xhat_extra: int = 0) -> int:
@@ -102,11 +110,12 @@ class NormSpec:
         Unsigned bits of the dispersion sum ``D`` and of its mean ``s``.
     sigma_core_max : callable(cfg) -> int
         Largest ``g(s)`` (sigma before ``+ eps``) for any ``s`` that fits ``disp_bits``.
-    dispersion : callable(d, n) -> (D, s)
-        Per channel: the dispersion statistic ``D`` of the int64 deviations ``d`` (channels, n)
-        and its normalized value ``s`` (both int64, shape (channels,)).
-    sigma_core : callable(s, cfg) -> ndarray
-        ``g(s)`` on an array of per-channel means, in exact Python integers (object array).
+    disp_rule : callable(ops, d, cfg) -> (D, s)
+        The dispersion statistic ``D`` of a channel's deviations ``d`` and its normalized value
+        ``s``, written over an operations backend ``ops`` (:mod:`l1bn.spec.reference.program`):
+        the numpy reference and the formal model both run this one rule.
+    sigma_rule : callable(ops, s, cfg) -> value
+        ``g(s)`` (sigma before ``+ eps``), over the same backend.
     widths : callable(cfg) -> dict
         Signed bits of this norm's own intermediates (the shared ones are in ``BNConfig.widths``).
     sigma_kind : str
@@ -157,8 +166,8 @@ class NormSpec:
     disp_sum_bits: Callable
     disp_bits: Callable
     sigma_core_max: Callable
-    dispersion: Callable
-    sigma_core: Callable
+    disp_rule: Callable
+    sigma_rule: Callable
     widths: Callable
     sigma_kind: str
     sigma_const: Callable = None
@@ -176,6 +185,22 @@ class NormSpec:
     layer1d: str = ""
     layer2d: str = ""
 
+    def dispersion(self, d, n: int):
+        """Per channel: ``D`` and ``s`` of the int64 deviations ``d`` (channels, n), both int64 of
+        shape (channels,): :attr:`disp_rule` run by the numpy backend."""
+        from .reference.program import NUMPY
+
+        d = np.asarray(d, dtype=np.int64)
+        total, s = self.disp_rule(NUMPY, d, _NCfg(n))
+        return total.reshape(d.shape[:-1]), s.reshape(d.shape[:-1])
+
+    def sigma_core(self, s, cfg):
+        """``g(s)`` on an array of per-channel means, in exact Python integers (object array):
+        :attr:`sigma_rule` run by the numpy backend."""
+        from .reference.program import NUMPY
+
+        return np.asarray(self.sigma_rule(NUMPY, np.asarray(s), cfg), dtype=object).reshape(np.shape(s))
+
     def __post_init__(self):
         if self.sigma_kind not in SIGMA_KINDS:
             raise ValueError(f"sigma_kind={self.sigma_kind!r} of norm {self.name!r} is not allowed; "
@@ -186,10 +211,9 @@ class NormSpec:
 
 # --- L1: mean absolute deviation, sigma = sqrt(pi/2) * s ------------------------------------------
 
-def _l1_sigma_core(s, cfg):
-    # s * C needs disp_bits + c_bits + 1 bits (up to 65): exact Python integers, per channel
-    return np.array([rnd_int(int(v) * c_const(cfg.c_bits), cfg.c_bits) for v in np.ravel(s)],
-                    dtype=object).reshape(np.shape(s))
+def _l1_sigma_rule(ops, s, cfg):
+    # s * C needs disp_bits + c_bits + 1 bits (up to 65): exact integers, per channel
+    return ops.rnd(ops.exact(s) * c_const(cfg.c_bits), cfg.c_bits)
 
 
 def _l1_widths(cfg):
@@ -202,8 +226,8 @@ L1 = NormSpec(
     disp_sum_bits=lambda cfg: cfg.dev_bits - 1 + cfg.count_bits,
     disp_bits=lambda cfg: cfg.dev_bits - 1,
     sigma_core_max=lambda cfg: rnd_int(((1 << cfg.disp_bits) - 1) * c_const(cfg.c_bits), cfg.c_bits),
-    dispersion=lambda d, n: _mean_of(np.abs(d).sum(1), n),
-    sigma_core=_l1_sigma_core,
+    disp_rule=lambda ops, d, cfg: _mean_rule(ops, ops.sum(ops.abs(d)), cfg),
+    sigma_rule=_l1_sigma_rule,
     widths=_l1_widths,
     sigma_kind="const",
     sigma_const=lambda cfg: c_const(cfg.c_bits),
@@ -235,9 +259,8 @@ L2 = NormSpec(
     disp_sum_bits=lambda cfg: 2 * (cfg.dev_bits - 1) + cfg.count_bits,
     disp_bits=lambda cfg: 2 * (cfg.dev_bits - 1),
     sigma_core_max=lambda cfg: isqrt_int((1 << cfg.disp_bits) - 1),
-    dispersion=lambda d, n: _mean_of((d * d).sum(1), n),
-    sigma_core=lambda s, cfg: np.array([isqrt_int(int(v)) for v in np.ravel(s)],
-                                       dtype=object).reshape(np.shape(s)),
+    disp_rule=lambda ops, d, cfg: _mean_rule(ops, ops.sum(d * d), cfg),
+    sigma_rule=lambda ops, s, cfg: ops.isqrt(s, name="sigma_core"),
     widths=_l2_widths,
     sigma_kind="sqrt",
     float_sigma=lambda disp, eps: np.sqrt(disp + eps),
@@ -262,15 +285,13 @@ L2 = NormSpec(
 # Banner et al., NeurIPS 2018, as in the public RangeBN (quantized.pytorch, one chunk per channel):
 # C(n) = 0.5 * 0.35 * (1 + sqrt(pi * ln 4)) / sqrt(2 ln n). docs/arith/range_bn.md.
 
-def _range_sigma_core(s, cfg):
-    c = range_const(cfg.n, cfg.c_bits)
-    return np.array([rnd_int(int(v) * c, cfg.c_bits) for v in np.ravel(s)],
-                    dtype=object).reshape(np.shape(s))
+def _range_sigma_rule(ops, s, cfg):
+    return ops.rnd(ops.exact(s) * range_const(cfg.n, cfg.c_bits), cfg.c_bits)
 
 
-def _range_dispersion(d, n):
-    r = d.max(1) - d.min(1)
-    return r, r
+def _range_disp_rule(ops, d, cfg):
+    r = ops.named("disp_sum", ops.max(d) - ops.min(d))
+    return r, ops.named("s", r)
 
 
 def _range_xhat_extra(cfg) -> int:
@@ -313,8 +334,8 @@ RANGE = NormSpec(
     disp_bits=lambda cfg: cfg.dev_bits - 1,
     sigma_core_max=lambda cfg: rnd_int(((1 << (cfg.dev_bits - 1)) - 1) * range_const(cfg.n, cfg.c_bits),
                                        cfg.c_bits),
-    dispersion=_range_dispersion,
-    sigma_core=_range_sigma_core,
+    disp_rule=_range_disp_rule,
+    sigma_rule=_range_sigma_rule,
     widths=lambda cfg: {},
     sigma_kind="const",
     sigma_const=lambda cfg: range_const(cfg.n, cfg.c_bits),

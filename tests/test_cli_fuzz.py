@@ -164,7 +164,9 @@ def _cases(w) -> list[list[str]]:
         ("--width", "4,99"), ("--workers", "0"), ("--scheduler", "nowhere"), ("--spec", str(root / "missing.toml")))]
     # prove
     cases += [["prove", d, "-o", o] for d in ("l1bn", "mac") for o in outs_dir]
-    cases += [["prove", "mac", "--rows", "0", "-o", nowhere], ["prove", "l1bn", "--depth", "0", "-o", nowhere]]
+    cases += [["prove", "mac", "--rows", "0", "-o", nowhere], ["prove", "l1bn", "--depth", "0", "-o", nowhere],
+              ["prove", "l1bn", "--prover", "ic3", "-o", nowhere], ["prove", "requant", "--shift", "99", "-o", nowhere],
+              ["prove", "rangebn", "--n", "1", "-o", nowhere]]
     # build
     cases += [["build", e, "--board", "ulx3s-85f", opt, v] for opt, v in (
         ("--seed", "-1"), ("--images", "0"), ("--images", "100001"), ("--clock", "0"), ("--clock", "500"),

@@ -153,7 +153,7 @@ def test_commands_follow_the_registry():
     bn = {f"{nm}bn" for nm in NORMS}
     bwd = {f"{nm}bn-bwd" for nm in backward_norms()}
     assert bwd and set(verilog.commands) == bn | bwd | {"mac", "net", "train"}
-    assert set(prove.commands) == bn | bwd | {"mac", "accel", "train"} == set(DESIGNS)
+    assert set(prove.commands) == bn | bwd | {"mac", "requant", "accel", "train"} == set(DESIGNS)
     # the training accelerator takes every norm with a backward unit
     train_norm = next(p for p in prove.commands["train"].params if p.name == "norm")
     assert tuple(train_norm.type.choices) == backward_norms()

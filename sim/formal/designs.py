@@ -12,7 +12,7 @@ __all__ = ["DESIGNS", "FORWARD_DESIGNS", "BACKWARD_DESIGNS", "design_props", "se
 #: ``<norm>bn`` for every registered norm, ``<norm>bn-bwd`` for those with a backward unit
 FORWARD_DESIGNS = {f"{nm}bn": nm for nm in norm_names()}
 BACKWARD_DESIGNS = {f"{nm}bn-bwd": nm for nm in backward_norms()}
-DESIGNS = (*FORWARD_DESIGNS, *BACKWARD_DESIGNS, "mac", "accel", "train")
+DESIGNS = (*FORWARD_DESIGNS, *BACKWARD_DESIGNS, "mac", "requant", "accel", "train")
 
 
 def design_props(design: str, cfg) -> list[Prop]:
@@ -98,6 +98,11 @@ def design_props(design: str, cfg) -> list[Prop]:
                  what=f"PE ({r},{c}), w and a at range ends: every tile of 1..k steps exact")
             for r, c in corners
         ]
+    if design == "requant":
+        from .requant import RequantHarness
+
+        return [Prop("requant", "equiv", lambda: RequantHarness(cfg), 1, mode="bmc",
+                     what="every acc_bits accumulator: hardware requantizer = rnd, ReLU, saturation")]
     if design == "accel":
         # cfg: the number of MAC columns of the tiny synthetic network's accelerator
         from functools import partial

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import MACConfig
-from .core import as_int64, int_range, like, rshift_round_array
+from .core import as_int64, like
 
 __all__ = ["weight_range", "act_range", "product_bits", "acc_bits", "check_operands",
            "matmul", "requantize", "requantize_array", "mac_tile", "encode_weights", "decode_weights",
@@ -75,10 +75,10 @@ def _matmul(w: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 
 def requantize_array(acc: np.ndarray, shift: int, out_bits: int, relu: bool) -> np.ndarray:
-    y = rshift_round_array(acc, shift)
-    if relu:
-        return np.clip(y, *int_range(out_bits, signed=False))
-    return np.clip(y, *int_range(out_bits, signed=True))
+    # the one definition: spec/reference/program.py, run on numpy
+    from .program import NUMPY, requantize_program
+
+    return requantize_program(NUMPY, acc, shift=shift, out_bits=out_bits, relu=relu)
 
 
 def requantize(acc, *, shift: int, out_bits: int, relu: bool):
