@@ -39,15 +39,16 @@ def _common(f):
 
 
 def _run(design, cfg, title, depth, engine, props, timeout, out):
-    from pathlib import Path
 
     from l1bn.sim.formal.check import check_all, format_result
     from l1bn.sim.formal.designs import design_props, select
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable, claim_dir
 
-    check_output_dir(out, option="-o", must_be_new=False)   # before any proof runs
+    # before any proof runs: a prove folder (its marker) or a new one, writable
+    check_output_dir(out, command="prove", option="-o", must_be_new=False)
+    check_writable(out, option="-o")
     chosen = select(design_props(design, cfg), [p for p in props.split(",") if p])
-    work = Path(out) / design
+    work = claim_dir(out, "prove") / design
     click.echo(f"{title}; engine smtbmc {engine}; models in {work}")
     click.echo(f"{'property':<24} {'result':<7} {'method':<16} {'depth':>9}  {'time':>8}  notes")
     results = check_all(chosen, work, engine=engine, depth=depth, timeout=timeout,

@@ -69,7 +69,12 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
 
     from l1bn.sim.build_root import default_build_root
     from l1bn.spec.config import check_int
-    from l1bn.spec.outdir import check_output_dir, check_path_is_creatable
+    from l1bn.spec.outdir import (
+        check_output_dir,
+        check_path_is_creatable,
+        check_writable,
+        claim_dir,
+    )
     from rich.console import Console
 
     ws = parse_widths(widths)
@@ -81,8 +86,10 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
     check_int("channels", channels, 1, 16)
     if jobs is not None:
         check_int("jobs", jobs, 1, 64)
-    outp = check_output_dir(out, must_be_new=False)
+    outp = check_output_dir(out, command="report", must_be_new=False)   # a report folder, or new
+    check_writable(outp)
     check_path_is_creatable(default_build_root() / "flow-cache", option="build folder ($L1BN_BUILD_DIR)")
+    check_writable(default_build_root(), option="build folder ($L1BN_BUILD_DIR)")
     # validate every configuration before any tool runs
     from l1bn.sim.report.fpga import build_report
     from l1bn.sim.report.units import BACKWARD_NORMS, NORMS, backward_config, forward_config
@@ -108,6 +115,7 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
 
         liberty_path()
         sta_path()
+    claim_dir(outp, "report")
     if target == "asic":
         rep, run = build_asic_report(widths=ws, n=n, lanes=lanes, channels=channels, jobs=jobs or os.cpu_count(),
                                      workdir=outp / "flow", console=console, backward=not no_backward,

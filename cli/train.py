@@ -28,7 +28,7 @@ __all__ = ["train"]
 def train(ctx, model, norm, wbits, abits, use_float, quantize_bn, epochs, seed, lr, batch_size, device, out,
           force):
     """Train MODEL with NORM on the digits data; write OUT/model.pt and OUT/metrics.json."""
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable
     from l1bn.sw.quant import QuantConfig
     from l1bn.sw.train import check_device, run_config, train_run
     from rich.console import Console
@@ -42,7 +42,8 @@ def train(ctx, model, norm, wbits, abits, use_float, quantize_bn, epochs, seed, 
                          f"{', '.join('--' + p.replace('_', '-') for p in sorted(given))}")
     if norm == "none" and quantize_bn:
         raise ValueError("--quantize-bn needs a BN layer; it contradicts --norm none")
-    out = check_output_dir(out, force=force)
+    out = check_output_dir(out, command="train", force=force)
+    check_writable(out)
     qcfg = None if use_float else QuantConfig(wbits=wbits, abits=abits, quantize_bn=quantize_bn)
     config = run_config(model=model, norm=norm, qcfg=qcfg, epochs=epochs, seed=seed, lr=lr,
                         batch_size=batch_size, device=device)

@@ -220,17 +220,18 @@ def _layer_manifest(layer: IntLayer, w: _Writer, rows: int) -> dict:
 
 
 def write_export(net: IntNet, out_dir, *, source: dict | None = None, extra: dict | None = None,
-                 rows: int = DEFAULT_HEX_ROWS, force: bool = False) -> Path:
+                 rows: int = DEFAULT_HEX_ROWS, force: bool = False, command: str = "export") -> Path:
     """Write ``net`` (and ``extra`` tensors: name -> (array, bits or None, signed, role)) as an export.
 
     Writes into a temporary folder beside ``out_dir`` and moves it into place in one step
     (:func:`l1bn.spec.outdir.staged_dir`): an interrupted export leaves the old folder or none. An
-    existing ``out_dir`` is replaced only with ``force`` (or when it is empty). Arrays may be
+    existing ``out_dir`` is replaced only with ``force`` (or when it is empty), and only when it is
+    an export folder (:mod:`l1bn.spec.outdir`: the marker ``command`` writes). Arrays may be
     numpy arrays or torch CPU tensors (read through ``__array__``).
     """
     check_int("rows", rows, 1, 64)
-    out = check_output_dir(out_dir, force=force)
-    with staged_dir(out) as tmp:
+    out = check_output_dir(out_dir, command=command, force=force)
+    with staged_dir(out, command=command) as tmp:
         w = _Writer(tmp)
         layers = [_layer_manifest(layer, w, rows) for layer in net.layers]
         for name, (t, bits, signed, role) in (extra or {}).items():

@@ -539,8 +539,9 @@ def import_qonnx(model_path, out_dir, *, mult_bits: int = 16, rows: int = 4, for
     src = Path(model_path).resolve()
     if out.resolve() == src or out.resolve() in src.parents:  # --force would delete the model itself
         raise ValueError(f"--out {out} holds the model {model_path}; choose a folder outside it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ValueError(f"{out} exists and is not empty; pass --force to replace it")
+    from l1bn.spec.outdir import check_output_dir
+
+    check_output_dir(out, command="import", force=force)   # the one output rule, before any work
     w = load_qonnx(model_path)
     net, info = qonnx_to_intnet(w, mult_bits=mult_bits)
     extra = {}
@@ -567,6 +568,6 @@ def import_qonnx(model_path, out_dir, *, mult_bits: int = 16, rows: int = 4, for
               "mult_bits": mult_bits, "layers": info["nodes"],
               "input_rounding": info["input_quant"].rounding,
               "note": "imported by l1bn import; test.qat_logits are qonnx execute_onnx's logits"}
-    path = write_export(net, out, source=source, extra=extra, rows=rows, force=force)
+    path = write_export(net, out, source=source, extra=extra, rows=rows, force=force, command="import")
     e = load_export(path)  # what we wrote must load
     return ImportResult(path=path, net=e.net, images=images, **res)

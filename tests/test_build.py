@@ -238,7 +238,8 @@ def test_timing_failure_exits_1(tiny_export, tmp_path, monkeypatch):
     import l1bn.cli.build as bc
     from click.testing import CliRunner
 
-    bit = tmp_path / "top.bit"
+    (tmp_path / "fake").mkdir()   # the output folder stays new: the output rule refuses unknown files
+    bit = tmp_path / "fake" / "top.bit"
     bit.write_bytes(b"\xff" * 16)
 
     class Top:
@@ -250,7 +251,7 @@ def test_timing_failure_exits_1(tiny_export, tmp_path, monkeypatch):
     monkeypatch.setattr(bc, "make_top", lambda *a, **k: Top())
     monkeypatch.setattr(bc, "_build_with_progress", lambda *a, **k: fake)
     r = CliRunner().invoke(bc.build, [str(tiny_export), "--board", "ulx3s-85f", "--clock", "50",
-                                      "--out", str(tmp_path)])
+                                      "--out", str(tmp_path / "board")])
     assert r.exit_code == 1
     assert "timing     clk: Fmax 41.5 MHz, requested 50.0 MHz: NOT MET" in r.output
     assert "error: timing is not met" in r.output
