@@ -91,7 +91,7 @@ def _holds_files(folder: Path) -> bool:
 
 
 def check_output_dir(out, *, command: str | None = None, inputs=(), force: bool = False,
-                     option: str = "--out", must_be_new: bool = True) -> Path:
+                     option: str = "--out", must_be_new: bool = True, legacy=()) -> Path:
     """Check an output folder before any work; return it as a ``Path``.
 
     Refused (``ValueError``, one line): the empty string; a path with a file on it (``out`` itself
@@ -99,7 +99,9 @@ def check_output_dir(out, *, command: str | None = None, inputs=(), force: bool 
     earlier output of ``command`` (its marker names another command, or it has none), with or
     without ``force``; with ``must_be_new`` (commands that replace their output whole), an earlier
     output of ``command`` unless ``force``. ``command=None`` skips the ownership check (library
-    callers that manage their own folders).
+    callers that manage their own folders). ``legacy``: file names that mark an unmarked folder
+    as one the command made before markers existed (the simulators' build folders under the
+    build root, which hold the design's ``.v``).
     """
     if out is None or str(out).strip() == "":
         raise ValueError(f"{option} is empty; name a folder")
@@ -110,6 +112,8 @@ def check_output_dir(out, *, command: str | None = None, inputs=(), force: bool 
         return o
     if command is not None:
         owner = output_owner(o)
+        if owner is None and any((o / n).is_file() for n in legacy):
+            owner = command
         if owner is None:
             hint = (f"(--force replaces only an earlier output of `l1bn {command}`)" if must_be_new
                     else f"or an earlier output of `l1bn {command}`")
@@ -201,9 +205,13 @@ def abandon_claims(*, whole: bool = False) -> None:
         _abandon(_NEW_CLAIMS.pop(), whole)
 
 
-def keep_claims() -> None:
-    """The command succeeded: its claimed folders stay."""
-    _NEW_CLAIMS.clear()
+def keep_claims(folder=None) -> None:
+    """The command succeeded (or ``folder`` is complete: a finished build): its claimed folders
+    (that folder) stay whatever happens next."""
+    if folder is None:
+        _NEW_CLAIMS.clear()
+    else:
+        _NEW_CLAIMS[:] = [f for f in _NEW_CLAIMS if f != Path(folder)]
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ is bit-reproducible for a given seed and thread count.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable
@@ -146,8 +147,10 @@ def save_run(model: torch.nn.Module, config: dict, metrics: dict, out_dir, *, fo
 
     out = check_output_dir(out_dir, command="train", force=force)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    buf = io.BytesIO()   # serialized in memory: a full disk is then an OSError (ENOSPC) of our own write,
+    torch.save({"state_dict": state, "config": config, "l1bn_version": _version()}, buf)   # not torch's
     with staged_dir(out, command="train") as tmp:
-        torch.save({"state_dict": state, "config": config, "l1bn_version": _version()}, tmp / "model.pt")
+        (tmp / "model.pt").write_bytes(buf.getvalue())
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return out
 
