@@ -114,7 +114,12 @@ def execute_qonnx(model, x, *, batch: int | None = None) -> np.ndarray:
         chunk = x[s:s + b]
         if chunk.shape[0] < b:  # pad the last chunk to the fixed batch
             chunk = np.concatenate([chunk, np.zeros((b - chunk.shape[0],) + chunk.shape[1:], np.float32)])
-        outs.append(execute_onnx(w, {iname: chunk})[oname])
+        try:
+            outs.append(execute_onnx(w, {iname: chunk})[oname])
+        except Exception as e:  # onnxruntime's and qonnx's own errors: one line naming the library
+            msg = " ".join(str(e).split())[:400]
+            raise QONNXImportError(f"qonnx execute_onnx (onnxruntime) cannot run the model: "
+                                   f"{type(e).__name__}: {msg}") from None
     return np.concatenate(outs)[:n]
 
 
@@ -271,7 +276,12 @@ def _channel_vec(node, v: np.ndarray, c: int, conv: bool, what: str) -> np.ndarr
 def _is_dyadic(v: np.ndarray) -> bool:
     """Every value has at most 8 significant bits (an integer times a power of two, like a
     power-of-two rescale), so a quantizer after it can land exactly on a rounding tie."""
-    return all((math.frexp(float(x))[0] * 256) % 1 == 0 for x in np.ravel(v))
+    return bool(_dyadic_each(v).all())
+
+
+def _dyadic_each(v: np.ndarray) -> np.ndarray:
+    """:func:`_is_dyadic` of each value (a bool array of ``v``'s size; ROUND is checked per channel)."""
+    return np.array([(math.frexp(float(x))[0] * 256) % 1 == 0 for x in np.ravel(v)], dtype=bool)
 
 
 def qonnx_to_intnet(model, *, mult_bits: int = 16):
@@ -370,7 +380,7 @@ def qonnx_to_intnet(model, *, mult_bits: int = 16):
         c = out[0]
         conv = lay.type == "conv2d"
         scale, offset = np.ones(c), np.zeros(c)
-        dyadic = True
+        dyadic = np.ones(c, dtype=bool)   # per channel: its values can land on a rounding tie
         bias_in = 2 if mac.op_type in ("Conv", "Gemm") else None
         has_bias = bias_in is not None and len(mac.input) > bias_in and bool(mac.input[bias_in])
         if has_bias:
@@ -379,7 +389,7 @@ def qonnx_to_intnet(model, *, mult_bits: int = 16):
                 raise _err(mac, "a computed (quantized) bias is not supported; export the bias as a float "
                                 "constant or fold it into the BN")
             offset = offset + _channel_vec(mac, walk.const(mac, bias_in, "bias"), c, False, "bias")
-            dyadic = dyadic and _is_dyadic(offset)
+            dyadic &= _dyadic_each(offset)
         lay.in_shape, lay.out_shape = tuple(in_shape), out
         t = mac.output[0]
         node = walk.next(t)
@@ -397,20 +407,20 @@ def qonnx_to_intnet(model, *, mult_bits: int = 16):
                 eps = float(walk.attr(node, "epsilon", 1e-5))
                 k = gamma / np.sqrt(var + eps)
                 scale, offset = scale * k, offset * k + beta - mean * k
-                dyadic = False
+                dyadic[:] = False
             else:
                 other = 1 if node.input[0] == t else 0
                 if node.input[1 - other] != t:
                     raise _err(node, "malformed chain")
                 v = _channel_vec(node, walk.const(node, other, node.op_type + " operand"), c, conv, node.op_type)
-                dyadic = dyadic and _is_dyadic(v)
+                dyadic &= _dyadic_each(v) if v.size == c else bool(_is_dyadic(v))
                 if node.op_type == "Mul":
                     scale, offset = scale * v, offset * v
                 elif node.op_type == "Div":
                     if other == 0 or np.any(v == 0):
                         raise _err(node, "only division of the activations by a nonzero constant is supported")
                     scale, offset = scale / v, offset / v
-                    dyadic = dyadic and _is_dyadic(1.0 / v)
+                    dyadic &= _dyadic_each(1.0 / v) if v.size == c else bool(_is_dyadic(1.0 / v))
                 elif node.op_type == "Add":
                     offset = offset + v
                 else:  # Sub
@@ -441,12 +451,16 @@ def qonnx_to_intnet(model, *, mult_bits: int = 16):
         if aq.narrow:  # the requantizer saturates at 2**bits - 1, a narrow quantizer at 2**bits - 2
             raise _err(node, f"narrow-range activations (0..{2 ** aq.bits - 2}) are not supported; "
                              f"the requantizer's range is 0..{2 ** aq.bits - 1}")
-        if aq.rounding in ("ROUND", "HALF_EVEN") and dyadic:
-            raise _err(node, "rounding_mode ROUND rounds ties to even, l1bn's requantizer rounds half up, "
-                             "and with no BatchNormalization or non-power-of-two scale in front the values "
-                             "land on ties; use rounding_mode HALF_UP")
+        if aq.rounding in ("ROUND", "HALF_EVEN") and dyadic.any():
+            # per channel: one channel whose bias is exactly 0 (or a power of two) lands on ties
+            # although its neighbours do not
+            where = ", ".join(str(int(i)) for i in np.flatnonzero(dyadic)[:8]) + (" ..." if dyadic.sum() > 8 else "")
+            raise _err(node, f"rounding_mode ROUND rounds ties to even, l1bn's requantizer rounds half up, "
+                             f"and on channel(s) {where} ({int(dyadic.sum())} of {c}) no BatchNormalization "
+                             f"or non-power-of-two scale or bias sits in front, so values land on ties; use "
+                             f"rounding_mode HALF_UP")
         names.append(_node_name(node))
-        lay.aq, lay.scale, lay.offset, lay.dyadic = aq, scale, offset, dyadic
+        lay.aq, lay.scale, lay.offset, lay.dyadic = aq, scale, offset, bool(dyadic.any())
         lay.onnx_nodes = names
         layers.append(lay)
         shape = out
