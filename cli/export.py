@@ -20,11 +20,14 @@ DEFAULT_MIN_AGREEMENT = 99.0
 @export_folder_options("Export folder to create (manifest.json, .npy, .hex).")
 @click.option("--format", "fmt", type=click.Choice(["l1bn", "qonnx"]), default="l1bn", show_default=True,
               help="l1bn: export folder for the hardware; qonnx: one QONNX .onnx file (docs/interop.md).")
+@click.option("--bn-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="--format qonnx: precision of the folded-BN Mul/Add. float64 (a Cast in front) is exact by "
+                   "construction; float32 writes an all-float32 graph, as FINN's streamlining expects.")
 @click.option("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, show_default=True,
               help="Warn when the integer network predicts the QAT model's class on fewer than this "
                    "percentage of the test images (0..100).")
 def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool, fmt: str = "l1bn",
-           min_agreement: float = 99.0):
+           bn_dtype: str = "float64", min_agreement: float = 99.0):
     """Export a trained run to integer weights, folded BN constants and $readmemh memories."""
     given = {p for p in ("rows", "min_agreement")
              if click.get_current_context().get_parameter_source(p) is not click.core.ParameterSource.DEFAULT}
@@ -39,7 +42,9 @@ def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool,
             raise ValueError(f"{opt} applies to the export folder (--format l1bn); it does not apply to "
                              "--format qonnx")
         check_qonnx_output(out_dir, inputs=[run_dir], force=force)   # before any work
-        return export_qonnx_cli(run_dir, out_dir, mult_bits=mult_bits, force=force)
+        return export_qonnx_cli(run_dir, out_dir, mult_bits=mult_bits, force=force, bn_dtype=bn_dtype)
+    if bn_dtype != "float64":
+        raise ValueError("--bn-dtype goes with --format qonnx")
     from l1bn.spec.config import check_int
     from l1bn.spec.export import load_export
     from l1bn.spec.outdir import check_output_dir
@@ -58,7 +63,7 @@ def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool,
                f"value = x * 2**-{inp['exp']}")
     click.echo(f"{'layer':8} {'type':7} {'in':>12} {'out':>12} {'K':>5} {'w':>2} {'a':>2} {'acc':>4} "
                f"{'shift':>5} {'mult':>16} {'relu':>5}")
-    for layer, ld in zip(e.net.layers, e.manifest["layers"], strict=False):
+    for layer, ld in zip(e.net.layers, e.manifest["nodes"], strict=False):
         mult = (f"{int(layer.bn.mult.min())}..{int(layer.bn.mult.max())}" if layer.bn is not None else "-")
         click.echo(f"{layer.name:8} {layer.type:7} {str(tuple(layer.in_shape)):>12} "
                    f"{str(tuple(layer.out_shape)):>12} {layer.k:>5} {layer.w_bits:>2} {layer.a_bits:>2} "
@@ -86,57 +91,76 @@ def _agreement(path, mult_bits: int, min_agreement: float) -> None:
 MAX_THREADS = 256  # a ceiling for a thread count option, whatever the machine
 
 
-def infer_export(export_dir, *, threads: int | None = 1) -> dict:
-    """Run the integer reference on the test split stored in an export; return the figures.
+def infer_export(export_dir, *, threads: int | None = 1, images=None, labels=None) -> dict:
+    """Run the integer reference on an export's test split (or on ``images``/``labels``: ``.npy``
+    paths or arrays, :func:`l1bn.spec.images.load_images`); return the figures.
 
     ``threads``: BLAS threads for the timed run (the reference's exact float64 matrix products,
-    :func:`l1bn.spec.reference.mac.matmul`), 1..256, or 0 / None for the BLAS default.
+    :func:`l1bn.spec.reference.mac.matmul`), 1..256, or 0 / None for the BLAS default. Predictions
+    are the argmax of the source model's logits (``int * output.scale + output.offset``).
     """
     import numpy as np
     from l1bn.spec.config import check_int
     from l1bn.spec.export import ExportError, load_export
-    from l1bn.spec.reference.network import run_net
+    from l1bn.spec.images import load_images
+    from l1bn.spec.reference.graph import float_logits, run_graph
     from threadpoolctl import threadpool_limits
 
     if threads is not None:
         check_int("threads", threads, 0, MAX_THREADS)
+    if labels is not None and images is None:
+        raise ValueError("--labels needs --images (the labels of your own images)")
     e = load_export(export_dir)
-    x, labels, qat = e.test_inputs, e.test_labels, e.qat_logits
-    if x is None or labels is None:
-        raise ExportError(f"{export_dir}: the export holds no test split (tensors test.inputs / test.labels)")
+    qat = None
+    if images is not None:
+        x, labels, kind = load_images(e.graph, images, labels)
+        source = f"{images} ({kind} images)"
+    else:
+        x, labels, qat = e.test_inputs, e.test_labels, e.qat_logits
+        if x is None or labels is None:
+            raise ExportError(f"{export_dir}: the export holds no test split (tensors test.inputs / test.labels); "
+                              "pass --images X.npy --labels y.npy")
+        source = "the export's test split"
     with threadpool_limits(limits=threads or None, user_api="blas") as pool:
         used = threads or max([i["num_threads"] for i in pool.info()] or [1])
-        run_net(e.net, x[:2])  # warm up
+        run_graph(e.graph, x[:2])  # warm up
         t0 = time.perf_counter()
-        logits = run_net(e.net, x)
+        ints = run_graph(e.graph, x)
         dt = time.perf_counter() - t0
+    logits = float_logits(e.graph, ints)
     pred = logits.argmax(1)
-    res = {"export": str(e.path), "images": int(x.shape[0]), "accuracy": float(np.mean(pred == labels)),
+    res = {"export": str(e.path), "data": source, "images": int(x.shape[0]),
+           "accuracy": None if labels is None else float(np.mean(pred == labels)),
            "time_s": dt, "threads": used, "images_per_s": x.shape[0] / dt if dt > 0 else None}
     if qat is not None:
         qpred = qat.argmax(1)
-        scale = 2.0 ** -e.net.layers[-1].out_exp
         res.update(qat_accuracy=float(np.mean(qpred == labels)),
                    agreement=float(np.mean(qpred == pred)),
                    disagreements=int((qpred != pred).sum()),
-                   max_logit_diff=float(np.abs(logits.astype(np.float64) * scale - qat.astype(np.float64)).max()))
+                   max_logit_diff=float(np.abs(logits - qat.astype(np.float64)).max()))
     return res
 
 
 @click.command("infer")
 @click.argument("export_dir", type=click.Path(path_type=Path))
+@click.option("--images", "images", type=str, default=None,
+              help="Your own images, X.npy (N, *input shape): float images go through the export's input "
+                   "quantizer, integer images are the input integers (default: the export's test split).")
+@click.option("--labels", "labels", type=str, default=None, help="Their labels, y.npy (N,) integers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @click.option("--threads", default=1, show_default=True,
               help=f"BLAS threads for the timed run, 1..{MAX_THREADS} (0 = the BLAS default).")
-def infer(export_dir: Path, as_json: bool, threads: int):
-    """Run the integer reference on the export's digits test split: accuracy, agreement with QAT, time."""
-    r = infer_export(export_dir, threads=threads)
+def infer(export_dir: Path, as_json: bool, threads: int, images: str | None = None, labels: str | None = None):
+    """Run the integer reference on the export's test split (or your images): accuracy, agreement
+    with the source model, time."""
+    r = infer_export(export_dir, threads=threads, images=images, labels=labels)
     if as_json:
         click.echo(json.dumps(r, sort_keys=True))
         return
     click.echo(f"export            {r['export']}")
-    click.echo(f"test images       {r['images']}")
-    click.echo(f"integer accuracy  {100 * r['accuracy']:.2f} %")
+    click.echo(f"test images       {r['images']}" + ("" if images is None else f"  ({r['data']})"))
+    if r["accuracy"] is not None:
+        click.echo(f"integer accuracy  {100 * r['accuracy']:.2f} %")
     if "agreement" in r:
         click.echo(f"QAT accuracy      {100 * r['qat_accuracy']:.2f} %  (float QAT model, same images)")
         click.echo(f"agreement         {100 * r['agreement']:.2f} %  ({r['disagreements']} of {r['images']} "

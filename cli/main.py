@@ -17,7 +17,7 @@ import click
 # name -> (module, attribute, one-line help). The help is here so that --help imports nothing.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": ("l1bn.cli.doctor", "doctor", "Check the toolchain and print what is missing."),
-    "train": ("l1bn.cli.train", "train", "Quantization-aware training on the digits data."),
+    "train": ("l1bn.cli.train", "train", "Quantization-aware (or --integer: integer-only) training on the digits data."),
     "export": ("l1bn.cli.export", "export", "Export a trained run to integer weights for the hardware."),
     "infer": ("l1bn.cli.export", "infer", "Run the integer reference on an export."),
     "import": ("l1bn.cli.import_cmd", "import_", "Import a QONNX model (Brevitas, FINN) as an export."),

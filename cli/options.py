@@ -22,7 +22,8 @@ import re
 
 import click
 
-__all__ = ["field_help", "config_options", "config_from_options", "options_of", "export_folder_options"]
+__all__ = ["field_help", "config_options", "config_from_options", "options_of", "export_folder_options",
+           "family_options", "target_from_options"]
 
 
 def field_help(cls) -> dict[str, str]:
@@ -100,14 +101,14 @@ def config_from_options(cls, opts: dict, *, include=None, exclude=(), prefix: st
     return cls(**kw, **fixed)
 
 
-def export_folder_options(out_help: str):
+def export_folder_options(out_help: str, *, mult_bits: int = 16):
     """Decorator: the options of the commands that write an export folder (``l1bn export``,
     ``l1bn import``): ``--out`` (described by ``out_help``), ``--rows``, ``--mult-bits``, ``--force``."""
     opts = [
         click.option("--out", "out_dir", required=True, type=str, help=out_help),
         click.option("--rows", default=4, show_default=True,
                      help="Height of the MAC array the weight .hex words are packed for (1..64)."),
-        click.option("--mult-bits", default=16, show_default=True,
+        click.option("--mult-bits", default=mult_bits, show_default=True,
                      help="Signed width of the folded-BN per-channel multipliers (2..32)."),
         click.option("--force", is_flag=True, help="Replace an existing export folder."),
     ]
@@ -117,3 +118,37 @@ def export_folder_options(out_help: str):
             f = opt(f)
         return f
     return deco
+
+
+def family_options(f):
+    """Decorator: ``--family``, ``--device`` and ``--dsp/--no-dsp`` (the FPGA target of the flow,
+    :mod:`l1bn.sim.fpga.families`); the command receives ``family``, ``device``, ``dsp`` (None when
+    not given) and resolves them with :func:`target_from_options`."""
+    opts = [
+        click.option("--family", default=None,
+                     help="FPGA family: ecp5 (default), ice40, nexus, gowin or gatemate."),
+        click.option("--device", default=None,
+                     help="Device of the family (default: the family's first; ECP5: the smallest that holds "
+                          "the design), e.g. iCE40UP5K-SG48, iCE40HX8K-CT256, LIFCL-40-9BG400C, "
+                          "GW1NR-LV9QN88PC6/I5, CCGM1A1, LFE5U-25F."),
+        click.option("--dsp/--no-dsp", "dsp", default=None,
+                     help="Map multiplies to the family's DSP blocks (default: where the device has them) or "
+                          "keep them in the fabric."),
+    ]
+
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def target_from_options(family, device, dsp):
+    """The :class:`~l1bn.sim.fpga.families.Target` of the options, its nextpnr checked; None when
+    none was given (the default ECP5 flow, as before the family layer). ``ValueError`` or
+    ``ToolError`` naming what is wrong."""
+    from l1bn.sim.fpga.families import resolve_target
+
+    if family is None and device is None and dsp is None:
+        return None
+    target = resolve_target(family, device, dsp)
+    target.family.require()
+    return target

@@ -130,3 +130,18 @@ def accel_cmd(cols, depth, engine, props, timeout, out):
     folded BN and ReLU, linear to 2 logits): stream rule on o, one output per image, latency."""
     title = f"accelerator, tiny network (4 pixels, conv 1x1 -> 2 ch, linear -> 2 logits), 2x{cols} MAC array"
     _run("accel", cols, title, depth, engine, props, timeout, out)
+
+
+@prove.command("train")
+@click.option("--norm", type=click.Choice(["l1", "l2"]), default="l1", show_default=True,
+              help="BN norm of the minimal network's training accelerator.")
+@_common
+def train_cmd(norm, depth, engine, props, timeout, out):
+    """The training accelerator on a minimal network (1x1x2 input, 1x1 conv to 1 channel with BN,
+    linear to 2 classes, batch 2, a 1-row array): stream rules on o, z and st; a result only after
+    its whole batch, one per batch; the result at the formula's cycle."""
+    from l1bn.sim.formal.train import minimal_step_cycles
+
+    title = (f"training accelerator, minimal network ({norm} BN, batch 2, 1x1 MAC array), "
+             f"{minimal_step_cycles(norm)} cycles per step")
+    _run("train", norm, title, depth, engine, props, timeout, out)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import click
 
+from .options import family_options, target_from_options
+from .report_network import network_options
+
 __all__ = ["report", "parse_widths", "parse_seeds"]
 
 
@@ -53,17 +56,26 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 @click.option("--scheduler", default=None,
               help="Run every flow step on a Dask cluster: the scheduler's tcp://HOST:PORT (l1bn sweep has it too).")
 @click.option("--target", type=click.Choice(["fpga", "asic", "both"]), default="fpga", show_default=True,
-              help="fpga: ECP5 + generic gates; asic: NanGate45 cells, OpenSTA, pJ (l1bn.sim.asic); both.")
+              help="fpga: ECP5 (or --family) + generic gates; asic: NanGate45 cells, OpenSTA, pJ (l1bn.sim.asic); both.")
+@family_options
 @click.option("--out", "out", type=str, required=True,
               help="Output folder (reused: a rerun, or a second report at the same time, is safe).")
-def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jobs, out, target, scheduler):
+@network_options(parse_widths)
+def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jobs, out, target, scheduler, family,
+           device, dsp):
     """Area, Fmax, latency and energy: L1-BN and range BN against L2-BN.
 
     Synthesizes (ECP5 and generic CMOS gates), places and routes (ECP5), and simulates the gate
     netlists of the forward units of every registered norm (L1, L2, range) and the backward units
     (L1, L2: range BN has none) on real activations of the digits CNN, then
     writes OUT/report.json, OUT/report.md and OUT/report_*.png. Results are cached by design hash
-    under build/flow-cache, so a rerun is fast.
+    under build/flow-cache, so a rerun is fast. --family / --device / --dsp choose another FPGA
+    (iCE40, Nexus, Gowin, GateMate; l1bn.sim.fpga.families): areas in its own units plus
+    LUT4-equivalents; the gate-level energy is the same for every family.
+
+    With --network, no flow runs: one training step of the named networks is estimated from the
+    report.json files given with --from-json and a MAC sweep's results.json (--mac-json), and
+    OUT/estimate.json and OUT/estimate.md are written (docs/network_estimate.md).
     """
     import os
 
@@ -86,6 +98,9 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
     check_int("channels", channels, 1, 16)
     if jobs is not None:
         check_int("jobs", jobs, 1, 64)
+    fpga_target = target_from_options(family, device, dsp)   # a bad family or device: before any work
+    if fpga_target is not None and target == "asic":
+        raise ValueError("--family, --device and --dsp choose the FPGA; they do not apply to --target asic")
     outp = check_output_dir(out, command="report", must_be_new=False)   # a report folder, or new
     check_writable(outp)
     check_path_is_creatable(default_build_root() / "flow-cache", option="build folder ($L1BN_BUILD_DIR)")
@@ -121,9 +136,13 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
                                      workdir=outp / "flow", console=console, backward=not no_backward,
                                      stages=not no_stages)
     else:
-        rep, run = build_report(widths=ws, n=n, lanes=lanes, channels=channels, pnr=not no_pnr,
-                                jobs=jobs or os.cpu_count(), workdir=outp / "flow", console=console,
-                                backward=not no_backward, stages=not no_stages, seeds=pnr_seeds)
+        from l1bn.sim.fpga.families import fit_errors
+
+        with fit_errors():   # a design too large for --device: one line, before its place and route
+            rep, run = build_report(widths=ws, n=n, lanes=lanes, channels=channels, pnr=not no_pnr,
+                                    jobs=jobs or os.cpu_count(), workdir=outp / "flow", console=console,
+                                    backward=not no_backward, stages=not no_stages, seeds=pnr_seeds,
+                                    target=fpga_target)
     if target == "both":
         rep["asic"], arun = build_asic_report(widths=ws, n=n, lanes=lanes, channels=channels,
                                               jobs=jobs or os.cpu_count(), workdir=outp / "flow", console=console,

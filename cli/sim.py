@@ -10,6 +10,7 @@ import click
 from l1bn.cli.options import config_options
 from l1bn.cli.verilog import bn_config, mac_config
 from l1bn.spec.config import BNConfig, MACConfig
+from l1bn.spec.norms import norm_names
 
 __all__ = ["sim"]
 
@@ -123,14 +124,18 @@ def mac_cmd(tiles, tile_k, gaps, out_gaps, extremes, seed, simulator, **opts):
 @sim.command("net", short_help="Classify test images on the simulated accelerator.")
 @click.argument("export_dir", type=str)
 @click.option("--simulator", type=click.Choice(["verilator", "icarus"]), default="verilator", show_default=True)
-@click.option("--images", type=int, default=None, help="Classify only the first K test images (default: all).")
+@click.option("--images", type=str, default=None,
+              help="K: classify only the first K test images (default: all); or X.npy: your own images "
+                   "(N, *input shape; float images go through the export's input quantizer, integer images "
+                   "are the input integers).")
+@click.option("--labels", type=str, default=None, help="With --images X.npy: their labels, y.npy (N,) integers.")
 @click.option("--rows", type=int, default=None,
               help="MAC array rows (output channels in parallel, 1..16); default: see --cols.")
 @click.option("--cols", type=int, default=None,
               help="MAC array columns (output positions in parallel, 1..16). Default: the 32-MAC shape with "
                    "the fewest cycles per image; with only one of --rows/--cols, the other is 32 // it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
-def net_cmd(export_dir, simulator, images, rows, cols, as_json):
+def net_cmd(export_dir, simulator, images, rows, cols, as_json, labels=None):
     """Classify the export's test images on the simulated accelerator; compare every logit with
     the integer reference."""
     import json
@@ -141,17 +146,15 @@ def net_cmd(export_dir, simulator, images, rows, cols, as_json):
     from l1bn.spec.export import load_export
 
     e = load_export(export_dir)   # loaded once; every argument is checked before the accelerator is generated
-    if e.test_inputs is None:
-        raise ValueError(f"{export_dir}: the export holds no test images (test.inputs)")
-    if images is not None:
-        check_int("images", images, 1, int(e.test_inputs.shape[0]))
+    count, data = _images_option(e, images, labels)
     from l1bn.spec.config import MAX_MAC_ARRAY
 
     for name, v in (("rows", rows), ("cols", cols)):
         if v is not None:
             check_int(name, v, 1, MAX_MAC_ARRAY)
     t0 = time.perf_counter()
-    r = simulate_net(e, simulator=simulator, images=images, progress=not as_json, rows=rows, cols=cols)
+    r = simulate_net(e, simulator=simulator, images=count, progress=not as_json, rows=rows, cols=cols,
+                     inputs=None if data is None else data[0], labels=None if data is None else data[1])
     r["wall_s"] = time.perf_counter() - t0
     if as_json:
         click.echo(json.dumps({k: v for k, v in r.items() if k != "first"}, sort_keys=True))
@@ -174,3 +177,68 @@ def net_cmd(export_dir, simulator, images, rows, cols, as_json):
     if r["mismatches"] or not r["passed"]:
         raise click.ClickException(f"{r['mismatches']} of {r['images']} images differ from the integer reference"
                                    if r["mismatches"] else "the cycle count differs from the formula")
+
+
+def _images_option(e, images: str | None, labels: str | None):
+    """``--images K`` (a count of the export's test images) or ``--images X.npy [--labels y.npy]``
+    (:func:`l1bn.spec.images.load_images`): ``(count or None, (x_int, labels) or None)``."""
+    from l1bn.spec.config import check_int
+    from l1bn.spec.images import load_images
+
+    if images is not None and images.strip().lstrip("+-").isdigit():
+        if labels is not None:
+            raise ValueError("--labels goes with --images X.npy (your own images), not with a count")
+        if e.test_inputs is None:
+            raise ValueError(f"{e.path}: the export holds no test images (test.inputs); pass --images X.npy")
+        return check_int("images", int(images), 1, int(e.test_inputs.shape[0])), None
+    if images is None:
+        if labels is not None:
+            raise ValueError("--labels needs --images X.npy (the labels of your own images)")
+        if e.test_inputs is None:
+            raise ValueError(f"{e.path}: the export holds no test images (test.inputs); pass --images X.npy")
+        return None, None
+    x, y, _ = load_images(e.graph, images, labels)
+    return None, (x, y)
+
+
+@sim.command("train", short_help="Train K steps on the simulated training accelerator.")
+@click.argument("source", metavar="RUN_OR_EXPORT", type=str)
+@click.option("--steps", type=int, default=3, show_default=True, help="Training steps (batches), 1..100.")
+@click.option("--simulator", type=click.Choice(["verilator", "icarus"]), default="verilator", show_default=True)
+@click.option("--rows", type=int, default=None, help="MAC array rows, 1..16 (default 8; the array is rows x 1).")
+@click.option("--batch", type=int, default=None,
+              help="Images per step, 2..4096 (default 8): every BN unit and buffer is sized for it.")
+@click.option("--norm", type=click.Choice(norm_names()), default=None, help="BN norm (default: the run's; l1 for an export without one).")
+@click.option("--seed", type=int, default=0, show_default=True, help="The initial state: init_state(config, SEED).")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
+def train_cmd(source, steps, simulator, rows, batch, norm, seed, as_json):
+    """Train K steps on the export's images on the simulated training accelerator; compare every
+    logit, every per-step result and the whole state after K steps with the integer reference."""
+    import json
+
+    from l1bn.cli.verilog import train_config
+    from l1bn.sim.simulate.train import simulate_train
+    from l1bn.spec.config import check_int
+
+    check_int("steps", steps, 1, 100)
+    cfg, rows, x, y = train_config(source, rows=rows, batch=batch, norm=norm, seed=seed)
+    if len(x) < steps * cfg.batch:
+        raise ValueError(f"--steps {steps} of batch {cfg.batch} need {steps * cfg.batch} images; the export holds {len(x)}")
+    r = simulate_train(cfg, x, y, steps=steps, rows=rows, seed=seed, simulator=simulator)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in r.items() if k != "first"}, sort_keys=True))
+    else:
+        click.echo(f"{cfg.norm} BN, batch {cfg.batch}, MAC array {rows}x1, {steps} steps on {simulator}")
+        click.echo(f"{'step':>4} {'correct':>8} {'perr':>10} {'ref loss':>9}")
+        for res in r["results"]:
+            click.echo(f"{res['step']:4d} {res['correct']:5d}/{cfg.batch:<2d} {res['perr']:10d} {res['loss']:9.4f}")
+        click.echo(f"logits: {r['logits']} compared, {r['logit_mismatches']} mismatches; results: "
+                   f"{r['result_mismatches']} mismatches; state after {steps} steps: {r['state_values']} values, "
+                   f"{r['state_mismatches']} mismatches")
+        per = r["cycles_per_step"]
+        same = "matches" if per is None or per == [r["formula_cycles"]] else "DIFFERS"
+        click.echo(f"cycles per step {per[0] if per else '-'} (measured), formula {r['formula_cycles']}: {same}; "
+                   f"array busy {100 * r['array_busy']:.1f}%")
+        click.echo(f"simulation {r['sim_s']:.1f} s, build {r['build_s']:.1f} s")
+    if not r["passed"]:
+        raise click.ClickException("the training accelerator differs from the integer reference (or its formula)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .options import family_options
+
 __all__ = ["sweep"]
 
 
@@ -22,8 +24,9 @@ __all__ = ["sweep"]
 @click.option("--cols", default=None, help="MAC: array columns (default 4).")
 @click.option("--wbits", default=None, help="MAC: weight bits (default 4).")
 @click.option("--abits", default=None, help="MAC: activation bits (default 4).")
-@click.option("--target", default=None, help="fpga (ECP5) and/or asic (NanGate45), e.g. fpga,asic "
+@click.option("--target", default=None, help="fpga (ECP5, or --family) and/or asic (NanGate45), e.g. fpga,asic "
                                              "(default fpga).")
+@family_options
 @click.option("--no-pnr", is_flag=True, default=False, help="Skip place and route (no Fmax; latency in cycles).")
 @click.option("--seeds", type=int, default=None, help="nextpnr seeds per point; Fmax is their median (default 3).")
 @click.option("--no-energy", is_flag=True, default=False,
@@ -34,8 +37,8 @@ __all__ = ["sweep"]
 @click.option("--scheduler", default=None, help="Run on a Dask cluster: the scheduler's tcp://HOST:PORT.")
 @click.option("--no-cache", is_flag=True, help="Recompute points that are in the cache.")
 @click.option("--out", "out", type=str, required=True, help="Output folder (a rerun reuses it).")
-def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abits, target, no_pnr, seeds,
-          no_energy, max_cycles, workers, scheduler, no_cache, out):
+def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abits, target, family, device, dsp,
+          no_pnr, seeds, no_energy, max_cycles, workers, scheduler, no_cache, out):
     """Sweep a grid of designs: area, Fmax, cycles, latency and energy of every point.
 
     Every grid option takes a comma list and the grid is their product. Points run in local
@@ -70,7 +73,7 @@ def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abit
     given = {"norm": norm, "width": width, "n": n, "lanes": lanes, "channels": channels, "rows": rows,
              "cols": cols, "wbits": wbits, "abits": abits, "target": target, "seeds": seeds,
              "max_cycles": max_cycles, "pnr": False if no_pnr else None,
-             "energy": False if no_energy else None}
+             "energy": False if no_energy else None, "family": family, "device": device, "dsp": dsp}
     sw = sweep_from_options(design=design, spec=spec, **given)
     console = Console(stderr=True)
     claim_dir(out, "sweep")

@@ -209,3 +209,67 @@ def net_cmd(export_dir, out_dir, rows, cols):
                    f"{lay['macs']:7d} {lay['issue']:6d} {lay['cycles']:7d}")
     click.echo(f"cycles per image {s['cycles_per_image']} (images back to back; MAC bound "
                f"{s['macs']} / {s['rows'] * s['cols']} = {s['mac_bound_cycles']}); latency {s['latency']}")
+
+
+def _train_options(f):
+    """The options ``l1bn verilog train`` and ``l1bn sim train`` share."""
+    f = click.option("--seed", type=int, default=0, show_default=True,
+                     help="The initial state is the integer trainer's init_state(config, SEED).")(f)
+    f = click.option("--norm", type=click.Choice(norm_names()), default=None,
+                     help="BN norm (default: the run's; l1 for an export without one). It needs a backward unit.")(f)
+    f = click.option("--batch", type=int, default=None,
+                     help="Images per step, 2..4096 (default 8): every BN unit and buffer is sized for it.")(f)
+    f = click.option("--rows", type=int, default=None, help="MAC array rows, 1..16 (default 8; the array is rows x 1).")(f)
+    return f
+
+
+def train_config(source: str, *, rows, batch, norm, seed):
+    """``(cfg, rows, x, y)`` for ``l1bn verilog/sim train``: every argument checked, and the
+    config checked against what the accelerator can build (``TrainPlan``), before anything is
+    generated."""
+    from l1bn.hw.train.plan import TrainPlan
+    from l1bn.sim.simulate.train import DEFAULT_ROWS, train_source
+    from l1bn.spec.config import check_int
+
+    if batch is not None:
+        check_int("batch", batch, 2, 4096)
+    if rows is not None:
+        check_int("rows", rows, 1, MAX_MAC_ARRAY)
+    check_int("seed", seed, 0, 2**32 - 1)
+    cfg, x, y = train_source(source, batch=batch, norm=norm)
+    rows = DEFAULT_ROWS if rows is None else rows
+    TrainPlan(cfg, rows=rows)
+    return cfg, rows, x, y
+
+
+@verilog.command("train", short_help="The training accelerator for a run's (or an export's) network.")
+@click.argument("source", metavar="RUN_OR_EXPORT", type=str)
+@click.option("-o", "--output", "out_dir", type=str, required=True, help="Folder for the Verilog and schedule.json.")
+@_train_options
+def train_cmd(source, out_dir, rows, batch, norm, seed):
+    """The training accelerator (one integer SGD step per batch, docs/train_accel.md) for the
+    network of an integer-training run or an export, as Verilog with its schedule."""
+    from l1bn.hw.train.accel import TrainAccelerator
+    from l1bn.sim.verilog.train import check_train_output, train_summary, write_train_verilog
+
+    check_train_output(out_dir, [source])
+    cfg, rows, _, _ = train_config(source, rows=rows, batch=batch, norm=norm, seed=seed)
+    acc = TrainAccelerator(cfg, rows=rows, seed=seed)
+    files = write_train_verilog(acc, out_dir, inputs=[source])
+    s = train_summary(acc)
+    click.echo(f"wrote {files[0]} ({len(files[0].read_text().splitlines())} lines) and {files[1]}")
+    i = s["interface"]
+    click.echo(f"{cfg.norm} BN, batch {s['batch']}, MAC array {acc.rows}x1 (w{s['mac']['wbits']} a{s['mac']['abits']} "
+               f"signed, accumulator {s['mac_acc_bits']} bits), {len(acc.plan.layers)} layers, "
+               f"{s['memory_bits'] / 8192:.1f} KiB of on-chip memory")
+    click.echo(f"in: {i['beats_per_step']} beats per step ({i['pixels_per_image']} pixels x {i['pixel_bits']} bits "
+               f"+ label); out: {i['logits_per_step']} logits x {i['logit_bits']} bits and one result per step; "
+               f"read-back: {i['state_values']} values")
+    blocks: dict = {}
+    for e in s["program"]:
+        blocks[e["block"]] = blocks.get(e["block"], 0) + e["cycles"]
+    click.echo(f"{'block':12} {'cycles':>9} {'share':>7}")
+    for b, c in sorted(blocks.items(), key=lambda kv: -kv[1]):
+        click.echo(f"{b:12} {c:9d} {100 * c / s['cycles_per_step']:6.1f}%")
+    click.echo(f"cycles per step {s['cycles_per_step']}; the array takes a beat in {100 * s['array_busy']:.1f}% of them "
+               f"({s['mac_beats']} beats of {acc.rows} MACs; useful MAC utilization {100 * s['mac_utilization']:.1f}%)")

@@ -96,32 +96,48 @@ class Issuer(wiring.Component):
         })
 
     def elaborate(self, platform):
+        # One pipeline of ISSUE_STAGES register stages that all advance together (``adv``: the
+        # output register is empty or taken). Each part is a method below: the ROMs, stage 0
+        # (the layer/tile/group/channel/tap counters), stages 1..2 (the im2col table, the memory
+        # addresses), stages 3..5 (the memory words, the lane select into ``o``).
         m = Module()
-        p = self.plan
-        R, C, LB = p.rows, p.cols, p.lane_bits
-        lps = p.layers
-        nl = len(lps)
         assert ISSUE_STAGES == 6
-
-        # ---- ROMs: weights (all layers), im2col table per column
-        wb = p.mac_cfg.wbits
-        m.submodules.wrom = wrom = Memory(shape=unsigned(R * wb), depth=len(p.weight_words), init=p.weight_words)
-        wrd = wrom.read_port(domain="sync")
-        ob, lw = p.table_off_bits, p.lane_sel_bits
-        trd = []
-        for j in range(C):
-            enc = p.table_rom(j)   # valid, word offset, lane (accel_plan.table_entry_layout)
-            tm = Memory(shape=unsigned(1 + ob + lw), depth=len(enc), init=enc)
-            m.submodules[f"im2col{j}"] = tm
-            trd.append(tm.read_port(domain="sync"))
-
+        wrd, trd = self._roms(m)
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
         for port in [wrd] + trd:
             m.d.comb += port.en.eq(adv)
         m.d.comb += self.rd.en.eq(adv)
+        beat = self._counters(m, adv)
+        s2 = self._address(m, adv, trd, wrd, beat)
+        self._fetch(m, adv, wrd, s2)
+        return m
 
-        # ---- stage 0: state and counters
+    def _roms(self, m):
+        """The weight ROM (all layers; a word = ``rows`` weights of one K-step) and one im2col
+        table ROM per column (valid, word offset, lane per tap: ``accel_plan.table_entry_layout``):
+        their read ports."""
+        p = self.plan
+        wb = p.mac_cfg.wbits
+        m.submodules.wrom = wrom = Memory(shape=unsigned(p.rows * wb), depth=len(p.weight_words), init=p.weight_words)
+        wrd = wrom.read_port(domain="sync")
+        ob = p.table_off_bits
+        trd = []
+        for j in range(p.cols):
+            enc = p.table_rom(j)
+            tm = Memory(shape=unsigned(1 + ob + p.lane_sel_bits), depth=len(enc), init=enc)
+            m.submodules[f"im2col{j}"] = tm
+            trd.append(tm.read_port(domain="sync"))
+        return wrd, trd
+
+    def _counters(self, m, adv):
+        """Stage 0: which layer runs and when it starts (image slot full, previous layer done,
+        logits free), and the counters of its beats. Returns the beat's fields for stage 1, as
+        a dict: ``fire`` (a beat issues), ``tile_end``, ``layer_end``, ``is_img``, ``slot``,
+        ``cbase`` (the channel's first word), ``waddr`` (weight word), ``tab`` (table entry)."""
+        p = self.plan
+        lps = p.layers
+        nl = len(lps)
         cst = LayerConsts(m, {
             "kk_last": [lp.khkw - 1 for lp in lps], "c_last": [lp.cin - 1 for lp in lps],
             "g_last": [lp.g - 1 for lp in lps], "t_last": [lp.t - 1 for lp in lps],
@@ -166,48 +182,72 @@ class Issuer(wiring.Component):
                 start()
 
         with m.If(fire):
-            with m.If(kk_w):
-                m.d.sync += kk.eq(0)
-                with m.If(c_w):
-                    m.d.sync += [c.eq(0), cbase.eq(in_base)]
-                    with m.If(g_w):
-                        m.d.sync += [g.eq(0), tab.eq(cst.toff), waddr.eq(waddr + 1)]
-                        with m.If(~t_w):
-                            m.d.sync += t.eq(t + 1)
-                    with m.Else():
-                        m.d.sync += [g.eq(g + 1), tab.eq(tab + 1), waddr.eq(waddr - cst.k_back)]
-                with m.Else():
-                    m.d.sync += [c.eq(c + 1), cbase.eq(cbase + cst.gin), tab.eq(tab - cst.kk_last),
-                                 waddr.eq(waddr + 1)]
-            with m.Else():
-                m.d.sync += [kk.eq(kk + 1), tab.eq(tab + 1), waddr.eq(waddr + 1)]
-
+            self._step(m, cst, (kk, c, g, t), (kk_w, c_w, g_w, t_w), tab, waddr, cbase, in_base)
             with m.If(layer_end):
-                m.d.sync += t.eq(0)
-                with m.If(cst.is_img):
-                    m.d.sync += slot.eq(~slot)
-                if nl == 1:
-                    # the only layer is also the last: the next image waits for the output beat
-                    m.d.sync += [busy.eq(0), waddr.eq(0)]
-                else:
-                    with m.If(cst.is_last):
-                        # next image: layer 0 right away when its slot (toggled when layer 0
-                        # ended) is full
-                        m.d.sync += [layer.eq(0), waddr.eq(0), cbase.eq(Mux(slot, p.img_words, 0)),
-                                     tab.eq(lps[0].toff), busy.eq(self.slot_full.bit_select(slot, 1))]
-                        cst.load(Const(0))
-                    with m.Else():
-                        m.d.sync += [layer.eq(layer + 1), busy.eq(0)]
-                        cst.load(layer + 1)
+                self._next_layer(m, cst, layer, busy, slot, t, tab, waddr, cbase)
+        return {"fire": fire, "tile_end": tile_end, "layer_end": layer_end, "is_img": cst.is_img, "slot": slot,
+                "cbase": cbase, "waddr": waddr, "tab": tab}
 
+    def _step(self, m, cst, counters, wraps, tab, waddr, cbase, in_base):
+        """The counters after an issued beat (innermost first: tap ``kk``, channel ``c``, group
+        ``g``, tile ``t``; ``wraps``: each is at its last value), with the table entry, weight
+        word and channel base that follow them."""
+        kk, c, g, t = counters
+        kk_w, c_w, g_w, t_w = wraps
+        with m.If(kk_w):
+            m.d.sync += kk.eq(0)
+            with m.If(c_w):
+                m.d.sync += [c.eq(0), cbase.eq(in_base)]
+                with m.If(g_w):
+                    m.d.sync += [g.eq(0), tab.eq(cst.toff), waddr.eq(waddr + 1)]
+                    with m.If(~t_w):
+                        m.d.sync += t.eq(t + 1)
+                with m.Else():
+                    m.d.sync += [g.eq(g + 1), tab.eq(tab + 1), waddr.eq(waddr - cst.k_back)]
+            with m.Else():
+                m.d.sync += [c.eq(c + 1), cbase.eq(cbase + cst.gin), tab.eq(tab - cst.kk_last),
+                             waddr.eq(waddr + 1)]
+        with m.Else():
+            m.d.sync += [kk.eq(kk + 1), tab.eq(tab + 1), waddr.eq(waddr + 1)]
+
+    def _next_layer(self, m, cst, layer, busy, slot, t, tab, waddr, cbase):
+        """After a layer's last beat: the next layer waits for this one's done pulse; after the
+        last layer, layer 0 of the next image starts right away when its slot is full."""
+        p = self.plan
+        m.d.sync += t.eq(0)
+        with m.If(cst.is_img):
+            m.d.sync += slot.eq(~slot)
+        if len(p.layers) == 1:
+            # the only layer is also the last: the next image waits for the output beat
+            m.d.sync += [busy.eq(0), waddr.eq(0)]
+        else:
+            with m.If(cst.is_last):
+                # next image: layer 0 right away when its slot (toggled when layer 0
+                # ended) is full
+                m.d.sync += [layer.eq(0), waddr.eq(0), cbase.eq(Mux(slot, p.img_words, 0)),
+                             tab.eq(p.layers[0].toff), busy.eq(self.slot_full.bit_select(slot, 1))]
+                cst.load(Const(0))
+            with m.Else():
+                m.d.sync += [layer.eq(layer + 1), busy.eq(0)]
+                cst.load(layer + 1)
+
+    def _address(self, m, adv, trd, wrd, beat):
+        """Stages 1, 1b and 2: the im2col table read (address ``tab``), its entry registered,
+        then the memory addresses ``cbase + offset`` (to ``rd.addr``), the lane and the padding
+        flag; the weight ROM's address; ``release`` after layer 0's last read of its slot.
+        Returns stage 2's fields for :meth:`_fetch`."""
+        p = self.plan
+        C, ob, lw = p.cols, p.table_off_bits, p.lane_sel_bits
+        cbase, waddr = beat["cbase"], beat["waddr"]
         # ---- stage 1: table read (addr = tab); carry the beat's fields along
         for j in range(C):
-            m.d.comb += trd[j].addr.eq(tab)
+            m.d.comb += trd[j].addr.eq(beat["tab"])
         v1, last1, img1, rel1, rs1 = Signal(), Signal(), Signal(), Signal(), Signal()
         cbase1 = Signal.like(cbase)
         waddr1 = Signal.like(waddr)
         with m.If(adv):
-            m.d.sync += [v1.eq(fire), last1.eq(tile_end), img1.eq(cst.is_img), rel1.eq(layer_end & cst.is_img), rs1.eq(slot),
+            m.d.sync += [v1.eq(beat["fire"]), last1.eq(beat["tile_end"]), img1.eq(beat["is_img"]),
+                         rel1.eq(beat["layer_end"] & beat["is_img"]), rs1.eq(beat["slot"]),
                          cbase1.eq(cbase), waddr1.eq(waddr)]
 
         # ---- stage 1b: the table entries registered (a table ROM in LUTs is a mux tree: the add
@@ -240,13 +280,21 @@ class Issuer(wiring.Component):
         m.d.sync += self.release.eq(0)
         with m.If(adv & v2 & rel2):
             m.d.sync += self.release.eq(Mux(rs2, 0b10, 0b01))
+        return {"v": v2, "last": last2, "img": img2, "ok": ok2, "lane": lane2}
 
+    def _fetch(self, m, adv, wrd, s2):
+        """Stages 3, 4 and 5: the memory words (and the weight word) arrive, are registered (a
+        block RAM's output is slow: no logic on it), and each column's lane is selected (0 for
+        padding) into the array's input register ``o``."""
+        p = self.plan
+        C, LB, lw = p.cols, p.lane_bits, p.lane_sel_bits
+        ok2, lane2 = s2["ok"], s2["lane"]
         # ---- stage 3: memory words (and the weight word) arrive
         v3, last3, img3 = Signal(), Signal(), Signal()
         ok3 = [Signal(name=f"ok3_{j}") for j in range(C)]
         lane3 = [Signal(lw, name=f"lane3_{j}") for j in range(C)]
         with m.If(adv):
-            m.d.sync += [v3.eq(v2), last3.eq(last2), img3.eq(img2)]
+            m.d.sync += [v3.eq(s2["v"]), last3.eq(s2["last"]), img3.eq(s2["img"])]
             for j in range(C):
                 m.d.sync += [ok3[j].eq(ok2[j]), lane3[j].eq(lane2[j])]
 
@@ -271,4 +319,3 @@ class Issuer(wiring.Component):
                 word = Mux(src4, img4[j], act4[j])
                 lanes = [word[n * LB:(n + 1) * LB] for n in range(C)]
                 m.d.sync += self.o.payload.a[j].eq(Mux(ok4[j], pick(lane4[j], lanes)[:len(self.o.payload.a[j])], 0))
-        return m

@@ -91,7 +91,9 @@ def chw(shape) -> tuple:
 
 
 def _net(exported_net) -> IntNet:
-    """The integer network of a loaded export (or an ``IntNet`` itself)."""
+    """The chain network of a loaded export (or an ``IntNet`` itself). A graph that is not a chain
+    (pooling, residual adds, bipolar activations, float scales, ...) raises the export's error,
+    which names the first node the accelerator cannot run yet."""
     net = getattr(exported_net, "net", exported_net)
     if not isinstance(net, IntNet):
         raise ValueError(f"exported_net={exported_net!r} must be an ExportedNet (the result of load_export) "
@@ -108,18 +110,20 @@ def layers_from_export(exported_net) -> tuple[list[AccelLayer], dict]:
     """The layers of a loaded export (or of an ``IntNet``) as :class:`AccelLayer` s, and the input
     description ``{"shape": (C, H, W), "bits": pixel bits}``.
 
-    Refused (``ValueError`` naming the layer): signed images or activations, BN without ReLU
-    (signed activations), 1-bit weights, a last layer with a folded BN.
+    Refused (``ValueError`` naming the node, "not supported by the accelerator yet"): any graph
+    that is not a chain (:attr:`l1bn.spec.export.ExportedNet.net`), signed images or activations,
+    BN without ReLU (signed activations), 1-bit weights, a last layer with a folded BN.
     """
     net = _net(exported_net)
     if net.in_signed:
-        raise ValueError("input: signed images are not supported by the accelerator (unsigned pixels only)")
+        raise ValueError("input: signed images are not supported by the accelerator yet (unsigned pixels only)")
     layers = []
     for i, lay in enumerate(net.layers):
         name, typ = lay.name, lay.type
         last = i == len(net.layers) - 1
         if lay.a_signed:
-            raise ValueError(f"layer {name}: signed input activations are not supported (ReLU layers only)")
+            raise ValueError(f"node {name} ({typ}): signed input activations are not supported by the accelerator "
+                             "yet (ReLU layers only)")
         wshape = np.shape(lay.weight)
         in_chw = chw(lay.in_shape)
         if typ == "conv2d":
@@ -131,7 +135,8 @@ def layers_from_export(exported_net) -> tuple[list[AccelLayer], dict]:
         else:
             raise ValueError(f"layer {name}: type {typ!r} is not supported (conv2d, linear)")
         if lay.w_bits < 2:
-            raise ValueError(f"layer {name}: w_bits={lay.w_bits} is not supported (2..8)")
+            raise ValueError(f"node {name} ({typ}): w_bits={lay.w_bits} (binary weights) is not supported by the "
+                             "accelerator yet (2..8)")
         bn = lay.bn
         if bn is None:
             if not last:
@@ -141,7 +146,8 @@ def layers_from_export(exported_net) -> tuple[list[AccelLayer], dict]:
             if last:
                 raise ValueError(f"layer {name}: the last layer must output accumulators (bn null)")
             if not bn.relu:
-                raise ValueError(f"layer {name}: BN without ReLU gives signed activations; not supported")
+                raise ValueError(f"node {name} ({typ}): a requantizer without ReLU gives signed activations; not "
+                                 "supported by the accelerator yet")
             mb, bb = int(bn.mult_bits), int(bn.bias_bits)
             mult, bias = _ints(bn.mult), _ints(bn.bias)
             shift, ob = int(bn.shift), int(bn.out_bits)

@@ -65,21 +65,36 @@ class Writeback(wiring.Component):
         })
 
     def elaborate(self, platform):
+        # A row at the input: counters say which channel and word it is (stage 0); stage 1
+        # registers it with the mult/bias word; the last layer's rows update the logits and the
+        # argmax, the others go through the product, + bias and requantize stages to the
+        # activation memory. Each part is a method below.
         m = Module()
-        p = self.plan
-        R, C, LB = p.rows, p.cols, p.lane_bits
-        lps = p.layers
-        nl = len(lps)
-        ab = p.mac_cfg.acc_bits
         m.d.comb += self.i.ready.eq(1)
+        mbrd = self._rom(m)
+        row = self._counters(m, mbrd)
+        s1 = self._register_row(m, row)
+        self._logits(m, s1)
+        self._requantize(m, s1, mbrd)
+        return m
 
-        # ---- mult/bias ROM: one (mult, bias) word per padded channel
+    def _rom(self, m):
+        """The mult/bias ROM, one ``(mult, bias)`` word per padded channel: its read port."""
+        p = self.plan
         mb, bb = p.mult_bits, p.bias_bits
         words = p.mb_rom   # mult (low bits), bias (accel_plan.mb_word_layout)
         m.submodules.mbrom = mbrom = Memory(shape=unsigned(mb + bb), depth=len(words), init=words)
         mbrd = mbrom.read_port(domain="sync")
+        return mbrd
 
-        # ---- counters of the row at the input
+    def _counters(self, m, mbrd):
+        """Stage 0: the counters of the row at the input (row ``wi`` of group ``wg`` of tile
+        ``wt`` of ``layer``; channel ``ch``, the ROM address and the activation word it goes
+        to). Returns the row's fields for stage 1, as a dict."""
+        p = self.plan
+        R = p.rows
+        lps = p.layers
+        nl = len(lps)
         cst = LayerConsts(m, {
             "g_last": [lp.g - 1 for lp in lps], "t_last": [lp.t - 1 for lp in lps],
             "gw": [lp.g for lp in lps], "rg": [(R - 1) * lp.g for lp in lps],
@@ -91,7 +106,7 @@ class Writeback(wiring.Component):
         wg = Signal(cst.g_last.shape())
         wt = Signal(cst.t_last.shape())
         ch = Signal(range(max(lp.t * R for lp in lps) + 1))
-        mba = Signal(range(len(words) + 1))
+        mba = Signal(range(len(p.mb_words or [0]) + 1))
         waddr = Signal(self.addr_bits)
         row_last, g_w, t_w = wi == R - 1, wg == cst.g_last, wt == cst.t_last
         layer_end = row_last & g_w & t_w
@@ -116,25 +131,29 @@ class Writeback(wiring.Component):
                 with m.If(cst.is_last):
                     m.d.sync += mba.eq(0)
                 cst.load(nxt)
+        return {"fire": fire, "ch": ch, "ok": fire & (ch < cst.chans) & ~cst.is_last, "is_last": cst.is_last,
+                "end": fire & layer_end, "layer": layer, "waddr": waddr}
 
-        # ---- stage 1: accumulators and row fields registered; mult/bias word arrives
+    def _register_row(self, m, row):
+        """Stage 1: the row's accumulators and fields registered (the mult/bias word arrives in
+        the same cycle). Returns them, as a dict."""
         s1 = Pipe(m)
-        v1 = s1.reg(fire, "v")
-        acc1 = [s1.reg(self.i.payload.y[j].as_signed(), f"acc{j}") for j in range(C)]
-        ch1 = s1.reg(ch, "ch")
-        ok1 = s1.reg(fire & (ch < cst.chans) & ~cst.is_last, "ok")
-        last1 = s1.reg(cst.is_last, "islast")
-        end1 = s1.reg(fire & layer_end, "end")
-        lay1 = s1.reg(layer, "layer")
-        waddr1 = s1.reg(waddr, "waddr")
-        mult1 = mbrd.data[:mb].as_signed()
-        bias1 = mbrd.data[mb:].as_signed()
+        return {"v": s1.reg(row["fire"], "v"),
+                "acc": [s1.reg(self.i.payload.y[j].as_signed(), f"acc{j}") for j in range(self.plan.cols)],
+                "ch": s1.reg(row["ch"], "ch"), "ok": s1.reg(row["ok"], "ok"),
+                "last": s1.reg(row["is_last"], "islast"), "end": s1.reg(row["end"], "end"),
+                "layer": s1.reg(row["layer"], "layer"), "waddr": s1.reg(row["waddr"], "waddr")}
 
-        # logits and running argmax (strictly greater: the first maximum wins, like torch.argmax)
+    def _logits(self, m, s1):
+        """The last layer's rows: logits registers and the running argmax (strictly greater: the
+        first maximum wins, like torch.argmax), one cycle after the row's handshake; the output
+        beat, valid the cycle after the last row and held until ``o.ready``."""
+        p = self.plan
+        v1, ch1, acc1, last1, end1 = s1["v"], s1["ch"], s1["acc"], s1["last"], s1["end"]
         K_ = p.classes
         logits = [Signal(signed(p.logit_bits), name=f"logit{n}") for n in range(K_)]
         best = Signal(unsigned(bits_for(K_)))
-        best_v = Signal(signed(ab))
+        best_v = Signal(signed(p.mac_cfg.acc_bits))
         out_valid = Signal()
         with m.If(v1 & last1 & (ch1 < K_)):
             for n in range(K_):
@@ -151,8 +170,19 @@ class Writeback(wiring.Component):
             m.d.comb += self.o.payload.logits[n].eq(logits[n])
         m.d.comb += self.o.payload.argmax.eq(best)
 
-        # ---- stages 2..: product, + bias, requantize (side fields delayed alongside)
-        # acc1 and the ROM word are registers: the DSP sees register -> multiply -> register
+    def _requantize(self, m, s1, mbrd):
+        """Stages 2..: ``acc * mult`` (a pipelined multiply; acc and the ROM word are registers,
+        so the DSP sees register -> multiply -> register), ``+ bias``, requantize with the
+        layer's shift and width, then the whole-word write and the done pulse (the side fields
+        delayed alongside)."""
+        p = self.plan
+        C, LB = p.cols, p.lane_bits
+        lps = p.layers
+        nl = len(lps)
+        mb = p.mult_bits
+        acc1, ok1, end1, lay1, waddr1 = s1["acc"], s1["ok"], s1["end"], s1["layer"], s1["waddr"]
+        mult1 = mbrd.data[:mb].as_signed()
+        bias1 = mbrd.data[mb:].as_signed()
         prod = [Pipe(m).mul(acc1[j], mult1, f"prod{j}") for j in range(C)]
         d = p.mul_stages
         side = Pipe(m)
@@ -176,7 +206,6 @@ class Writeback(wiring.Component):
                                                              (waddr3, "waddr")))
         m.d.comb += [self.wr.addr.eq(waddr4), self.wr.data.eq(Cat(*ys)), self.wr.en.eq(ok4)]
         m.d.sync += [self.done.eq(end4), self.done_layer.eq(lay4)]
-        return m
 
 
 def _widen(r, width: int):

@@ -1,10 +1,13 @@
 """Training-mode BN backward units: L1 (sign-based gradient) and the L2 baseline.
 
 Both implement :func:`l1bn.spec.reference.bn_backward.bn_backward` bit for bit (the spec;
-docs/arith/bn_backward.md). They share one skeleton and differ only in the per-element term of
-the second pass: L1 subtracts one of two per-channel constants chosen by the sign of d_i (a
-comparator and a mux, or with ``sign_in=True`` the forward's stored sign bit and a mux); L2
-rebuilds xhat_i = d_i * inv (a multiply) and multiplies it by mean(dy*xhat) (a second multiply).
+docs/arith/bn_backward.md). They share one skeleton, :class:`_BNBackwardUnit`, and differ only in
+the per-channel constants and the per-element term of the second pass, which each norm keeps in
+its own module (:class:`~l1bn.hw.bn_l1.L1BackwardTerm`: one of two per-channel constants chosen by
+the sign of d_i, a comparator and a mux, or with ``sign_in=True`` the forward's stored sign bit and
+a mux; :class:`~l1bn.hw.bn_l2.L2BackwardTerm`: xhat_i = d_i * inv rebuilt by a multiply and
+multiplied by mean(dy*xhat), a second multiply; the interface is :mod:`l1bn.hw.bn_backward_term`),
+named by the norm's unit class (the class the registry's ``hw_backward`` names).
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
@@ -13,111 +16,70 @@ from amaranth.lib.wiring import In, Out
 from l1bn.hw.arith import CheckedComponent, Pipe, mul_latency
 from l1bn.hw.arith import rnd as _rnd
 from l1bn.hw.arith import sat as _sat
+from l1bn.hw.bn_backward_term import backward_shapes, div_const, half, shr
+from l1bn.hw.bn_l1 import L1BackwardTerm
+from l1bn.hw.bn_l2 import L2BackwardTerm
 from l1bn.spec.config import BNBackwardConfig
-from l1bn.spec.intmath import c_const
+from l1bn.spec.norms import NORMS, resolve
 
 __all__ = ["L1BNBackwardUnit", "L2BNBackwardUnit", "stored_state_bits", "backward_latency_cycles",
-           "per_channel_cycles", "pass2_cycles"]
-
-def _half(s: int) -> int:
-    """The rounding constant of ``rnd(v, s)``: 2**(s-1) for s > 0, else 0."""
-    return 1 << (s - 1) if s > 0 else 0
+           "per_channel_cycles", "pass2_cycles", "backward_term"]
 
 
-def _shr(v, s: int):
-    """The shift of ``rnd(v, s)`` after its constant was added: ``v >> s`` or ``v << -s``."""
-    return v >> s if s > 0 else v.shift_left(-s) if s < 0 else v
+def backward_term(cfg: BNBackwardConfig):
+    """The backward term of ``cfg.bn.norm``: the ``term`` class of the backward unit the
+    registry's ``hw_backward`` names (:class:`~l1bn.hw.bn_backward_term.BackwardTerm`), for ``cfg``;
+    ``ValueError`` for a norm without a backward unit."""
+    path = cfg.bn.norm_spec.hw_backward
+    if not path:
+        raise ValueError(f"norm={cfg.bn.norm!r} has no backward unit")
+    return resolve(path).term(cfg)
 
 
-def _shapes(cfg):
-    b, w = cfg.bn, cfg.widths
-    return {
-        "mu": signed(b.dev_bits), "inv": unsigned(b.recip_bits + 1), "gamma": signed(b.gamma_width),
-        "sum_dy": signed(w["sum_dy"]), "sdyd": signed(w["sdyd"]), "h": signed(w["h"]),
-        "mh": signed(w["hc"] - b.count_bits + 2), "u": signed(w["u"]),
-        "gi": signed(w["gamma_inv"]),
-    }
-
-
-def _step_cycles(cfg, norm: str) -> dict:
+def _step_cycles(cfg, term) -> dict:
     """Cycles of each per-channel step after the last pass-1 beat (the FSM's waits): ``drain``
     (the last beat reaches the accumulators), then each step's pipeline latency: ``sdyd``
-    (mu*sum_dy), ``h`` (rnd(sdyd)*inv and mean(dy)), ``div`` (the constant divisions by n and
-    gamma*inv), ``const`` (L1: the two constants mh*(+-1 - mean(sgn)))."""
-    from amaranth import Signal
-
+    (mu*sum_dy), ``h`` (rnd(sdyd)*inv and mean(dy)), ``div`` (gamma*inv and the norm's divisions
+    by n), ``const`` (the norm's constants, e.g. L1's two mh*(+-1 - mean(sgn)); 0 for none)."""
     b, fr, r, k, t = cfg.bn, cfg.inner_frac, cfg.bn.recip_bits, cfg.div_bits, cfg.h_preshift
-    sh = _shapes(cfg)
-    rc = ((1 << (k + 1)) // b.n + 1) >> 1
+    sh = backward_shapes(cfg)
     h_in = _rnd(Signal(sh["sdyd"]), t).shape()
     mdy_in = Signal(sh["sum_dy"]).shift_left(fr).shape()
-    div = [mul_latency(sh["gamma"], sh["inv"])]
-    if norm == "l1":
-        div += [mul_latency(sh["h"], c_const(b.c_bits) * rc, add=_half(k)),
-                1 + mul_latency((b.n - 2 * Signal(range(b.n + 1))).shift_left(fr).shape(), rc, add=_half(k))]
-        msgn = Signal(signed(fr + 3))
-        const = 1 + max(mul_latency(sh["mh"], ((1 << fr) - msgn).shape(), add=_half(b.c_bits + fr)),
-                        mul_latency(sh["mh"], (-(1 << fr) - msgn).shape(), add=_half(b.c_bits + fr)))
-    else:
-        div += [mul_latency(sh["h"], rc, add=_half(k))]
-        const = 0
     return {
         "drain": 1 + mul_latency(signed(cfg.grad_width), signed(b.width)),
         "sdyd": mul_latency(sh["mu"], sh["sum_dy"]),
-        "h": max(1 + mul_latency(h_in, sh["inv"], add=_half(r - fr - t)),
-                 mul_latency(mdy_in, rc, add=_half(k))),
-        "div": max(div),
-        "const": const,
+        "h": max(1 + mul_latency(h_in, sh["inv"], add=half(r - fr - t)),
+                 mul_latency(mdy_in, div_const(cfg), add=half(k))),
+        "div": max([mul_latency(sh["gamma"], sh["inv"])] + term.div_cycles()),
+        "const": term.const_cycles(),
     }
 
 
-def _build_pass2(p2, cfg, norm, sign_in, *, x, dy, neg, take, c):
+def _build_pass2(p2, cfg, term, sign_in, *, x, dy, neg, take, c):
     """The pass-2 datapath on :class:`Pipe` ``p2``: ``(dx before saturation, its valid, register
-    stages so far)``. Used by the unit and, on throwaway signals, by :func:`_pass2_cycles`."""
+    stages so far)``: the beat registered, the norm's term ``u`` (``term.pass2``), then
+    ``rnd(u * gamma*inv)``. Used by the unit and, on throwaway signals, by :func:`_pass2_cycles`."""
     b, fr, r = cfg.bn, cfg.inner_frac, cfg.bn.recip_bits
     xs, ds, vs = p2.reg(x, "x"), p2.reg(dy, "dy"), p2.reg(take, "v")
-    n = 1
-    if norm == "l1":
-        if sign_in:
-            neg2 = p2.reg(p2.reg(neg, "neg"), "neg")
-        else:
-            neg2 = p2.reg(((xs.shift_left(b.frac) - c["mu"])[:b.dev_bits + 1]).as_signed()[-1], "neg")
-        ds, vs = p2.reg(ds, "dy"), p2.reg(vs, "v")
-        u = p2.reg(ds.shift_left(fr) - Mux(neg2, c["kn"], c["kp"]), "u")
-        vs = p2.reg(vs, "v")
-        n += 2
-    else:
-        d2 = p2.reg((xs.shift_left(b.frac) - c["mu"])[:b.dev_bits + 1].as_signed(), "d")
-        ds, vs = p2.reg(ds, "dy"), p2.reg(vs, "v")
-        s1 = r - b.xhat_frac
-        lat = mul_latency(d2.shape(), c["inv"].shape(), add=_half(s1))
-        xhat = _shr(p2.mul(d2, c["inv"], "xhat", add=_half(s1)), s1)
-        ds, vs = p2.delay(ds, lat, "dy"), p2.delay(vs, lat, "v")
-        lat2 = mul_latency(xhat.shape(), c["mh"].shape(), add=_half(b.xhat_frac))
-        xm = _shr(p2.mul(xhat, c["mh"], "xm", add=_half(b.xhat_frac)), b.xhat_frac)
-        # (dy << F) - mean(dy) while xhat*mean(dy*xhat) is multiplied: one subtract per stage
-        dsm = p2.delay(ds.shift_left(fr) - c["mdy"], lat2, "dym")
-        vs = p2.delay(vs, lat2, "v")
-        u = p2.reg(dsm - xm, "u")
-        vs = p2.reg(vs, "v")
-        n += 2 + lat + lat2
+    u, vs, n = term.pass2(p2, xs=xs, ds=ds, vs=vs, neg=neg, c=c, sign_in=sign_in)
+    n += 1
     shift = fr + b.gamma_frac + r - b.frac - cfg.grad_out_frac
-    lat = mul_latency(u.shape(), c["gi"].shape(), add=_half(shift))
-    dx = _shr(p2.mul(u, c["gi"], "dx", add=_half(shift)), shift)
+    lat = mul_latency(u.shape(), c["gi"].shape(), add=half(shift))
+    dx = shr(p2.mul(u, c["gi"], "dx", add=half(shift)), shift)
     return dx, p2.delay(vs, lat, "v"), n + lat
 
 
-def _pass2_cycles(cfg, norm: str) -> int:
+def _pass2_cycles(cfg, term) -> int:
     """Register stages of pass 2, from an accepted beat to dx on ``o`` (the output register
     included): :func:`_build_pass2` on throwaway signals, so the count is the hardware's."""
-    from amaranth import Fragment, Module
+    from amaranth import Fragment
 
     b, w = cfg.bn, cfg.widths
-    sh = _shapes(cfg)
+    sh = backward_shapes(cfg)
     c = {"mu": Signal(sh["mu"]), "inv": Signal(sh["inv"]), "mdy": Signal(signed(w["sum_dy"] + cfg.inner_frac + 1)),
-         "mh": Signal(sh["mh"]), "gi": Signal(sh["gi"]), "kp": Signal(sh["u"]), "kn": Signal(sh["u"])}
+         "mh": Signal(sh["mh"]), "gi": Signal(sh["gi"]), **{k: Signal(v.shape()) for k, v in term.regs.items()}}
     m = Module()
-    _, _, n = _build_pass2(Pipe(m), cfg, norm, norm == "l1", x=Signal(signed(b.width)),
+    _, _, n = _build_pass2(Pipe(m), cfg, term, term.takes_sign, x=Signal(signed(b.width)),
                            dy=Signal(signed(cfg.grad_width)), neg=Signal(), take=Signal(), c=c)
     Fragment.get(m, None)    # elaborated, so that it is not reported as an unused design
     return n + 1
@@ -126,19 +88,20 @@ def _pass2_cycles(cfg, norm: str) -> int:
 def pass2_cycles(cfg: BNBackwardConfig) -> int:
     """Cycles from an accepted pass-2 beat to its dx on ``o`` (the pipeline depth, output
     register included)."""
-    return _pass2_cycles(cfg, cfg.bn.norm)
+    return _pass2_cycles(cfg, backward_term(cfg))
 
 
 def per_channel_cycles(cfg: BNBackwardConfig) -> int:
     """Cycles between the last beat of pass 1 and the first beat of pass 2 with no stalls: the
     drain, each per-channel step's pipeline plus one cycle to latch it, and one cycle presenting
     (dgamma, dbeta) (was 5 before the steps were pipelined)."""
-    st = _step_cycles(cfg, cfg.bn.norm)
+    st = _step_cycles(cfg, backward_term(cfg))
     return st["drain"] + (st["sdyd"] + 1) + (st["h"] + 1) + (st["div"] + 1) + (st["const"] + 1) + 1
 
 
 def stored_state_bits(cfg: BNBackwardConfig) -> dict:
-    """Bits per element kept from the forward pass for each unit, and read in each pass.
+    """Bits per element kept from the forward pass for each unit, and read in each pass:
+    ``<norm>`` (pass 1) and ``<norm>_<what>`` (the norm's :meth:`BackwardTerm.stored_bits`).
 
     Both units need x (``width`` bits) per element: dgamma = sum(dy * xhat) is a sum over elements
     of a value that depends on x, so no per-channel summary suffices. The difference is pass 2:
@@ -146,14 +109,12 @@ def stored_state_bits(cfg: BNBackwardConfig) -> dict:
     ``L1BNBackwardUnit(cfg, sign_in=True)`` the forward's stored bit), L2 needs xhat_i
     (recomputed from x by a multiply, or stored with xhat_frac + more bits).
     """
-    b = cfg.bn
-    return {
-        "l1": b.width,
-        "l2": b.width,
-        "l1_pass2": 1,
-        "l2_pass2": b.width,
-        "l2_pass2_if_xhat_stored": b.xhat_frac + (b.count_bits + 1) // 2 + 2,
-    }
+    out = {}
+    for name, spec in NORMS.items():          # in registry order, the norms with a backward unit
+        if spec.hw_backward:
+            out[name] = cfg.bn.width
+            out.update({f"{name}_{k}": v for k, v in resolve(spec.hw_backward).term.stored_bits(cfg).items()})
+    return out
 
 
 def backward_latency_cycles(cfg: BNBackwardConfig) -> int:
@@ -164,7 +125,7 @@ def backward_latency_cycles(cfg: BNBackwardConfig) -> int:
     costs ``max(0, D + 2 - n - P)`` more cycles per channel after the first (the check is a
     register, one cycle late)."""
     b = cfg.bn
-    p, d = per_channel_cycles(cfg), _pass2_cycles(cfg, b.norm)
+    p, d = per_channel_cycles(cfg), pass2_cycles(cfg)
     extra = max(0, d + 2 - b.n - p)
     return b.channels * (2 * b.n + p) + (b.channels - 1) * extra + d
 
@@ -199,25 +160,28 @@ class _BNBackwardUnit(CheckedComponent):
     Schedule and latency
     --------------------
     Pass 1 accepts one beat per cycle (three accumulators: sum dy, sum dy*x, count of d < 0);
-    then ``PER_CHANNEL_CYCLES`` = 5 cycles (sum dy*d; H and mean(dy); the divisions by n and
-    gamma*inv; the two L1 constants; presenting g); then pass 2 accepts a beat whenever the
-    dx register is free or being read, dx appears one cycle after its beat. No stalls:
-    ``backward_latency_cycles(cfg) = channels * (2n + 5) + 1`` cycles per batch.
+    then :func:`per_channel_cycles` cycles of per-channel steps (sum dy*d; H and mean(dy); the
+    divisions by n and gamma*inv; the norm's constants; presenting g); then pass 2 accepts a beat
+    whenever its pipeline advances, dx appears :func:`pass2_cycles` cycles after its beat. No
+    stalls: :func:`backward_latency_cycles` cycles per batch.
 
     Bit widths: every register is sized from ``cfg.widths`` (see ``BNBackwardConfig``); the
     arithmetic is the reference's, stage for stage.
     """
 
     norm = None
+    #: the norm's backward term (:class:`~l1bn.hw.bn_backward_term.BackwardTerm` subclass)
+    term = None
 
     @classmethod
     def _check_args(cls, cfg, *, sign_in: bool = False):
         if not isinstance(sign_in, bool):
             raise TypeError(f"sign_in={sign_in!r} must be a bool")
-        if sign_in and cls.norm != "l1":
-            raise ValueError(f"sign_in=True is not supported by {cls.__name__}: its pass 2 "
-                             "rebuilds xhat_i from x, so x cannot be replaced by a sign bit; "
-                             "only L1BNBackwardUnit takes sign_in")
+        if sign_in and not cls.term.takes_sign:
+            takers = [p.rpartition(":")[2] for p in (s.hw_backward for s in NORMS.values())
+                      if p and resolve(p).term.takes_sign]
+            raise ValueError(f"sign_in=True is not supported by {cls.__name__}: {cls.term.no_sign_reason}; "
+                             f"only {', '.join(takers)} takes sign_in")
         if not isinstance(cfg, BNBackwardConfig):
             raise TypeError(f"cfg={cfg!r} must be a BNBackwardConfig")
         if cfg.bn.norm != cls.norm:
@@ -248,171 +212,170 @@ class _BNBackwardUnit(CheckedComponent):
         # Two passes over the channel: pass 1 reduces to per-channel scalars (a registered
         # input beat, registered sign and dy*x product, then the accumulators), a sequence of
         # per-channel steps turns them into constants (each a pipelined multiply the FSM waits
-        # for, ``_step_cycles``), pass 2 is a pipeline stalled by ``o`` (L1: a sign-selected
-        # subtract, L2: d*inv and xhat*mean(dy*xhat), then the scale multiply u*gamma*inv).
+        # for, ``_step_cycles``), pass 2 is a pipeline stalled by ``o`` (the norm's term, then the
+        # scale multiply u*gamma*inv). Each part is a method below; ``r`` holds the registers
+        # they share.
         m = Module()
-        cfg, b, w = self.cfg, self.cfg.bn, self.cfg.widths
-        n, fr, r, k, t = b.n, cfg.inner_frac, b.recip_bits, cfg.div_bits, cfg.h_preshift
-        rc = ((1 << (k + 1)) // n + 1) >> 1
-        cc = c_const(b.c_bits)        # looked up at elaboration (the mutant test patches it)
-        steps = _step_cycles(cfg, self.norm)
-
-        x, dy = self.i.payload.x, self.i.payload.dy
-        mu = Signal(signed(b.dev_bits))
-        inv = Signal(unsigned(b.recip_bits + 1))
-        gamma = Signal(signed(b.gamma_width))
-        first = Signal(init=1)
-        cnt = Signal(range(n))
-        last = Signal(init=int(n == 1))        # cnt == n - 1, as a register
-
-        sum_dy = Signal(signed(w["sum_dy"]))
-        sum_dyx = Signal(signed(w["sum_dyx"]))
-        nneg = Signal(range(n + 1))
-        sdyd = Signal(signed(w["sdyd"]))
-        h = Signal(signed(w["h"]))
-        mean_dy = Signal(signed(w["sum_dy"] + fr + 1))
-        mh = Signal(signed(w["hc"] - b.count_bits + 2))
-        msgn = Signal(signed(fr + 3))
-        gi = Signal(signed(w["gamma_inv"]))
-        kp = Signal(signed(w["u"]))
-        kn = Signal(signed(w["u"]))
-        wait = Signal(range(max(steps.values()) + 2))
-
-        # --- pass 1: input register, sign and dy*x registered, accumulators -------------------
-        p1 = Pipe(m, prefix="p1")
+        term = self.term(self.cfg)
+        r = self._registers()
         take1 = Signal()
-        xa, dya, va, fa = (p1.reg(v, nm) for v, nm in ((x, "x"), (dy, "dy"), (take1, "v"), (first, "f")))
+        take2 = Signal()
+        self._pass1(m, r, take1)
+        new = self._steps(m, r, term)
+        advance, c2 = self._pass2(m, r, term, take2)
+        self._control(m, r, term, new, c2, take1, take2, advance)
+        return m
+
+    def _registers(self) -> dict:
+        """The per-channel registers: the latched inputs (``mu``, ``inv``, ``gamma``), the beat
+        counter (``first``, ``cnt``, ``last``), pass 1's sums, the steps' results and the FSM's
+        wait counter (widths from ``cfg.widths``)."""
+        cfg, b, w = self.cfg, self.cfg.bn, self.cfg.widths
+        sh = backward_shapes(cfg)
+        r = {"mu": Signal(sh["mu"], name="mu"), "inv": Signal(sh["inv"], name="inv"),
+             "gamma": Signal(sh["gamma"], name="gamma"), "first": Signal(init=1, name="first"),
+             "cnt": Signal(range(b.n), name="cnt"),
+             "last": Signal(init=int(b.n == 1), name="last")}       # cnt == n - 1, as a register
+        for name, shape in [("sum_dy", sh["sum_dy"]), ("sum_dyx", signed(w["sum_dyx"])), ("nneg", range(b.n + 1)),
+                            ("sdyd", sh["sdyd"]), ("h", sh["h"]), ("mean_dy", signed(w["sum_dy"] + cfg.inner_frac + 1)),
+                            ("mh", sh["mh"]), ("gi", sh["gi"])]:
+            r[name] = Signal(shape, name=name)
+        return r
+
+    def _pass1(self, m, r, take1):
+        """Pass 1: the input beat registered, the sign of d and dy*x registered (a pipelined
+        multiply), then the accumulators sum dy, sum dy*x and the count of negatives."""
+        b = self.cfg.bn
+        x, dy = self.i.payload.x, self.i.payload.dy
+        p1 = Pipe(m, prefix="p1")
+        xa, dya, va, fa = (p1.reg(v, nm) for v, nm in ((x, "x"), (dy, "dy"), (take1, "v"), (r["first"], "f")))
         if self.sign_in:
             nega = p1.reg(self.i.payload.neg, "neg")
             negb = p1.reg(nega, "neg")
         else:
-            negb = p1.reg(((xa.shift_left(b.frac) - mu)[:b.dev_bits + 1]).as_signed()[-1], "neg")
+            negb = p1.reg(((xa.shift_left(b.frac) - r["mu"])[:b.dev_bits + 1]).as_signed()[-1], "neg")
         lat1 = mul_latency(dya.shape(), xa.shape())
         dyb, vb, fb = (p1.delay(v, lat1, nm) for v, nm in ((dya, "dy"), (va, "v"), (fa, "f")))
         negb = p1.delay(negb, lat1 - 1, "neg")
         dyx = p1.mul(dya, xa, "dyx")
         with m.If(vb):
             m.d.sync += [
-                sum_dy.eq(Mux(fb, 0, sum_dy) + dyb),
-                sum_dyx.eq(Mux(fb, 0, sum_dyx) + dyx),
-                nneg.eq(Mux(fb, 0, nneg) + negb),
+                r["sum_dy"].eq(Mux(fb, 0, r["sum_dy"]) + dyb),
+                r["sum_dyx"].eq(Mux(fb, 0, r["sum_dyx"]) + dyx),
+                r["nneg"].eq(Mux(fb, 0, r["nneg"]) + negb),
             ]
 
-        # --- per-channel steps: free-running pipelines from registers held during the wait ----
+    def _steps(self, m, r, term) -> dict:
+        """The per-channel steps: free-running pipelines from registers held during the wait
+        (sum dy*d, H, mean(dy), the norm's mh and constants, gamma*inv); returns the next value
+        of each shared register, latched by :meth:`_control`."""
+        cfg, b = self.cfg, self.cfg.bn
+        fr, rb, k, t = cfg.inner_frac, b.recip_bits, cfg.div_bits, cfg.h_preshift
         pc = Pipe(m, prefix="pc")
-        sdyd_new = sum_dyx.shift_left(b.frac) - pc.mul(mu, sum_dy, "musdy")
-        h_in = pc.reg(_rnd(sdyd, t), "hin")
-        h_new = _shr(pc.mul(h_in, inv, "h", add=_half(r - fr - t)), r - fr - t)
-        mdy_new = _shr(pc.mul(sum_dy.shift_left(fr), rc, "mdy", add=_half(k)), k)
-        if self.norm == "l1":
-            mh_new = _shr(pc.mul(h, cc * rc, "mh", add=_half(k)), k)      # div(h * C): one constant
-            msgn_in = pc.reg((n - 2 * nneg).shift_left(fr), "msgn_in")     # the DSP's input register
-            msgn_new = _shr(pc.mul(msgn_in, rc, "msgn", add=_half(k)), k)
-            qp = pc.reg((1 << fr) - msgn, "qp")
-            qn = pc.reg(-(1 << fr) - msgn, "qn")
-            kp_new = mean_dy + _shr(pc.mul(mh, qp, "kp", add=_half(b.c_bits + fr)), b.c_bits + fr)
-            kn_new = mean_dy + _shr(pc.mul(mh, qn, "kn", add=_half(b.c_bits + fr)), b.c_bits + fr)
-        else:
-            mh_new = _shr(pc.mul(h, rc, "mh", add=_half(k)), k)            # mean(dy*xhat)
-        gi_new = pc.mul(gamma, inv, "gi")
+        new = {"sdyd": r["sum_dyx"].shift_left(b.frac) - pc.mul(r["mu"], r["sum_dy"], "musdy")}
+        h_in = pc.reg(_rnd(r["sdyd"], t), "hin")
+        new["h"] = shr(pc.mul(h_in, r["inv"], "h", add=half(rb - fr - t)), rb - fr - t)
+        new["mean_dy"] = shr(pc.mul(r["sum_dy"].shift_left(fr), div_const(cfg), "mdy", add=half(k)), k)
+        new["mh"] = term.steps(m, pc, r)
+        new["gi"] = pc.mul(r["gamma"], r["inv"], "gi")
+        return new
 
-        # --- pass 2: a pipeline that advances when dx can move --------------------------------
+    def _pass2(self, m, r, term, take2):
+        """Pass 2: a pipeline that advances when dx can move (``o`` empty or taken), from the
+        constants copied when the channel's pass 2 starts (returned, by name, for
+        :meth:`_control` to load); dx saturated into the ``o`` register."""
+        cfg = self.cfg
         advance = ~self.o.valid | self.o.ready
         p2 = Pipe(m, advance, prefix="p2")
-        take2 = Signal()
-        mu2 = Signal.like(mu)
-        inv2 = Signal.like(inv)
-        mdy2, mh2, gi2, kp2, kn2 = (Signal.like(v, name=f"{v.name}2") for v in (mean_dy, mh, gi, kp, kn))
-        dx, vs, _ = _build_pass2(p2, cfg, self.norm, self.sign_in, x=x, dy=dy,
-                                 neg=self.i.payload.neg if self.sign_in else None, take=take2,
-                                 c={"mu": mu2, "inv": inv2, "mdy": mdy2, "mh": mh2, "gi": gi2, "kp": kp2, "kn": kn2})
+        c = {"mu": Signal.like(r["mu"], name="mu2"), "inv": Signal.like(r["inv"], name="inv2"),
+             **{key: Signal.like(v, name=f"{v.name}2") for key, v in
+                (("mdy", r["mean_dy"]), ("mh", r["mh"]), ("gi", r["gi"]), *term.regs.items())}}
+        dx, vs, _ = _build_pass2(p2, cfg, term, self.sign_in, x=self.i.payload.x, dy=self.i.payload.dy,
+                                 neg=self.i.payload.neg if self.sign_in else None, take=take2, c=c)
         with m.If(advance):
             m.d.sync += [self.o.payload.eq(_sat(dx, cfg.grad_out_width)), self.o.valid.eq(vs)]
-        inflight = Signal(range(_pass2_cycles(cfg, self.norm) + 3))   # beats taken, dx not yet out
+        return advance, c
+
+    def _control(self, m, r, term, new, c2, take1, take2, advance):
+        """The FSM: ACC (pass 1) -> DRAIN -> SDYD -> H -> DIV -> CONST (each waits for its
+        step's pipeline, then latches its result) -> GRAD (presents g; pass 2 takes its
+        constants when g is taken, once the previous channel's dx have all left) -> PASS2."""
+        n = self.cfg.bn.n
+        steps = _step_cycles(self.cfg, term)
+        wait = Signal(range(max(steps.values()) + 2))
+        inflight = Signal(range(_pass2_cycles(self.cfg, term) + 3))   # beats taken, dx not yet out
         m.d.sync += inflight.eq(inflight + take2 - (self.o.valid & self.o.ready))
         empty = Signal(init=1)        # inflight == 0, one cycle late (a register)
         m.d.sync += empty.eq(inflight == 0)
         wz = Signal()                 # wait == 0, as a register kept with wait
+        cnt, last = r["cnt"], r["last"]
 
         def setw(v):
             m.d.sync += [wait.eq(v), wz.eq(v == 0)]
 
-        def dec():
-            m.d.sync += [wait.eq(wait - 1), wz.eq(wait == 1)]
-
         def count():
             m.d.sync += [cnt.eq(Mux(last, 0, cnt + 1)), last.eq(Mux(last, n == 1, cnt == n - 2))]
+
+        def step(state, nxt, loads=(), latch=None, after=None):
+            """A wait state: when its pipeline is done, load ``loads`` (and the norm's ``latch``),
+            start the wait of step ``after`` and go to ``nxt``."""
+            with m.State(state):
+                m.d.sync += [wait.eq(wait - 1), wz.eq(wait == 1)]
+                with m.If(wz):
+                    m.d.sync += [r[k].eq(new[k]) for k in loads]
+                    if latch is not None:
+                        latch(m)
+                    if after is not None:
+                        setw(steps[after])
+                    m.next = nxt
 
         with m.FSM() as fsm:
             with m.State("ACC"):
                 with m.If(self.i.valid):
-                    with m.If(first):
-                        m.d.sync += [mu.eq(self.mu), inv.eq(self.inv), gamma.eq(self.gamma), first.eq(0)]
+                    with m.If(r["first"]):
+                        m.d.sync += [r["mu"].eq(self.mu), r["inv"].eq(self.inv), r["gamma"].eq(self.gamma),
+                                     r["first"].eq(0)]
                     count()
                     with m.If(last):
                         setw(steps["drain"] - 1)
                         m.next = "DRAIN"
-            with m.State("DRAIN"):        # the last beat reaches the accumulators
-                dec()
-                with m.If(wz):
-                    setw(steps["sdyd"])
-                    m.next = "SDYD"
-            with m.State("SDYD"):
-                dec()
-                with m.If(wz):
-                    m.d.sync += sdyd.eq(sdyd_new)
-                    setw(steps["h"])
-                    m.next = "H"
-            with m.State("H"):
-                dec()
-                with m.If(wz):
-                    m.d.sync += [h.eq(h_new), mean_dy.eq(mdy_new)]
-                    setw(steps["div"])
-                    m.next = "DIV"
-            with m.State("DIV"):
-                dec()
-                with m.If(wz):
-                    m.d.sync += [mh.eq(mh_new), gi.eq(gi_new)]
-                    setw(steps["const"])
-                    if self.norm == "l1":
-                        m.d.sync += msgn.eq(msgn_new)
-                    m.next = "CONST"
-            with m.State("CONST"):
-                dec()
-                with m.If(wz):
-                    if self.norm == "l1":
-                        m.d.sync += [kp.eq(kp_new), kn.eq(kn_new)]
-                    m.next = "GRAD"
+            step("DRAIN", "SDYD", after="sdyd")        # the last beat reaches the accumulators
+            step("SDYD", "H", ("sdyd",), after="h")
+            step("H", "DIV", ("h", "mean_dy"), after="div")
+            step("DIV", "CONST", ("mh", "gi"), term.latch_div, after="const")
+            step("CONST", "GRAD", (), term.latch_const)
             with m.State("GRAD"):
                 # pass 2 takes its constants here: the previous channel's dx have all left
                 with m.If(self.g.valid & self.g.ready):
-                    m.d.sync += [mu2.eq(mu), inv2.eq(inv), mdy2.eq(mean_dy), mh2.eq(mh), gi2.eq(gi),
-                                 kp2.eq(kp), kn2.eq(kn)]
+                    src = {"mu": r["mu"], "inv": r["inv"], "mdy": r["mean_dy"], "mh": r["mh"], "gi": r["gi"],
+                           **term.regs}
+                    m.d.sync += [c2[k].eq(src[k]) for k in c2]
                     m.next = "PASS2"
             with m.State("PASS2"):
                 with m.If(take2):
                     count()
                     with m.If(last):
-                        m.d.sync += first.eq(1)
+                        m.d.sync += r["first"].eq(1)
                         m.next = "ACC"
         m.d.comb += [
             take1.eq(fsm.ongoing("ACC") & self.i.valid),
             take2.eq(fsm.ongoing("PASS2") & self.i.valid & advance),
             self.i.ready.eq(fsm.ongoing("ACC") | (fsm.ongoing("PASS2") & advance)),
             self.g.valid.eq(fsm.ongoing("GRAD") & empty),
-            self.g.payload.dgamma.eq(h),
-            self.g.payload.dbeta.eq(sum_dy),
+            self.g.payload.dgamma.eq(r["h"]),
+            self.g.payload.dbeta.eq(r["sum_dy"]),
         ]
-        return m
 
 
 class L1BNBackwardUnit(_BNBackwardUnit):
     __doc__ = "L1-BN backward: pass 2 is a sign select between two per-channel constants.\n\n" + \
         _BNBackwardUnit.__doc__
     norm = "l1"
+    term = L1BackwardTerm
 
 
 class L2BNBackwardUnit(_BNBackwardUnit):
     __doc__ = ("L2-BN backward baseline: pass 2 rebuilds xhat_i (multiply) and scales it (multiply). "
                "``sign_in=True`` raises ValueError (pass 2 needs x).\n\n") + _BNBackwardUnit.__doc__
     norm = "l2"
+    term = L2BackwardTerm

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .norms import norm_names, norm_spec
+from .norms import backward_spec, norm_names, norm_spec
 
 __all__ = [
     "check_int",
@@ -51,7 +51,7 @@ def clog2(n: int) -> int:
     return max(0, (n - 1).bit_length())
 
 
-class _Config:
+class ConfigBase:
     """Mixin: JSON round trip and a stable digest for caching."""
 
     kind: ClassVar[str] = ""
@@ -88,7 +88,7 @@ MAX_MAC_ARRAY = 16
 
 
 @dataclass(frozen=True, kw_only=True)
-class BNConfig(_Config):
+class BNConfig(ConfigBase):
     """A training-mode batch-norm unit (L1 or L2) and its integer arithmetic.
 
     Data are signed two's complement. Per channel, a batch holds ``n`` elements; ``lanes`` elements
@@ -282,7 +282,7 @@ class BNConfig(_Config):
 
 
 @dataclass(frozen=True, kw_only=True)
-class MACConfig(_Config):
+class MACConfig(ConfigBase):
     """A low-bit fixed-point MAC array and its integer arithmetic.
 
     Parameters
@@ -395,8 +395,9 @@ def config_from_json(text: str):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BNBackwardConfig(_Config):
-    """A training-mode BN backward unit (L1 or L2): the forward's ``BNConfig`` plus gradient widths.
+class BNBackwardConfig(ConfigBase):
+    """A training-mode BN backward (any norm with a backward rule in the registry): the forward's
+    ``BNConfig`` plus gradient widths.
 
     See ``docs/arith/bn_backward.md`` for every stage. The upstream gradient ``dy`` is a signed
     ``grad_width``-bit integer carrying an arbitrary power-of-two scale S; all gradient outputs share
@@ -411,10 +412,12 @@ class BNBackwardConfig(_Config):
         Bits of the upstream gradient dy (signed).
     inner_frac : int, 0..16
         Fractional bits of the per-channel means and of the bracketed term (F in the docs).
-    grad_out_width : int, 2..32
-        Bits of dx (signed), saturated.
-    grad_out_frac : int, 0..24
-        Fractional bits of dx.
+    grad_out_width : int, 2..62
+        Bits of dx (signed), saturated. At ``widths["dx_product"]`` with the largest
+        ``grad_out_frac`` (shift 0) dx is the exact product ``u * gamma * inv``, the value the
+        training contract's error quantizer takes (docs/arith/training.md, section 6).
+    grad_out_frac : int, 0..inner_frac+gamma_frac+recip_bits-frac
+        Fractional bits of dx (at most the product's own: dx is never shifted left).
     div_bits : int, 8..32, >= clog2(n)
         Divisions by n are ``div_const(x, n, div_bits)``.
     """
@@ -431,10 +434,12 @@ class BNBackwardConfig(_Config):
     def __post_init__(self):
         if not isinstance(self.bn, BNConfig):
             raise ValueError(f"bn={self.bn!r} must be a BNConfig")
+        backward_spec(self.bn.norm)   # a norm without a backward rule is refused here
         check_int("grad_width", self.grad_width, 2, 24)
         check_int("inner_frac", self.inner_frac, 0, 16)
-        check_int("grad_out_width", self.grad_out_width, 2, 32)
-        check_int("grad_out_frac", self.grad_out_frac, 0, 24)
+        check_int("grad_out_width", self.grad_out_width, 2, MAX_INTERMEDIATE_BITS)
+        check_int("grad_out_frac", self.grad_out_frac, 0,
+                  max(24, self.inner_frac + self.bn.gamma_frac + self.bn.recip_bits - self.bn.frac))
         check_int("div_bits", self.div_bits, max(8, self.bn.count_bits), 32)
         widest = max(self.widths.values())
         if widest > MAX_INTERMEDIATE_BITS:
@@ -465,21 +470,25 @@ class BNBackwardConfig(_Config):
 
     @property
     def widths(self) -> dict:
-        """Signed bits of every intermediate (worst case; ``h`` and ``u`` use the sigma bound)."""
+        """Signed bits of every intermediate (worst case; ``h`` and ``u`` use the sigma bound).
+
+        The shared registers are computed here; ``h``, ``u`` and any register of the norm's own
+        rule come from its registry entry (``NormSpec.backward_widths``).
+        """
         b, g, cb = self.bn, self.grad_width, self.bn.count_bits
         fr, r, cf = self.inner_frac, self.bn.recip_bits, self.bn.c_bits
+        own = backward_spec(b.norm).backward_widths(self)
         sum_dy = g + cb
         sum_dyx = g + b.width + cb
         sdyd = sum_dyx + b.frac + 2
-        h = g + cb + fr + 2          # |sum dy*xhat| <= 2**(g-1) * n * 2**fr, one margin bit
-        mh = h + cf + 1              # H * C before the division by n
-        div = max(mh, sum_dy + fr) + self.div_bits - cb + 1
-        half = (cb + 1) // 2 + 1     # |xhat| <= sqrt(n) for L2
-        u = g + fr + 4 + (half if b.norm == "l2" else 0)
+        h = own["h"]
+        mh = h + cf + 1              # H * C (L1, range)
         gi = b.gamma_width + r + 1
-        return {
+        w = {
             "sum_dy": sum_dy, "sum_dyx": sum_dyx, "sdyd": sdyd,
-            "sdyd_inv": sdyd - self.h_preshift + r + 1, "h": h, "hc": mh, "div": div,
-            "k_term": mh - cb + fr + 3, "u": u, "gamma_inv": gi, "dx_product": u + gi,
+            "sdyd_inv": sdyd - self.h_preshift + r + 1, "h": h, "hc": mh, "div": own["div"],
+            "k_term": mh - cb + fr + 3, "u": own["u"], "gamma_inv": gi, "dx_product": own["u"] + gi,
             "xhat_product": b.norm_product_bits,
         }
+        w.update(own)
+        return w

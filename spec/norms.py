@@ -10,8 +10,10 @@ chooses how the per-channel *dispersion* is measured and turned into ``sigma``::
     inv, xhat, y                                      (shared)
 
 Each :class:`NormSpec` holds the integer rules of ``f`` and ``g`` (numpy, exact), their widths, the
-analytic operation counts per element, and *names* (``"module:attribute"``) of the hardware stages
-and the torch layers, so this module imports neither amaranth nor torch. Adding a norm means one
+analytic operation counts per element, and *names* (``"module:attribute"``) of the backward rule of
+the reference (``backward``: how the bracket ``u`` of the BN backward is formed,
+docs/arith/bn_backward.md), of the hardware stages and of the torch layers, so this module imports
+neither amaranth nor torch (nor the reference, which imports it). Adding a norm means one
 entry here plus the hardware stage and the layer it names (docs/extending.md).
 """
 
@@ -24,7 +26,8 @@ import numpy as np
 
 from .intmath import C_SQRT_PI_2, c_const, isqrt_int, range_const, rnd_int
 
-__all__ = ["NormSpec", "NORMS", "SIGMA_KINDS", "norm_spec", "norm_names", "isqrt_array", "div_round_array"]
+__all__ = ["NormSpec", "NORMS", "SIGMA_KINDS", "norm_spec", "norm_names", "backward_spec",
+           "isqrt_array", "div_round_array"]
 
 #: How a norm turns the dispersion mean ``s`` into sigma, and so which hardware the reciprocal
 #: stage builds: ``"const"`` = ``rnd(s * K, c_bits)``, one constant multiply by a generation-time
@@ -55,6 +58,34 @@ def isqrt_array(v: np.ndarray) -> np.ndarray:
 
 def _mean_of(total: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return total, div_round_array(total, n)
+
+
+def _h_bits(bwd, xhat_extra: int = 0) -> int:
+    """Signed bits of ``H = sum dy * xhat`` (F fractional bits) when ``sum |xhat| <= n * 2**xhat_extra``.
+
+    ``|H| <= 2**(grad_width-1) * n * 2**xhat_extra * 2**F``, one margin bit for the roundings.
+    """
+    return bwd.grad_width + bwd.bn.count_bits + bwd.inner_frac + 2 + xhat_extra
+
+
+def _div_bits(bwd, numerator_bits: int) -> int:
+    """Signed bits of ``div_const(v, n, div_bits)`` = ``v * round(2**div_bits / n)`` for the widest
+    ``v`` divided (``numerator_bits``), or ``mean(dy)``'s ``A << F``."""
+    sum_dy = bwd.grad_width + bwd.bn.count_bits
+    return max(numerator_bits, sum_dy + bwd.inner_frac) + bwd.div_bits - bwd.bn.count_bits + 1
+
+
+def _l1l2_backward_widths(bwd, u_extra: int = 0) -> dict:
+    """L1 divides ``H * C`` by n (``hc`` bits), L2 divides ``H``; both registers are sized for the
+    wider one (the units share them)."""
+    h = _h_bits(bwd)
+    return {"h": h, "u": _u_bits_l1l2(bwd, u_extra), "div": _div_bits(bwd, h + bwd.bn.c_bits + 1)}
+
+
+def _u_bits_l1l2(bwd, extra: int = 0) -> int:
+    """``u = (dy << F) - mean(dy) - k``: three terms each below ``2**(grad_width-1+F)`` (times
+    ``|xhat| <= sqrt(n)`` for L2, ``extra`` bits), two margin bits."""
+    return bwd.grad_width + bwd.inner_frac + 4 + extra
 
 
 @dataclass(frozen=True)
@@ -89,9 +120,17 @@ class NormSpec:
     ops : tuple of (name, kind, bits-callable)
         Per-element operations of the dispersion/sigma datapath for the analytic energy estimate:
         ``kind`` is ``"add"``, ``"mul"`` or ``"cmp"``; ``bits(cfg)`` their width.
+    backward : str
+        ``"module:attribute"`` of the reference backward rule
+        ``rule(p: BackwardPass1, cfg: BNBackwardConfig) -> u`` (``l1bn.spec.reference.bn_backward``),
+        or ``""``: a norm without one is refused by every backward and training config
+        (:func:`backward_spec`).
+    backward_widths : callable(bwd_cfg) -> dict
+        Signed bits of the backward's norm-specific intermediates (``h`` and ``u`` always; the
+        shared ones are in ``BNBackwardConfig.widths``).
     hw_unit, hw_backward, layer1d, layer2d : str
-        ``"module:attribute"`` of the Amaranth forward unit, backward unit (or ``""``), and the
-        torch layers.
+        ``"module:attribute"`` of the Amaranth forward unit, backward unit (or ``""``: none built
+        yet), and the torch layers.
     """
 
     name: str
@@ -105,6 +144,8 @@ class NormSpec:
     sigma_kind: str
     float_sigma: Callable = None
     ops: tuple = field(default=())
+    backward: str = ""
+    backward_widths: Callable = None
     hw_unit: str = ""
     hw_backward: str = ""
     layer1d: str = ""
@@ -141,6 +182,9 @@ L1 = NormSpec(
     float_sigma=lambda disp, eps: C_SQRT_PI_2 * disp + eps,
     ops=(("|d|", "add", lambda cfg: cfg.dev_bits),
          ("sum |d|", "add", lambda cfg: cfg.disp_sum_bits)),
+    # sum |xhat| = n * s / sigma < n / c: H needs no extra bit
+    backward="l1bn.spec.reference.bn_backward:l1_bracket",
+    backward_widths=_l1l2_backward_widths,
     hw_unit="l1bn.hw.bn_unit:L1BNUnit", hw_backward="l1bn.hw.bn_backward:L1BNBackwardUnit",
     layer1d="l1bn.sw.layers:L1BatchNorm1d", layer2d="l1bn.sw.layers:L1BatchNorm2d",
 )
@@ -165,6 +209,9 @@ L2 = NormSpec(
     float_sigma=lambda disp, eps: np.sqrt(disp + eps),
     ops=(("d*d", "mul", lambda cfg: cfg.dev_bits),
          ("sum d*d", "add", lambda cfg: cfg.disp_sum_bits)),
+    # sum |xhat| <= sqrt(n * sum xhat**2) = n (Cauchy-Schwarz); |xhat_i| <= sqrt(n) in u
+    backward="l1bn.spec.reference.bn_backward:l2_bracket",
+    backward_widths=lambda bwd: _l1l2_backward_widths(bwd, (bwd.bn.count_bits + 1) // 2 + 1),
     hw_unit="l1bn.hw.bn_unit:L2BNUnit", hw_backward="l1bn.hw.bn_backward:L2BNBackwardUnit",
     layer1d="torch.nn:BatchNorm1d", layer2d="torch.nn:BatchNorm2d",
 )
@@ -185,6 +232,27 @@ def _range_dispersion(d, n):
     return r, r
 
 
+def _range_xhat_extra(cfg) -> int:
+    """Bits of ``ceil(2**c_bits / Cr)`` (about ``1 / C(n)``): ``sigma >= range * Cr / 2**c_bits + 1/2``."""
+    cr = range_const(cfg.n, cfg.c_bits)
+    return (-(-(1 << cfg.c_bits) // cr)).bit_length()
+
+
+def _range_backward_widths(bwd) -> dict:
+    """Range's bounds (docs/arith/bn_backward.md, "Range"): the mean absolute deviation is at most
+    half the range, so ``sum |xhat| <= n * 2**c_bits / (2 Cr) < n * 2**(xe - 1)`` and ``|H|`` needs
+    ``xe`` more bits than L1's, with ``xe`` the bits of ``ceil(2**c_bits / Cr)``. The extremes'
+    term ``K = Cr * H / (count << c_bits) <= 2**(grad_width-2+F) * n``, so ``u`` has about ``clog2(n)``
+    bits more than ``dy << F``."""
+    b, g, fr, cb = bwd.bn, bwd.grad_width, bwd.inner_frac, bwd.bn.count_bits
+    h = g + cb + fr + 1 + _range_xhat_extra(b)
+    hc = h + b.c_bits + 1                                     # H * Cr
+    return {"h": h, "u": g + fr + cb + 2,
+            "div": _div_bits(bwd, 0),                         # only mean(dy) is divided by n
+            "k_numerator": hc + 2,                            # 2 * H * Cr + (count << c_bits)
+            "k_divisor": cb + b.c_bits + 3}                   # 2 * (count << c_bits), unsigned
+
+
 RANGE = NormSpec(
     name="range", title="range (max/min)",
     disp_sum_bits=lambda cfg: cfg.dev_bits - 1,     # max - min of d = (max x - min x) << frac
@@ -198,6 +266,8 @@ RANGE = NormSpec(
     float_sigma=lambda disp, eps: disp + eps,       # the layer keeps C(n) * range as its statistic
     ops=(("max(d)", "cmp", lambda cfg: cfg.dev_bits),
          ("min(d)", "cmp", lambda cfg: cfg.dev_bits)),
+    backward="l1bn.spec.reference.bn_backward:range_bracket",
+    backward_widths=_range_backward_widths,
     hw_unit="l1bn.hw.bn_unit:RangeBNUnit", hw_backward="",
     layer1d="l1bn.sw.range_bn:RangeBatchNorm1d", layer2d="l1bn.sw.range_bn:RangeBatchNorm2d",
 )
@@ -217,6 +287,20 @@ def norm_spec(name: str) -> NormSpec:
     if name not in NORMS:
         raise ValueError(f"norm={name!r} is not allowed; choose one of {', '.join(map(repr, NORMS))}")
     return NORMS[name]
+
+
+def backward_spec(name: str) -> NormSpec:
+    """The :class:`NormSpec` of ``name`` when it has a backward rule; the one refusal otherwise.
+
+    Every backward and training config calls this, so a norm registered without a backward rule
+    is refused everywhere with the same message.
+    """
+    spec = norm_spec(name)
+    if not spec.backward or spec.backward_widths is None:
+        have = [n for n, s in NORMS.items() if s.backward and s.backward_widths is not None]
+        raise ValueError(f"norm={name!r} has no backward rule in the registry (l1bn.spec.norms); "
+                         f"backward and training are defined for {', '.join(map(repr, have))}")
+    return spec
 
 
 def resolve(path: str):

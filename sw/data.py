@@ -11,7 +11,7 @@ import functools
 
 import torch
 
-__all__ = ["SPLIT_SEED", "TEST_FRACTION", "digits_split", "test_split", "train_split"]
+__all__ = ["SPLIT_SEED", "TEST_FRACTION", "digits_split", "test_split", "train_split", "fit_images"]
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -46,3 +46,18 @@ def train_split() -> tuple[torch.Tensor, torch.Tensor]:
 def test_split() -> tuple[torch.Tensor, torch.Tensor]:
     """The 360 test images ``(N, 1, 8, 8)`` in [0, 1] and labels."""
     return digits_split()["test"]
+
+
+def fit_images(x, c: int, h: int, w: int):
+    """8x8 images ``(N, 1, 8, 8)`` (numpy float32) fitted to a model input ``(c, h, w)``: upscaled
+    by the largest integer factor that fits (nearest neighbour), zero-padded (centred), the gray
+    channel repeated ``c`` times. Values are unchanged (a numpy array comes back)."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float32)
+    f = max(1, min(h // x.shape[2], w // x.shape[3]))
+    up = x.repeat(f, axis=2).repeat(f, axis=3)[:, :, :h, :w]
+    top, left = (h - up.shape[2]) // 2, (w - up.shape[3]) // 2
+    out = np.zeros((x.shape[0], 1, h, w), np.float32)
+    out[:, :, top:top + up.shape[2], left:left + up.shape[3]] = up
+    return out.repeat(c, axis=1)

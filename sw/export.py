@@ -145,7 +145,7 @@ def export_run(run_dir, out_dir, *, rows: int = DEFAULT_HEX_ROWS, mult_bits: int
     # before any work: --force replaces the output, never the run it reads (nor a folder holding it)
     check_output_dir(out_dir, command="export", inputs=[run], force=force)
     check_writable(out_dir)
-    spec, inp, x_float, labels, model, cfg = _load_trained(run)
+    spec, inp, x_float, labels, model, cfg = load_trained(run)
     net = net_from_spec(spec, in_shape=inp["shape"], in_bits=inp["bits"], in_exp=inp["exp"],
                         in_signed=inp.get("signed", False), mult_bits=mult_bits)
     x_int = quantize_input(x_float, bits=net.in_bits, exp=net.in_exp, signed=net.in_signed)
@@ -174,7 +174,7 @@ def _jsonable(cfg):
         return json.loads(json.dumps(cfg, default=str))
 
 
-def _load_trained(run: Path):
+def load_trained(run: Path):
     """(export_spec, input description, float test images, labels, eval model, config) of a run.
 
     Uses the training package's contract: ``l1bn.sw.train.load_run(run_dir) -> (model, config)``,

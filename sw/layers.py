@@ -67,7 +67,7 @@ def _fwd_math(x, weight, bias, eps: float, dims: tuple[int, ...]):
 
     ``weight``/``bias`` are shaped (1, C, 1, ...) in the compute dtype (float32 for bf16/fp16).
     """
-    xc = x.to(_compute_dtype(x.dtype))
+    xc = x.to(compute_dtype(x.dtype))
     mu = xc.mean(dims, keepdim=True)
     d = xc - mu
     s = d.abs().mean(dims, keepdim=True)
@@ -115,11 +115,11 @@ def _math(impl: str):
     return _COMPILED["k"]
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
-def _resolve_impl(impl: str, x: torch.Tensor) -> str:
+def resolve_impl(impl: str, x: torch.Tensor) -> str:
     """The path that runs ``x``: ``auto`` = compile on CUDA, the C++ kernels on CPU (else eager)."""
     if impl == "auto":
         if x.is_cuda:
@@ -140,11 +140,11 @@ class _L1BNFunction(torch.autograd.Function):
         # running: (running_mean, running_s, factor) to update, or None; finite: a list that gets
         # [False] when the batch statistics are NaN/Inf (running statistics then stay as they were),
         # or None: no host synchronization (CUDA), the update is skipped on the device instead
-        impl = _resolve_impl(impl, x)
+        impl = resolve_impl(impl, x)
         if impl == "ext":
             y, mu, s, xs, ok = bn_fast.forward(x, weight, bias, eps, running=running)
         else:
-            ct = _compute_dtype(x.dtype)
+            ct = compute_dtype(x.dtype)
             dims = (0, *range(2, x.dim()))
             shape = [1, -1] + [1] * (x.dim() - 2)
             w = None if weight is None else weight.to(ct).view(shape)
@@ -262,7 +262,7 @@ class BatchNormBase(nn.Module):
             self.register_parameter("bias", None)
         if track_running_stats:
             # statistics are kept in float32 at least (bf16 running sums drift)
-            sk = {"device": device, "dtype": _compute_dtype(dtype or torch.get_default_dtype())}
+            sk = {"device": device, "dtype": compute_dtype(dtype or torch.get_default_dtype())}
             self.register_buffer("running_mean", torch.zeros(num_features, **sk))
             self.register_buffer(self._stat, torch.full((num_features,), self._stat_init, **sk))
             self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
@@ -329,7 +329,7 @@ class L1BatchNorm(BatchNormBase):
         shape = [1, -1] + [1] * (x.dim() - 2)
         use_batch = self.training or not self.track_running_stats
         if not use_batch:
-            ct = _compute_dtype(x.dtype)
+            ct = compute_dtype(x.dtype)
             sigma = L1_C * self.running_s.to(ct) + self.eps
             y = (x.to(ct) - self.running_mean.to(ct).view(shape)) / sigma.view(shape)
             if self.affine:

@@ -8,7 +8,10 @@ QONNX is the ONNX dialect of Brevitas and FINN: standard ONNX operators plus a `
     image (float, pixel/16, NCHW)
     -> Quant(scale 2**-in_exp, in_bits, unsigned, HALF_UP)               the input quantizer
     per layer:
-    -> Conv (or Flatten + Gemm), weights = Quant(W_int * 2**-w_exp, 2**-w_exp, w_bits, signed)
+    -> Conv (or Flatten + MatMul), weights = Quant(W_int * 2**-w_exp, 2**-w_exp, w_bits, signed)
+       (a linear layer's weights are written transposed, (K, O), as MatMul reads them: a bias-free
+       classifier as a Gemm without its C input crashes qonnx's GemmToMatMul, the first transform
+       of FINN's ConvertQONNXtoFINN)
        with BN: -> Cast(double) -> Mul(M) -> Add(B) -> Relu -> Quant(2**-out_exp, out_bits, unsigned, HALF_UP)
     -> logits = the last layer's accumulators * 2**-(w_exp + a_exp)
 
@@ -32,11 +35,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["QONNX_DOMAIN", "OPSET", "intnet_to_qonnx", "write_qonnx", "export_run_qonnx"]
+__all__ = ["QONNX_DOMAIN", "OPSET", "BN_DTYPES", "FINN_PREFIX", "intnet_to_qonnx", "write_qonnx",
+           "export_run_qonnx", "finn_prefix", "compare_with_reference"]
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 OPSET = 13
 FLOAT32_EXACT_BITS = 24  # an integer of at most this many bits (sign included) is exact in float32
+BN_DTYPES = ("float64", "float32")
+#: the qonnx transforms FINN's ConvertQONNXtoFINN applies first, in its order (finn
+#: src/finn/transformation/qonnx/convert_qonnx_to_finn.py); the rest of it is FINN's own
+FINN_PREFIX = ("ExtractBiasFromConv", "GemmToMatMul", "FoldTransposeIntoQuantInit", "InferDataTypes")
 
 
 def _np(t) -> np.ndarray:
@@ -99,7 +107,7 @@ def intnet_to_qonnx(net, *, batch: int = 1, bn_dtype: str = "float64", producer:
     from onnx import TensorProto, helper
 
     check_int("batch", batch, 1, 65536)
-    check_choice("bn_dtype", bn_dtype, ("float64", "float32"))
+    check_choice("bn_dtype", bn_dtype, BN_DTYPES)
     ftype = np.float64 if bn_dtype == "float64" else np.float32
     g = _Graph()
     x = g.quant("image", "x0", name="in_quant", exp=net.in_exp, bits=net.in_bits, signed=net.in_signed)
@@ -110,7 +118,8 @@ def intnet_to_qonnx(net, *, batch: int = 1, bn_dtype: str = "float64", producer:
             raise ValueError(f"layer {nm}: {layer.acc_bits}-bit accumulators are not exact in float32 "
                              f"(at most {FLOAT32_EXACT_BITS} bits); QONNX export needs smaller layers")
         w = _np(layer.weight).astype(np.int64)
-        wq = g.quant(g.const(f"{nm}.weight", w * 2.0 ** -layer.w_exp), f"{nm}.weight_q", name=f"{nm}.weight_quant",
+        wt = w if layer.type == "conv2d" else w.T      # MatMul: (K, O)
+        wq = g.quant(g.const(f"{nm}.weight", wt * 2.0 ** -layer.w_exp), f"{nm}.weight_q", name=f"{nm}.weight_quant",
                      exp=layer.w_exp, bits=layer.w_bits, signed=True)
         if layer.type == "conv2d":
             kh, kw = w.shape[2:]
@@ -121,7 +130,7 @@ def intnet_to_qonnx(net, *, batch: int = 1, bn_dtype: str = "float64", producer:
         elif layer.type == "linear":
             if len(shape) != 1:
                 x = g.node("Flatten", [x], f"{nm}.flat", name=f"{nm}.flatten", axis=1)
-            acc = g.node("Gemm", [x, wq], f"{nm}.acc", name=nm, transB=1, alpha=1.0, beta=1.0)
+            acc = g.node("MatMul", [x, wq], f"{nm}.acc", name=nm)
             cshape = (-1,)
         else:
             raise ValueError(f"layer {nm}: type {layer.type!r} cannot be written as QONNX (conv2d, linear)")
@@ -139,7 +148,7 @@ def intnet_to_qonnx(net, *, batch: int = 1, bn_dtype: str = "float64", producer:
             if ftype is np.float32 and not (np.array_equal(m.astype(np.float32), m)
                                             and np.array_equal(b.astype(np.float32), b)):
                 raise ValueError(f"layer {nm}: the folded BN constants are not exact in float32 "
-                                 f"(mult_bits={bn.mult_bits}, bias_bits={bn.bias_bits}); use bn_dtype='float64'")
+                                 f"(mult_bits={bn.mult_bits}, bias_bits={bn.bias_bits}); use --bn-dtype float64")
             h = acc
             if ftype is np.float64:
                 h = g.node("Cast", [acc], f"{nm}.acc64", name=f"{nm}.cast", to=TensorProto.DOUBLE)
@@ -245,7 +254,8 @@ def write_qonnx(net, out_path, *, batch: int = 1, bn_dtype: str = "float64", for
     return out
 
 
-def export_run_qonnx(run_dir, out_path, *, mult_bits: int = 16, batch: int = 1, force: bool = False):
+def export_run_qonnx(run_dir, out_path, *, mult_bits: int = 16, batch: int = 1, force: bool = False,
+                     bn_dtype: str = "float64"):
     """``l1bn export RUN --format qonnx``: the trained run's integer network as QONNX.
 
     The integer network is built exactly as :func:`l1bn.sw.export.export_run` builds it (same folded
@@ -253,16 +263,33 @@ def export_run_qonnx(run_dir, out_path, *, mult_bits: int = 16, batch: int = 1, 
     """
     from l1bn.spec.config import check_int
 
-    from .export import _load_trained, net_from_spec
+    from .export import load_trained, net_from_spec
 
     run = Path(run_dir)
     if not (run / "model.pt").is_file():
         raise FileNotFoundError(f"{run}: not a trained run (model.pt is missing); train one with `l1bn train`")
     check_int("mult_bits", mult_bits, 2, 32)
-    spec, inp, _, _, _, _ = _load_trained(run)
+    spec, inp, _, _, _, _ = load_trained(run)
     net = net_from_spec(spec, in_shape=inp["shape"], in_bits=inp["bits"], in_exp=inp["exp"],
                         in_signed=inp.get("signed", False), mult_bits=mult_bits)
-    return write_qonnx(net, out_path, batch=batch, force=force), net
+    return write_qonnx(net, out_path, batch=batch, force=force, bn_dtype=bn_dtype), net
+
+
+def finn_prefix(model):
+    """Apply :data:`FINN_PREFIX` (qonnx's transforms, FINN's order) to a QONNX model (path,
+    ``ModelProto`` or ``ModelWrapper``); returns the transformed ``ModelWrapper``. Raises what a
+    transform raises (the bug this guards against: ``GemmToMatMul`` on a Gemm without a bias
+    raised ``IndexError``)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.extract_conv_bias import ExtractBiasFromConv
+    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.quant_constant_folding import FoldTransposeIntoQuantInit
+
+    w = model if isinstance(model, ModelWrapper) else ModelWrapper(str(model) if isinstance(model, Path) else model)
+    for t in (ExtractBiasFromConv(), GemmToMatMul(), FoldTransposeIntoQuantInit(), InferDataTypes()):
+        w = w.transform(t)
+    return w
 
 
 def compare_with_reference(model_path, net, x, labels=None) -> dict:

@@ -37,7 +37,7 @@ import torch
 from l1bn.spec.intmath import range_scale
 
 from . import bn_fast
-from .layers import BatchNormBase, _compute_dtype, _resolve_impl
+from .layers import BatchNormBase, compute_dtype, resolve_impl
 
 __all__ = ["RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d", "range_bn_forward_plain",
            "range_batch_norm"]
@@ -48,7 +48,7 @@ def range_bn_forward_plain(x, weight=None, bias=None, eps: float = 1e-5):
     dims = (0, *range(2, x.dim()))
     shape = [1, -1] + [1] * (x.dim() - 2)
     n = x.numel() // x.shape[1]
-    xs = x.to(_compute_dtype(x.dtype))
+    xs = x.to(compute_dtype(x.dtype))
     mu = xs.mean(dims, keepdim=True)
     rs = (xs.amax(dims, keepdim=True) - xs.amin(dims, keepdim=True)) * range_scale(n)
     y = (xs - mu) / (rs + eps)
@@ -101,7 +101,7 @@ def range_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.T
     ``impl``: ``"auto"``, ``"ext"``, ``"compile"``, ``"eager"`` (module docstring). No input checks
     (the modules do them); the statistics are float32 for bf16/fp16 input.
     """
-    impl = _resolve_impl(impl, x)
+    impl = resolve_impl(impl, x)
     if impl == "ext":
         return _RangeBNFunction.apply(x, weight, bias, eps)
     return _plain(impl)(x, weight, bias, eps)
@@ -135,7 +135,7 @@ class RangeBatchNorm(BatchNormBase):
         self._check_input(x)
         shape = [1, -1] + [1] * (x.dim() - 2)
         if not (self.training or not self.track_running_stats):
-            ct = _compute_dtype(x.dtype)
+            ct = compute_dtype(x.dtype)
             sigma = self.running_sigma.to(ct) + self.eps
             y = (x.to(ct) - self.running_mean.to(ct).view(shape)) / sigma.view(shape)
             if self.affine:
@@ -148,7 +148,7 @@ class RangeBatchNorm(BatchNormBase):
         if self.training and self.track_running_stats:
             f = (1.0 / (float(self.num_batches_tracked) + 1.0)) if self.momentum is None else self.momentum
             running = (self.running_mean, self.running_sigma, f)
-        impl = _resolve_impl(self.impl, x)
+        impl = resolve_impl(self.impl, x)
         if impl == "ext":  # the kernel moves the running statistics (skipped for a NaN/Inf batch)
             y = _RangeBNFunction.apply(x, self.weight, self.bias, self.eps, running)[0]
         else:

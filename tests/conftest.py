@@ -1,9 +1,33 @@
-"""Shared pytest configuration and fixtures: the trained digits export and the trained QAT
-stand-in are built once per session (per xdist worker) here, for every test module that needs them."""
+"""Shared pytest configuration and fixtures: the trained digits run, its export and the trained QAT
+stand-in are built once per test run (the first pytest-xdist worker that needs one builds it in the
+run's shared temporary folder, under a lock; the others wait and read it), for every test module
+that needs them."""
+
+import fcntl
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
+
+
+def built_once(tmp_path_factory, name: str, build):
+    """The folder ``name``, shared by every xdist worker of this run; ``build(folder)`` fills it once.
+
+    ``getbasetemp()`` is per worker (``.../popen-gw0``); its parent is the run's folder. A
+    ``.complete`` marker written after ``build`` returns tells later callers the folder is whole.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)    # released when the file closes (or the worker dies)
+        if not (folder / ".complete").exists():
+            folder.mkdir(exist_ok=True)
+            build(folder)
+            (folder / ".complete").touch()
+    return folder
 
 
 def pytest_collection_modifyitems(config, items):
@@ -32,23 +56,25 @@ def l1bn_cli(capsys):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """Run folder of a 1-epoch trained digits CNN (L1-BN, w4a4, seed 0): ``model.pt`` and its
-    metrics. Read only: tests that change a run copy it first."""
+    metrics, trained once per test run. Read only: tests that change a run copy it first."""
     from l1bn.sw.quant import QuantConfig
     from l1bn.sw.train import run_config, train_run
 
-    run = tmp_path_factory.mktemp("digits") / "run"
-    cfg = run_config(model="cnn", norm="l1", qcfg=QuantConfig(wbits=4, abits=4), epochs=1, seed=0)
-    train_run(cfg, run)
-    return run
+    def build(folder):
+        cfg = run_config(model="cnn", norm="l1", qcfg=QuantConfig(wbits=4, abits=4), epochs=1, seed=0)
+        train_run(cfg, folder / "run")
+
+    return built_once(tmp_path_factory, "digits", build) / "run"
 
 
 @pytest.fixture(scope="session")
-def trained_export(trained_run):
+def trained_export(trained_run, tmp_path_factory):
     """Folder of the export of :func:`trained_run` with its 360 test images: real integer weights
     and activations for the accelerator, MAC array and interop tests. Read only."""
     from l1bn.sw.export import export_run
 
-    return export_run(trained_run, trained_run.parent / "export")
+    return built_once(tmp_path_factory, "digits-export",
+                      lambda folder: export_run(trained_run, folder / "export")) / "export"
 
 
 # ------------------------------------------------ a trained stand-in: QAT L1BN CNN on the digits data
@@ -141,6 +167,15 @@ def _train_standin():
 
 
 @pytest.fixture(scope="session")
-def trained_standin():
-    """``(model, x_test, y_test)`` of the QAT L1BN stand-in, trained once per session."""
-    return _train_standin()
+def trained_standin(tmp_path_factory):
+    """``(model, x_test, y_test)`` of the QAT L1BN stand-in, trained once per test run."""
+    def build(folder):
+        model, x, y = _train_standin()
+        torch.save({"state": model.state_dict(), "stats": model.stats, "x": x, "y": y}, folder / "standin.pt")
+
+    saved = torch.load(built_once(tmp_path_factory, "standin", build) / "standin.pt")
+    model = _QATL1CNN(torch.Generator().manual_seed(0))
+    model.load_state_dict(saved["state"])
+    model.stats = saved["stats"]
+    model.eval()
+    return model, saved["x"], saved["y"]

@@ -154,7 +154,7 @@ class BrokenL1(L1BNBackwardUnit):
     """Test-only mutant: uses 2c instead of c = sqrt(pi/2) in the sign term."""
 
     def elaborate(self, platform):
-        import l1bn.hw.bn_backward as mod
+        import l1bn.hw.bn_l1 as mod
         orig = mod.c_const
         mod.c_const = lambda cb: 2 * orig(cb)
         try:
@@ -176,6 +176,9 @@ def test_api_and_errors():
     assert backward_latency_cycles(cfg) == 2 * (2 * 16 + per_channel_cycles(cfg)) + pass2_cycles(cfg)
     s = stored_state_bits(cfg)
     assert s["l1"] == s["l2"] == 8 and s["l1_pass2"] == 1 and s["l2_pass2"] == 8
+    assert set(s) == {"l1", "l1_pass2", "l2", "l2_pass2", "l2_pass2_if_xhat_stored"}   # range BN: no unit
+    with pytest.raises(ValueError, match="norm='range' has no backward unit"):
+        pass2_cycles(BNBackwardConfig(bn=BNConfig(norm="range", n=16)))
     with pytest.raises(ValueError, match="does not match L2BNBackwardUnit"):
         L2BNBackwardUnit(cfg)
     with pytest.raises(ValueError, match="lanes=2 is not supported"):

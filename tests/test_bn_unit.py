@@ -19,8 +19,6 @@ from l1bn.hw.bn_unit import (
     channel_overhead_cycles,
     normalize_cuts,
     normalize_depth_range,
-    recip_cycles,
-    stage_cycles,
 )
 from l1bn.sim.rtl import to_verilog
 from l1bn.sim.simulate.bn import random_batch, simulate_bn
@@ -99,7 +97,7 @@ def test_n2(norm, width, lanes, tmp_path):
 
 def test_mutant_is_caught(tmp_path, monkeypatch):
     """A unit built with 2c instead of c = sqrt(pi/2) fails the bench."""
-    import l1bn.hw.bn_unit as mod
+    import l1bn.hw.bn_l1 as mod
 
     monkeypatch.setattr(mod, "c_const", lambda cb, orig=mod.c_const: 2 * orig(cb))
     cfg = config("l1", 8, 1, 16, 3)
@@ -121,21 +119,63 @@ def test_verilator_lint(tmp_path):
         assert p.returncode == 0 and "%Error" not in p.stderr, p.stderr[-2000:]
 
 
-def test_latency_formula():
-    for norm in ("l1", "l2"):
-        cfg = config(norm, 8, 1, 64, 7)
-        o, sc = recip_cycles(cfg), stage_cycles(cfg)
-        # latch, s pipeline, sigma pipeline (L1) or one cycle per root bit and + eps (L2), divider
-        mid = 1 + sc["sigma"] if norm == "l1" else (cfg.disp_bits + 1) // 2 + 1
-        assert o == 2 + sc["s"] + mid + cfg.recip_bits + 1
-        assert cfg.beats >= channel_overhead_cycles(cfg) == o + 3 + sc["stats"] + sc["disp"]
-        lo, hi = normalize_depth_range(cfg)
-        assert lo == 2 and hi == len(normalize_cuts(cfg))
-        for depth in (lo, hi):
-            assert bn_latency_cycles(cfg, depth=depth) == (7 + 2) * 64 + channel_overhead_cycles(cfg) + depth
-        assert bn_latency_cycles(cfg) == bn_latency_cycles(cfg, depth=hi)
-    slow = config("l2", 8, 4, 16, 10)           # 4 beats per pass: the engines wait
-    assert bn_latency_cycles(slow) > (10 + 2) * 4 + bn_fill_cycles(slow)
+def _measure_latency(cfg, depth):
+    """Cycles from the first input beat to the last output beat of one batch through the unit in
+    Amaranth's simulator (input always valid, outputs always ready), and the y it produced."""
+    from amaranth.sim import Simulator
+
+    unit = bn_unit_for(cfg, depth=depth)
+    x, gamma, beta = corner_batch(cfg, seed=cfg.n)
+    beats = x.reshape(cfg.channels, cfg.beats, cfg.lanes)
+    ys, span = [], {}
+
+    async def tb(ctx):
+        ctx.set(unit.o.ready, 1)
+        ctx.set(unit.stats.ready, 1)
+        c = b = cyc = 0
+        while len(ys) < cfg.channels * cfg.beats:
+            if c < cfg.channels:
+                ctx.set(unit.i.valid, 1)
+                ctx.set(unit.i.payload, [int(v) for v in beats[c, b]])
+                ctx.set(unit.gamma, int(gamma[c]))
+                ctx.set(unit.beta, int(beta[c]))
+            else:
+                ctx.set(unit.i.valid, 0)
+            if ctx.get(unit.o.valid):
+                ys.append([int(v) for v in ctx.get(unit.o.payload)])
+                span["last"] = cyc
+            if c < cfg.channels and ctx.get(unit.i.ready):
+                span.setdefault("first", cyc)
+                b += 1
+                if b == cfg.beats:
+                    c, b = c + 1, 0
+            await ctx.tick()
+            cyc += 1
+            assert cyc < 10 * (cfg.channels + 3) * (cfg.beats + 60), "the unit stopped"
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert ys == bn_forward(x, gamma, beta, cfg).y.reshape(-1, cfg.lanes).tolist()
+    return span["last"] - span["first"] + 1
+
+
+@pytest.mark.parametrize("norm,lanes,n,channels", [("l1", 1, 48, 4), ("l2", 1, 48, 4), ("l2", 4, 16, 5)])
+def test_latency_formula_against_measurement(norm, lanes, n, channels):
+    """The latency measured in Amaranth's simulator, at the shallowest and the deepest normalize
+    pipeline, equals ``bn_latency_cycles``; at full rate (n/lanes >= the per-channel overhead)
+    it also equals the closed form ``(channels + 2) * n/lanes + bn_fill_cycles``."""
+    cfg = config(norm, 8, lanes, n, channels)
+    lo, hi = normalize_depth_range(cfg)
+    assert hi == len(normalize_cuts(cfg)) and bn_latency_cycles(cfg) == bn_latency_cycles(cfg, depth=hi)
+    for depth in (lo, hi):
+        measured = _measure_latency(cfg, depth)
+        assert measured == bn_latency_cycles(cfg, depth=depth), depth
+        if cfg.beats >= channel_overhead_cycles(cfg):
+            assert measured == (channels + 2) * cfg.beats + bn_fill_cycles(cfg, depth=depth)
+        else:
+            assert measured > (channels + 2) * cfg.beats + bn_fill_cycles(cfg, depth=depth)
 
 
 def test_api_and_errors():

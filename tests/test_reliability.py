@@ -116,8 +116,8 @@ def test_every_arithmetic_field_changed_by_one_is_refused(small_export, tmp_path
     # every shape, width, exponent, shift, count, stride, padding, flag (and the schema version)
     assert len(leaves) > 150
     names = {p[-1] for p, _ in leaves if isinstance(p[-1], str)}
-    assert {"shift", "mult_bits", "bias_bits", "out_bits", "w_bits", "w_exp", "a_bits", "a_exp", "acc_bits",
-            "acc_exp", "out_exp", "exp", "bits", "stride", "padding", "k", "hex_rows", "relu"} <= names
+    assert {"shift", "mult_bits", "bias_bits", "out_bits", "w_bits", "w_exp", "acc_bits", "exp", "bits", "stride",
+            "padding", "k", "hex_rows", "relu", "last_use", "peak_live_values", "narrow"} <= names
     for path, v in leaves:
         for new in [not v] if isinstance(v, bool) else [v + 1, v - 1]:
             d = _write_manifest(small_export, _edited(m, path, new), tmp_path / "e")
@@ -128,15 +128,17 @@ def test_every_arithmetic_field_changed_by_one_is_refused(small_export, tmp_path
 
 def test_swapped_tensors_are_refused(small_export, tmp_path):
     m = read_manifest(small_export)
-    a, b = m["layers"][1]["bn"], m["layers"][2]["bn"]     # both 32 channels: shapes agree
+    a, b = m["nodes"][1]["requant"], m["nodes"][2]["requant"]     # both 32 channels: shapes agree
     a["mult"], b["mult"] = b["mult"], a["mult"]
     with pytest.raises(ExportError):
         load_export(_write_manifest(small_export, m, tmp_path / "e"))
 
 
 @pytest.mark.parametrize("path", [
-    ("layers", 0, "acc_bits"), ("layers", 1, "acc_exp"), ("layers", 2, "k"), ("layers", 3, "out_exp"),
-    ("output", "exp"), ("output", "shape", 0), ("input", "shape", 1), ("layers", 1, "kernel", 0),
+    ("nodes", 0, "acc_bits"), ("nodes", 1, "w_exp"), ("nodes", 2, "k"), ("activations", "conv3.out", "exp"),
+    ("output", "exp"), ("output", "shape", 0), ("input", "shape", 1), ("nodes", 1, "kernel", 0),
+    ("nodes", 1, "in_shapes", 0, 0), ("activations", "conv1.out", "last_use"), ("peak_live_values",),
+    ("input", "bits"), ("nodes", 2, "acc_format", "bits"),
     ("tensors", "conv2.weight", "exp"), ("tensors", "conv3.mult", "exp"), ("tensors", "conv1.bias", "exp"),
     ("tensors", "fc.weight", "hex", "rows"),
 ])

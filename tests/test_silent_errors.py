@@ -93,18 +93,27 @@ def _with_bias_and_round(net, bias: np.ndarray):
     return m
 
 
-def test_import_checks_round_rounding_per_channel():
+def test_import_rounds_ties_per_channel_like_qonnx(tmp_path, monkeypatch):
     """A bias that is exactly 0 on a few channels and not a short binary fraction elsewhere: those
-    channels land on rounding ties, where ROUND (ties to even) and l1bn's half-up requantizer
-    differ. The layer-wide check accepted it; the per-channel check names the channels."""
-    from l1bn.sw.qonnx_import import QONNXImportError, load_qonnx, qonnx_to_intnet
+    channels land on rounding ties, where ROUND rounds to even. The layer-wide rule (exact only when
+    every channel is) rounded them half up: the logits differed from qonnx's. Per channel, the
+    requantizer rounds half to even and the import's logits equal qonnx's on all 360 images."""
+    import onnx
+    from l1bn.sw import qonnx_graph
+    from l1bn.sw.qonnx_import import import_qonnx, load_qonnx, qonnx_to_graph
 
-    net = _plain_net()
     bias = np.full(16, 0.1)
     bias[[3, 11]] = 0.0
-    with pytest.raises(QONNXImportError, match=r"channel\(s\) 3, 11 \(2 of 16\)"):
-        qonnx_to_intnet(load_qonnx(_with_bias_and_round(net, bias)))
-    qonnx_to_intnet(load_qonnx(_with_bias_and_round(net, np.full(16, 0.1))))   # no channel on ties
+    m = _with_bias_and_round(_plain_net(), bias)
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    g, _ = qonnx_to_graph(load_qonnx(m), mult_bits=24)
+    assert g.nodes[0].requant.rounding == "half_even"
+    r = import_qonnx(tmp_path / "m.onnx", tmp_path / "e")
+    assert r.images == 360 and r.max_logit_diff == 0.0 and r.disagreements == 0
+    # the layer-wide rule, for contrast: the two channels on ties round differently from qonnx
+    monkeypatch.setattr(qonnx_graph, "_exact_channels", lambda rq, a, b: np.zeros(np.shape(rq.mult), bool))
+    r = import_qonnx(tmp_path / "m.onnx", tmp_path / "e2")
+    assert r.max_logit_diff > 0
 
 
 @pytest.mark.parametrize("damage", ["single_float", "unknown_opset"])

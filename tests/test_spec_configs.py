@@ -122,9 +122,26 @@ def test_refusal_names_the_intermediate_and_the_limit(kw, name):
         BNConfig(**kw)
 
 
-def test_registry_drives_the_config():
-    assert BNConfig.NORMS == tuple(NORMS)
-    for name, spec in NORMS.items():
-        cfg = BNConfig(norm=name)
-        assert cfg.norm_spec is spec
-        assert cfg.disp_bits == spec.disp_bits(cfg)
+@pytest.mark.parametrize("width,n,frac", [(4, 2, 0), (8, 64, 4), (8, 63, 4), (16, 1000, 0), (16, 64, 8)])
+def test_registry_widths_hold_the_extremes(width, n, frac):
+    """Every registered norm is accepted by BNConfig, and the widths its registry entry gives
+    (``disp_sum_bits``, ``disp_bits``, ``sigma_bits``) hold D, s and sigma of every extreme batch
+    in the reference, with at most two bits to spare at the largest dispersion (a width too
+    small, or far too large, fails)."""
+    with pytest.raises(ValueError, match="norm='l3' is not allowed"):
+        BNConfig(norm="l3")
+    for name in NORMS:
+        cfg = BNConfig(norm=name, width=width, n=n, frac=frac)
+        assert cfg.norm_spec is NORMS[name]
+        worst = {"disp_sum": 0, "s": 0, "sigma": 0}
+        for which in range(5):
+            r = bn_forward(np.array([extreme_batches(cfg, which)], dtype=np.int64), np.array([1]),
+                           np.array([0]), cfg)
+            for key in worst:
+                v = int(getattr(r, key)[0])
+                assert v >= 0, (name, key)
+                worst[key] = max(worst[key], v)
+        bits = {"disp_sum": cfg.disp_sum_bits, "s": cfg.disp_bits, "sigma": cfg.sigma_bits}
+        for key, v in worst.items():
+            assert v.bit_length() <= bits[key], (name, key, v)
+        assert worst["s"].bit_length() >= cfg.disp_bits - 2, (name, worst["s"])

@@ -7,7 +7,7 @@ from .check import Prop
 
 __all__ = ["DESIGNS", "design_props", "select"]
 
-DESIGNS = ("l1bn", "l2bn", "l1bn-bwd", "l2bn-bwd", "mac", "accel")
+DESIGNS = ("l1bn", "l2bn", "l1bn-bwd", "l2bn-bwd", "mac", "accel", "train")
 
 
 def design_props(design: str, cfg) -> list[Prop]:
@@ -115,6 +115,24 @@ def design_props(design: str, cfg) -> list[Prop]:
                  what="any stalls: one output per image, never before the image is in"),
             Prop("drain", "count", lambda: AccelDrainHarness(make), latency + 3, mode="bmc",
                  what="no stalls: the output handshake at the stated latency"),
+        ]
+    if design == "train":
+        # cfg: the norm of the minimal network's training accelerator (sim/formal/train.py)
+        from .train import (
+            TrainCountHarness,
+            TrainDrainHarness,
+            TrainStreamHarness,
+            minimal_step_cycles,
+        )
+
+        step = minimal_step_cycles(cfg)
+        return [
+            Prop("stream", "stream", lambda: TrainStreamHarness(cfg), 24, mode="auto", k=4,
+                 what="o, z, st: valid and payload hold until ready"),
+            Prop("count", "count", lambda: TrainCountHarness(cfg), step + 4, mode="bmc",
+                 what="any gaps: a result only after its whole batch, one per batch; no early logit"),
+            Prop("drain", "count", lambda: TrainDrainHarness(cfg), step + 2, mode="bmc",
+                 what="no stalls: the result exactly cycles_per_step - 3 after the first beat"),
         ]
     raise ValueError(f"design {design!r} is not one of {', '.join(DESIGNS)}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from amaranth import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+from l1bn.sim.rtl import is_constant
 
 __all__ = ["TimingHarness"]
 
@@ -32,7 +33,8 @@ class TimingHarness(wiring.Component):
         m.submodules.dut = dut = self.dut
         ins, outs = [], []
         for _path, member, value in dut.signature.flatten(dut):
-            (ins if member.flow == In else outs).append(Value.cast(value))
+            if not is_constant(value):       # always_ready: nothing to drive
+                (ins if member.flow == In else outs).append(Value.cast(value))
         nin = sum(len(v) for v in ins) + 1
         nout = max(1, sum(len(v) for v in outs))
         sin = Signal(nin)

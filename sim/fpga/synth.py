@@ -21,7 +21,7 @@ from pathlib import Path
 
 from l1bn.sim.yowasp import run_yosys
 
-__all__ = ["ABC_SCRIPT", "GATES", "synth_ecp5_text", "synth_cmos_text"]
+__all__ = ["ABC_SCRIPT", "GATES", "ecp5_counts", "synth_ecp5_text", "synth_cmos_text"]
 
 # ABC's default gate-mapping script ran for over 20 minutes (WebAssembly) on the 16-bit L2
 # backward unit; structural hashing + mapping alone takes ~20 s and is the same for every design
@@ -31,9 +31,8 @@ ABC_SCRIPT = "+strash;map"
 GATES = "AND,NAND,OR,NOR,XOR,XNOR,MUX"
 
 
-def _ecp5_counts(stat: dict) -> dict:
-    c = stat["design"]["num_cells_by_type"]
-
+def ecp5_counts(c: dict) -> dict:
+    """ECP5 resource counts from Yosys' ``num_cells_by_type``."""
     def n(*names):
         return sum(int(c.get(k, 0)) for k in names)
 
@@ -42,13 +41,16 @@ def _ecp5_counts(stat: dict) -> dict:
             "lutram": n("TRELLIS_DPR16X4")}
 
 
-def synth_ecp5_text(verilog: str, workdir: Path) -> dict:
-    """ECP5 synthesis of Verilog text whose top is ``top`` (already in a harness)."""
+def synth_ecp5_text(verilog: str, workdir: Path, *, nodsp: bool = False) -> dict:
+    """ECP5 synthesis of Verilog text whose top is ``top`` (already in a harness); ``nodsp``:
+    ``synth_ecp5 -nodsp`` (multiplies in the fabric)."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.v").write_text(verilog)
-    run_yosys(workdir, "read_verilog top.v; synth_ecp5 -top top -run begin:map_luts; abc -lut 4 -dress; clean; "
-                    "synth_ecp5 -top top -run map_cells:; tee -q -o stat.json stat -json; write_json top.json")
-    return _ecp5_counts(json.loads((workdir / "stat.json").read_text()))
+    opt = " -nodsp" if nodsp else ""
+    run_yosys(workdir, f"read_verilog top.v; synth_ecp5 -top top{opt} -run begin:map_luts; abc -lut 4 -dress; "
+                       f"clean; synth_ecp5 -top top{opt} -run map_cells:; tee -q -o stat.json stat -json; "
+                       "write_json top.json")
+    return ecp5_counts(json.loads((workdir / "stat.json").read_text())["design"]["num_cells_by_type"])
 
 
 def synth_cmos_text(verilog: str, workdir: Path) -> dict:

@@ -6,7 +6,9 @@ with L2 (``<norm>_over_l2``). For each bit width every norm's forward unit (``hw
 has none, so the backward rows are L1 against L2) and the four forward stages alone
 (:func:`~l1bn.hw.bn_unit.bn_stages`) go through the FPGA flow (:mod:`l1bn.sim.fpga.steps`):
 
-- ECP5 synthesis + place and route in the timing harness (LUT4, FF, CCU2C, DSP, Fmax);
+- ECP5 synthesis + place and route in the timing harness (LUT4, FF, CCU2C, DSP, Fmax), or those
+  of another family (``target``, :mod:`l1bn.sim.fpga.families`: iCE40, Nexus, Gowin, GateMate),
+  in its own units plus the LUT4-equivalents ``le`` (the logic sites nextpnr placed);
 - generic gate synthesis (transistor estimate, per stage from the kept hierarchy);
 - a gate-level Icarus simulation on real pre-BN activations (and, backward, real BN-output
   gradients) of the trained digits CNN (:mod:`l1bn.sw.capture`): cycles from the first accepted
@@ -23,7 +25,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from l1bn.sim.fpga.steps import ECP5Job, EnergyJob
+from l1bn.sim.fpga.steps import ECP5Job, EnergyJob, fpga_job
 from l1bn.sim.jobs import FLOW_VERSION, run_jobs, tool_versions
 from l1bn.spec.norms import norm_spec, resolve
 
@@ -69,16 +71,60 @@ def _ratio(a, b):
 
 
 def _with_seeds(plan, seeds):
-    """Each ECP5 place-and-route job once per seed (key + ``("seed", s)``); other jobs as they are."""
+    """Each place-and-route job (``ecp5``, ``fpga``) once per seed (key + ``("seed", s)``); other
+    jobs as they are."""
     out = []
     for key, job in plan:
-        if job.kind != "ecp5" or not job.params.get("pnr", True):
+        if job.kind not in ("ecp5", "fpga") or not job.params.get("pnr", True):
             out.append((key, job))
             continue
         for sd in seeds:
-            out.append(((*key, "seed", sd), ECP5Job(name=f"{job.name}-s{sd}", verilog=job.verilog,
-                                                    **{**job.params, "seed": sd})))
+            out.append(((*key, "seed", sd), type(job)(name=f"{job.name}-s{sd}", verilog=job.verilog,
+                                                      **{**job.params, "seed": sd})))
     return out
+
+
+#: the area keys of the ECP5 report (before the family layer: the default report keeps them alone)
+ECP5_AREA = ("lut", "ff", "ccu2", "dsp", "bram", "lutram")
+
+
+def area_keys(target) -> tuple[str, ...]:
+    """The area keys of a unit in the report of ``target`` (None: the default ECP5 report): the
+    family's own units, then the common ``lut``, ``ff``, ``dsp``, ``bram``, and ``le``."""
+    if target is None:
+        return ECP5_AREA
+    own = ECP5_AREA if target.family.name == "ecp5" else tuple(k for k, _ in target.family.units)
+    return (*dict.fromkeys((*own, "lut", "ff", "dsp", "bram")), "le")
+
+
+def _area(s: dict, target) -> dict:
+    """The area of a synthesis (+ place and route) result in the keys of :func:`area_keys`; ``le``
+    from the utilization of the run (None without place and route)."""
+    out = {k: s.get(k) for k in area_keys(target) if k != "le"}
+    if target is not None:
+        util = s.get("utilization")
+        out["le"] = sum(util.get(b, 0) for b in target.family.site_bels) if util else None
+    return out
+
+
+def _stage_area(r: dict, target) -> dict:
+    """A forward stage's area: LUT4, FF, CCU2C, DSP (default ECP5 report), or the family's LUT
+    cells, FF, DSP and ``le``."""
+    if target is None:
+        return {k: r.get(k) for k in ("lut", "ff", "ccu2", "dsp")}
+    a = _area(r, target)
+    return {k: a.get(k) for k in ("lut", "ff", "dsp", "le")}
+
+
+def fpga_section(target) -> dict:
+    """What ``report.json["fpga"]`` says about the family of a ``--family`` report."""
+    from l1bn.sim.fpga.families import tool_version
+
+    fam = target.family
+    return {"family": fam.name, "title": fam.title,
+            "device": target.device.name if target.device is not None else None, "dsp": target.dsp,
+            "dsp_cell": fam.dsp_cell, "units": [list(u) for u in fam.units], "le_sites": list(fam.site_bels),
+            "pnr_tool": tool_version(fam)}
 
 
 def _median_over_seeds(got):
@@ -104,9 +150,9 @@ def _round_ratio(a, b):
 
 def _stage_ratios(row):
     """Add each compared norm's ``<norm>_over_l2`` to a stage row ``{norm: {...}}``."""
+    keys = ("lut", "dsp", "transistors", "fmax_mhz", "energy_per_element") + (("le",) if "le" in row[BASELINE] else ())
     for nm in compared(list(row)):
-        row[ratio_key(nm)] = {k: _round_ratio(row[nm][k], row[BASELINE][k])
-                              for k in ("lut", "dsp", "transistors", "fmax_mhz", "energy_per_element")}
+        row[ratio_key(nm)] = {k: _round_ratio(row[nm][k], row[BASELINE][k]) for k in keys}
 
 
 def _power(units):
@@ -126,18 +172,29 @@ def _power(units):
 
 def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels: int = 4, pnr: bool = True,
                  jobs: int | None = None, workdir, console=None, backward: bool = True,
-                 stages: bool = True, seeds=PNR_SEEDS) -> tuple[dict, dict]:
+                 stages: bool = True, seeds=PNR_SEEDS, target=None) -> tuple[dict, dict]:
     """Measure every unit and stage; return ``(report, run)``: the report dict (what report.json
     holds) and the run's facts (``seconds``, ``cached`` steps out of ``steps``).
 
     Place and route runs once per seed in ``seeds``; Fmax is the median, and the critical path is
     that of the median run. Every norm of the registry gets a forward unit and its stages; the
-    norms with a backward unit (``BACKWARD_NORMS``) a backward unit."""
+    norms with a backward unit (``BACKWARD_NORMS``) a backward unit.
+
+    ``target`` (:func:`l1bn.sim.fpga.families.resolve_target`): the FPGA family, device and DSP
+    switch. None is the ECP5 report as it was before the family layer (same keys, same cache
+    entries); a target (ECP5 included) adds ``report["fpga"]`` and each unit's ``le``. The
+    gate-level energy does not depend on the family (the same generic-gate netlist of the same
+    Verilog), so its steps are shared by every family's report."""
     from l1bn.hw.bn_backward import backward_latency_cycles, stored_state_bits
     from l1bn.hw.bn_unit import bn_latency_cycles, bn_stages, bn_unit_for
 
     t0 = time.perf_counter()
     workdir = Path(workdir)
+    suffix = "" if target is None or target.family.name == "ecp5" else f"-{target.family.name}"
+
+    def fpga(comp, name):
+        return fpga_job(comp, name=name + suffix, target=target, pnr=pnr)
+
     plan = []   # (key tuple, Job)
     meta = {}
     for w in widths:
@@ -145,7 +202,7 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
             fc = forward_config(norm, w, n=n, lanes=lanes, channels=channels)
             beats, elems = forward_beats(fc)
             name = f"fwd-{norm}-w{w}"
-            plan.append(((w, "forward", norm, "ecp5"), ECP5Job(bn_unit_for(fc), name=name, pnr=pnr)))
+            plan.append(((w, "forward", norm, "fpga"), fpga(bn_unit_for(fc), name)))
             plan.append(((w, "forward", norm, "energy"), EnergyJob(bn_unit_for(fc), name=name, beats=beats,
                                                                    expect_out=elems // lanes)))
             meta[(w, "forward", norm)] = {"config": fc.to_dict(), "elements": elems,
@@ -153,13 +210,13 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
                                           "analytic": analytic_energy("forward", fc)}
             if stages:
                 for s, comp in bn_stages(fc).items():
-                    plan.append(((w, "stage", norm, s), ECP5Job(comp, name=f"{name}-{s}", pnr=pnr)))
+                    plan.append(((w, "stage", norm, s), fpga(comp, f"{name}-{s}")))
             if backward and norm in BACKWARD_NORMS:
                 bc = backward_config(norm, w, n=n, channels=channels)
                 unit = resolve(norm_spec(norm).hw_backward)
                 beats, elems = backward_beats(bc)
                 name = f"bwd-{norm}-w{w}"
-                plan.append(((w, "backward", norm, "ecp5"), ECP5Job(unit(bc), name=name, pnr=pnr)))
+                plan.append(((w, "backward", norm, "fpga"), fpga(unit(bc), name)))
                 plan.append(((w, "backward", norm, "energy"), EnergyJob(unit(bc), name=name, beats=beats,
                                                                         expect_out=elems)))
                 meta[(w, "backward", norm)] = {"config": bc.to_dict(), "elements": elems,
@@ -176,16 +233,17 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
                          "seeds": list(seeds) if pnr else []},
               "energy_unit": "fan-out-weighted net transitions (relative); analytic in pJ (Horowitz 45 nm)",
               "widths": {}}
+    if target is not None:
+        report["fpga"] = fpga_section(target)
     for w in widths:
         wrep = {}
         for kind in ("forward", "backward") if backward else ("forward",):
             units = {}
             for norm in norms_for(kind):
-                e, s, mt = got[(w, kind, norm, "energy")], got[(w, kind, norm, "ecp5")], meta[(w, kind, norm)]
+                e, s, mt = got[(w, kind, norm, "energy")], got[(w, kind, norm, "fpga")], meta[(w, kind, norm)]
                 fmax = s.get("fmax_mhz")
                 cyc = e["cycles"]
-                u = {"lut": s["lut"], "ff": s["ff"], "ccu2": s["ccu2"], "dsp": s["dsp"], "bram": s["bram"],
-                     "lutram": s["lutram"], "transistors": e["transistors"], "gates": e["gates"], "dff": e["dff"],
+                u = {**_area(s, target), "transistors": e["transistors"], "gates": e["gates"], "dff": e["dff"],
                      "fmax_mhz": fmax, "fmax_seeds": s.get("fmax_seeds"), "critical_path": s.get("critical_path"),
                      "device": s.get("device"), "latency_cycles": cyc,
                      "latency_cycles_formula": mt["formula_cycles"],
@@ -205,7 +263,8 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
             keys = ("lut", "ff", "dsp", "transistors", "fmax_mhz", "latency_cycles", "latency_ns",
                     "energy_per_element", "data_energy_per_element", "analytic_pj_per_element",
                     "power_own_fmax", "power_common_clock") + (("stored_bits_per_element",)
-                                                               if kind == "backward" else ())
+                                                               if kind == "backward" else ()) \
+                + (("le",) if target is not None else ())
             wrep[kind] = dict(units)
             for nm in compared(units):
                 wrep[kind][ratio_key(nm)] = {k: _round_ratio(units[nm][k], units[BASELINE][k]) for k in keys}
@@ -219,8 +278,8 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
                     mods = e["modules"]
                     tr = next((v["transistors"] for k, v in mods.items() if k.split(".")[-1] == s), None)
                     en = next((v for k, v in e["per_scope"].items() if k.split(".")[-1] == s), None)
-                    row[norm] = {"lut": r["lut"], "ff": r["ff"], "ccu2": r["ccu2"], "dsp": r["dsp"],
-                                 "fmax_mhz": r.get("fmax_mhz"), "fmax_seeds": r.get("fmax_seeds"),
+                    row[norm] = {**_stage_area(r, target), "fmax_mhz": r.get("fmax_mhz"),
+                                 "fmax_seeds": r.get("fmax_seeds"),
                                  "critical_path": r.get("critical_path"), "transistors": tr,
                                  "energy_per_element": round(en / meta[(w, "forward", norm)]["elements"], 2)
                                  if en is not None else None}
@@ -231,7 +290,7 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
             row = {}
             for norm in NORMS:
                 e = got[(w, "forward", norm, "energy")]
-                row[norm] = {"lut": None, "ff": None, "ccu2": None, "dsp": None, "fmax_mhz": None,
+                row[norm] = {**dict.fromkeys(_stage_area({}, target)), "fmax_mhz": None,
                              "transistors": e["modules"].get("top", {}).get("local_transistors"),
                              "energy_per_element": round(e["per_scope"].get("tb.dut", 0.0)
                                                          / meta[(w, "forward", norm)]["elements"], 2)}
@@ -245,10 +304,26 @@ def build_report(*, widths=REPORT_WIDTHS, n: int = 64, lanes: int = 1, channels:
     return report, run
 
 
+def _columns(rep: dict) -> list[tuple[str, str]]:
+    """(key, header) of a unit's area columns: ECP5's four for the default report, else the
+    family's own units and the LUT4-equivalents."""
+    fp = rep.get("fpga")
+    if fp is None:
+        return [("lut", "LUT4"), ("ff", "FF"), ("ccu2", "CCU2C"), ("dsp", "DSP")]
+    return [tuple(u) for u in fp["units"]] + [("le", "LE (LUT4-eq.)")]
+
+
 def report_markdown(rep: dict) -> str:
     p = rep["params"]
+    cols = _columns(rep)
     lines = [f"# BN units, {', '.join(nm.upper() for nm in NORMS)} (ratios to {BASELINE.upper()}): "
              f"n = {p['n']}, lanes = {p['lanes']}, channels = {p['channels']}", ""]
+    if "fpga" in rep:
+        fp = rep["fpga"]
+        lines += [f"FPGA: {fp['title']} {fp['device'] or '(smallest ECP5 that holds each design)'}, "
+                  f"multiplies {'in ' + fp['dsp_cell'] if fp['dsp'] else 'in the fabric (no DSP)'}; "
+                  f"{fp['pnr_tool']}. LE = LUT4-equivalents: the {' + '.join(fp['le_sites'])} sites nextpnr "
+                  "placed.", ""]
     for kind in ("forward", "backward"):
         if kind not in next(iter(rep["widths"].values())):
             continue
@@ -257,35 +332,37 @@ def report_markdown(rep: dict) -> str:
         def unit(w, norm, u, bwd=bwd):
             seeds = "/".join(_f(v, 1) for v in (u.get("fmax_seeds") or {}).values()) or "-"
             cp = u.get("critical_path") or {}
-            return [w, norm.upper(), u["lut"], u["ff"], u["ccu2"], u["dsp"], u["transistors"],
+            area = [u[k] if "fpga" not in rep else _f(u.get(k)) for k, _ in cols]
+            return [w, norm.upper(), *area, u["transistors"],
                     _f(u["fmax_mhz"], 1), seeds, cp.get("stage", "-"), u["latency_cycles"], _f(u["latency_ns"], 1),
                     _f(u["energy_per_element"], 0), _f(u.get("power_own_fmax"), 0),
                     _f(u.get("power_common_clock"), 0), _f(u["analytic_pj_per_element"], 3)
                     ] + ([u["stored_bits_per_element"]] if bwd else [])
 
         def ratio(w, nm, r, bwd=bwd):
-            return [w, ratio_label(nm), _f(r["lut"]), _f(r["ff"]), "", _f(r["dsp"]), _f(r["transistors"]),
+            return [w, ratio_label(nm), *(_f(r[k]) if k in r else "" for k, _ in cols), _f(r["transistors"]),
                     _f(r["fmax_mhz"]), "", "", _f(r["latency_cycles"]), _f(r["latency_ns"]),
                     _f(r["energy_per_element"]), _f(r.get("power_own_fmax")), _f(r.get("power_common_clock")),
                     _f(r["analytic_pj_per_element"])] + ([_f(r["stored_bits_per_element"], 3)] if bwd else [])
 
         lines += [f"## {kind} units", "",
-                  *md_header(["width", "unit", "LUT4", "FF", "CCU2C", "DSP", "transistors", "Fmax MHz (median)",
+                  *md_header(["width", "unit", *(h for _, h in cols), "transistors", "Fmax MHz (median)",
                               "Fmax per seed", "critical path stage", "cycles", "latency ns", "energy/elem",
                               "power @Fmax", "power @common clock", "analytic pJ/elem"]
                              + (["stored bits/elem"] if bwd else [])),
                   *unit_rows(rep, kind, unit, ratio), ""]
     if "stages" in next(iter(rep["widths"].values())):
+        ak, ah = ("le", "LE") if "fpga" in rep else ("lut", "LUT4")
         lines += ["## forward stages", "",
-                  "LUT4, DSP and Fmax: each stage synthesized and placed alone (in the timing harness). "
+                  f"{ah}, DSP and Fmax: each stage synthesized and placed alone (in the timing harness). "
                   "Transistors and energy: the stage's instance in the whole unit's gate netlist "
                   "(hierarchy kept); 'buffers + control' is the rest of the unit. The ratio columns are to "
                   f"{BASELINE.upper()}'s same stage.", "",
-                  *md_header(["width", "stage", "norm", "LUT4", "DSP", "transistors", "Fmax MHz", "energy/elem",
-                              *(f"{m}/{BASELINE.upper()}" for m in ("LUT4", "transistors", "Fmax", "energy"))]),
+                  *md_header(["width", "stage", "norm", ah, "DSP", "transistors", "Fmax MHz", "energy/elem",
+                              *(f"{m}/{BASELINE.upper()}" for m in (ah, "transistors", "Fmax", "energy"))]),
                   *stage_rows(rep, lambda w, s, nm, a, q: [
-                      w, STAGE_TITLES[s], nm.upper(), _f(a["lut"]), _f(a["dsp"]), _f(a["transistors"]),
-                      _f(a["fmax_mhz"], 1), _f(a["energy_per_element"], 0), _f(q.get("lut")),
+                      w, STAGE_TITLES[s], nm.upper(), _f(a[ak]), _f(a["dsp"]), _f(a["transistors"]),
+                      _f(a["fmax_mhz"], 1), _f(a["energy_per_element"], 0), _f(q.get(ak)),
                       _f(q.get("transistors")), _f(q.get("fmax_mhz")), _f(q.get("energy_per_element"))]), ""]
     lines.append(f"Energy: {rep['energy_unit']}. Power: energy per cycle (elements per cycle measured) "
                  "times the clock in MHz, at each unit's own median Fmax and at the slower unit's (common clock); "
@@ -299,7 +376,8 @@ def plot_report(rep: dict, out: Path) -> list[Path]:
     plt = pyplot()
     widths = [int(w) for w in rep["widths"]]
     paths = []
-    metrics = [("lut", "area (LUT4)"), ("fmax_mhz", "Fmax"), ("latency_ns", "latency (ns)"),
+    area = ("le", "area (LUT4-eq.)") if "fpga" in rep else ("lut", "area (LUT4)")
+    metrics = [area, ("fmax_mhz", "Fmax"), ("latency_ns", "latency (ns)"),
                ("energy_per_element", "energy / element")]
     colors = {nm: f"C{i}" for i, nm in enumerate(NORMS)}
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
@@ -310,7 +388,7 @@ def plot_report(rep: dict, out: Path) -> list[Path]:
     paths.append(save_figure(plt, fig, out / "report_ratios.png"))
     if "stages" in rep["widths"][str(widths[0])]:
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-        for ax, (k, title) in zip(axes, [("lut", "area (LUT4)"), ("fmax_mhz", "Fmax"),
+        for ax, (k, title) in zip(axes, [area, ("fmax_mhz", "Fmax"),
                                           ("energy_per_element", "energy / element")], strict=True):
             for i, s in enumerate((*STAGES, "top")):
                 for nm, style in zip(compared(NORMS), ("o-", "^--", "s:", "v-."), strict=False):

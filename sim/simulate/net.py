@@ -14,6 +14,7 @@ import hashlib
 import threading
 from pathlib import Path
 
+import numpy as np
 from l1bn.sim.build_root import default_build_root
 from l1bn.sim.rtl import to_verilog
 
@@ -22,14 +23,14 @@ from .runner import SIMULATORS, SimulationError, run_bench, run_file, stream_por
 __all__ = ["simulate_net"]
 
 
-def _prepare(export, rows: int | None, cols: int | None):
+def _prepare(export, rows: int | None, cols: int | None, own_images: bool = False):
     """The loaded export (``export`` is a folder or an ``ExportedNet``), the accelerator, its
     interface and Verilog (raises ValueError)."""
     from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
     from l1bn.spec.export import ExportedNet, load_export
 
     e = export if isinstance(export, ExportedNet) else load_export(export)
-    if e.test_inputs is None:
+    if e.test_inputs is None and not own_images:
         raise ValueError(f"{e.path}: the export holds no test images (test.inputs)")
     acc = accelerator_from_export(e, rows=rows, cols=cols)
     iface = dict(accelerator_interface(e), cycles_per_image=acc.cycles_per_image, latency=acc.latency)
@@ -38,7 +39,7 @@ def _prepare(export, rows: int | None, cols: int | None):
 
 def simulate_net(export, *, simulator: str = "verilator", images: int | None = None,
                  progress: bool = False, build_dir=None, rows: int | None = None, cols: int | None = None,
-                 raise_on_fail: bool = False, console=None) -> dict:
+                 raise_on_fail: bool = False, console=None, inputs=None, labels=None) -> dict:
     """Run the first ``images`` test images of an export through the accelerator in cocotb.
 
     Parameters
@@ -60,6 +61,9 @@ def simulate_net(export, *, simulator: str = "verilator", images: int | None = N
     raise_on_fail : bool
         Raise :class:`~l1bn.sim.simulate.runner.SimulationError` when an image differs (default: return
         the counts).
+    inputs, labels : numpy.ndarray, optional
+        Your own images instead of the export's test split: the input integers (N, *input shape),
+        as :func:`l1bn.spec.images.load_images` returns them, and their labels (or None).
 
     Returns
     -------
@@ -74,8 +78,17 @@ def simulate_net(export, *, simulator: str = "verilator", images: int | None = N
     from l1bn.spec.reference.network import run_net
 
     check_choice("simulator", simulator, SIMULATORS)
-    e, acc, iface, verilog = _prepare(export, rows, cols)
-    total = int(e.test_inputs.shape[0])
+    e, acc, iface, verilog = _prepare(export, rows, cols, own_images=inputs is not None)
+    if inputs is not None:
+        from l1bn.spec.reference.formats import check_values
+
+        xs = check_values(inputs, e.graph.input.fmt, "inputs")
+        if tuple(xs.shape[1:]) != tuple(e.graph.in_shape) or xs.shape[0] < 1:
+            raise ValueError(f"inputs: shape {list(xs.shape)}; expected (N, {', '.join(map(str, e.graph.in_shape))})")
+        all_labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+    else:
+        xs, all_labels = e.test_inputs, e.test_labels
+    total = int(xs.shape[0])
     if images is not None:
         check_int("images", images, 1, total)
     n = total if images is None else images
@@ -84,9 +97,9 @@ def simulate_net(export, *, simulator: str = "verilator", images: int | None = N
         build_dir = default_build_root() / f"net-{h}-{simulator}"
     build_dir = Path(build_dir).resolve()
     prog = run_file(build_dir, "net_progress.txt")   # this run's own (two runs of one design at once)
-    x = e.test_inputs[:n]
+    x = xs[:n]
     ref = run_net(e.net, x)                                    # (n, classes) int64: the expectation
-    labels = e.test_labels
+    labels = all_labels
     data = {"export": str(Path(e.path).resolve()), "images": n, "progress": str(prog),
             "pixels": x.reshape(n, -1).tolist(),                 # (c, y, x) order, one list per image
             "expected": ref.tolist(), "labels": None if labels is None else labels[:n].tolist(),

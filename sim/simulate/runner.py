@@ -320,6 +320,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "loopback": ("loopback", "l1bn.sim.simulate.benches.loopback_tb"),
     "mac": ("mac_array", "l1bn.sim.simulate.benches.mac_tb"),
     "net": ("accelerator", "l1bn.sim.simulate.benches.net_tb"),
+    "train": ("train_accel", "l1bn.sim.simulate.benches.train_tb"),
 }
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 from l1bn.sim.asic.step import asic_job
+from l1bn.sim.fpga.families import resolve_target
 from l1bn.sim.fpga.pnr import pnr_ecp5_json
-from l1bn.sim.fpga.steps import ECP5Job, EnergyJob
+from l1bn.sim.fpga.steps import ECP5Job, EnergyJob, fpga_job
 from l1bn.sim.fpga.synth import synth_ecp5_text
 from l1bn.sim.report.units import forward_beats
 from l1bn.sim.simulate.mac import random_tiles
@@ -82,10 +83,39 @@ def _per(p: dict) -> str:
     return "element" if p["design"] == "bn" else "mac"
 
 
+def _eval_family(p: dict, options: dict, wd: Path) -> dict:
+    """Synthesis once, fit check and nextpnr per seed on the family of ``options["fpga"]``, with
+    the Verilog and recipe of the report's step (:func:`~l1bn.sim.fpga.steps.fpga_job`)."""
+    fo = options["fpga"]
+    target = resolve_target(fo["family"], fo["device"], fo["dsp"])
+    fam, dev = target.family, target.device
+    name = point_id(p)
+    s = fam.synthesize(fpga_job(_component(p), name=name, target=target, pnr=False).verilog, wd / "fpga",
+                       device=dev if dev is not None else fam.devices[0], dsp=target.dsp)
+    fig = {"lut": s["lut"], "carry": s.get("carry", s.get("ccu2")), "ff": s["ff"], "dsp": s["dsp"],
+           "bram": s["bram"], "le": None, "fmax_mhz": None, "fmax_seeds": None, "device": None}
+    if options["pnr"]:
+        if dev is not None:
+            fam.check_fit(s, dev)
+        fmax = []
+        for seed in range(1, options["seeds"] + 1):
+            r = fam.place_and_route(wd / "fpga", dev, seed=seed, counts=s)
+            fmax.append(r["fmax_mhz"])
+            fig.update(device=r["device"], le=r["le"])   # the packing, so the sites, are the seeds' same
+        fig["fmax_mhz"] = round(statistics.median(fmax), 2)
+        fig["fmax_seeds"] = " ".join(f"{f:g}" for f in fmax)
+    return fig
+
+
 def _eval_fpga(p: dict, options: dict, stim: dict | None, wd: Path) -> dict:
     """The flow's ``ecp5`` step (synthesis once, nextpnr per seed) and ``energy`` step; the
-    Verilog comes from :class:`~l1bn.sim.fpga.steps.ECP5Job`, so the recipe is exactly ``l1bn report``'s."""
+    Verilog comes from :class:`~l1bn.sim.fpga.steps.ECP5Job`, so the recipe is exactly ``l1bn report``'s.
+    With ``options["fpga"]`` (``--family``) the first part is :func:`_eval_family`; the energy
+    step is the same for every family."""
     name = point_id(p)
+    if options.get("fpga") is not None:
+        fig = _eval_family(p, options, wd)
+        return _energy_and_latency(p, options, stim, wd, fig)
     s = synth_ecp5_text(ECP5Job(_component(p), name=name, pnr=False).verilog, wd / "ecp5")
     fig = {k: s[k] for k in ("lut", "ff", "ccu2", "dsp", "bram")}
     fig.update(fmax_mhz=None, fmax_seeds=None, device=None)
@@ -97,6 +127,12 @@ def _eval_fpga(p: dict, options: dict, stim: dict | None, wd: Path) -> dict:
             fig["device"] = r["device"]
         fig["fmax_mhz"] = round(statistics.median(fmax), 2)
         fig["fmax_seeds"] = " ".join(f"{f:g}" for f in fmax)
+    return _energy_and_latency(p, options, stim, wd, fig)
+
+
+def _energy_and_latency(p: dict, options: dict, stim: dict | None, wd: Path, fig: dict) -> dict:
+    """Add the ``energy`` step's transistors, measured cycles and energy, and the latency in ns."""
+    name = point_id(p)
     fig.update(transistors=None, cycles=_formula_cycles(p), latency_ns=None, **{f"energy_per_{_per(p)}": None})
     if options["energy"]:
         extra = {"max_cycles": options["max_cycles"]} if options.get("max_cycles") else {}

@@ -100,6 +100,9 @@ class Sweep:
     max_cycles : int or None
         Give up a gate-level simulation after this many cycles (the point fails); default
         10 x beats + 10000.
+    family, device, dsp : optional
+        The FPGA of the ``fpga`` points (:func:`l1bn.sim.fpga.families.resolve_target`); all None:
+        ECP5 as before the family layer. ``family`` is set whenever one of them is given.
     """
 
     design: str
@@ -108,6 +111,9 @@ class Sweep:
     seeds: int = 3
     energy: bool = True
     max_cycles: int | None = None
+    family: str | None = None
+    device: str | None = None
+    dsp: bool | None = None
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -127,7 +133,21 @@ class Sweep:
             o["seeds"] = self.seeds
         if self.energy:
             o["max_cycles"] = self.max_cycles
+        if self.family is not None:   # (absent for the default ECP5: its points keep their keys)
+            from l1bn.sim.fpga.families import tool_version
+
+            t = self.fpga_target()
+            o["fpga"] = {"family": t.family.name, "device": t.device.name if t.device else None, "dsp": t.dsp,
+                         "pnr_tool": tool_version(t.family)}
         return o
+
+    def fpga_target(self):
+        """The :class:`~l1bn.sim.fpga.families.Target` of the ``fpga`` points (None: default ECP5)."""
+        if self.family is None:
+            return None
+        from l1bn.sim.fpga.families import resolve_target
+
+        return resolve_target(self.family, self.device, self.dsp)
 
 
 def _check_values(design: str, grid: dict) -> None:
@@ -164,7 +184,8 @@ def sweep_from_options(*, design: str | None = None, spec: str | Path | None = N
 
     The TOML file holds the same names as the command line: ``design = "bn"``,
     ``norm = ["l1", "l2"]`` (or ``"l1,l2"``), ``width = [4, 8]``, ``target = "fpga"``,
-    ``pnr = false``, ``seeds = 3``, ``energy = true``, ``max_cycles = 20000``.
+    ``pnr = false``, ``seeds = 3``, ``energy = true``, ``max_cycles = 20000``,
+    ``family = "ice40"``, ``device = "iCE40HX8K-CT256"``, ``dsp = false``.
     """
     from l1bn.spec.config import check_int
 
@@ -180,7 +201,8 @@ def sweep_from_options(*, design: str | None = None, spec: str | Path | None = N
     data.pop("design", None)
     if design not in DESIGNS:
         raise ValueError(f"design={design!r} is not allowed; choose one of {', '.join(DESIGNS)}")
-    options = {"pnr": True, "seeds": 3, "energy": True, "max_cycles": None}
+    options = {"pnr": True, "seeds": 3, "energy": True, "max_cycles": None, "family": None, "device": None,
+               "dsp": None}
     allowed = set(DESIGNS[design]) | {"target"} | set(options)
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -203,6 +225,14 @@ def sweep_from_options(*, design: str | None = None, spec: str | Path | None = N
     for k in ("pnr", "energy"):
         if not isinstance(options[k], bool):
             raise ValueError(f"{k}={options[k]!r} must be true or false")
+    if options["dsp"] is not None and not isinstance(options["dsp"], bool):
+        raise ValueError(f"dsp={options['dsp']!r} must be true or false")
+    if any(options[k] is not None for k in ("family", "device", "dsp")):
+        from l1bn.sim.fpga.families import resolve_target
+
+        t = resolve_target(options["family"], options["device"], options["dsp"])   # ValueError naming it
+        t.family.require()
+        options["family"] = t.family.name
     check_int("seeds", options["seeds"], 1, 15)
     if options["max_cycles"] is not None:
         check_int("max_cycles", options["max_cycles"], 1, 10**8)

@@ -10,11 +10,15 @@ from .grid import Sweep
 __all__ = ["figure_columns", "metrics", "pareto_front", "mark_pareto", "plot_pareto"]
 
 
-def figure_columns(design: str, tgts) -> list[str]:
-    """The figure columns of ``results.csv`` for ``design`` and the targets present."""
+def figure_columns(design: str, tgts, family: bool = False) -> list[str]:
+    """The figure columns of ``results.csv`` for ``design`` and the targets present; ``family``:
+    the sweep names an FPGA family (``--family``): the family's LUT cells, carries and the
+    LUT4-equivalents ``le`` instead of ECP5's CCU2C."""
     per = "element" if design == "bn" else "mac"
     cols = []
-    if "fpga" in tgts:
+    if "fpga" in tgts and family:
+        cols += ["lut", "carry", "ff", "dsp", "bram", "le", "fmax_mhz", "fmax_seeds", "device", "transistors"]
+    elif "fpga" in tgts:
         cols += ["lut", "ff", "ccu2", "dsp", "bram", "fmax_mhz", "fmax_seeds", "device", "transistors"]
     if "asic" in tgts:
         cols += ["area_um2", "delay_ns"] + (["fmax_mhz"] if "fpga" not in tgts else [])
@@ -38,7 +42,10 @@ def metrics(row: dict, design: str) -> dict:
     lat, lab = row.get("latency_ns"), "latency (ns"
     if lat is None:
         lat, lab = row.get("cycles"), "latency (cycles"
-    return {"area": row.get("lut"), "area_label": "area (ECP5 LUT4)", "latency": lat,
+    area, area_label = row.get("lut"), "area (ECP5 LUT4)"
+    if "le" in row:   # a --family sweep: LUT4-equivalents (synthesis LUT cells without place and route)
+        area, area_label = (row["le"], "area (LUT4-eq.)") if row["le"] is not None else (area, "area (LUT cells)")
+    return {"area": area, "area_label": area_label, "latency": lat,
             "latency_label": lab + (", one batch)" if design == "bn" else ", two tiles)"),
             "energy": row.get(f"energy_per_{per}"),
             "energy_label": f"energy per {per} (fan-out-weighted toggles)"}

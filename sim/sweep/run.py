@@ -65,7 +65,7 @@ def run_sweep(sweep: Sweep, out, *, executor=None, workers: int | None = None, s
     facts: dict[str, dict] = {}
     todo: dict[str, dict] = {}
     keys: dict[str, str] = {}
-    fig_cols = figure_columns(sweep.design, sweep.grid["target"])
+    fig_cols = figure_columns(sweep.design, sweep.grid["target"], sweep.family is not None)
 
     def row_of(p, status, figures=None, error=None):
         r = {k: p[k] for k in params}
@@ -178,7 +178,7 @@ def _cell(v) -> str:
 
 def results_csv(sweep: Sweep, rows: list[dict]) -> str:
     """The text of ``results.csv``: parameters, status, figures, Pareto flags, error."""
-    cols = [*sweep.params, "status", *figure_columns(sweep.design, sweep.grid["target"]),
+    cols = [*sweep.params, "status", *figure_columns(sweep.design, sweep.grid["target"], sweep.family is not None),
             "pareto_area", "pareto_energy", "error"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -196,6 +196,10 @@ def write_outputs(sweep: Sweep, rows: list[dict], run: dict, out: Path) -> dict:
     res = {"design": sweep.design, "grid": {k: list(v) for k, v in sweep.grid.items()},
            "options": sweep.options(), "flow_version": FLOW_VERSION, "tools": tool_versions(),
            "mac_k": MAC_K if sweep.design == "mac" else None, "points": rows}
+    if sweep.family is not None:
+        from l1bn.sim.report.fpga import fpga_section
+
+        res["fpga"] = fpga_section(sweep.fpga_target())
     _write_atomic(paths["json"], json.dumps(res, indent=1) + "\n")
     _write_atomic(paths["run"], json.dumps(run, indent=1) + "\n")
     paths["png"] = plot_pareto(sweep, rows, out)

@@ -52,8 +52,8 @@ def _write_files(out: Path, e, acc, text: str, name: str) -> list[Path]:
     files = [out / f"{name}.v"]
     files[0].write_text(text)
     tensors = e.manifest["tensors"]
-    for ld in e.manifest["layers"]:
-        names = [ld["weight"]] + ([ld["bn"]["mult"], ld["bn"]["bias"]] if ld.get("bn") else [])
+    for ld in e.manifest["nodes"]:     # a chain (accelerator_from_export refused anything else)
+        names = [ld["weight"]] + ([ld["requant"]["mult"], ld["requant"]["bias"]] if ld.get("requant") else [])
         for t in names:
             src = e.path / tensors[t]["hex"]["file"]
             files.append(out / src.name)

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..config import BNConfig
 from ..norms import div_round_array, isqrt_array, norm_spec
-from .core import _rshift_round, as_int64, int_range, like
+from .core import as_int64, int_range, like, rshift_round_array
 
 __all__ = ["BNForwardResult", "bn_forward", "div_round", "isqrt", "check_forward_inputs"]
 
@@ -104,8 +104,8 @@ def bn_forward(x, gamma, beta, cfg: BNConfig) -> BNForwardResult:
     sigma_exact = [int(v) + cfg.eps for v in np.ravel(rule.sigma_core(s, cfg))]
     sigma = np.array(sigma_exact, dtype=np.int64)
     inv = np.array([(1 << r) // v for v in sigma_exact], dtype=np.int64)
-    xhat = _rshift_round(d * inv[:, None], r - cfg.xhat_frac)
+    xhat = rshift_round_array(d * inv[:, None], r - cfg.xhat_frac)
     lo, hi = int_range(cfg.out_width)
-    y = np.clip(_rshift_round(ga[:, None] * xhat, cfg.affine_shift) + ba[:, None], lo, hi)
+    y = np.clip(rshift_round_array(ga[:, None] * xhat, cfg.affine_shift) + ba[:, None], lo, hi)
     out = dict(y=y, sum_x=sum_x, mu=mu, disp_sum=disp_sum, s=s, sigma=sigma, inv=inv, xhat=xhat)
     return BNForwardResult(**{f.name: like(out[f.name], x) for f in fields(BNForwardResult)})

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["int_range", "saturate", "rshift_round", "recip_const", "div_const", "as_int64",
-           "as_float64", "like", "is_numpy", "plain"]
+           "as_float64", "like", "is_numpy", "plain", "rshift_round_array", "div_const_array"]
 
 
 def int_range(bits: int, signed: bool = True) -> tuple[int, int]:
@@ -71,7 +71,7 @@ def saturate(x, bits: int, signed: bool = True):
     return like(np.clip(as_int64(x), lo, hi), x)
 
 
-def _rshift_round(a: np.ndarray, s: int) -> np.ndarray:
+def rshift_round_array(a: np.ndarray, s: int) -> np.ndarray:
     if s > 0:
         return (a + (1 << (s - 1))) >> s
     if s < 0:
@@ -81,7 +81,7 @@ def _rshift_round(a: np.ndarray, s: int) -> np.ndarray:
 
 def rshift_round(x, s: int):
     """``floor((x + 2**(s-1)) / 2**s)`` for s > 0 (round half up); ``x << -s`` for s <= 0."""
-    return like(_rshift_round(as_int64(x), s), x)
+    return like(rshift_round_array(as_int64(x), s), x)
 
 
 def recip_const(n: int, k: int) -> int:
@@ -89,8 +89,8 @@ def recip_const(n: int, k: int) -> int:
     return ((1 << (k + 1)) // n + 1) >> 1
 
 
-def _div_const(a: np.ndarray, n: int, k: int) -> np.ndarray:
-    return _rshift_round(a * recip_const(n, k), k)
+def div_const_array(a: np.ndarray, n: int, k: int) -> np.ndarray:
+    return rshift_round_array(a * recip_const(n, k), k)
 
 
 def div_const(x, n: int, k: int):
@@ -100,4 +100,4 @@ def div_const(x, n: int, k: int):
     the *definition* of the quotient (it equals ``round(x / n)`` when ``k`` is large enough for the
     range of ``x``; the spec does not rely on that).
     """
-    return like(_div_const(as_int64(x), n, k), x)
+    return like(div_const_array(as_int64(x), n, k), x)

@@ -29,7 +29,7 @@ from ..config import MAX_INTERMEDIATE_BITS, check_int, signed_bits
 from ..intmath import C_SQRT_PI_2
 from ..norms import norm_spec
 from .core import as_float64, as_int64, int_range, like
-from .mac import _requantize
+from .mac import requantize_array
 
 __all__ = ["L1_C", "FoldedBN", "bn_affine", "fold_affine", "fold_bn", "apply_folded",
            "folded_pre_round", "signed_bits"]
@@ -182,4 +182,4 @@ def apply_folded(acc, f: FoldedBN, channel_dim: int = 1):
     if a.shape[channel_dim] != f.channels:
         raise ValueError(f"accumulator has {a.shape[channel_dim]} channels along dim {channel_dim}; "
                          f"the folded BN has {f.channels}")
-    return like(_requantize(_pre_round(a, f, channel_dim), f.shift, f.out_bits, f.relu), acc)
+    return like(requantize_array(_pre_round(a, f, channel_dim), f.shift, f.out_bits, f.relu), acc)

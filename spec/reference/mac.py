@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import MACConfig
-from .core import _rshift_round, as_int64, int_range, like
+from .core import as_int64, int_range, like, rshift_round_array
 
 __all__ = ["weight_range", "act_range", "product_bits", "acc_bits", "check_operands",
-           "matmul", "requantize", "mac_tile", "encode_weights", "decode_weights"]
+           "matmul", "requantize", "requantize_array", "mac_tile", "encode_weights", "decode_weights"]
 
 
 def weight_range(cfg: MACConfig) -> tuple[int, int]:
@@ -71,8 +71,8 @@ def _matmul(w: np.ndarray, a: np.ndarray) -> np.ndarray:
     return w @ a
 
 
-def _requantize(acc: np.ndarray, shift: int, out_bits: int, relu: bool) -> np.ndarray:
-    y = _rshift_round(acc, shift)
+def requantize_array(acc: np.ndarray, shift: int, out_bits: int, relu: bool) -> np.ndarray:
+    y = rshift_round_array(acc, shift)
     if relu:
         return np.clip(y, *int_range(out_bits, signed=False))
     return np.clip(y, *int_range(out_bits, signed=True))
@@ -83,7 +83,7 @@ def requantize(acc, *, shift: int, out_bits: int, relu: bool):
 
     With ``relu`` the result is unsigned ``out_bits`` (0 .. 2**out_bits - 1); without it, signed.
     """
-    return like(_requantize(as_int64(acc, "acc"), shift, out_bits, relu), acc)
+    return like(requantize_array(as_int64(acc, "acc"), shift, out_bits, relu), acc)
 
 
 def mac_tile(w, a, cfg: MACConfig):
@@ -91,7 +91,7 @@ def mac_tile(w, a, cfg: MACConfig):
     check_operands(w, a, cfg)
     acc = as_int64(w) @ as_int64(a)
     if cfg.requant:
-        acc = _requantize(acc, cfg.shift, cfg.out_bits, cfg.relu)
+        acc = requantize_array(acc, cfg.shift, cfg.out_bits, cfg.relu)
     return like(acc, w)
 
 

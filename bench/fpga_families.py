@@ -1,0 +1,175 @@
+"""Issue 30's tables: L1 against L2 (and range) BN units on every FPGA family, the MAC array and
+the digits accelerator, as quoted in docs/results.md and docs/fpga_families.md.
+
+Run:  .venv/bin/python bench/fpga_families.py build/families
+
+Reads what the measurement runs left in the folder (nothing is synthesized or placed again):
+``*/report.json`` of ``l1bn report --family F [--device D] [--no-dsp] --out DIR``, ``mac-*.json`` of
+``bench/mac_array.py --family F --json FILE`` and ``acc-*.json`` of
+``bench/accelerator.py --family F --json FILE``. Area is in LUT4-equivalents (LE: the logic sites
+nextpnr placed, :mod:`l1bn.sim.fpga.families`); the DSP column is in the family's own unit. The
+gate-level toggle energy comes from the same generic-gate netlist for every family, so its L1/L2
+ratio is printed once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ORDER = ("ecp5", "ice40", "nexus", "gowin", "gatemate")
+
+
+def _f(v, nd=2):
+    return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+
+# where the packers' names of a cell begin: ECP5 _TRELLIS_FF_Q, iCE40 _SB_DFFESR_Q_D_SB_LUT4_O_LC,
+# Nexus _FD1P3IX_Q, Gowin _DFFRE_Q / _ALU_SUM, GateMate _CC_...
+_SUFFIX = re.compile(r"_(?:TRELLIS|SB_|DFFLC|FD1P3|DFF|LUT[1-4]|CCU2|ALU|CC_|MULT|WIDEFN|DPR16X4|OXIDE|CPE)")
+
+
+def _cell(name: str | None) -> str:
+    """A cell name without the tool's suffixes (``$...``, the packers' ``_TRELLIS...``, ``_SB_...``)."""
+    if not name:
+        return "?"
+    return _SUFFIX.split(name.split("$")[0])[0].rstrip(".")
+
+
+def load(folder: Path) -> dict:
+    """``{"reports": [(name, report)], "mac": [(name, rows)], "acc": [(name, rows)]}``."""
+    reports = []
+    for p in sorted(folder.glob("*/report.json")):
+        rep = json.loads(p.read_text())
+        if "fpga" in rep:
+            reports.append((p.parent.name, rep))
+    reports.sort(key=lambda t: (ORDER.index(t[1]["fpga"]["family"]), t[0]))
+    mac = [(p.stem.removeprefix("mac-"), json.loads(p.read_text())) for p in sorted(folder.glob("mac-*.json"))]
+    acc = [(p.stem.removeprefix("acc-"), json.loads(p.read_text())) for p in sorted(folder.glob("acc-*.json"))]
+    return {"reports": reports, "mac": mac, "acc": acc}
+
+
+def _target(rep: dict) -> tuple[str, str]:
+    fp = rep["fpga"]
+    dev = fp["device"] or next(iter(rep["widths"].values()))["forward"]["l2"]["device"]
+    return f"{fp['family']} {dev}", (fp["dsp_cell"].split(" ")[0] if fp["dsp"] else "fabric")
+
+
+def unit_rows(reports, kind: str) -> list[str]:
+    """One Markdown row per (report, width) of the ``kind`` units."""
+    out = []
+    for _, rep in reports:
+        tgt, mult = _target(rep)
+        for w, wr in rep["widths"].items():
+            units = wr.get(kind)
+            if not units:
+                continue
+            l1, l2 = units["l1"], units["l2"]
+            r1 = units["l1_over_l2"]
+            rr = units.get("range_over_l2")
+            dsp = "/".join(_f(units[n]["dsp"]) for n in ("l1", "l2", "range") if n in units)
+            cp = "; ".join(f"{n.upper()} {(units[n].get('critical_path') or {}).get('stage', '?')}"
+                           for n in ("l1", "l2", "range") if n in units)
+            row = [tgt, mult, w, _f(l2["le"]), _f(r1["le"]), _f(rr["le"]) if rr else None,
+                   _f(l2["fmax_mhz"], 1), _f(r1["fmax_mhz"]), _f(rr["fmax_mhz"]) if rr else None,
+                   _f(r1["latency_ns"]), dsp, cp]
+            if kind == "backward":
+                row = [tgt, mult, w, _f(l2["le"]), _f(r1["le"]), _f(l2["fmax_mhz"], 1), _f(r1["fmax_mhz"]),
+                       _f(r1["latency_ns"]), dsp, cp]
+            del l1
+            out.append("| " + " | ".join("-" if c is None else str(c) for c in row) + " |")
+    return out
+
+
+def path_lines(reports) -> list[str]:
+    """Per report, width and unit: the median run's worst path (start -> end cell, its stage,
+    logic levels, logic and routing delay)."""
+    out = []
+    for _, rep in reports:
+        tgt, mult = _target(rep)
+        for w, wr in rep["widths"].items():
+            for kind in ("forward", "backward"):
+                for n in ("l1", "l2", "range"):
+                    u = (wr.get(kind) or {}).get(n)
+                    if not u or not u.get("critical_path"):
+                        continue
+                    cp = u["critical_path"]
+                    out.append(f"| {tgt} | {mult} | {w} | {kind} {n.upper()} | {cp['stage']} | `{_cell(cp['from'])}` -> "
+                               f"`{_cell(cp['to'])}` | {cp['levels']} | {cp['logic_ns']:.2f} + {cp['routing_ns']:.2f} |")
+    return out
+
+
+def energy_lines(reports) -> list[str]:
+    """The family-independent energy ratios (from the first report that has each width)."""
+    seen = {}
+    for _, rep in reports:
+        for w, wr in rep["widths"].items():
+            for kind in ("forward", "backward"):
+                if kind in wr and (w, kind) not in seen:
+                    u = wr[kind]
+                    seen[(w, kind)] = (u["l1_over_l2"]["energy_per_element"],
+                                       (u.get("range_over_l2") or {}).get("energy_per_element"),
+                                       u["l2"]["energy_per_element"])
+    return [f"| {kind} | {w} | {_f(e[2], 0)} | {_f(e[0])} | {_f(e[1])} |" for (w, kind), e in sorted(seen.items())]
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    d = load(Path(argv[0]))
+    reps = d["reports"]
+    if reps:
+        seeds = sorted({tuple(r["params"]["seeds"]) for _, r in reps})
+        print(f"{len(reps)} reports; nextpnr seeds {', '.join(map(str, seeds))} (Fmax = median)\n")
+        print("Forward units: LE = LUT4-equivalents placed; ratios to L2; DSP = L1/L2/range in the family's unit; "
+              "critical path = the stage holding the median run's worst path.\n")
+        print("| family, device | multiplies | width | L2 LE | L1/L2 LE | range/L2 LE | L2 Fmax MHz | L1/L2 Fmax | "
+              "range/L2 Fmax | L1/L2 latency ns | DSP | critical path |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+        print("\n".join(unit_rows(reps, "forward")))
+        print("\nBackward units (L1 and L2; range BN has none):\n")
+        print("| family, device | multiplies | width | L2 LE | L1/L2 LE | L2 Fmax MHz | L1/L2 Fmax | L1/L2 latency ns | "
+              "DSP | critical path |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
+        print("\n".join(unit_rows(reps, "backward")))
+        print("\nCritical paths (the median seed's run): stage, start -> end cell, logic levels, "
+              "logic + routing ns:\n")
+        print("| family, device | multiplies | width | unit | stage | path | levels | ns |")
+        print("|---|---|---:|---|---|---|---:|---|")
+        print("\n".join(path_lines(reps)))
+        print("\nGate-level toggle energy per element (generic-gate netlist of the same Verilog: the same for every "
+              "family):\n")
+        print("| unit | width | L2 energy/elem | L1/L2 | range/L2 |")
+        print("|---|---:|---:|---:|---:|")
+        print("\n".join(energy_lines(reps)))
+    if d["mac"]:
+        print("\nMAC arrays (K = 64 per tile), Fmax = median of the seeds:\n")
+        print("| family target | array | LE | DSP | Fmax MHz | per seed | GOPS | GOPS per kLE |")
+        print("|---|---|---:|---:|---:|---|---:|---:|")
+        for _, m in d["mac"]:
+            for r in m["rows"]:
+                per = "/".join(f"{v:.1f}" for v in r["fmax_seeds"].values())
+                print(f"| {m['target']} | {r['config']} | {r.get('le') or r.get('lut4')} | {r.get('dsp')} | "
+                      f"{r['fmax_mhz']:.1f} | {per} | {r['gops']:.2f} | {r['gops_per_klut']:.2f} |")
+    if d["acc"]:
+        print("\nDigits accelerator (the same Verilog on every family; bit-exactness is the simulation's, "
+              "not the family's):\n")
+        print("| family target | array | LE | DSP | BRAM | Fmax MHz | per seed | cycles/image | images/s | "
+              "critical path |")
+        print("|---|---|---:|---:|---:|---:|---|---:|---:|---|")
+        for _, a in d["acc"]:
+            for r in a["rows"]:
+                per = "/".join(f"{v:.1f}" for v in r["fmax_seeds"].values())
+                cp = r.get("critical_path") or {}
+                print(f"| {a['target']} | {r['array']} | {r['le']} | {r['mult18']} | {r['dp16kd']} | "
+                      f"{r['fmax_mhz']:.1f} | {per} | {r['cycles_per_image']} | {r['images_per_s']:.0f} | "
+                      f"`{_cell(cp.get('from'))}` -> `{_cell(cp.get('to'))}` |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

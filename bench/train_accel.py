@@ -1,0 +1,60 @@
+"""The whole training step on the generated hardware, L1 against L2 (every norm with a backward
+unit): the digits CNN's training accelerator (batch 8, an 8 x 1 MAC array), cycles per step and the
+array's busy fraction from the schedule's formula (asserted by the cocotb benches), the block
+breakdown, and the ECP5 measurements: synthesis (LUT4, FF, MULT18X18D, DP16KD) and nextpnr Fmax
+(median of the seeds) on the smallest ECP5 that holds it, training images/s = Fmax / cycles * batch.
+
+    .venv/bin/python bench/train_accel.py [--no-pnr] [--seeds 1,2,3] [--out build/train-report]
+
+Results are kept in OUT/<norm>/result.json (reused while the design is unchanged) and
+OUT/train_report.json; ``l1bn demo`` prints the table from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from l1bn.sim.report.train import (
+    BLOCK_ORDER,
+    fpga_figures,
+    step_figures,
+    train_norms,
+    whole_step_table,
+)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-pnr", action="store_true", help="synthesis only (no Fmax)")
+    ap.add_argument("--no-fpga", action="store_true", help="the formula figures only")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--out", default="build/train-report")
+    a = ap.parse_args(argv)
+    seeds = tuple(int(s) for s in a.seeds.split(","))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for norm in train_norms():
+        r = step_figures(norm)
+        if not a.no_fpga:
+            r.update(fpga_figures(norm, out, seeds=seeds, pnr=not a.no_pnr))
+        rows[norm] = r
+    (out / "train_report.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("training accelerator, digits CNN, batch 8, MAC array 8x1 (formula cycles; ECP5 measured)")
+    for line in whole_step_table(rows):
+        print(line)
+    print()
+    print(f"{'block (cycles)':14} " + " ".join(f"{n:>9}" for n in rows))
+    for b in BLOCK_ORDER:
+        print(f"{b:14} " + " ".join(f"{rows[n]['blocks'][b]:9d}" for n in rows))
+    for n, r in rows.items():
+        if "pnr" in r:
+            for s, p in sorted(r["pnr"].items()):
+                print(f"{n} seed {s}: {p['fmax_mhz']} MHz on {p['device']}, critical path "
+                      f"{(p.get('critical_path') or {}).get('stage', '-')}")
+
+
+if __name__ == "__main__":
+    main()

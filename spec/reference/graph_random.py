@@ -1,0 +1,81 @@
+"""A random integer graph with every node type (for tests and benches without a trained model).
+
+:func:`random_int_graph` builds, for 1x8x8 unsigned images::
+
+    input u4 (1, 8, 8)
+    conv1   3x3 pad 1 -> 8 channels, 4-bit weights, a MAC bias, requant u4 half up
+    pool1   maxpool 2x2 stride 2                                  (8, 4, 4)
+    res_a   3x3 pad 1, requant u4 half even                       } a residual block
+    res_b   3x3 pad 1, requant u4                                 }
+    add1    pool1 + res_b (in_mults 1, 1), requant u4             }
+    bin1    1x1 conv, binary weights {-1,+1}, requant bipolar     (8, 4, 4)
+    proj    requant node: bipolar -> s3 narrow (mult -1..1)       (a standalone requantizer)
+    gap     global average pool (window sum), requant s4
+    fc      linear 8 -> 10, binary weights, MAC bias
+    output  logits = int * scale + offset (per-class float scale, one offset)
+
+The requantizer constants are drawn so every activation uses its range. ``seed`` seeds a numpy
+``default_rng``; the same seed gives the same graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .formats import Fmt
+from .graph import GraphInput, GraphOutput, IntGraph, Node
+from .requant import Requant
+
+__all__ = ["random_int_graph"]
+
+
+def _rq(rng, c: int, *, shift: int, span: float, out: Fmt, relu: bool, rounding: str = "half_up") -> Requant:
+    """Multipliers that map a sum of typical size ``span`` to about the output range."""
+    mult = rng.integers(max(1, int(2 ** shift * out.hi / span / 2)), max(2, int(2 ** shift * out.hi / span * 2)),
+                        c).astype(np.int64)
+    bias = rng.integers(-(1 << shift) * 2, (1 << shift) * 2, c).astype(np.int64)
+    mb = max(2, int(np.abs(mult).max()).bit_length() + 1)
+    bb = max(2, int(np.abs(bias).max()).bit_length() + 1)
+    return Requant(mult=mult, bias=bias, shift=shift, mult_bits=mb, bias_bits=bb, out=out, relu=relu,
+                   rounding=rounding)
+
+
+def random_int_graph(seed: int = 0, *, channels: int = 8, classes: int = 10) -> IntGraph:
+    """The graph of the module docstring with random integers."""
+    rng = np.random.default_rng(seed)
+    u4, s4 = Fmt(kind="unsigned", bits=4), Fmt(kind="signed", bits=4)
+    bip = Fmt(kind="bipolar", bits=1)
+    c = channels
+
+    def w4(*shape):
+        return rng.integers(-8, 8, shape).astype(np.int64)
+
+    def wbin(*shape):
+        return rng.choice(np.array([-1, 1], dtype=np.int64), shape)
+
+    nodes = [
+        Node(name="conv1", op="conv2d", inputs=("input",), output="conv1.out", weight=w4(c, 1, 3, 3), w_fmt=s4,
+             bias=rng.integers(-20, 20, c).astype(np.int64), padding=1,
+             requant=_rq(rng, c, shift=12, span=9 * 15 * 4, out=u4, relu=True)),
+        Node(name="pool1", op="maxpool", inputs=("conv1.out",), output="pool1.out", kernel=(2, 2), stride=2),
+        Node(name="res_a", op="conv2d", inputs=("pool1.out",), output="res_a.out", weight=w4(c, c, 3, 3), w_fmt=s4,
+             padding=1, requant=_rq(rng, c, shift=6, span=c * 9 * 15 * 4, out=u4, relu=True, rounding="half_even")),
+        Node(name="res_b", op="conv2d", inputs=("res_a.out",), output="res_b.out", weight=w4(c, c, 3, 3), w_fmt=s4,
+             padding=1, requant=_rq(rng, c, shift=14, span=c * 9 * 15 * 4, out=u4, relu=True)),
+        Node(name="add1", op="add", inputs=("pool1.out", "res_b.out"), output="add1.out", in_mults=(1, 1),
+             requant=_rq(rng, c, shift=8, span=30, out=u4, relu=True)),
+        Node(name="bin1", op="conv2d", inputs=("add1.out",), output="bin1.out", weight=wbin(c, c, 1, 1),
+             w_fmt=bip, requant=Requant(mult=rng.choice(np.array([-1, 1]), c).astype(np.int64),
+                                        bias=rng.integers(-30, 30, c).astype(np.int64), shift=0, mult_bits=2,
+                                        bias_bits=7, out=bip, relu=False)),
+        Node(name="proj", op="requant", inputs=("bin1.out",), output="proj.out",
+             requant=Requant(mult=rng.integers(-1, 2, c).astype(np.int64), bias=np.zeros(c, np.int64), shift=0,
+                             mult_bits=2, bias_bits=1, out=Fmt(kind="signed", bits=3, narrow=True), relu=False)),
+        Node(name="gap", op="avgpool", inputs=("proj.out",), output="gap.out", kernel=(4, 4), stride=4,
+             requant=_rq(rng, c, shift=4, span=16, out=s4, relu=False)),
+        Node(name="fc", op="linear", inputs=("gap.out",), output="fc.out", weight=wbin(classes, c), w_fmt=bip,
+             bias=rng.integers(-5, 5, classes).astype(np.int64)),
+    ]
+    inp = GraphInput(name="input", shape=(1, 8, 8), fmt=u4, scale=1 / 16, rounding="half_up")
+    out = GraphOutput(name="fc.out", scale=0.5 + rng.random(classes), offset=np.full(classes, 0.25))
+    return IntGraph(input=inp, nodes=tuple(nodes), output=out)

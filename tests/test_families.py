@@ -1,0 +1,167 @@
+"""The FPGA families of the flow (l1bn.sim.fpga.families): the registry and its errors, the cache
+keys of the default ECP5 step, every family's synthesis + place and route on a 2x2 MAC array,
+the DSP switch, the device-fit check before place and route, and the CLI options."""
+
+import subprocess
+import sys
+
+import pytest
+from amaranth import Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from l1bn.hw.mac_array import MACArray
+from l1bn.sim.fpga.families import FAMILIES, DeviceFitError, fit_errors, get_family, resolve_target
+from l1bn.sim.fpga.steps import ECP5Job, FPGAJob, fpga_job
+from l1bn.sim.jobs import run_jobs
+from l1bn.spec.config import MACConfig
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
+
+MAC2 = MACConfig(rows=2, cols=2, wbits=2, abits=2, k=64)
+
+
+@pytest.fixture(autouse=True)
+def build_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("L1BN_BUILD_DIR", str(tmp_path / "build"))
+    return tmp_path
+
+
+def l1bn(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "l1bn.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_registry_resolves_and_names_bad_values():
+    assert list(FAMILIES) == ["ecp5", "ice40", "nexus", "gowin", "gatemate"]
+    t = resolve_target()
+    assert (t.family.name, t.device, t.dsp, t.job_params()) == ("ecp5", None, True, {})
+    up5k = resolve_target("ice40")
+    assert (up5k.device.name, up5k.dsp) == ("iCE40UP5K-SG48", True)
+    hx = resolve_target("iCE40", "ice40hx8k-ct256")             # names are case-insensitive
+    assert (hx.device.name, hx.dsp) == ("iCE40HX8K-CT256", False)  # HX parts have no SB_MAC16
+    assert resolve_target("ecp5", "LFE5U-45F", False).job_params() == {"device": "LFE5U-45F", "dsp": False}
+    with pytest.raises(ValueError, match="unknown family 'xilinx'; choose one of ecp5, ice40, nexus, gowin, gatemate"):
+        resolve_target("xilinx")
+    with pytest.raises(ValueError, match="unknown device 'GW9' for family gowin; choose one of GW1NR-LV9QN88PC6/I5"):
+        resolve_target("gowin", "GW9")
+    with pytest.raises(ValueError, match="iCE40HX1K-TQ144 has no SB_MAC16 blocks; use --no-dsp or a device with "
+                                         r"them \(iCE40UP5K-SG48\)"):
+        resolve_target("ice40", "iCE40HX1K-TQ144", True)
+    for fam in FAMILIES.values():
+        names = [d.name for d in fam.devices]
+        assert len(set(names)) == len(names) and fam.site_bels and fam.units
+        assert all(d.lut > 0 and d.ff > 0 and d.bram > 0 for d in fam.devices)
+        assert fam.device(None) is fam.devices[0]
+
+
+def test_default_ecp5_step_keeps_its_cache_key_and_other_families_get_their_own():
+    comp = MACArray(MAC2)
+    default = fpga_job(comp, name="m", pnr=True)
+    assert type(default) is ECP5Job
+    assert default.key == ECP5Job(MACArray(MAC2), name="m", pnr=True).key   # the pre-family key
+    keys = {default.key}
+    for fam in ("ice40", "nexus", "gowin", "gatemate"):
+        job = fpga_job(comp, name="m", target=resolve_target(fam), pnr=True)
+        assert type(job) is FPGAJob and job.params["family"] == fam
+        assert job.params["pnr_tool"].startswith(get_family(fam).pnr_dist + " 0.")
+        keys.add(job.key)
+    nodsp = fpga_job(comp, name="m", target=resolve_target("ecp5", dsp=False), pnr=True)
+    keys.add(nodsp.key)
+    assert "MULT18X18D" not in nodsp.verilog
+    assert len(keys) == 6
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f == "gatemate" else f
+                                    for f in FAMILIES])
+def test_family_flow_places_and_routes_a_2x2_mac_array(family, tmp_path):
+    """Synthesis, fit check and nextpnr of every family on a 2x2 MAC array (one seed); GateMate's
+    nextpnr takes over 30 s even on this (slow), its quick test is the DSP switch's synthesis."""
+    target = resolve_target(family)
+    fam = target.family
+    r = run_jobs([fpga_job(MACArray(MAC2), name=f"mac2-{family}", target=target, pnr=True)],
+                 workdir=tmp_path / "flow", max_workers=1, console=False)[0]
+    assert r["fmax_mhz"] > 10 and r["ff"] > 0 and r["lut"] > 0
+    util = r["utilization"]
+    le = sum(util.get(b, 0) for b in fam.site_bels)
+    if family != "ecp5":
+        assert r["le"] == le and r["device"] == target.device.name
+        # the fit check's synthesis estimate is a lower bound of what nextpnr placed
+        assert le >= r["lut_sites"] > 0
+    else:
+        assert r["device"] == "LFE5U-25F CABGA256" and le >= r["lut"] + 2 * r["ccu2"]
+    again = run_jobs([fpga_job(MACArray(MAC2), name=f"mac2-{family}", target=target, pnr=True)],
+                     workdir=tmp_path / "flow", max_workers=1, console=False)[0]
+    assert again["cached"] and again["fmax_mhz"] == r["fmax_mhz"]
+
+
+class Mul(wiring.Component):
+    """``p = a * b`` of two registered signed 12-bit operands, registered (24-bit product)."""
+
+    def __init__(self):
+        super().__init__({"a": In(signed(12)), "b": In(signed(12)), "p": Out(signed(24))})
+
+    def elaborate(self, platform):
+        m = Module()
+        ra, rb = Signal(signed(12)), Signal(signed(12))
+        m.d.sync += [ra.eq(self.a), rb.eq(self.b), self.p.eq(ra * rb)]
+        return m
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_dsp_switch_moves_a_multiply_between_dsp_and_fabric(family, tmp_path):
+    """A 12x12-bit multiply: in the family's multiplier with ``dsp``, in LUTs without; GateMate's
+    multiplier mode (CC_MULT) is built of CPEs, so its switch trades CC_MULT cells for LUT trees."""
+    got = {}
+    for dsp in (True, False):
+        t = resolve_target(family, dsp=dsp)
+        got[dsp] = run_jobs([fpga_job(Mul(), name=f"mul-{family}-{dsp}", target=t, pnr=False)],
+                            workdir=tmp_path / "flow", max_workers=1, console=False)[0]
+    key = "mult" if family == "gatemate" else "dsp"
+    assert got[True][key] >= 1 and got[False][key] == 0, (got[True][key], got[False][key])
+    assert got[False]["lut"] > got[True]["lut"] + 50
+
+
+def test_too_large_for_the_device_fails_after_synthesis_before_place_and_route(tmp_path):
+    cfg = MACConfig(rows=4, cols=4, wbits=4, abits=4, k=64)
+    t = resolve_target("gowin", "GW1N-LV1QN48C6/I5")
+    with pytest.raises(DeviceFitError, match=r"^mac4-gw1n1: the design needs \d+ LUT sites after synthesis but "
+                                             r"GW1N-LV1QN48C6/I5 has 1152; try --device GW1NR-LV9QN88PC6/I5 or "
+                                             r"GW2A-LV18PG256C8/I7$"):
+        with fit_errors():
+            run_jobs([fpga_job(MACArray(cfg), name="mac4-gw1n1", target=t, pnr=True)], workdir=tmp_path / "flow",
+                     max_workers=1, console=False)
+    assert list((tmp_path / "flow").rglob("yosys.log")) and not list((tmp_path / "flow").rglob("nextpnr.log"))
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--family", "xilinx"], "error: unknown family 'xilinx'; choose one of ecp5, ice40, nexus, gowin, gatemate"),
+    (["--family", "nexus", "--device", "LIFCL-17"], "error: unknown device 'LIFCL-17' for family nexus; choose one "
+                                                    "of LIFCL-40-9BG400C"),
+    (["--family", "ice40", "--device", "iCE40HX8K-CT256", "--dsp"],
+     "error: device iCE40HX8K-CT256 has no SB_MAC16 blocks; use --no-dsp or a device with them (iCE40UP5K-SG48)"),
+    (["--family", "gowin", "--target", "asic"],
+     "error: --family, --device and --dsp choose the FPGA; they do not apply to --target asic"),
+])
+def test_cli_bad_family_or_device_is_one_error_line(args, msg, tmp_path):
+    p = l1bn("report", "--widths", "4", *args, "--out", str(tmp_path / "r"))
+    assert p.returncode == 2 and p.stderr.strip() == msg, p.stderr
+    assert not (tmp_path / "r").exists()
+    if "--target" not in args:   # the same options of l1bn sweep: the same line
+        p = l1bn("sweep", "--design", "mac", *args, "--out", str(tmp_path / "s"))
+        assert p.returncode == 2 and p.stderr.strip() == msg, p.stderr
+        assert not (tmp_path / "s").exists()
+
+
+def test_packing_over_the_device_is_a_fit_error(tmp_path):
+    """nextpnr stops when its packed design overflows a bel type (the synthesis estimate is only a
+    lower bound): that is a DeviceFitError naming the count, not a tool failure."""
+    fam = get_family("ice40")
+    log = tmp_path / "nextpnr.log"
+    log.write_text("Info: Device utilisation:\nInfo: \t         ICESTORM_LC:    5453/   5280   103%\n"
+                   "Info: \t        ICESTORM_RAM:       6/     30    20%\n"
+                   "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5453 ICESTORM_LCs\n")
+    with pytest.raises(DeviceFitError, match=r"^the design needs 5453 ICESTORM_LC after packing but iCE40UP5K-SG48 "
+                                             r"has 5280; try --device iCE40HX8K-CT256$"):
+        fam.check_packing(log, fam.device("iCE40UP5K-SG48"))
+    log.write_text("Info: \t         ICESTORM_LC:    428/   5280     8%\n")
+    assert fam.check_packing(log, fam.device(None)) is None
