@@ -98,11 +98,11 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
     check_int("channels", channels, 1, 16)
     if jobs is not None:
         check_int("jobs", jobs, 1, 64)
+    outp = check_output_dir(out, command="report", must_be_new=False)   # a report folder, or new
+    check_writable(outp)
     fpga_target = target_from_options(family, device, dsp)   # a bad family or device: before any work
     if fpga_target is not None and target == "asic":
         raise ValueError("--family, --device and --dsp choose the FPGA; they do not apply to --target asic")
-    outp = check_output_dir(out, command="report", must_be_new=False)   # a report folder, or new
-    check_writable(outp)
     check_path_is_creatable(default_build_root() / "flow-cache", option="build folder ($L1BN_BUILD_DIR)")
     check_writable(default_build_root(), option="build folder ($L1BN_BUILD_DIR)")
     # validate every configuration before any tool runs

@@ -201,6 +201,18 @@ def _images_option(e, images: str | None, labels: str | None):
     return None, (x, y)
 
 
+def check_build_root() -> None:
+    """The simulator build folders' root (``$L1BN_BUILD_DIR``, default ``build``), checked before
+    any work: a folder (or a path one can be made at) that is writable; one ``error:`` line
+    otherwise."""
+    from l1bn.sim.build_root import default_build_root
+    from l1bn.spec.outdir import check_path_is_creatable, check_writable
+
+    root = default_build_root()
+    check_path_is_creatable(root, option="build folder ($L1BN_BUILD_DIR)")
+    check_writable(root, option="build folder ($L1BN_BUILD_DIR)")
+
+
 @sim.command("train", short_help="Train K steps on the simulated training accelerator.")
 @click.argument("source", metavar="RUN_OR_EXPORT", type=str)
 @click.option("--steps", type=int, default=3, show_default=True, help="Training steps (batches), 1..100.")
@@ -221,6 +233,7 @@ def train_cmd(source, steps, simulator, rows, batch, norm, seed, as_json):
     from l1bn.spec.config import check_int
 
     check_int("steps", steps, 1, 100)
+    check_build_root()
     cfg, rows, x, y = train_config(source, rows=rows, batch=batch, norm=norm, seed=seed)
     if len(x) < steps * cfg.batch:
         raise ValueError(f"--steps {steps} of batch {cfg.batch} need {steps * cfg.batch} images; the export holds {len(x)}")

@@ -113,7 +113,7 @@ def _train_integer(*, model, norm, wbits, abits, use_float, quantize_bn, epochs,
                    out, force, gbits, grad_rounding, master_bits, lr_shift, bn_lr_shift, lr_decay, given):
     """``l1bn train --integer``: every argument checked, then train, then write the run folder."""
     from l1bn.spec.config import check_int
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable
     from l1bn.spec.training import IntTrainConfig
     from l1bn.sw.int_train import layers_of, save_integer_run, train_integer
     from rich.console import Console
@@ -135,7 +135,8 @@ def _train_integer(*, model, norm, wbits, abits, use_float, quantize_bn, epochs,
     cfg = IntTrainConfig(layers=layers_of(model), norm=norm, wbits=wbits, abits=abits, gbits=gbits,
                          grad_rounding=grad_rounding, master_bits=master_bits, lr_shift=lr_shift,
                          bn_lr_shift=bn_lr_shift, lr_decay=_parse_decay(lr_decay), batch=batch_size)
-    out = check_output_dir(out, force=force)
+    out = check_output_dir(out, command="train", force=force)   # the one output rule, before training
+    check_writable(out)
     console = Console(stderr=True)
     desc = f"{model} {norm} w{wbits}a{abits}g{gbits} integer"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

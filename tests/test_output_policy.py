@@ -259,3 +259,68 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     gone = remove_stale_temps(tmp_path)
     assert sorted(p.name for p in gone) == sorted(names[:3])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[3:])
+
+
+# ------------------------------------------------- commands added since (FPGA families, boards)
+
+
+@pytest.mark.parametrize("family", ["ice40", "gowin"])
+def test_report_family_refuses_a_folder_it_did_not_write(family, two_exports, tmp_path, l1bn_cli, monkeypatch):
+    """``report --family F --out DIR``: the user's files or an export are refused with one line
+    before any flow runs (the flow itself fails the test if it starts)."""
+    import l1bn.sim.report.fpga as fpga
+
+    def no_work(*a, **k):
+        raise AssertionError("the flow started")
+
+    monkeypatch.setattr(fpga, "build_report", no_work)
+    monkeypatch.setenv("L1BN_BUILD_DIR", str(tmp_path / "build"))
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("x\n")
+    for out, words in ((mine, "did not write"), (two_exports[0], "holds the output of `l1bn export`")):
+        before = _snapshot(out)
+        code, text = l1bn_cli(["report", "--family", family, "--widths", "4", "--no-pnr", "--out", str(out)])
+        _one_error(code, text, words)
+        assert _snapshot(out) == before
+    assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize("board", ["icebreaker", "tang-nano-9k"])
+def test_build_on_ice40_and_gowin_boards_refuses_a_folder_it_did_not_write(board, two_exports, tmp_path, l1bn_cli):
+    """``build --board B --out DIR`` on the iCE40 and Gowin boards: a folder of the user's files or
+    a report is refused with one line, before any tool runs, and left as it was."""
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("x\n")
+    rep = claim_dir(tmp_path / "rep", "report")
+    (rep / "report.json").write_text('{"widths": [4]}\n')
+    keep_claims()
+    for out, words in ((mine, "did not write"), (rep, "holds the output of `l1bn report`")):
+        before = _snapshot(out)
+        code, text = l1bn_cli(["build", str(two_exports[0]), "--board", board, "--out", str(out)])
+        _one_error(code, text, words)
+        assert _snapshot(out) == before
+
+
+def test_integer_train_follows_the_output_rule(tmp_path, l1bn_cli):
+    """``train --integer``: a folder of the user's files is refused (``--force`` or not) before
+    training; its run folder carries train's marker (its export, export's), is refused without
+    ``--force`` and replaced whole with it."""
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("x\n")
+    argv = ["train", "--integer", "--model", "mlp", "--epochs", "1"]
+    code, text = l1bn_cli([*argv, "--out", str(mine), "--force"])
+    _one_error(code, text, "did not write")
+    assert _snapshot(mine) == {".": "dir", "thesis.tex": hashlib.sha256(b"x\n").hexdigest()}
+    run = tmp_path / "run"
+    code, text = l1bn_cli([*argv, "--out", str(run)])
+    assert code == 0, text
+    assert output_owner(run) == "train" and output_owner(run / "export") == "export"
+    code, text = l1bn_cli([*argv, "--out", str(run)])
+    _one_error(code, text, "pass --force")
+    (run / "notes.txt").write_text("an old file\n")
+    code, text = l1bn_cli([*argv, "--out", str(run), "--force"])
+    assert code == 0, text
+    assert not (run / "notes.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run", "thesis"]
