@@ -27,16 +27,14 @@ class RangeDispersion(Dispersion):
         return t
 
     def reduce(self, m, pipe, terms, valid, first, last, done):
-        # The lanes' max and min (a comparator chain, registered through the same number of
-        # levels as the adder tree of the summing norms, so the stage latency is shared), then a
-        # running max and min; D = max - min.
+        # The lanes' max and min by trees of two-input comparators, one registered level per
+        # adder level of the summing norms (so the stage latency is shared), then a running max
+        # and min; D = max - min. (A chain named its previous expression twice per lane: the
+        # Verilog doubled with every lane, issue 32.)
         cfg = self.cfg
         lt = sum_levels(cfg.lanes)
-        hi, lo = terms[0], terms[0]
-        for t in terms[1:]:
-            hi, lo = Mux(t > hi, t, hi), Mux(t < lo, t, lo)
-        hi = pipe.delay(hi, lt, "mx") if lt else hi
-        lo = pipe.delay(lo, lt, "mn") if lt else lo
+        hi = _tree(pipe, terms, lambda a, b: Mux(a > b, a, b), "mx")
+        lo = _tree(pipe, terms, lambda a, b: Mux(a < b, a, b), "mn")
         valid, first, last = (pipe.delay(v, lt, "t") for v in (valid, first, last))
         amax = Signal(signed(cfg.dev_bits), name="amax")   # (a tuple assignment left it unnamed)
         amin = Signal(signed(cfg.dev_bits), name="amin")
@@ -55,3 +53,15 @@ class RangeDispersion(Dispersion):
 
     def sigma_const(self) -> int:
         return range_const(self.cfg.n, self.cfg.c_bits)
+
+
+def _tree(pipe, terms, pick, name: str):
+    """``pick`` reduced over ``terms`` by registered two-input levels: ``sum_levels(len(terms))``
+    cycles (an odd one out is registered with its level)."""
+    terms = list(terms)
+    while len(terms) > 1:
+        nxt = [pipe.reg(pick(terms[k], terms[k + 1]), name) for k in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            nxt.append(pipe.reg(terms[-1], name))
+        terms = nxt
+    return terms[0]

@@ -64,6 +64,8 @@ CASES = [  # (simulator, width, lanes, n, channels)
     ("icarus", 4, 1, 2, 8),
     ("icarus", 8, 2, 32, 12),
     ("icarus", 16, 4, 64, 8),
+    ("icarus", 8, 3, 48, 2),     # the comparator trees' odd one out
+    ("icarus", 8, 8, 64, 2),
     ("verilator", 4, 2, 16, 10),
     ("verilator", 8, 1, 2, 8),
     ("verilator", 16, 2, 48, 8),
@@ -88,3 +90,19 @@ def test_registry_builds_the_range_unit():
     assert type(unit) is RangeBNUnit
     with pytest.raises(ValueError, match="norm"):
         RangeBNUnit(BNConfig(norm="l1"))
+
+
+def test_range_verilog_grows_linearly_with_lanes():
+    """Issue 32: the lanes' max/min was a chain that named its previous expression twice per lane,
+    so the Verilog doubled with every lane (16 lanes: 54 s, 271k lines; 32 and 64 never finished).
+    Comparator trees with a register per level: every added lane costs about the same number of
+    lines, as for the L1 unit."""
+    from l1bn.sim.rtl import to_verilog
+
+    def lines(lanes):
+        cfg = BNConfig(norm="range", width=8, out_width=8, n=64, lanes=lanes, channels=1)
+        return len(to_verilog(RangeBNUnit(cfg), "range_bn").splitlines())
+
+    n2, n4, n8, n16 = (lines(k) for k in (2, 4, 8, 16))
+    per_lane = [(n4 - n2) / 2, (n8 - n4) / 4, (n16 - n8) / 8]   # the chain: 382, 588, then ~33k
+    assert max(per_lane) <= 1.2 * min(per_lane), per_lane
