@@ -98,6 +98,7 @@ def test_two_sim_mac_runs_of_one_array_at_once_report_their_own_results(tmp_path
     assert len([p for p in build.iterdir()]) == 1     # one build folder, shared
 
 
+@pytest.mark.slow   # two Icarus builds and runs: 40-70 s on the shared machine
 def test_two_sim_net_runs_at_once_report_their_own_results(small_export, tmp_path):
     """``--images 3`` and ``--images 12`` together: the 12-image run printed 25.00 % (its data had
     been replaced by the other run's) with exit 0."""
