@@ -299,3 +299,23 @@ def test_timing_failure_exits_1(tiny_export, tmp_path, monkeypatch):
     assert r.exit_code == 1
     assert "timing     clk: Fmax 41.5 MHz, requested 50.0 MHz: NOT MET" in r.output
     assert "error: timing is not met" in r.output
+
+
+@pytest.mark.parametrize("family", ["ecp5", "ice40", "gowin"])
+def test_build_script_steps_follow_the_family_outputs(family, tmp_path):
+    """``_run_script`` runs ``build_top.sh`` (through the guarded process group) and names the
+    steps from the family's own output files: synthesis until the netlist, place and route until
+    the placed design, then the bitstream packer."""
+    import os
+
+    import l1bn.cli.build as bc
+
+    synth, pnr, bit = bc.OUTPUTS[family]
+    (tmp_path / "build_top.sh").write_text(f"sleep 0.7; touch {synth}; sleep 1.2; touch {pnr}; sleep 1.2; "
+                                           f"touch {bit}\n")
+    seen = []
+    rc, info = bc._run_script(tmp_path, dict(os.environ), lambda step, t, d: seen.append((step, d)), family)
+    assert rc == 0 and info["failed_step"] is None
+    assert list(info["times"]) == ["synthesis", "place and route", "bitstream"], info
+    packer = {"ecp5": "ecppack", "ice40": "icepack", "gowin": "gowin_pack"}[family]
+    assert ("bitstream", packer) in seen
