@@ -48,7 +48,7 @@ TAG = "L1BN_INTERRUPT_TAG"
 _TEMP = re.compile(r"^\..+\.(?:tmp|old)-\d+(?:-.*)?$")
 _TIMING_KEYS = {"time_s", "tool_s", "seconds", "wall_s", "sim_s", "build_s", "run_s", "images_per_s",
                 "sim_wall_s", "threads", "started", "finished"}
-_TIMING_LINE = re.compile(r"(simulation speed|\d+(\.\d+)? s\b|in \d+(\.\d+)? s|steps \()")
+_TIMING_LINE = re.compile(r"(\d+:\d\d:\d\d|simulation speed|\d+(\.\d+)? s\b|in \d+(\.\d+)? s|steps \()")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from l1bn.sim.build_root import default_build_root
 from l1bn.sim.executors import call_in_scratch, default_executor, make_executor, run_tasks
-from l1bn.sim.locks import file_lock, remove_stale_locks
+from l1bn.sim.locks import file_lock, remove_released_locks, remove_stale_locks
 from l1bn.sim.rtl import ports, to_verilog
 from l1bn.spec.outdir import pid_alive, remove_stale_temps
 
@@ -267,19 +267,24 @@ def _run_todo(jobs, todo, results, workdir, max_workers, console, description, u
             if executor is None:
                 pids = ex.worker_pids() if hasattr(ex, "worker_pids") else []
                 ex.shutdown(wait=False, cancel_futures=True)
-                _clear_stale(workdir, wait_for=pids)   # the killed workers' half-made steps
+                # the killed workers' half-made steps, and the locks of the entries they had in
+                # hand (the pool may already have dropped a dead worker from its list)
+                ours = [Path(jobs[i].cache_path).with_suffix(".lock") for i in todo if results[i] is None]
+                _clear_stale(workdir, wait_for=pids, locks=ours)
             raise
         if executor is None:
             ex.shutdown()
 
 
-def _clear_stale(workdir: Path, wait_for=()) -> None:
+def _clear_stale(workdir: Path, wait_for=(), locks=()) -> None:
     """Remove the temporaries (``.NAME.tmp-PID-*``) of processes that are gone from ``workdir`` and
     the cache, and the cache's lock files nobody holds; first wait (at most 2 s) until the
-    processes ``wait_for`` (workers just killed) are gone."""
+    processes ``wait_for`` (workers just killed) are gone, and (at most 3 s more) until the
+    ``locks`` (the entries those workers were on) are released."""
     t0 = time.monotonic()
     while any(pid_alive(p) for p in wait_for) and time.monotonic() - t0 < 2:
         time.sleep(0.02)
+    remove_released_locks(locks)
     for folder in (workdir, cache_dir()):
         remove_stale_temps(folder)
     remove_stale_locks(cache_dir())

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 
-__all__ = ["file_lock", "remove_stale_locks"]
+__all__ = ["file_lock", "remove_stale_locks", "remove_released_locks"]
 
 
 def _take(path: Path, flags: int) -> int | None:
@@ -71,4 +72,33 @@ def remove_stale_locks(folder, pattern: str = "*.lock") -> list[Path]:
         if fd is not None:
             _release(p, fd)
             gone.append(p)
+    return gone
+
+
+def remove_released_locks(paths, *, timeout: float = 3.0) -> list[Path]:
+    """Remove the lock files ``paths`` as soon as nobody holds them, waiting at most ``timeout``
+    seconds for holders that are exiting (workers just killed: the kernel drops a lock when its
+    holder's descriptors close, which a loaded machine may take a moment to do). A lock still held
+    after ``timeout`` (another live run's) is left alone. Returns the files removed."""
+    gone, left = [], [Path(p) for p in paths]
+    end = time.monotonic() + timeout
+    while left:
+        held = []
+        for p in left:
+            if not p.exists():
+                continue
+            try:
+                fd = _take(p, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue
+            if fd is None:
+                held.append(p)
+            else:
+                _release(p, fd)
+                gone.append(p)
+        left = held
+        if left and time.monotonic() < end:
+            time.sleep(0.05)
+        else:
+            break
     return gone

@@ -206,6 +206,34 @@ def test_stale_lock_of_a_killed_holder_is_removed_and_a_held_one_is_kept(tmp_pat
     assert not (tmp_path / "x.lock").exists()     # released: gone
 
 
+def test_locks_of_killed_workers_are_removed_once_released(tmp_path):
+    """``report`` interrupted while its workers held flow-cache entries left their ``.lock`` files
+    (bench/interrupts.py: 2 of 4 trials): the workers were still exiting when the cache was
+    cleaned. The entries' locks are now awaited until released (a holder that exits a moment
+    later), and a lock still held by a live process is left alone after the timeout."""
+    from l1bn.sim.locks import remove_released_locks
+
+    holder = ("import fcntl, os, sys, time\n"
+              "f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True)\n"
+              "time.sleep(float(sys.argv[2]))\n")
+    procs = {}
+    for name, life in (("exiting.lock", "0.5"), ("alive.lock", "600")):
+        procs[name] = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path / name), life],
+                                       stdout=subprocess.PIPE, text=True)
+        assert procs[name].stdout.readline().strip() == "held"
+    try:
+        t0 = time.monotonic()
+        gone = remove_released_locks([tmp_path / "exiting.lock", tmp_path / "alive.lock"], timeout=3)
+        waited = time.monotonic() - t0
+        assert [p.name for p in gone] == ["exiting.lock"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["alive.lock"]
+        assert 2.9 <= waited < 10            # waited the whole timeout for the live holder
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+
+
 def test_file_lock_serializes_processes_and_leaves_no_file(tmp_path):
     """Four processes each add 1 to a counter 25 times under the lock: 100, and no lock file."""
     code = ("import sys\nfrom pathlib import Path\nfrom l1bn.sim.locks import file_lock\n"
