@@ -17,6 +17,7 @@ import click
 from l1bn.cli.options import config_options
 from l1bn.cli.verilog import BWD_BN_FIELDS, bn_config, bwd_config, mac_config
 from l1bn.spec.config import BNBackwardConfig, BNConfig, MACConfig
+from l1bn.spec.norms import FEATURED, backward_norms, norm_names, norm_spec
 
 __all__ = ["prove"]
 
@@ -84,8 +85,9 @@ def _bn_command(norm):
                  f"channels={cfg.channels}, recip_bits={cfg.recip_bits}")
         _run(f"{norm}bn", cfg, title, depth, engine, props, timeout, out)
 
+    # the equivalence property is proven where sigma is a constant multiply (sim.formal.designs)
     cmd.__doc__ = f"{norm.upper()}-BN forward unit: stream rules, counts, overflow" + (
-        ", equivalence with the reference formulas." if norm == "l1" else ".")
+        ", equivalence with the reference formulas." if norm_spec(norm).sigma_kind == "const" else ".")
     return cmd
 
 
@@ -105,9 +107,10 @@ def _bwd_command(norm):
     return cmd
 
 
-for _norm in ("l1", "l2"):
+for _norm in norm_names():            # one forward unit per registered norm
     _bn_command(_norm)
-    _bwd_command(_norm)
+    if norm_spec(_norm).hw_backward:    # and a backward unit where the registry names one
+        _bwd_command(_norm)
 
 
 @prove.command("mac")
@@ -133,8 +136,8 @@ def accel_cmd(cols, depth, engine, props, timeout, out):
 
 
 @prove.command("train")
-@click.option("--norm", type=click.Choice(["l1", "l2"]), default="l1", show_default=True,
-              help="BN norm of the minimal network's training accelerator.")
+@click.option("--norm", type=click.Choice(backward_norms()), default=FEATURED, show_default=True,
+              help="BN norm of the minimal network's training accelerator (a norm with a backward unit).")
 @_common
 def train_cmd(norm, depth, engine, props, timeout, out):
     """The training accelerator on a minimal network (1x1x2 input, 1x1 conv to 1 channel with BN,

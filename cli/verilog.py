@@ -1,6 +1,8 @@
 """``l1bn verilog DESIGN ...``: write synthesizable Verilog for one design.
 
-The options of ``l1bn``, ``l2bn``, ``l1bn-bwd``, ``l2bn-bwd`` and ``mac`` are generated from the
+One forward command per registered norm (``<norm>bn``: ``l1bn``, ``l2bn``, ``rangebn``) and one
+backward command per norm with a backward unit (``<norm>bn-bwd``), from the norm registry
+(:mod:`l1bn.spec.norms`). The options of these and ``mac`` are generated from the
 fields of ``BNConfig``, ``BNBackwardConfig`` and ``MACConfig`` (:mod:`l1bn.cli.options`): same
 names, defaults and ranges. The Verilog itself comes from library functions in ``l1bn.sim``.
 """
@@ -81,8 +83,6 @@ def verilog():
 
 
 def _bn_command(norm: str):
-    from l1bn.spec.norms import norm_spec
-
     rule = norm_spec(norm)
     unit = rule.hw_unit.rpartition(":")[2]
 
@@ -108,10 +108,11 @@ def _bn_command(norm: str):
 
 
 def _bwd_command(norm: str):
-    unit = "L1BNBackwardUnit" if norm == "l1" else "L2BNBackwardUnit"
+    rule = norm_spec(norm)
+    unit = rule.hw_backward.rpartition(":")[2]
 
-    def sign_in_option(f):   # L1 only: the L2 unit's pass 2 needs x
-        if norm != "l1":
+    def sign_in_option(f):   # only a unit whose pass 2 needs just the sign (registry backward_sign_in)
+        if not rule.backward_sign_in:
             return f
         return click.option("--sign-in", is_flag=True, default=False,
                             help="Take sign(d_i) as a 1-bit input field 'neg' (from the forward) "
@@ -140,16 +141,15 @@ def _bwd_command(norm: str):
         click.echo(f"latency {backward_latency_cycles(cfg)} cycles per batch (no stalls); "
                    f"stored state {bits[norm]} bits/element; pass 2 needs {bits[norm + '_pass2']} bit(s)/element")
 
-    cmd.__doc__ = (f"{'L1' if norm == 'l1' else 'L2'}-BN backward unit ({unit}) as Verilog: "
+    cmd.__doc__ = (f"{rule.label}-BN backward unit ({unit}) as Verilog: "
                    "dx stream, dgamma and dbeta per channel.")
-    cmd.short_help = ("L1-BN backward unit (sign-based gradient)." if norm == "l1" else
-                      "L2-BN backward baseline unit.")
+    cmd.short_help = rule.backward_help
     return cmd
 
 
 for _norm in norm_names():            # one forward unit per registered norm
     _bn_command(_norm)
-    if norm_spec(_norm).hw_backward:    # backward units exist for L1 and L2
+    if norm_spec(_norm).hw_backward:    # and a backward unit where the registry names one
         _bwd_command(_norm)
 
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from .intmath import C_SQRT_PI_2, c_const, isqrt_int, range_const, rnd_int
 
-__all__ = ["NormSpec", "NORMS", "SIGMA_KINDS", "norm_spec", "norm_names", "backward_spec",
-           "isqrt_array", "div_round_array"]
+__all__ = ["NormSpec", "NORMS", "SIGMA_KINDS", "BASELINE", "FEATURED", "norm_spec", "norm_names",
+           "backward_spec", "backward_norms", "isqrt_array", "div_round_array"]
 
 #: How a norm turns the dispersion mean ``s`` into sigma, and so which hardware the reciprocal
 #: stage builds: ``"const"`` = ``rnd(s * K, c_bits)``, one constant multiply by a generation-time
@@ -113,13 +113,20 @@ class NormSpec:
         One of :data:`SIGMA_KINDS`: ``"const"`` when ``g(s)`` is a constant multiply (L1, range),
         ``"sqrt"`` when it is a square root (L2). The forward unit's ``RecipStage`` and the
         report's energy model choose their datapath by it.
+    sigma_const : callable(cfg) -> int, or None
+        For a ``"const"`` sigma_kind, the constant K of ``g(s) = rnd(s * K, c_bits)`` (L1:
+        ``c_const(c_bits)``, range: ``range_const(n, c_bits)``); None for ``"sqrt"``.
     float_sigma : callable(disp, eps) -> ndarray
         Inference sigma (float64) from the running dispersion the torch layer keeps: the mean
         absolute deviation for L1 (``sqrt(pi/2) * disp + eps``), the variance for L2
         (``sqrt(disp + eps)``).
-    ops : tuple of (name, kind, bits-callable)
+    label : str
+        Short name in titles and command help: ``"L1"`` in "L1-BN backward unit".
+    ops : tuple of (name, kind, bits-callable[, times])
         Per-element operations of the dispersion/sigma datapath for the analytic energy estimate:
-        ``kind`` is ``"add"``, ``"mul"`` or ``"cmp"``; ``bits(cfg)`` their width.
+        ``kind`` is ``"add"``, ``"mul"`` or ``"cmp"``; ``bits(cfg)`` their width (a multiply of
+        two widths: ``(a, b)``; one width: a square); ``times`` how many (default 1; an int or
+        ``times(cfg)``).
     backward : str
         ``"module:attribute"`` of the reference backward rule
         ``rule(p: BackwardPass1, cfg: BNBackwardConfig) -> u`` (``l1bn.spec.reference.bn_backward``),
@@ -128,6 +135,18 @@ class NormSpec:
     backward_widths : callable(bwd_cfg) -> dict
         Signed bits of the backward's norm-specific intermediates (``h`` and ``u`` always; the
         shared ones are in ``BNBackwardConfig.widths``).
+    backward_ops, backward_channel_ops : tuple of (name, kind, bits-callable[, times])
+        The backward unit's own operations, as :attr:`ops` with ``bits(bwd_cfg)``: per element
+        (besides the shared pass 1, ``u = dy - ...`` and ``u * gamma*inv``) and per channel
+        (besides the shared ``mu*sum_dy``, ``H``, the divisions by n and ``gamma*inv``), for the
+        analytic energy of the backward rows.
+    backward_help : str
+        One line of help for the backward unit's commands (``l1bn verilog <name>bn-bwd``).
+    backward_sign_in : bool
+        The backward unit can take sign(d_i) as a 1-bit input instead of reading x in pass 2
+        (``sign_in=True``, ``--sign-in``); the unit's term says the same
+        (``BackwardTerm.takes_sign``, checked by a test). Here so that the CLI builds its
+        options without importing the hardware.
     hw_unit, hw_backward, layer1d, layer2d : str
         ``"module:attribute"`` of the Amaranth forward unit, backward unit (or ``""``: none built
         yet), and the torch layers.
@@ -142,10 +161,16 @@ class NormSpec:
     sigma_core: Callable
     widths: Callable
     sigma_kind: str
+    sigma_const: Callable = None
     float_sigma: Callable = None
+    label: str = ""
     ops: tuple = field(default=())
     backward: str = ""
     backward_widths: Callable = None
+    backward_ops: tuple = field(default=())
+    backward_channel_ops: tuple = field(default=())
+    backward_help: str = ""
+    backward_sign_in: bool = False
     hw_unit: str = ""
     hw_backward: str = ""
     layer1d: str = ""
@@ -155,6 +180,8 @@ class NormSpec:
         if self.sigma_kind not in SIGMA_KINDS:
             raise ValueError(f"sigma_kind={self.sigma_kind!r} of norm {self.name!r} is not allowed; "
                              f"choose one of {', '.join(map(repr, SIGMA_KINDS))}")
+        if self.sigma_kind == "const" and self.sigma_const is None:
+            raise ValueError(f"norm {self.name!r}: sigma_kind='const' needs sigma_const")
 
 
 # --- L1: mean absolute deviation, sigma = sqrt(pi/2) * s ------------------------------------------
@@ -179,12 +206,19 @@ L1 = NormSpec(
     sigma_core=_l1_sigma_core,
     widths=_l1_widths,
     sigma_kind="const",
+    sigma_const=lambda cfg: c_const(cfg.c_bits),
     float_sigma=lambda disp, eps: C_SQRT_PI_2 * disp + eps,
+    label="L1",
     ops=(("|d|", "add", lambda cfg: cfg.dev_bits),
          ("sum |d|", "add", lambda cfg: cfg.disp_sum_bits)),
     # sum |xhat| = n * s / sigma < n / c: H needs no extra bit
     backward="l1bn.spec.reference.bn_backward:l1_bracket",
     backward_widths=_l1l2_backward_widths,
+    # pass 2 selects k+ or k- by the sign; per channel two mh * (+-1 - mean(sgn))
+    backward_ops=(("mux k+/k-", "add", lambda bwd: bwd.widths["u"]),),
+    backward_channel_ops=(("mh*(+-1 - msgn)", "mul", lambda bwd: (bwd.widths["h"], bwd.inner_frac + 3), 2),),
+    backward_help="L1-BN backward unit (sign-based gradient).",
+    backward_sign_in=True,
     hw_unit="l1bn.hw.bn_unit:L1BNUnit", hw_backward="l1bn.hw.bn_backward:L1BNBackwardUnit",
     layer1d="l1bn.sw.layers:L1BatchNorm1d", layer2d="l1bn.sw.layers:L1BatchNorm2d",
 )
@@ -207,11 +241,18 @@ L2 = NormSpec(
     widths=_l2_widths,
     sigma_kind="sqrt",
     float_sigma=lambda disp, eps: np.sqrt(disp + eps),
+    label="L2",
     ops=(("d*d", "mul", lambda cfg: cfg.dev_bits),
          ("sum d*d", "add", lambda cfg: cfg.disp_sum_bits)),
     # sum |xhat| <= sqrt(n * sum xhat**2) = n (Cauchy-Schwarz); |xhat_i| <= sqrt(n) in u
     backward="l1bn.spec.reference.bn_backward:l2_bracket",
     backward_widths=lambda bwd: _l1l2_backward_widths(bwd, (bwd.bn.count_bits + 1) // 2 + 1),
+    # pass 2 rebuilds xhat_i (a multiply) and multiplies it by mean(dy*xhat)
+    backward_ops=(("xhat = d*inv", "mul", lambda bwd: (bwd.bn.dev_bits, bwd.bn.inv_bits)),
+                  ("xhat*mean(dy*xhat)", "mul",
+                   lambda bwd: (bwd.bn.xhat_bits, bwd.widths["hc"] - bwd.bn.count_bits + 2)),
+                  ("- mean(dy)", "add", lambda bwd: bwd.widths["u"])),
+    backward_help="L2-BN backward baseline unit.",
     hw_unit="l1bn.hw.bn_unit:L2BNUnit", hw_backward="l1bn.hw.bn_backward:L2BNBackwardUnit",
     layer1d="torch.nn:BatchNorm1d", layer2d="torch.nn:BatchNorm2d",
 )
@@ -250,7 +291,20 @@ def _range_backward_widths(bwd) -> dict:
     return {"h": h, "u": g + fr + cb + 2,
             "div": _div_bits(bwd, 0),                         # only mean(dy) is divided by n
             "k_numerator": hc + 2,                            # 2 * H * Cr + (count << c_bits)
-            "k_divisor": cb + b.c_bits + 3}                   # 2 * (count << c_bits), unsigned
+            "k_divisor": cb + b.c_bits + 3,                   # 2 * (count << c_bits), unsigned
+            "k_quotient": _range_k_quotient_bits(bwd, h)}
+
+
+def _range_k_quotient_bits(bwd, h: int) -> int:
+    """Unsigned bits of ``|a|``, ``a = (2 * H * Cr + (count << c_bits)) >> (c_bits + 1)``, over
+    ``|H| < 2**(h-1)`` and ``1 <= count <= n``: ``Kmax = div_round(H * Cr, count << c_bits) =
+    floor(a / count)``, so the hardware divides ``a`` by the count one quotient bit per cycle
+    (its largest magnitude at ``count = 1``)."""
+    b = bwd.bn
+    cr, top = range_const(b.n, b.c_bits), (1 << (h - 1)) - 1
+    hi = (2 * top * cr + (b.n << b.c_bits)) >> (b.c_bits + 1)
+    lo = (-2 * top * cr + (1 << b.c_bits)) >> (b.c_bits + 1)
+    return max(hi, -lo).bit_length()
 
 
 RANGE = NormSpec(
@@ -263,12 +317,24 @@ RANGE = NormSpec(
     sigma_core=_range_sigma_core,
     widths=lambda cfg: {},
     sigma_kind="const",
+    sigma_const=lambda cfg: range_const(cfg.n, cfg.c_bits),
     float_sigma=lambda disp, eps: disp + eps,       # the layer keeps C(n) * range as its statistic
+    label="Range",
     ops=(("max(d)", "cmp", lambda cfg: cfg.dev_bits),
          ("min(d)", "cmp", lambda cfg: cfg.dev_bits)),
     backward="l1bn.spec.reference.bn_backward:range_bracket",
     backward_widths=_range_backward_widths,
-    hw_unit="l1bn.hw.bn_unit:RangeBNUnit", hw_backward="",
+    # pass 1 keeps a running max and min of x and their tie counts; pass 2 compares x with both
+    # and selects one of three constants; per channel H*Cr and two serial divisions by the counts
+    backward_ops=(("max/min x, tie counts (pass 1)", "cmp", lambda bwd: bwd.bn.width, 4),
+                  ("x = max, x = min", "cmp", lambda bwd: bwd.bn.width, 2),
+                  ("mux kp/kn/mean(dy)", "add", lambda bwd: bwd.widths["u"])),
+    backward_channel_ops=(("H*Cr", "mul", lambda bwd: (bwd.widths["h"], bwd.bn.c_bits)),
+                          ("Kmax, Kmin: serial division by the counts", "add",
+                           lambda bwd: bwd.bn.count_bits + 2, lambda bwd: 2 * bwd.widths["k_quotient"]),
+                          ("kp, kn = mean(dy) +- K", "add", lambda bwd: bwd.widths["u"], 2)),
+    backward_help="Range-BN backward unit (gradient through the max and min).",
+    hw_unit="l1bn.hw.bn_unit:RangeBNUnit", hw_backward="l1bn.hw.bn_backward:RangeBNBackwardUnit",
     layer1d="l1bn.sw.range_bn:RangeBatchNorm1d", layer2d="l1bn.sw.range_bn:RangeBatchNorm2d",
 )
 
@@ -276,10 +342,21 @@ RANGE = NormSpec(
 #: The registry, in report order.
 NORMS: dict[str, NormSpec] = {spec.name: spec for spec in (L1, L2, RANGE)}
 
+#: The norm every other one is compared with (the reports' ``<norm>_over_<BASELINE>`` ratios).
+BASELINE = L2.name
+
+#: The toolkit's own norm: the one ``l1bn demo`` builds and compares with :data:`BASELINE`.
+FEATURED = L1.name
+
 
 def norm_names() -> tuple[str, ...]:
     """Registered norm names, in report order."""
     return tuple(NORMS)
+
+
+def backward_norms() -> tuple[str, ...]:
+    """The norms with a hardware backward unit (``hw_backward`` set), in report order."""
+    return tuple(name for name, spec in NORMS.items() if spec.hw_backward)
 
 
 def norm_spec(name: str) -> NormSpec:

@@ -55,8 +55,13 @@ def _bn_affine_of(bn, what: str):
             scale, offset = fn()
             return _f64(scale), _f64(offset)
     norm = getattr(bn, "norm", None)
-    if norm is None:
-        norm = "l1" if "l1" in type(bn).__name__.lower() else "l2"
+    if norm is None:                 # a layer without a norm attribute (torch's): by its class
+        from l1bn.sw.models import norm_of_layer
+
+        norm = norm_of_layer(bn)
+        if norm is None:
+            raise ValueError(f"{what}: BN module {type(bn).__name__} is none of the registered norms' "
+                             "layers (l1bn.spec.norms) and has no norm attribute")
     disp = next((getattr(bn, n) for n in _DISP_NAMES if getattr(bn, n, None) is not None), None)
     if disp is None:
         raise ValueError(f"{what}: BN module {type(bn).__name__} has no running dispersion "

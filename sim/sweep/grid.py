@@ -25,6 +25,7 @@ import tomllib
 from pathlib import Path
 
 from l1bn.sim.report.units import forward_config
+from l1bn.spec.norms import norm_spec
 
 __all__ = ["DESIGNS", "MAC_K", "MAC_TILES", "Sweep", "sweep_from_options", "targets", "norms", "parse_list",
            "point_id", "point_config", "point_cost"]
@@ -259,5 +260,7 @@ def point_config(p: dict):
 def point_cost(p: dict) -> int:
     """A rough relative cost, to start the big points first (less idle time at the end)."""
     if p["design"] == "bn":
-        return p["channels"] * p["n"] * p["width"] * (2 if p["norm"] != "l1" else 1)
+        # a norm with multipliers in its dispersion (L2) builds larger designs
+        muls = any(op[1] == "mul" for op in norm_spec(p["norm"]).ops)
+        return p["channels"] * p["n"] * p["width"] * (2 if muls else 1)
     return p["rows"] * p["cols"] * p["wbits"] * p["abits"]
