@@ -77,11 +77,14 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
         from l1bn.sw.data import test_split
 
         check_int("images", images, 1, len(test_split()[1]))   # the test split, known before training
-    from l1bn.spec.outdir import check_output_dir, write_text_atomic
+    from l1bn.spec.outdir import check_output_dir, check_writable, claim_dir, write_text_atomic
 
-    out = check_output_dir(out, must_be_new=False)   # the demo's own folder: rerunning replaces its parts
+    # the demo's own folder (its marker): a rerun replaces its parts; a folder of anything else
+    # (the user's own run and export) is refused
+    out = check_output_dir(out, command="demo", must_be_new=False)
+    check_writable(out)
     console = console or Console()
-    out.mkdir(parents=True, exist_ok=True)
+    claim_dir(out, "demo")
     steps = _Steps(console, 5 + int(sim) + 2 * int(area))   # area: accelerator, then BN units
     summary: dict = {"run": str(out), "epochs": epochs, "seed": seed, "bits": bits}
 

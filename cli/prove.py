@@ -4,11 +4,13 @@ The design options are those of ``l1bn verilog`` (same names, defaults and range
 checks want small configs (``--width 4 --n 4 --recip-bits 4``). Each property prints one line:
 PASS (with k-induction: unbounded; with bmc: no violation in any trace of that depth from reset),
 FAIL (with the VCD of the counterexample) or UNKNOWN (timeout, or an induction that did not
-close), the depth and the time. The exit status is 1 when any property FAILs.
+close), the depth and the time. The exit status is 1 when any property FAILs, else 3 when any is
+UNKNOWN (not proven is not a pass), else 0.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
@@ -38,22 +40,25 @@ def _common(f):
     f = click.option("--props", "props", type=str, default="",
                      help="Comma-separated property names (or prefixes such as 'stream').")(f)
     f = click.option("--timeout", type=click.FloatRange(1, None), default=600.0, show_default=True,
-                     help="Seconds per property; past it the property is UNKNOWN.")(f)
+                     help="Seconds per property (finite); past it the property is UNKNOWN.")(f)
     f = click.option("-o", "--out", "out", type=str, default="build/prove", show_default=True,
                      help="Folder for the models, logs and counterexample VCDs.")(f)
     return f
 
 
 def _run(design, cfg, title, depth, engine, props, timeout, out, prover="induction"):
-    from pathlib import Path
 
     from l1bn.sim.formal.check import check_all, format_result
     from l1bn.sim.formal.designs import design_props, select
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable, claim_dir
 
-    check_output_dir(out, option="-o", must_be_new=False)   # before any proof runs
+    # before any proof runs: a prove folder (its marker) or a new one, writable
+    if not math.isfinite(timeout):   # FloatRange lets nan (and inf) through: every property UNKNOWN
+        raise ValueError(f"--timeout {timeout} is not a number of seconds; give a finite value >= 1")
+    check_output_dir(out, command="prove", option="-o", must_be_new=False)
+    check_writable(out, option="-o")
     chosen = select(design_props(design, cfg), [p for p in props.split(",") if p])
-    work = Path(out) / design
+    work = claim_dir(out, "prove") / design
     from l1bn.sim.formal.abc import abc_path
 
     how = f"prover {prover}, smtbmc {engine}" if prover != "induction" else f"engine smtbmc {engine}"
@@ -71,6 +76,14 @@ def _run(design, cfg, title, depth, engine, props, timeout, out, prover="inducti
                f"in {total:.1f} s")
     if bad:
         sys.exit(1)
+    if unk:
+        click.echo(f"error: {len(unk)} propert{'y' if len(unk) == 1 else 'ies'} not proven (UNKNOWN): "
+                   f"{', '.join(r.name for r in unk)}", err=True)
+        sys.exit(EXIT_UNKNOWN)
+
+
+#: the exit status when no property failed but some are UNKNOWN
+EXIT_UNKNOWN = 3
 
 
 def _bn_command(norm):

@@ -87,7 +87,12 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
 
     from l1bn.sim.build_root import default_build_root
     from l1bn.spec.config import check_int
-    from l1bn.spec.outdir import check_output_dir, check_path_is_creatable
+    from l1bn.spec.outdir import (
+        check_output_dir,
+        check_path_is_creatable,
+        check_writable,
+        claim_dir,
+    )
     from rich.console import Console
 
     ws = parse_widths(widths)
@@ -99,14 +104,16 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
     check_int("channels", channels, 1, 16)
     if jobs is not None:
         check_int("jobs", jobs, 1, 64)
+    outp = check_output_dir(out, command="report", must_be_new=False)   # a report folder, or new
+    check_writable(outp)
     fpga_target = target_from_options(family, device, dsp)   # a bad family or device: before any work
     if fpga_target is not None and target == "asic":
         raise ValueError("--family, --device and --dsp choose the FPGA; they do not apply to --target asic")
     if target == "fpga" and (asic_clock_gating is not None or asic_sram is not None):
         raise ValueError("--asic-clock-gating and --asic-sram apply to --target asic or both")
     asic_opts = {"clock_gating": asic_clock_gating is not False, "sram": asic_sram is not False}
-    outp = check_output_dir(out, must_be_new=False)
     check_path_is_creatable(default_build_root() / "flow-cache", option="build folder ($L1BN_BUILD_DIR)")
+    check_writable(default_build_root(), option="build folder ($L1BN_BUILD_DIR)")
     # validate every configuration before any tool runs
     from l1bn.sim.report.fpga import build_report
     from l1bn.sim.report.units import BACKWARD_NORMS, NORMS, backward_config, forward_config
@@ -132,6 +139,7 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
 
         liberty_path()
         sta_path()
+    claim_dir(outp, "report")
     if target == "asic":
         rep, run = build_asic_report(widths=ws, n=n, lanes=lanes, channels=channels, jobs=jobs or os.cpu_count(),
                                      workdir=outp / "flow", console=console, backward=not no_backward,

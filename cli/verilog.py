@@ -25,19 +25,28 @@ BWD_BN_FIELDS = ("width", "n", "channels", "frac", "recip_bits")
 
 
 def _output_option(f):
+    f = click.option("--force", is_flag=True,
+                     help="Replace -o FILE even when it is not a Verilog file l1bn wrote.")(f)
     return click.option("-o", "--output", type=str, required=True, help="Verilog file to write.")(f)
 
 
-def _write(output: str, text: str):
-    from l1bn.spec.outdir import write_text_atomic
+def _write(output: str, text: str, kind: str):
+    """Write the Verilog with the header line that marks it as ours (:data:`VERILOG_HEADER`)."""
+    from importlib.metadata import version
 
-    return write_text_atomic(output, text)
+    from l1bn.spec.outdir import VERILOG_HEADER, write_text_atomic
+
+    return write_text_atomic(output, f"{VERILOG_HEADER} {kind} (l1bn {version('l1bn')}); a rerun of "
+                                     f"l1bn verilog may replace this file\n{text}")
 
 
-def _check_output(output: str):
-    from l1bn.spec.outdir import check_output_file
+def _check_output(output: str, force: bool = False):
+    """The output rule (:mod:`l1bn.spec.outdir`): a file l1bn verilog wrote, or --force."""
+    from l1bn.spec.outdir import VERILOG_HEADER, check_output_file, check_writable
 
-    return check_output_file(output)
+    o = check_output_file(output, header=VERILOG_HEADER, force=force)
+    check_writable(o, option="-o")
+    return o
 
 
 def bn_config(norm: str | None, opts: dict) -> BNConfig:
@@ -80,13 +89,13 @@ def _bn_command(norm: str):
     @verilog.command(f"{norm}bn")
     @config_options(BNConfig, exclude=("norm",))
     @_output_option
-    def cmd(output, **opts):
+    def cmd(output, force, **opts):
         from l1bn.sim.verilog.bn import bn_verilog, describe
 
         cfg = bn_config(norm, opts)
-        _check_output(output)
+        _check_output(output, force)
         text = bn_verilog(cfg)
-        path = _write(output, text)
+        path = _write(output, text, f"{norm}bn")
         click.echo(f"wrote {path} ({len(text.splitlines())} lines): {unit}, width={cfg.width}, "
                    f"out_width={cfg.out_width}, channels={cfg.channels}, n={cfg.n}, lanes={cfg.lanes}")
         for line in describe(cfg):
@@ -114,14 +123,14 @@ def _bwd_command(norm: str):
     @config_options(BNBackwardConfig, exclude=("bn",))
     @_output_option
     @sign_in_option
-    def cmd(output, sign_in=False, **opts):
+    def cmd(output, force, sign_in=False, **opts):
         from l1bn.hw.bn_backward import backward_latency_cycles, stored_state_bits
         from l1bn.sim.verilog.bwd import bwd_verilog
 
         cfg = bwd_config(norm, opts)
-        _check_output(output)
+        _check_output(output, force)
         text = bwd_verilog(cfg, sign_in=sign_in)
-        path = _write(output, text)
+        path = _write(output, text, f"{norm}bn-bwd")
         b = cfg.bn
         bits = stored_state_bits(cfg)
         click.echo(f"wrote {path} ({len(text.splitlines())} lines): {unit}, width={b.width}, n={b.n}, "
@@ -147,7 +156,7 @@ for _norm in norm_names():            # one forward unit per registered norm
 @verilog.command("mac", short_help="Low-bit fixed-point MAC array.")
 @config_options(MACConfig)
 @_output_option
-def mac_cmd(output, **opts):
+def mac_cmd(output, force, **opts):
     """Low-bit MAC array (broadcast outer-product, streamed K-steps) as Verilog.
 
     rows and cols are limited to 16 here (MAX_MAC_ARRAY): larger arrays cannot be checked by
@@ -156,9 +165,9 @@ def mac_cmd(output, **opts):
     from l1bn.sim.verilog.mac import mac_verilog
 
     cfg = mac_config(opts)
-    _check_output(output)
+    _check_output(output, force)
     text = mac_verilog(cfg)
-    path = _write(output, text)
+    path = _write(output, text, "mac")
     click.echo(f"wrote {path} ({len(text.splitlines())} lines): MACArray {cfg.rows}x{cfg.cols}, "
                f"wbits={cfg.wbits} abits={cfg.abits}" + (" bipolar" if cfg.bipolar_a else "")
                + (", XNOR-popcount counters" if cfg.xnor else f", product {cfg.product_bits} bits")

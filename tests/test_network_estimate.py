@@ -235,3 +235,30 @@ def test_bad_input_is_one_error_line(files, tmp_path, capsys, case, message):
     lines = se.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], se
     assert not (out / "estimate.json").exists()
+
+
+def test_network_estimate_follows_the_output_rule(files, tmp_path, capsys):
+    """``report --network --out DIR`` (issue 32's one output rule): a folder of the user's files or
+    another command's output is refused with one line and left as it was; its own output (the
+    marker of ``l1bn report``) is reused, and no temporary file is left."""
+    from l1bn.spec.outdir import claim_dir, keep_claims, output_owner
+
+    argv = ["report", "--network", "digits", "--from-json", str(files["fpga"]), "--mac-json", str(files["mac"])]
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("x\n")
+    other = claim_dir(tmp_path / "exp", "export")
+    (other / "manifest.json").write_text("{}\n")
+    keep_claims()   # (made by the test, not by a command that fails below)
+    for out, words in ((mine, "did not write"), (other, "holds the output of `l1bn export`")):
+        before = sorted(p.name for p in out.iterdir())
+        code, so, se = run_cli([*argv, "--out", str(out)], capsys)
+        lines = [ln for ln in (so + se).splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], so + se
+        assert sorted(p.name for p in out.iterdir()) == before
+    out = tmp_path / "est"
+    for _ in range(2):
+        code, so, se = run_cli([*argv, "--out", str(out)], capsys)
+        assert code == 0, se
+    assert output_owner(out) == "report"
+    assert sorted(p.name for p in out.iterdir()) == [".l1bn-output.json", "estimate.json", "estimate.md"]

@@ -65,8 +65,10 @@ report_checks -path_delay max -digits 4 > path.txt
     (wd / "sta.tcl").write_text(script)
     copy_liberty(wd)
     try:
-        r = subprocess.run([sta_path(), "-no_splash", "-exit", "sta.tcl"], cwd=wd, capture_output=True,
-                           text=True, timeout=3600)
+        from l1bn.sim.executors import run_guarded  # killed with the command, never orphaned
+
+        r = run_guarded([sta_path(), "-no_splash", "-exit", "sta.tcl"], cwd=wd, capture_output=True,
+                        text=True, timeout=3600)
     finally:
         (wd / "cells.lib").unlink(missing_ok=True)
     (wd / "sta.log").write_text(r.stdout + r.stderr)

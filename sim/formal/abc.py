@@ -19,13 +19,12 @@ same depth with yosys-smtbmc to write the VCD.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
 from dataclasses import dataclass
 
+from l1bn.sim.executors import kill_group, popen_guarded
 from l1bn.sim.tools import ToolError
 
 __all__ = ["ABC_NAMES", "PROVERS", "abc_path", "require_abc", "aiger_script", "AbcRun", "run_abc",
@@ -142,15 +141,20 @@ def run_abc(aig: str, prover: str, workdir, *, timeout: float | None = None) -> 
     cmd = f"read_aiger {aig}; fold; strash; scleanup; print_stats; {PROVERS[prover].format(timeout=limit)}"
     # unbuffered, so that a run killed at its limit still leaves its frames in the log
     pre = [shutil.which("stdbuf"), "-o0"] if shutil.which("stdbuf") else []
-    p = subprocess.Popen([*pre, exe, "-c", cmd], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, start_new_session=True)
+    # in a guarded process group: an interrupted or killed `l1bn prove` leaves no ABC running
+    p = popen_guarded([*pre, exe, "-c", cmd], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                      text=True)
     try:
         # ABC checks its own limit between frames only: past it (and 5 s more), kill it
         out, _ = p.communicate(timeout=None if timeout is None else timeout + 5)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
+        kill_group(p.pid)
         out, _ = p.communicate()
         return AbcRun("UNKNOWN", None, None, out, "timeout")
+    except BaseException:
+        kill_group(p.pid)
+        raise
+    kill_group(p.pid)
     res = _parse(out)
     if res.status == "ERROR" and p.returncode:
         res.detail = f"ABC exited with {p.returncode}"

