@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 # pytest workers: CI machines have 2 cores.
 JOBS ?= auto
 
-.PHONY: all install demo test test-fast lint clean doctor icarus opensta
+.PHONY: all install demo test test-fast lint clean doctor icarus opensta abc
 
 all: test
 
@@ -46,7 +46,21 @@ opensta:
 	  fi; \
 	fi
 
-install: $(STAMP) icarus opensta
+# A native ABC (Debian berkeley-abc) for the unbounded provers of `l1bn prove --prover pdr|reach`
+# (YoWASP's ABC has no pdr). Optional: without it, prove falls back to bounded/induction and
+# `l1bn doctor` says so; a machine without apt (or not root) only gets that note.
+abc:
+	@if ! command -v berkeley-abc >/dev/null 2>&1 && ! command -v yosys-abc >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing ABC (apt berkeley-abc)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq berkeley-abc >/dev/null) \
+	      || echo "berkeley-abc could not be installed: l1bn prove --prover pdr is unavailable (see l1bn doctor)" >&2; \
+	  else \
+	    echo "berkeley-abc missing and apt is not usable: l1bn prove --prover pdr is unavailable (install it by hand)" >&2; \
+	  fi; \
+	fi
+
+install: $(STAMP) icarus opensta abc
 
 doctor: install
 	$(BIN)/l1bn doctor

@@ -25,7 +25,7 @@ def main():
     ap.add_argument("--plot", default="docs/img/l1_vs_l2_loss.png")
     ap.add_argument("--norms", nargs="+", default=None, help="default: every registered norm")
     a = ap.parse_args()
-    from l1bn.spec.norms import norm_names
+    from l1bn.spec.norms import BASELINE, norm_names
 
     norms = a.norms or list(norm_names())
     from l1bn.sw.quant import QuantConfig
@@ -42,14 +42,14 @@ def main():
                 print(f"  {bits:>5} {norm} seed {seed}: test {100 * m['test_accuracy']:.2f} %", flush=True)
     print(f"\nCNN on digits (360 test images), {a.epochs} epochs, seeds {a.seeds}, "
           f"{torch.get_num_threads()} threads, {time.perf_counter() - t0:.0f} s total\n")
-    others = [n for n in norms if n != "l2"] if "l2" in norms else []
+    others = [n for n in norms if n != BASELINE] if BASELINE in norms else []
     print("| W/A bits | " + " | ".join(f"{n} mean (min..max) %" for n in norms) + " | "
-          + " | ".join(f"mean abs({n} - l2) points" for n in others) + " |")
+          + " | ".join(f"mean abs({n} - {BASELINE}) points" for n in others) + " |")
     print("| --- " * (1 + len(norms) + len(others)) + "|")
     for bits in a.bits:
         acc = {n: [100 * res[bits, n, s]["test_accuracy"] for s in a.seeds] for n in norms}
         cell = lambda v: f"{statistics.mean(v):.2f} ({min(v):.2f}..{max(v):.2f})"  # noqa: E731
-        diffs = [statistics.mean(abs(x - y) for x, y in zip(acc[n], acc["l2"], strict=True)) for n in others]
+        diffs = [statistics.mean(abs(x - y) for x, y in zip(acc[n], acc[BASELINE], strict=True)) for n in others]
         print(f"| {bits} | " + " | ".join(cell(acc[n]) for n in norms) + " | "
               + " | ".join(f"{d:.2f}" for d in diffs) + " |")
     if a.plot:

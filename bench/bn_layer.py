@@ -118,15 +118,15 @@ def main():
                 x.grad = None
                 f(x).backward(dy)
 
-            fns = {"bn": lambda: step(bn), "l1": lambda: step(l1),  # noqa: B023 (used in this iteration only)
+            fns = {"bn": lambda: step(bn), "l1bn": lambda: step(l1),  # noqa: B023 (used in this iteration only)
                    "l1e": lambda: step(l1e),  # noqa: B023
                    "p1": lambda: step(lambda t: l1bn_forward_plain(t, w, b)),  # noqa: B023
                    "p2": lambda: step(lambda t: l2bn_forward_plain(t, w, b)),  # noqa: B023
                    "rg": lambda: step(rg), "rge": lambda: step(rge)}  # noqa: B023
             ms, r, best = side_by_side(fns, a.reps, timeit)
-            print(f"| {','.join(map(str, shape))} | {name} | {ms['bn']:.2f} | {ms['l1']:.2f} | {ms['l1e']:.2f} | "
-                  f"{ms['p1']:.2f} | {ms['p2']:.2f} | {ms['rg']:.2f} | {ms['rge']:.2f} | **{r['l1']:.2f}** | "
-                  f"{best['l1']:.2f} | {r['l1e']:.2f} | {r['p1']:.2f} | {r['p2']:.2f} | **{r['rg']:.2f}** | "
+            print(f"| {','.join(map(str, shape))} | {name} | {ms['bn']:.2f} | {ms['l1bn']:.2f} | {ms['l1e']:.2f} | "
+                  f"{ms['p1']:.2f} | {ms['p2']:.2f} | {ms['rg']:.2f} | {ms['rge']:.2f} | **{r['l1bn']:.2f}** | "
+                  f"{best['l1bn']:.2f} | {r['l1e']:.2f} | {r['p1']:.2f} | {r['p2']:.2f} | **{r['rg']:.2f}** | "
                   f"{r['rge']:.2f} |", flush=True)
 
 

@@ -19,6 +19,9 @@ import re
 import sys
 from pathlib import Path
 
+from l1bn.sim.report.units import compared, norms_for, ratio_key
+from l1bn.spec.norms import BASELINE, FEATURED, NORMS, norm_spec
+
 ORDER = ("ecp5", "ice40", "nexus", "gowin", "gatemate")
 
 
@@ -73,8 +76,12 @@ def load(folder: Path) -> dict:
 
 def _target(rep: dict) -> tuple[str, str]:
     fp = rep["fpga"]
-    dev = fp["device"] or next(iter(rep["widths"].values()))["forward"]["l2"]["device"]
+    dev = fp["device"] or next(iter(rep["widths"].values()))["forward"][BASELINE]["device"]
     return f"{fp['family']} {dev}", (fp["dsp_cell"].split(" ")[0] if fp["dsp"] else "fabric")
+
+
+def _label(norm: str) -> str:
+    return norm_spec(norm).label
 
 
 def _mult_key(rep: dict) -> str:
@@ -90,15 +97,29 @@ def _own(unit: dict, rep: dict) -> str:
                      if k not in ("dsp", mk) and unit.get(k))
 
 
-def _ratio(a: dict, b: dict, key: str) -> str:
-    return _f(a[key] / b[key]) if a.get(key) and b.get(key) else "-"
+def _ratio(a: dict | None, b: dict, key: str) -> str | None:
+    return _f(a[key] / b[key]) if a and a.get(key) and b.get(key) else None
+
+
+def unit_header(kind: str) -> list[str]:
+    """The Markdown header of :func:`unit_rows`: the baseline's LE and Fmax, every other norm's
+    ratios to it (the registry's norms with a unit of ``kind``), the featured norm's latency."""
+    base, others = _label(BASELINE), [_label(n) for n in compared(norms_for(kind))]
+    cols = (["family, device", "multiplies", "width", f"{base} own units", f"{base} LE"]
+            + [c for o in others for c in (f"{o}/{base} LUT", f"{o}/{base} LE")]
+            + [f"{base} Fmax MHz"] + [f"{o}/{base} Fmax" for o in others]
+            + [f"{_label(FEATURED)}/{base} latency ns", "DSP", "critical path"])
+    align = ["---", "---", "---:", "---"] + ["---:"] * (len(cols) - 6) + ["---", "---"]
+    return ["| " + " | ".join(cols) + " |", "|" + "|".join(align) + "|"]
 
 
 def unit_rows(reports, kind: str) -> list[str]:
-    """One Markdown row per (report, width) of the ``kind`` units; a target and width that two
-    reports share (a forward-only report and a narrower one with backward units, their common rows
-    from the same cache entries) is printed once."""
+    """One Markdown row per (report, width) of the ``kind`` units (columns of :func:`unit_header`;
+    ``-`` where a report has no unit of that norm). A target and width that two reports share (a
+    forward-only report and a narrower one with backward units, from the same cache entries) is
+    printed once; a report run with one seed says so beside its Fmax."""
     out, seen = [], set()
+    names, others = norms_for(kind), compared(norms_for(kind))
     for _, rep in reports:
         tgt, mult = _target(rep)
         for w, wr in rep["widths"].items():
@@ -106,23 +127,18 @@ def unit_rows(reports, kind: str) -> list[str]:
             if not units or (tgt, mult, w) in seen:
                 continue
             seen.add((tgt, mult, w))
-            l1, l2 = units["l1"], units["l2"]
-            r1 = units["l1_over_l2"]
-            rr = units.get("range_over_l2")
+            base = units[BASELINE]
+            ratios = [units.get(ratio_key(n)) or {} for n in others]
             mk = _mult_key(rep)
-            dsp = "/".join(_f(units[n].get(mk)) for n in ("l1", "l2", "range") if n in units)
+            dsp = "/".join(_f(units[n].get(mk)) for n in names if n in units)
+            one = " (1 seed)" if len(base.get("fmax_seeds") or {}) == 1 else ""
             cp = "; ".join(f"{n.upper()} {(units[n].get('critical_path') or {}).get('stage', '?')}"
-                           for n in ("l1", "l2", "range") if n in units)
-            rg = units.get("range")
-            # a report run with one seed says so beside its Fmax (the others are medians of three)
-            one = " (1 seed)" if len(l2.get("fmax_seeds") or {}) == 1 else ""
-            row = [tgt, mult, w, _own(l2, rep), _f(l2["le"]), _ratio(l1, l2, "lut"), _f(r1["le"]),
-                   _ratio(rg, l2, "lut") if rg else None, _f(rr["le"]) if rr else None,
-                   _f(l2["fmax_mhz"], 1) + one, _f(r1["fmax_mhz"]), _f(rr["fmax_mhz"]) if rr else None,
-                   _f(r1["latency_ns"]), dsp, cp]
-            if kind == "backward":
-                row = [tgt, mult, w, _own(l2, rep), _f(l2["le"]), _ratio(l1, l2, "lut"), _f(r1["le"]),
-                       _f(l2["fmax_mhz"], 1) + one, _f(r1["fmax_mhz"]), _f(r1["latency_ns"]), dsp, cp]
+                           for n in names if n in units)
+            row = ([tgt, mult, w, _own(base, rep), _f(base["le"])]
+                   + [c for n, r in zip(others, ratios, strict=True) for c in (_ratio(units.get(n), base, "lut"), _f(r.get("le")))]
+                   + [_f(base["fmax_mhz"], 1) + one]
+                   + [_f(r.get("fmax_mhz")) for r in ratios]
+                   + [_f((units.get(ratio_key(FEATURED)) or {}).get("latency_ns")), dsp, cp])
             out.append("| " + " | ".join("-" if c is None else str(c) for c in row) + " |")
     return out
 
@@ -135,7 +151,7 @@ def path_lines(reports) -> list[str]:
         tgt, mult = _target(rep)
         for w, wr in rep["widths"].items():
             for kind in ("forward", "backward"):
-                for n in ("l1", "l2", "range"):
+                for n in norms_for(kind):
                     u = (wr.get(kind) or {}).get(n)
                     if not u or not u.get("critical_path") or (tgt, mult, w, kind, n) in seen:
                         continue
@@ -146,18 +162,25 @@ def path_lines(reports) -> list[str]:
     return out
 
 
+def energy_header() -> list[str]:
+    base, others = _label(BASELINE), [_label(n) for n in compared(NORMS)]
+    cols = ["unit", "width", f"{base} energy/elem"] + [f"{o}/{base}" for o in others]
+    return ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]
+
+
 def energy_lines(reports) -> list[str]:
-    """The family-independent energy ratios (from the first report that has each width)."""
+    """The family-independent energy ratios (from the first report that has each width), every
+    compared norm of the registry (``-`` where the report has no unit of that norm)."""
     seen = {}
     for _, rep in reports:
         for w, wr in rep["widths"].items():
             for kind in ("forward", "backward"):
                 if kind in wr and (w, kind) not in seen:
                     u = wr[kind]
-                    seen[(w, kind)] = (u["l1_over_l2"]["energy_per_element"],
-                                       (u.get("range_over_l2") or {}).get("energy_per_element"),
-                                       u["l2"]["energy_per_element"])
-    return [f"| {kind} | {w} | {_f(e[2], 0)} | {_f(e[0])} | {_f(e[1])} |" for (w, kind), e in sorted(seen.items())]
+                    seen[(w, kind)] = [u[BASELINE]["energy_per_element"]] + [
+                        (u.get(ratio_key(n)) or {}).get("energy_per_element") for n in compared(NORMS)]
+    return [f"| {kind} | {w} | {_f(e[0], 0)} | " + " | ".join(_f(v) for v in e[1:]) + " |"
+            for (w, kind), e in sorted(seen.items())]
 
 
 def main(argv=None) -> int:
@@ -172,17 +195,12 @@ def main(argv=None) -> int:
         print(f"{len(reps)} reports; nextpnr seeds {', '.join(map(str, seeds))} (Fmax = median)\n")
         print("Forward units: L2 in the family's own units (synthesis counts, multipliers in the DSP column); "
               "LE = LUT4-equivalents placed; LUT = the family's LUT cells (LUT4; LUT trees on GateMate); "
-              "ratios to L2; DSP = L1/L2/range in the family's multiplier unit (CC_MULT on GateMate); "
+              "ratios to L2; DSP = one per norm in the family's multiplier unit (CC_MULT on GateMate); "
               "critical path = the stage holding the median run's worst path.\n")
-        print("| family, device | multiplies | width | L2 own units | L2 LE | L1/L2 LUT | L1/L2 LE | range/L2 LUT | "
-              "range/L2 LE | L2 Fmax MHz | L1/L2 Fmax | range/L2 Fmax | L1/L2 latency ns | DSP | critical path |")
-        print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
-        print("\n".join(unit_rows(reps, "forward")))
-        print("\nBackward units (L1 and L2; range BN has none):\n")
-        print("| family, device | multiplies | width | L2 own units | L2 LE | L1/L2 LUT | L1/L2 LE | L2 Fmax MHz | "
-              "L1/L2 Fmax | L1/L2 latency ns | DSP | critical path |")
-        print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|")
-        print("\n".join(unit_rows(reps, "backward")))
+        print("\n".join(unit_header("forward") + unit_rows(reps, "forward")))
+        print(f"\nBackward units (the registry's norms with one: {', '.join(map(_label, norms_for('backward')))}; "
+              "- where a report predates a unit):\n")
+        print("\n".join(unit_header("backward") + unit_rows(reps, "backward")))
         print("\nCritical paths (the median seed's run): stage, start -> end cell, logic levels, "
               "logic + routing ns:\n")
         print("| family, device | multiplies | width | unit | stage | path | levels | ns |")
@@ -190,9 +208,7 @@ def main(argv=None) -> int:
         print("\n".join(path_lines(reps)))
         print("\nGate-level toggle energy per element (generic-gate netlist of the same Verilog: the same for every "
               "family):\n")
-        print("| unit | width | L2 energy/elem | L1/L2 | range/L2 |")
-        print("|---|---:|---:|---:|---:|")
-        print("\n".join(energy_lines(reps)))
+        print("\n".join(energy_header() + energy_lines(reps)))
     if d["mac"]:
         print("\nMAC arrays (K = 64 per tile), Fmax = median of the seeds:\n")
         print("| family target | array | LE | DSP | Fmax MHz | per seed | GOPS | GOPS per kLE |")

@@ -43,6 +43,12 @@ CONFIGS = [
 ] + [MACConfig(rows=8, cols=8, wbits=1, abits=4, signed_a=False, k=64, requant=True, shift=4,
                out_bits=4, relu=True)]
 
+# issue 27: binary weights x 1-bit activations, small arrays: today's array ({-1, 0} activations),
+# bipolar activations through the sign-select product pipeline, the XNOR-popcount PEs
+XNOR_CONFIGS = [
+    MACConfig(rows=r, cols=r, wbits=1, abits=1, k=64, **kw) for r in (4, 8)
+    for kw in ({}, {"bipolar_a": True}, {"bipolar_a": True, "xnor": True})
+]
 
 SEEDS = (1, 2, 3)
 
@@ -79,13 +85,15 @@ def measure_cycles(cfg: MACConfig, tiles: int = 8) -> dict:
 
 
 def _name(cfg):
-    n = f"{cfg.rows}x{cfg.cols} w{cfg.wbits}{'s' if cfg.signed_w else 'u'} a{cfg.abits}{'s' if cfg.signed_a else 'u'}"
-    return n + (" +rq" if cfg.requant else "")
+    a = "b" if cfg.bipolar_a else "s" if cfg.signed_a else "u"
+    n = f"{cfg.rows}x{cfg.cols} w{cfg.wbits}{'s' if cfg.signed_w else 'u'} a{cfg.abits}{a}"
+    return n + (" xnor" if cfg.xnor else "") + (" +rq" if cfg.requant else "")
 
 
 def _short(cfg):
-    """Compact name for ``--only``: ``8x8w4a4``, ``8x8w1a4rq``."""
-    return f"{cfg.rows}x{cfg.cols}w{cfg.wbits}a{cfg.abits}" + ("rq" if cfg.requant else "")
+    """Compact name for ``--only``: ``8x8w4a4``, ``8x8w1a4rq``, ``8x8w1a1b`` (bipolar), ``8x8w1a1x`` (XNOR)."""
+    return (f"{cfg.rows}x{cfg.cols}w{cfg.wbits}a{cfg.abits}" + ("x" if cfg.xnor else "b" if cfg.bipolar_a else "")
+            + ("rq" if cfg.requant else ""))
 
 
 def main(argv=None):
@@ -94,6 +102,8 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only 4x4 w4a4 and 8x8 w4a4")
+    ap.add_argument("--xnor", action="store_true",
+                    help="the 1-bit comparison: binary weights x {-1,0}, x bipolar (sign select), XNOR-popcount; 4x4 and 8x8")
     ap.add_argument("--only", default=None, help="one configuration by its compact name, e.g. 8x8w4a4")
     ap.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="nextpnr seeds (default 1,2,3)")
     ap.add_argument("--jobs", type=int, default=1, help="place-and-route runs at a time (default 1)")
@@ -110,13 +120,14 @@ def main(argv=None):
         target = target_from_options(args.family, args.device, args.dsp)
     except ValueError as e:
         ap.error(str(e))
-    configs = CONFIGS
+    configs = XNOR_CONFIGS if args.xnor else CONFIGS
     if args.quick:
         configs = [c for c in CONFIGS if c.wbits == 4 and c.abits == 4 and not c.requant]
     if args.only is not None:
-        configs = [c for c in CONFIGS if _short(c) == args.only]
+        configs = [c for c in CONFIGS + XNOR_CONFIGS if _short(c) == args.only]
         if not configs:
-            ap.error(f"--only {args.only!r} names no configuration; one of {', '.join(map(_short, CONFIGS))}")
+            ap.error(f"--only {args.only!r} names no configuration; one of "
+                     f"{', '.join(map(_short, CONFIGS + XNOR_CONFIGS))}")
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError as e:

@@ -17,7 +17,9 @@ import json
 from pathlib import Path
 
 from l1bn.sim.report.train import (
+    BLOCK_MODULES,
     BLOCK_ORDER,
+    fpga_breakdown,
     fpga_figures,
     step_figures,
     train_norms,
@@ -40,6 +42,7 @@ def main(argv=None):
         r = step_figures(norm)
         if not a.no_fpga:
             r.update(fpga_figures(norm, out, seeds=seeds, pnr=not a.no_pnr))
+            r["fpga_blocks"] = fpga_breakdown(norm, out)
         rows[norm] = r
     (out / "train_report.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("training accelerator, digits CNN, batch 8, MAC array 8x1 (formula cycles; ECP5 measured)")
@@ -49,6 +52,17 @@ def main(argv=None):
     print(f"{'block (cycles)':14} " + " ".join(f"{n:>9}" for n in rows))
     for b in BLOCK_ORDER:
         print(f"{b:14} " + " ".join(f"{rows[n]['blocks'][b]:9d}" for n in rows))
+    blocks = [b for b, _ in BLOCK_MODULES]
+    for n, r in rows.items():
+        if "fpga_blocks" not in r:
+            continue
+        print()
+        print(f"ECP5 cells by block, {n} (synth_ecp5 -noflatten: the sum is a little above the flat total)")
+        print(f"{'block':42} {'LUT4':>7} {'FF':>7} {'CCU2C':>6} {'MULT18':>6} {'DP16KD':>6}")
+        for b in blocks:
+            c = r["fpga_blocks"].get(b)
+            if c:
+                print(f"{b:42} {c['lut']:7d} {c['ff']:7d} {c['ccu2']:6d} {c['mult18']:6d} {c['bram']:6d}")
     for n, r in rows.items():
         if "pnr" in r:
             for s, p in sorted(r["pnr"].items()):

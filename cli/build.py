@@ -135,8 +135,11 @@ def _gowin_shim(out: Path) -> Path:
 
 
 def board_inputs(exported, count: int) -> dict:
-    """The first ``count`` test images of an export, their labels and reference logits (ints)."""
-    from l1bn.spec.reference.network import run_net
+    """The first ``count`` test images of an export (their pixels' bits as the accelerator's input
+    port takes them: two's complement for signed or bipolar images), labels and reference logits."""
+    import numpy as np
+    from l1bn.hw.accel_layers import accelerator_interface
+    from l1bn.spec.reference.graph import run_graph
 
     x = exported.test_inputs
     if x is None:
@@ -144,10 +147,11 @@ def board_inputs(exported, count: int) -> dict:
     if not 1 <= count <= len(x):
         raise ValueError(f"--images {count} is out of range; the export has {len(x)} test images")
     x = x[:count]
-    logits = run_net(exported.net, x)
+    logits = np.asarray(run_graph(exported.graph, x))
     labels = exported.test_labels
     labels = labels[:count] if labels is not None else logits.argmax(axis=1)
-    return {"images": x.reshape(count, -1).tolist(), "labels": labels.tolist(),
+    mask = (1 << accelerator_interface(exported)["in_bits"]) - 1
+    return {"images": (np.asarray(x, dtype=np.int64).reshape(count, -1) & mask).tolist(), "labels": labels.tolist(),
             "expected": logits.tolist()}
 
 
@@ -186,11 +190,22 @@ _PNR_STEP = re.compile(r"^Info: (.*)$")
 
 def _run_script(out: Path, env: dict, status, family: str = "ecp5") -> tuple[int, dict]:
     """Run ``build_top.sh`` in ``out``; call ``status(step, detail)`` while it runs."""
-    synth_out, pnr_out, _ = OUTPUTS[family]
+    from l1bn.sim.executors import kill_group, popen_guarded
+
     times = {}
     t0 = time.monotonic()
     log = open(out / "build.log", "w")
-    proc = subprocess.Popen(["sh", "build_top.sh"], cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # the script and its tools in a process group of their own, killed with the command
+    proc = popen_guarded(["sh", "build_top.sh"], cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return _watch_script(proc, out, status, t0, times, log, family)
+    except BaseException:
+        kill_group(proc.pid)
+        raise
+
+
+def _watch_script(proc, out: Path, status, t0: float, times: dict, log, family: str) -> tuple[int, dict]:
+    synth_out, pnr_out, _ = OUTPUTS[family]
     step, t_step = "synthesis", t0
     while proc.poll() is None:
         time.sleep(0.5)
@@ -310,13 +325,14 @@ def build(export_dir, board, clock_mhz, images, mode, out_dir, seed, noabc9):
     from l1bn.hw.board import ecp5_pll_params
     from l1bn.spec.config import check_int
     from l1bn.spec.export import load_export
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable, claim_dir
 
     platform = board_platform(board)               # a bad name fails before anything is loaded
     check_int("seed", seed, 0, 2**31 - 1)
     check_int("images", images, 1, 100000)   # against the export's image count below, before building
     out = check_output_dir(out_dir if out_dir is not None else Path("build") / f"board-{board}",
-                           inputs=[export_dir], must_be_new=False)
+                           command="build", inputs=[export_dir], must_be_new=False)
+    check_writable(out)
     if clock_mhz is not None and not 1 <= clock_mhz <= 400:
         raise ValueError(f"--clock {clock_mhz} is out of range; allowed 1..400 MHz")
     family = platform_family(platform)
@@ -341,6 +357,7 @@ def build(export_dir, board, clock_mhz, images, mode, out_dir, seed, noabc9):
     else:
         click.echo(f"clock      {f_osc:g} MHz, the board oscillator")
     click.echo(f"output     {out}/")
+    claim_dir(out, "build")
     res = _build_with_progress(top, platform, out, seed=seed, noabc9=noabc9)
     _print_result(res)
     if not res["ok"]:

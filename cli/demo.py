@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import click
+from l1bn.spec.norms import BASELINE, FEATURED
 
 __all__ = ["demo", "run_demo"]
 
@@ -50,8 +51,8 @@ def _train(out: Path, *, qcfg, epochs: int, seed: int, console) -> dict:
     from l1bn.sw.train import run_config, train_run
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    config = run_config(model="cnn", norm="l1", qcfg=qcfg, epochs=epochs, seed=seed)
-    desc = "cnn l1 " + ("float" if qcfg is None else f"w{qcfg.wbits}a{qcfg.abits}")
+    config = run_config(model="cnn", norm=FEATURED, qcfg=qcfg, epochs=epochs, seed=seed)
+    desc = f"cnn {FEATURED} " + ("float" if qcfg is None else f"w{qcfg.wbits}a{qcfg.abits}")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(desc, total=None, loss=float("nan"))
@@ -76,11 +77,14 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
         from l1bn.sw.data import test_split
 
         check_int("images", images, 1, len(test_split()[1]))   # the test split, known before training
-    from l1bn.spec.outdir import check_output_dir, write_text_atomic
+    from l1bn.spec.outdir import check_output_dir, check_writable, claim_dir, write_text_atomic
 
-    out = check_output_dir(out, must_be_new=False)   # the demo's own folder: rerunning replaces its parts
+    # the demo's own folder (its marker): a rerun replaces its parts; a folder of anything else
+    # (the user's own run and export) is refused
+    out = check_output_dir(out, command="demo", must_be_new=False)
+    check_writable(out)
     console = console or Console()
-    out.mkdir(parents=True, exist_ok=True)
+    claim_dir(out, "demo")
     steps = _Steps(console, 5 + int(sim) + 2 * int(area))   # area: accelerator, then BN units
     summary: dict = {"run": str(out), "epochs": epochs, "seed": seed, "bits": bits}
 
@@ -129,13 +133,13 @@ def run_demo(out: Path, *, epochs: int = 20, seed: int = 0, bits: int = 4, image
         vdir = out / "verilog"
         files = write_net_verilog(export_dir, vdir / "net")
         console.print(f"accelerator: {len(files)} files in {vdir / 'net'}")
-        for norm in ("l1", "l2"):
-            from l1bn.hw.bn_unit import L1BNUnit, L2BNUnit
+        for norm in (FEATURED, BASELINE):
+            from l1bn.hw.bn_unit import bn_unit_for
             from l1bn.sim.rtl import to_verilog
             from l1bn.spec.config import BNConfig
 
             cfg = BNConfig(norm=norm, width=8, channels=16, n=64, lanes=2)
-            unit = (L1BNUnit if norm == "l1" else L2BNUnit)(cfg)
+            unit = bn_unit_for(cfg)
             path = write_text_atomic(vdir / f"{norm}bn.v", to_verilog(unit, f"{norm}bn"))
             console.print(f"{norm.upper()}-BN unit (width 8, 16 channels, n 64, 2 lanes): {path}")
         summary["verilog"] = str(vdir)
@@ -188,15 +192,16 @@ def _bn_table(c: dict, console):
         v = u.get(k)
         return "-" if v is None else (f"{v:.2f}" if ratio else (f"{v:.{nd}f}" if isinstance(v, float) else str(v)))
 
-    for key in ("l1", "l2", "l1_over_l2"):
+    rkey = f"{FEATURED}_over_{BASELINE}"          # compare_forward's ratio key
+    for key in (FEATURED, BASELINE, rkey):
         u = c[key]
-        ratio = key == "l1_over_l2"
+        ratio = key == rkey
 
         def f(k, nd=1, u=u, ratio=ratio):
             return fmt(u, k, ratio, nd)
         cp = "" if ratio else (u.get("critical_path") or {}).get("stage", "-")
         e = f("energy_per_element", 0)
-        t.add_row("L1/L2" if ratio else key.upper(), f("lut"), f("ff"), f("dsp"), f("fmax_mhz"), cp,
+        t.add_row(f"{FEATURED.upper()}/{BASELINE.upper()}" if ratio else key.upper(), f("lut"), f("ff"), f("dsp"), f("fmax_mhz"), cp,
                   f("latency_cycles"), f("latency_ns"), e if e != "-" or ratio else "- (l1bn report)")
     console.print(t)
 

@@ -169,6 +169,30 @@ def _check_opensta() -> Check:
     return Check("opensta (sta)", False, ok, f"{ver} ({out})" if ok else f"{ver}: {out}", "" if ok else fix)
 
 
+def _check_abc() -> Check:
+    """A native ABC (Debian ``berkeley-abc``) for ``l1bn prove --prover pdr/reach``: its version,
+    and that ``pdr`` proves a one-latch AIGER model (a latch that stays 0, its output never 1)."""
+    from l1bn.sim.formal.abc import abc_path, abc_version
+
+    fix = "sudo apt-get install -y berkeley-abc  (or make install); without it prove is bounded/induction only"
+    exe = abc_path()
+    if exe is None:
+        return Check("abc (pdr, reach)", False, False, "missing", fix)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        # binary AIGER "aig M I L O A": one latch (literal 2, next 2, init 0), output = the latch
+        (Path(d) / "probe.aig").write_bytes(b"aig 1 0 1 1 0\n2\n2\n")
+        try:
+            p = subprocess.run([exe, "-c", "read_aiger probe.aig; pdr"], cwd=d, capture_output=True,
+                               text=True, timeout=60)
+            ok = "Property proved" in p.stdout
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+    ver = abc_version(exe)
+    return Check("abc (pdr, reach)", False, ok, ver if ok else f"{ver}: pdr probe failed", "" if ok else fix)
+
+
 def _check_families() -> list[Check]:
     """The nextpnr of every FPGA family but the default ECP5 (``l1bn report --family``;
     :mod:`l1bn.sim.fpga.families`), and Apycula's ``gowin_pack`` (Gowin bitstreams): optional."""
@@ -201,6 +225,7 @@ def run_checks() -> list[Check]:
         *_check_families(),
         _check_nangate(),
         _check_opensta(),
+        _check_abc(),
     ]
 
 

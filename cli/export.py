@@ -9,7 +9,10 @@ from pathlib import Path
 import click
 from l1bn.cli.options import export_folder_options
 
-__all__ = ["export", "infer", "infer_export"]
+__all__ = ["export", "infer", "infer_export", "DEFAULT_MIN_AGREEMENT"]
+
+#: the percentage of test images below which ``export`` warns (``--min-agreement``)
+DEFAULT_MIN_AGREEMENT = 99.0
 
 
 @click.command("export")
@@ -20,15 +23,25 @@ __all__ = ["export", "infer", "infer_export"]
 @click.option("--bn-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="--format qonnx: precision of the folded-BN Mul/Add. float64 (a Cast in front) is exact by "
                    "construction; float32 writes an all-float32 graph, as FINN's streamlining expects.")
+@click.option("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, show_default=True,
+              help="Warn when the integer network predicts the QAT model's class on fewer than this "
+                   "percentage of the test images (0..100).")
 def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool, fmt: str = "l1bn",
-           bn_dtype: str = "float64"):
+           bn_dtype: str = "float64", min_agreement: float = 99.0):
     """Export a trained run to integer weights, folded BN constants and $readmemh memories."""
+    given = {p for p in ("rows", "min_agreement")
+             if click.get_current_context().get_parameter_source(p) is not click.core.ParameterSource.DEFAULT}
+    if not 0 <= min_agreement <= 100:   # NaN fails too
+        raise ValueError(f"--min-agreement {min_agreement} is out of range; allowed 0..100 (percent)")
     if fmt == "qonnx":  # the whole QONNX branch lives in cli/import_cmd.py
         from l1bn.cli.import_cmd import export_qonnx_cli
-        from l1bn.spec.outdir import check_output_file
+        from l1bn.sw.qonnx_export import check_qonnx_output
 
-        check_output_file(out_dir, inputs=[run_dir], option="--out")   # before any work
-
+        if given:   # options of the export folder only: refused rather than ignored
+            opt = "--" + sorted(given)[0].replace("_", "-")
+            raise ValueError(f"{opt} applies to the export folder (--format l1bn); it does not apply to "
+                             "--format qonnx")
+        check_qonnx_output(out_dir, inputs=[run_dir], force=force)   # before any work
         return export_qonnx_cli(run_dir, out_dir, mult_bits=mult_bits, force=force, bn_dtype=bn_dtype)
     if bn_dtype != "float64":
         raise ValueError("--bn-dtype goes with --format qonnx")
@@ -40,7 +53,7 @@ def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool,
     check_int("rows", rows, 1, 64)
     check_int("mult_bits", mult_bits, 2, 32)
     # --force replaces the output, never the run it reads nor a folder that holds it
-    check_output_dir(out_dir, inputs=[run_dir], force=force)
+    check_output_dir(out_dir, command="export", inputs=[run_dir], force=force)
     path = export_run(run_dir, out_dir, rows=rows, mult_bits=mult_bits, force=force)
     e = load_export(path)  # what we wrote must load: validates the manifest end to end
     click.echo(f"exported {run_dir} -> {path}  ({len(e.manifest['tensors'])} tensors, schema "
@@ -56,6 +69,23 @@ def export(run_dir: Path, out_dir: Path, rows: int, mult_bits: int, force: bool,
                    f"{str(tuple(layer.out_shape)):>12} {layer.k:>5} {layer.w_bits:>2} {layer.a_bits:>2} "
                    f"{ld['acc_bits']:>4} {layer.bn.shift if layer.bn else '-':>5} {mult:>16} "
                    f"{str(layer.relu):>5}")
+    _agreement(path, mult_bits, min_agreement)
+
+
+def _agreement(path, mult_bits: int, min_agreement: float) -> None:
+    """Print how often the integer network predicts the QAT model's class on the test split; warn
+    below ``min_agreement`` percent (a small ``--mult-bits`` rounds the folded BN scale coarsely)."""
+    r = infer_export(path)
+    if "agreement" not in r:
+        return
+    pct = 100 * r["agreement"]
+    click.echo(f"agreement with the QAT model: {pct:.2f} % of the {r['images']} test images "
+               f"({r['disagreements']} predictions differ; integer accuracy {100 * r['accuracy']:.2f} %, "
+               f"QAT {100 * r['qat_accuracy']:.2f} %)")
+    if pct < min_agreement:
+        click.echo(f"warning: the integer network agrees with the QAT model on only {pct:.2f} % of the test "
+                   f"images, below --min-agreement {min_agreement:g} %; a larger --mult-bits (now {mult_bits}) "
+                   f"keeps more of the folded BN scale", err=True)
 
 
 MAX_THREADS = 256  # a ceiling for a thread count option, whatever the machine

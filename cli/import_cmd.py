@@ -102,11 +102,12 @@ def import_(model: Path, out_dir: Path, rows: int, mult_bits: int, no_check: boo
     Anything else stops with one error line naming the node; nothing is written.
     """
     from l1bn.spec.export import SCHEMA, SCHEMA_VERSION
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable
     from l1bn.sw.qonnx_import import import_qonnx
 
     # before any work: an output folder that can be one, never the model it reads
-    check_output_dir(out_dir, inputs=[model], force=force)
+    check_output_dir(out_dir, command="import", inputs=[model], force=force)
+    check_writable(out_dir)
     r = import_qonnx(model, out_dir, mult_bits=mult_bits, rows=rows, force=force, check=not no_check,
                      input_type=input_type, test_images=test_images)
     g = r.graph

@@ -81,42 +81,146 @@ def cli():
     """l1bn: low-bit networks with L1-norm batch normalization, from PyTorch to verified Verilog."""
 
 
+# the signals that stop a command the way Ctrl-C does (exit status 128 + the signal)
+_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+_received: list[int] = []
+
+
+def _on_signal(signum, frame):
+    """SIGTERM and SIGHUP stop a command as Ctrl-C does: an exception in the main thread, so that
+    every ``finally`` runs (temporary files removed, child process groups killed)."""
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def _install_signal_handlers() -> dict:
+    """Install :func:`_on_signal` for SIGTERM and SIGHUP; return the handlers it replaced."""
+    import signal
+
+    old = {}
+    for name in _STOP_SIGNALS[1:]:
+        sig = getattr(signal, name)
+        try:
+            old[sig] = signal.signal(sig, _on_signal)
+        except (ValueError, OSError):   # not the main thread (an embedding program): leave them
+            break
+    return old
+
+
+def _ignore_signals() -> None:
+    """After the command finished (outputs whole): a late Ctrl-C or SIGTERM no longer kills the
+    interpreter while it shuts down (Python restores SIG_DFL for its own handlers then, which
+    gave exit status -2 instead of 130); an ignored disposition is kept, so the exit is 0."""
+    import signal
+
+    for name in _STOP_SIGNALS:
+        try:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        except (ValueError, OSError):
+            return
+
+
+def _cleanup(*, whole: bool) -> None:
+    """On any failure: kill every child process group, then remove the folders the command
+    claimed new (marker only; ``whole``: whatever they hold)."""
+    from l1bn.sim.executors import kill_children
+    from l1bn.spec.outdir import abandon_claims
+
+    kill_children()
+    abandon_claims(whole=whole)
+
+
+def _disk_full(e: BaseException) -> str | None:
+    """One line when ``e`` or an exception it came from is a full disk (ENOSPC, EDQUOT)."""
+    from l1bn.spec.outdir import disk_error
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and disk_error(e):
+            return disk_error(e)
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def main(argv=None):
-    """Entry point: runs the CLI and turns user errors into one line and exit status 2."""
+    """Entry point: runs the CLI and turns user errors into one line and exit status 2.
+
+    ``argv=None`` (the ``l1bn`` program): the process ends with the command. With ``argv`` (a
+    caller in Python, the tests) the signal handlers are restored afterwards.
+    """
+    import signal
+
+    _received.clear()
+    old = _install_signal_handlers()
+    try:
+        _main(argv)
+    finally:
+        if argv is None:
+            _ignore_signals()
+        else:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+
+def _main(argv):
     from l1bn.sim.tools import ToolError
+    from l1bn.spec.outdir import keep_claims
 
     # OSError: a path the user named is a file, a folder, missing or not writable
     user_errors = (L1BNError, ValueError, ToolError, OSError)
     try:
-        cli.main(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
+        try:
+            cli.main(args=argv, standalone_mode=False)
+        except click.exceptions.Abort:
+            raise KeyboardInterrupt from None
+    except KeyboardInterrupt:
+        # Ctrl-C, SIGTERM, SIGHUP: children killed, half-made outputs removed; exit now rather
+        # than wait in interpreter shutdown for a pool's internal threads, which can block on a
+        # pipe to a dead worker for a minute
+        _ignore_signals()   # a second Ctrl-C must not cut the cleanup short
+        _cleanup(whole=True)
         click.echo("aborted", err=True)
-        # Ctrl-C: worker processes are already killed (l1bn.sim.executors); exit now rather than
-        # wait in interpreter shutdown for the pool's internal threads, which can block on a pipe
-        # to a dead worker for a minute
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(128 + (_received[-1] if _received else 2))
     except click.UsageError as e:  # a bad option or value: one line too, with where to look
+        _cleanup(whole=False)
         where = e.ctx.command_path if e.ctx is not None else "l1bn"
         msg = " ".join(e.format_message().split())
         click.echo(f"error: {msg} (see `{where} --help`)", err=True)
         sys.exit(2)
     except click.ClickException as e:
+        _cleanup(whole=False)
         click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
+        _cleanup(whole=False)
         sys.exit(e.exit_code)
+    except SystemExit as e:   # a command's own exit status (prove: a property failed)
+        if e.code not in (0, None):
+            _cleanup(whole=False)
+        else:
+            keep_claims()
+        raise
     except user_errors as e:
-        click.echo(f"error: {e}", err=True)
+        full = _disk_full(e)
+        _cleanup(whole=full is not None)
+        click.echo(f"error: {full or e}", err=True)
         sys.exit(2)
     except Exception as e:  # the simulator's own errors are user-facing too
         from l1bn.sim.simulate.runner import SimulationError
 
+        full = _disk_full(e)
+        _cleanup(whole=full is not None)
+        if full is not None:
+            click.echo(f"error: {full}", err=True)
+            sys.exit(2)
         if isinstance(e, SimulationError):
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
         raise
+    keep_claims()
 
 
 if __name__ == "__main__":

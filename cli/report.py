@@ -57,12 +57,18 @@ def parse_seeds(text: str) -> tuple[int, ...]:
               help="Run every flow step on a Dask cluster: the scheduler's tcp://HOST:PORT (l1bn sweep has it too).")
 @click.option("--target", type=click.Choice(["fpga", "asic", "both"]), default="fpga", show_default=True,
               help="fpga: ECP5 (or --family) + generic gates; asic: NanGate45 cells, OpenSTA, pJ (l1bn.sim.asic); both.")
+@click.option("--asic-clock-gating/--no-asic-clock-gating", "asic_clock_gating", default=None,
+              help="ASIC: registers that hold their value get a gated clock through NanGate45's CLKGATE_X1 "
+                   "[default: on; off = every flip-flop clocked every cycle, the flow before issue 28].")
+@click.option("--asic-sram/--no-asic-sram", "asic_sram", default=None,
+              help="ASIC: memories of 256 bits or more (the x buffers) are SRAM macros with a per-access energy "
+                   "(Horowitz 45 nm) [default: on; off = buffers in flip-flops].")
 @family_options
 @click.option("--out", "out", type=str, required=True,
               help="Output folder (reused: a rerun, or a second report at the same time, is safe).")
 @network_options(parse_widths)
-def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jobs, out, target, scheduler, family,
-           device, dsp):
+def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jobs, out, target, scheduler,
+           asic_clock_gating, asic_sram, family, device, dsp):
     """Area, Fmax, latency and energy: L1-BN and range BN against L2-BN.
 
     Synthesizes (ECP5 and generic CMOS gates), places and routes (ECP5), and simulates the gate
@@ -81,7 +87,12 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
 
     from l1bn.sim.build_root import default_build_root
     from l1bn.spec.config import check_int
-    from l1bn.spec.outdir import check_output_dir, check_path_is_creatable
+    from l1bn.spec.outdir import (
+        check_output_dir,
+        check_path_is_creatable,
+        check_writable,
+        claim_dir,
+    )
     from rich.console import Console
 
     ws = parse_widths(widths)
@@ -93,11 +104,16 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
     check_int("channels", channels, 1, 16)
     if jobs is not None:
         check_int("jobs", jobs, 1, 64)
+    outp = check_output_dir(out, command="report", must_be_new=False)   # a report folder, or new
+    check_writable(outp)
     fpga_target = target_from_options(family, device, dsp)   # a bad family or device: before any work
     if fpga_target is not None and target == "asic":
         raise ValueError("--family, --device and --dsp choose the FPGA; they do not apply to --target asic")
-    outp = check_output_dir(out, must_be_new=False)
+    if target == "fpga" and (asic_clock_gating is not None or asic_sram is not None):
+        raise ValueError("--asic-clock-gating and --asic-sram apply to --target asic or both")
+    asic_opts = {"clock_gating": asic_clock_gating is not False, "sram": asic_sram is not False}
     check_path_is_creatable(default_build_root() / "flow-cache", option="build folder ($L1BN_BUILD_DIR)")
+    check_writable(default_build_root(), option="build folder ($L1BN_BUILD_DIR)")
     # validate every configuration before any tool runs
     from l1bn.sim.report.fpga import build_report
     from l1bn.sim.report.units import BACKWARD_NORMS, NORMS, backward_config, forward_config
@@ -123,10 +139,11 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
 
         liberty_path()
         sta_path()
+    claim_dir(outp, "report")
     if target == "asic":
         rep, run = build_asic_report(widths=ws, n=n, lanes=lanes, channels=channels, jobs=jobs or os.cpu_count(),
                                      workdir=outp / "flow", console=console, backward=not no_backward,
-                                     stages=not no_stages)
+                                     stages=not no_stages, **asic_opts)
     else:
         from l1bn.sim.fpga.families import fit_errors
 
@@ -138,7 +155,7 @@ def report(widths, n, lanes, channels, no_pnr, seeds, no_stages, no_backward, jo
     if target == "both":
         rep["asic"], arun = build_asic_report(widths=ws, n=n, lanes=lanes, channels=channels,
                                               jobs=jobs or os.cpu_count(), workdir=outp / "flow", console=console,
-                                              backward=not no_backward, stages=not no_stages)
+                                              backward=not no_backward, stages=not no_stages, **asic_opts)
         run = {k: run[k] + arun[k] for k in ("seconds", "cached", "steps")}
     paths = write_report(rep, outp)
     click.echo((outp / "report.md").read_text())

@@ -19,7 +19,9 @@ NETWORK_PARAMS = {"network": "--network", "from_json": "--from-json", "mac_json"
 FLOW_PARAMS = {"n": "--n", "lanes": "--lanes", "channels": "--channels", "no_pnr": "--no-pnr",
                "seeds": "--seeds", "no_stages": "--no-stages", "no_backward": "--no-backward",
                "jobs": "--jobs", "scheduler": "--scheduler", "target": "--target", "family": "--family",
-               "device": "--device", "dsp": "--dsp/--no-dsp"}
+               "device": "--device", "dsp": "--dsp/--no-dsp",
+               "asic_clock_gating": "--asic-clock-gating/--no-asic-clock-gating",
+               "asic_sram": "--asic-sram/--no-asic-sram"}
 
 
 def parse_networks(text: str) -> tuple[str, ...]:
@@ -46,7 +48,7 @@ def _given(ctx, name: str) -> bool:
 
 def _run(ctx, kw: dict, net: dict, parse_widths) -> None:
     from l1bn.sim.report.network import estimate_networks, load_costs, report_widths, write_estimate
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable, claimed_dir
 
     for name, opt in FLOW_PARAMS.items():
         if _given(ctx, name):
@@ -57,7 +59,9 @@ def _run(ctx, kw: dict, net: dict, parse_widths) -> None:
     if not net["mac_json"]:
         raise click.UsageError("--network needs --mac-json RESULTS.json (of `l1bn sweep --design mac`)")
     inputs = [*net["from_json"], net["mac_json"]]
-    outp = check_output_dir(kw["out"], inputs=inputs, must_be_new=False)
+    # the one output rule: a new folder or an earlier output of `l1bn report` (its marker), writable
+    outp = check_output_dir(kw["out"], command="report", inputs=inputs, must_be_new=False)
+    check_writable(outp)
     have = report_widths(net["from_json"])
     if _given(ctx, "widths"):
         widths = parse_widths(kw["widths"])
@@ -74,7 +78,8 @@ def _run(ctx, kw: dict, net: dict, parse_widths) -> None:
     costs = load_costs(net["from_json"], net["mac_json"], width=w, mac_point=net["mac_point"])
     est = estimate_networks(networks, costs, width=w, batch=net["batch"], bn_units=net["bn_units"],
                              mac_arrays=net["mac_arrays"])
-    paths = write_estimate(est, outp)
+    with claimed_dir(outp, "report"):   # a new folder is removed again if writing fails
+        paths = write_estimate(est, outp)
     click.echo((outp / "estimate.md").read_text())
     click.echo(f"wrote {paths['json']}, {paths['md']}")
 

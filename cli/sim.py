@@ -39,6 +39,11 @@ def bn_cmd(source, gaps, seed, simulator, **opts):
     check_int("seed", seed, 0, 2**31 - 2)
     cfg = bn_config(None, opts)
     norm = cfg.norm
+    from l1bn.sim.simulate.budget import check_memory
+
+    # x and y, channels x n each: refused up front rather than dying of a MemoryError
+    check_memory(2 * cfg.channels * cfg.n, what=f"sim bn: {cfg.channels} channels x n={cfg.n}",
+                 hint="use fewer --channels or a smaller --n")
     x, gamma, beta = random_batch(cfg, seed=seed, source=source)
     r = simulate_bn(cfg, x, gamma, beta, simulator=simulator, gaps=gaps, seed=seed + 1, raise_on_fail=False)
     click.echo(f"{norm.upper()}-BN unit, width={cfg.width} out_width={cfg.out_width}, {cfg.channels} channel(s) "
@@ -77,11 +82,30 @@ def mac_cmd(tiles, tile_k, gaps, out_gaps, extremes, seed, simulator, **opts):
     check_int("gaps", gaps, 0, 99)
     check_int("out_gaps", out_gaps, 0, 99)
     check_int("seed", seed, 0, 2**31 - 2)
+    from l1bn.sim.simulate.budget import (
+        LONG_S,
+        check_memory,
+        format_seconds,
+        mac_cycles,
+        mac_seconds,
+    )
+
+    # w and a per K-step, the outputs per tile: refused up front when they cannot fit in memory,
+    # and a long run is announced with its estimated time before it starts
+    check_memory(tiles * (kk * (cfg.rows + cfg.cols) + cfg.rows * cfg.cols),
+                 what=f"sim mac: {tiles} tiles x K={kk} on {cfg.rows}x{cfg.cols}",
+                 hint="use fewer --tiles or a smaller --tile-k")
+    est = mac_seconds(cfg, tiles, kk, simulator)
+    if est > LONG_S:
+        click.echo(f"warning: about {format_seconds(est)} of simulation on {simulator} ({tiles} tiles x K={kk}: "
+                   f"{mac_cycles(cfg, tiles, kk):,} cycles of a {cfg.rows}x{cfg.cols} array; estimate from "
+                   f"l1bn.sim.simulate.budget); fewer --tiles or a smaller --tile-k are faster", err=True)
     data = random_tiles(cfg, tiles, kk, seed=seed, extremes=extremes)
     r = simulate_mac(cfg, data, simulator=simulator, gaps=gaps, out_gaps=out_gaps, seed=seed + 1,
                      raise_on_fail=False)
     click.echo(f"MAC array {cfg.rows}x{cfg.cols}, w{cfg.wbits}{'s' if cfg.signed_w else 'u'} "
-               f"a{cfg.abits}{'s' if cfg.signed_a else 'u'}, acc {cfg.acc_bits} bits"
+               f"a{cfg.abits}{'b' if cfg.bipolar_a else 's' if cfg.signed_a else 'u'}"
+               + (", XNOR-popcount" if cfg.xnor else "") + f", acc {cfg.acc_bits} bits"
                + (f", requant shift={cfg.shift} out_bits={cfg.out_bits} relu={cfg.relu}" if cfg.requant else "")
                + f", {simulator}")
     click.echo(f"tiles {tiles} x K={kk}: {r['outputs']} outputs, {r['mismatches']} mismatches")
@@ -178,6 +202,18 @@ def _images_option(e, images: str | None, labels: str | None):
     return None, (x, y)
 
 
+def check_build_root() -> None:
+    """The simulator build folders' root (``$L1BN_BUILD_DIR``, default ``build``), checked before
+    any work: a folder (or a path one can be made at) that is writable; one ``error:`` line
+    otherwise."""
+    from l1bn.sim.build_root import default_build_root
+    from l1bn.spec.outdir import check_path_is_creatable, check_writable
+
+    root = default_build_root()
+    check_path_is_creatable(root, option="build folder ($L1BN_BUILD_DIR)")
+    check_writable(root, option="build folder ($L1BN_BUILD_DIR)")
+
+
 @sim.command("train", short_help="Train K steps on the simulated training accelerator.")
 @click.argument("source", metavar="RUN_OR_EXPORT", type=str)
 @click.option("--steps", type=int, default=3, show_default=True, help="Training steps (batches), 1..100.")
@@ -198,6 +234,7 @@ def train_cmd(source, steps, simulator, rows, batch, norm, seed, as_json):
     from l1bn.spec.config import check_int
 
     check_int("steps", steps, 1, 100)
+    check_build_root()
     cfg, rows, x, y = train_config(source, rows=rows, batch=batch, norm=norm, seed=seed)
     if len(x) < steps * cfg.batch:
         raise ValueError(f"--steps {steps} of batch {cfg.batch} need {steps * cfg.batch} images; the export holds {len(x)}")

@@ -50,13 +50,17 @@ def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abit
     import sys
     from pathlib import Path
 
+    from l1bn.sim.build_root import default_build_root
     from l1bn.sim.sweep.grid import sweep_from_options
     from l1bn.sim.sweep.run import run_sweep
     from l1bn.spec.config import check_int
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable, claim_dir
     from rich.console import Console
 
-    out = check_output_dir(out, inputs=[spec], must_be_new=False)   # before any work
+    # before any work: a sweep folder (its marker) or a new one, writable, as is the cache
+    out = check_output_dir(out, command="sweep", inputs=[spec], must_be_new=False)
+    check_writable(out)
+    check_writable(default_build_root(), option="build folder ($L1BN_BUILD_DIR)")
 
     if workers is not None and scheduler is not None:
         raise ValueError("give --workers (local processes) or --scheduler (a Dask cluster), not both")
@@ -72,6 +76,7 @@ def sweep(design, spec, norm, width, n, lanes, channels, rows, cols, wbits, abit
              "energy": False if no_energy else None, "family": family, "device": device, "dsp": dsp}
     sw = sweep_from_options(design=design, spec=spec, **given)
     console = Console(stderr=True)
+    claim_dir(out, "sweep")
     res = run_sweep(sw, out, workers=workers, scheduler=scheduler, console=console, use_cache=not no_cache,
                     command=" ".join(["l1bn", "sweep", *sys.argv[2:]]) if len(sys.argv) > 1 else None)
     run = res["run"]

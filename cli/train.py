@@ -63,7 +63,7 @@ def train(ctx, model, norm, wbits, abits, use_float, quantize_bn, epochs, seed, 
     if stray:
         raise ValueError(f"{', '.join('--' + p.replace('_', '-') for p in stray)} belong to integer "
                          "training; add --integer")
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable
     from l1bn.sw.quant import QuantConfig
     from l1bn.sw.train import check_device, run_config, train_run
     from rich.console import Console
@@ -77,7 +77,8 @@ def train(ctx, model, norm, wbits, abits, use_float, quantize_bn, epochs, seed, 
                          f"{', '.join('--' + p.replace('_', '-') for p in sorted(given))}")
     if norm == "none" and quantize_bn:
         raise ValueError("--quantize-bn needs a BN layer; it contradicts --norm none")
-    out = check_output_dir(out, force=force)
+    out = check_output_dir(out, command="train", force=force)
+    check_writable(out)
     qcfg = None if use_float else QuantConfig(wbits=wbits, abits=abits, quantize_bn=quantize_bn)
     config = run_config(model=model, norm=norm, qcfg=qcfg, epochs=epochs, seed=seed, lr=lr,
                         batch_size=batch_size, device=device)
@@ -112,7 +113,7 @@ def _train_integer(*, model, norm, wbits, abits, use_float, quantize_bn, epochs,
                    out, force, gbits, grad_rounding, master_bits, lr_shift, bn_lr_shift, lr_decay, given):
     """``l1bn train --integer``: every argument checked, then train, then write the run folder."""
     from l1bn.spec.config import check_int
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable
     from l1bn.spec.training import IntTrainConfig
     from l1bn.sw.int_train import layers_of, save_integer_run, train_integer
     from rich.console import Console
@@ -134,7 +135,8 @@ def _train_integer(*, model, norm, wbits, abits, use_float, quantize_bn, epochs,
     cfg = IntTrainConfig(layers=layers_of(model), norm=norm, wbits=wbits, abits=abits, gbits=gbits,
                          grad_rounding=grad_rounding, master_bits=master_bits, lr_shift=lr_shift,
                          bn_lr_shift=bn_lr_shift, lr_decay=_parse_decay(lr_decay), batch=batch_size)
-    out = check_output_dir(out, force=force)
+    out = check_output_dir(out, command="train", force=force)   # the one output rule, before training
+    check_writable(out)
     console = Console(stderr=True)
     desc = f"{model} {norm} w{wbits}a{abits}g{gbits} integer"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

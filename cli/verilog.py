@@ -1,6 +1,8 @@
 """``l1bn verilog DESIGN ...``: write synthesizable Verilog for one design.
 
-The options of ``l1bn``, ``l2bn``, ``l1bn-bwd``, ``l2bn-bwd`` and ``mac`` are generated from the
+One forward command per registered norm (``<norm>bn``: ``l1bn``, ``l2bn``, ``rangebn``) and one
+backward command per norm with a backward unit (``<norm>bn-bwd``), from the norm registry
+(:mod:`l1bn.spec.norms`). The options of these and ``mac`` are generated from the
 fields of ``BNConfig``, ``BNBackwardConfig`` and ``MACConfig`` (:mod:`l1bn.cli.options`): same
 names, defaults and ranges. The Verilog itself comes from library functions in ``l1bn.sim``.
 """
@@ -23,19 +25,28 @@ BWD_BN_FIELDS = ("width", "n", "channels", "frac", "recip_bits")
 
 
 def _output_option(f):
+    f = click.option("--force", is_flag=True,
+                     help="Replace -o FILE even when it is not a Verilog file l1bn wrote.")(f)
     return click.option("-o", "--output", type=str, required=True, help="Verilog file to write.")(f)
 
 
-def _write(output: str, text: str):
-    from l1bn.spec.outdir import write_text_atomic
+def _write(output: str, text: str, kind: str):
+    """Write the Verilog with the header line that marks it as ours (:data:`VERILOG_HEADER`)."""
+    from importlib.metadata import version
 
-    return write_text_atomic(output, text)
+    from l1bn.spec.outdir import VERILOG_HEADER, write_text_atomic
+
+    return write_text_atomic(output, f"{VERILOG_HEADER} {kind} (l1bn {version('l1bn')}); a rerun of "
+                                     f"l1bn verilog may replace this file\n{text}")
 
 
-def _check_output(output: str):
-    from l1bn.spec.outdir import check_output_file
+def _check_output(output: str, force: bool = False):
+    """The output rule (:mod:`l1bn.spec.outdir`): a file l1bn verilog wrote, or --force."""
+    from l1bn.spec.outdir import VERILOG_HEADER, check_output_file, check_writable
 
-    return check_output_file(output)
+    o = check_output_file(output, header=VERILOG_HEADER, force=force)
+    check_writable(o, option="-o")
+    return o
 
 
 def bn_config(norm: str | None, opts: dict) -> BNConfig:
@@ -72,21 +83,19 @@ def verilog():
 
 
 def _bn_command(norm: str):
-    from l1bn.spec.norms import norm_spec
-
     rule = norm_spec(norm)
     unit = rule.hw_unit.rpartition(":")[2]
 
     @verilog.command(f"{norm}bn")
     @config_options(BNConfig, exclude=("norm",))
     @_output_option
-    def cmd(output, **opts):
+    def cmd(output, force, **opts):
         from l1bn.sim.verilog.bn import bn_verilog, describe
 
         cfg = bn_config(norm, opts)
-        _check_output(output)
+        _check_output(output, force)
         text = bn_verilog(cfg)
-        path = _write(output, text)
+        path = _write(output, text, f"{norm}bn")
         click.echo(f"wrote {path} ({len(text.splitlines())} lines): {unit}, width={cfg.width}, "
                    f"out_width={cfg.out_width}, channels={cfg.channels}, n={cfg.n}, lanes={cfg.lanes}")
         for line in describe(cfg):
@@ -99,10 +108,11 @@ def _bn_command(norm: str):
 
 
 def _bwd_command(norm: str):
-    unit = "L1BNBackwardUnit" if norm == "l1" else "L2BNBackwardUnit"
+    rule = norm_spec(norm)
+    unit = rule.hw_backward.rpartition(":")[2]
 
-    def sign_in_option(f):   # L1 only: the L2 unit's pass 2 needs x
-        if norm != "l1":
+    def sign_in_option(f):   # only a unit whose pass 2 needs just the sign (registry backward_sign_in)
+        if not rule.backward_sign_in:
             return f
         return click.option("--sign-in", is_flag=True, default=False,
                             help="Take sign(d_i) as a 1-bit input field 'neg' (from the forward) "
@@ -113,14 +123,14 @@ def _bwd_command(norm: str):
     @config_options(BNBackwardConfig, exclude=("bn",))
     @_output_option
     @sign_in_option
-    def cmd(output, sign_in=False, **opts):
+    def cmd(output, force, sign_in=False, **opts):
         from l1bn.hw.bn_backward import backward_latency_cycles, stored_state_bits
         from l1bn.sim.verilog.bwd import bwd_verilog
 
         cfg = bwd_config(norm, opts)
-        _check_output(output)
+        _check_output(output, force)
         text = bwd_verilog(cfg, sign_in=sign_in)
-        path = _write(output, text)
+        path = _write(output, text, f"{norm}bn-bwd")
         b = cfg.bn
         bits = stored_state_bits(cfg)
         click.echo(f"wrote {path} ({len(text.splitlines())} lines): {unit}, width={b.width}, n={b.n}, "
@@ -131,23 +141,22 @@ def _bwd_command(norm: str):
         click.echo(f"latency {backward_latency_cycles(cfg)} cycles per batch (no stalls); "
                    f"stored state {bits[norm]} bits/element; pass 2 needs {bits[norm + '_pass2']} bit(s)/element")
 
-    cmd.__doc__ = (f"{'L1' if norm == 'l1' else 'L2'}-BN backward unit ({unit}) as Verilog: "
+    cmd.__doc__ = (f"{rule.label}-BN backward unit ({unit}) as Verilog: "
                    "dx stream, dgamma and dbeta per channel.")
-    cmd.short_help = ("L1-BN backward unit (sign-based gradient)." if norm == "l1" else
-                      "L2-BN backward baseline unit.")
+    cmd.short_help = rule.backward_help
     return cmd
 
 
 for _norm in norm_names():            # one forward unit per registered norm
     _bn_command(_norm)
-    if norm_spec(_norm).hw_backward:    # backward units exist for L1 and L2
+    if norm_spec(_norm).hw_backward:    # and a backward unit where the registry names one
         _bwd_command(_norm)
 
 
 @verilog.command("mac", short_help="Low-bit fixed-point MAC array.")
 @config_options(MACConfig)
 @_output_option
-def mac_cmd(output, **opts):
+def mac_cmd(output, force, **opts):
     """Low-bit MAC array (broadcast outer-product, streamed K-steps) as Verilog.
 
     rows and cols are limited to 16 here (MAX_MAC_ARRAY): larger arrays cannot be checked by
@@ -156,12 +165,13 @@ def mac_cmd(output, **opts):
     from l1bn.sim.verilog.mac import mac_verilog
 
     cfg = mac_config(opts)
-    _check_output(output)
+    _check_output(output, force)
     text = mac_verilog(cfg)
-    path = _write(output, text)
+    path = _write(output, text, "mac")
     click.echo(f"wrote {path} ({len(text.splitlines())} lines): MACArray {cfg.rows}x{cfg.cols}, "
-               f"wbits={cfg.wbits} abits={cfg.abits}, product {cfg.product_bits} bits, accumulator "
-               f"{cfg.acc_bits} bits"
+               f"wbits={cfg.wbits} abits={cfg.abits}" + (" bipolar" if cfg.bipolar_a else "")
+               + (", XNOR-popcount counters" if cfg.xnor else f", product {cfg.product_bits} bits")
+               + f", accumulator {cfg.acc_bits} bits"
                + (f", requant shift={cfg.shift} out_bits={cfg.out_bits} relu={cfg.relu}" if cfg.requant else ""))
     click.echo(f"in beat {in_layout(cfg).size} bits (w[{cfg.rows}], a[{cfg.cols}], last); out beat "
                f"{out_layout(cfg).size} bits (y[{cfg.cols}] x {cfg.result_bits} bits, last)")
@@ -191,8 +201,9 @@ def net_cmd(export_dir, out_dir, rows, cols):
     click.echo(f"wrote {v} ({len(v.read_text().splitlines())} lines) and {len(files) - 2} .hex files, "
                f"schedule.json in {out_dir}")
     i = s["interface"]
-    click.echo(f"MAC array {s['rows']}x{s['cols']} (w{s['mac']['wbits']} a{s['mac']['abits']} unsigned, "
-               f"accumulator {s['mac_acc_bits']} bits); in: {i['pixels']} pixels x {i['in_bits']} bits; "
+    click.echo(f"MAC array {s['rows']}x{s['cols']} (w{s['mac']['wbits']} a{s['mac']['abits']} "
+               f"{'signed' if s['mac']['signed_a'] else 'unsigned'}, accumulator {s['mac_acc_bits']} bits); "
+               f"in: {i['pixels']} pixels x {i['in_bits']} bits{' signed' if i.get('in_signed') else ''}; "
                f"out: {i['classes']} logits x {i['logit_bits']} bits + argmax")
     click.echo(f"{'layer':8} {'K':>5} {'T':>3} {'G':>3} {'tiles':>5} {'MACs':>7} {'issue':>6} {'cycles':>7}")
     for lay in s["layers"]:

@@ -50,7 +50,7 @@ from amaranth.lib import data
 from l1bn.hw.accel_layers import AccelLayer, bits_for, cdiv
 from l1bn.hw.arith import mul_latency
 from l1bn.hw.mac_array import PIPELINE_CYCLES, tile_period
-from l1bn.spec.config import MAX_MAC_ARRAY, MACConfig
+from l1bn.spec.config import MAX_MAC_ARRAY, MACConfig, signed_bits
 
 __all__ = ["Plan", "LayerPlan", "best_geometry", "weight_word_layout", "mb_word_layout", "table_entry_layout",
            "ISSUE_STAGES", "START", "TAIL", "DEFAULT_MACS"]
@@ -102,6 +102,8 @@ class LayerPlan:
     t: int              #: channel tiles ceil(O / rows)
     g: int              #: output position groups ceil(Ho*Wo / cols)
     g_in: int           #: position groups of the input tensor
+    g_out: int          #: position groups of the stored output (``g``, or the pooled tensor's)
+    pool_cols: int      #: max pool: the columns of one window (kh*kw); 0: no pooling
     woff: int           #: first weight word
     toff: int           #: first im2col table entry
     moff: int           #: first mult/bias word
@@ -132,7 +134,8 @@ class Plan:
     Parameters
     ----------
     layers : list of AccelLayer
-    in_chw : (C, H, W) of the image; in_bits : unsigned pixel bits
+    in_chw : (C, H, W) of the image; in_bits : pixel bits
+    in_signed : the pixels are two's complement (signed or bipolar images)
     rows, cols : the MAC array shape (1..MAX_MAC_ARRAY each)
 
     Attributes
@@ -149,17 +152,23 @@ class Plan:
     layers : list of LayerPlan
     """
 
-    def __init__(self, layers, *, in_chw, in_bits: int, rows: int, cols: int):
+    def __init__(self, layers, *, in_chw, in_bits: int, rows: int, cols: int, in_signed: bool = False):
         layers = list(layers)
         self.rows, self.cols, self.in_chw, self.in_bits = rows, cols, tuple(in_chw), in_bits
+        self.in_signed = bool(in_signed)
         self.pixels = math.prod(self.in_chw)
         self.classes = layers[-1].channels
-        self.logit_bits = layers[-1].acc_bits
+        self.logit_bits = layers[-1].logit_bits or layers[-1].acc_bits
+        #: two's complement activations somewhere (signed, narrow or bipolar): every stored value is
+        #: then two's complement ``lane_bits`` wide and the array's activations are signed
+        self.signed_acts = self.in_signed or any(lay.a_signed for lay in layers)
+        sb = int(self.signed_acts)
         wbits = max(lay.w_bits for lay in layers)
-        abits = max(lay.a_bits for lay in layers)
+        abits = max(lay.a_bits + (sb and not lay.a_signed) for lay in layers)
         self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=wbits, abits=abits, signed_w=True,
-                                 signed_a=False, k=max(lay.k for lay in layers))
-        self.lane_bits = max([in_bits, abits] + [lay.out_bits for lay in layers[:-1]])
+                                 signed_a=self.signed_acts, k=max(lay.k for lay in layers))
+        outs = [signed_bits(*lay.out_range) if self.signed_acts else lay.out_bits for lay in layers[:-1]]
+        self.lane_bits = max([in_bits + (sb and not self.in_signed), abits] + outs)
         self.img_words = self.in_chw[0] * _groups(self.in_chw, cols)
 
         # activation regions: layer L's output in region L % 2, sized for the largest tensor there
@@ -169,6 +178,12 @@ class Plan:
         self.act_regions = (0, depth[0])
         self.act_depth = max(1, depth[0] + depth[1])
 
+        for lay in layers:
+            if lay.pool is not None and lay.pool[0] * lay.pool[1] > cols:
+                raise ValueError(f"layer {lay.name}: its {lay.pool[0]}x{lay.pool[1]} max pool needs cols >= "
+                                 f"{lay.pool[0] * lay.pool[1]} (one window per output group); cols={cols}")
+        #: some layer max-pools on the fly: the activation memories get one write enable per lane
+        self.pooled = any(lay.pool is not None for lay in layers)
         self.mb_words, plans, nwords = [], [], 0
         self._wlayers, self._wbits = layers, wbits
         self.tables = [[] for _ in range(cols)]
@@ -178,20 +193,30 @@ class Plan:
             nwords += cdiv(lay.channels, rows) * lay.k
             self._add_table(lay)
             nt = cdiv(lay.channels, rows)
+            pad = nt * rows - lay.channels
             if not last:
-                pad = nt * rows - lay.channels
                 self.mb_words += list(zip(lay.mult, lay.bias, strict=True)) + [(0, 0)] * pad
+            elif lay.logit_bias is not None:     # the classifier bias: (unused mult, bias) words
+                self.mb_words += [(0, b) for b in lay.logit_bias] + [(0, 0)] * pad
             plans.append(LayerPlan(
                 name=lay.name, k=lay.k, khkw=lay.kernel[0] * lay.kernel[1], cin=lay.in_chw[0],
-                channels=lay.channels, t=nt, g=_groups(lay.out_chw, cols), g_in=_groups(lay.in_chw, cols),
+                channels=lay.channels, t=nt, g=lay.positions if lay.pool else _groups(lay.out_chw, cols),
+                g_in=_groups(lay.in_chw, cols), g_out=_groups(lay.out_chw, cols),
+                pool_cols=lay.pool[0] * lay.pool[1] if lay.pool else 0,
                 woff=woff, toff=toff, moff=moff,
                 in_base=-1 if i == 0 else self.act_regions[(i - 1) % 2],
                 out_base=-1 if last else self.act_regions[i % 2],
                 period=tile_period(self.mac_cfg, lay.k), shift=lay.shift, out_bits=lay.out_bits,
-                macs=lay.channels * lay.positions * lay.k))
+                macs=lay.channels * (math.prod(lay.conv_chw[1:]) if lay.pool else lay.positions) * lay.k))
         self.layers = plans
+        #: the AccelLayers themselves (the writeback's requantizer rules)
+        self.layer_specs = layers
         self.mult_bits = max([lay.mult_bits for lay in layers[:-1]], default=2)
         self.bias_bits = max([lay.bias_bits for lay in layers[:-1]], default=2)
+        self.logit_bias = layers[-1].logit_bias is not None
+        if self.logit_bias:
+            self.bias_bits = max(self.bias_bits, signed_bits(min(min(layers[-1].logit_bias), 0),
+                                                             max(max(layers[-1].logit_bias), 0)))
         #: cycles of the requantizer's multiply (registered MULT18X18D-sized parts and their sum)
         self.mul_stages = mul_latency(signed(self.mac_cfg.acc_bits), signed(self.mult_bits))
         #: row handshake -> memory write: accumulator register, product, + bias, requantize
@@ -207,6 +232,8 @@ class Plan:
             w = lay.weights
             for t in range(cdiv(lay.channels, rows)):
                 tile = [w[o] for o in range(t * rows, min((t + 1) * rows, lay.channels))]
+                if self._wbits == 1:    # binary weights only: the code (0 -> +1, 1 -> -1) as signed(1)
+                    tile = [[-1 if v < 0 else 0 for v in row] for row in tile]
                 pad = [0] * (rows - len(tile))
                 words += [_word(layout, [row[k] for row in tile] + pad) for k in range(lay.k)]
         return words
@@ -228,6 +255,9 @@ class Plan:
         _, hi, wi = lay.in_chw
         _, ho, wo = lay.out_chw
         kh, kw = lay.kernel
+        if lay.pool is not None:
+            self._add_pool_table(lay)
+            return
         for g in range(_groups(lay.out_chw, cols)):
             for ky in range(kh):
                 for kx in range(kw):
@@ -240,6 +270,28 @@ class Plan:
                             ix = ox * lay.stride + kx - lay.padding
                             if 0 <= iy < hi and 0 <= ix < wi:
                                 entry = divmod(iy * wi + ix, cols)
+                        self.tables[j].append(entry)
+
+    def _add_pool_table(self, lay: AccelLayer) -> None:
+        """A convolution followed by a max pool: group ``g`` is pooled position ``g``; column
+        ``dy*pw + dx`` computes the convolution at window offset (dy, dx); columns past the window
+        read zeros (their results are not used)."""
+        _, hi, wi = lay.in_chw
+        _, _, pwo = lay.out_chw
+        kh, kw = lay.kernel
+        ph, pw, ps = lay.pool
+        for g in range(lay.positions):
+            py, px = divmod(g, pwo)
+            for ky in range(kh):
+                for kx in range(kw):
+                    for j in range(self.cols):
+                        entry = None
+                        if j < ph * pw:
+                            oy, ox = py * ps + j // pw, px * ps + j % pw
+                            iy = oy * lay.stride + ky - lay.padding
+                            ix = ox * lay.stride + kx - lay.padding
+                            if 0 <= iy < hi and 0 <= ix < wi:
+                                entry = divmod(iy * wi + ix, self.cols)
                         self.tables[j].append(entry)
 
     # ------------------------------------------------------------------ cycles
@@ -303,7 +355,8 @@ class Plan:
         return bits_for(self.cols)
 
 
-def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS) -> tuple[int, int]:
+def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS,
+                  in_signed: bool = False) -> tuple[int, int]:
     """The ``(rows, cols)`` with ``rows * cols == macs`` and the fewest cycles per image (ties:
     fewer columns, i.e. fewer replicated activation memories)."""
     best = None
@@ -311,7 +364,10 @@ def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS) -> 
         if macs % rows or rows > MAX_MAC_ARRAY or macs // rows > MAX_MAC_ARRAY:
             continue
         cols = macs // rows
-        p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols)
+        try:
+            p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed)
+        except ValueError:      # a max pool wider than the columns
+            continue
         key = (p.cycles_per_image, cols)
         if best is None or key < best[0]:
             best = (key, (rows, cols))

@@ -14,6 +14,7 @@ from l1bn.hw.accel_loader import mem_write_signature
 from l1bn.hw.accel_plan import Plan
 from l1bn.hw.arith import Pipe, pick, requantize
 from l1bn.hw.mac_array import out_layout
+from l1bn.spec.config import signed_bits
 
 __all__ = ["Writeback"]
 
@@ -58,7 +59,7 @@ class Writeback(wiring.Component):
         nl = len(plan.layers)
         super().__init__({
             "i": In(stream.Signature(out_layout(plan.mac_cfg))),
-            "wr": Out(mem_write_signature(addr_bits, plan.cols * plan.lane_bits)),
+            "wr": Out(mem_write_signature(addr_bits, plan.cols * plan.lane_bits, plan.cols if plan.pooled else 1)),
             "o": Out(stream.Signature(output_layout(plan.classes, plan.logit_bits))),
             "done": Out(1),
             "done_layer": Out(range(max(nl, 2))),
@@ -74,7 +75,7 @@ class Writeback(wiring.Component):
         mbrd = self._rom(m)
         row = self._counters(m, mbrd)
         s1 = self._register_row(m, row)
-        self._logits(m, s1)
+        self._logits(m, s1, mbrd)
         self._requantize(m, s1, mbrd)
         return m
 
@@ -97,7 +98,8 @@ class Writeback(wiring.Component):
         nl = len(lps)
         cst = LayerConsts(m, {
             "g_last": [lp.g - 1 for lp in lps], "t_last": [lp.t - 1 for lp in lps],
-            "gw": [lp.g for lp in lps], "rg": [(R - 1) * lp.g for lp in lps],
+            "gw": [lp.g_out for lp in lps], "rg": [(R - 1) * lp.g_out for lp in lps],
+            **({"pooled": [int(lp.pool_cols > 0) for lp in lps]} if p.pooled else {}),
             "chans": [lp.channels for lp in lps], "out_base": [max(lp.out_base, 0) for lp in lps],
             "is_last": [int(i == nl - 1) for i in range(nl)],
         })
@@ -108,31 +110,42 @@ class Writeback(wiring.Component):
         ch = Signal(range(max(lp.t * R for lp in lps) + 1))
         mba = Signal(range(len(p.mb_words or [0]) + 1))
         waddr = Signal(self.addr_bits)
+        # max-pooled layers: group g is pooled position g, lane g % cols of word g // cols
+        # (designs without pooling have no lane counter: every group fills a word)
+        wl = Signal(range(max(p.cols, 2))) if p.pooled else None
+        wrap = ((wl == p.cols - 1) | ~cst.pooled) if p.pooled else 1
         row_last, g_w, t_w = wi == R - 1, wg == cst.g_last, wt == cst.t_last
         layer_end = row_last & g_w & t_w
         fire = self.i.valid
-        m.d.comb += mbrd.addr.eq(Mux(cst.is_last, 0, mba))
+        # the last layer reads its classifier-bias words when it has them (they follow the others)
+        m.d.comb += mbrd.addr.eq(mba if p.logit_bias else Mux(cst.is_last, 0, mba))
         with m.If(fire):
             with m.If(row_last):
                 m.d.sync += wi.eq(0)
                 with m.If(g_w):
                     m.d.sync += [wg.eq(0), ch.eq(ch + 1), mba.eq(mba + 1), waddr.eq(waddr + 1)]
+                    if p.pooled:
+                        m.d.sync += wl.eq(0)
                     with m.If(~t_w):
                         m.d.sync += wt.eq(wt + 1)
                 with m.Else():
                     m.d.sync += [wg.eq(wg + 1), ch.eq(ch - (R - 1)), mba.eq(mba - (R - 1)),
-                                 waddr.eq(waddr - cst.rg + 1)]
+                                 waddr.eq(waddr - cst.rg + wrap)]
+                    if p.pooled:
+                        m.d.sync += wl.eq(Mux(wrap, 0, wl + 1))
             with m.Else():
                 m.d.sync += [wi.eq(wi + 1), ch.eq(ch + 1), mba.eq(mba + 1), waddr.eq(waddr + cst.gw)]
             with m.If(layer_end):
                 nxt = Mux(cst.is_last, 0, layer + 1)
+                if p.pooled:
+                    m.d.sync += wl.eq(0)
                 m.d.sync += [layer.eq(nxt), wt.eq(0), ch.eq(0),
                              waddr.eq(pick(nxt, [Const(max(lp.out_base, 0), self.addr_bits) for lp in lps]))]
                 with m.If(cst.is_last):
                     m.d.sync += mba.eq(0)
                 cst.load(nxt)
         return {"fire": fire, "ch": ch, "ok": fire & (ch < cst.chans) & ~cst.is_last, "is_last": cst.is_last,
-                "end": fire & layer_end, "layer": layer, "waddr": waddr}
+                "end": fire & layer_end, "layer": layer, "waddr": waddr, "lane": wl}
 
     def _register_row(self, m, row):
         """Stage 1: the row's accumulators and fields registered (the mult/bias word arrives in
@@ -142,9 +155,10 @@ class Writeback(wiring.Component):
                 "acc": [s1.reg(self.i.payload.y[j].as_signed(), f"acc{j}") for j in range(self.plan.cols)],
                 "ch": s1.reg(row["ch"], "ch"), "ok": s1.reg(row["ok"], "ok"),
                 "last": s1.reg(row["is_last"], "islast"), "end": s1.reg(row["end"], "end"),
-                "layer": s1.reg(row["layer"], "layer"), "waddr": s1.reg(row["waddr"], "waddr")}
+                "layer": s1.reg(row["layer"], "layer"), "waddr": s1.reg(row["waddr"], "waddr"),
+                "lane": s1.reg(row["lane"], "lane") if self.plan.pooled else None}
 
-    def _logits(self, m, s1):
+    def _logits(self, m, s1, mbrd):
         """The last layer's rows: logits registers and the running argmax (strictly greater: the
         first maximum wins, like torch.argmax), one cycle after the row's handshake; the output
         beat, valid the cycle after the last row and held until ``o.ready``."""
@@ -153,7 +167,11 @@ class Writeback(wiring.Component):
         K_ = p.classes
         logits = [Signal(signed(p.logit_bits), name=f"logit{n}") for n in range(K_)]
         best = Signal(unsigned(bits_for(K_)))
-        best_v = Signal(signed(p.mac_cfg.acc_bits))
+        best_v = Signal(signed(max(p.mac_cfg.acc_bits, p.logit_bits)))
+        if p.logit_bias:       # the classifier bias of this channel (the ROM word read with the row)
+            val = Signal(signed(max(p.mac_cfg.acc_bits, p.bias_bits) + 1), name="logit_in")
+            m.d.comb += val.eq(acc1[0] + mbrd.data[p.mult_bits:].as_signed())
+            acc1 = [val]
         out_valid = Signal()
         with m.If(v1 & last1 & (ch1 < K_)):
             for n in range(K_):
@@ -180,7 +198,7 @@ class Writeback(wiring.Component):
         lps = p.layers
         nl = len(lps)
         mb = p.mult_bits
-        acc1, ok1, end1, lay1, waddr1 = s1["acc"], s1["ok"], s1["end"], s1["layer"], s1["waddr"]
+        acc1, ok1, end1, lay1, waddr1, lane1 = s1["acc"], s1["ok"], s1["end"], s1["layer"], s1["waddr"], s1["lane"]
         mult1 = mbrd.data[:mb].as_signed()
         bias1 = mbrd.data[mb:].as_signed()
         prod = [Pipe(m).mul(acc1[j], mult1, f"prod{j}") for j in range(C)]
@@ -189,25 +207,85 @@ class Writeback(wiring.Component):
         bias2 = side.delay(bias1, d, "bias")
         ok2, end2, lay2, waddr2 = (side.delay(x, d, n) for x, n in ((ok1, "ok"), (end1, "end"),
                                                                     (lay1, "layer"), (waddr1, "waddr")))
+        lane2 = side.delay(lane1, d, "lane") if p.pooled else None
         s3 = Pipe(m)
         z3 = [s3.reg(prod[j] + bias2, f"z{j}") for j in range(C)]
         ok3, end3, lay3, waddr3 = (s3.reg(x, n) for x, n in ((ok2, "ok"), (end2, "end"), (lay2, "layer"),
                                                              (waddr2, "waddr")))
-        # requantize with the layer's shift and width (one rule per distinct (shift, out_bits))
-        rules = sorted({(lp.shift, lp.out_bits) for lp in lps[:-1]}) or [(0, LB)]
-        rule_of = [rules.index((lp.shift, lp.out_bits)) if i < nl - 1 else 0 for i, lp in enumerate(lps)]
+        lane3 = s3.reg(lane2, "lane") if p.pooled else None
+        # requantize with the layer's rule (one circuit per distinct rule): unsigned-only networks
+        # (shift, out_bits) with ReLU; two's complement ones (shift, lo, hi, rounding, bipolar)
+        if p.signed_acts:
+            keys = [(lp.shift, *lp.out_range, lp.rounding, lp.bipolar_out) for lp in p.layer_specs[:-1]]
+        else:
+            keys = [(lp.shift, lp.out_bits) for lp in lps[:-1]]
+        rules = sorted(set(keys)) or [(0, LB)]
+        rule_of = [rules.index(keys[i]) if i < nl - 1 else 0 for i in range(nl)]
         rsel = pick(lay3, [Const(r, range(len(rules) + 1)) for r in rule_of])
         s4 = Pipe(m)
         ys = []
         for j in range(C):
-            opts = [_widen(requantize(z3[j], shift=sh, out_bits=ob, relu=True), LB) for sh, ob in rules]
+            if p.signed_acts and keys:
+                opts = [_sext(_requant_rule(z3[j], *r), LB) for r in rules]
+            else:
+                opts = [_widen(requantize(z3[j], shift=sh, out_bits=ob, relu=True), LB) for sh, ob in rules]
             ys.append(s4.reg(pick(rsel, opts), f"y{j}"))
         ok4, end4, lay4, waddr4 = (s4.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
                                                              (waddr3, "waddr")))
-        m.d.comb += [self.wr.addr.eq(waddr4), self.wr.data.eq(Cat(*ys)), self.wr.en.eq(ok4)]
+        lane4 = s4.reg(lane3, "lane") if p.pooled else None
+        if not p.pooled:
+            m.d.comb += [self.wr.addr.eq(waddr4), self.wr.data.eq(Cat(*ys)), self.wr.en.eq(ok4)]
+        else:
+            # max pooling on the fly: the maximum of the window's columns (requantized values),
+            # written to its one lane; other layers write all lanes
+            npool = sorted({lp.pool_cols for lp in lps if lp.pool_cols})
+            psel = pick(lay4, [Const(npool.index(lp.pool_cols) if lp.pool_cols else 0, range(len(npool) + 1))
+                               for lp in lps])
+            pooled = pick(lay4, [Const(int(lp.pool_cols > 0), 1) for lp in lps])
+            maxes = [_max_of([y.as_signed() if p.signed_acts else y for y in ys[:n]]) for n in npool]
+            mx = Signal(LB, name="pool_max")
+            m.d.comb += mx.eq(pick(psel, maxes))
+            m.d.comb += [self.wr.addr.eq(waddr4),
+                         self.wr.data.eq(Mux(pooled, Cat(*[mx] * C), Cat(*ys))),
+                         self.wr.en.eq(Mux(pooled, Cat(*[lane4 == k for k in range(C)]),
+                                           Const((1 << C) - 1, C)).replicate(1) & ok4.replicate(C))]
         m.d.sync += [self.done.eq(end4), self.done_layer.eq(lay4)]
 
 
 def _widen(r, width: int):
     """An unsigned activation zero-extended to the activation memory's ``width`` bits."""
     return Cat(r, Const(0, width - len(r))) if width > len(r) else r
+
+
+def _requant_rule(z, shift: int, lo: int, hi: int, rounding: str, bipolar: bool):
+    """The graph requantizer (:func:`l1bn.spec.reference.requant.requantize_sum`) on ``z``, a
+    signed value: bipolar ``z >= 0 ? +1 : -1``; otherwise the rounding shift (half up
+    ``(z + 2**(s-1)) >> s``, half even ``(z + 2**(s-1) - 1 + bit_s(z)) >> s``) clamped to
+    ``[lo, hi]`` (ReLU and narrow ranges included). Combinational, signed."""
+    if bipolar:
+        return Mux(z[-1], Const(-1, signed(2)), Const(1, signed(2)))
+    if shift == 0:
+        q = z
+    elif rounding == "half_up":
+        q = (z + (1 << (shift - 1))) >> shift
+    else:
+        q = (z + ((1 << (shift - 1)) - 1) + z[shift]) >> shift
+    w = signed_bits(lo, hi)
+    return Mux(q < lo, Const(lo, signed(w)), Mux(q > hi, Const(hi, signed(w)), q[:w].as_signed()))
+
+
+def _sext(v, width: int):
+    """A signed value as exactly ``width`` two's complement bits (sign-extended or truncated)."""
+    from amaranth import Value
+
+    v = Value.cast(v)
+    return v[:width] if len(v) >= width else Cat(v, v[-1].replicate(width - len(v)))
+
+
+def _max_of(vals):
+    """The maximum of equal-shaped values (a balanced tree of compare-and-select)."""
+    vals = list(vals)
+    while len(vals) > 1:
+        nxt = [Mux(a >= b, a, b) for a, b in zip(vals[::2], vals[1::2], strict=False)]
+        vals = nxt + ([vals[-1]] if len(vals) % 2 else [])
+    return vals[0]

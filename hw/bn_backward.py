@@ -1,13 +1,17 @@
-"""Training-mode BN backward units: L1 (sign-based gradient) and the L2 baseline.
+"""Training-mode BN backward units: L1 (sign-based gradient), the L2 baseline and range BN
+(gradient through the max and min).
 
-Both implement :func:`l1bn.spec.reference.bn_backward.bn_backward` bit for bit (the spec;
+All implement :func:`l1bn.spec.reference.bn_backward.bn_backward` bit for bit (the spec;
 docs/arith/bn_backward.md). They share one skeleton, :class:`_BNBackwardUnit`, and differ only in
-the per-channel constants and the per-element term of the second pass, which each norm keeps in
-its own module (:class:`~l1bn.hw.bn_l1.L1BackwardTerm`: one of two per-channel constants chosen by
-the sign of d_i, a comparator and a mux, or with ``sign_in=True`` the forward's stored sign bit and
-a mux; :class:`~l1bn.hw.bn_l2.L2BackwardTerm`: xhat_i = d_i * inv rebuilt by a multiply and
-multiplied by mean(dy*xhat), a second multiply; the interface is :mod:`l1bn.hw.bn_backward_term`),
-named by the norm's unit class (the class the registry's ``hw_backward`` names).
+what pass 1 keeps besides the shared sums, the per-channel constants and the per-element term of
+the second pass, which each norm keeps in its own module (:class:`~l1bn.hw.bn_l1.L1BackwardTerm`:
+one of two per-channel constants chosen by the sign of d_i, a comparator and a mux, or with
+``sign_in=True`` the forward's stored sign bit and a mux; :class:`~l1bn.hw.bn_l2.L2BackwardTerm`:
+xhat_i = d_i * inv rebuilt by a multiply and multiplied by mean(dy*xhat), a second multiply;
+:class:`~l1bn.hw.bn_range.RangeBackwardTerm`: a running max and min of x with their tie counts in
+pass 1, two serial divisions by the counts per channel, two equality compares and a select in
+pass 2; the interface is :mod:`l1bn.hw.bn_backward_term`), named by the norm's unit class (the
+class the registry's ``hw_backward`` names).
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
@@ -19,21 +23,36 @@ from l1bn.hw.arith import sat as _sat
 from l1bn.hw.bn_backward_term import backward_shapes, div_const, half, shr
 from l1bn.hw.bn_l1 import L1BackwardTerm
 from l1bn.hw.bn_l2 import L2BackwardTerm
+from l1bn.hw.bn_range import RangeBackwardTerm
 from l1bn.spec.config import BNBackwardConfig
-from l1bn.spec.norms import NORMS, resolve
+from l1bn.spec.norms import NORMS, norm_spec, resolve
 
-__all__ = ["L1BNBackwardUnit", "L2BNBackwardUnit", "stored_state_bits", "backward_latency_cycles",
-           "per_channel_cycles", "pass2_cycles", "backward_term"]
+__all__ = ["L1BNBackwardUnit", "L2BNBackwardUnit", "RangeBNBackwardUnit", "stored_state_bits", "backward_latency_cycles",
+           "per_channel_cycles", "pass2_cycles", "backward_term", "backward_unit_class", "backward_unit_for"]
+
+
+def backward_unit_class(norm: str):
+    """The backward unit class the registry's ``hw_backward`` names for ``norm``; ``ValueError``
+    for a norm without a backward unit."""
+    spec = norm_spec(norm)
+    if not spec.hw_backward:
+        have = [nm for nm, s in NORMS.items() if s.hw_backward]
+        raise ValueError(f"norm={norm!r} has no backward unit; the norms with one are "
+                         f"{', '.join(map(repr, have))}")
+    return resolve(spec.hw_backward)
+
+
+def backward_unit_for(cfg: BNBackwardConfig, *, sign_in: bool = False):
+    """A fresh backward unit for ``cfg.bn.norm``, the class the registry names (``sign_in``: see
+    the unit)."""
+    return backward_unit_class(cfg.bn.norm)(cfg, sign_in=sign_in)
 
 
 def backward_term(cfg: BNBackwardConfig):
     """The backward term of ``cfg.bn.norm``: the ``term`` class of the backward unit the
     registry's ``hw_backward`` names (:class:`~l1bn.hw.bn_backward_term.BackwardTerm`), for ``cfg``;
     ``ValueError`` for a norm without a backward unit."""
-    path = cfg.bn.norm_spec.hw_backward
-    if not path:
-        raise ValueError(f"norm={cfg.bn.norm!r} has no backward unit")
-    return resolve(path).term(cfg)
+    return backward_unit_class(cfg.bn.norm).term(cfg)
 
 
 def _step_cycles(cfg, term) -> dict:
@@ -220,7 +239,7 @@ class _BNBackwardUnit(CheckedComponent):
         r = self._registers()
         take1 = Signal()
         take2 = Signal()
-        self._pass1(m, r, take1)
+        self._pass1(m, r, term, take1)
         new = self._steps(m, r, term)
         advance, c2 = self._pass2(m, r, term, take2)
         self._control(m, r, term, new, c2, take1, take2, advance)
@@ -242,13 +261,15 @@ class _BNBackwardUnit(CheckedComponent):
             r[name] = Signal(shape, name=name)
         return r
 
-    def _pass1(self, m, r, take1):
+    def _pass1(self, m, r, term, take1):
         """Pass 1: the input beat registered, the sign of d and dy*x registered (a pipelined
-        multiply), then the accumulators sum dy, sum dy*x and the count of negatives."""
+        multiply), then the accumulators sum dy, sum dy*x and the count of negatives; the norm's
+        own pass-1 work (``term.pass1``) on the registered beat."""
         b = self.cfg.bn
         x, dy = self.i.payload.x, self.i.payload.dy
         p1 = Pipe(m, prefix="p1")
         xa, dya, va, fa = (p1.reg(v, nm) for v, nm in ((x, "x"), (dy, "dy"), (take1, "v"), (r["first"], "f")))
+        term.pass1(m, x=xa, valid=va, first=fa)
         if self.sign_in:
             nega = p1.reg(self.i.payload.neg, "neg")
             negb = p1.reg(nega, "neg")
@@ -379,3 +400,12 @@ class L2BNBackwardUnit(_BNBackwardUnit):
                "``sign_in=True`` raises ValueError (pass 2 needs x).\n\n") + _BNBackwardUnit.__doc__
     norm = "l2"
     term = L2BackwardTerm
+
+
+class RangeBNBackwardUnit(_BNBackwardUnit):
+    __doc__ = ("Range-BN backward: the gradient through the max and min; pass 1 also keeps the "
+               "channel's max and min of x and their tie counts, pass 2 compares x with them and "
+               "selects a constant. ``sign_in=True`` raises ValueError (pass 2 needs x).\n\n"
+               ) + _BNBackwardUnit.__doc__
+    norm = "range"
+    term = RangeBackwardTerm

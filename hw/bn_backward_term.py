@@ -4,9 +4,10 @@ interface, and the arithmetic helpers both sides share).
 The backward unit (:mod:`l1bn.hw.bn_backward`) is one skeleton: pass 1 reduces a channel to
 sums, a sequence of per-channel steps (each a pipelined multiply the FSM waits for) turns them
 into constants, pass 2 computes ``dx = rnd(u * gamma*inv)`` for every element. What differs per
-norm is ``mh`` (the scaled ``mean(dy * xhat)``), the norm's own constants and the term ``u`` of
-pass 2; a :class:`BackwardTerm` subclass in the norm's own module (``bn_l1``, ``bn_l2``) builds
-them, named by the norm's unit class (the class the registry's ``hw_backward`` names).
+norm is ``mh`` (the scaled ``mean(dy * xhat)``), the norm's own constants, anything it keeps in
+pass 1 besides the shared sums and the term ``u`` of pass 2; a :class:`BackwardTerm` subclass in
+the norm's own module (``bn_l1``, ``bn_l2``, ``bn_range``) builds them, named by the norm's unit
+class (the class the registry's ``hw_backward`` names).
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ class BackwardTerm:
         """Bits per element pass 2 needs from the forward: ``{"pass2": bits, ...}`` (alternatives
         under other keys)."""
         raise NotImplementedError
+
+    def pass1(self, m, *, x, valid, first):
+        """What the norm adds to pass 1 (default nothing), on the registered beat: ``x``, its
+        ``valid`` and ``first`` (the channel's first beat). Its results must be complete by the
+        end of the drain (``1 + mul_latency(grad_width, width)`` cycles after the last beat)."""
 
     def div_cycles(self) -> list:
         """Pipeline latencies of the norm's multiplies in the DIV step (the FSM waits for the

@@ -83,3 +83,23 @@ class Dispersion:
     def sigma_const(self) -> int:
         """K of ``sigma = rnd(s * K, c_bits) + eps`` (only for ``sigma_kind == "const"``)."""
         raise NotImplementedError(f"norm {self.cfg.norm!r} has no constant sigma multiplier")
+
+    # The reference rule as plain Amaranth expressions (exact: any width, no registers), for the
+    # formal harnesses that check the unit against it (l1bn.sim.formal.bn_data).
+
+    def exact_dispersion(self, ds):
+        """``D`` of the deviations ``ds`` (a list of values): default ``sum f(d)`` with ``f``
+        from :meth:`exact_term`."""
+        terms = [self.exact_term(d) for d in ds]
+        return sum(terms[1:], terms[0])
+
+    def exact_term(self, d):
+        """``f(d)`` of one deviation, as an expression."""
+        raise NotImplementedError
+
+    def exact_s_holds(self, dsum, s):
+        """The condition that ``s`` is the norm's ``s`` of ``dsum``: default ``s = div_round(D, n)``,
+        as ``2n*s <= 2D + n < 2n*(s + 1)``."""
+        n = self.cfg.n
+        sd = 2 * dsum + n
+        return (2 * n * s <= sd) & (sd < 2 * n * (s + 1))

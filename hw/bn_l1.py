@@ -35,6 +35,9 @@ class L1Dispersion(Dispersion):
         # looked up at elaboration (the mutant test patches it)
         return c_const(self.cfg.c_bits)
 
+    def exact_term(self, d):
+        return Mux(d < 0, -d, d)
+
 
 class L1BackwardTerm(BackwardTerm):
     """L1-BN's backward: ``mh = div(h * C)`` (one constant), the mean sign

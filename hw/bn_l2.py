@@ -33,6 +33,9 @@ class L2Dispersion(Dispersion):
         m.d.comb += t.eq(pipe.mul(d, d, f"sq{k}"))     # square
         return t
 
+    def exact_term(self, d):
+        return d * d
+
 
 class L2BackwardTerm(BackwardTerm):
     """L2-BN's backward (the baseline): ``mh = div(h) = mean(dy * xhat)``; pass 2 rebuilds

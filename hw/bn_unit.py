@@ -339,7 +339,9 @@ class BNUnit(CheckedComponent):
         dcan = dact | _pick(ds, sl.mu_ok)
         dlast = dra == nb - 1
         for k in range(3):
-            m.d.comb += dps[k].addr.eq(dra)
+            # read only the buffer of the channel in flight (an SRAM buffer then costs one read
+            # per beat, not one per buffer and cycle); the data of other cycles is not used
+            m.d.comb += [dps[k].addr.eq(dra), dps[k].en.eq(dcan & (ds == k))]
         m.d.sync += dv1.eq(dcan)
         with m.If(dcan):
             m.d.sync += [dfirst1.eq(dra == 0), dlast1.eq(dlast), dslot1.eq(ds),
@@ -417,7 +419,8 @@ class BNUnit(CheckedComponent):
         ngamma1 = Signal(signed(cfg.gamma_width))
         nbeta1 = Signal(signed(cfg.beta_width))
         for k in range(3):
-            m.d.comb += [nps[k].addr.eq(nra), nps[k].en.eq(advance)]
+            # one read per issued beat, in the buffer being normalized (nv1 marks the data valid)
+            m.d.comb += [nps[k].addr.eq(nra), nps[k].en.eq(issue & (ns == k))]
         with m.If(advance):
             m.d.sync += nv1.eq(ncan)
         with m.If(issue):
@@ -429,7 +432,7 @@ class BNUnit(CheckedComponent):
             with m.If(nlast):
                 m.d.sync += ns.eq(_nxt(ns))
         self._write_guard(m, rx, issue, nlast)
-        # to_nz keeps the stream rule: nv1, the read data (read enable = advance) and the channel's
+        # to_nz keeps the stream rule: nv1, the read data (read enable = issue, within advance) and the channel's
         # registers change only on an advancing cycle, i.e. when to_nz.ready is high
         m.d.comb += [
             to_nz.payload.x.eq(_pick(nslot1, [p.data.as_value() for p in nps])),

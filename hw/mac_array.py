@@ -15,6 +15,12 @@ bank (double buffer), which is drained one row per cycle while the next tile acc
 Products are built as shift-and-add of ``wbits`` partial products (binary weights: a sign
 select), never with ``*``, so Yosys makes LUTs and carry chains (CCU2C) of them and no DSP
 (``synth_ecp5`` reports 0 MULT18X18D, see ``docs/mac_array.md``).
+
+Bipolar activations (``cfg.bipolar_a``: one bit, code 0 = +1, 1 = -1) are a sign select of
+the weight. With ``cfg.xnor`` (binary weights and bipolar activations) each PE has the
+XNOR-popcount datapath instead: an XNOR of the two codes (1 when the product is +1) counted by an
+unsigned ``k.bit_length()``-bit counter; the array counts the tile's K-steps ``n`` once, and the
+drained row is ``2*count - n``, the same exact sum, so the output stream is unchanged.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ def _wshape(cfg: MACConfig):
 
 
 def _ashape(cfg: MACConfig):
+    if cfg.bipolar_a:
+        return unsigned(1)          # the bipolar code: 0 -> +1, 1 -> -1
     return signed(cfg.abits) if cfg.signed_a else unsigned(cfg.abits)
 
 
@@ -85,7 +93,10 @@ def stream_cycles(cfg: MACConfig, k: int, tiles: int) -> int:
 def _product_halves(cfg: MACConfig, w, a) -> list:
     """``w * a`` as shifted partial products (LUT/carry logic, no multiplier cell), summed in two
     halves (a balanced tree each): the product is the sum of the returned values."""
-    a_ext = a.as_signed() if cfg.signed_a else Cat(a, Const(0, 1)).as_signed()
+    if cfg.bipolar_a:
+        a_ext = Mux(a[0], Const(-1, signed(2)), Const(1, signed(2)))
+    else:
+        a_ext = a.as_signed() if cfg.signed_a else Cat(a, Const(0, 1)).as_signed()
     if cfg.wbits == 1 and cfg.signed_w:
         return [Mux(w[0], -a_ext, a_ext)]
     terms = []
@@ -179,6 +190,8 @@ class MACArray(CheckedComponent):
             en.eq(~stall),
             self.i.ready.eq(en),
         ]
+        load_bank = Signal(name="load_bank")
+        m.d.comb += load_bank.eq(en & v2 & l2)
 
         # stage 1: input register (breaks the broadcast fan-out from the ports)
         s1 = Signal(in_layout(cfg))
@@ -186,6 +199,11 @@ class MACArray(CheckedComponent):
             m.d.sync += [v1.eq(self.i.valid), l1.eq(self.i.payload.last)]
             with m.If(self.i.valid):
                 m.d.sync += s1.eq(self.i.payload)
+
+        if cfg.xnor:
+            bank, count_bank = self._xnor_pes(m, s1, en, v1, l1, v2, l2)
+            self._drain(m, bank, count_bank, full, load_bank)
+            return m
 
         # stage 2: two half sums of the partial products (registered), stage 2b: their sum
         pb = cfg.product_bits
@@ -205,8 +223,6 @@ class MACArray(CheckedComponent):
         first = Signal(init=1)
         acc = [[Signal(signed(ab), name=f"acc{i}_{j}") for j in range(C)] for i in range(R)]
         bank = [[Signal(signed(ab), name=f"bank{i}_{j}") for j in range(C)] for i in range(R)]
-        load_bank = Signal()
-        m.d.comb += load_bank.eq(en & v2 & l2)
         with m.If(en & v2):
             m.d.sync += first.eq(l2)
             for i in range(R):
@@ -219,19 +235,69 @@ class MACArray(CheckedComponent):
                     with m.If(l2):
                         m.d.sync += bank[i][j].eq(nxt)
 
-        # stage 4: output register, one row per beat, requantized on the way out
+        self._drain(m, bank, None, full, load_bank)
+        return m
+
+    def _xnor_pes(self, m, s1, en, v1, l1, v2, l2):
+        """The XNOR-popcount PEs (stages 2 to 3, the same cycles as the product pipeline): per PE
+        ``match = ~(w ^ a)`` registered twice, then ``count = first ? match : count + match``;
+        the tile's K-step count ``n`` (one counter for the array). On the last K-step the counts
+        and ``n`` move to the result bank. Returns (bank counts, bank ``n``)."""
+        cfg = self.cfg
+        R, C = cfg.rows, cfg.cols
+        cb = cfg.k.bit_length()         # counts 0..k
+        v1b, l1b = Signal(name="v1b"), Signal(name="l1b")
+        match1 = [[Signal(name=f"x{i}_{j}") for j in range(C)] for i in range(R)]
+        match2 = [[Signal(name=f"p{i}_{j}") for j in range(C)] for i in range(R)]
+        with m.If(en):
+            m.d.sync += [v1b.eq(v1), l1b.eq(l1), v2.eq(v1b), l2.eq(l1b)]
+            for i in range(R):
+                for j in range(C):
+                    m.d.sync += [match1[i][j].eq(~(s1.w[i][0] ^ s1.a[j][0])), match2[i][j].eq(match1[i][j])]
+        first = Signal(init=1)
+        cnt = [[Signal(cb, name=f"acc{i}_{j}") for j in range(C)] for i in range(R)]
+        bank = [[Signal(cb, name=f"bank{i}_{j}") for j in range(C)] for i in range(R)]
+        n, n_bank = Signal(cb, name="n"), Signal(cb, name="n_bank")
+        with m.If(en & v2):
+            m.d.sync += first.eq(l2)
+            n_nxt = Signal(cb, name="n_nxt")
+            m.d.comb += n_nxt.eq(Mux(first, 1, n + 1))
+            m.d.sync += n.eq(n_nxt)
+            with m.If(l2):
+                m.d.sync += n_bank.eq(n_nxt)
+            for i in range(R):
+                for j in range(C):
+                    nxt = Signal(cb, name=f"nxt{i}_{j}")
+                    m.d.comb += nxt.eq(Mux(first, match2[i][j], cnt[i][j] + match2[i][j]))
+                    m.d.sync += cnt[i][j].eq(nxt)
+                    with m.If(l2):
+                        m.d.sync += bank[i][j].eq(nxt)
+        return bank, n_bank
+
+    def _drain(self, m, bank, count_bank, full, load_bank):
+        """Stage 4: the output register, one result row per beat, requantized on the way out
+        (``count_bank``: the XNOR array's K-step count; the row is ``2*count - n``). ``full``: the
+        result bank holds a tile not yet sent; set when ``load_bank``."""
+        cfg = self.cfg
+        R, C = cfg.rows, cfg.cols
+        ab = cfg.acc_bits
         # one-hot row pointer: the row select is one AND per bank bit, no decoder in front of it
         row = Signal(R, init=1)
         take = Signal()
         m.d.comb += take.eq(full & (~self.o.valid | self.o.ready))
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        sel = [Signal(signed(ab), name=f"sel{j}") for j in range(C)]
+        sel = [Signal(signed(ab) if count_bank is None else len(bank[0][0]), name=f"sel{j}") for j in range(C)]
         # AND-OR row select as plain assigns: a comb switch becomes an always @* that Icarus
         # never evaluates while its inputs keep their initial values (all-zero first tile)
         for j in range(C):
             terms = [Mux(row[i], bank[i][j].as_unsigned(), 0) for i in range(R)]
             m.d.comb += sel[j].eq(functools.reduce(operator.or_, terms))
+        if count_bank is not None:       # XNOR: matches minus mismatches
+            xs = [Signal(signed(ab), name=f"xsum{j}") for j in range(C)]
+            # unsigned - unsigned is signed one bit wider: 2*count - n needs no sign reinterpretation
+            m.d.comb += [xs[j].eq((sel[j] << 1) - count_bank) for j in range(C)]
+            sel = xs
         with m.If(take):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(row[R - 1])]
             for j in range(C):
@@ -242,4 +308,3 @@ class MACArray(CheckedComponent):
         # stall guarantees the bank is never loaded while full
         with m.If(load_bank):
             m.d.sync += full.eq(1)
-        return m

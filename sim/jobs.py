@@ -12,8 +12,6 @@ rerun is a file read.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import glob
 import hashlib
 import json
@@ -29,7 +27,9 @@ from typing import ClassVar
 
 from l1bn.sim.build_root import default_build_root
 from l1bn.sim.executors import call_in_scratch, default_executor, make_executor, run_tasks
+from l1bn.sim.locks import file_lock, remove_released_locks, remove_stale_locks
 from l1bn.sim.rtl import ports, to_verilog
+from l1bn.spec.outdir import pid_alive, remove_stale_temps
 
 __all__ = ["FLOW_VERSION", "Job", "run_step", "run_jobs", "cache_dir", "tool_versions"]
 
@@ -187,23 +187,11 @@ def _write_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Hold an exclusive ``flock`` on ``path`` (released by the OS if the holder dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def _cached_or_run(step: type[Job], verilog: str, params: dict, workdir: str, cache_path: str,
                    use_cache: bool) -> tuple[dict, bool]:
     """Under the entry's lock: the cached result, or run the step and cache it. (result, cached)."""
     cpath = Path(cache_path)
-    with _locked(cpath.with_suffix(".lock")):
+    with file_lock(cpath.with_suffix(".lock")):
         if use_cache:
             hit = _read_cache(cpath)
             if hit is not None:
@@ -214,7 +202,7 @@ def _cached_or_run(step: type[Job], verilog: str, params: dict, workdir: str, ca
         # killed worker's (Ctrl-C, kill -9)
         for stale in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        private = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        private = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
         try:
             res = run_step(step, verilog, params, str(private))
         except BaseException:
@@ -238,6 +226,7 @@ def _run_todo(jobs, todo, results, workdir, max_workers, console, description, u
 
     max_workers = max(1, min(max_workers or os.cpu_count() or 1, len(todo)))
     cache_dir().mkdir(parents=True, exist_ok=True)
+    _clear_stale(workdir)   # what a killed run (kill -9) left: temporaries, lock files
 
     def wd(i):
         return str(workdir / f"{jobs[i].name}-{jobs[i].kind}-{jobs[i].key[:10]}")
@@ -276,7 +265,26 @@ def _run_todo(jobs, todo, results, workdir, max_workers, console, description, u
                           on_done=remote_done, on_error=failed)
         except BaseException:
             if executor is None:
+                pids = ex.worker_pids() if hasattr(ex, "worker_pids") else []
                 ex.shutdown(wait=False, cancel_futures=True)
+                # the killed workers' half-made steps, and the locks of the entries they had in
+                # hand (the pool may already have dropped a dead worker from its list)
+                ours = [Path(jobs[i].cache_path).with_suffix(".lock") for i in todo if results[i] is None]
+                _clear_stale(workdir, wait_for=pids, locks=ours)
             raise
         if executor is None:
             ex.shutdown()
+
+
+def _clear_stale(workdir: Path, wait_for=(), locks=()) -> None:
+    """Remove the temporaries (``.NAME.tmp-PID-*``) of processes that are gone from ``workdir`` and
+    the cache, and the cache's lock files nobody holds; first wait (at most 2 s) until the
+    processes ``wait_for`` (workers just killed) are gone, and (at most 3 s more) until the
+    ``locks`` (the entries those workers were on) are released."""
+    t0 = time.monotonic()
+    while any(pid_alive(p) for p in wait_for) and time.monotonic() - t0 < 2:
+        time.sleep(0.02)
+    remove_released_locks(locks)
+    for folder in (workdir, cache_dir()):
+        remove_stale_temps(folder)
+    remove_stale_locks(cache_dir())

@@ -289,11 +289,20 @@ class MACConfig(ConfigBase):
     ----------
     rows, cols : int, 1..16 (``MAX_MAC_ARRAY``)
         Array shape: ``rows`` output rows (M) by ``cols`` output columns (N) per tile.
-    wbits, abits : int, 1..8
-        Weight and activation bits.
+    wbits : int, 1..8
+        Weight bits.
+    abits : int, 1..16
+        Activation bits.
     signed_w, signed_a : bool
         Two's complement when True; unsigned otherwise. 1-bit signed weights are binary
         {-1, +1} (encoded 0 -> +1, 1 -> -1); see docs/arithmetic.md.
+    bipolar_a : bool
+        Bipolar activations {-1, +1} in one bit, code 0 = +1, code 1 = -1 (the binary weights'
+        code); needs abits = 1 and signed_a.
+    xnor : bool
+        XNOR-popcount datapath: each PE counts the K-steps whose weight and activation codes are
+        equal (``m``) and the result row is ``2*m - K``, the same exact sum; needs binary weights
+        (wbits = 1, signed_w) and bipolar_a.
     k : int, 1..65536
         Largest reduction length the accumulator must hold without overflow.
     requant : bool
@@ -319,15 +328,23 @@ class MACConfig(ConfigBase):
     out_bits: int = 8
     shift: int = 0
     relu: bool = False
+    bipolar_a: bool = False
+    xnor: bool = False
 
     def __post_init__(self):
         check_int("rows", self.rows, 1, MAX_MAC_ARRAY)
         check_int("cols", self.cols, 1, MAX_MAC_ARRAY)
         check_int("wbits", self.wbits, 1, 8)
-        check_int("abits", self.abits, 1, 8)
-        for name in ("signed_w", "signed_a", "requant", "relu"):
+        check_int("abits", self.abits, 1, 16)
+        for name in ("signed_w", "signed_a", "requant", "relu", "bipolar_a", "xnor"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+        if self.bipolar_a and not (self.abits == 1 and self.signed_a):
+            raise ValueError(f"bipolar_a needs abits=1 and signed_a (got abits={self.abits}, "
+                             f"signed_a={self.signed_a})")
+        if self.xnor and not (self.bipolar_a and self.wbits == 1 and self.signed_w):
+            raise ValueError("xnor (the XNOR-popcount datapath) needs binary weights (wbits=1, signed_w) "
+                             "and bipolar_a")
         check_int("k", self.k, 1, 65536)
         check_int("out_bits", self.out_bits, 2, 16)
         check_int("shift", self.shift, 0, 31)
@@ -345,7 +362,9 @@ class MACConfig(ConfigBase):
 
     @property
     def act_range(self) -> tuple[int, int]:
-        """Values an activation may take (1-bit signed activations are -1 or 0)."""
+        """Values an activation may take (1-bit signed activations are -1 or 0; bipolar -1 or +1)."""
+        if self.bipolar_a:
+            return -1, 1
         return _int_range(self.abits, self.signed_a)
 
     @property

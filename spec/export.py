@@ -230,7 +230,7 @@ class _Writer:
 
 
 def write_export(net: IntNet | IntGraph, out_dir, *, source: dict | None = None, extra: dict | None = None,
-                 rows: int = DEFAULT_HEX_ROWS, force: bool = False) -> Path:
+                 rows: int = DEFAULT_HEX_ROWS, force: bool = False, command: str = "export") -> Path:
     """Write ``net`` (and ``extra`` tensors: name -> (array, bits or a Fmt or None, signed, role)) as an export.
 
     ``net`` is an :class:`~l1bn.spec.reference.graph.IntGraph` or a chain
@@ -238,13 +238,14 @@ def write_export(net: IntNet | IntGraph, out_dir, *, source: dict | None = None,
     :func:`~l1bn.spec.reference.graph.graph_from_chain`). Writes into a temporary folder beside
     ``out_dir`` and moves it into place in one step (:func:`l1bn.spec.outdir.staged_dir`): an
     interrupted export leaves the old folder or none. An existing ``out_dir`` is replaced only with
-    ``force`` (or when it is empty). Arrays may be numpy arrays or torch CPU tensors (read through
+    ``force`` (or when it is empty), and only when it is an export folder
+    (:mod:`l1bn.spec.outdir`: the marker ``command`` writes). Arrays may be numpy arrays or torch CPU tensors (read through
     ``__array__``).
     """
     check_int("rows", rows, 1, 64)
     graph = net if isinstance(net, IntGraph) else graph_from_chain(net)
-    out = check_output_dir(out_dir, force=force)
-    with staged_dir(out) as tmp:
+    out = check_output_dir(out_dir, command=command, force=force)
+    with staged_dir(out, command=command) as tmp:
         w = _Writer(tmp)
         body = graph_manifest(graph, w, rows)
         for name, (t, bits, signed, role) in (extra or {}).items():

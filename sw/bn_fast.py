@@ -57,7 +57,9 @@ FLAGS = ("-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", f"-DL1BN_C_SQRT_PI
 # AVX-512 here), so the library is built for this CPU; the cache key names the CPU's features, so
 # a cache folder shared by different machines gets one library per CPU type.
 NATIVE = ("-march=native",)
-NORMS = {"l1": 0, "l2": 1}
+# the norms the generic kernel computes, in the order of its norm code (0: mean absolute
+# deviation, 1: variance; l1bn_cpu.cpp); range BN has its own entry points
+NORMS = ("l1", "l2")
 _ABI = 3
 _DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
 
@@ -304,6 +306,13 @@ def _run_backward(entry: str, dy: torch.Tensor, x: torch.Tensor, weight, stats: 
     return (dx.to(torch.float16) if half else dx), dw, db
 
 
+def _norm_code(norm: str) -> int:
+    """The kernel's code of ``norm`` (its index in :data:`NORMS`); ValueError for another norm."""
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r} has no generic C++ kernel; allowed {', '.join(map(repr, NORMS))}")
+    return NORMS.index(norm)
+
+
 def forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
             norm: str = "l1", running: tuple | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
@@ -316,7 +325,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | N
     when their dtype is the compute dtype), and left alone when not ``finite``. Needs
     :func:`usable` (x) to be True.
     """
-    y, (mu, s), xs, ok = _run_forward("l1bn_forward", x, weight, bias, eps, running, 2, head=(NORMS[norm],),
+    y, (mu, s), xs, ok = _run_forward("l1bn_forward", x, weight, bias, eps, running, 2, head=(_norm_code(norm),),
                                       what=f" / norm {norm!r}")
     return y, mu, s, xs, ok
 
@@ -328,7 +337,7 @@ def backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mu:
 
     ``x`` is the ``x_saved`` of :func:`forward`; ``mu``/``s`` its statistics.
     """
-    return _run_backward("l1bn_backward", dy, x, weight, (mu, s), eps, head=(NORMS[norm],),
+    return _run_backward("l1bn_backward", dy, x, weight, (mu, s), eps, head=(_norm_code(norm),),
                          what=f" / norm {norm!r}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from l1bn.spec.config import BNBackwardConfig
 from l1bn.spec.intmath import C_SQRT_PI_2 as _C
+from l1bn.spec.norms import L1
 from l1bn.spec.reference.bn_backward import bn_backward
 
 __all__ = ["float_l1bn_dx", "dx_error_bound"]
@@ -43,8 +44,8 @@ def dx_error_bound(x, dy, gamma, mu, inv, cfg: BNBackwardConfig) -> torch.Tensor
     flips (elements whose integer and float signs of d differ).
     """
     b = cfg.bn
-    if b.norm != "l1":
-        raise ValueError("dx_error_bound covers norm='l1' only")
+    if b.norm != L1.name:            # this module is L1's float model (the registry entry L1)
+        raise ValueError(f"dx_error_bound covers norm={L1.name!r} only")
     res = bn_backward(x, dy, gamma, mu, inv, cfg)
     dxf, sigma, xhat_f = float_l1bn_dx(x, dy, gamma, cfg)
     n, fr, k = b.n, cfg.inner_frac, cfg.div_bits

@@ -55,8 +55,13 @@ def _bn_affine_of(bn, what: str):
             scale, offset = fn()
             return _f64(scale), _f64(offset)
     norm = getattr(bn, "norm", None)
-    if norm is None:
-        norm = "l1" if "l1" in type(bn).__name__.lower() else "l2"
+    if norm is None:                 # a layer without a norm attribute (torch's): by its class
+        from l1bn.sw.models import norm_of_layer
+
+        norm = norm_of_layer(bn)
+        if norm is None:
+            raise ValueError(f"{what}: BN module {type(bn).__name__} is none of the registered norms' "
+                             "layers (l1bn.spec.norms) and has no norm attribute")
     disp = next((getattr(bn, n) for n in _DISP_NAMES if getattr(bn, n, None) is not None), None)
     if disp is None:
         raise ValueError(f"{what}: BN module {type(bn).__name__} has no running dispersion "
@@ -75,6 +80,9 @@ def _int_weight(w, w_exp: int, what: str) -> np.ndarray:
     if not w.dtype.is_floating_point:
         return w.to(torch.int64).numpy()
     v = w.double().numpy() * 2.0 ** w_exp
+    if not bool(np.isfinite(v).all()):   # NaN compares false with every bound: refuse it by name
+        raise ValueError(f"{what}: {int((~np.isfinite(v)).sum())} weight(s) are NaN or infinite; "
+                         f"the run is damaged (retrain it)")
     q = np.floor(v + 0.5)
     if bool((np.abs(v - q) > 1e-6).any()):
         raise ValueError(f"{what}: weights are not on the 2**-{w_exp} grid of their quantizer "
@@ -135,12 +143,13 @@ def export_run(run_dir, out_dir, *, rows: int = DEFAULT_HEX_ROWS, mult_bits: int
     if not (run / "model.pt").is_file():
         raise FileNotFoundError(f"{run}: not a trained run (model.pt is missing); train one with `l1bn train`")
     from l1bn.spec.config import check_int
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable
 
     check_int("rows", rows, 1, 64)
     check_int("mult_bits", mult_bits, 2, 32)
     # before any work: --force replaces the output, never the run it reads (nor a folder holding it)
-    check_output_dir(out_dir, inputs=[run], force=force)
+    check_output_dir(out_dir, command="export", inputs=[run], force=force)
+    check_writable(out_dir)
     spec, inp, x_float, labels, model, cfg = load_trained(run)
     net = net_from_spec(spec, in_shape=inp["shape"], in_bits=inp["bits"], in_exp=inp["exp"],
                         in_signed=inp.get("signed", False), mult_bits=mult_bits)

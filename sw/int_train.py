@@ -166,7 +166,7 @@ def save_integer_run(state, cfg: IntTrainConfig, metrics: dict, data, out_dir, *
     from l1bn.spec.export import write_export
     from l1bn.spec.outdir import check_output_dir, staged_dir
 
-    out = check_output_dir(out_dir, force=force)
+    out = check_output_dir(out_dir, command="train", force=force)
     _, _, xte, yte = data
     folded = T.fold_network(state, cfg)
     zte, exp = T.evaluate(state, xte, cfg, folded=folded)
@@ -177,7 +177,7 @@ def save_integer_run(state, cfg: IntTrainConfig, metrics: dict, data, out_dir, *
              "test.int_train_logits": (torch.as_tensor(zte), zb, True, "int_train_logits")}
     source = {"trainer": "l1bn train --integer", "model": metrics["model"], "seed": metrics["seed"],
               "epochs": metrics["epochs"], "int_train_config": cfg.to_dict(), "logit_exp": exp}
-    with staged_dir(out) as tmp:
+    with staged_dir(out, command="train") as tmp:
         write_export(net, tmp / "export", source=source, extra=extra)
         check = check_export(tmp / "export", zte)
         if not check["export_logits_equal"]:

@@ -35,7 +35,7 @@ from torch import nn
 
 from .quant import QuantConfig, fake_quant, weight_exp
 
-__all__ = ["MODELS", "NORMS", "QConv2d", "QLinear", "ActQuant", "DigitsCNN", "DigitsMLP",
+__all__ = ["MODELS", "NORMS", "norm_of_layer", "QConv2d", "QLinear", "ActQuant", "DigitsCNN", "DigitsMLP",
            "build_model"]
 
 MODELS = ("mlp", "cnn")
@@ -112,6 +112,18 @@ class _Block(nn.Module):
             if self.quantize_bn:
                 h = fake_quant(h, int(self.act.exp), self.abits + 1, signed=True)
         return self.act(torch.relu(h))
+
+
+def norm_of_layer(layer) -> str | None:
+    """The registered norm whose torch layer class (``layer1d``/``layer2d`` of its registry
+    entry) ``layer`` is an instance of, the most derived match; None when it is none of them."""
+    best = None
+    for name in norm_names():
+        for path in (norm_spec(name).layer1d, norm_spec(name).layer2d):
+            cls = resolve(path) if path else None
+            if cls is not None and isinstance(layer, cls) and (best is None or issubclass(cls, best[1])):
+                best = (name, cls)
+    return best[0] if best else None
 
 
 def _make_bn(norm: str, c: int, dim: int):

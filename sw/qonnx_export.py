@@ -191,27 +191,56 @@ def _check_and_clean(model):
     return w.model
 
 
+#: metadata key of the .onnx files l1bn writes (the output rule: --force replaces only those)
+OUTPUT_KEY = "l1bn.output"
+
+
+def check_qonnx_output(out_path, *, inputs=(), force: bool = False) -> Path:
+    """The output rule (:mod:`l1bn.spec.outdir`) for the one ``.onnx`` file: a name ending in
+    ``.onnx``, never a folder, an input or a path under a file; an existing file only with
+    ``force`` and only when l1bn wrote it (its metadata holds :data:`OUTPUT_KEY`), never a model of
+    someone else's. Checked before any work."""
+    from l1bn.spec.outdir import check_output_file, check_writable
+
+    out = check_output_file(out_path, inputs=inputs, option="--out")
+    if out.suffix != ".onnx":  # also keeps --force from overwriting a run's model.pt or an export folder
+        raise ValueError(f"--out {out}: a QONNX file name must end in .onnx")
+    if out.exists():
+        if not force:
+            raise ValueError(f"--out {out} exists; pass --force to replace it")
+        if not _written_by_l1bn(out):
+            raise ValueError(f"--out {out} is not a QONNX file l1bn wrote; --force replaces only those "
+                             f"(choose another name)")
+    check_writable(out)
+    return out
+
+
+def _written_by_l1bn(path: Path) -> bool:
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not an ONNX file at all: not ours
+        return False
+    return any(p.key == OUTPUT_KEY for p in m.metadata_props)
+
+
 def write_qonnx(net, out_path, *, batch: int = 1, bn_dtype: str = "float64", force: bool = False,
                 clean: bool = True) -> Path:
     """Write ``net`` as a QONNX file: into a temporary file beside ``out_path``, renamed into place.
 
     With ``clean`` the written model is the one qonnx's ``cleanup_model`` and ``InferShapes`` return
     (readable tensor names, every shape annotated), so FINN can read it as is. An existing file is
-    replaced only with ``force``.
+    replaced only with ``force``, and only when l1bn wrote it (:func:`check_qonnx_output`).
     """
     import onnx
 
-    out = Path(out_path)
-    if out.suffix != ".onnx":  # also keeps --force from overwriting a run's model.pt or an export folder
-        raise ValueError(f"--out {out}: a QONNX file name must end in .onnx")
-    if out.exists() and not force:
-        raise ValueError(f"{out} exists; pass --force to replace it")
-    if out.exists() and out.is_dir():
-        raise ValueError(f"{out} is a folder; the QONNX export is one .onnx file")
+    out = check_qonnx_output(out_path, force=force)
     model = intnet_to_qonnx(net, batch=batch, bn_dtype=bn_dtype)
     onnx.checker.check_model(model)
     if clean:
         model = _check_and_clean(model)
+    model.metadata_props.add(key=OUTPUT_KEY, value="l1bn export --format qonnx")   # marks it as ours
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
     os.close(fd)

@@ -102,6 +102,14 @@ def _is_dyadic(v) -> bool:
     return all(x == 0 or (math.frexp(float(x))[0] * 2 ** 24) % 1 == 0 for x in np.ravel(v))
 
 
+def _exact_channels(rq, a, b) -> np.ndarray:
+    """Per channel: the requantizer's constants represent the map ``a * acc + b`` exactly."""
+    s = 2.0 ** rq.shift
+    a = np.broadcast_to(np.asarray(a, dtype=np.float64), np.shape(rq.mult))
+    b = np.broadcast_to(np.asarray(b, dtype=np.float64), np.shape(rq.bias))
+    return (np.asarray(rq.mult, dtype=np.float64) == a * s) & (np.asarray(rq.bias, dtype=np.float64) == b * s)
+
+
 class _Builder:
     def __init__(self, w, *, mult_bits: int, input_type: str | None):
         self.w = w
@@ -428,7 +436,9 @@ class _Builder:
                                      rounding="half_up", mult_bits=self.mult_bits)
         except ValueError as e:
             raise node_error(n, f"the requantizer does not fit: {e}") from None
-        if q.rounding in ("ROUND", "HALF_EVEN") and exact and q.fmt.kind != "bipolar":
+        if q.rounding in ("ROUND", "HALF_EVEN") and q.fmt.kind != "bipolar" and (exact or _exact_channels(rq, a, b).any()):
+            # per channel (issue 32): one channel whose map is exact (a bias of 0 among float biases)
+            # lands on ties like qonnx's; the others' constants are rounded, either rule fits them
             rq = replace(rq, rounding="half_even")
         if q.rounding == "HALF_UP" and exact and q.fmt.kind == "signed" and not relu:
             raise node_error(n, "rounding_mode HALF_UP rounds negative ties away from zero, l1bn's requantizer "

@@ -83,7 +83,12 @@ def execute_qonnx(model, x, *, batch: int | None = None) -> np.ndarray:
         chunk = x[s:s + b]
         if chunk.shape[0] < b:  # pad the last chunk to the fixed batch
             chunk = np.concatenate([chunk, np.zeros((b - chunk.shape[0],) + chunk.shape[1:], np.float32)])
-        outs.append(execute_onnx(w, {iname: chunk})[oname])
+        try:
+            outs.append(execute_onnx(w, {iname: chunk})[oname])
+        except Exception as e:  # onnxruntime's and qonnx's own errors: one line naming the library
+            msg = " ".join(str(e).split())[:400]
+            raise QONNXImportError(f"qonnx execute_onnx (onnxruntime) cannot run the model: "
+                                   f"{type(e).__name__}: {msg}") from None
     return np.concatenate(outs)[:n]
 
 
@@ -183,8 +188,9 @@ def import_qonnx(model_path, out_dir, *, mult_bits: int = 24, rows: int = 4, for
     src = Path(model_path).resolve()
     if out.resolve() == src or out.resolve() in src.parents:  # --force would delete the model itself
         raise ValueError(f"--out {out} holds the model {model_path}; choose a folder outside it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ValueError(f"{out} exists and is not empty; pass --force to replace it")
+    from l1bn.spec.outdir import check_output_dir
+
+    check_output_dir(out, command="import", force=force)   # the one output rule, before any work
     w = load_qonnx(model_path)
     graph, info = qonnx_to_graph(w, mult_bits=mult_bits, input_type=input_type)
     extra = {}
@@ -218,6 +224,6 @@ def import_qonnx(model_path, out_dir, *, mult_bits: int = 24, rows: int = 4, for
               "nodes": info["nodes"], "input_rounding": inp.rounding, "input_type": input_type,
               "test_split": TEST_SPLIT_NOTE if fitted is not None else None,
               "note": "imported by l1bn import; test.qat_logits are qonnx execute_onnx's logits"}
-    path = write_export(graph, out, source=source, extra=extra, rows=rows, force=force)
+    path = write_export(graph, out, source=source, extra=extra, rows=rows, force=force, command="import")
     e = load_export(path)  # what we wrote must load
     return ImportResult(path=path, graph=e.graph, images=images, **res)

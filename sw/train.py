@@ -15,6 +15,7 @@ is bit-reproducible for a given seed and thread count.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable
@@ -144,10 +145,12 @@ def save_run(model: torch.nn.Module, config: dict, metrics: dict, out_dir, *, fo
     """
     from l1bn.spec.outdir import check_output_dir, staged_dir
 
-    out = check_output_dir(out_dir, force=force)
+    out = check_output_dir(out_dir, command="train", force=force)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with staged_dir(out) as tmp:
-        torch.save({"state_dict": state, "config": config, "l1bn_version": _version()}, tmp / "model.pt")
+    buf = io.BytesIO()   # serialized in memory: a full disk is then an OSError (ENOSPC) of our own write,
+    torch.save({"state_dict": state, "config": config, "l1bn_version": _version()}, buf)   # not torch's
+    with staged_dir(out, command="train") as tmp:
+        (tmp / "model.pt").write_bytes(buf.getvalue())
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return out
 
@@ -179,11 +182,12 @@ def train_run(config: dict, out_dir, *, progress=None, force: bool = False) -> t
     """:func:`train_model` then :func:`save_run`; returns (model, metrics).
 
     The output folder is checked before training (:func:`l1bn.spec.outdir.check_output_dir`): an
-    existing run is replaced only with ``force``.
+    earlier run is replaced only with ``force``, and nothing else is replaced; it must be writable.
     """
-    from l1bn.spec.outdir import check_output_dir
+    from l1bn.spec.outdir import check_output_dir, check_writable
 
-    check_output_dir(out_dir, force=force)
+    check_output_dir(out_dir, command="train", force=force)
+    check_writable(out_dir)
     model, metrics = train_model(config, progress=progress)
     save_run(model, config, metrics, out_dir, force=force)
     return model, metrics

@@ -221,7 +221,7 @@ def test_best_geometry(trained_export):
 
 def test_interface(trained_export):
     e = load_export(trained_export)
-    assert accelerator_interface(e) == {"in_bits": 4, "logit_bits": e.manifest["nodes"][-1]["acc_bits"],
+    assert accelerator_interface(e) == {"in_bits": 4, "in_signed": False, "logit_bits": e.manifest["nodes"][-1]["acc_bits"],
                                         "classes": 10, "pixels": 64, "argmax_bits": 4}
     acc = _unused(accelerator_from_export(e))
     assert acc.i.payload.shape().width == 4

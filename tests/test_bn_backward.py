@@ -9,6 +9,7 @@ from amaranth.hdl import Fragment
 from l1bn.hw.bn_backward import (
     L1BNBackwardUnit,
     L2BNBackwardUnit,
+    RangeBNBackwardUnit,
     backward_latency_cycles,
     pass2_cycles,
     per_channel_cycles,
@@ -19,7 +20,7 @@ from l1bn.sim.simulate.bwd import random_bwd_batch, simulate_bn_backward
 from l1bn.sim.simulate.runner import SimulationError, stream_ports
 from l1bn.spec.config import BNBackwardConfig, BNConfig
 
-UNITS = {"l1": L1BNBackwardUnit, "l2": L2BNBackwardUnit}
+UNITS = {"l1": L1BNBackwardUnit, "l2": L2BNBackwardUnit, "range": RangeBNBackwardUnit}
 
 
 def batch(cfg, seed, real):
@@ -127,7 +128,7 @@ def verilog_ports(text: str, module: str) -> dict:
     return {name: (d, int(msb) + 1 if msb else 1) for d, msb, name in decl}
 
 
-@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("norm", ["l1", "l2", "range"])
 def test_default_ports_and_widths(norm):
     """The report flow measures the default unit: its stream layouts and every Verilog port's
     direction and width follow from the config (the stored sign input adds only ``neg``)."""
@@ -170,15 +171,22 @@ def test_mutant_is_caught(tmp_path):
     assert e.value.failed == ["bn_backward_matches_reference"]
 
 
-def test_api_and_errors():
+def test_api_and_errors(monkeypatch):
+    import dataclasses
+
+    from l1bn.spec import norms
+
     cfg = config("l1", 8, 16)
     # n = 16 covers the pass-2 pipeline, so pass 2 never waits for the previous channel's dx
     assert backward_latency_cycles(cfg) == 2 * (2 * 16 + per_channel_cycles(cfg)) + pass2_cycles(cfg)
     s = stored_state_bits(cfg)
-    assert s["l1"] == s["l2"] == 8 and s["l1_pass2"] == 1 and s["l2_pass2"] == 8
-    assert set(s) == {"l1", "l1_pass2", "l2", "l2_pass2", "l2_pass2_if_xhat_stored"}   # range BN: no unit
-    with pytest.raises(ValueError, match="norm='range' has no backward unit"):
+    assert s["l1"] == s["l2"] == s["range"] == 8 and s["l1_pass2"] == 1 and s["l2_pass2"] == s["range_pass2"] == 8
+    assert set(s) == {"l1", "l1_pass2", "l2", "l2_pass2", "l2_pass2_if_xhat_stored", "range", "range_pass2"}
+    # a norm registered without a backward unit is refused by every function that needs one
+    monkeypatch.setitem(norms.NORMS, "range", dataclasses.replace(norms.RANGE, hw_backward=""))
+    with pytest.raises(ValueError, match="norm='range' has no backward unit; the norms with one are 'l1', 'l2'"):
         pass2_cycles(BNBackwardConfig(bn=BNConfig(norm="range", n=16)))
+    assert "range" not in stored_state_bits(cfg)
     with pytest.raises(ValueError, match="does not match L2BNBackwardUnit"):
         L2BNBackwardUnit(cfg)
     with pytest.raises(ValueError, match="lanes=2 is not supported"):

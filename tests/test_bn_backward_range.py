@@ -208,7 +208,7 @@ def test_registry_names_each_norms_backward_rule():
     from l1bn.spec.reference.bn_backward import backward_pass1
     p1 = backward_pass1(x, dy, np.array([64]), mu, inv, cfg)
     assert not np.array_equal(range_bracket(p1, cfg), l2_bracket(p1, cfg))
-    assert norms.NORMS["range"].hw_backward == ""     # no hardware unit yet (next issue)
+    assert norms.NORMS["range"].hw_backward == "l1bn.hw.bn_backward:RangeBNBackwardUnit"
 
 
 def test_a_norm_without_backward_rule_is_refused_everywhere(monkeypatch):

@@ -361,3 +361,22 @@ def test_no_branch_on_norm_names_in_shared_hw_code():
             for i, line in enumerate(p.read_text().splitlines(), 1) if branch.search(line)]
     # the one allowed form: a unit checks that its config is for its own norm (cls.norm)
     assert [h for h in hits if not re.search(r"\.norm != (cls\.)?norm\b|\.norm != cls\.norm", h)] == []
+
+
+def test_no_hw_elaborate_method_is_longer_than_about_80_lines():
+    """Long ``elaborate`` methods are split into named sub-components or helpers (amaranth's
+    SyncFIFOBuffered is about 70 lines): every ``elaborate`` under hw/ (hw/train included) stays
+    within 90 lines."""
+    import ast
+    from pathlib import Path
+
+    import l1bn.hw
+
+    root = Path(l1bn.hw.__file__).parent
+    lengths = {}
+    for p in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name == "elaborate":
+                lengths[f"{p.relative_to(root)}:{node.lineno}"] = node.end_lineno - node.lineno + 1
+    assert len(lengths) > 20                       # the walk found the components
+    assert {k: v for k, v in lengths.items() if v > 90} == {}

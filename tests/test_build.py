@@ -282,7 +282,8 @@ def test_timing_failure_exits_1(tiny_export, tmp_path, monkeypatch):
     import l1bn.cli.build as bc
     from click.testing import CliRunner
 
-    bit = tmp_path / "top.bit"
+    (tmp_path / "fake").mkdir()   # the output folder stays new: the output rule refuses unknown files
+    bit = tmp_path / "fake" / "top.bit"
     bit.write_bytes(b"\xff" * 16)
 
     class Top:
@@ -294,7 +295,27 @@ def test_timing_failure_exits_1(tiny_export, tmp_path, monkeypatch):
     monkeypatch.setattr(bc, "make_top", lambda *a, **k: Top())
     monkeypatch.setattr(bc, "_build_with_progress", lambda *a, **k: fake)
     r = CliRunner().invoke(bc.build, [str(tiny_export), "--board", "ulx3s-85f", "--clock", "50",
-                                      "--out", str(tmp_path)])
+                                      "--out", str(tmp_path / "board")])
     assert r.exit_code == 1
     assert "timing     clk: Fmax 41.5 MHz, requested 50.0 MHz: NOT MET" in r.output
     assert "error: timing is not met" in r.output
+
+
+@pytest.mark.parametrize("family", ["ecp5", "ice40", "gowin"])
+def test_build_script_steps_follow_the_family_outputs(family, tmp_path):
+    """``_run_script`` runs ``build_top.sh`` (through the guarded process group) and names the
+    steps from the family's own output files: synthesis until the netlist, place and route until
+    the placed design, then the bitstream packer."""
+    import os
+
+    import l1bn.cli.build as bc
+
+    synth, pnr, bit = bc.OUTPUTS[family]
+    (tmp_path / "build_top.sh").write_text(f"sleep 0.7; touch {synth}; sleep 1.2; touch {pnr}; sleep 1.2; "
+                                           f"touch {bit}\n")
+    seen = []
+    rc, info = bc._run_script(tmp_path, dict(os.environ), lambda step, t, d: seen.append((step, d)), family)
+    assert rc == 0 and info["failed_step"] is None
+    assert list(info["times"]) == ["synthesis", "place and route", "bitstream"], info
+    packer = {"ecp5": "ecppack", "ice40": "icepack", "gowin": "gowin_pack"}[family]
+    assert ("bitstream", packer) in seen

@@ -53,7 +53,16 @@ def ws(tmp_path_factory):
     (bad / "manifest.json").write_text(json.dumps(m, indent=1))
     (root / "afile").write_text("not a folder\n")
     (root / "build").mkdir()
-    return {"root": root, "run": run, "trunc": trunc, "exp": exp, "bad_exp": bad, "file": root / "afile"}
+    thesis = root / "thesis"                  # a folder of the user's own files
+    thesis.mkdir()
+    (thesis / "thesis.tex").write_text("\\documentclass{book}\n")
+    rep = root / "rep"                        # another command's output (a report)
+    rep.mkdir()
+    (rep / ".l1bn-output.json").write_text('{"command": "report"}\n')
+    (rep / "report.json").write_text("{}\n")
+    (root / "model.onnx").write_bytes(b"not written by l1bn")
+    return {"root": root, "run": run, "trunc": trunc, "exp": exp, "bad_exp": bad, "file": root / "afile",
+            "thesis": thesis, "report": rep, "onnx": root / "model.onnx"}
 
 
 def _tree(root: Path) -> dict:
@@ -97,6 +106,28 @@ def _generated_config_cases(group: str, sub: str, base: list[str]):
             continue
         for v in NON_INTS[:3] + [str(b) for b in _range_bad(p.help)]:
             cases.append([group, sub, *base, name, v])
+    return cases
+
+
+def _policy_cases(w) -> list[list[str]]:
+    """The output rule (issue 32): another command's output, a folder of unknown files, or a single
+    file this command did not write is refused, --force or not (a Verilog -o FILE: without --force)."""
+    r, e, bad, f = str(w["run"]), str(w["exp"]), str(w["bad_exp"]), str(w["file"])
+    cases: list[list[str]] = []
+    thesis, rep = str(w["thesis"]), str(w["report"])
+    cases += [["verilog", "mac", "-o", str(w["run"] / "model.pt")],
+              ["verilog", "l1bn", "-o", str(w["exp"] / "manifest.json")],
+              ["verilog", "l2bn-bwd", "-o", str(w["thesis"] / "thesis.tex")],
+              ["verilog", "net", e, "-o", bad], ["verilog", "net", e, "-o", thesis], ["verilog", "net", e, "-o", rep]]
+    cases += [["demo", "--out", str(w["run"].parent)], ["demo", "--out", thesis], ["demo", "--out", rep]]
+    cases += [["build", e, "--board", "ulx3s-85f", "--out", o] for o in (rep, thesis, bad)]
+    cases += [[*c, "--force"] for c in (["export", r, "--out", thesis], ["export", r, "--out", rep],
+                                        ["train", "--out", bad], ["train", "--out", thesis],
+                                        ["import", f, "--out", thesis], ["import", f, "--out", r])]
+    cases += [["report", "--out", o] for o in (thesis, r, bad)]
+    cases += [["sweep", "--out", o] for o in (thesis, rep, bad)]
+    cases += [["prove", "mac", "-o", o] for o in (thesis, rep, r)]
+    cases += [["export", r, "--format", "qonnx", "--out", str(w["onnx"]), "--force"]]
     return cases
 
 
@@ -164,7 +195,9 @@ def _cases(w) -> list[list[str]]:
         ("--width", "4,99"), ("--workers", "0"), ("--scheduler", "nowhere"), ("--spec", str(root / "missing.toml")))]
     # prove
     cases += [["prove", d, "-o", o] for d in ("l1bn", "mac") for o in outs_dir]
-    cases += [["prove", "mac", "--rows", "0", "-o", nowhere], ["prove", "l1bn", "--depth", "0", "-o", nowhere]]
+    cases += [["prove", "mac", "--rows", "0", "-o", nowhere], ["prove", "l1bn", "--depth", "0", "-o", nowhere],
+              ["prove", "l1bn", "--prover", "ic3", "-o", nowhere], ["prove", "requant", "--shift", "99", "-o", nowhere],
+              ["prove", "rangebn", "--n", "1", "-o", nowhere]]
     # build
     cases += [["build", e, "--board", "ulx3s-85f", opt, v] for opt, v in (
         ("--seed", "-1"), ("--images", "0"), ("--images", "100001"), ("--clock", "0"), ("--clock", "500"),
@@ -175,6 +208,7 @@ def _cases(w) -> list[list[str]]:
         ("--epochs", "0"), ("--bits", "1"), ("--bits", "9"), ("--images", "0"), ("--images", "100000"),
         ("--seed", "-1"), ("--simulator", "modelsim"))]
     cases += [["demo", "--out", o] for o in outs_dir]
+    cases += _policy_cases(w)
     # every command, including those added later: an unknown option
     cases += [[name, "--no-such-option"] for name in COMMANDS]
     return cases
@@ -229,6 +263,13 @@ def _check_refused(argv, ws):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
     assert _tree(ws["root"]) == before, argv   # nothing written, no input changed or deleted
+
+
+def test_output_rule_cases_are_all_refused(ws, monkeypatch):
+    """Every case of the output rule, each run (not drawn): refused with one line, nothing changed."""
+    monkeypatch.setenv("L1BN_BUILD_DIR", str(ws["root"] / "build"))
+    for argv in _policy_cases(ws):
+        _check_refused(argv, ws)
 
 
 def test_case_list_covers_every_command(cases):

@@ -1,7 +1,8 @@
 """Formal proofs (``l1bn prove``, :mod:`l1bn.sim.formal`): small proofs pass, and for each
 property class a deliberately broken design fails with a counterexample trace.
 
-Every check runs yosys-smtbmc with boolector (YoWASP) on a small config; each takes 5-10 s.
+Every check runs yosys-smtbmc with boolector (YoWASP), or ABC's pdr (Debian berkeley-abc, from
+``make install``), on a small config; each takes 2-10 s on a quiet machine.
 """
 
 from pathlib import Path
@@ -9,15 +10,27 @@ from pathlib import Path
 import pytest
 from l1bn.hw.bn_unit import bn_unit_for
 from l1bn.hw.mac_array import MACArray
+from l1bn.sim.formal import abc as formal_abc
 from l1bn.sim.formal.bn import BNDrainHarness, BNStreamHarness
-from l1bn.sim.formal.check import Prop, check
+from l1bn.sim.formal.check import Prop, check, unbounded
 from l1bn.sim.formal.designs import design_props, select
 from l1bn.sim.formal.mac import MACCountHarness, MACOverflowHarness, MACStreamHarness
-from l1bn.sim.formal.mutants import DropBeat, PayloadGlitch, narrow_mac_config
+from l1bn.sim.formal.mutants import (
+    DropBeat,
+    PayloadGlitch,
+    narrow_mac_config,
+    requantize_wrong_rounding,
+)
+from l1bn.sim.formal.requant import RequantHarness
 from l1bn.spec.config import BNConfig, MACConfig
 
 MAC = MACConfig(rows=2, cols=2, wbits=2, abits=2, k=2)
 BN = BNConfig(norm="l1", width=4, n=2, channels=1, recip_bits=4)
+
+
+needs_abc = pytest.mark.skipif(formal_abc.abc_path() is None,
+                               reason="no native ABC: make install (apt berkeley-abc)")
+RQ = MACConfig(rows=2, cols=2, wbits=4, abits=4, k=4, requant=True, shift=3, out_bits=4)
 
 
 def _vcd_ok(path):
@@ -106,3 +119,59 @@ def test_bn_drain_and_dropped_beat(tmp_path):
              depth, mode="bmc")
     r = check(p, tmp_path / "mutant")
     assert r.status == "FAIL" and _vcd_ok(r.trace), r
+
+
+# --- the unbounded engine (ABC pdr on the AIGER of the harness) ------------------------------
+
+@needs_abc
+def test_pdr_proves_mac_count_unbounded(tmp_path):
+    # the count property is bmc-only under smtbmc (its induction does not close)
+    p = Prop("count", "count", lambda: MACCountHarness(MAC), 16, mode="bmc")
+    r = check(p, tmp_path, prover="pdr", fallback=False, timeout=300)
+    assert (r.status, r.method) == ("PASS", "pdr") and unbounded(r), r
+
+
+@needs_abc
+@pytest.mark.parametrize("relu", [False, True])
+def test_pdr_proves_requantizer(tmp_path, relu):
+    from dataclasses import replace
+
+    cfg = replace(RQ, relu=relu)
+    r = check(Prop("requant", "equiv", lambda: RequantHarness(cfg), 1, mode="bmc"), tmp_path,
+              prover="pdr", fallback=False, timeout=300)
+    assert (r.status, r.method) == ("PASS", "pdr"), r
+
+
+MUTANTS = {
+    "payload_glitch": lambda: MACStreamHarness(MAC, PayloadGlitch(MACArray(MAC), "o")),
+    "dropped_beat": lambda: MACCountHarness(MAC, DropBeat(MACArray(MAC), "o")),
+    "narrow_accumulator": lambda: MACOverflowHarness(narrow_mac_config(MAC), MACArray(narrow_mac_config(MAC))),
+    "wrong_rounding": lambda: RequantHarness(RQ, requantize_wrong_rounding),
+}
+
+
+@needs_abc
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_mutants_fail_under_pdr(tmp_path, name):
+    # pdr reports the frame; smtbmc replays that depth for the VCD and the failing assertion
+    r = check(Prop(name, "mutant", MUTANTS[name], 8, mode="bmc"), tmp_path, prover="pdr",
+              fallback=False, timeout=300)
+    assert (r.status, r.method) == ("FAIL", "pdr") and _vcd_ok(r.trace), r
+    assert "asserted in frame" in r.detail and "fails in step" in r.detail, r
+
+
+def test_wrong_rounding_fails_by_bmc(tmp_path):
+    r = check(Prop("requant", "equiv", lambda: RequantHarness(RQ, requantize_wrong_rounding), 1,
+                   mode="bmc"), tmp_path)
+    assert r.status == "FAIL" and _vcd_ok(r.trace), r
+    r = check(Prop("requant", "equiv", lambda: RequantHarness(RQ), 1, mode="bmc"), tmp_path / "ok")
+    assert r.status == "PASS", r
+
+
+def test_pdr_falls_back_without_abc(monkeypatch, tmp_path):
+    monkeypatch.setattr(formal_abc, "abc_path", lambda: None)
+    r = check(Prop("stream.o", "stream", lambda: MACStreamHarness(MAC), 4, k=2), tmp_path, prover="pdr")
+    assert (r.status, r.method) == ("PASS", "k-induction k=2"), r
+    assert "no native ABC" in r.detail
+    with pytest.raises(ValueError, match="prover"):
+        check(Prop("stream.o", "stream", lambda: MACStreamHarness(MAC), 4), tmp_path, prover="ic3")

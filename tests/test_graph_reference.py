@@ -360,7 +360,7 @@ def test_graph_export_round_trip_and_hex_codes(tmp_path):
     # the accelerator path refuses it, naming the node
     from l1bn.hw.accel_layers import layers_from_export
 
-    with pytest.raises(ExportError, match=r"node conv1 \(conv2d\): a MAC bias: not supported by the accelerator yet"):
+    with pytest.raises(ValueError, match=r"node add1 \(add\): an add node is not supported by the accelerator yet"):
         layers_from_export(e)
     assert not e.is_chain
 
@@ -455,7 +455,7 @@ def test_sim_net_refuses_bad_data_and_graphs_before_building(chain_export, cli, 
         ([str(chain), "--images", str(root / "missing.npy")], "no such file"),
         ([str(chain), "--images", "3", "--labels", str(root / "y.npy")], "--labels goes with --images X.npy"),
         ([str(chain), "--images", "9"], "images=9 is out of range"),
-        ([str(graph)], "node conv1 (conv2d): a MAC bias: not supported by the accelerator yet"),
+        ([str(graph)], "node add1 (add): an add node is not supported by the accelerator yet"),
     ]
     for argv, words in cases:
         code, text = cli(["sim", "net", *argv])

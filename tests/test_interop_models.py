@@ -124,3 +124,24 @@ def test_model_without_input_quantizer_needs_its_input_type(zoo, cli, tmp_path):
     lines = text.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "--input-type" in lines[0] and "(Conv)" in lines[0], text
     assert not (tmp_path / "e").exists()
+
+
+#: models the accelerator runs (issue 27), checked on Verilator with this many test images
+ACCEL_IMAGES = {"tfc_2w2a": 5, "sfc_1w1a": 5}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ACCEL_IMAGES))
+def test_accelerator_runs_the_imported_model_bit_exact(zoo, cli, tmp_path, name):
+    """``l1bn sim net`` on Verilator: every logit of the first images equals the integer reference
+    (the graph executor), and the measured image period equals the plan's formula."""
+    n = ACCEL_IMAGES[name]
+    out = tmp_path / "export"
+    code, text = cli(["import", str(zoo(name)), "--out", str(out), "--test-images", str(n)])
+    assert code == 0, text
+    code, text = cli(["sim", "net", str(out), "--json"])
+    assert code == 0, text
+    r = json.loads(text[text.index("{"):])
+    assert r["images"] == n and r["mismatches"] == 0 and r["passed"], r
+    periods = r["cycles_per_image"] if isinstance(r["cycles_per_image"], list) else [r["cycles_per_image"]]
+    assert periods and all(p == r["formula_cycles"] for p in periods), r

@@ -23,6 +23,15 @@ CONFIGS = {
     "w3s_a2u_saturate": MACConfig(rows=5, cols=2, wbits=3, abits=2, signed_a=False, k=12,
                                   requant=True, shift=0, out_bits=3),
     "w2u_a2u_1x1": MACConfig(rows=1, cols=1, wbits=2, abits=2, signed_w=False, signed_a=False, k=3),
+    # issue 27: XNOR-popcount (binary x bipolar), the sign-select array on the same operands,
+    # multi-bit weights x bipolar activations, wide (12-bit) activations
+    "xnor_3x4": MACConfig(rows=3, cols=4, wbits=1, abits=1, bipolar_a=True, xnor=True, k=20),
+    "binary_bipolar_sign_select": MACConfig(rows=3, cols=4, wbits=1, abits=1, bipolar_a=True, k=20),
+    "w3s_bipolar_requant": MACConfig(rows=2, cols=3, wbits=3, abits=1, bipolar_a=True, k=9, requant=True,
+                                     shift=1, out_bits=3),
+    "xnor_requant_relu": MACConfig(rows=4, cols=2, wbits=1, abits=1, bipolar_a=True, xnor=True, k=33,
+                                   requant=True, shift=2, out_bits=3, relu=True),
+    "w2s_a12s": MACConfig(rows=2, cols=2, wbits=2, abits=12, k=10),
 }
 
 
@@ -30,7 +39,7 @@ def _tiles(cfg, seed):
     """Random tiles, extreme-value tiles, an all-zero first tile (tests X-free startup), short K."""
     k = cfg.k
     zero = random_tiles(cfg, 1, k, seed=seed)
-    zero[0]["a"] = [[0] * cfg.cols for _ in range(k)]
+    zero[0]["a"] = [[1 if cfg.bipolar_a else 0] * cfg.cols for _ in range(k)]    # bipolar: all codes 0
     return (zero + random_tiles(cfg, 3, k, seed=seed + 1)
             + random_tiles(cfg, 3, k, seed=seed + 2, extremes=True)
             + random_tiles(cfg, 2, 1, seed=seed + 3))
@@ -45,7 +54,7 @@ def test_bit_exact(name, simulator, tmp_path):
     assert r["outputs"] == cfg.rows * cfg.cols * 9
 
 
-@pytest.mark.parametrize("name", ["binary_a4u_requant_relu", "w2u_a3s_3x5"])
+@pytest.mark.parametrize("name", ["binary_a4u_requant_relu", "w2u_a3s_3x5", "xnor_3x4"])
 def test_valid_gaps_and_backpressure(name, tmp_path):
     cfg = CONFIGS[name]
     r = simulate_mac(cfg, _tiles(cfg, 11), simulator="icarus", gaps=30, out_gaps=50, seed=5,
@@ -62,6 +71,17 @@ def test_long_stream_utilization_and_cycle_formula(tmp_path):
     assert r["period"] == tile_period(cfg, 64) == 64
     assert r["utilization"] >= 0.95
     assert r["input_stalls"] == 0
+
+
+def test_xnor_array_keeps_the_stream_timing(tmp_path):
+    """The XNOR-popcount PEs take the product pipeline's cycles: the same stream formula, for
+    long tiles and for short ones (K < rows + 1, the result bank the bottleneck)."""
+    for rows, k in ((8, 64), (6, 3)):
+        cfg = MACConfig(rows=rows, cols=4, wbits=1, abits=1, bipolar_a=True, xnor=True, k=k)
+        r = simulate_mac(cfg, random_tiles(cfg, 6, k, seed=rows), simulator="icarus", build_dir=tmp_path / str(k))
+        assert r["mismatches"] == 0
+        assert r["cycles"] == r["formula_cycles"] == stream_cycles(cfg, k, 6)
+        assert r["period"] == tile_period(cfg, k) == max(k, rows + 1)
 
 
 def test_short_tiles_stall_as_the_formula_says(tmp_path):
@@ -99,6 +119,10 @@ def test_widths_hold_every_sum(wbits, abits, sw, sa, k):
     ({"rows": 0}, "rows=0"), ({"cols": 65}, "cols=65"), ({"wbits": 9}, "wbits=9"),
     ({"abits": 0}, "abits=0"), ({"k": 0}, "k=0"), ({"out_bits": 1}, "out_bits=1"),
     ({"shift": 32}, "shift=32"), ({"signed_w": 1}, "signed_w=1"), ({"rows": 2.0}, "rows=2.0"),
+    ({"abits": 17}, "abits=17"), ({"abits": 2, "bipolar_a": True}, "bipolar_a needs abits=1"),
+    ({"abits": 1, "signed_a": False, "bipolar_a": True}, "bipolar_a needs abits=1 and signed_a"),
+    ({"wbits": 1, "abits": 1, "xnor": True}, "xnor .* needs binary weights"),
+    ({"wbits": 2, "abits": 1, "bipolar_a": True, "xnor": True}, "xnor .* needs binary weights"),
 ])
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -214,3 +238,33 @@ def test_real_layer_tile_by_tile(trained_export, tmp_path):
     got = got.reshape(o, 2, ho, wo).transpose(1, 0, 2, 3)
     assert np.array_equal(got, expected)
     assert bool((x != 0).any()) and bool((expected != 0).any())
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 5), k=st.integers(1, 70), n=st.integers(1, 5), seed=st.integers(0, 2**31))
+def test_xnor_popcount_is_the_bipolar_product(m, k, n, seed):
+    """The XNOR reference (2 * matches - K on the codes) equals w @ a of the {-1, +1} values,
+    corners included (all codes equal: +K; all different: -K)."""
+    from l1bn.spec.reference.mac import encode_activations, encode_weights, mac_tile, xnor_popcount
+
+    rng = np.random.default_rng(seed)
+    w = rng.choice([-1, 1], size=(m, k))
+    a = rng.choice([-1, 1], size=(k, n))
+    cfg = MACConfig(rows=m, cols=n, wbits=1, abits=1, bipolar_a=True, xnor=True, k=k)
+    wc, ac = np.asarray(encode_weights(w, cfg)), np.asarray(encode_activations(a, cfg))
+    assert (xnor_popcount(wc, ac) == w @ a).all()
+    assert (np.asarray(mac_tile(w, a, cfg)) == w @ a).all()
+    assert (xnor_popcount(np.zeros((m, k), int), np.zeros((k, n), int)) == k).all()
+    assert (xnor_popcount(np.ones((m, k), int), np.zeros((k, n), int)) == -k).all()
+
+
+def test_xnor_reference_rejects_bad_codes():
+    from l1bn.spec.reference.mac import mac_tile, xnor_popcount
+
+    with pytest.raises(ValueError, match="0 or 1"):
+        xnor_popcount(np.array([[2]]), np.array([[0]]))
+    with pytest.raises(ValueError, match="reduction lengths differ"):
+        xnor_popcount(np.zeros((1, 3), int), np.zeros((2, 1), int))
+    cfg = MACConfig(rows=1, cols=1, wbits=1, abits=1, bipolar_a=True, xnor=True, k=4)
+    with pytest.raises(ValueError, match="bipolar activations must be -1 or \\+1"):
+        mac_tile(np.ones((1, 2), int), np.zeros((2, 1), int), cfg)

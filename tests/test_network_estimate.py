@@ -144,6 +144,36 @@ def test_cli_writes_the_estimate(files, tmp_path, capsys):
     assert math.isclose(r["l1"]["energy_over_l2"], r["l1"]["energy_total"] / r["l2"]["energy_total"])
 
 
+def test_a_measured_range_backward_replaces_the_assumptions(files, tmp_path):
+    """A report that holds range's own backward unit (``RangeBNBackwardUnit``) gives one measured
+    range row, priced with that unit; a report from before it (the fixture's) gives the two
+    assumed rows, and the summary's columns follow what the estimate holds."""
+    from l1bn.sim.report.network import estimate_markdown
+
+    rep = json.loads(files["fpga"].read_text())
+    rng = {"energy_per_element": 170.0, "fmax_mhz": 90.0, "latency_cycles": 430,
+           "latency_cycles_formula": 430, "elements": 256}
+    rep["widths"][str(W)]["backward"]["range"] = rng
+    path = tmp_path / "with_range.json"
+    path.write_text(json.dumps(rep))
+    old = estimate_networks(["digits"], load_costs([files["fpga"]], files["mac"], width=W), width=W, batch=4)
+    new = estimate_networks(["digits"], load_costs([path], files["mac"], width=W), width=W, batch=4)
+    r_old, r_new = (e["networks"]["digits"]["targets"]["fpga"] for e in (old, new))
+    assert set(r_old) == {"l1", "l2", "range", "range_fwd_only"} and set(r_new) == {"l1", "l2", "range"}
+    v = r_new["range"]
+    assert v["backward_unit"] == "range" and v["assumed"] is None
+    c = step_counts(network_shape("digits"), batch=4)
+    assert v["energy"]["bn_backward"] == pytest.approx(c.total("bn_elements") * 170.0, rel=1e-12)
+    bwd = sum(backward_latency_cycles(backward_config("range", W, n=4 * la.positions, channels=la.bn_channels))
+              for la in c.layers if la.bn_channels)
+    assert v["latency_us"]["bn_backward"] == pytest.approx(bwd / 90.0, rel=1e-12)
+    head_old = estimate_markdown(old).split("## Summary")[1].splitlines()[2]
+    head_new = estimate_markdown(new).split("## Summary")[1].splitlines()[2]
+    assert ("range/L2 energy (bwd: L1's) | range/L2 latency (bwd: L1's) | range/L2 energy (bwd: L2's)"
+            in head_old and "RANGE" not in head_old)
+    assert "| RANGE/L2 energy | RANGE/L2 latency | L1/L2 energy, no recip |" in head_new and "bwd:" not in head_new
+
+
 def _drop(path, *keys):
     d = json.loads(path.read_text())
     node = d
@@ -205,3 +235,30 @@ def test_bad_input_is_one_error_line(files, tmp_path, capsys, case, message):
     lines = se.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], se
     assert not (out / "estimate.json").exists()
+
+
+def test_network_estimate_follows_the_output_rule(files, tmp_path, capsys):
+    """``report --network --out DIR`` (issue 32's one output rule): a folder of the user's files or
+    another command's output is refused with one line and left as it was; its own output (the
+    marker of ``l1bn report``) is reused, and no temporary file is left."""
+    from l1bn.spec.outdir import claim_dir, keep_claims, output_owner
+
+    argv = ["report", "--network", "digits", "--from-json", str(files["fpga"]), "--mac-json", str(files["mac"])]
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("x\n")
+    other = claim_dir(tmp_path / "exp", "export")
+    (other / "manifest.json").write_text("{}\n")
+    keep_claims()   # (made by the test, not by a command that fails below)
+    for out, words in ((mine, "did not write"), (other, "holds the output of `l1bn export`")):
+        before = sorted(p.name for p in out.iterdir())
+        code, so, se = run_cli([*argv, "--out", str(out)], capsys)
+        lines = [ln for ln in (so + se).splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], so + se
+        assert sorted(p.name for p in out.iterdir()) == before
+    out = tmp_path / "est"
+    for _ in range(2):
+        code, so, se = run_cli([*argv, "--out", str(out)], capsys)
+        assert code == 0, se
+    assert output_owner(out) == "report"
+    assert sorted(p.name for p in out.iterdir()) == [".l1bn-output.json", "estimate.json", "estimate.md"]

@@ -60,13 +60,16 @@ def corner_batch(cfg, seed):
     return x, gamma, beta
 
 
-CASES = [  # (simulator, width, lanes, n, channels)
+CASES = [  # (simulator, width, lanes, n, channels); lanes 3 and 8: comparator trees with an odd
+    # leftover and three levels
     ("icarus", 4, 1, 2, 8),
     ("icarus", 8, 2, 32, 12),
     ("icarus", 16, 4, 64, 8),
+    ("icarus", 8, 8, 64, 6),
     ("verilator", 4, 2, 16, 10),
     ("verilator", 8, 1, 2, 8),
     ("verilator", 16, 2, 48, 8),
+    ("verilator", 4, 3, 24, 6),
 ]
 
 
@@ -88,3 +91,17 @@ def test_registry_builds_the_range_unit():
     assert type(unit) is RangeBNUnit
     with pytest.raises(ValueError, match="norm"):
         RangeBNUnit(BNConfig(norm="l1"))
+
+
+def test_range_verilog_grows_linearly_with_lanes():
+    """The lanes' max and min are trees of registered two-input comparators, so the Verilog grows
+    by about the same number of lines per added lane, up to the largest unit (64 lanes). (When
+    they were a chain of muxes that used the previous one twice, it doubled with every lane:
+    271k lines at 16 lanes, and 32 never finished.)"""
+    from l1bn.sim.verilog.bn import bn_verilog
+
+    lines = {lanes: len(bn_verilog(BNConfig(norm="range", width=8, n=64, lanes=lanes, channels=1)).splitlines())
+             for lanes in (8, 16, 32, 64)}
+    per_lane = [(lines[2 * k] - lines[k]) / k for k in (8, 16, 32)]
+    assert max(per_lane) < 1.15 * min(per_lane), (lines, per_lane)
+    assert lines[64] < 2 * lines[32]

@@ -8,7 +8,14 @@ import pytest
 from l1bn.cli.report import parse_seeds, parse_widths
 from l1bn.sim.report.analytic import analytic_energy, horowitz_add, horowitz_mul
 from l1bn.sim.report.fpga import build_report
-from l1bn.sim.report.units import BACKWARD_NORMS, NORMS, backward_config, forward_config
+from l1bn.sim.report.units import (
+    BACKWARD_NORMS,
+    NORMS,
+    backward_config,
+    compared,
+    forward_config,
+    ratio_key,
+)
 from l1bn.sim.report.write import write_report
 
 
@@ -35,10 +42,20 @@ def test_analytic_l1_cheaper_than_l2(width):
 
 
 def test_norms_come_from_the_registry():
-    from l1bn.spec.norms import norm_names
+    from l1bn.spec.norms import norm_names, norm_spec
 
     assert NORMS == norm_names() and set(NORMS) >= {"l1", "l2", "range"}
-    assert "range" not in BACKWARD_NORMS and set(BACKWARD_NORMS) >= {"l1", "l2"}   # no range backward unit
+    assert BACKWARD_NORMS == tuple(nm for nm in norm_names() if norm_spec(nm).hw_backward) == ("l1", "l2", "range")
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_analytic_range_backward_has_no_per_element_multiply(width):
+    """Range's backward: comparators and a select per element (the registry's ops), the serial
+    divisions per channel; cheaper than L2's xhat multiplies, dearer than L1's sign select."""
+    b = {nm: analytic_energy("backward", backward_config(nm, width, n=64, channels=2)) for nm in ("l1", "l2", "range")}
+    names = [name for name, _ in b["range"]["ops"]]
+    assert "x = max, x = min" in names and "xhat = d*inv" not in names
+    assert b["l1"]["pj"] < b["range"]["pj"] < b["l2"]["pj"]
 
 
 @pytest.mark.parametrize("width", [4, 8, 16])
@@ -161,7 +178,8 @@ def test_cli_report_with_backward_and_pnr(tmp_path):
     assert "## backward units" in p.stdout and "steps (0 from cache)" in p.stdout
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
     w = rep["widths"]["4"]
-    assert set(w["backward"]) == {"l1", "l2", "l1_over_l2"}        # range BN has no backward unit
+    assert set(w["backward"]) == {*BACKWARD_NORMS, *(ratio_key(nm) for nm in compared(BACKWARD_NORMS))}
+    assert set(BACKWARD_NORMS) == {"l1", "l2", "range"}
     for kind in ("forward", "backward"):
         for norm in NORMS if kind == "forward" else BACKWARD_NORMS:
             u = w[kind][norm]
@@ -169,7 +187,7 @@ def test_cli_report_with_backward_and_pnr(tmp_path):
                 u["latency_cycles"] * 1000 / u["fmax_mhz"], abs=0.1)
             assert u["latency_cycles"] == u["latency_cycles_formula"]
     assert w["backward"]["l1"]["stored_bits_per_element"] == 1
-    assert w["backward"]["l2"]["stored_bits_per_element"] == 4
+    assert w["backward"]["l2"]["stored_bits_per_element"] == w["backward"]["range"]["stored_bits_per_element"] == 4
     assert w["stages"]["recip"]["l1"]["fmax_mhz"] > 0
     assert sorted(q.name for q in (tmp_path / "r").glob("report*")) == [
         "report.json", "report.md", "report_ratios.png", "report_stages.png"]

@@ -84,7 +84,8 @@ def simulate_steps(acc, batches):
     return got
 
 
-@pytest.mark.parametrize("norm", ["l1", pytest.param("l2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("norm", ["l1", pytest.param("l2", marks=pytest.mark.slow),
+                                  pytest.param("range", marks=pytest.mark.slow)])
 def test_tiny_net_trains_bit_exact(norm):
     import dataclasses
     cfg = dataclasses.replace(TINY, norm=norm)
@@ -109,7 +110,7 @@ TWO_LAYER = IntTrainConfig(in_shape=(1, 4, 4), layers=(TrainLayer(kind="conv2d",
                            batch=8, lfsr_lanes=16)
 
 
-@pytest.mark.parametrize("norm", ["l1", pytest.param("l2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("norm", ["l1", pytest.param("l2", marks=pytest.mark.slow), "range"])
 def test_two_layer_net_on_icarus(norm, tmp_path):
     """3 steps of batch 8 on Icarus (cocotb): every step's logits and result, then every master
     weight, gamma, beta and running statistic read back, equal the reference; the result period

@@ -194,7 +194,7 @@ def _chan(plan, name, values_per_layer):
     return out
 
 
-@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("norm", ["l1", "l2", "range"])
 @pytest.mark.parametrize("layer", [0, 1])
 def test_bn_forward_engine(norm, layer):
     """acc -> act, mask, mu, inv and the running statistics (momentum step) of the reference's
@@ -234,7 +234,7 @@ def test_bn_forward_engine(norm, layer):
     assert out["cycles"] == bnf_cycles(plan, layer)
 
 
-@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("norm", ["l1", "l2", "range"])
 @pytest.mark.parametrize("layer", [0, 1])
 def test_bn_backward_engine(norm, layer):
     """(acc, dA, mask) -> u * gamma * inv, dgamma, dbeta of the reference and their maxima;

@@ -69,12 +69,19 @@ def test_sim_train_on_icarus(tiny_export, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--norm", "range"], "norm='range' has no backward unit"),
+    (["--norm", "range"], "norm='range' has no backward unit"),     # a registry without range's unit
     (["--rows", "0"], "rows=0 is out of range; allowed 1..16"),
     (["--batch", "1"], "batch=1 is out of range; allowed 2..4096"),
     (["--batch", "33"], None),
 ])
-def test_bad_options_give_one_line_and_write_nothing(tiny_export, tmp_path, capsys, args, message):
+def test_bad_options_give_one_line_and_write_nothing(tiny_export, tmp_path, capsys, args, message, monkeypatch):
+    import dataclasses
+
+    from l1bn.spec import norms
+
+    # range has a backward unit now: the refusal of a norm without one is checked on a registry
+    # whose range entry names none
+    monkeypatch.setitem(norms.NORMS, "range", dataclasses.replace(norms.RANGE, hw_backward=""))
     out = tmp_path / "hw"
     code, text = run_cli(["verilog", "train", str(tiny_export), "-o", str(out), *args], capsys)
     if message is None:            # a batch larger than the images is fine for verilog, not for sim
@@ -107,3 +114,76 @@ def test_a_network_the_trainer_cannot_take(tiny_export, tmp_path, capsys):
     code, text = run_cli(["verilog", "train", str(bad), "-o", str(tmp_path / "hw")], capsys)
     assert code == 2 and "gbits=12: the MAC array takes operands of at most 8 bits" in text
     assert not (tmp_path / "hw").exists()
+
+
+def _files(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _one_error_line(code, text, *words):
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), text
+    for w in words:
+        assert w in lines[0], text
+
+
+def test_verilog_train_follows_the_output_rule(tiny_export, tmp_path, capsys):
+    """The one output rule (issue 32, docs/reliability.md): a folder of the user's files or another
+    command's output is refused with one line and left as it was; the command's own earlier output
+    (its marker) is replaced whole, so no file of an earlier design survives, and no temporary is
+    left beside it."""
+    import shutil
+
+    from l1bn.spec.outdir import output_owner
+
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("\\documentclass{book}\n")
+    code, text = run_cli(["verilog", "train", str(tiny_export), "-o", str(mine)], capsys)
+    _one_error_line(code, text, "did not write")
+    assert _files(mine) == {"thesis.tex": b"\\documentclass{book}\n"}
+    other = tmp_path / "other-export"
+    shutil.copytree(tiny_export, other)
+    before = _files(other)
+    code, text = run_cli(["verilog", "train", str(tiny_export), "-o", str(other)], capsys)
+    _one_error_line(code, text, "holds the output of `l1bn export`")
+    assert _files(other) == before
+    out = tmp_path / "hw"
+    assert run_cli(["verilog", "train", str(tiny_export), "-o", str(out), "--rows", "2"], capsys)[0] == 0
+    assert output_owner(out) == "verilog train"
+    (out / "old_design.v").write_text("module old; endmodule\n")
+    code, text = run_cli(["verilog", "train", str(tiny_export), "-o", str(out), "--rows", "2"], capsys)
+    assert code == 0, text
+    assert sorted(p.name for p in out.iterdir()) == [".l1bn-output.json", "schedule.json", "train_accel.v"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hw", "other-export", "thesis"]
+
+
+def test_sim_train_refuses_a_bad_build_folder_before_any_work(tiny_export, tmp_path, capsys, monkeypatch):
+    """``$L1BN_BUILD_DIR`` a file, or under one: one line before the reference steps or the
+    generator run, nothing written."""
+    import l1bn.sim.simulate.train as st
+
+    def no_work(*a, **k):
+        raise AssertionError("the work started")
+
+    monkeypatch.setattr(st, "simulate_train", no_work, raising=False)
+    f = tmp_path / "afile"
+    f.write_text("x\n")
+    for root, words in ((f, "is a file, not a folder"), (f / "build", "is a file, not a folder")):
+        monkeypatch.setenv("L1BN_BUILD_DIR", str(root))
+        code, text = run_cli(["sim", "train", str(tiny_export), "--simulator", "icarus"], capsys)
+        _one_error_line(code, text, "build folder ($L1BN_BUILD_DIR)", words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and f.read_text() == "x\n"
+
+
+def test_prove_train_follows_the_output_rule(tiny_export, tmp_path, capsys):
+    """``prove train -o DIR``: a folder of other files or an export is refused with one line before
+    any proof runs, and left as it was."""
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("x\n")
+    for out, words in ((mine, "did not write"), (tiny_export, "holds the output of `l1bn export`")):
+        before = _files(out)
+        code, text = run_cli(["prove", "train", "-o", str(out)], capsys)
+        _one_error_line(code, text, words)
+        assert _files(out) == before

@@ -76,11 +76,18 @@ def test_tap_lists_cover_every_valid_product_once():
         assert len(pairs) == sum(len(v) for v in tl["fwd"].values())
 
 
-def test_bad_configs_are_refused():
+def test_bad_configs_are_refused(monkeypatch):
+    import dataclasses
+
+    from l1bn.spec import norms
+
     with pytest.raises(ValueError, match="rows=0 must be an integer in 1..16"):
         TrainPlan(TINY, rows=0)
     with pytest.raises(ValueError, match="gbits=12: the MAC array takes operands of at most 8 bits"):
         TrainPlan(IntTrainConfig(gbits=12), rows=4)
+    TrainPlan(IntTrainConfig(norm="range"), rows=4)         # range has its backward unit
+    # a norm whose registry entry names no backward unit is refused
+    monkeypatch.setitem(norms.NORMS, "range", dataclasses.replace(norms.RANGE, hw_backward=""))
     with pytest.raises(ValueError, match="norm='range' has no backward unit"):
         TrainPlan(IntTrainConfig(norm="range"), rows=4)
 
@@ -99,7 +106,12 @@ def test_step_figures_and_table():
         assert r["blocks"]["MAC array"] == sum(e["cycles"] for e in schedule(plan) if e["engine"] == "mac")
         assert r["array_busy"] == plan.mac_beats / r["cycles_per_step"]
     lines = whole_step_table(rows)
-    assert len(lines) == 1 + len(rows) + len(rows) - 1 and lines[-1].startswith("l1/l2: cycles ")
+    assert len(lines) == 1 + len(rows) + len(rows) - 1
+    from l1bn.spec.norms import BASELINE
+
+    ratios = [f"{n}/{BASELINE}: cycles {rows[n]['cycles_per_step'] / rows[BASELINE]['cycles_per_step']:.4f}"
+              for n in rows if n != BASELINE]
+    assert [ln.split(",")[0] for ln in lines[1 + len(rows):]] == ratios
     assert [_block_of(m) for m in ("top.dut.mac.array", "\\\\top.dut.mac", "top.dut.bnb0.unit", "top.dut.mem_acc",
                                    "top.dut.seq", "top")] == ["MAC array", "MAC issue/write", "BN backward",
                                                               "memories", "update, prep, loss, quantizers, control", None]

@@ -24,6 +24,8 @@ Timing (``z`` always ready): :func:`loss_cycles`.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -78,12 +80,12 @@ class LossEngine(wiring.Component):
         members["wr_ebuf"] = Out(write_bus(mem["ebuf"]["depth"], mem_shape(mem["ebuf"])))
         super().__init__(members)
 
-    def elaborate(self, platform):
-        m = Module()
+    def _datapath(self, m, hs):
+        """The registers, the exp2 LUT, the exponent memory, the max tracker and the combinational
+        datapath (subtract, multiply by log2 e, shift, LUT, round, divide) of the three passes."""
         p, c = self.plan, self.plan.cfg
         N, C = p.n, p.layers[-1].out
         P, T, lc = c.prob_bits, c.exp_frac, c.log2e_bits
-        hs = Handshake(m, self)
         shift = Signal.like(self.cmd.payload.shift, name="shift")
         with m.If(hs.start):
             m.d.sync += shift.eq(self.cmd.payload.shift)
@@ -134,6 +136,14 @@ class LossEngine(wiring.Component):
         m.d.comb += [t.eq(prod >> shift), tt.eq(Mux(t > cap, cap, t)), e.eq((lrd.data + hq) >> q),
                      num.eq(Cat(Const(0, P + 1), erd.data) + ssum),          # 2 * (E << P) + S
                      hit.eq(o == label), g.eq(quo - Mux(hit, 1 << P, 0)), lrd.addr.eq(tt[:T])]
+        return SimpleNamespace(N=N, C=C, P=P, T=T, zb=zb, n=n, o=o, row=row, label=label, zmax=zmax, amax=amax, ssum=ssum, prod=prod, q=q, correct=correct, perr=perr, rem=rem, low=low, quo=quo, den=den, it=it, l2e=l2e, half=half, zdata=zdata, tt=tt, e=e, num=num, g=g, hit=hit, r2=r2, ge=ge, lrd=lrd, erd=erd, ewr=ewr, tr=tr)
+
+    def _passes(self, m, hs, v):
+        """Per image: pass A streams the logits out on ``z`` and finds max/argmax; pass B sums
+        ``E ~ 2**P * exp(z - zmax)`` (log2 e multiply, exp2 LUT, shift) over the classes; pass C divides each ``E`` by the sum
+        (restoring, P + 1 steps) and writes the gradient."""
+        (N, C, P, T, zb, n, o, row, label, zmax, amax, ssum, prod, q, correct, perr, rem, low, quo, den, it, l2e, half, zdata, tt, e, num, g, hit, r2, ge, lrd, erd, ewr, tr) = (
+            v.N, v.C, v.P, v.T, v.zb, v.n, v.o, v.row, v.label, v.zmax, v.amax, v.ssum, v.prod, v.q, v.correct, v.perr, v.rem, v.low, v.quo, v.den, v.it, v.l2e, v.half, v.zdata, v.tt, v.e, v.num, v.g, v.hit, v.r2, v.ge, v.lrd, v.erd, v.ewr, v.tr)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(hs.start):
@@ -205,3 +215,9 @@ class LossEngine(wiring.Component):
             self.wr_ebuf.data.eq(g), tr.take.eq(on("C_OUT")), tr.value.eq(g),
         ]
         return m
+
+    def elaborate(self, platform):
+        m = Module()
+        hs = Handshake(m, self)
+        v = self._datapath(m, hs)
+        return self._passes(m, hs, v)

@@ -156,8 +156,9 @@ class MacEngine(wiring.Component):
         p = self.plan
         cb = o.payload.cnt.shape().width
         sb = o.payload.start.shape().width
-        enc = [s | (c << sb) for s, c in index]
-        rom = Memory(shape=unsigned(sb + cb), depth=len(enc), init=enc)
+        # one word per tile column b: where its entries start in the entry ROM, and how many
+        lay = data.StructLayout({"start": unsigned(sb), "cnt": unsigned(cb)})
+        rom = Memory(shape=lay, depth=len(index), init=[{"start": s, "cnt": c} for s, c in index])
         m.submodules.index_rom = rom
         rd = rom.read_port()
         run = Signal(name="t_run")
@@ -192,7 +193,7 @@ class MacEngine(wiring.Component):
                         m.d.sync += [a.eq(a + 1), aa.eq(aa + k.saa)]
                 with m.Else():
                     m.d.sync += b.eq(b + 1)
-        m.d.comb += [o.payload.start.eq(rd.data[:sb]), o.payload.cnt.eq(rd.data[sb:])]
+        m.d.comb += [o.payload.start.eq(rd.data.start), o.payload.cnt.eq(rd.data.cnt)]
 
     # ------------------------------------------------------------------ beats and operands
     def _beats(self, m, k, entries, tiles, o):
@@ -203,8 +204,9 @@ class MacEngine(wiring.Component):
         m.d.comb += adv.eq(~o.valid | o.ready)
         e1w = max(1, max(e[0] for e in entries).bit_length())
         e2w = max(1, max(e[1] for e in entries).bit_length())
-        enc = [e1 | (e2 << e1w) | (z << (e1w + e2w)) for e1, e2, z in entries]
-        rom = Memory(shape=unsigned(e1w + e2w + 1), depth=len(enc), init=enc)
+        # one word per beat: the two operand offsets and the zero-tap flag
+        lay = data.StructLayout({"e1": unsigned(e1w), "e2": unsigned(e2w), "z": unsigned(1)})
+        rom = Memory(shape=lay, depth=len(entries), init=[{"e1": e1, "e2": e2, "z": z} for e1, e2, z in entries])
         m.submodules.entry_rom = rom
         erd = rom.read_port()
 
@@ -236,9 +238,9 @@ class MacEngine(wiring.Component):
                 m.d.sync += [in_tile.eq(1), cur.eq(tiles.payload), c.eq(0), j.eq(0),
                              eaddr.eq(tiles.payload.start), wc.eq(tiles.payload.wr), ac.eq(tiles.payload.aa)]
         # stage 1: entry -> addresses
-        e1 = erd.data[:e1w]
-        e2 = erd.data[e1w:e1w + e2w]
-        z1 = erd.data[-1]
+        e1 = erd.data.e1
+        e2 = erd.data.e2
+        z1 = erd.data.z
         v2, l2, z2 = Signal(name="v2"), Signal(name="l2"), Signal(name="z2")
         wa2 = Signal.like(wc, name="wa2")
         aa2 = Signal.like(ac, name="aa2")

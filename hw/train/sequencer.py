@@ -20,6 +20,8 @@ batch arrives (``i_valid``), runs a step.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -78,129 +80,143 @@ class Sequencer(wiring.Component):
             members[f"{name}_done"] = _flip_member(eng.signature.members["done"])
         super().__init__(members)
 
-    def elaborate(self, platform):
-        m = Module()
+    def _scalars(self):
+        """The scalars the sequencer carries between engines (module docstring), as registers."""
         p, c = self.plan, self.plan.cfg
         L = p.layers
-        last = L[-1].index
-        g1 = c.gbits - 1
-        mb = c.master_bits
-        maxm = [Signal(unsigned(mb), name=f"maxM{i}", init=v) for i, v in enumerate(self.init_max)]
-        sw = [Signal(signed(8), name=f"s_w{i}") for i in range(len(L))]
         bw = 8
-        bits_da = Signal(bw, name="bits_da")
-        bits_e = Signal(bw, name="bits_e")
-        bits_dw = [Signal(bw, name=f"bits_dw{i}") for i in range(len(L))]
-        bits_dg = {i: Signal(bw, name=f"bits_dg{i}") for i in p.bn_layers}
-        bits_db = {i: Signal(bw, name=f"bits_db{i}") for i in p.bn_layers}
-        step = Signal(32, name="step")
+        st = SimpleNamespace(
+            maxm=[Signal(unsigned(c.master_bits), name=f"maxM{i}", init=v) for i, v in enumerate(self.init_max)],
+            sw=[Signal(signed(8), name=f"s_w{i}") for i in range(len(L))],
+            bits_da=Signal(bw, name="bits_da"),
+            bits_e=Signal(bw, name="bits_e"),
+            bits_dw=[Signal(bw, name=f"bits_dw{i}") for i in range(len(L))],
+            bits_dg={i: Signal(bw, name=f"bits_dg{i}") for i in p.bn_layers},
+            bits_db={i: Signal(bw, name=f"bits_db{i}") for i in p.bn_layers},
+            step=Signal(32, name="step"))
         res = self.o.payload
-        sat = Signal(32, name="sat")
-        correct = Signal.like(res.correct, name="correct")
-        perr = Signal.like(res.perr, name="perr")
+        st.sat = Signal(32, name="sat")
+        st.correct = Signal.like(res.correct, name="correct")
+        st.perr = Signal.like(res.perr, name="perr")
+        return st
+
+    def _command(self, st, eng, arg) -> dict:
+        """The payload fields of the command of program entry ``(eng, arg)``."""
+        p, c = self.plan, self.plan.cfg
+        g1 = c.gbits - 1
 
         def s_of(bits, extra=0):
             return Mux(bits == 0, 0, bits - g1) + extra
 
-        def cmd(name):
-            return getattr(self, f"{name}_cmd")
+        if eng == "prep":
+            return {"op": arg, "max": st.maxm[arg]}
+        if eng == "mac":
+            return {"op": arg}
+        if eng == "bnf":
+            return {"sh": st.sw[arg] + c.wbits - 1, "first": st.step == 0}
+        if eng == "loss":
+            last = p.layers[-1].index
+            base = c.log2e_bits + c.master_frac + c.layer_in_bits(last)[1] - c.exp_frac
+            return {"shift": base - st.sw[last]}
+        if eng == "quant":
+            return {"op": arg, "s": s_of(st.bits_e)}
+        if eng == "bnb":
+            return {"s": s_of(st.bits_da)}
+        if eng == "update":
+            what, i = arg
+            bits = {"weights": st.bits_dw[i], "gamma": st.bits_dg.get(i), "beta": st.bits_db.get(i)}[what]
+            return {"op": p.update_tensors().index(arg), "s": s_of(bits, max(0, -p.update_shift(what)))}
+        return {}
 
-        def done(name):
-            return getattr(self, f"{name}_done")
+    def _take_done(self, m, st, eng, arg, dp):
+        """Keep what the ``done`` beat of entry ``(eng, arg)`` reports for later engines."""
+        if eng == "prep":
+            m.d.sync += st.sw[arg].eq(dp.s_w)
+        elif eng == "mac":
+            kind, i = self.plan.mac_order[arg]
+            if kind == "da":
+                m.d.sync += st.bits_da.eq(dp.bits)
+            elif kind == "dw":
+                m.d.sync += st.bits_dw[i].eq(dp.bits)
+        elif eng == "loss":
+            m.d.sync += [st.bits_e.eq(dp.bits), st.correct.eq(dp.correct), st.perr.eq(dp.perr)]
+        elif eng == "bnb":
+            m.d.sync += [st.bits_e.eq(dp.dx), st.bits_dg[arg].eq(dp.dgamma), st.bits_db[arg].eq(dp.dbeta)]
+        elif eng == "update":
+            what, i = arg
+            m.d.sync += st.sat.eq(st.sat + dp.sat)
+            if what == "weights":
+                m.d.sync += st.maxm[i].eq(dp.max)
 
-        mac_keys = p.mac_order
-        upd = p.update_tensors()
-        # Every combinational output is a function of the state, assigned after the FSM (continuous
-        # assignments): a signal set inside a state becomes an ``always @*`` that Icarus does not
-        # evaluate before the state first changes, and the outputs would read X after reset.
-        cmd_terms = {name: [] for name in self.engine_names}     # (in this state, payload dict)
-        done_states = {name: [] for name in self.engine_names}
+    def _program_states(self, m, st, cmd_terms, done_states) -> str:
+        """One command state ``P<k>`` and one wait state ``W<k>`` per program entry; returns the
+        name of the state that sends the result beat."""
         out_state = None
-        with m.FSM() as fsm:
-            with m.State("IDLE"):
-                with m.If(self.rd.valid):
-                    m.next = "DUMP"
-                with m.Elif(self.i_valid):
-                    m.d.sync += sat.eq(0)
-                    m.next = "P0"
-            with m.State("DUMP"):
-                with m.If(cmd("dump").ready):
-                    m.next = "DUMP_W"
-            with m.State("DUMP_W"):
-                with m.If(done("dump").valid):
-                    m.next = "IDLE"
-            cmd_terms["dump"].append(("DUMP", {}))
-            done_states["dump"].append("DUMP_W")
-            for k, (eng, arg) in enumerate(p.program):
-                name = eng if eng not in ("bnf", "bnb") else f"{eng}{arg}"
-                nxt = f"P{k + 1}"
-                if eng == "out":
-                    out_state = f"P{k}"
-                    with m.State(f"P{k}"):
-                        with m.If(self.o.ready):
-                            m.d.sync += step.eq(step + 1)
-                            m.next = "IDLE"
-                    continue
-                if eng == "prep":
-                    pl = {"op": arg, "max": maxm[arg]}
-                elif eng == "mac":
-                    pl = {"op": arg}
-                elif eng == "bnf":
-                    pl = {"sh": sw[arg] + c.wbits - 1, "first": step == 0}
-                elif eng == "loss":
-                    base = c.log2e_bits + c.master_frac + c.layer_in_bits(last)[1] - c.exp_frac
-                    pl = {"shift": base - sw[last]}
-                elif eng == "quant":
-                    pl = {"op": arg, "s": s_of(bits_e)}
-                elif eng == "bnb":
-                    pl = {"s": s_of(bits_da)}
-                elif eng == "update":
-                    what, i = arg
-                    bits = {"weights": bits_dw[i], "gamma": bits_dg.get(i), "beta": bits_db.get(i)}[what]
-                    pl = {"op": upd.index(arg), "s": s_of(bits, max(0, -p.update_shift(what)))}
-                else:
-                    pl = {}
-                cmd_terms[name].append((f"P{k}", pl))
-                done_states[name].append(f"W{k}")
+        for k, (eng, arg) in enumerate(self.plan.program):
+            name = eng if eng not in ("bnf", "bnb") else f"{eng}{arg}"
+            if eng == "out":
+                out_state = f"P{k}"
                 with m.State(f"P{k}"):
-                    with m.If(cmd(name).ready):
-                        m.next = f"W{k}"
-                with m.State(f"W{k}"):
-                    d = done(name)
-                    dp = d.payload
-                    with m.If(d.valid):
-                        m.next = nxt
-                        if eng == "prep":
-                            m.d.sync += sw[arg].eq(dp.s_w)
-                        elif eng == "mac":
-                            kind, i = mac_keys[arg]
-                            if kind == "da":
-                                m.d.sync += bits_da.eq(dp.bits)
-                            elif kind == "dw":
-                                m.d.sync += bits_dw[i].eq(dp.bits)
-                        elif eng == "loss":
-                            m.d.sync += [bits_e.eq(dp.bits), correct.eq(dp.correct), perr.eq(dp.perr)]
-                        elif eng == "bnb":
-                            m.d.sync += [bits_e.eq(dp.dx), bits_dg[arg].eq(dp.dgamma), bits_db[arg].eq(dp.dbeta)]
-                        elif eng == "update":
-                            what, i = arg
-                            m.d.sync += sat.eq(sat + dp.sat)
-                            if what == "weights":
-                                m.d.sync += maxm[i].eq(dp.max)
+                    with m.If(self.o.ready):
+                        m.d.sync += st.step.eq(st.step + 1)
+                        m.next = "IDLE"
+                continue
+            cmd_terms[name].append((f"P{k}", self._command(st, eng, arg)))
+            done_states[name].append(f"W{k}")
+            with m.State(f"P{k}"):
+                with m.If(getattr(self, f"{name}_cmd").ready):
+                    m.next = f"W{k}"
+            with m.State(f"W{k}"):
+                d = getattr(self, f"{name}_done")
+                with m.If(d.valid):
+                    m.next = f"P{k + 1}"
+                    self._take_done(m, st, eng, arg, d.payload)
+        return out_state
+
+    def _drive(self, m, fsm, st, cmd_terms, done_states, out_state):
+        """Every combinational output as a function of the FSM state (continuous assignments)."""
         on = fsm.ongoing
         for name in self.engine_names:
             terms = cmd_terms[name]
-            cm = cmd(name)
-            m.d.comb += [cm.valid.eq(_any(on(st) for st, _ in terms)),
-                         done(name).ready.eq(_any(on(st) for st in done_states[name]))]
+            cm = getattr(self, f"{name}_cmd")
+            m.d.comb += [cm.valid.eq(_any(on(s) for s, _ in terms)),
+                         getattr(self, f"{name}_done").ready.eq(_any(on(s) for s in done_states[name]))]
             for field in cm.payload.shape().members if hasattr(cm.payload.shape(), "members") else ():
-                vals = [(on(st), pl[field]) for st, pl in terms if field in pl]
+                vals = [(on(s), pl[field]) for s, pl in terms if field in pl]
                 if not vals:
                     continue
                 v = vals[-1][1]
                 for cond, val in reversed(vals[:-1]):
                     v = Mux(cond, val, v)
                 m.d.comb += getattr(cm.payload, field).eq(v)
+        res = self.o.payload
         m.d.comb += [self.rd.ready.eq(on("IDLE") & self.rd.valid), self.o.valid.eq(on(out_state)),
-                     res.step.eq(step + 1), res.saturated.eq(sat), res.correct.eq(correct), res.perr.eq(perr)]
+                     res.step.eq(st.step + 1), res.saturated.eq(st.sat), res.correct.eq(st.correct),
+                     res.perr.eq(st.perr)]
+
+    def elaborate(self, platform):
+        m = Module()
+        st = self._scalars()
+        # Every combinational output is a function of the state, assigned after the FSM (continuous
+        # assignments): a signal set inside a state becomes an ``always @*`` that Icarus does not
+        # evaluate before the state first changes, and the outputs would read X after reset.
+        cmd_terms = {name: [] for name in self.engine_names}     # (in this state, payload dict)
+        done_states = {name: [] for name in self.engine_names}
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.rd.valid):
+                    m.next = "DUMP"
+                with m.Elif(self.i_valid):
+                    m.d.sync += st.sat.eq(0)
+                    m.next = "P0"
+            with m.State("DUMP"):
+                with m.If(self.dump_cmd.ready):
+                    m.next = "DUMP_W"
+            with m.State("DUMP_W"):
+                with m.If(self.dump_done.valid):
+                    m.next = "IDLE"
+            cmd_terms["dump"].append(("DUMP", {}))
+            done_states["dump"].append("DUMP_W")
+            out_state = self._program_states(m, st, cmd_terms, done_states)
+        self._drive(m, fsm, st, cmd_terms, done_states, out_state)
         return m

@@ -12,6 +12,7 @@ from l1bn.sim.gatesim import run_tb, stream_tb_verilog, tb_connections, vcd_togg
 from l1bn.sim.tools import require_iverilog
 
 from .liberty import read_liberty
+from .sram import parse_type, read_counts, sram_models
 
 __all__ = ["cell_models", "simulate"]
 
@@ -24,8 +25,12 @@ def cell_models(names) -> str:
     """Verilog models (zero delay) of the library cells ``names``, from their Liberty functions."""
     lib = read_liberty()["cells"]
     out = []
-    for n in sorted(names):
+    macros = [n for n in names if parse_type(n)]
+    for n in sorted(set(names) - set(macros)):
         c = lib[n]
+        if c.get("icg"):
+            out.append(_icg_model(n, c))
+            continue
         ins = [p for p, v in c["pins"].items() if v["dir"] == "input"]
         outs = [p for p, v in c["pins"].items() if v["dir"] == "output"]
         lines = [f"module {n}({', '.join(ins + outs)});"]
@@ -52,7 +57,26 @@ def cell_models(names) -> str:
             lines.append(f"  assign {p} = {_vexpr(fn)};")
         lines.append("endmodule")
         out.append("\n".join(lines))
+    if macros:
+        out.append(sram_models(macros))
     return "\n\n".join(out) + "\n"
+
+
+def _icg_model(name: str, c: dict) -> str:
+    """Zero-delay model of an integrated clock gate of kind ``latch_posedge`` (the Liberty gives
+    it as a statetable, no ``function``): a latch, transparent while the clock is low, holds the
+    enable (or the test enable); ``GCK = CK & latch``. A flip-flop on GCK sees a rising edge only
+    in the cycles whose enable was high before the clock rose, and in the same time step as the
+    flip-flops on the clock (before any of them updates), so the gated ones sample the same data."""
+    if c["icg"] != "latch_posedge":
+        raise ValueError(f"cell {name}: clock gate kind {c['icg']!r} is not modelled")
+    role = {v.get("gate_role"): p for p, v in c["pins"].items()}
+    ck, gck = role["clock"], role["out"]
+    en = " | ".join(p for p, v in c["pins"].items() if v.get("gate_role") in ("enable", "test"))
+    ins = [p for p, v in c["pins"].items() if v["dir"] == "input"]
+    return "\n".join([f"module {name}({', '.join(ins + [gck])});", *(f"  input {p};" for p in ins),
+                      f"  output {gck};", "  reg IQ = 1'b0;", f"  always @* if (!{ck}) IQ = {en};",
+                      f"  assign {gck} = {ck} & IQ;", "endmodule"])
 
 
 def _vectors_tb(port_list, layout, stim_width: int, nvec: int, period: int = 10) -> str:
@@ -107,12 +131,21 @@ def simulate(wd: Path, netlist: dict, *, mode: str, beats, main="i", out="o", ex
         if tb2 == tb:
             raise RuntimeError("gatesim.stream_tb_verilog changed: no '$dumpvars(0, dut);' to restrict")
         tb = tb2
+        # every output beat's payload, in order (the test of bit-exactness at gate level)
+        hook = f"if ({out}__valid) begin nout <= nout + 1;"
+        if hook not in tb or f"{out}__payload" not in widths:
+            raise RuntimeError("gatesim.stream_tb_verilog changed: no output beat to record")
+        tb = tb.replace("integer p = 0,", 'integer fo = 0, p = 0,').replace(
+            "$readmemh(\"stim.hex\", stim);", "$readmemh(\"stim.hex\", stim);\n    fo = $fopen(\"out.txt\", \"w\");").replace(
+            hook, f'if ({out}__valid) begin $fdisplay(fo, "%h", {out}__payload); nout <= nout + 1;').replace(
+            "$finish;", "$fclose(fo); $finish;")
     else:
         tb = _vectors_tb(port_list, layout, sw, len(beats))
     (sim / "tb.v").write_text(tb)
     shutil.copy(wd / "netlist.v", sim / "netlist.v")
     types = {c["type"] for c in top["cells"].values()}
     (sim / "cells.v").write_text(cell_models(types))
+    (sim / "sram.txt").unlink(missing_ok=True)
     t0 = time.perf_counter()
     first, last, nin, nout, cycles = run_tb(sim, ["tb.v", "netlist.v", "cells.v"])
     if mode == "stream" and nout != expect_out:
@@ -132,9 +165,13 @@ def simulate(wd: Path, netlist: dict, *, mode: str, beats, main="i", out="o", ex
                 if not isinstance(bit, str) and i < len(cnt):
                     toggles.setdefault(bit, cnt[i])
     outputs = None
+    if mode == "stream":    # the output beats' payloads
+        outputs = [int(x, 16) if set(x) <= set("0123456789abcdef") else None
+                   for x in (sim / "out.txt").read_text().split()]
     if mode == "vectors":   # the values the mapped netlist computed, one list per vector
         outputs = [[int(x, 16) if set(x) <= set("0123456789abcdef") else None for x in line.split()]
                    for line in (sim / "out.txt").read_text().splitlines()]
-    return {"toggles": toggles, "outputs": outputs, "cycles_total": cycles, "cycles": last - first + 1, "first_in_cycle": first,
+    srams = read_counts(sim / "sram.txt") if (sim / "sram.txt").exists() else {}
+    return {"toggles": toggles, "outputs": outputs, "sram_accesses": srams, "cycles_total": cycles, "cycles": last - first + 1, "first_in_cycle": first,
             "last_out_cycle": last, "beats_in": nin, "beats_out": nout, "sim_s": round(t1 - t0, 2),
             "vcd_s": round(time.perf_counter() - t1, 2)}

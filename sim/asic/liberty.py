@@ -135,14 +135,20 @@ def _summarize(lib: dict) -> dict:
         name = cg["args"][0]
         cell = {"area": float(cg["attrs"].get("area", 0)),
                 "leakage_nw": float(cg["attrs"].get("cell_leakage_power", 0)),
-                "pins": {}, "ff": None, "dont_use": cg["attrs"].get("dont_use") == "true"}
+                "pins": {}, "ff": None, "dont_use": cg["attrs"].get("dont_use") == "true",
+                # integrated clock gate ("latch_posedge": GCK = CK & (E latched while CK is low))
+                "icg": cg["attrs"].get("clock_gating_integrated_cell")}
         for g in cg["groups"]:
             if g["kind"] == "ff":
                 cell["ff"] = {"q": g["args"][0], "qn": g["args"][1], **{k: v for k, v in g["attrs"].items()}}
             if g["kind"] != "pin":
                 continue
             p = {"dir": g["attrs"].get("direction"), "cap": float(g["attrs"].get("capacitance", 0)),
+                 "max_cap": float(g["attrs"].get("max_capacitance", 0)),
                  "function": g["attrs"].get("function"), "clock": g["attrs"].get("clock") == "true",
+                 # role of an ICG's pin: clock, enable, test (scan enable) or out (gated clock)
+                 "gate_role": next((r for r in ("clock", "enable", "test", "out")
+                                    if g["attrs"].get(f"clock_gate_{r}_pin") == "true"), None),
                  "power": [], "transition": []}
             for sg in g["groups"]:
                 if sg["kind"] == "internal_power":

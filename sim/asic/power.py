@@ -4,6 +4,7 @@ library's tables (the ``energy`` part of the ASIC step, :mod:`l1bn.sim.asic.step
 from __future__ import annotations
 
 from .liberty import WIRE_LOAD, avg_internal_energy, lookup, read_liberty, wire_cap
+from .sram import cells_with_macros
 
 __all__ = ["NOMINAL_SLEW_NS", "first_instance", "power_model"]
 
@@ -20,10 +21,10 @@ def power_model(netlist: dict, toggles: dict, *, clock_bits=()) -> dict:
     """Energy (fJ) of the transitions ``toggles`` ({bit: count}) of the flat ``netlist``, and
     leakage (nW), per first-level instance. See the module docstring for the model."""
     lib = read_liberty()
-    cells, v2 = lib["cells"], lib["voltage"] ** 2
+    top = netlist["modules"]["top"]
+    cells, v2 = cells_with_macros(lib["cells"], {c["type"] for c in top["cells"].values()}), lib["voltage"] ** 2
     wl = lib["wire_load"][WIRE_LOAD]
     dcap = cells["DFF_X1"]["pins"]["D"]["cap"]
-    top = netlist["modules"]["top"]
     drivers, loads = {}, {}
     for cname, c in top["cells"].items():
         lc = cells[c["type"]]
@@ -58,7 +59,10 @@ def power_model(netlist: dict, toggles: dict, *, clock_bits=()) -> dict:
         vals = [lookup(t, NOMINAL_SLEW_NS, cap[b]) for arc in tr for t in arc.values()]
         return sum(vals) / len(vals)
 
-    slew = {b: out_slew(b) for b in cap}
+    clock_bits = set(clock_bits)
+    # the clock nets are ideal, the gated ones as the root (no clock tree is built): the nominal
+    # transition time, not that of one gate driving hundreds of clock pins
+    slew = {b: NOMINAL_SLEW_NS if b in clock_bits else out_slew(b) for b in cap}
     per = {}
 
     def add(scope, key, val):
@@ -66,7 +70,6 @@ def power_model(netlist: dict, toggles: dict, *, clock_bits=()) -> dict:
                                    "area_um2": 0.0, "cells": 0})
         s[key] += val
 
-    clock_bits = set(clock_bits)
     for cname, c in top["cells"].items():
         lc = cells[c["type"]]
         sc = first_instance(cname)

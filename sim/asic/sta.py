@@ -11,6 +11,7 @@ from pathlib import Path
 from l1bn.sim.tools import ToolError
 
 from .liberty import WIRE_LOAD, copy_liberty, read_liberty
+from .sram import sram_liberty
 
 __all__ = ["STA_PERIOD_NS", "sta_path", "sta_version", "sta_timing"]
 
@@ -38,14 +39,19 @@ _PATH_RE = re.compile(r"Startpoint: (\S+).*?Endpoint: (\S+).*?([-\d.]+)\s+data a
                       r"([-\d.]+)\s+slack", re.S)
 
 
-def sta_timing(wd: Path, *, has_clock: bool) -> dict:
-    """Critical path of ``wd/netlist.v`` (see the module docstring for the constraints)."""
+def sta_timing(wd: Path, *, has_clock: bool, macros=()) -> dict:
+    """Critical path of ``wd/netlist.v`` (see the module docstring for the constraints); the
+    SRAM macro types ``macros`` are read from a generated library
+    (:func:`~l1bn.sim.asic.sram.sram_liberty`)."""
     lib = read_liberty()["cells"]
     dload = lib["DFF_X1"]["pins"]["D"]["cap"]
     clk = "create_clock -name clk -period {p} [get_ports clk]" if has_clock else \
         "create_clock -name clk -period {p}"
     ins = "[delete_from_list [all_inputs] [get_ports clk]]" if has_clock else "[all_inputs]"
+    if macros:
+        (wd / "sram.lib").write_text(sram_liberty(macros))
     script = f"""read_liberty cells.lib
+{"read_liberty sram.lib" if macros else ""}
 read_verilog netlist.v
 link_design top
 set_wire_load_model -name {WIRE_LOAD}
@@ -59,8 +65,10 @@ report_checks -path_delay max -digits 4 > path.txt
     (wd / "sta.tcl").write_text(script)
     copy_liberty(wd)
     try:
-        r = subprocess.run([sta_path(), "-no_splash", "-exit", "sta.tcl"], cwd=wd, capture_output=True,
-                           text=True, timeout=3600)
+        from l1bn.sim.executors import run_guarded  # killed with the command, never orphaned
+
+        r = run_guarded([sta_path(), "-no_splash", "-exit", "sta.tcl"], cwd=wd, capture_output=True,
+                        text=True, timeout=3600)
     finally:
         (wd / "cells.lib").unlink(missing_ok=True)
     (wd / "sta.log").write_text(r.stdout + r.stderr)

@@ -29,6 +29,13 @@ activity (:mod:`l1bn.sim.asic.activity`)
     the library's ``function`` / ``ff`` statements (flip-flops start at 0, like the FPGA flow's
     init values), on the stimulus of the job (real data for the BN units); every 0<->1 transition
     of every net is counted from a VCD of the netlist's nets.
+options (issue 28, :func:`asic_job` ``clock_gating=``, ``sram=``; off by default here, on in
+    ``l1bn report``)
+    clock gating: registers that hold their value get a gated clock through the library's
+    integrated clock gate (:func:`~l1bn.sim.asic.synth.synth_liberty`); the gated clock nets are
+    part of the clock (ideal, like the root). SRAM: memories of at least
+    :data:`~l1bn.sim.asic.sram.SRAM_MIN_BITS` bits become macros with a per-access energy and
+    fakeram45's area, leakage and timing (:mod:`l1bn.sim.asic.sram`).
 energy (:mod:`l1bn.sim.asic.power`, a power model reading the .lib's tables)
     per transition of a net: switching ``C V^2 / 2`` with C = the input-pin capacitances of its
     loads + the wire-load capacitance for its fan-out (+ one DFF D pin on an output port); internal
@@ -63,26 +70,36 @@ from l1bn.sim.jobs import Job, run_jobs
 from .activity import simulate
 from .liberty import WIRE_LOAD, liberty_sha256
 from .power import NOMINAL_SLEW_NS, power_model
+from .sram import access_pj, parse_type, sram_params
 from .sta import sta_timing, sta_version
-from .synth import ABC_SCRIPT, synth_liberty
+from .synth import ABC_SCRIPT, clock_gating_params, clock_network, synth_liberty
 
 __all__ = ["ASIC_VERSION", "ASICJob", "asic_params", "asic_job", "asic_step", "energy_per_op"]
 
 ASIC_VERSION = "1"
 
 
-def asic_params() -> dict:
-    """What an ASIC step's result depends on besides the Verilog (part of its cache key)."""
-    return {"asic_version": ASIC_VERSION, "lib_sha256": liberty_sha256()[:16], "sta": sta_version(),
-            "abc_script": ABC_SCRIPT, "wire_load": WIRE_LOAD, "slew": NOMINAL_SLEW_NS}
+def asic_params(*, clock_gating: bool = False, sram: bool = False) -> dict:
+    """What an ASIC step's result depends on besides the Verilog (part of its cache key). The
+    options add a key only when on, so the keys of the flow without them never change."""
+    p = {"asic_version": ASIC_VERSION, "lib_sha256": liberty_sha256()[:16], "sta": sta_version(),
+         "abc_script": ABC_SCRIPT, "wire_load": WIRE_LOAD, "slew": NOMINAL_SLEW_NS}
+    if clock_gating:
+        p["clock_gating"] = clock_gating_params()
+    if sram:
+        p["sram"] = sram_params()
+    return p
 
 
 class ASICJob(Job):
     """``asic``: NanGate45 synthesis, OpenSTA timing and, with ``sim``, activity and energy.
 
     ``params``: ``sim`` in {None, "stream", "vectors"}; for "stream" ``beats``, ``expect_out``,
-    ``main``, ``out``; for "vectors" ``beats`` (one dict of input values per vector); and
-    :func:`asic_params` (made by :func:`asic_job`).
+    ``main``, ``out``, and ``keep_outputs`` (the output payloads go into the result, for tests);
+    for "vectors" ``beats`` (one dict of input values per vector); and :func:`asic_params` (made
+    by :func:`asic_job`), whose ``clock_gating`` and ``sram`` entries switch on the clock gates
+    (:func:`~l1bn.sim.asic.synth.synth_liberty`) and the SRAM macros (:mod:`l1bn.sim.asic.sram`:
+    ``srams``, ``sram_fj`` = measured accesses x energy per access, part of ``dynamic_fj``).
     """
 
     kind = "asic"
@@ -91,13 +108,15 @@ class ASICJob(Job):
     @staticmethod
     def run(verilog: str, params: dict, wd: Path) -> dict:
         t0 = time.perf_counter()
-        res = synth_liberty(verilog, wd)
+        sram = bool(params.get("sram"))
+        res = synth_liberty(verilog, wd, clock_gating=bool(params.get("clock_gating")), sram=sram)
         netlist = json.loads((wd / "netlist.json").read_text())
         netlist["modules"] = {k.lstrip("\\"): v for k, v in netlist["modules"].items()}
         top = netlist["modules"]["top"]
         has_clock = "clk" in top["ports"]
         res["synth_s"] = round(time.perf_counter() - t0, 2)
-        res.update(sta_timing(wd, has_clock=has_clock))
+        macros = {c["type"] for c in top["cells"].values() if parse_type(c["type"])}
+        res.update(sta_timing(wd, has_clock=has_clock, macros=macros))
         per = power_model(netlist, {})   # area, leakage per instance (no activity)
         res["leakage_nw"] = round(sum(s["leakage_nw"] for s in per.values()), 3)
         res["per_scope"] = {k: {"area_um2": round(v["area_um2"], 3), "leakage_nw": round(v["leakage_nw"], 3),
@@ -106,32 +125,58 @@ class ASICJob(Job):
         if mode:
             s = simulate(wd, netlist, mode=mode, beats=params["beats"], main=params.get("main", "i"),
                          out=params.get("out", "o"), expect_out=params.get("expect_out"))
-            clock_bits = [b for b in top["ports"]["clk"]["bits"]] if has_clock else []
+            from .liberty import read_liberty
+            from .sram import cells_with_macros
+
+            lib = cells_with_macros(read_liberty()["cells"], {c["type"] for c in top["cells"].values()})
+            # the clock: the clk port and the gated clocks of the clock gates (their nets, the
+            # clock pins they drive and the gates' own energy on them)
+            clock_bits = clock_network(top, lib, top["ports"]["clk"]["bits"]) if has_clock else set()
             toggles = s.pop("toggles")
-            s.pop("outputs")    # checked by the tests, not part of the result
+            outputs = s.pop("outputs")    # checked by the tests (keep_outputs), not part of the result
+            if params.get("keep_outputs"):
+                res["outputs"] = outputs
+            accesses = s.pop("sram_accesses")
             res["transitions"] = sum(toggles.values())
             per = power_model(netlist, toggles, clock_bits=clock_bits)
+            keys = ("switching_fj", "internal_fj", "clock_fj")
+            if sram:
+                # per access: reads and writes counted by the macro models in the simulation
+                keys += ("sram_fj",)
+                for srow in res["srams"]:
+                    r, w = accesses.get(srow["cell"], (0, 0))
+                    srow.update({"read_accesses": r, "write_accesses": w,
+                                 "pj_per_access": round(access_pj(srow["width"], srow["depth"]), 5)})
+                    scope = per.setdefault("top", {k: 0.0 for k in ("switching_fj", "internal_fj", "clock_fj",
+                                                                   "leakage_nw", "area_um2", "cells")})
+                    scope["sram_fj"] = scope.get("sram_fj", 0.0) + (r + w) * srow["pj_per_access"] * 1000
+                for v in per.values():
+                    v.setdefault("sram_fj", 0.0)
             res.update(s)
             for k, v in per.items():
-                res["per_scope"][k].update({x: round(v[x], 4) for x in ("switching_fj", "internal_fj", "clock_fj")})
-            for x in ("switching_fj", "internal_fj", "clock_fj"):
+                res["per_scope"].setdefault(k, {}).update({x: round(v[x], 4) for x in keys})
+            for x in keys:
                 res[x] = round(sum(v[x] for v in per.values()), 4)
-            res["dynamic_fj"] = round(res["switching_fj"] + res["internal_fj"] + res["clock_fj"], 4)
+            res["dynamic_fj"] = round(sum(res[x] for x in keys), 4)
         res["tool_s"] = round(time.perf_counter() - t0, 2)
         return res
 
 
-def asic_job(component=None, *, name: str, verilog: str | None = None, sim: str | None = None, **params):
+def asic_job(component=None, *, name: str, verilog: str | None = None, sim: str | None = None,
+             clock_gating: bool = False, sram: bool = False, **params):
     """An :class:`ASICJob` with the library, tool and recipe facts in its parameters (so in its
-    cache key: :func:`asic_params`)."""
-    return ASICJob(component, name=name, verilog=verilog, sim=sim, **asic_params(), **params)
+    cache key: :func:`asic_params`). ``clock_gating``: gated clocks through the library's clock
+    gate; ``sram``: large memories as SRAM macros (:mod:`l1bn.sim.asic.sram`)."""
+    return ASICJob(component, name=name, verilog=verilog, sim=sim,
+                   **asic_params(clock_gating=clock_gating, sram=sram), **params)
 
 
 def asic_step(component=None, *, name: str, workdir, verilog: str | None = None, sim: str | None = None,
-              use_cache: bool = True, **params) -> dict:
+              use_cache: bool = True, clock_gating: bool = False, sram: bool = False, **params) -> dict:
     """Run one ASIC step (synthesis + timing, + activity and energy when ``sim`` is set)."""
-    return run_jobs([asic_job(component, name=name, verilog=verilog, sim=sim, **params)], workdir=workdir,
-                    max_workers=1, console=False, use_cache=use_cache)[0]
+    return run_jobs([asic_job(component, name=name, verilog=verilog, sim=sim, clock_gating=clock_gating,
+                              sram=sram, **params)], workdir=workdir, max_workers=1, console=False,
+                    use_cache=use_cache)[0]
 
 
 def energy_per_op(res: dict, ops: int) -> dict:

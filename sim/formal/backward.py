@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from amaranth import Mux, Signal, signed
 from amaranth.hdl import Assert, Assume
-from l1bn.hw.bn_backward import L1BNBackwardUnit, L2BNBackwardUnit, backward_latency_cycles
+from l1bn.hw.bn_backward import backward_latency_cycles, backward_unit_for
 
 from .props import Harness, drain_check, drive_stream, offer_all, pending, stream_rule, watchdog
 
@@ -16,7 +16,8 @@ __all__ = ["BwdStreamHarness", "BwdCountHarness", "BwdOverflowHarness", "BwdDrai
 
 
 def unit_for(cfg):
-    return (L1BNBackwardUnit if cfg.bn.norm == "l1" else L2BNBackwardUnit)(cfg)
+    """The backward unit of ``cfg.bn.norm`` (the one the registry names)."""
+    return backward_unit_for(cfg)
 
 
 def response_bound(cfg) -> int:

@@ -4,9 +4,11 @@ The harness records the first channel's n elements and its gamma/beta as they ar
 checks, on the public ports only:
 
 - the ``stats`` record: ``2n*mu <= 2*(S << frac) + n < 2n*(mu + 1)`` (``mu = div_round``),
-  the same for ``s`` from the dispersion sum (``sum |d|`` or ``sum d*d``), ``sigma`` (L1:
-  ``rnd(s*C, c_bits) + eps``; L2: ``(sigma - eps)**2 <= s < (sigma - eps + 1)**2``) and
-  ``inv*sigma <= 2**R < (inv + 1)*sigma``;
+  ``s`` from the dispersion statistic (the norm's rule, from its own hardware module:
+  ``Dispersion.exact_dispersion`` and ``exact_s_holds``: ``div_round(sum |d|, n)``,
+  ``div_round(sum d*d, n)``, range ``max d - min d``), ``sigma`` (a ``"const"`` sigma_kind:
+  ``rnd(s*K, c_bits) + eps`` with the registry's K (``NormSpec.sigma_const``); ``"sqrt"``:
+  ``(sigma - eps)**2 <= s < (sigma - eps + 1)**2``) and ``inv*sigma <= 2**R < (inv + 1)*sigma``;
 - each y: ``sat(rnd(gamma * rnd(d*inv, R - xhat_frac), affine_shift) + beta, out_width)``
   with the record's mu and inv.
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 from amaranth import Const, Mux, Signal, signed
 from amaranth.hdl import Assert, Assume
 from l1bn.hw.bn_unit import bn_unit_for
-from l1bn.spec.intmath import c_const
+from l1bn.spec.norms import resolve
 
 from .props import Harness, drive_stream
 
@@ -94,14 +96,14 @@ class BNDataHarness(Harness):
         m.d.comb += Assert(~first_rec | (got == nb))          # statistics after the whole channel
         m.d.comb += Assert(~first_rec | ((two_n * st.mu <= sx) & (sx < two_n * (st.mu + 1))))
         ds = [(x << cfg.frac) - st.mu for x in xs]
-        if cfg.norm == "l1":
-            D = sum((Mux(d < 0, -d, d) for d in ds[1:]), Mux(ds[0] < 0, -ds[0], ds[0]))
-        else:
-            D = sum((d * d for d in ds[1:]), ds[0] * ds[0])
-        sd = 2 * D + n
-        m.d.comb += Assert(~first_rec | ((two_n * st.s <= sd) & (sd < two_n * (st.s + 1))))
-        if cfg.norm == "l1":
-            m.d.comb += Assert(~first_rec | (st.sigma == _rnd(st.s * c_const(cfg.c_bits), cfg.c_bits) + cfg.eps))
+        # the norm's own rule as expressions (its hw module, by the registry: not the dut's, so
+        # a mutant or wrapped unit is checked against the real rule)
+        disp = resolve(cfg.norm_spec.hw_unit).dispersion(cfg)
+        D = disp.exact_dispersion(ds)
+        m.d.comb += Assert(~first_rec | disp.exact_s_holds(D, st.s))
+        if cfg.norm_spec.sigma_kind == "const":
+            k = cfg.norm_spec.sigma_const(cfg)     # the reference's constant, not the unit's
+            m.d.comb += Assert(~first_rec | (st.sigma == _rnd(st.s * k, cfg.c_bits) + cfg.eps))
         else:
             r = st.sigma - cfg.eps
             m.d.comb += Assert(~first_rec | ((st.sigma >= cfg.eps) & (r * r <= st.s) & (st.s < (r + 1) * (r + 1))))

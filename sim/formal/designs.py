@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+from l1bn.spec.norms import backward_norms, norm_names
+
 from .check import Prop
 
-__all__ = ["DESIGNS", "design_props", "select"]
+__all__ = ["DESIGNS", "FORWARD_DESIGNS", "BACKWARD_DESIGNS", "design_props", "select"]
 
-DESIGNS = ("l1bn", "l2bn", "l1bn-bwd", "l2bn-bwd", "mac", "accel", "train")
+#: ``<norm>bn`` for every registered norm, ``<norm>bn-bwd`` for those with a backward unit
+FORWARD_DESIGNS = {f"{nm}bn": nm for nm in norm_names()}
+BACKWARD_DESIGNS = {f"{nm}bn-bwd": nm for nm in backward_norms()}
+DESIGNS = (*FORWARD_DESIGNS, *BACKWARD_DESIGNS, "mac", "requant", "accel", "train")
 
 
 def design_props(design: str, cfg) -> list[Prop]:
@@ -16,7 +21,7 @@ def design_props(design: str, cfg) -> list[Prop]:
     own latency functions, so they follow any change of the pipelines."""
     from dataclasses import replace
 
-    if design in ("l1bn", "l2bn"):
+    if design in FORWARD_DESIGNS:
         from l1bn.hw.bn_unit import bn_latency_cycles
 
         from .bn import BNCountHarness, BNDrainHarness, BNStreamHarness
@@ -35,12 +40,14 @@ def design_props(design: str, cfg) -> list[Prop]:
             Prop("overflow", "overflow", lambda: BNDataHarness(cfg, vertices=True), one, mode="bmc",
                  what="x, gamma, beta at range ends: stats and y exact (no register too narrow)"),
         ]
-        if design == "l1bn":
+        # equivalence where sigma is a constant multiply (L1, range): the square root of L2 makes
+        # the full-input proof too slow, its overflow check stands in
+        if cfg.norm_spec.sigma_kind == "const":
             props.append(Prop("equiv", "equiv", lambda: BNDataHarness(cfg, stalls=False), one,
                               mode="bmc", what="all inputs, no stalls: stats and y equal the "
                                                "reference formulas"))
         return props
-    if design in ("l1bn-bwd", "l2bn-bwd"):
+    if design in BACKWARD_DESIGNS:
         from l1bn.hw.bn_backward import backward_latency_cycles
 
         from .backward import (
@@ -91,6 +98,11 @@ def design_props(design: str, cfg) -> list[Prop]:
                  what=f"PE ({r},{c}), w and a at range ends: every tile of 1..k steps exact")
             for r, c in corners
         ]
+    if design == "requant":
+        from .requant import RequantHarness
+
+        return [Prop("requant", "equiv", lambda: RequantHarness(cfg), 1, mode="bmc",
+                     what="every acc_bits accumulator: hardware requantizer = rnd, ReLU, saturation")]
     if design == "accel":
         # cfg: the number of MAC columns of the tiny synthetic network's accelerator
         from functools import partial

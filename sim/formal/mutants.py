@@ -81,3 +81,11 @@ def narrow_mac_config(cfg: MACConfig) -> MACConfig:
             return MACConfig.acc_bits.fget(self) - 1
 
     return NarrowMACConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
+
+
+def requantize_wrong_rounding(v, *, shift: int, out_bits: int, relu: bool):
+    """The requantizer with its rounding constant one too small (``2**(shift-1) - 1``: ties
+    round down): :func:`l1bn.hw.arith.requantize` of ``v - 1``."""
+    from l1bn.hw.arith import requantize
+
+    return requantize(v - 1, shift=shift, out_bits=out_bits, relu=relu)

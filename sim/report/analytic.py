@@ -25,19 +25,34 @@ def horowitz_mul(a: int, b: int) -> float:
     return 0.2 * (a * b / 64) ** p
 
 
-def _op_pj(kind: str, bits: int) -> float:
-    """Horowitz pJ of one registry operation (``NormSpec.ops``): a compare is priced as an add."""
+def _op_pj(kind: str, bits) -> float:
+    """Horowitz pJ of one registry operation (``NormSpec.ops``, ``backward_ops``...): a compare
+    is priced as an add; a multiply's ``bits`` is one width (a square) or ``(a, b)``."""
     if kind == "mul":
-        return horowitz_mul(bits, bits)
+        a, b = bits if isinstance(bits, tuple) else (bits, bits)
+        return horowitz_mul(a, b)
     if kind in ("add", "cmp"):
         return horowitz_add(bits)
     raise ValueError(f"op kind={kind!r} is unknown; allowed add, mul, cmp")
 
 
+def _ops(spec_ops, cfg) -> list:
+    """``[(name, pJ)]`` of registry operations ``(name, kind, bits[, times])`` at ``cfg``."""
+    out = []
+    for op in spec_ops:
+        name, kind, bits = op[:3]
+        times = op[3] if len(op) > 3 else 1
+        times = times(cfg) if callable(times) else times
+        pj = _op_pj(kind, bits(cfg))
+        out.append((name, times * pj if times != 1 else pj))
+    return out
+
+
 def analytic_energy(kind: str, cfg) -> dict:
     """Operations per element of the datapath and their Horowitz energy (pJ per element).
 
-    The forward unit's norm-specific operations are the registry's ``ops`` (``l1bn.spec.norms``).
+    The norm-specific operations are the registry's (``l1bn.spec.norms``): ``ops`` for the forward
+    unit, ``backward_ops`` and ``backward_channel_ops`` for the backward unit.
     Per-channel work (mean, reciprocal, square root, divider, the backward's per-channel steps)
     is divided by n. Returns ``{"pj": total, "ops": [(name, pJ per element), ...]}``.
     """
@@ -48,7 +63,7 @@ def analytic_energy(kind: str, cfg) -> dict:
         ops.append(("sum x", horowitz_add(b.sum_bits)))
         ops.append(("d = x - mu", horowitz_add(b.dev_bits)))
         spec = norm_spec(b.norm)
-        ops += [(name, _op_pj(k, bits(b))) for name, k, bits in spec.ops]
+        ops += _ops(spec.ops, b)
         ops.append(("d = x - mu (pass 2)", horowitz_add(b.dev_bits)))
         ops.append(("d*inv", horowitz_mul(b.dev_bits, b.inv_bits)))
         ops.append(("round xhat", horowitz_add(b.xhat_bits)))
@@ -72,18 +87,14 @@ def analytic_energy(kind: str, cfg) -> dict:
         ops.append(("sum dy*x", horowitz_add(w["sum_dyx"])))
         ops.append(("d = x - mu (sign)", 2 * horowitz_add(b.dev_bits)))   # pass 1 and pass 2
         ops.append(("count d<0", horowitz_add(b.count_bits)))
-        if b.norm == "l1":
-            ops.append(("mux k+/k-", horowitz_add(w["u"])))
-        else:
-            ops.append(("xhat = d*inv", horowitz_mul(b.dev_bits, b.inv_bits)))
-            ops.append(("xhat*mean(dy*xhat)", horowitz_mul(b.xhat_bits, w["hc"] - b.count_bits + 2)))
-            ops.append(("- mean(dy)", horowitz_add(w["u"])))
+        spec = norm_spec(b.norm)
+        ops += _ops(spec.backward_ops, cfg)        # the norm's own pass-2 work (the registry's)
         ops.append(("u = dy - ...", horowitz_add(w["u"])))
         ops.append(("u*gamma*inv", horowitz_mul(w["u"], w["gamma_inv"])))
         ops.append(("round, saturate", 2 * horowitz_add(cfg.grad_out_width)))
         per_ch = (horowitz_mul(w["sum_dy"], b.dev_bits) + horowitz_mul(w["h"], b.inv_bits)
                   + 3 * horowitz_mul(w["h"], cfg.div_bits) + horowitz_mul(b.gamma_width, b.inv_bits))
-        if b.norm == "l1":
-            per_ch += 2 * horowitz_mul(w["h"], cfg.inner_frac + 3)
+        for _, pj in _ops(spec.backward_channel_ops, cfg):      # the norm's own constants
+            per_ch += pj
         ops.append(("per channel (/n)", per_ch / n))
     return {"pj": sum(e for _, e in ops), "ops": [(k, round(v, 5)) for k, v in ops]}

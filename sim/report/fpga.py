@@ -2,8 +2,7 @@
 
 The norms come from the registry (:mod:`l1bn.spec.norms`: L1, L2 and range BN), each compared
 with L2 (``<norm>_over_l2``). For each bit width every norm's forward unit (``hw_unit``, e.g.
-:class:`~l1bn.hw.bn_unit.L1BNUnit`), its backward unit where it has one (``hw_backward``; range BN
-has none, so the backward rows are L1 against L2) and the four forward stages alone
+:class:`~l1bn.hw.bn_unit.L1BNUnit`), its backward unit where it has one (``hw_backward``) and the four forward stages alone
 (:func:`~l1bn.hw.bn_unit.bn_stages`) go through the FPGA flow (:mod:`l1bn.sim.fpga.steps`):
 
 - ECP5 synthesis + place and route in the timing harness (LUT4, FF, CCU2C, DSP, Fmax), or those
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from l1bn.sim.fpga.steps import ECP5Job, EnergyJob, fpga_job
 from l1bn.sim.jobs import FLOW_VERSION, run_jobs, tool_versions
-from l1bn.spec.norms import norm_spec, resolve
+from l1bn.spec.norms import FEATURED, norm_spec, resolve
 
 from .analytic import analytic_energy
 from .format import (
@@ -401,17 +400,20 @@ def plot_report(rep: dict, out: Path) -> list[Path]:
 
 
 def compare_forward(width: int, *, workdir, console=None, seeds=PNR_SEEDS, n: int = 64, channels: int = 4,
-                    energy: str = "cached") -> dict:
-    """L1 against L2 forward unit at one ``width`` (the report's config): ECP5 area, median Fmax
-    over ``seeds`` and its critical-path stage, latency (cycles and ns), and the gate-level
-    energy per element when ``energy`` is ``"run"``, or ``"cached"`` and a report already measured
-    it (else None). Returns ``{"l1": {...}, "l2": {...}, "l1_over_l2": {...}}``."""
+                    energy: str = "cached", norm: str = FEATURED) -> dict:
+    """``norm``'s forward unit (default the registry's FEATURED, L1) against the BASELINE's (L2)
+    at one ``width`` (the report's config): ECP5 area, median Fmax over ``seeds`` and its
+    critical-path stage, latency (cycles and ns), and the gate-level energy per element when
+    ``energy`` is ``"run"``, or ``"cached"`` and a report already measured it (else None).
+    Returns ``{norm: {...}, BASELINE: {...}, ratio_key(norm): {...}}`` (``"l1"``, ``"l2"``,
+    ``"l1_over_l2"``)."""
     from l1bn.hw.bn_unit import bn_latency_cycles, bn_unit_for
 
     if energy not in ("cached", "run", "no"):
         raise ValueError(f"energy={energy!r} is not allowed; choose cached, run or no")
+    pair = (norm_spec(norm).name, BASELINE)
     plan, meta = [], {}
-    for norm in ("l1", "l2"):
+    for norm in pair:
         fc = forward_config(norm, width, n=n, lanes=1, channels=channels)
         plan.append(((norm, "ecp5"), ECP5Job(bn_unit_for(fc), name=f"fwd-{norm}-w{width}", pnr=True)))
         meta[norm] = (fc, bn_latency_cycles(fc))
@@ -425,15 +427,15 @@ def compare_forward(width: int, *, workdir, console=None, seeds=PNR_SEEDS, n: in
                    description=f"L1 vs L2 BN units, width {width}")
     got = _median_over_seeds({k: r for (k, _), r in zip(plan, res, strict=True)})
     out = {}
-    for norm in ("l1", "l2"):
+    for norm in pair:
         s, (fc, cyc) = got[(norm, "ecp5")], meta[norm]
         e = got.get((norm, "energy"))
         out[norm] = {"lut": s["lut"], "ff": s["ff"], "dsp": s["dsp"], "fmax_mhz": s["fmax_mhz"],
                      "fmax_seeds": s["fmax_seeds"], "critical_path": s.get("critical_path"),
                      "latency_cycles": cyc, "latency_ns": round(cyc * 1000 / s["fmax_mhz"], 1),
                      "energy_per_element": round(e["energy"] / (fc.n * fc.channels), 1) if e else None}
-    out["l1_over_l2"] = {k: (round(_ratio(out["l1"][k], out["l2"][k]), 3)
-                             if _ratio(out["l1"][k], out["l2"][k]) is not None else None)
-                         for k in ("lut", "ff", "dsp", "fmax_mhz", "latency_cycles", "latency_ns",
-                                   "energy_per_element")}
+    a, b = out[pair[0]], out[pair[1]]
+    out[ratio_key(pair[0])] = {k: (round(_ratio(a[k], b[k]), 3) if _ratio(a[k], b[k]) is not None else None)
+                               for k in ("lut", "ff", "dsp", "fmax_mhz", "latency_cycles", "latency_ns",
+                                         "energy_per_element")}
     return out

@@ -33,10 +33,13 @@ latency formulas (``bn_latency_cycles``, ``backward_latency_cycles``, equal to t
 cycles at the report's shape; checked) evaluated at each layer's channels and ``n``.
 
 Not priced (counted, and printed per 1000 MACs): parameter updates, ReLU and activation quantizers,
-pooling, residual adds, the loss gradient. Range BN has no backward unit: its step is given twice,
-with the L1 backward unit's cost (``range``; the nearest measured datapath: the same pass 1, and in
-pass 2 a compare-and-select of per-channel constants instead of L1's sign select) and with L2's
-(``range_fwd_only``: only the measured forward difference counts).
+pooling, residual adds, the loss gradient. A norm whose backward unit the report does not hold
+(a norm without ``hw_backward``, or a report measured before its unit existed: range BN's before
+``RangeBNBackwardUnit``) is given twice, with the featured norm's backward cost (``FEATURED``, L1:
+``range``; the nearest measured datapath for range: the same pass 1, and in pass 2 a
+compare-and-select of per-channel constants instead of L1's sign select) and with the baseline's
+(``range_fwd_only``: only the measured forward difference counts). A report that holds the norm's
+own backward unit gives one row, measured.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import math
 from pathlib import Path
 
 from l1bn.spec.netshape import network_shape
-from l1bn.spec.norms import norm_spec
+from l1bn.spec.norms import FEATURED
 from l1bn.spec.opcount import step_counts
 
 from .format import md_header, md_row
@@ -211,9 +214,11 @@ def load_costs(reports, mac_json, *, width: int, mac_point: str | None = None) -
             raise ValueError(f"report {path} (flow version {rep.get('flow_version')}) and MAC sweep {mac_path} "
                              f"(flow version {mac['flow_version']}) were measured by different flows; rerun one")
         fwd = {nm: _bn_unit(rep, path, target, width, "forward", nm) for nm in NORMS}
+        # the baseline and the featured norm's units are needed (ratios, stand-ins); another norm's
+        # is taken where the report holds it, and assumed (_variants) where not
+        have = rep["widths"].get(str(width), {}).get("backward", {})
         bwd = {nm: _bn_unit(rep, path, target, width, "backward", nm)
-               for nm in NORMS if norm_spec(nm).hw_backward or
-               nm in rep["widths"].get(str(width), {}).get("backward", {})}
+               for nm in NORMS if nm in (BASELINE, FEATURED) or nm in have}
         out[target] = {"mac": mac, "forward": fwd, "backward": bwd, "params": rep["params"],
                        "sources": {"report": str(path), "report_sha256": _sha256(path),
                                    "report_key": key, "mac_sweep": str(mac_path),
@@ -240,15 +245,17 @@ def _bn_cycles(kind: str, norm: str, width: int, *, n: int, channels: int, lanes
 
 
 def _variants(costs: dict) -> dict:
-    """Norm -> (forward unit, backward unit, what is assumed): every measured norm, plus range
-    with an assumed backward where it has none."""
+    """Norm -> (forward unit, backward unit, what is assumed): every norm whose backward unit is
+    measured, and a norm whose is not (no ``hw_backward``, or a report from before its unit) twice:
+    with the featured norm's backward and with the baseline's."""
     out = {}
     for nm in NORMS:
         if nm in costs["backward"]:
             out[nm] = (nm, nm, None)
         else:
-            out[nm] = (nm, "l1", f"no {nm} backward unit: the L1 backward unit's cost is assumed")
-            out[f"{nm}_fwd_only"] = (nm, BASELINE, f"no {nm} backward unit: L2's backward cost "
+            why = f"no {nm} backward unit measured"
+            out[nm] = (nm, FEATURED, f"{why}: the {FEATURED.upper()} backward unit's cost is assumed")
+            out[f"{nm}_fwd_only"] = (nm, BASELINE, f"{why}: {BASELINE.upper()}'s backward cost "
                                                    "(only the measured forward difference counts)")
     return out
 
@@ -383,6 +390,27 @@ def variant_label(v: dict) -> str:
     return fn.upper() if fn == bn_ else f"{fn.upper()} (bwd: {bn_.upper()}'s)"
 
 
+def _summary_columns(est: dict) -> list[tuple[str, str, str]]:
+    """(header, variant, key) of the summary's ratio columns: every variant but the baseline, in
+    the order met, its energy and latency ratios (a forward-only variant's energy only)."""
+    base, cols, seen = BASELINE.upper(), [], set()
+    for nw in est["networks"].values():
+        for r in nw["targets"].values():
+            for var, v in r.items():
+                if var == BASELINE or var in seen:
+                    continue
+                seen.add(var)
+                fn, bn_ = v["forward_unit"], v["backward_unit"]
+                if fn == bn_:
+                    head, keys = f"{fn.upper()}/{base}", ("energy", "latency")
+                else:
+                    head = f"{fn}/{base}"
+                    keys = ("energy",) if bn_ == BASELINE else ("energy", "latency")
+                tail = "" if fn == bn_ else f" (bwd: {bn_.upper()}'s)"
+                cols += [(f"{head} {k}{tail}", var, f"{k}_over_l2") for k in keys]
+    return cols
+
+
 def estimate_markdown(est: dict) -> str:
     """The estimate's tables: a summary (network x target) and, per network, every norm variant."""
     lines = [f"# Training step estimate, built from measured parts (not a measured step): width {est['width']}, "
@@ -395,21 +423,19 @@ def estimate_markdown(est: dict) -> str:
                      f"MACs from {t['sources']['mac_sweep']} ({m['point']}: {_eng(m['energy'])} "
                      f"{t['energy_unit']}/MAC, {m['fmax_mhz']:.1f} MHz, {m['pes']} MACs/cycle); energy in "
                      f"{t['energy_unit']}.")
-    lines += ["", "## Summary (ratios of the whole step to L2)", "",
-              *md_header(["network", "target", "MACs/step", "BN elements/step", "BN share of energy (L2)",
-                          "BN share of latency (L2)", "L1/L2 energy", "L1/L2 latency",
-                          "range/L2 energy (bwd: L1's)", "range/L2 latency (bwd: L1's)",
-                          "range/L2 energy (bwd: L2's)", "L1/L2 energy, no recip"])]
+    cols = _summary_columns(est)
+    base = BASELINE.upper()
+    lines += ["", f"## Summary (ratios of the whole step to {base})", "",
+              *md_header(["network", "target", "MACs/step", "BN elements/step", f"BN share of energy ({base})",
+                          f"BN share of latency ({base})", *(h for h, _, _ in cols),
+                          f"{FEATURED.upper()}/{base} energy, no recip"])]
     for name, nw in est["networks"].items():
         tot = nw["counts"]["totals"]
         for target, r in nw["targets"].items():
-            rng = r.get("range", {})
-            rfo = r.get("range_fwd_only", {})
             lines.append(md_row([name, target.upper(), _eng(tot["macs"]), _eng(tot["bn_elements"]),
                                  _pct(r[BASELINE]["bn_energy_share"]), _pct(r[BASELINE]["bn_latency_share"]),
-                                 _r(r["l1"]["energy_over_l2"]), _r(r["l1"]["latency_over_l2"]),
-                                 _r(rng.get("energy_over_l2")), _r(rng.get("latency_over_l2")),
-                                 _r(rfo.get("energy_over_l2")), _r(r["l1"]["energy_over_l2_no_recip"])]))
+                                 *(_r(r.get(var, {}).get(key)) for _, var, key in cols),
+                                 _r(r[FEATURED]["energy_over_l2_no_recip"])]))
     for name, nw in est["networks"].items():
         tot = nw["counts"]["totals"]
         lines += ["", f"## {name}: {len(nw['counts']['layers'])} MAC layers, {_eng(tot['macs'])} MACs "
@@ -441,21 +467,13 @@ def estimate_markdown(est: dict) -> str:
 
 
 def write_estimate(est: dict, out) -> dict:
-    """``estimate.json`` and ``estimate.md`` into ``out``, each written whole and renamed into place."""
-    import os
-    import tempfile
+    """``estimate.json`` and ``estimate.md`` into ``out``, each written whole and renamed into place
+    (a temporary name with the writer's pid, :func:`l1bn.spec.outdir.write_text_atomic`)."""
+    from l1bn.spec.outdir import write_text_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, text in (("estimate.json", json.dumps(est, indent=1) + "\n"), ("estimate.md", estimate_markdown(est))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, out / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths[name.split(".")[1]] = out / name
+        paths[name.split(".")[1]] = write_text_atomic(out / name, text)
     return paths

@@ -24,9 +24,9 @@ BLOCK_ORDER = ("MAC array", "BN forward", "BN backward", "quantizers", "update",
 
 def train_norms() -> list[str]:
     """The registered norms that have a backward unit (the ones the accelerator can train)."""
-    from l1bn.spec.norms import NORMS
+    from l1bn.spec.norms import backward_norms
 
-    return [name for name, spec in NORMS.items() if spec.hw_backward]
+    return list(backward_norms())
 
 
 def _config(norm: str, batch: int):
@@ -174,7 +174,9 @@ def whole_step_table(rows_by_norm: dict) -> list[str]:
     """Text lines of the whole-step comparison: per norm the cycles, busy fraction, BN share, memory,
     and the measured ECP5 figures where present (``rows_by_norm[norm]`` = step_figures merged
     with fpga_figures)."""
-    ref = rows_by_norm.get("l2")
+    from l1bn.spec.norms import BASELINE
+
+    ref = rows_by_norm.get(BASELINE)
     lines = [f"{'norm':5} {'cycles/step':>11} {'busy':>6} {'BN fwd':>7} {'BN bwd':>7} {'memory':>9} "
              f"{'LUT4':>7} {'FF':>7} {'MULT18':>6} {'DP16KD':>6} {'Fmax':>6} {'img/s':>7}"]
     for norm, r in rows_by_norm.items():
@@ -190,11 +192,11 @@ def whole_step_table(rows_by_norm: dict) -> list[str]:
                      f"{'-' if fm is None else f'{fm:.1f}':>6} {'-' if ips is None else f'{ips:.0f}':>7}")
     if ref is not None:
         for norm, r in rows_by_norm.items():
-            if norm == "l2":
+            if norm == BASELINE:
                 continue
             parts = [f"cycles {r['cycles_per_step'] / ref['cycles_per_step']:.4f}"]
             for k in ("lut", "ff", "mult18", "bram", "fmax_mhz"):
                 if r.get(k) and ref.get(k):
                     parts.append(f"{k} {r[k] / ref[k]:.3f}")
-            lines.append(f"{norm}/l2: " + ", ".join(parts))
+            lines.append(f"{norm}/{BASELINE}: " + ", ".join(parts))
     return lines

@@ -5,18 +5,17 @@ by ``l1bn sweep``."""
 
 from __future__ import annotations
 
-from l1bn.spec.norms import norm_names, norm_spec
+from l1bn.spec.norms import BASELINE, backward_norms, norm_names
 
 __all__ = ["NORMS", "BASELINE", "BACKWARD_NORMS", "STAGES", "STAGE_TITLES", "norms_for", "ratio_key", "compared",
            "ratio_label", "forward_config", "backward_config", "forward_beats", "backward_beats"]
 
-#: every registered norm, in report order (l1bn.spec.norms); the ratios are to BASELINE
+#: every registered norm, in report order (l1bn.spec.norms); the ratios are to the registry's
+#: BASELINE
 NORMS = norm_names()
 
-BASELINE = "l2"
-
 #: the norms with a backward unit (registry ``hw_backward`` not empty)
-BACKWARD_NORMS = tuple(nm for nm in NORMS if norm_spec(nm).hw_backward)
+BACKWARD_NORMS = backward_norms()
 
 STAGES = ("stats", "disp", "recip", "normalize")
 

@@ -21,7 +21,7 @@ def write_report(rep: dict, out) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     # everything is written into a private folder first and each file renamed into place: a
     # reader (or a second report writing the same folder) never sees a half-written file
-    tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=out))
+    tmp = Path(tempfile.mkdtemp(prefix=f".report.tmp-{os.getpid()}-", dir=out))
     try:
         (tmp / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
         if rep.get("target") == "asic":    # l1bn report --target asic

@@ -67,12 +67,12 @@ def simulate_bn_backward(cfg, x, dy, gamma, *, simulator: str = "icarus", gaps: 
     ``violations`` (broken stream rules), plus ``passed``, ``build_s`` and ``run_s``.
     """
     import numpy as np
-    from l1bn.hw.bn_backward import L1BNBackwardUnit, L2BNBackwardUnit
+    from l1bn.hw.bn_backward import backward_unit_class
     from l1bn.spec.reference.bn_backward import check_inputs
 
     mu, inv = forward_stats(x, cfg.bn)
     arrays = check_inputs(np.asarray(x), np.asarray(dy), np.asarray(gamma), mu, inv, cfg)
-    cls = unit or {"l1": L1BNBackwardUnit, "l2": L2BNBackwardUnit}[cfg.bn.norm]
+    cls = unit or backward_unit_class(cfg.bn.norm)
     dut = cls(cfg, sign_in=sign_in) if sign_in else cls(cfg)
     if build_dir is None:
         build_dir = default_build_root() / f"bwd-{cfg.digest()}-{int(sign_in)}-{simulator}"

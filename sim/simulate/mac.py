@@ -34,6 +34,8 @@ def random_tiles(cfg, tiles: int, k: int, *, seed: int = 0, extremes: bool = Fal
             a = torch.randint(alo, ahi + 1, (k, cfg.cols), generator=g)
         if cfg.wbits == 1 and cfg.signed_w:
             w = torch.where(w == 0, 1, w)  # binary weights: -1 or +1
+        if cfg.bipolar_a:
+            a = torch.where(a == 0, 1, a)  # bipolar activations: -1 or +1
         out.append({"w": w.tolist(), "a": a.tolist()})
     return out
 

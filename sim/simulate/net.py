@@ -18,7 +18,7 @@ import numpy as np
 from l1bn.sim.build_root import default_build_root
 from l1bn.sim.rtl import to_verilog
 
-from .runner import SIMULATORS, SimulationError, run_bench, stream_ports
+from .runner import SIMULATORS, SimulationError, run_bench, run_file, stream_ports
 
 __all__ = ["simulate_net"]
 
@@ -75,7 +75,7 @@ def simulate_net(export, *, simulator: str = "verilator", images: int | None = N
         build), ``sim_s``, ``build_s``, ``simulator``, ``passed``.
     """
     from l1bn.spec.config import check_choice, check_int
-    from l1bn.spec.reference.network import run_net
+    from l1bn.spec.reference.graph import run_graph
 
     check_choice("simulator", simulator, SIMULATORS)
     e, acc, iface, verilog = _prepare(export, rows, cols, own_images=inputs is not None)
@@ -96,34 +96,31 @@ def simulate_net(export, *, simulator: str = "verilator", images: int | None = N
         h = hashlib.sha256(verilog.encode()).hexdigest()[:10]
         build_dir = default_build_root() / f"net-{h}-{simulator}"
     build_dir = Path(build_dir).resolve()
-    prog = build_dir / "net_progress.txt"
-    prog.unlink(missing_ok=True)
+    prog = run_file(build_dir, "net_progress.txt")   # this run's own (two runs of one design at once)
     x = xs[:n]
-    ref = run_net(e.net, x)                                    # (n, classes) int64: the expectation
+    ref = np.asarray(run_graph(e.graph, x))                    # (n, classes) int64: the expectation
     labels = all_labels
+    px = np.asarray(x, dtype=np.int64).reshape(n, -1) & ((1 << iface["in_bits"]) - 1)   # two's complement bits
     data = {"export": str(Path(e.path).resolve()), "images": n, "progress": str(prog),
-            "pixels": x.reshape(n, -1).tolist(),                 # (c, y, x) order, one list per image
+            "pixels": px.tolist(),                               # (c, y, x) order, one list per image
             "expected": ref.tolist(), "labels": None if labels is None else labels[:n].tolist(),
             "cycles_per_image": iface["cycles_per_image"], "latency": iface["latency"]}
 
-    box: dict = {}
-
-    def work():
-        try:
-            box["r"], box["res"] = run_bench(verilog, name="net", build_dir=build_dir, ports=stream_ports(acc),
-                                             simulator=simulator, data=data, raise_on_fail=False,
-                                             extra_env={"COCOTB_LOG_LEVEL": "WARNING"})
-        except BaseException as ex:  # re-raised in the caller's thread
-            box["err"] = ex
-
-    th = threading.Thread(target=work, daemon=True)
-    th.start()
+    # the simulation runs in this thread (an interrupt reaches it: the simulator's group is killed
+    # and every file of the run removed); the progress bar reads the progress file in another
+    done = threading.Event()
+    th = threading.Thread(target=_poll, args=(done, prog, n, simulator, console), daemon=True)
     if progress:
-        _poll(th, prog, n, simulator, console)
-    th.join()
-    if "err" in box:
-        raise box["err"]
-    r, res = box["r"], box["res"]
+        th.start()
+    try:
+        r, res = run_bench(verilog, name="net", build_dir=build_dir, ports=stream_ports(acc),
+                           simulator=simulator, data=data, raise_on_fail=False,
+                           extra_env={"COCOTB_LOG_LEVEL": "WARNING"})
+    finally:
+        done.set()
+        if progress:
+            th.join()
+        prog.unlink(missing_ok=True)
     periods = r["period_cycles"]
     measured = periods[0] if len(periods) == 1 else (None if n == 1 else periods)
     summary = {
@@ -142,23 +139,22 @@ def simulate_net(export, *, simulator: str = "verilator", images: int | None = N
     return summary
 
 
-def _poll(th, prog: Path, n: int, simulator: str, console):
+def _poll(done: threading.Event, prog: Path, n: int, simulator: str, console):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
         task = bar.add_task(f"{simulator}: building", total=n)
         started = False
-        while th.is_alive():
-            th.join(0.25)
+        while not done.wait(0.25):
             try:
-                done = int(prog.read_text().split()[0])
+                count = int(prog.read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 continue
             if not started:
                 bar.update(task, description=f"{simulator}: images")
                 started = True
-            bar.update(task, completed=done)
+            bar.update(task, completed=count)
         try:
             bar.update(task, completed=int(prog.read_text().split()[0]))
         except (OSError, ValueError, IndexError):

@@ -51,6 +51,7 @@ def train_source(path, *, batch: int | None = None, norm: str | None = None):
     import dataclasses
 
     from l1bn.spec.export import load_export
+    from l1bn.spec.norms import FEATURED
     from l1bn.spec.training import IntTrainConfig, TrainLayer
 
     p = Path(path)
@@ -80,7 +81,7 @@ def train_source(path, *, batch: int | None = None, norm: str | None = None):
                 raise ValueError(f"layer {la.name} ({la.type}): the integer trainer takes conv2d and linear layers")
         wb = max(la.w_bits for la in net.layers)
         cfg = IntTrainConfig(in_shape=tuple(net.in_shape), layers=tuple(layers), wbits=wb, abits=net.in_bits,
-                             **{"norm": "l1", **over})
+                             **{"norm": FEATURED, **over})
     if e.test_inputs is None or e.test_labels is None:
         raise ValueError(f"{path}: the export holds no test images and labels to train on")
     x = np.asarray(e.test_inputs, dtype=np.int64)

@@ -25,6 +25,7 @@ import tomllib
 from pathlib import Path
 
 from l1bn.sim.report.units import forward_config
+from l1bn.spec.norms import norm_spec
 
 __all__ = ["DESIGNS", "MAC_K", "MAC_TILES", "Sweep", "sweep_from_options", "targets", "norms", "parse_list",
            "point_id", "point_config", "point_cost"]
@@ -66,7 +67,7 @@ def parse_list(name: str, value, kind: type) -> tuple:
     out = []
     for t in items:
         if kind is int:
-            if isinstance(t, bool):
+            if isinstance(t, bool | float):   # a TOML 4.5 would be truncated to 4 without a word
                 raise ValueError(f"{name}={t!r} must be an integer")
             try:
                 t = int(t)
@@ -168,8 +169,14 @@ def _check_values(design: str, grid: dict) -> None:
         for v in grid[name]:
             point = {**base, name: v}
             if name == "lanes":   # whether lanes divides n is a combination question
-                point["n"] = 64 * v
-            point_config(point)
+                point["n"] = 64 * max(v, 1)   # (lanes 0 is refused as lanes, not as n=0)
+            try:
+                point_config(point)
+            except ValueError as e:   # the error names the option the user gave, then the cause
+                if str(e).startswith(f"{name}="):
+                    raise
+                how = " (a BN point has recip_bits = width + 12)" if name == "width" and design == "bn" else ""
+                raise ValueError(f"{name}={v} is not allowed: its design point is invalid ({e}){how}") from None
 
 
 def sweep_from_options(*, design: str | None = None, spec: str | Path | None = None, **given) -> Sweep:
@@ -253,5 +260,7 @@ def point_config(p: dict):
 def point_cost(p: dict) -> int:
     """A rough relative cost, to start the big points first (less idle time at the end)."""
     if p["design"] == "bn":
-        return p["channels"] * p["n"] * p["width"] * (2 if p["norm"] != "l1" else 1)
+        # a norm with multipliers in its dispersion (L2) builds larger designs
+        muls = any(op[1] == "mul" for op in norm_spec(p["norm"]).ops)
+        return p["channels"] * p["n"] * p["width"] * (2 if muls else 1)
     return p["rows"] * p["cols"] * p["wbits"] * p["abits"]

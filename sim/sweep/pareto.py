@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from l1bn.spec.norms import norm_names, norm_spec
+
 from .grid import Sweep
 
 __all__ = ["figure_columns", "metrics", "pareto_front", "mark_pareto", "plot_pareto"]
@@ -96,8 +98,11 @@ def plot_pareto(sweep: Sweep, rows: list[dict], out: Path) -> list[Path]:
 
     paths = []
     tgts = [t for t in sweep.grid["target"]]
-    styles = {"l1": ("o", "tab:blue", "L1 (sign/abs)"), "l2": ("s", "tab:orange", "L2 (square/sqrt)")}
-    others = itertools.cycle([("^", "tab:green"), ("D", "tab:purple"), ("v", "tab:brown")])
+    # one marker and colour per registered norm, in registry order (L1 o blue, L2 s orange, ...)
+    marks = itertools.cycle([("o", "tab:blue"), ("s", "tab:orange"), ("^", "tab:green"), ("D", "tab:purple"),
+                             ("v", "tab:brown")])
+    styles = {nm: (*next(marks), norm_spec(nm).title) for nm in norm_names()}
+    others = marks
     for kind, fname in (("area", "pareto_area_latency.png"), ("energy", "pareto_energy_latency.png")):
         panels = []
         for t in tgts:

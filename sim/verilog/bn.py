@@ -24,7 +24,7 @@ def describe(cfg: BNConfig) -> list[str]:
     return [
         f"widths: mu {cfg.mean_bits}, dispersion sum {cfg.disp_sum_bits}, s {cfg.disp_bits}, "
         f"sigma {cfg.sigma_bits}, inv {cfg.inv_bits}, xhat {cfg.xhat_bits}, gamma*xhat {cfg.affine_bits} bits",
-        f"per channel: {cfg.beats} beats per pass, reciprocal{'/sqrt' if cfg.norm == 'l2' else ''} "
+        f"per channel: {cfg.beats} beats per pass, reciprocal{'/sqrt' if cfg.norm_spec.sigma_kind == 'sqrt' else ''} "
         f"{recip_cycles(cfg)} cycles, overhead {channel_overhead_cycles(cfg)} cycles",
         f"latency {bn_latency_cycles(cfg)} cycles per batch of {cfg.channels} channel(s) (no stalls); "
         + (f"steady state {cfg.lanes} element(s)/cycle" if full else

@@ -1,7 +1,8 @@
 """Verilog of the BN backward units (library; the command is ``l1bn.cli.verilog``).
 
-``sign_in=True`` (L1 only) builds ``L1BNBackwardUnit(cfg, sign_in=True)``: input field ``neg``,
-x not read in pass 2.
+The unit is the one the norm registry names (``hw_backward``). ``sign_in=True`` (only a norm
+whose pass 2 needs only the sign, L1) builds it with its 1-bit input field ``neg``: x is not read
+in pass 2.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ __all__ = ["bwd_verilog"]
 
 
 def bwd_verilog(cfg: BNBackwardConfig, *, sign_in: bool = False, name: str | None = None) -> str:
-    """Verilog text of the backward unit for ``cfg`` (top ``name``, default ``l1bn_bwd``/``l2bn_bwd``)."""
-    from l1bn.hw import bn_backward as hw
+    """Verilog text of the backward unit for ``cfg`` (top ``name``, default ``<norm>bn_bwd``)."""
+    from l1bn.hw.bn_backward import backward_unit_for
 
-    norm = cfg.bn.norm
-    unit = hw.L1BNBackwardUnit if norm == "l1" else hw.L2BNBackwardUnit
-    return to_verilog(unit(cfg, sign_in=sign_in), name or f"{norm}bn_bwd")
+    return to_verilog(backward_unit_for(cfg, sign_in=sign_in), name or f"{cfg.bn.norm}bn_bwd")

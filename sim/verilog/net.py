@@ -20,31 +20,53 @@ def write_net_verilog(export_dir, out_dir, *, rows: int | None = None, cols: int
     """Write ``<name>.v``, the export's weight/mult/bias ``.hex`` files and ``schedule.json``.
 
     The export is loaded and validated first (``load_export``); a bad export raises a
-    ``ValueError`` naming the tensor and nothing is written. ``out_dir`` may not be the export or
-    a folder holding it. Each file is written to a temporary name and renamed into place.
-    ``rows`` x ``cols`` is the MAC array (None: see ``accelerator_from_export``). Returns the
-    written paths.
+    ``ValueError`` naming the tensor and nothing is written. ``out_dir`` follows the output rule of
+    :mod:`l1bn.spec.outdir`: new, empty, or an earlier output of ``l1bn verilog net`` (its marker),
+    never the export, a folder holding it, or a folder of other files. The files are written
+    into a staged folder that then replaces ``out_dir`` in one step, so no memory file of an
+    earlier design survives and two runs into one folder leave one whole design. ``rows`` x
+    ``cols`` is the MAC array (None: see ``accelerator_from_export``). Returns the written paths
+    (in ``out_dir``).
     """
-    from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
+    from l1bn.hw.accelerator import accelerator_from_export
     from l1bn.spec.export import load_export
-    from l1bn.spec.outdir import check_output_dir, write_text_atomic
+    from l1bn.spec.outdir import check_output_dir, check_writable, staged_dir
 
-    out = check_output_dir(out_dir, inputs=[export_dir], option="-o", must_be_new=False)
+    out = check_output_dir(out_dir, command=COMMAND, inputs=[export_dir], option="-o", must_be_new=False)
+    check_writable(out, option="-o")
     e = load_export(export_dir)
     acc = accelerator_from_export(e, rows=rows, cols=cols)
     text = to_verilog(acc, name)
-    files = [write_text_atomic(out / f"{name}.v", text)]
+    with staged_dir(out, command=COMMAND) as tmp:
+        files = _write_files(tmp, e, acc, text, name)
+    return [out / f.name for f in files]
+
+
+#: the command named in the output folder's marker
+COMMAND = "verilog net"
+
+
+def _write_files(out: Path, e, acc, text: str, name: str) -> list[Path]:
+    from l1bn.hw.accelerator import accelerator_interface
+
+    files = [out / f"{name}.v"]
+    files[0].write_text(text)
     tensors = e.manifest["tensors"]
-    for ld in e.manifest["nodes"]:     # a chain (accelerator_from_export refused anything else)
-        names = [ld["weight"]] + ([ld["requant"]["mult"], ld["requant"]["bias"]] if ld.get("requant") else [])
+    for ld in e.manifest["nodes"]:     # MAC nodes and their requantizers (a max pool has neither)
+        names = [ld[k] for k in ("weight", "bias") if isinstance(ld.get(k), str)]
+        names += [ld["requant"]["mult"], ld["requant"]["bias"]] if ld.get("requant") else []
         for t in names:
+            if not tensors.get(t, {}).get("hex"):
+                continue
             src = e.path / tensors[t]["hex"]["file"]
-            files.append(write_text_atomic(out / src.name, src.read_text()))
-    files.append(write_text_atomic(out / "schedule.json", json.dumps({
+            files.append(out / src.name)
+            files[-1].write_text(src.read_text())
+    files.append(out / "schedule.json")
+    files[-1].write_text(json.dumps({
         "export": str(e.path), "rows": acc.rows, "cols": acc.cols, "lane_bits": acc.lane_bits,
         "mac": json.loads(acc.mac_cfg.to_json()), "mac_acc_bits": acc.mac_cfg.acc_bits, "interface": accelerator_interface(e),
         "layers": acc.schedule(), "cycles_per_image": acc.cycles_per_image, "latency": acc.latency,
         "macs": acc.plan.macs, "mac_bound_cycles": acc.plan.mac_bound,
-    }, indent=2) + "\n"))
+    }, indent=2) + "\n")
     return files
 

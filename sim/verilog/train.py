@@ -16,15 +16,22 @@ from l1bn.sim.rtl import to_verilog
 __all__ = ["write_train_verilog", "train_summary", "check_train_output"]
 
 
-def check_train_output(out_dir, inputs=()) -> Path:
-    """The output folder of ``l1bn verilog train``, checked before anything is built: not an
-    input, not inside one, creatable (``ValueError``, one line)."""
-    from l1bn.spec.outdir import check_output_dir
+#: the command named in the output folder's marker
+COMMAND = "verilog train"
 
-    out = check_output_dir(out_dir, inputs=list(inputs), option="-o", must_be_new=False)
+
+def check_train_output(out_dir, inputs=()) -> Path:
+    """The output folder of ``l1bn verilog train``, checked before anything is built
+    (``ValueError``, one line): the output rule of :mod:`l1bn.spec.outdir` (new, empty, or an
+    earlier output of ``l1bn verilog train``: its marker; never an input, a folder holding one or a
+    folder of other files), not inside an input, and writable."""
+    from l1bn.spec.outdir import check_output_dir, check_writable
+
+    out = check_output_dir(out_dir, command=COMMAND, inputs=list(inputs), option="-o", must_be_new=False)
     for src in inputs:
         if Path(out).resolve().is_relative_to(Path(src).resolve()):
             raise ValueError(f"-o {out_dir} is inside the input {src}; write the design elsewhere")
+    check_writable(out, option="-o")
     return out
 
 
@@ -49,11 +56,15 @@ def train_summary(acc) -> dict:
 
 def write_train_verilog(acc, out_dir, *, name: str = "train_accel", inputs=()) -> list[Path]:
     """Write ``<name>.v`` and ``schedule.json`` of ``acc`` into ``out_dir`` (``out_dir`` may not
-    be or hold one of ``inputs``). Both texts are made before anything is written, and each file is
-    written to a temporary name and renamed into place. Returns the paths."""
-    from l1bn.spec.outdir import write_text_atomic
+    be or hold one of ``inputs``; :func:`check_train_output`). Both texts are made before anything
+    is written, into a staged folder that then replaces ``out_dir`` in one step (with the
+    command's marker): an interrupted run leaves the old design or none. Returns the paths."""
+    from l1bn.spec.outdir import staged_dir
 
     out = check_train_output(out_dir, inputs)
     text = to_verilog(acc, name)
     summary = json.dumps(train_summary(acc), indent=2) + "\n"
-    return [write_text_atomic(out / f"{name}.v", text), write_text_atomic(out / "schedule.json", summary)]
+    with staged_dir(out, command=COMMAND) as tmp:
+        (tmp / f"{name}.v").write_text(text)
+        (tmp / "schedule.json").write_text(summary)
+    return [out / f"{name}.v", out / "schedule.json"]

@@ -13,9 +13,12 @@ Per channel (one row of ``x``, n elements), round half up everywhere
     xhat_i = rnd(d_i * inv, recip_bits - xhat_frac)                    xhat_frac fractional bits
     y_i    = sat(rnd(gamma * xhat_i, xhat_frac + gamma_frac - out_frac) + beta, out_width)
 
+The arithmetic itself is written once, as a program over an operations backend
+(:func:`l1bn.spec.reference.program.bn_forward_program`); this module runs it on numpy.
 Per-element work is numpy int64, vectorized (no Python loop over elements); the per-channel
 statistics after the sums are exact Python integers. ``cfg.widths`` bounds every int64 value.
-Norms differ only in the dispersion (D, s, sigma), taken from the registry (l1bn.spec.norms).
+Norms differ only in the dispersion (D, s, sigma), taken from the registry's rules
+(``disp_rule``, ``sigma_rule`` of l1bn.spec.norms).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..config import BNConfig
-from ..norms import div_round_array, isqrt_array, norm_spec
-from .core import as_int64, int_range, like, rshift_round_array
+from ..norms import div_round_array, isqrt_array
+from .core import as_int64, int_range, like
+from .program import NUMPY, bn_forward_program
 
 __all__ = ["BNForwardResult", "bn_forward", "div_round", "isqrt", "check_forward_inputs"]
 
@@ -95,17 +99,10 @@ def bn_forward(x, gamma, beta, cfg: BNConfig) -> BNForwardResult:
     """
     check_forward_inputs(x, gamma, beta, cfg)
     xa, ga, ba = as_int64(x), as_int64(gamma), as_int64(beta)
-    n, r, rule = cfg.n, cfg.recip_bits, norm_spec(cfg.norm)
-    sum_x = xa.sum(1)
-    mu = div_round_array(sum_x << cfg.frac, n)
-    d = (xa << cfg.frac) - mu[:, None]
-    disp_sum, s = rule.dispersion(d, n)                            # sum |d|, sum d*d, or max - min
-    # per channel, exact Python integers: sigma = g(s) + eps, inv = floor(2**r / sigma)
-    sigma_exact = [int(v) + cfg.eps for v in np.ravel(rule.sigma_core(s, cfg))]
-    sigma = np.array(sigma_exact, dtype=np.int64)
-    inv = np.array([(1 << r) // v for v in sigma_exact], dtype=np.int64)
-    xhat = rshift_round_array(d * inv[:, None], r - cfg.xhat_frac)
-    lo, hi = int_range(cfg.out_width)
-    y = np.clip(rshift_round_array(ga[:, None] * xhat, cfg.affine_shift) + ba[:, None], lo, hi)
-    out = dict(y=y, sum_x=sum_x, mu=mu, disp_sum=disp_sum, s=s, sigma=sigma, inv=inv, xhat=xhat)
+    # the one definition of the arithmetic (spec/reference/program.py), on numpy int64: per
+    # channel values are (channels, 1), sigma and s * C exact Python integers per channel
+    v = bn_forward_program(NUMPY, cfg, xa, ga[:, None], ba[:, None])
+    per_channel = {k: np.asarray(v[k]).reshape(cfg.channels).astype(np.int64)
+                   for k in ("sum_x", "mu", "disp_sum", "s", "sigma", "inv")}
+    out = dict(per_channel, y=v["y"], xhat=v["xhat"])
     return BNForwardResult(**{f.name: like(out[f.name], x) for f in fields(BNForwardResult)})

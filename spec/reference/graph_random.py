@@ -26,7 +26,7 @@ from .formats import Fmt
 from .graph import GraphInput, GraphOutput, IntGraph, Node
 from .requant import Requant
 
-__all__ = ["random_int_graph"]
+__all__ = ["random_int_graph", "random_chain_graph"]
 
 
 def _rq(rng, c: int, *, shift: int, span: float, out: Fmt, relu: bool, rounding: str = "half_up") -> Requant:
@@ -78,4 +78,57 @@ def random_int_graph(seed: int = 0, *, channels: int = 8, classes: int = 10) -> 
     ]
     inp = GraphInput(name="input", shape=(1, 8, 8), fmt=u4, scale=1 / 16, rounding="half_up")
     out = GraphOutput(name="fc.out", scale=0.5 + rng.random(classes), offset=np.full(classes, 0.25))
+    return IntGraph(input=inp, nodes=tuple(nodes), output=out)
+
+
+def random_chain_graph(seed: int = 0, *, binary: bool = False, classes: int = 7) -> IntGraph:
+    """A chain of MAC nodes with the graph features the accelerator runs (issue 27), for 2x6x6
+    images.
+
+    ``binary=False``: signed s4 input; conv1 3x3 pad 1, binary weights, a bipolar threshold
+    requantizer; conv2 3x3 stride 2, narrow s3 weights, a MAC bias, half-even requantizer to
+    narrow s3 (no ReLU); conv3 1x1, requant u2 half up (ReLU); fc linear with a classifier bias;
+    a per-class float output scale (a TensorNorm). ``binary=True``: bipolar input, every weight
+    binary and every hidden activation bipolar (thresholds), no bias (the SFC-w1a1 pattern).
+    """
+    rng = np.random.default_rng(seed)
+    bip = Fmt(kind="bipolar", bits=1)
+
+    def wbin(*shape):
+        return rng.choice(np.array([-1, 1], dtype=np.int64), shape)
+
+    def thresholds(c, span):
+        return Requant(mult=rng.choice(np.array([-1, 1]), c).astype(np.int64),
+                       bias=rng.integers(-span, span + 1, c).astype(np.int64), shift=0, mult_bits=2,
+                       bias_bits=max(2, span.bit_length() + 1), out=bip, relu=False)
+
+    if binary:
+        nodes = [
+            Node(name="conv1", op="conv2d", inputs=("input",), output="conv1.out", weight=wbin(6, 2, 3, 3),
+                 w_fmt=bip, padding=1, requant=thresholds(6, 4)),
+            Node(name="conv2", op="conv2d", inputs=("conv1.out",), output="conv2.out", weight=wbin(5, 6, 3, 3),
+                 w_fmt=bip, stride=2, requant=thresholds(5, 8)),
+            Node(name="fc1", op="linear", inputs=("conv2.out",), output="fc1.out", weight=wbin(9, 20), w_fmt=bip,
+                 requant=thresholds(9, 4)),
+            Node(name="fc2", op="linear", inputs=("fc1.out",), output="fc2.out", weight=wbin(classes, 9), w_fmt=bip),
+        ]
+        inp = GraphInput(name="input", shape=(2, 6, 6), fmt=bip, scale=1.0, rounding="sign")
+    else:
+        s3n = Fmt(kind="signed", bits=3, narrow=True)
+        nodes = [
+            Node(name="conv1", op="conv2d", inputs=("input",), output="conv1.out", weight=wbin(6, 2, 3, 3),
+                 w_fmt=bip, padding=1, requant=thresholds(6, 12)),
+            Node(name="conv2", op="conv2d", inputs=("conv1.out",), output="conv2.out",
+                 weight=rng.integers(-3, 4, (5, 6, 3, 3)).astype(np.int64), w_fmt=s3n, stride=2, padding=1,
+                 bias=rng.integers(-6, 7, 5).astype(np.int64),
+                 requant=_rq(rng, 5, shift=5, span=40, out=s3n, relu=False, rounding="half_even")),
+            Node(name="conv3", op="conv2d", inputs=("conv2.out",), output="conv3.out",
+                 weight=rng.integers(-2, 2, (4, 5, 1, 1)).astype(np.int64), w_fmt=Fmt(kind="signed", bits=2),
+                 requant=_rq(rng, 4, shift=3, span=10, out=Fmt(kind="unsigned", bits=2), relu=True)),
+            Node(name="fc", op="linear", inputs=("conv3.out",), output="fc.out",
+                 weight=rng.integers(-8, 8, (classes, 36)).astype(np.int64), w_fmt=Fmt(kind="signed", bits=4),
+                 bias=rng.integers(-40, 40, classes).astype(np.int64)),
+        ]
+        inp = GraphInput(name="input", shape=(2, 6, 6), fmt=Fmt(kind="signed", bits=4), scale=1 / 8)
+    out = GraphOutput(name=nodes[-1].output, scale=0.5 + rng.random(classes), offset=rng.random(classes))
     return IntGraph(input=inp, nodes=tuple(nodes), output=out)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import MACConfig
-from .core import as_int64, int_range, like, rshift_round_array
+from .core import as_int64, like
 
 __all__ = ["weight_range", "act_range", "product_bits", "acc_bits", "check_operands",
-           "matmul", "requantize", "requantize_array", "mac_tile", "encode_weights", "decode_weights"]
+           "matmul", "requantize", "requantize_array", "mac_tile", "encode_weights", "decode_weights",
+           "encode_activations", "xnor_popcount"]
 
 
 def weight_range(cfg: MACConfig) -> tuple[int, int]:
@@ -46,6 +47,8 @@ def check_operands(w, a, cfg: MACConfig) -> None:
         raise ValueError("1-bit signed (binary) weights must be -1 or +1, not 0")
     if a.size and (int(a.min()) < alo or int(a.max()) > ahi):
         raise ValueError(f"activations out of range {alo}..{ahi} for abits={cfg.abits}, signed_a={cfg.signed_a}")
+    if cfg.bipolar_a and bool((a == 0).any()):
+        raise ValueError("bipolar activations must be -1 or +1, not 0")
     if w.shape[-1] > cfg.k:
         raise ValueError(f"reduction length {w.shape[-1]} exceeds k={cfg.k}")
 
@@ -72,10 +75,10 @@ def _matmul(w: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 
 def requantize_array(acc: np.ndarray, shift: int, out_bits: int, relu: bool) -> np.ndarray:
-    y = rshift_round_array(acc, shift)
-    if relu:
-        return np.clip(y, *int_range(out_bits, signed=False))
-    return np.clip(y, *int_range(out_bits, signed=True))
+    # the one definition: spec/reference/program.py, run on numpy
+    from .program import NUMPY, requantize_program
+
+    return requantize_program(NUMPY, acc, shift=shift, out_bits=out_bits, relu=relu)
 
 
 def requantize(acc, *, shift: int, out_bits: int, relu: bool):
@@ -89,7 +92,10 @@ def requantize(acc, *, shift: int, out_bits: int, relu: bool):
 def mac_tile(w, a, cfg: MACConfig):
     """What the array outputs for one (M x K) by (K x N) tile: the accumulator, or requantized."""
     check_operands(w, a, cfg)
-    acc = as_int64(w) @ as_int64(a)
+    if cfg.xnor:        # the XNOR array's own arithmetic; equal to w @ a (tests check it)
+        acc = xnor_popcount(encode_weights(w, cfg), encode_activations(a, cfg))
+    else:
+        acc = as_int64(w) @ as_int64(a)
     if cfg.requant:
         acc = requantize_array(acc, cfg.shift, cfg.out_bits, cfg.relu)
     return like(acc, w)
@@ -111,3 +117,30 @@ def decode_weights(bits, cfg: MACConfig):
     if cfg.signed_w:
         return like(np.where(b >= (1 << (cfg.wbits - 1)), b - (1 << cfg.wbits), b), bits)
     return like(b, bits)
+
+
+def encode_activations(a, cfg: MACConfig):
+    """Activation values to what the array's ``a`` field carries: bipolar codes (+1 -> 0,
+    -1 -> 1) for ``bipolar_a``, the values themselves otherwise (packed as two's complement or
+    unsigned by the field's shape)."""
+    aa = as_int64(a, "a")
+    return like((aa < 0).astype(np.int64), a) if cfg.bipolar_a else like(aa, a)
+
+
+def xnor_popcount(w_codes, a_codes):
+    """The XNOR-popcount dot product of 1-bit codes (0 = +1, 1 = -1): ``2*m - K`` where ``m``
+    counts the K-steps whose weight and activation codes are equal (XNOR = 1, product +1).
+
+    ``w_codes``: M x K, ``a_codes``: K x N, each 0 or 1. Equals ``w @ a`` of the decoded
+    {-1, +1} values; this is what the ``cfg.xnor`` array computes (one ``K.bit_length()``-bit
+    counter per PE, the sign restored on the way out).
+    """
+    wc, ac = as_int64(w_codes, "w_codes"), as_int64(a_codes, "a_codes")
+    for name, x in (("w_codes", wc), ("a_codes", ac)):
+        if x.size and (int(x.min()) < 0 or int(x.max()) > 1):
+            raise ValueError(f"{name} must be 0 or 1 (the bipolar code)")
+    if wc.shape[-1] != ac.shape[0]:
+        raise ValueError(f"reduction lengths differ: w_codes K={wc.shape[-1]}, a_codes K={ac.shape[0]}")
+    # matches = #(w=0, a=0) + #(w=1, a=1)
+    m = _matmul(1 - wc, 1 - ac) + _matmul(wc, ac)
+    return like(2 * m - wc.shape[-1], w_codes)

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..config import MACConfig
+from ..norms import norm_spec
 from .core import as_int64, int_range, like, plain
 from .infer_bn import FoldedBN, apply_folded, fold_bn
 from .mac import acc_bits, check_operands, matmul
@@ -210,7 +211,9 @@ def random_int_net(seed: int = 0, *, w_bits: int = 4, a_bits: int = 4, in_bits: 
         # statistics roughly those of the accumulator, so the outputs use the activation range
         std = float(np.sqrt((w.astype(np.float64) ** 2).sum((1, 2, 3)).mean())) * (1 << abits) / 4 * 2.0 ** -acc_exp
         mean = (rng.random(c) - 0.5) * std
-        disp = (0.5 + rng.random(c)) * std * (0.8 if norm == "l1" else std)
+        # the running statistic: about 0.8 std where sigma is a constant times it (the mean absolute
+        # deviation of L1, range's C(n) * range), the variance where sigma is its square root (L2)
+        disp = (0.5 + rng.random(c)) * std * (0.8 if norm_spec(norm).sigma_kind == "const" else std)
         gamma = 0.5 + rng.random(c)
         beta = rng.random(c) * 0.5
         bn = fold_bn(norm=norm, mean=mean, disp=disp, gamma=gamma, beta=beta, eps=1e-5, acc_exp=acc_exp,

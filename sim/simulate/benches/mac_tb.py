@@ -14,7 +14,7 @@ import numpy as np
 from amaranth.hdl import Const
 from cocotb.triggers import ClockCycles
 from l1bn.hw.mac_array import stream_cycles, tile_period
-from l1bn.spec.reference.mac import encode_weights, mac_tile
+from l1bn.spec.reference.mac import encode_activations, encode_weights, mac_tile
 
 from .common import load_config, load_data, write_result
 from .kit import InOrderChecker, StreamSink, StreamSource, Testbench
@@ -42,6 +42,7 @@ class MACTestbench(Testbench):
             rows += np.asarray(mac_tile(w, a, cfg)).tolist()
             lasts += [i == R - 1 for i in range(R)]
             wraw = np.asarray(encode_weights(w, cfg))
+            a = np.asarray(encode_activations(a, cfg))       # bipolar: codes
             for s in range(k):
                 self.src.send({"w": [Const(int(b), wshape).value for b in wraw[:, s]],
                                "a": a[s], "last": int(s == k - 1)})

@@ -1,0 +1,126 @@
+"""The accelerator on graph exports (issue 27): chains with signed, narrow and bipolar inputs and
+activations, binary weights, per-channel threshold and half-even requantizers, MAC and classifier
+biases; logits bit-exact against the graph reference (:func:`l1bn.spec.reference.graph.run_graph`)
+with random stalls on both streams, and one-line refusals naming the node for what it cannot run."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment
+from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface, layers_from_export
+from l1bn.spec.reference.graph import IntGraph, Node, run_graph
+from l1bn.spec.reference.graph_random import random_chain_graph, random_int_graph
+from test_accelerator import _run_amaranth
+
+
+def _images(g, n, seed):
+    rng = np.random.default_rng(seed)
+    if g.input.fmt.kind == "bipolar":
+        return rng.choice([-1, 1], (n, *g.in_shape))
+    x = rng.integers(g.input.fmt.lo, g.input.fmt.hi + 1, (n, *g.in_shape))
+    x[0] = g.input.fmt.lo          # corner: every pixel at the most negative value
+    return x
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("shape", [(4, 3), (3, 1)])
+def test_graph_chain_bit_exact_with_stalls(binary, shape):
+    g = random_chain_graph(3, binary=binary)
+    x = _images(g, 3, seed=1)
+    ref = np.asarray(run_graph(g, x))
+    acc = accelerator_from_export(g, rows=shape[0], cols=shape[1])
+    iface = accelerator_interface(g)
+    assert iface["in_signed"] and acc.mac_cfg.signed_a
+    # binary-only networks: the array's weights are the 1-bit codes
+    assert (acc.mac_cfg.wbits == 1) == binary
+    px = (x.reshape(len(x), -1) & ((1 << iface["in_bits"]) - 1)).tolist()
+    outs, _ = _run_amaranth(acc, px, seed=shape[0] * 10 + shape[1])
+    assert [o[1] for o in outs] == ref.tolist()
+    assert [o[2] for o in outs] == np.argmax(ref, axis=1).tolist()
+
+
+def test_graph_layers_fold_the_mac_bias_and_keep_the_rules():
+    g = random_chain_graph(3)
+    layers, inp = layers_from_export(g)
+    assert inp == {"shape": (2, 6, 6), "bits": 4, "signed": True}
+    conv1, conv2, conv3, fc = layers
+    assert conv1.bipolar_out and conv1.w_bits == 1 and conv1.a_signed
+    n2 = g.node("conv2")
+    assert conv2.bias == tuple((n2.requant.bias + n2.bias * n2.requant.mult).tolist())
+    assert (conv2.out_lo, conv2.out_hi, conv2.rounding) == (-3, 3, "half_even") and conv2.a_bits == 2
+    assert (conv3.out_lo, conv3.out_hi) == (None, None) and conv3.a_signed   # the chain rule (u2, ReLU)
+    assert fc.logit_bias == tuple(g.node("fc").bias.tolist()) and not fc.a_signed
+    assert fc.logit_bits >= fc.acc_bits
+
+
+def test_graph_features_still_refused_name_the_node():
+    g = random_int_graph(0)
+    with pytest.raises(ValueError, match=r"^node add1 \(add\): an add node is not supported by the accelerator yet$"):
+        layers_from_export(g)
+    c = random_chain_graph(3)
+    rq = c.nodes[1].requant
+    rq7 = dataclasses.replace(rq, mult=np.ones(7, np.int64), bias=np.zeros(7, np.int64))
+    bad = IntGraph(input=c.input, nodes=c.nodes[:-1] + (dataclasses.replace(c.nodes[-1], requant=rq7),),
+                   output=c.output)
+    with pytest.raises(ValueError, match=r"^node fc \(linear\): a requantizer on the last node"):
+        layers_from_export(bad)
+
+
+def _pool_graph(seed, stride):
+    """random_chain_graph with a 2x2 max pool (``stride``; 1: overlapping windows) after conv1's
+    bipolar thresholds and a 2x2 stride-1 max pool after conv2's signed narrow outputs."""
+    rng = np.random.default_rng(seed)
+    g = random_chain_graph(seed)
+    n1, n2, n3, fc = g.nodes
+    pool1 = Node(name="pool1", op="maxpool", inputs=(n1.output,), output="pool1.out", kernel=(2, 2), stride=stride)
+    n2 = dataclasses.replace(n2, inputs=("pool1.out",), stride=1, padding=1)
+    pool2 = Node(name="pool2", op="maxpool", inputs=(n2.output,), output="pool2.out", kernel=(2, 2), stride=1)
+    n3 = dataclasses.replace(n3, inputs=("pool2.out",))
+    k = 4 * (2 if stride == 2 else 4) ** 2
+    fc = dataclasses.replace(fc, weight=rng.integers(-8, 8, (7, k)).astype(np.int64))
+    return IntGraph(input=g.input, nodes=(n1, pool1, n2, pool2, n3, fc), output=g.output)
+
+
+@pytest.mark.parametrize("stride", [2, 1])
+@pytest.mark.parametrize("shape", [(4, 4), (3, 5)])
+def test_max_pool_on_the_fly_bit_exact(stride, shape):
+    """Max pooling in the writeback: each output group computes one window's positions, the
+    maximum of their requantized values goes to one lane; exact for bipolar and signed values,
+    disjoint and overlapping windows, with random stalls."""
+    g = _pool_graph(3, stride)
+    x = _images(g, 3, seed=2)
+    ref = np.asarray(run_graph(g, x))
+    acc = accelerator_from_export(g, rows=shape[0], cols=shape[1])
+    assert [lay.pool for lay in acc.layers] == [(2, 2, stride), (2, 2, 1), None, None]
+    px = (x.reshape(len(x), -1) & ((1 << acc.plan.in_bits) - 1)).tolist()
+    outs, _ = _run_amaranth(acc, px, seed=stride * 7 + shape[0])
+    assert [o[1] for o in outs] == ref.tolist()
+
+
+def test_max_pool_needs_a_window_per_group():
+    g = _pool_graph(3, 2)
+    with pytest.raises(ValueError, match="2x2 max pool needs cols >= 4"):
+        accelerator_from_export(g, rows=16, cols=2)
+    # the automatic shape search only considers shapes that fit the window
+    acc = accelerator_from_export(g)
+    Fragment.get(acc, None)
+    assert acc.cols >= 4
+
+
+def test_verilog_net_of_a_pooled_graph_export(tmp_path):
+    """``l1bn verilog net`` on a graph export with max pools and biases: the Verilog, the MAC
+    nodes' .hex files (a max pool has none) and the schedule with the pooled groups."""
+    import json
+
+    from l1bn.sim.verilog.net import write_net_verilog
+    from l1bn.spec.export import write_export
+
+    g = _pool_graph(3, 2)
+    path = write_export(g, tmp_path / "e", rows=4)
+    files = write_net_verilog(path, tmp_path / "v", rows=4, cols=4)
+    names = sorted(f.name for f in files)
+    assert "accelerator.v" in names and "schedule.json" in names
+    assert {"conv1.weight.hex", "conv2.weight.hex", "fc.weight.hex"} <= set(names)
+    sched = json.loads((tmp_path / "v" / "schedule.json").read_text())
+    assert [s["G"] for s in sched["layers"]] == [9, 4, 1, 1]     # pooled positions, one window per group
