@@ -38,7 +38,26 @@ def _cell(name: str | None) -> str:
     """A cell name without the tool's suffixes (``$...``, the packers' ``_TRELLIS...``, ``_SB_...``)."""
     if not name:
         return "?"
-    return _SUFFIX.split(name.split("$")[0])[0].rstrip(".")
+    return _SUFFIX.split(name.split("$")[0] or name)[0].rstrip(".")
+
+
+def _renamed_paths(rep: dict, folder: Path) -> None:
+    """Critical paths whose end cells have no design name (GateMate's ``$auto$ff.cc...`` flip-flops,
+    recorded before :func:`l1bn.sim.fpga.pnr.critical_path` fell back to net names): parsed again
+    from the median seed's nextpnr report in ``folder/flow`` where the run left it."""
+    from l1bn.sim.fpga.pnr import critical_path
+
+    fam = rep["fpga"]["family"]
+    for w, wr in rep["widths"].items():
+        for kind, pre in (("forward", "fwd"), ("backward", "bwd")):
+            for n, u in (wr.get(kind) or {}).items():
+                cp = u.get("critical_path") if isinstance(u, dict) else None
+                if not cp or not str(cp.get("from", "")).startswith("$") or not u.get("fmax_seeds"):
+                    continue
+                seed = next(s for s, f in u["fmax_seeds"].items() if f == u["fmax_mhz"])
+                found = sorted(folder.glob(f"flow/{pre}-{n}-w{w}-{fam}-s{seed}-fpga-*/pnr.json"))
+                if found:
+                    u["critical_path"] = critical_path(json.loads(found[-1].read_text()))
 
 
 def load(folder: Path) -> dict:
@@ -47,6 +66,7 @@ def load(folder: Path) -> dict:
     for p in sorted(folder.glob("*/report.json")):
         rep = json.loads(p.read_text())
         if "fpga" in rep:
+            _renamed_paths(rep, p.parent)
             reports.append((p.parent.name, rep))
     reports.sort(key=lambda t: (ORDER.index(t[1]["fpga"]["family"]), t[0]))
     mac = [(p.stem.removeprefix("mac-"), json.loads(p.read_text())) for p in sorted(folder.glob("mac-*.json"))]
@@ -64,34 +84,59 @@ def _label(norm: str) -> str:
     return norm_spec(norm).label
 
 
+def _mult_key(rep: dict) -> str:
+    """The result key of the family's multipliers: GateMate's CC_MULT are CPEs, not a DSP block."""
+    return "mult" if rep["fpga"]["family"] == "gatemate" else "dsp"
+
+
+def _own(unit: dict, rep: dict) -> str:
+    """A unit's non-zero synthesis counts in the family's own units, multipliers left to the DSP
+    column (``743 LUT4, 156 CCU2C, 1214 FF``)."""
+    mk = _mult_key(rep)
+    return ", ".join(f"{unit[k]} {label}" for k, label in rep["fpga"]["units"]
+                     if k not in ("dsp", mk) and unit.get(k))
+
+
+def _ratio(a: dict | None, b: dict, key: str) -> str | None:
+    return _f(a[key] / b[key]) if a and a.get(key) and b.get(key) else None
+
+
 def unit_header(kind: str) -> list[str]:
     """The Markdown header of :func:`unit_rows`: the baseline's LE and Fmax, every other norm's
     ratios to it (the registry's norms with a unit of ``kind``), the featured norm's latency."""
     base, others = _label(BASELINE), [_label(n) for n in compared(norms_for(kind))]
-    cols = (["family, device", "multiplies", "width", f"{base} LE"] + [f"{o}/{base} LE" for o in others]
+    cols = (["family, device", "multiplies", "width", f"{base} own units", f"{base} LE"]
+            + [c for o in others for c in (f"{o}/{base} LUT", f"{o}/{base} LE")]
             + [f"{base} Fmax MHz"] + [f"{o}/{base} Fmax" for o in others]
             + [f"{_label(FEATURED)}/{base} latency ns", "DSP", "critical path"])
-    align = ["---", "---"] + ["---:"] * (len(cols) - 4) + ["---", "---"]
+    align = ["---", "---", "---:", "---"] + ["---:"] * (len(cols) - 6) + ["---", "---"]
     return ["| " + " | ".join(cols) + " |", "|" + "|".join(align) + "|"]
 
 
 def unit_rows(reports, kind: str) -> list[str]:
     """One Markdown row per (report, width) of the ``kind`` units (columns of :func:`unit_header`;
-    ``-`` where a report has no unit of that norm)."""
-    out = []
+    ``-`` where a report has no unit of that norm). A target and width that two reports share (a
+    forward-only report and a narrower one with backward units, from the same cache entries) is
+    printed once; a report run with one seed says so beside its Fmax."""
+    out, seen = [], set()
     names, others = norms_for(kind), compared(norms_for(kind))
     for _, rep in reports:
         tgt, mult = _target(rep)
         for w, wr in rep["widths"].items():
             units = wr.get(kind)
-            if not units:
+            if not units or (tgt, mult, w) in seen:
                 continue
+            seen.add((tgt, mult, w))
             base = units[BASELINE]
             ratios = [units.get(ratio_key(n)) or {} for n in others]
-            dsp = "/".join(_f(units[n]["dsp"]) for n in names if n in units)
+            mk = _mult_key(rep)
+            dsp = "/".join(_f(units[n].get(mk)) for n in names if n in units)
+            one = " (1 seed)" if len(base.get("fmax_seeds") or {}) == 1 else ""
             cp = "; ".join(f"{n.upper()} {(units[n].get('critical_path') or {}).get('stage', '?')}"
                            for n in names if n in units)
-            row = ([tgt, mult, w, _f(base["le"])] + [_f(r.get("le")) for r in ratios] + [_f(base["fmax_mhz"], 1)]
+            row = ([tgt, mult, w, _own(base, rep), _f(base["le"])]
+                   + [c for n, r in zip(others, ratios, strict=True) for c in (_ratio(units.get(n), base, "lut"), _f(r.get("le")))]
+                   + [_f(base["fmax_mhz"], 1) + one]
                    + [_f(r.get("fmax_mhz")) for r in ratios]
                    + [_f((units.get(ratio_key(FEATURED)) or {}).get("latency_ns")), dsp, cp])
             out.append("| " + " | ".join("-" if c is None else str(c) for c in row) + " |")
@@ -101,15 +146,16 @@ def unit_rows(reports, kind: str) -> list[str]:
 def path_lines(reports) -> list[str]:
     """Per report, width and unit: the median run's worst path (start -> end cell, its stage,
     logic levels, logic and routing delay)."""
-    out = []
+    out, seen = [], set()
     for _, rep in reports:
         tgt, mult = _target(rep)
         for w, wr in rep["widths"].items():
             for kind in ("forward", "backward"):
                 for n in norms_for(kind):
                     u = (wr.get(kind) or {}).get(n)
-                    if not u or not u.get("critical_path"):
+                    if not u or not u.get("critical_path") or (tgt, mult, w, kind, n) in seen:
                         continue
+                    seen.add((tgt, mult, w, kind, n))
                     cp = u["critical_path"]
                     out.append(f"| {tgt} | {mult} | {w} | {kind} {n.upper()} | {cp['stage']} | `{_cell(cp['from'])}` -> "
                                f"`{_cell(cp['to'])}` | {cp['levels']} | {cp['logic_ns']:.2f} + {cp['routing_ns']:.2f} |")
@@ -147,7 +193,9 @@ def main(argv=None) -> int:
     if reps:
         seeds = sorted({tuple(r["params"]["seeds"]) for _, r in reps})
         print(f"{len(reps)} reports; nextpnr seeds {', '.join(map(str, seeds))} (Fmax = median)\n")
-        print("Forward units: LE = LUT4-equivalents placed; ratios to L2; DSP = one per norm in the family's unit; "
+        print("Forward units: L2 in the family's own units (synthesis counts, multipliers in the DSP column); "
+              "LE = LUT4-equivalents placed; LUT = the family's LUT cells (LUT4; LUT trees on GateMate); "
+              "ratios to L2; DSP = one per norm in the family's multiplier unit (CC_MULT on GateMate); "
               "critical path = the stage holding the median run's worst path.\n")
         print("\n".join(unit_header("forward") + unit_rows(reps, "forward")))
         print(f"\nBackward units (the registry's norms with one: {', '.join(map(_label, norms_for('backward')))}; "

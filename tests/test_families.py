@@ -165,3 +165,26 @@ def test_packing_over_the_device_is_a_fit_error(tmp_path):
         fam.check_packing(log, fam.device("iCE40UP5K-SG48"))
     log.write_text("Info: \t         ICESTORM_LC:    428/   5280     8%\n")
     assert fam.check_packing(log, fam.device(None)) is None
+
+
+def _step(kind, frm, to, delay, net=None):
+    s = {"type": kind, "delay": delay, "from": {"cell": frm, "port": "O"}, "to": {"cell": to, "port": "I"}}
+    return s | ({"net": net} if net else {})
+
+
+def test_critical_path_of_anonymous_flip_flops_is_named_by_its_nets():
+    """GateMate names its flip-flops ``$auto$ff.cc...``: the path's first and last named nets stand
+    for its ends, so the stage is the unit's (normalize), not ``top``; named cells are kept."""
+    from l1bn.sim.fpga.pnr import critical_path
+
+    a, m, b = "$auto$ff.cc:337:slice$5294", "$flatten\\dut.\\normalize.$mul$x", "$auto$ff.cc:337:slice$5364"
+    path = [_step("clk-to-q", a, a, 0.5), _step("routing", a, m, 4.0, "dut.normalize.nz_inv_9[9]"),
+            _step("logic", m, m, 0.6), _step("routing", m, b, 2.0, "dut.normalize.$3[29]"),
+            _step("setup", b, b, 0.1)]
+    cp = critical_path({"critical_paths": [{"path": path}]})
+    assert (cp["from"], cp["to"], cp["stage"]) == ("normalize.nz_inv_9", "normalize.$3", "normalize")
+    assert cp["levels"] == 1 and cp["routing_ns"] == 6.0 and cp["logic_ns"] == 1.2
+    path[0]["from"]["cell"] = "dut.recip.cnt_TRELLIS_FF_Q"
+    path[-1]["to"]["cell"] = "dut.normalize.o_DFF"
+    cp = critical_path({"critical_paths": [{"path": path}]})
+    assert (cp["from"], cp["to"], cp["stage"]) == ("recip.cnt_TRELLIS_FF_Q", "normalize.o_DFF", "normalize/recip")

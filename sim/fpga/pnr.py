@@ -25,7 +25,9 @@ def critical_path(pnr_report: dict) -> dict | None:
     """The worst clk->clk path of a nextpnr ``--report`` JSON: start and end cell (the harness
     prefix ``dut.`` removed), total, logic and routing delay (ns), logic levels, and the
     ``stage``: the first component of the cell's hierarchical name that the two ends share
-    (``normalize``, ``recip``, ...; ``top`` for the unit's own control and buffers)."""
+    (``normalize``, ``recip``, ...; ``top`` for the unit's own control and buffers). Where an end
+    cell has no name of the design (GateMate's flip-flops are ``$auto$ff.cc...``), the first or
+    last named net of the path stands for it (bit index removed)."""
     paths = [p for p in pnr_report.get("critical_paths", []) if p.get("path")]
     if not paths:
         return None
@@ -36,6 +38,11 @@ def critical_path(pnr_report: dict) -> dict | None:
         return name[4:] if name.startswith("dut.") else name
 
     start, end = cell(steps[0]["from"]["cell"]), cell(steps[-1]["to"]["cell"])
+    named = [cell(x["net"].split("[")[0]) for x in steps if x.get("net") and not x["net"].startswith("$")]
+    if named and start.startswith("$"):
+        start = named[0]
+    if named and end.startswith("$"):
+        end = named[-1]
 
     def stage(c):
         head = c.split(".")[0]
