@@ -64,7 +64,7 @@ def test_stream_ports_come_from_the_signature():
     ports = stream_ports(bn)
     assert {k: v["flow"] for k, v in ports.items()} == {"i": "in", "o": "out", "stats": "out"}
     assert ports["stats"]["shape"] == stats_layout(cfg)
-    assert set(BENCHES) == {"absdiff", "bn", "bwd", "loopback", "mac", "net"}
+    assert set(BENCHES) == {"absdiff", "bn", "bwd", "loopback", "mac", "net", "train"}
     with pytest.raises(ValueError, match="bench='nope' is unknown"):
         run_bench(mac, name="nope", build_dir="unused")
     for dut in (mac, bn):   # elaborated: neither is left unused
