@@ -4,7 +4,7 @@ array's busy fraction from the schedule's formula (asserted by the cocotb benche
 breakdown, and the ECP5 measurements: synthesis (LUT4, FF, MULT18X18D, DP16KD) and nextpnr Fmax
 (median of the seeds) on the smallest ECP5 that holds it, training images/s = Fmax / cycles * batch.
 
-    .venv/bin/python bench/train_accel.py [--no-pnr] [--seeds 1,2,3] [--out build/train-report]
+    .venv/bin/python bench/train_accel.py [--no-pnr] [--seeds 1,2,3] [--router router2] [--out build/train-report]
 
 Results are kept in OUT/<norm>/result.json (reused while the design is unchanged) and
 OUT/train_report.json; ``l1bn demo`` prints the table from it.
@@ -32,6 +32,8 @@ def main(argv=None):
     ap.add_argument("--no-pnr", action="store_true", help="synthesis only (no Fmax)")
     ap.add_argument("--no-fpga", action="store_true", help="the formula figures only")
     ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--router", default="router2", choices=("router1", "router2"),
+                    help="nextpnr's router (router1 did not finish on this design in 48 minutes)")
     ap.add_argument("--out", default="build/train-report")
     a = ap.parse_args(argv)
     seeds = tuple(int(s) for s in a.seeds.split(","))
@@ -41,7 +43,7 @@ def main(argv=None):
     for norm in train_norms():
         r = step_figures(norm)
         if not a.no_fpga:
-            r.update(fpga_figures(norm, out, seeds=seeds, pnr=not a.no_pnr))
+            r.update(fpga_figures(norm, out, seeds=seeds, pnr=not a.no_pnr, router=a.router))
             r["fpga_blocks"] = fpga_breakdown(norm, out)
         rows[norm] = r
     (out / "train_report.json").write_text(json.dumps(rows, indent=1) + "\n")

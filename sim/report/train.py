@@ -79,11 +79,13 @@ def _synth(acc, workdir: Path) -> dict:
     return res
 
 
-def fpga_figures(norm: str, workdir, *, batch: int = 8, rows: int = 8, seeds=DEFAULT_SEEDS, pnr: bool = True) -> dict:
+def fpga_figures(norm: str, workdir, *, batch: int = 8, rows: int = 8, seeds=DEFAULT_SEEDS, pnr: bool = True,
+                 router: str = "router2") -> dict:
     """ECP5 synthesis (LUT4, FF, CCU2C, MULT18X18D/ALU54B, DP16KD) of the digits CNN's training
     accelerator in the timing harness, and with ``pnr`` nextpnr on the smallest ECP5 that holds it
-    once per seed (Fmax: the median). Results are kept in ``workdir/<norm>/result.json`` and reused
-    when the design is unchanged (same Verilog hash)."""
+    once per seed (Fmax: the median), with nextpnr's ``router`` (router2: router1 did not finish
+    on this design). Results are kept in ``workdir/<norm>/result.json`` and reused when the design
+    is unchanged (same Verilog hash)."""
     import hashlib
 
     from l1bn.hw.train.accel import TrainAccelerator
@@ -101,14 +103,15 @@ def fpga_figures(norm: str, workdir, *, batch: int = 8, rows: int = 8, seeds=DEF
     if pnr:
         runs = res.setdefault("pnr", {})
         for s in seeds:
-            if str(s) in runs:
+            if str(s) in runs and runs[str(s)].get("router") == router:
                 continue
             sd = wd / f"pnr{s}"
             sd.mkdir(parents=True, exist_ok=True)
             shutil.copy(wd / "synth" / "top.json", sd / "top.json")
             t0 = time.perf_counter()
-            r = pnr_ecp5_json(sd, lut=res["lut"], dsp=res["dsp"], bram=res["bram"], seed=s)
+            r = pnr_ecp5_json(sd, lut=res["lut"], dsp=res["dsp"], bram=res["bram"], seed=s, router=router)
             r["pnr_s"] = round(time.perf_counter() - t0, 1)
+            r["router"] = router
             runs[str(s)] = r
             cache.write_text(json.dumps(res, indent=1))
         got = [runs[str(s)]["fmax_mhz"] for s in seeds if str(s) in runs]
