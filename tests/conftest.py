@@ -179,3 +179,20 @@ def trained_standin(tmp_path_factory):
     model.stats = saved["stats"]
     model.eval()
     return model, saved["x"], saved["y"]
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``l1bn ARGV`` in-process; return (exit status, stdout + stderr); 0 when it returns."""
+    from l1bn.cli.main import main
+
+    def run(argv):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    return run

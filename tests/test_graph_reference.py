@@ -365,21 +365,6 @@ def test_graph_export_round_trip_and_hex_codes(tmp_path):
     assert not e.is_chain
 
 
-@pytest.fixture
-def cli(capsys):
-    """Run ``l1bn ARGV`` in-process; return (exit status, stdout + stderr); 0 when it returns."""
-    from l1bn.cli.main import main
-
-    def run(argv):
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        out = capsys.readouterr()
-        return code, out.out + out.err
-
-    return run
 
 
 def test_infer_cli_on_a_graph_export_and_your_own_images(tmp_path, cli):

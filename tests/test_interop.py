@@ -22,23 +22,6 @@ from l1bn.sw.qonnx_import import (
 from onnx import numpy_helper
 
 
-@pytest.fixture
-def cli(capsys):
-    """Run ``l1bn ARGV`` in-process; return (exit status, stdout + stderr); 0 when it returns."""
-    from l1bn.cli.main import main
-
-    def run(argv):
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        out = capsys.readouterr()
-        return code, out.out + out.err
-
-    return run
-
-
 def _logit_scale(net) -> float:
     return 2.0 ** net.layers[-1].out_exp
 

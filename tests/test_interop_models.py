@@ -43,21 +43,6 @@ def zoo(tmp_path_factory):
     return get
 
 
-@pytest.fixture
-def cli(capsys):
-    """Run ``l1bn ARGV`` in-process; return (exit status, stdout + stderr); 0 when it returns."""
-    from l1bn.cli.main import main
-
-    def run(argv):
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        out = capsys.readouterr()
-        return code, out.out + out.err
-
-    return run
 
 
 def _features(name: str, e) -> None:
