@@ -69,6 +69,7 @@ class Dispersion:
         m.d.sync += done.eq(valid & last)
         with m.If(valid):
             m.d.sync += acc.eq(Mux(first, 0, acc) + tree)
+        self.probes = {"acc": acc}       # the running sum (formal invariants)
         return acc
 
     @property

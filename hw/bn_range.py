@@ -66,6 +66,7 @@ class RangeDispersion(Dispersion):
         with m.If(valid):
             m.d.sync += [amax.eq(Mux(first | (hi > amax), hi, amax)),
                          amin.eq(Mux(first | (lo < amin), lo, amin))]
+        self.probes = {"amax": amax, "amin": amin}     # the running max and min (formal invariants)
         return amax - amin
 
     @property

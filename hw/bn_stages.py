@@ -229,6 +229,8 @@ class StatsStage(wiring.Component):
         with m.If(valid):
             m.d.sync += acc.eq(Mux(first, 0, acc) + tree)
         m.d.comb += total.eq(acc)
+        # the running sum, for the formal harness's invariant (l1bn.sim.formal.stages)
+        self.probes = {"acc": acc}
         p = mean_params(cfg)
         m.d.comb += self.o.payload.eq(div_round_pipe(pipe, total.shift_left(cfg.frac), p))
         m.d.comb += self.o.valid.eq(pipe.delay(done1, div_round_cycles(signed(cfg.sum_bits + cfg.frac), p), "done"))
@@ -277,6 +279,9 @@ class DispersionStage(wiring.Component):
         done = Signal()
         m.d.comb += self.o.valid.eq(done)
         m.d.comb += self.o.payload.eq(disp.reduce(m, pipe, terms, valid, first, last, done))
+        # the running statistic's registers, for the formal harness's invariants
+        # (l1bn.sim.formal.stages): what the norm's reduce() names
+        self.probes = dict(getattr(disp, "probes", {}))
         return m
 
 

@@ -209,12 +209,14 @@ class MACArray(CheckedComponent):
         pb = cfg.product_bits
         prod = [[Signal(signed(pb), name=f"p{i}_{j}") for j in range(C)] for i in range(R)]
         v1b, l1b = Signal(name="v1b"), Signal(name="l1b")
+        halves_regs = {}
         with m.If(en):
             m.d.sync += [v1b.eq(v1), l1b.eq(l1), v2.eq(v1b), l2.eq(l1b)]
             for i in range(R):
                 for j in range(C):
                     halves = _product_halves(cfg, s1.w[i], s1.a[j])
                     regs = [Signal(signed(pb + 1), name=f"h{i}_{j}_{k}") for k in range(len(halves))]
+                    halves_regs[i, j] = regs
                     m.d.sync += [r.eq(h) for r, h in zip(regs, halves, strict=True)]
                     m.d.sync += prod[i][j].eq(sum(regs[1:], regs[0]))
 
@@ -235,6 +237,10 @@ class MACArray(CheckedComponent):
                     with m.If(l2):
                         m.d.sync += bank[i][j].eq(nxt)
 
+        # the pipeline's registers, for the formal harness's invariants (l1bn.sim.formal.mac)
+        self.probes = {"en": en, "stages": [(v2, l2), (v1b, l1b), (v1, l1)], "first": first,
+                       "halves": halves_regs, "prod": prod, "acc": acc, "bank": bank,
+                       "load_bank": load_bank}
         self._drain(m, bank, None, full, load_bank)
         return m
 

@@ -175,3 +175,51 @@ def test_pdr_falls_back_without_abc(monkeypatch, tmp_path):
     assert "no native ABC" in r.detail
     with pytest.raises(ValueError, match="prover"):
         check(Prop("stream.o", "stream", lambda: MACStreamHarness(MAC), 4), tmp_path, prover="ic3")
+
+
+# -- unbounded overflow of the accumulating stages (k-induction with the harnesses' invariants)
+
+STAGE_BN = BNConfig(norm="l2", width=4, n=4, channels=2, recip_bits=4)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "range"])
+def test_stage_overflow_proven_unbounded(tmp_path, norm):
+    from dataclasses import replace
+
+    cfg = replace(STAGE_BN, norm=norm)
+    props = select(design_props(f"{norm}bn", cfg), ["overflow.stats", "overflow.disp"])
+    assert [p.name for p in props] == ["overflow.stats", "overflow.disp"]
+    for p in props:
+        r = check(p, tmp_path / p.name, prover="induction")
+        assert r.status == "PASS" and unbounded(r) and r.method.startswith("k-induction"), r
+
+
+def test_mac_accumulator_proven_unbounded(tmp_path):
+    props = select(design_props("mac", MAC), ["overflow.acc0_0"])
+    r = check(props[0], tmp_path, prover="induction")
+    assert r.status == "PASS" and unbounded(r), r
+
+
+@pytest.mark.parametrize("stage", ["stats", "disp"])
+def test_narrow_stage_accumulator_fails(tmp_path, stage):
+    from l1bn.hw.bn_stages import DispersionStage, StatsStage
+    from l1bn.sim.formal.mutants import narrow_bn_config
+    from l1bn.sim.formal.stages import DispStageHarness, StatsStageHarness, stage_k
+
+    width = "sum_bits" if stage == "stats" else "disp_sum_bits"
+    narrow = narrow_bn_config(STAGE_BN, width)
+    assert getattr(narrow, width) == getattr(STAGE_BN, width) - 1
+    make = ((lambda: StatsStageHarness(STAGE_BN, StatsStage(narrow))) if stage == "stats" else
+            (lambda: DispStageHarness(STAGE_BN, DispersionStage(narrow))))
+    k = stage_k(STAGE_BN, stage)
+    r = check(Prop(f"overflow.{stage}", "overflow", make, k + 1, k=k), tmp_path)
+    assert r.status == "FAIL" and _vcd_ok(r.trace), r
+
+
+def test_narrow_mac_accumulator_fails_the_invariant(tmp_path):
+    from l1bn.sim.formal.mac import MACAccHarness
+
+    narrow = narrow_mac_config(MAC)
+    r = check(Prop("overflow.acc", "overflow", lambda: MACAccHarness(narrow, MACArray(narrow)), 8, k=4),
+              tmp_path)
+    assert r.status == "FAIL" and _vcd_ok(r.trace), r

@@ -81,6 +81,9 @@ class Prop:
     k: int = 2                     # induction depth (prover "induction")
     what: str = ""                 # one line: what the harness asserts
     prover: str = "induction"      # "induction" (smtbmc), "reach" or "pdr" (native ABC)
+    #: the harness states the invariants its k-induction needs: under ``reach``/``pdr`` the
+    #: smtbmc induction runs first, and ABC only gets the property when it does not close
+    invariants: bool = False
 
 
 @dataclass
@@ -223,14 +226,20 @@ def check(prop: Prop, workdir, *, engine: str = "boolector", depth: int | None =
         if abc_path() is None:
             prover, note = "induction", "no native ABC (see l1bn doctor): bounded/induction only"
     stem = _model(prop, workdir, aiger=prover != "induction")
-    res = None
-    if prover != "induction":
+    res = first = None
+    if prover != "induction" and prop.invariants and prop.mode == "prove":
+        first = _check_smtbmc(prop, workdir, stem, env, engine, bmc_depth, left)
+        if first.status == "FAIL" or unbounded(first):
+            res = first
+    if res is None and prover != "induction":
         share = 1.0 if not fallback else 0.5
         res = _check_abc(prop, prover, workdir, stem, env, engine,
                          None if timeout is None else timeout * share)
         if res.status == "UNKNOWN" and fallback:
             note = res.detail
-            res = None
+            res = first            # the smtbmc result of the harness's invariants, when run
+            if res is not None and note:
+                res.detail = f"{note}; {res.detail}" if res.detail else note
     if res is None:
         res = _check_smtbmc(prop, workdir, stem, env, engine, bmc_depth, left)
         if note:

@@ -40,6 +40,17 @@ def design_props(design: str, cfg) -> list[Prop]:
             Prop("overflow", "overflow", lambda: BNDataHarness(cfg, vertices=True), one, mode="bmc",
                  what="x, gamma, beta at range ends: stats and y exact (no register too narrow)"),
         ]
+        # the accumulating stages, unbounded: k-induction with the invariants stated in the
+        # harnesses (l1bn.sim.formal.stages)
+        from .stages import DispStageHarness, StatsStageHarness, stage_k
+
+        for st, make, what in (
+                ("stats", lambda: StatsStageHarness(cfg), "every x, any gaps, any run: the running "
+                 "sum never wraps, mu exact"),
+                ("disp", lambda: DispStageHarness(cfg), "x, mu at range ends, any gaps, any run: the "
+                 "norm's running statistic never wraps, D exact")):
+            k = stage_k(cfg, st)
+            props.append(Prop(f"overflow.{st}", "overflow", make, k + 1, k=k, invariants=True, what=what))
         # equivalence where sigma is a constant multiply (L1, range): the square root of L2 makes
         # the full-input proof too slow, its overflow check stands in
         if cfg.norm_spec.sigma_kind == "const":
@@ -74,6 +85,7 @@ def design_props(design: str, cfg) -> list[Prop]:
         from l1bn.hw.mac_array import stream_cycles
 
         from .mac import (
+            MACAccHarness,
             MACCountHarness,
             MACDrainHarness,
             MACOverflowHarness,
@@ -97,7 +109,11 @@ def design_props(design: str, cfg) -> list[Prop]:
                  (lambda r=r, c=c: MACOverflowHarness(cfg, pe=(r, c))), tile, mode="bmc",
                  what=f"PE ({r},{c}), w and a at range ends: every tile of 1..k steps exact")
             for r, c in corners
-        ]
+        ] + ([] if cfg.xnor else [
+            Prop(f"overflow.acc{r}_{c}", "overflow", (lambda r=r, c=c: MACAccHarness(cfg, pe=(r, c))),
+                 8, k=4, invariants=True,
+                 what=f"PE ({r},{c}), every w and a, any stalls, any run: the accumulator never wraps")
+            for r, c in corners])
     if design == "requant":
         from .requant import RequantHarness
 

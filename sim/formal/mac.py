@@ -9,7 +9,7 @@ from l1bn.hw.mac_array import MACArray, in_layout, stream_cycles
 from .props import Harness, drain_check, drive_stream, offer_all, pending, stream_rule, watchdog
 
 __all__ = ["MACStreamHarness", "MACCountHarness", "MACOverflowHarness", "MACProductHarness", "MACDrainHarness",
-           "response_bound", "shift_add", "decode_w"]
+           "MACAccHarness", "response_bound", "shift_add", "decode_w", "product_range"]
 
 
 def response_bound(cfg) -> int:
@@ -24,10 +24,16 @@ class _MACHarness(Harness):
         self.cfg = cfg
         self.array = array
 
-    def dut(self, m):
+    def dut(self, m, *, elaborated=False):
         cfg = self.cfg
         dut = self.array if self.array is not None else MACArray(cfg)
-        m.submodules.dut = dut
+        if elaborated:
+            from amaranth.hdl import Fragment
+
+            # elaborated now, not lazily: the harness's invariants use its probes
+            m.submodules.dut = Fragment.get(dut, None)
+        else:
+            m.submodules.dut = dut
         _, _, take = drive_stream(m, self, dut.i, "i")
         m.d.comb += dut.o.ready.eq(self.free(1, "o_ready"))
         # contract: a tile has 1..cfg.k K-steps (the beat after k-1 steps is the last)
@@ -35,6 +41,7 @@ class _MACHarness(Harness):
         with m.If(take):
             m.d.sync += steps.eq(Mux(dut.i.payload.last, 0, steps + 1))
         m.d.comb += Assume(~dut.i.valid | dut.i.payload.last | (steps < cfg.k - 1))
+        self.steps = steps
         return dut, take
 
 
@@ -189,3 +196,80 @@ class MACDrainHarness(_MACHarness):
             m.d.sync += rows.eq(rows + 1)
         m.d.comb += Assert(rows <= 2 * cfg.rows)
         drain_check(m, stream_cycles(cfg, cfg.k, 2), rows == 2 * cfg.rows)
+
+
+def product_range(cfg) -> tuple[int, int]:
+    """The smallest and largest ``w * a`` the contract allows (ends of both ranges)."""
+    def ends(bits, sgn, one_bit_pm):
+        if one_bit_pm:
+            return (-1, 1)
+        return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if sgn else (0, (1 << bits) - 1)
+
+    ws = ends(cfg.wbits, cfg.signed_w, cfg.wbits == 1 and cfg.signed_w)
+    as_ = ends(cfg.abits, cfg.signed_a, cfg.bipolar_a)
+    prods = [w * a for w in ws for a in as_]
+    return min(prods), max(prods)
+
+
+class MACAccHarness(_MACHarness):
+    """PE ``pe``'s accumulator never wraps, for runs of any length (k-induction): it equals the
+    exact (wide) sum ``S`` of the tile's products so far, and the result bank equals the exact
+    sum of the last finished tile. Any stalls, any tiles of 1..k steps, every w and a.
+
+    The invariants that make the induction close, asserted (so proven) next to the property:
+
+    - every registered half sum pair and the product register lie in the product range
+      ``[pmin, pmax]`` (:func:`product_range`);
+    - the tile's element count ``c`` at the accumulator: with the beats in flight in the
+      pipeline (stages 1, 1b, 2, oldest last), every tile segment has at most ``k`` steps and the
+      open one has exactly the input side's ``steps`` (counter relation, the occupancy of the
+      pipeline);
+    - ``c*pmin <= S <= c*pmax`` (the accumulator bound in terms of the element counter), and the
+      accumulator register equals ``S``.
+
+    The bank feeds the output register through the requantizer (property ``requant``) or
+    unchanged: no arithmetic after it can wrap.
+    """
+
+    def __init__(self, cfg, array=None, *, pe=(0, 0)):
+        super().__init__(cfg, array)
+        self.pe = pe
+
+    def build(self, m):
+        cfg = self.cfg
+        if cfg.xnor:
+            raise ValueError("MACAccHarness: the XNOR array counts matches; use overflow.pe*")
+        dut, take = self.dut(m, elaborated=True)
+        dut_p = dut.probes
+        r0, c0 = self.pe
+        k = cfg.k
+        pmin, pmax = product_range(cfg)
+        in_range = lambda v: (v >= pmin) & (v <= pmax)   # noqa: E731
+        halves, prod = dut_p["halves"][r0, c0], dut_p["prod"][r0][c0]
+        m.d.comb += [Assert(in_range(sum(halves[1:], halves[0]))), Assert(in_range(prod))]
+        steps = self.steps          # the input side's open tile: steps taken since the last 'last'
+        en, first = dut_p["en"], dut_p["first"]
+        acc_step = en & dut_p["stages"][0][0]
+        c = Signal(range(k + 1), name="count")
+        wide = signed(cfg.acc_bits + 4)
+        s = Signal(wide, name="exact")
+        s_next = Mux(first, prod, s + prod)
+        with m.If(acc_step):
+            m.d.sync += [s.eq(s_next), c.eq(Mux(first, 1, c + 1))]
+        bank = Signal(wide, name="exact_bank")
+        with m.If(dut_p["load_bank"]):
+            m.d.sync += bank.eq(s_next)
+        running = Mux(first, 0, c)
+        ok = running <= k
+        for v, last in dut_p["stages"]:
+            running = running + v
+            ok = ok & (running <= k)
+            running = Mux(v & last, 0, running)
+        m.d.comb += [
+            Assert(steps < k),                                           # the contract's count
+            Assert(ok), Assert(running == steps),                        # occupancy, counts
+            Assert(c <= k), Assert(first | (c >= 1)),
+            Assert((c * pmin <= s) & (s <= c * pmax)),                   # bound by the count
+            Assert(dut_p["acc"][r0][c0] == s),                           # no wrap
+            Assert(dut_p["bank"][r0][c0] == bank),
+        ]

@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 from l1bn.spec.config import MACConfig
 
-__all__ = ["PayloadGlitch", "DropBeat", "narrow_mac_config"]
+__all__ = ["PayloadGlitch", "DropBeat", "narrow_mac_config", "narrow_bn_config"]
 
 
 class _Wrap(wiring.Component):
@@ -89,3 +89,13 @@ def requantize_wrong_rounding(v, *, shift: int, out_bits: int, relu: bool):
     from l1bn.hw.arith import requantize
 
     return requantize(v - 1, shift=shift, out_bits=out_bits, relu=relu)
+
+
+def narrow_bn_config(cfg, width: str):
+    """``cfg`` (a ``BNConfig``) with the derived width ``width`` (``"sum_bits"``: the stats
+    stage's running sum; ``"disp_sum_bits"``: the dispersion statistic) one bit narrower: the
+    stage built from it has a one-bit-too-narrow accumulator."""
+    base = type(cfg)
+    narrow = type(f"Narrow{base.__name__}", (base,),
+                  {width: property(lambda self: getattr(base, width).fget(self) - 1)})
+    return narrow(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})

@@ -1,0 +1,231 @@
+"""Unbounded overflow proofs of the forward units' accumulating stages, by k-induction.
+
+The unit-level ``overflow`` harness (:mod:`l1bn.sim.formal.bn_data`) records one channel from
+reset and compares the unit's outputs with exact values; that is a bounded check (BMC), because
+its induction needs a relation between the unit's internal accumulators and the recorded data
+that neither ``pdr`` nor k-induction finds. Every accumulation of the forward unit happens in two
+stages, :class:`~l1bn.hw.bn_stages.StatsStage` (``sum x``) and
+:class:`~l1bn.hw.bn_stages.DispersionStage` (the norm's ``sum |d|``, ``sum d*d`` or running
+``max``/``min`` of ``d``); the rest of the unit stores values in registers and buffers of the
+stages' own payload widths (no arithmetic that grows with the run) or computes per element or
+per channel in fixed-depth pipelines. The harnesses here drive one stage, on its own ports,
+with every input its contract allows, for runs of any length, and prove unbounded:
+
+- the channel framing of the unit's receive and dispersion engines (``first`` on beat 0,
+  ``last`` on beat ``n/lanes - 1``, any gaps in ``valid``; the dispersion stage gets any ``mu``
+  of the x range, per beat);
+- ``o`` is valid exactly ``stage_cycles`` cycles after a channel's last beat;
+- its payload is exact: ``mu = div_round(S << frac, n)`` (as ``2n*mu <= 2*(S << frac) + n <
+  2n*(mu + 1)``), the dispersion statistic ``D`` equals the norm's exact rule
+  (``Dispersion.exact_term``: ``|d|``, ``d*d``; range: ``max d - min d``) of the channel's
+  deviations, all computed here in exact (growing) Amaranth arithmetic.
+
+The **invariants** that make the induction close are asserted next to the properties (so they
+are proven too): the harness's exact running value ``S`` (a sum, or a max and a min) of the
+channel's beats so far and its element count ``c``; ``c`` equals the beat counter of the framing
+(``c = beat``, or ``c = n/lanes`` after a last beat); ``S`` lies within ``c`` times the per-beat
+range (``c*lo <= S <= c*hi``: the accumulator bound in terms of the element counter); and the
+stage's own accumulator (its ``probes``, filled by ``elaborate``), read ``D`` cycles after the
+input (the stage's published pipeline depth), equals the exact ``S`` of ``D`` cycles before.
+Everything else in the stages is a free-running pipeline without enable, which k-induction
+flushes once ``k`` exceeds the stage's latency.
+"""
+
+from __future__ import annotations
+
+from amaranth import Const, Mux, Signal, signed
+from amaranth.hdl import Assert, Assume, Fragment
+from l1bn.hw.bn_stages import DispersionStage, StatsStage, norm_dispersion, stage_cycles
+
+from .props import Harness
+
+__all__ = ["StatsStageHarness", "DispStageHarness", "stage_k"]
+
+
+def _line(m, value, n, name):
+    """``value`` delayed by 0..n cycles (registers, no enable): ``[value, value@-1, ...]``."""
+    out = [value]
+    for j in range(1, n + 1):
+        r = Signal(value.shape() if hasattr(value, "shape") else 1, name=f"{name}_d{j}")
+        m.d.sync += r.eq(out[-1])
+        out.append(r)
+    return out
+
+
+def stage_k(cfg, stage: str) -> int:
+    """Induction depth of a stage harness: its latency to ``o`` plus two (every pipeline register
+    is then determined by inputs inside the induction window)."""
+    return stage_cycles(cfg)[stage] + 3
+
+
+class _StageHarness(Harness):
+    stage = None
+
+    def __init__(self, cfg, unit=None):
+        super().__init__()
+        self.cfg = cfg
+        self.unit = unit
+
+    def framing(self, m, dut):
+        """Drive ``dut.i``: valid and x free, ``first``/``last`` from the beat counter (the unit's
+        engines' framing). Returns (valid, beat counter)."""
+        cfg = self.cfg
+        nb = cfg.beats
+        v = self.free(1, "i_valid")
+        x = [self.free(signed(cfg.width), f"x{k}") for k in range(cfg.lanes)]
+        beat = Signal(range(nb), name="beat")
+        with m.If(v):
+            m.d.sync += beat.eq(Mux(beat == nb - 1, 0, beat + 1))
+        p = dut.i.payload
+        m.d.comb += [dut.i.valid.eq(v), p.first.eq(beat == 0), p.last.eq(beat == nb - 1)]
+        m.d.comb += [p.x[k].eq(x[k]) for k in range(cfg.lanes)]
+        return v, beat, x
+
+    def running(self, m, v, first, step, shape, name):
+        """The exact running value ``S`` of the channel (``step(S, first)`` on a valid beat) and
+        its element count ``c`` (0..n/lanes), both as registers. Returns (S, S_next, c)."""
+        nb = self.cfg.beats
+        s = Signal(shape, name=name)
+        c = Signal(range(nb + 1), name=f"{name}_count")
+        s_next = Signal(shape, name=f"{name}_next")
+        m.d.comb += s_next.eq(Mux(v, step(s, first), s))
+        m.d.sync += [s.eq(s_next), c.eq(Mux(v, Mux(first, 1, c + 1), c))]
+        return s, s_next, c
+
+    def counter_relation(self, m, beat, c):
+        """Invariant: the element count equals the framing's beat counter (``n/lanes`` after a
+        channel's last beat, 0 before the first)."""
+        nb = self.cfg.beats
+        m.d.comb += Assert((c == beat) | ((beat == 0) & (c == nb)))
+
+    def elaborated(self, m):
+        dut = self.unit if self.unit is not None else self.stage(self.cfg)
+        # elaborated here (not lazily) so that the stage's probes exist when the harness uses them
+        m.submodules.dut = Fragment.get(dut, None)
+        return dut
+
+
+class StatsStageHarness(_StageHarness):
+    """``StatsStage``: the running sum and ``mu``, for runs of any length (see module)."""
+
+    stage = StatsStage
+
+    def build(self, m):
+        cfg = self.cfg
+        dut = self.elaborated(m)
+        v, beat, x = self.framing(m, dut)
+        first, last = beat == 0, beat == cfg.beats - 1
+        lo, hi = cfg.lanes * -(1 << (cfg.width - 1)), cfg.lanes * ((1 << (cfg.width - 1)) - 1)
+        xs = sum(x[1:], x[0])
+        wide = signed(cfg.sum_bits + 2)
+        s, s_next, c = self.running(m, v, first, lambda s, f: Mux(f, xs, s + xs), wide, "S")
+        self.counter_relation(m, beat, c)
+        # the accumulator bound in terms of the element counter
+        m.d.comb += Assert((c * lo <= s) & (s <= c * hi))
+        # the stage's running sum, D = 1 + lane_tree cycles behind the input, equals S then
+        d = 1 + stage_cycles(cfg)["lane_tree"]
+        s_line = _line(m, s, d, "S")
+        m.d.comb += Assert(dut.probes["acc"] == s_line[d])
+        # o: valid exactly stage_cycles["stats"] cycles after a last beat, mu exact
+        lat = stage_cycles(cfg)["stats"]
+        done = _line(m, v & last, lat, "done")
+        total = _line(m, s_next, lat, "total")
+        m.d.comb += Assert(dut.o.valid == done[-1])
+        n = cfg.n
+        sx = 2 * (total[-1] << cfg.frac) + n
+        mu = dut.o.payload
+        m.d.comb += Assert(~dut.o.valid | ((2 * n * mu <= sx) & (sx < 2 * n * (mu + 1))))
+
+
+class DispStageHarness(_StageHarness):
+    """``DispersionStage``: the norm's running statistic and ``D``, any ``mu`` of the x range
+    per beat, for runs of any length (see module)."""
+
+    stage = DispersionStage
+
+    def __init__(self, cfg, unit=None, *, vertices=True):
+        super().__init__(cfg, unit)
+        self.vertices = vertices
+
+    def build(self, m):
+        cfg = self.cfg
+        dut = self.elaborated(m)
+        v, beat, x = self.framing(m, dut)
+        first, last = beat == 0, beat == cfg.beats - 1
+        mu = self.free(signed(cfg.mean_bits), "mu")
+        xlo, xhi = -(1 << (cfg.width - 1)), (1 << (cfg.width - 1)) - 1
+        if self.vertices:
+            # x and mu at the ends of their ranges: every partial statistic (a sum of |d| or
+            # d*d, a max, a min) is convex or monotone in each of them, so its extremes, and any
+            # overflow, are reached there; it keeps the SAT problem free of the d*d multiplier's
+            # full equivalence (vertices=False checks every value)
+            m.d.comb += Assume((mu == (xlo << cfg.frac)) | (mu == (xhi << cfg.frac)))
+            m.d.comb += [Assume((xk == xlo) | (xk == xhi)) for xk in x]
+        # the contract: mu is a mean of x values, so it lies in the x range (frac bits)
+        # and it is the channel's: the same on every beat of a channel (the dispersion engine
+        # latches it at the channel's first beat)
+        mu_prev = Signal(signed(cfg.mean_bits), name="mu_prev")
+        with m.If(v):
+            m.d.sync += mu_prev.eq(mu)
+        m.d.comb += [dut.i.payload.mu.eq(mu),
+                     Assume((mu >= (xlo << cfg.frac)) & (mu <= (xhi << cfg.frac))),
+                     Assume(~v | first | (mu == mu_prev))]
+        ds = [(xk << cfg.frac) - mu for xk in x]
+        disp = norm_dispersion(cfg)
+        dmax = (xhi - xlo) << cfg.frac          # |d| <= dmax for every x and mu in range
+        lat = stage_cycles(cfg)["disp"]
+        d = lat - 1                              # input -> the running statistic's update
+        if "acc" in dut.probes:                  # a sum of f(d): L1 |d|, L2 d*d
+            terms = [disp.exact_term(dk) for dk in ds]
+            ts = sum(terms[1:], terms[0])
+            # the largest term: f(d) of |d| = dmax (|d| and d*d are even, growing in |d|)
+            hi = cfg.lanes * _const_eval(disp.exact_term(Const(-dmax, signed(cfg.dev_bits + 1))))
+            wide = signed(cfg.disp_sum_bits + 3)
+            s, s_next, c = self.running(m, v, first, lambda s, f: Mux(f, ts, s + ts), wide, "S")
+            self.counter_relation(m, beat, c)
+            m.d.comb += Assert((s >= 0) & (s <= c * hi))     # the bound in terms of the count
+            s_line = _line(m, s, d, "S")
+            m.d.comb += Assert(dut.probes["acc"] == s_line[d])
+            result = s_next
+        else:                                    # range: running max and min of d
+            dl = list(ds)
+            hi_b, lo_b = dl[0], dl[0]
+            for dk in dl[1:]:
+                hi_b, lo_b = Mux(dk > hi_b, dk, hi_b), Mux(dk < lo_b, dk, lo_b)
+            wide = signed(cfg.dev_bits + 1)
+            smax, smax_next, c = self.running(m, v, first, lambda s, f: Mux(f | (hi_b > s), hi_b, s),
+                                              wide, "Smax")
+            smin, smin_next, _ = self.running(m, v, first, lambda s, f: Mux(f | (lo_b < s), lo_b, s),
+                                              wide, "Smin")
+            self.counter_relation(m, beat, c)
+            # every d of the channel so far used the channel's mu (the last beat's, mu_prev)
+            m.d.comb += Assert((c == 0) | ((smin <= smax) & (smax <= (xhi << cfg.frac) - mu_prev)
+                                           & (smin >= (xlo << cfg.frac) - mu_prev)))
+            c_line = _line(m, c, d, "count")        # (the registers hold their reset 0 before)
+            for name, sv in (("amax", smax), ("amin", smin)):
+                line = _line(m, sv, d, name)
+                m.d.comb += Assert((c_line[d] == 0) | (dut.probes[name] == line[d]))
+            result = smax_next - smin_next
+        done = _line(m, v & last, lat, "done")
+        total = _line(m, result, lat, "total")
+        m.d.comb += Assert(dut.o.valid == done[-1])
+        m.d.comb += Assert(~dut.o.valid | (dut.o.payload == total[-1]))
+
+
+def _const_eval(expr) -> int:
+    """The value of a constant Amaranth expression (a one-step simulation)."""
+    from amaranth.hdl import Module
+    from amaranth.sim import Simulator
+
+    m = Module()
+    out = Signal(signed(64))
+    m.d.comb += out.eq(expr)
+    sim = Simulator(m)
+    res = {}
+
+    async def tb(ctx):
+        res["v"] = ctx.get(out)
+
+    sim.add_testbench(tb)
+    sim.run()
+    return res["v"]
