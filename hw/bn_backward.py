@@ -276,6 +276,7 @@ class _BNBackwardUnit(CheckedComponent):
         else:
             negb = p1.reg(((xa.shift_left(b.frac) - r["mu"])[:b.dev_bits + 1]).as_signed()[-1], "neg")
         lat1 = mul_latency(dya.shape(), xa.shape())
+        self.pass1_delay = 1 + lat1      # a pass-1 beat's handshake -> its accumulator update
         dyb, vb, fb = (p1.delay(v, lat1, nm) for v, nm in ((dya, "dy"), (va, "v"), (fa, "f")))
         negb = p1.delay(negb, lat1 - 1, "neg")
         dyx = p1.mul(dya, xa, "dyx")
@@ -378,6 +379,10 @@ class _BNBackwardUnit(CheckedComponent):
                     with m.If(last):
                         m.d.sync += r["first"].eq(1)
                         m.next = "ACC"
+        # the registers the formal harness's invariants name (l1bn.sim.formal.backward)
+        self.probes = {"acc_state": fsm.ongoing("ACC"), "first": r["first"], "cnt": cnt, "last": last,
+                       "sum_dy": r["sum_dy"], "sum_dyx": r["sum_dyx"], "nneg": r["nneg"],
+                       "pass1_delay": self.pass1_delay}
         m.d.comb += [
             take1.eq(fsm.ongoing("ACC") & self.i.valid),
             take2.eq(fsm.ongoing("PASS2") & self.i.valid & advance),

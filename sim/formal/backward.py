@@ -12,7 +12,8 @@ from l1bn.hw.bn_backward import backward_latency_cycles, backward_unit_for
 
 from .props import Harness, drain_check, drive_stream, offer_all, pending, stream_rule, watchdog
 
-__all__ = ["BwdStreamHarness", "BwdCountHarness", "BwdOverflowHarness", "BwdDrainHarness", "response_bound", "unit_for"]
+__all__ = ["BwdStreamHarness", "BwdCountHarness", "BwdOverflowHarness", "BwdAccHarness", "BwdDrainHarness",
+           "response_bound", "unit_for", "acc_k"]
 
 
 def unit_for(cfg):
@@ -32,10 +33,16 @@ class _BwdHarness(Harness):
         super().__init__()
         self.cfg, self.unit = cfg, unit
 
-    def dut(self, m):
+    def dut(self, m, *, elaborated=False):
         cfg = self.cfg
         dut = self.unit if self.unit is not None else unit_for(cfg)
-        m.submodules.dut = dut
+        if elaborated:
+            from amaranth.hdl import Fragment
+
+            # elaborated now, not lazily: the harness's invariants use its probes
+            m.submodules.dut = Fragment.get(dut, None)
+        else:
+            m.submodules.dut = dut
         _, _, take = drive_stream(m, self, dut.i, "i")
         self.mu = self.free(len(dut.mu), "mu")
         self.inv = self.free(len(dut.inv), "inv")
@@ -158,3 +165,74 @@ class BwdDrainHarness(_BwdHarness):
             m.d.sync += recs.eq(recs + 1)
         m.d.comb += [Assert(outs <= total), Assert(recs <= b.channels)]
         drain_check(m, backward_latency_cycles(cfg), (outs == total) & (recs == b.channels))
+
+
+def acc_k(cfg) -> int:
+    """Induction depth of :class:`BwdAccHarness`: pass 1's pipeline depth plus three."""
+    from amaranth.hdl import Fragment
+
+    unit = unit_for(cfg)
+    Fragment.get(unit, None)            # elaborated for its pass-1 delay (an attribute)
+    return unit.pass1_delay + 3
+
+
+class BwdAccHarness(_BwdHarness):
+    """Pass 1's accumulators (``sum dy``, ``sum dy*x``, the count of negative d) never wrap, for
+    runs of any length (k-induction): any stalls, every x, dy, mu and inv, channels without end.
+
+    The invariants that make the induction close, asserted (so proven) next to the property:
+
+    - the FSM is in pass 1 (``ACC``) exactly while the harness's beat counter is in pass 1
+      (``beat < n``); its element counter equals the beat's index in the pass; its ``first``
+      flag is ``beat == 0`` (counter relations);
+    - the exact sums ``Sdy``, ``Sdyx`` of the channel's pass-1 beats so far (here, wide) lie in
+      ``c`` times the per-beat range, ``c`` the pass-1 beats so far (the accumulator bound in
+      terms of the element counter);
+    - the unit's accumulators, ``pass1_delay`` cycles behind the handshake (a free-running
+      pipeline), equal ``Sdy`` and ``Sdyx`` of then; the count of negatives is at most ``c``;
+    - ``g``'s ``dbeta`` is the channel's exact ``sum dy``.
+    """
+
+    def build(self, m):
+        cfg = self.cfg
+        b = cfg.bn
+        n = b.n
+        dut, take, beat = self.dut(m, elaborated=True)
+        pr = dut.probes
+        x, dy = dut.i.payload.x, dut.i.payload.dy
+        xlo, xhi = -(1 << (b.width - 1)), (1 << (b.width - 1)) - 1
+        glo, ghi = -(1 << (cfg.grad_width - 1)), (1 << (cfg.grad_width - 1)) - 1
+        prods = [a * c for a in (xlo, xhi) for c in (glo, ghi)]
+        pmin, pmax = min(prods), max(prods)
+        p1 = take & (beat < n)
+        c = Signal(range(n + 1), name="count")     # pass-1 beats in the sums (n once complete)
+        with m.If(p1):
+            m.d.sync += c.eq(Mux(beat == 0, 1, c + 1))
+        wide_dy = signed(cfg.grad_width + n.bit_length() + 2)
+        wide_dyx = signed(cfg.grad_width + b.width + n.bit_length() + 2)
+        sdy, sdyx = Signal(wide_dy, name="exact_sum_dy"), Signal(wide_dyx, name="exact_sum_dyx")
+        first = beat == 0
+        sdy_n, sdyx_n = Mux(first, 0, sdy) + dy, Mux(first, 0, sdyx) + dy * x
+        with m.If(p1):
+            m.d.sync += [sdy.eq(sdy_n), sdyx.eq(sdyx_n)]
+        m.d.comb += [
+            Assert(pr["acc_state"] == (beat < n)),                       # counter relations
+            Assert(pr["cnt"] == Mux(beat < n, beat, beat - n)),
+            Assert(pr["first"] == first),
+            Assert(pr["last"] == (pr["cnt"] == n - 1)),
+            Assert(Mux(beat >= n, c == n, Mux(beat == 0, (c == 0) | (c == n), c == beat))),
+            Assert((c * glo <= sdy) & (sdy <= c * ghi)),                 # bounds by the count
+            Assert((c * pmin <= sdyx) & (sdyx <= c * pmax)),
+            Assert(~dut.g.valid | (dut.g.payload.dbeta == sdy)),
+        ]
+        # the accumulators, pass1_delay cycles behind: a line of the exact sums and counts
+        d = pr["pass1_delay"]
+        lines = {"sum_dy": [sdy], "sum_dyx": [sdyx], "count": [c]}
+        for name, line in lines.items():
+            for j in range(1, d + 1):
+                r = Signal(line[0].shape(), name=f"{name}_d{j}")
+                m.d.sync += r.eq(line[-1])
+                line.append(r)
+        m.d.comb += [Assert(pr["sum_dy"] == lines["sum_dy"][d]),
+                     Assert(pr["sum_dyx"] == lines["sum_dyx"][d]),
+                     Assert(pr["nneg"] <= lines["count"][d])]

@@ -51,6 +51,12 @@ def design_props(design: str, cfg) -> list[Prop]:
                  "norm's running statistic never wraps, D exact")):
             k = stage_k(cfg, st)
             props.append(Prop(f"overflow.{st}", "overflow", make, k + 1, k=k, invariants=True, what=what))
+        # the whole batch against the reference program on the Amaranth backend (every norm)
+        from .bn_batch import BNBatchHarness, batch_depth
+
+        props.append(Prop("equiv.batch", "equiv", lambda: BNBatchHarness(cfg), batch_depth(cfg),
+                          mode="bmc", what="all inputs, no stalls, one batch: every record and y "
+                                           "equal the reference program (generated model)"))
         # equivalence where sigma is a constant multiply (L1, range): the square root of L2 makes
         # the full-input proof too slow, its overflow check stands in
         if cfg.norm_spec.sigma_kind == "const":
@@ -62,10 +68,12 @@ def design_props(design: str, cfg) -> list[Prop]:
         from l1bn.hw.bn_backward import backward_latency_cycles
 
         from .backward import (
+            BwdAccHarness,
             BwdCountHarness,
             BwdDrainHarness,
             BwdOverflowHarness,
             BwdStreamHarness,
+            acc_k,
         )
 
         one = 2 * cfg.bn.n + 16
@@ -80,6 +88,8 @@ def design_props(design: str, cfg) -> list[Prop]:
                  mode="bmc", what="no stalls: all dx and g out by backward_latency_cycles"),
             Prop("overflow", "overflow", lambda: BwdOverflowHarness(cfg), one, mode="bmc",
                  what="x, dy, mu, inv at range ends: dbeta and dgamma exact"),
+            Prop("overflow.acc", "overflow", lambda: BwdAccHarness(cfg), acc_k(cfg) + 1, k=acc_k(cfg),
+                 invariants=True, what="every x, dy, any stalls, any run: pass 1's sums never wrap"),
         ]
     if design == "mac":
         from l1bn.hw.mac_array import stream_cycles
