@@ -20,7 +20,6 @@ asserts every check. ``named`` values that the hardware reports are compared wit
 from __future__ import annotations
 
 from amaranth import Mux, Value
-
 from l1bn.spec.reference.core import int_range
 from l1bn.spec.reference.program import bn_forward_program
 
