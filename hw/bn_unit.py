@@ -253,6 +253,10 @@ class BNUnit(CheckedComponent):
         self._dispersion(m, pipe, dps, sl, to_dp, from_dp, sc)
         self._reciprocal(m, rc, sl, to_rc, from_rc)
         self._normalize(m, nps, sl, rx, to_nz)
+        # each channel's mean and dispersion statistic as their stages deliver them, for the
+        # formal harnesses' lemmas (l1bn.sim.formal.bn_batch)
+        self.probes = {"mu_valid": from_st.valid, "mu": from_st.payload,
+                       "disp_valid": from_dp.valid, "disp_sum": from_dp.payload}
         return m
 
     def _buffers(self, m):

@@ -53,8 +53,9 @@ class BNCountHarness(_BNHarness):
 
     - an output beat never outruns the input: beat j leaves only after beat j was accepted;
     - statistics records come one per completed channel, numbered 0, 1, ... (mod ``channels``);
-    - bounded response: with ``o.ready`` and ``stats.ready`` high, a completed channel's pending
-      beats (and record) come out, each within :func:`response_bound` cycles of the previous one.
+    - bounded response (``response=True``, property ``response``; ``count`` leaves it out): with
+      ``o.ready`` and ``stats.ready`` high, a completed channel's pending beats (and record) come
+      out, each within :func:`response_bound` cycles of the previous one.
     """
 
     def __init__(self, cfg, unit=None, *, response=True):

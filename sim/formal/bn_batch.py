@@ -17,8 +17,8 @@ runs, not a hand-written copy.
 
 from __future__ import annotations
 
-from amaranth import Array, Signal, signed, unsigned
-from amaranth.hdl import Assert
+from amaranth import Array, Const, Signal, signed, unsigned
+from amaranth.hdl import Assert, Fragment
 from l1bn.hw.bn_unit import bn_latency_cycles, bn_unit_for
 
 from .model import forward_model
@@ -33,14 +33,17 @@ def batch_depth(cfg) -> int:
 
 
 class BNBatchHarness(Harness):
-    def __init__(self, cfg, unit=None):
+    def __init__(self, cfg, unit=None, *, only=None, outputs=True):
         super().__init__()
         self.cfg, self.unit = cfg, unit
+        self.only, self.outputs = only, outputs     # a subset of the checks (by name), y or not
 
     def build(self, m):
         cfg = self.cfg
         dut = self.unit if self.unit is not None else bn_unit_for(cfg)
-        m.submodules.dut = dut
+        # elaborated now, not lazily: the lemmas below use its probes
+        m.submodules.dut = Fragment.get(dut, None)
+        pr = dut.probes
         nb, lanes, chans = cfg.beats, cfg.lanes, cfg.channels
         total = chans * nb
         take, got = offer_all(m, dut.i, total, "i")
@@ -66,6 +69,26 @@ class BNBatchHarness(Harness):
         with m.If(dut.o.valid):
             m.d.sync += outs.eq(outs + 1)
         m.d.comb += [Assert(recs <= chans), Assert(outs <= total)]
+        # lemmas (asserted, so proven, in the cycle each intermediate appears; smtbmc then
+        # assumes them in later cycles): channel c's mu from the stats stage and its dispersion
+        # statistic D from the dispersion stage equal the program's for the channel's data.
+        # They split the record's check into short steps the solver takes one at a time.
+        n_mu = Signal(range(chans + 2), name="mus")
+        n_d = Signal(range(chans + 2), name="disps")
+        with m.If(pr["mu_valid"]):
+            m.d.sync += n_mu.eq(n_mu + 1)
+        with m.If(pr["disp_valid"]):
+            m.d.sync += n_d.eq(n_d + 1)
+        mus = [Signal(signed(cfg.mean_bits), name=f"stage_mu{c}") for c in range(chans)]
+        for c in range(chans):
+            at_mu = pr["mu_valid"] & (n_mu == c)
+            with m.If(at_mu):
+                m.d.sync += mus[c].eq(pr["mu"])
+            dummy = {k: Const(0) for k in ("s", "sigma", "inv")}    # (only mu, D are used here)
+            vals, chk = forward_model(cfg, xs[c], gs[c], bs[c], {**dummy, "mu": pr["mu"]})
+            m.d.comb += [Assert(~at_mu | ok) for name, ok in chk if name == "mu"]
+            vals, _ = forward_model(cfg, xs[c], gs[c], bs[c], {**dummy, "mu": mus[c]})
+            m.d.comb += Assert(~(pr["disp_valid"] & (n_d == c)) | (pr["disp_sum"] == vals["disp_sum"].items[0]))
         for c in range(chans):
             have = Signal(name=f"have{c}")
             rep = {"mu": Signal(signed(cfg.mean_bits), name=f"mu{c}"),
@@ -76,18 +99,20 @@ class BNBatchHarness(Harness):
             with m.If(now):
                 m.d.sync += [have.eq(1)] + [rep[k].eq(getattr(st, k)) for k in rep]
             m.d.comb += [Assert(~now | (got == total) | (got >= (c + 1) * nb)),  # after its data
-                         Assert(~now | (st.channel == c))]
+                         Assert(~now | (st.channel == c)),
+                         Assert(~now | (st.mu == mus[c]))]                  # lemma: the stage's mu
             # the record's relations: the program on the whole channel, with the record as it
             # comes out (asserted in that cycle only: each relation is proven once)
             live = {k: getattr(st, k) for k in rep}
             _, checks = forward_model(cfg, xs[c], gs[c], bs[c], live)
-            m.d.comb += [Assert(~now | ok) for _, ok in checks]
+            m.d.comb += [Assert(~now | ok) for name, ok in checks
+                         if self.only is None or name in self.only]
             # y: the same program on the elements of the beat now out (its element-wise part
             # uses the channel's checked mu and inv; one y per lane instead of n per step)
             beat = Signal(range(nb), name=f"beat{c}")
             mine = dut.o.valid & (outs >= c * nb) & (outs < (c + 1) * nb)
             m.d.comb += beat.eq(outs - c * nb)
-            for k in range(lanes):
+            for k in range(lanes if self.outputs else 0):
                 x_now = Array(xs[c][j * lanes + k] for j in range(nb))[beat]
                 (y,) = forward_model(cfg, [x_now], gs[c], bs[c], rep)[0]["y"].items
                 m.d.comb += Assert(~mine | (have & (dut.o.payload[k] == y)))

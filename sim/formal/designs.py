@@ -33,8 +33,11 @@ def design_props(design: str, cfg) -> list[Prop]:
                  what="o: valid and payload hold until ready"),
             Prop("stream.stats", "stream", lambda: BNStreamHarness(cfg, "stats"), 4, k=2,
                  what="stats: valid and payload hold until ready"),
-            Prop("count", "count", lambda: BNCountHarness(cfg), bn_latency_cycles(cfg) + 4, mode="bmc",
-                 what="any stalls: y never ahead of x, records in order, one per channel"),
+            Prop("count", "count", lambda: BNCountHarness(cfg, response=False), bn_latency_cycles(cfg) + 4,
+                 mode="bmc", what="any stalls: y never ahead of x, records in order, one per channel"),
+            Prop("response", "count", lambda: BNCountHarness(cfg), bn_latency_cycles(cfg) + 4, mode="bmc",
+                 what="any stalls: as count, and with both outputs ready a due y or record comes "
+                      "within twice the one-channel latency"),
             Prop("drain", "count", lambda: BNDrainHarness(cfg), bn_latency_cycles(cfg) + 2, mode="bmc",
                  what="no stalls: all y and records of a batch out by bn_latency_cycles"),
             Prop("overflow", "overflow", lambda: BNDataHarness(cfg, vertices=True), one, mode="bmc",
@@ -42,7 +45,7 @@ def design_props(design: str, cfg) -> list[Prop]:
         ]
         # the accumulating stages, unbounded: k-induction with the invariants stated in the
         # harnesses (l1bn.sim.formal.stages)
-        from .stages import DispStageHarness, StatsStageHarness, stage_k
+        from .stages import DispStageHarness, RecipStageHarness, StatsStageHarness, recip_k, stage_k
 
         for st, make, what in (
                 ("stats", lambda: StatsStageHarness(cfg), "every x, any gaps, any run: the running "
@@ -51,6 +54,10 @@ def design_props(design: str, cfg) -> list[Prop]:
                  "norm's running statistic never wraps, D exact")):
             k = stage_k(cfg, st)
             props.append(Prop(f"overflow.{st}", "overflow", make, k + 1, k=k, invariants=True, what=what))
+        props.append(Prop("overflow.recip", "overflow", lambda: RecipStageHarness(cfg), recip_k(cfg) + 1,
+                          k=recip_k(cfg), invariants=True,
+                          what="every D of n elements, any gaps and hold, any run: s, sigma, inv "
+                               "exact against the program's rules"))
         # the whole batch against the reference program on the Amaranth backend (every norm)
         from .bn_batch import BNBatchHarness, batch_depth
 
