@@ -63,6 +63,8 @@ class AccelLayer:
     #: issue 27 (graph exports): the input activations are two's complement values (signed or
     #: bipolar -1/+1; ``a_bits`` is then their signed width, 2 for bipolar)
     a_signed: bool = False
+    #: the input activations are bipolar (-1/+1)
+    a_bipolar: bool = False
     #: the requantizer's output range (ReLU included) and rounding; None: the chain rule
     #: (half up, ReLU, ``0 .. 2**out_bits - 1``)
     out_lo: int | None = None
@@ -375,7 +377,7 @@ def _mac_layer(node, what, info, last, avg) -> AccelLayer:
                     k=int(weight.shape[1])).acc_bits
     mac_bias = None if node.bias is None else np.asarray(node.bias, dtype=np.int64)
     rq = node.requant
-    extra = {"a_signed": a_signed, "inputs": (src,), "output": node.output}
+    extra = {"a_signed": a_signed, "a_bipolar": bipolar_a, "inputs": (src,), "output": node.output}
     if rq is None:
         if not last:
             raise _todo(what, "raw accumulators feeding the next node (no requantizer)")

@@ -172,10 +172,21 @@ class Plan:
                                                      for lay in layers)
         wbits = max(lay.w_bits for lay in layers)
         abits = max(lay.a_bits + (sb and not lay.a_signed) for lay in layers)
-        self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=wbits, abits=abits, signed_w=True,
-                                 signed_a=self.signed_acts, k=max(lay.k for lay in layers))
-        outs = [signed_bits(*lay.out_range) if self.signed_acts else lay.out_bits for lay in layers[:-1]]
-        self.lane_bits = max([in_bits + (sb and not self.in_signed), abits] + outs)
+        #: every layer multiplies binary weights by bipolar activations (no padding, no pooling:
+        #: the XNOR datapath has no zero operand): the array is the XNOR-popcount one
+        #: (``MACConfig(xnor=True)``) and every stored value, pixels included, is the 1-bit
+        #: bipolar code (1 = -1)
+        self.xnor = all(lay.w_bits == 1 and lay.a_bipolar and lay.padding == 0 and lay.pool is None
+                        for lay in layers)
+        if self.xnor:
+            self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=1, abits=1, signed_w=True, signed_a=True,
+                                     bipolar_a=True, xnor=True, k=max(lay.k for lay in layers))
+            self.lane_bits = 1
+        else:
+            self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=wbits, abits=abits, signed_w=True,
+                                     signed_a=self.signed_acts, k=max(lay.k for lay in layers))
+            outs = [signed_bits(*lay.out_range) if self.signed_acts else lay.out_bits for lay in layers[:-1]]
+            self.lane_bits = max([in_bits + (sb and not self.in_signed), abits] + outs)
         self.img_words = self.in_chw[0] * _groups(self.in_chw, cols)
 
         #: activation-memory word of each stored tensor (layer outputs; :func:`place_tensors`)

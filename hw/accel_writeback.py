@@ -229,7 +229,9 @@ class Writeback(wiring.Component):
                 opts = [_sext(_requant_rule(z3[j], *r), LB) for r in rules]
             else:
                 opts = [_widen(requantize(z3[j], shift=sh, out_bits=ob, relu=True), LB) for sh, ob in rules]
-            ys.append(s4.reg(pick(rsel, opts), f"y{j}"))
+            # the XNOR array's activations are bipolar codes: every rule is a threshold, the
+            # code (1 = -1) is the sign of z
+            ys.append(s4.reg(z3[j][-1] if p.xnor else pick(rsel, opts), f"y{j}"))
         ok4, end4, lay4, waddr4 = (s4.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
                                                              (waddr3, "waddr")))
         lane4 = s4.reg(lane3, "lane") if p.pooled else None

@@ -147,7 +147,7 @@ class Accelerator(wiring.Component):
         p = self.plan
         C, LB = p.cols, p.lane_bits
         m.submodules.loader = ld = ImageLoader(in_chw=p.in_chw, in_bits=p.in_bits, cols=C, lane_bits=LB, in_signed=p.in_signed,
-                                               img_words=p.img_words)
+                                               img_words=p.img_words, bipolar_code=p.xnor)
         m.submodules.issue = iss = Issuer(p)
         m.submodules.mac = mac = MACArray(p.mac_cfg)
         m.submodules.writeback = wb = Writeback(p, addr_bits=iss.addr_bits)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import Fragment
 from l1bn.hw.accel_layers import cdiv, pool_weights
+from l1bn.hw.accel_plan import Plan
 from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface, layers_from_export
 from l1bn.spec.reference.graph import IntGraph, Node, run_graph
 from l1bn.spec.reference.graph_random import random_chain_graph, random_int_graph
@@ -39,6 +40,33 @@ def test_graph_chain_bit_exact_with_stalls(binary, shape):
     outs, _ = _run_amaranth(acc, px, seed=shape[0] * 10 + shape[1])
     assert [o[1] for o in outs] == ref.tolist()
     assert [o[2] for o in outs] == np.argmax(ref, axis=1).tolist()
+
+
+def _xnor_graph():
+    """random_chain_graph(binary=True) without padding: every layer binary x bipolar."""
+    g = random_chain_graph(3, binary=True)
+    n1, n2, fc1, fc2 = g.nodes
+    rng = np.random.default_rng(0)
+    fc1 = dataclasses.replace(fc1, weight=rng.choice(np.array([-1, 1], dtype=np.int64), (9, 5)))
+    return IntGraph(input=g.input, nodes=(dataclasses.replace(n1, padding=0), n2, fc1, fc2), output=g.output)
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 1)])
+def test_binary_bipolar_network_runs_on_the_xnor_array(shape):
+    """Every layer binary x bipolar and unpadded: the array is the XNOR-popcount one, the stored
+    activations and pixels are 1-bit codes, and the logits stay bit-exact (random stalls); with
+    padding (a zero operand) the same network keeps the product array."""
+    g = _xnor_graph()
+    x = _images(g, 3, seed=1)
+    ref = np.asarray(run_graph(g, x))
+    acc = accelerator_from_export(g, rows=shape[0], cols=shape[1])
+    assert acc.plan.xnor and acc.mac_cfg.xnor and acc.lane_bits == 1
+    px = (x.reshape(len(x), -1) & 3).tolist()
+    outs, _ = _run_amaranth(acc, px, seed=shape[0])
+    assert [o[1] for o in outs] == ref.tolist()
+    layers, inp = layers_from_export(random_chain_graph(3, binary=True))
+    padded = Plan(layers, in_chw=inp["shape"], in_bits=inp["bits"], in_signed=True, rows=shape[0], cols=shape[1])
+    assert not padded.xnor and padded.lane_bits == 2
 
 
 def test_graph_layers_fold_the_mac_bias_and_keep_the_rules():
