@@ -139,6 +139,8 @@ class Plan:
     in_chw : (C, H, W) of the image; in_bits : pixel bits
     in_signed : the pixels are two's complement (signed or bipolar images)
     rows, cols : the MAC array shape (1..MAX_MAC_ARRAY each)
+    xnor : the XNOR-popcount array: None (default) when every layer allows it (:attr:`xnor`),
+    False never (the product array), True required (``ValueError`` when a layer does not allow it)
 
     Attributes
     ----------
@@ -155,7 +157,8 @@ class Plan:
     layers : list of LayerPlan
     """
 
-    def __init__(self, layers, *, in_chw, in_bits: int, rows: int, cols: int, in_signed: bool = False):
+    def __init__(self, layers, *, in_chw, in_bits: int, rows: int, cols: int, in_signed: bool = False,
+                 xnor: bool | None = None):
         layers = list(layers)
         self.rows, self.cols, self.in_chw, self.in_bits = rows, cols, tuple(in_chw), in_bits
         self.in_signed = bool(in_signed)
@@ -176,8 +179,14 @@ class Plan:
         #: the XNOR datapath has no zero operand): the array is the XNOR-popcount one
         #: (``MACConfig(xnor=True)``) and every stored value, pixels included, is the 1-bit
         #: bipolar code (1 = -1)
-        self.xnor = all(lay.w_bits == 1 and lay.a_bipolar and lay.padding == 0 and lay.pool is None
-                        for lay in layers)
+        can_xnor = all(lay.w_bits == 1 and lay.a_bipolar and lay.padding == 0 and lay.pool is None
+                       for lay in layers)
+        if xnor not in (None, True, False):
+            raise ValueError(f"xnor={xnor!r} must be None (when every layer allows it), True or False")
+        if xnor and not can_xnor:
+            raise ValueError("xnor=True: the XNOR-popcount array needs every layer binary x bipolar, "
+                             "without padding or pooling")
+        self.xnor = can_xnor if xnor is None else xnor
         if self.xnor:
             self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=1, abits=1, signed_w=True, signed_a=True,
                                      bipolar_a=True, xnor=True, k=max(lay.k for lay in layers))

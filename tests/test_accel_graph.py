@@ -51,22 +51,26 @@ def _xnor_graph():
     return IntGraph(input=g.input, nodes=(dataclasses.replace(n1, padding=0), n2, fc1, fc2), output=g.output)
 
 
-@pytest.mark.parametrize("shape", [(4, 3), (3, 1)])
-def test_binary_bipolar_network_runs_on_the_xnor_array(shape):
-    """Every layer binary x bipolar and unpadded: the array is the XNOR-popcount one, the stored
-    activations and pixels are 1-bit codes, and the logits stay bit-exact (random stalls); with
-    padding (a zero operand) the same network keeps the product array."""
+@pytest.mark.parametrize("shape,xnor", [((4, 3), None), ((3, 1), None), ((4, 3), False)])
+def test_binary_bipolar_network_runs_on_the_xnor_array(shape, xnor):
+    """Every layer binary x bipolar and unpadded: the array is the XNOR-popcount one (unless
+    ``xnor=False``), the stored activations and pixels are 1-bit codes, and the logits stay
+    bit-exact (random stalls); with padding (a zero operand) the product array is kept and
+    ``xnor=True`` is refused."""
     g = _xnor_graph()
     x = _images(g, 3, seed=1)
     ref = np.asarray(run_graph(g, x))
-    acc = accelerator_from_export(g, rows=shape[0], cols=shape[1])
-    assert acc.plan.xnor and acc.mac_cfg.xnor and acc.lane_bits == 1
+    acc = accelerator_from_export(g, rows=shape[0], cols=shape[1], xnor=xnor)
+    on = xnor is None
+    assert acc.plan.xnor == on and acc.mac_cfg.xnor == on and acc.lane_bits == (1 if on else 2)
     px = (x.reshape(len(x), -1) & 3).tolist()
     outs, _ = _run_amaranth(acc, px, seed=shape[0])
     assert [o[1] for o in outs] == ref.tolist()
     layers, inp = layers_from_export(random_chain_graph(3, binary=True))
-    padded = Plan(layers, in_chw=inp["shape"], in_bits=inp["bits"], in_signed=True, rows=shape[0], cols=shape[1])
-    assert not padded.xnor and padded.lane_bits == 2
+    kw = {"in_chw": inp["shape"], "in_bits": inp["bits"], "in_signed": True, "rows": shape[0], "cols": shape[1]}
+    assert not Plan(layers, **kw).xnor
+    with pytest.raises(ValueError, match="xnor=True: the XNOR-popcount array needs every layer binary x bipolar"):
+        Plan(layers, **kw, xnor=True)
 
 
 def test_graph_layers_fold_the_mac_bias_and_keep_the_rules():
