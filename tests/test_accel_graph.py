@@ -120,8 +120,10 @@ def _residual_variant(seed):
     """random_int_graph (a residual add, a standalone requantizer, global average pooling with a
     requantizer) changed to reach the other paths: conv1's max pool 3x3 stride 2 padding 1
     (merged, padded), a 3x3 stride 1 padding 1 max pool on pool1.out, which the add also reads
-    (an identity layer of its own), a 2x2 max pool stride 1 after the add (merged into it), and
-    a 2x2 average pool without a requantizer whose sums feed the classifier (fused into it)."""
+    (an identity layer of its own; the add's second input, so layer 0 writes above word 0), a 2x2 max pool stride 1 after the add (merged into it), and
+    a 3x3 padded max pool on the standalone requantizer's mostly negative values (a padded
+    position must never win: a zero would), and a 2x2 average pool without a requantizer whose
+    sums feed the classifier (fused into it)."""
     rng = np.random.default_rng(seed)
     g = random_int_graph(seed)
     n = {node.name: node for node in g.nodes}
@@ -130,11 +132,13 @@ def _residual_variant(seed):
         dataclasses.replace(n["pool1"], kernel=(3, 3), stride=2, padding=1),
         Node(name="mp2", op="maxpool", inputs=("pool1.out",), output="mp2.out", kernel=(3, 3), stride=1, padding=1),
         dataclasses.replace(n["res_a"], inputs=("mp2.out",)),
-        n["res_b"], n["add1"],
+        n["res_b"], dataclasses.replace(n["add1"], inputs=("res_b.out", "pool1.out")),
         Node(name="mp3", op="maxpool", inputs=("add1.out",), output="mp3.out", kernel=(2, 2), stride=1),
         dataclasses.replace(n["bin1"], inputs=("mp3.out",)),
-        n["proj"],
-        dataclasses.replace(n["gap"], kernel=(2, 2), stride=2, padding=1, requant=None),
+        dataclasses.replace(n["proj"], requant=dataclasses.replace(n["proj"].requant, bias=np.full(8, -2, np.int64),
+                                                                   bias_bits=3)),
+        Node(name="mp4", op="maxpool", inputs=("proj.out",), output="mp4.out", kernel=(3, 3), stride=1, padding=1),
+        dataclasses.replace(n["gap"], inputs=("mp4.out",), kernel=(2, 2), stride=2, padding=1, requant=None),
         dataclasses.replace(n["fc"], weight=rng.choice(np.array([-1, 1], dtype=np.int64), (10, 32))),
     )
     return IntGraph(input=g.input, nodes=nodes, output=g.output)
@@ -162,7 +166,7 @@ def test_residual_graph_bit_exact(variant, shape, stalls):
     requantizer and fused into the classifier, max pools merged, padded and on an identity layer;
     logits bit-exact against run_graph, the measured image period equal to the formula."""
     g = random_int_graph(0) if variant == "random" else _residual_variant(0)
-    x = _images(g, 2, seed=5)
+    x = _images(g, 2, seed=5)[::-1]     # a random image first (the corner image hides a bad first write)
     ref = np.asarray(run_graph(g, x))
     acc = accelerator_from_export(g, rows=shape[0], cols=shape[1])
     types = [lay.type for lay in acc.layers]
@@ -170,9 +174,12 @@ def test_residual_graph_bit_exact(variant, shape, stalls):
         assert types == ["conv2d", "conv2d", "conv2d", "add", "conv2d", "requant", "avgpool", "linear"]
     else:
         assert types == ["conv2d", "maxpool", "conv2d", "conv2d", "add", "conv2d", "requant", "linear"]
-        assert [lay.pool for lay in acc.layers][:5] == [(3, 3, 2), (3, 3, 1), None, None, (2, 2, 1)]
-        assert acc.layers[-1].inputs == ("proj.out",) and acc.layers[-1].k == 8 * 3 * 3
+        assert [lay.pool for lay in acc.layers] == [(3, 3, 2), (3, 3, 1), None, None, (2, 2, 1), None, (3, 3, 1),
+                                                    None]
+        assert acc.layers[-1].inputs == ("mp4.out",) and acc.layers[-1].k == 8 * 3 * 3
     _check_placement(acc.plan, acc.layers)
+    if variant == "variant":
+        assert acc.plan.layers[0].out_base > 0
     px = (x.reshape(len(x), -1) & ((1 << acc.plan.in_bits) - 1)).tolist()
     outs, starts = _run_amaranth(acc, px, seed=7 if stalls else None)
     assert [o[1] for o in outs] == ref.tolist()
@@ -180,6 +187,30 @@ def test_residual_graph_bit_exact(variant, shape, stalls):
     if not stalls:
         assert outs[1][0] - outs[0][0] == acc.cycles_per_image
         assert outs[0][0] - starts[0] == acc.latency
+
+
+def test_unsigned_network_with_half_even_requantizer():
+    """Only unsigned tensors but a half-even requantizer with many ties (shift 3, mult 1): the
+    writeback applies the node's rounding, not the chain rule's half up."""
+    from l1bn.spec.reference.formats import Fmt
+    from l1bn.spec.reference.requant import Requant
+
+    rng = np.random.default_rng(2)
+    u4 = Fmt(kind="unsigned", bits=4)
+    g = random_int_graph(0)
+    rq = Requant(mult=np.ones(4, np.int64), bias=np.zeros(4, np.int64), shift=3, mult_bits=2, bias_bits=1, out=u4,
+                 relu=True, rounding="half_even")
+    conv = Node(name="conv", op="conv2d", inputs=("input",), output="conv.out", weight=rng.integers(-1, 2, (4, 1, 3, 3)),
+                w_fmt=Fmt(kind="signed", bits=2), padding=1, requant=rq)
+    fc = Node(name="fc", op="linear", inputs=("conv.out",), output="fc.out", weight=rng.integers(-8, 8, (3, 256)),
+              w_fmt=Fmt(kind="signed", bits=4))
+    g = IntGraph(input=g.input, nodes=(conv, fc), output=dataclasses.replace(g.output, name="fc.out",
+                                                                            scale=np.ones(3), offset=np.zeros(3)))
+    x = _images(g, 2, seed=3)[::-1]
+    acc = accelerator_from_export(g, rows=4, cols=4)
+    assert not acc.plan.signed_acts and acc.plan.general_rules
+    outs, _ = _run_amaranth(acc, x.reshape(len(x), -1).tolist())
+    assert [o[1] for o in outs] == np.asarray(run_graph(g, x)).tolist()
 
 
 def test_average_pool_sum_fused_into_the_classifier():
