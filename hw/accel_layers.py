@@ -179,23 +179,28 @@ def layers_from_export(exported_net) -> tuple[list[AccelLayer], dict]:
       is 1 on its own channel: the window sum, then the requantizer (global average pooling: the
       window is the map). Without one, its sum must feed one ``linear`` node, which then reads the
       pool's input with the pooled weights spread over each window (the same exact sum);
+    - ``add`` without a requantizer, read by one ``conv2d`` / ``linear`` node: fused into it (it
+      reads the add's two inputs with weights ``[W * ka, W * kb]``, the same exact sum);
     - ``requant``: a 1x1 identity convolution and the requantizer;
     - ``maxpool`` (padding too): merged into the requantized layer that writes its input when that
       tensor has no other reader (max pooling on the fly, :attr:`AccelLayer.pool`), otherwise into
       an identity layer (a requantizer that changes no value) reading it.
 
     Refused (``ValueError`` naming the node, "not supported by the accelerator yet"): an add or
-    average pool without a requantizer (but the fusion above), unsigned weights, a node other than
+    average pool without a requantizer (but the fusions above), unsigned weights, a node other than
     the first reading the image, a tensor that is an input of two adds, in_mults or fused weights
     wider than 8 bits, a last node with a requantizer, a hidden node without one.
     """
+    from l1bn.spec.reference.graph import MAC_OPS
+
     g = _graph(exported_net)
     info = g.tensors()
     inp = g.input
     if len(chw(inp.shape)) != 3:
         raise ValueError(f"input: shape {list(inp.shape)}")
     layers: list[AccelLayer] = []
-    #: tensor -> the average pool node whose sum it is (fused into the linear node that reads it)
+    #: tensor -> the average pool (no requantizer) whose sum it is, fused into the linear node
+    #: that reads it, or the add (no requantizer), fused into the conv2d / linear node that reads it
     pending: dict = {}
     nodes = g.nodes
     for i, node in enumerate(nodes):
@@ -203,8 +208,10 @@ def layers_from_export(exported_net) -> tuple[list[AccelLayer], dict]:
         what = f"node {name} ({typ})"
         last = i == len(nodes) - 1
         for t in node.inputs:
-            if t in pending and not (typ == "linear" and node.inputs == (t,)):
-                raise _todo(what, f"reading the average pool sum {t} (no requantizer; only a linear node may read it)")
+            if t in pending and not (node.inputs == (t,) and (typ == "linear" or typ == "conv2d"
+                                                               and pending[t].op == "add")):
+                raise _todo(what, f"reading the {pending[t].op} sum {t} (no requantizer; only "
+                                  f"{'a linear' if pending[t].op == 'avgpool' else 'a conv2d or linear'} node may read it)")
         if typ == "maxpool":
             lay = _maxpool(node, what, info, layers, last)
             if lay is not None:
@@ -212,6 +219,9 @@ def layers_from_export(exported_net) -> tuple[list[AccelLayer], dict]:
         elif typ == "avgpool" and node.requant is None:
             if last or len(info[node.output].consumers) != 1:
                 raise _todo(what, "an average pool without a requantizer that does not feed one linear node")
+            pending[node.output] = node
+        elif typ == "add" and node.requant is None and node.bias is None and not last \
+                and len(info[node.output].consumers) == 1 and nodes[info[node.output].consumers[0]].op in MAC_OPS:
             pending[node.output] = node
         elif typ in ("add", "avgpool", "requant"):
             if node.requant is None:
@@ -346,12 +356,18 @@ def _maxpool(node, what, info, layers, last):
                                output=node.output)
 
 
-def _mac_layer(node, what, info, last, avg) -> AccelLayer:
-    """A conv2d / linear node; ``avg``: the average pool (no requantizer) whose sum it reads."""
+def _mac_layer(node, what, info, last, fused) -> AccelLayer:
+    """A conv2d / linear node; ``fused``: the average pool or add (no requantizer) whose sum it
+    reads (the node then reads that node's inputs)."""
     from l1bn.spec.config import signed_bits
 
     typ = node.op
-    src = node.inputs[0] if avg is None else avg.inputs[0]
+    avg = fused if fused is not None and fused.op == "avgpool" else None
+    add = fused if fused is not None and fused.op == "add" else None
+    srcs = (node.inputs[0],) if fused is None else fused.inputs
+    if add is not None and srcs[0] == srcs[1]:
+        srcs = srcs[:1]
+    src = srcs[0]
     if node.w_fmt.kind == "unsigned":
         raise _todo(what, f"{node.w_fmt.describe()} weights")
     a_fmt = info[src].fmt
@@ -360,6 +376,17 @@ def _mac_layer(node, what, info, last, avg) -> AccelLayer:
     in_chw = chw(info[src].shape)
     weight = np.reshape(node.weight, (wshape[0], -1))
     w_bits = 1 if node.w_fmt.kind == "bipolar" else int(node.w_fmt.bits)
+    if add is not None:
+        # W (a * ka + b * kb) = [W * ka, W * kb] on the two inputs stored one after the other
+        ka, kb = (int(k) for k in add.in_mults)
+        wc = weight.reshape(wshape[0], in_chw[0], -1)
+        weight = (wc * (ka + kb) if len(srcs) == 1 else np.concatenate([wc * ka, wc * kb], axis=1))
+        weight = weight.reshape(wshape[0], -1)
+        w_bits = signed_bits(min(int(weight.min()), 0), max(int(weight.max()), 0))
+        if w_bits > 8:
+            raise _todo(what, f"reading {add.name}'s sum: its weights times in_mults need {w_bits} bits (at most 8)")
+        a_bits, a_signed = _in_fmt([info[t].fmt for t in srcs])
+        in_chw = (in_chw[0] * len(srcs), *in_chw[1:])
     if typ == "conv2d":
         kernel, stride, padding = (int(wshape[2]), int(wshape[3])), int(node.stride), int(node.padding)
         out_chw = chw(info[node.output].shape)
@@ -371,13 +398,16 @@ def _mac_layer(node, what, info, last, avg) -> AccelLayer:
         w_bits = signed_bits(min(int(weight.min()), 0), max(int(weight.max()), 0))
         if w_bits > 8:
             raise _todo(what, f"reading {avg.name}'s sum: its pooled weights need {w_bits} bits (at most 8)")
-    bipolar_a = a_fmt.kind == "bipolar"
-    acc = MACConfig(wbits=w_bits, abits=1 if bipolar_a else a_fmt.bits, signed_w=True,
-                    signed_a=a_fmt.kind != "unsigned", bipolar_a=bipolar_a,
-                    k=int(weight.shape[1])).acc_bits
+    bipolar_a = a_fmt.kind == "bipolar" and add is None
+    if add is None:
+        acc = MACConfig(wbits=w_bits, abits=1 if bipolar_a else a_fmt.bits, signed_w=True,
+                        signed_a=a_fmt.kind != "unsigned", bipolar_a=bipolar_a,
+                        k=int(weight.shape[1])).acc_bits
+    else:
+        acc = MACConfig(wbits=w_bits, abits=a_bits, signed_w=True, signed_a=a_signed, k=int(weight.shape[1])).acc_bits
     mac_bias = None if node.bias is None else np.asarray(node.bias, dtype=np.int64)
     rq = node.requant
-    extra = {"a_signed": a_signed, "a_bipolar": bipolar_a, "inputs": (src,), "output": node.output}
+    extra = {"a_signed": a_signed, "a_bipolar": bipolar_a, "inputs": srcs, "output": node.output}
     if rq is None:
         if not last:
             raise _todo(what, "raw accumulators feeding the next node (no requantizer)")

@@ -90,11 +90,18 @@ def test_graph_layers_fold_the_mac_bias_and_keep_the_rules():
 def test_graph_features_still_refused_name_the_node():
     g = random_int_graph(0)
     add1 = g.node("add1")
-    raw = dataclasses.replace(g, nodes=tuple(dataclasses.replace(n, requant=None) if n is add1 else n
+    raw = dataclasses.replace(g, nodes=tuple(dataclasses.replace(n, requant=None) if n.name == "res_b" else n
                                              for n in g.nodes))
+    with pytest.raises(ValueError, match=r"^node res_b \(conv2d\): raw accumulators feeding the next node "
+                                         r"\(no requantizer\) is not supported by the accelerator yet$"):
+        layers_from_export(raw)
+    # an add without a requantizer is fused into a conv2d / linear node only
+    rawadd = _raw_add(g)
+    bad = dataclasses.replace(rawadd, nodes=tuple(dataclasses.replace(n, inputs=("add1.out",)) if n.name == "proj"
+                                                  else n for n in rawadd.nodes if n.name != "bin1"))
     with pytest.raises(ValueError, match=r"^node add1 \(add\): an add node without a requantizer is not "
                                          r"supported by the accelerator yet$"):
-        layers_from_export(raw)
+        layers_from_export(bad)
     # a skip from the image itself: only the first layer reads the image memory
     conv1 = g.node("conv1")
     c1 = dataclasses.replace(conv1, weight=conv1.weight[:1], bias=conv1.bias[:1],
@@ -114,6 +121,12 @@ def test_graph_features_still_refused_name_the_node():
                    output=c.output)
     with pytest.raises(ValueError, match=r"^node fc \(linear\): a requantizer on the last node"):
         layers_from_export(bad)
+
+
+def _raw_add(g):
+    """``g`` with add1's requantizer removed: its exact sum feeds the next node."""
+    return dataclasses.replace(g, nodes=tuple(dataclasses.replace(n, requant=None) if n.name == "add1" else n
+                                              for n in g.nodes))
 
 
 def _residual_variant(seed):
@@ -159,19 +172,23 @@ def _check_placement(plan, layers):
             assert plan.bases[lay.inputs[1]] == plan.bases[lay.inputs[0]] + size[lay.inputs[0]]
 
 
-@pytest.mark.parametrize("variant,shape,stalls", [("random", (4, 4), False), ("variant", (4, 9), True)])
+@pytest.mark.parametrize("variant,shape,stalls", [("random", (4, 4), False), ("variant", (4, 9), True),
+                                                   ("raw add", (3, 4), True)])
 def test_residual_graph_bit_exact(variant, shape, stalls):
     """Every graph node on the accelerator (issue 27): a residual add (a 1x1 convolution over its
     two inputs stored one after the other), standalone requantizers, average pooling with a
     requantizer and fused into the classifier, max pools merged, padded and on an identity layer;
     logits bit-exact against run_graph, the measured image period equal to the formula."""
-    g = random_int_graph(0) if variant == "random" else _residual_variant(0)
+    g = {"random": random_int_graph(0), "variant": _residual_variant(0), "raw add": _raw_add(random_int_graph(0))}[variant]
     x = _images(g, 2, seed=5)[::-1]     # a random image first (the corner image hides a bad first write)
     ref = np.asarray(run_graph(g, x))
     acc = accelerator_from_export(g, rows=shape[0], cols=shape[1])
     types = [lay.type for lay in acc.layers]
     if variant == "random":
         assert types == ["conv2d", "conv2d", "conv2d", "add", "conv2d", "requant", "avgpool", "linear"]
+    elif variant == "raw add":      # the add's exact sum fused into bin1: [W, W] on both inputs
+        assert types == ["conv2d", "conv2d", "conv2d", "conv2d", "requant", "avgpool", "linear"]
+        assert acc.layers[3].inputs == ("pool1.out", "res_b.out") and acc.layers[3].k == 16
     else:
         assert types == ["conv2d", "maxpool", "conv2d", "conv2d", "add", "conv2d", "requant", "linear"]
         assert [lay.pool for lay in acc.layers] == [(3, 3, 2), (3, 3, 1), None, None, (2, 2, 1), None, (3, 3, 1),

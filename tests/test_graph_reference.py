@@ -425,8 +425,8 @@ def chain_export(tmp_path_factory):
     labels = run_net(net, x).argmax(1)
     chain = write_export(net, root / "chain", extra={"test.inputs": (x, 4, False, "test_input"),
                                                      "test.labels": (labels, 8, False, "test_label")})
-    g = random_int_graph(seed=0)       # with an add the accelerator cannot run (no requantizer)
-    g = dataclasses.replace(g, nodes=tuple(dataclasses.replace(n, requant=None) if n.name == "add1" else n
+    g = random_int_graph(seed=0)       # raw accumulators into an add: the accelerator cannot run it
+    g = dataclasses.replace(g, nodes=tuple(dataclasses.replace(n, requant=None) if n.name == "res_b" else n
                                            for n in g.nodes))
     graph = write_export(g, root / "graph", extra={"test.inputs": (x, 4, False, "test_input")})
     np.save(root / "x.npy", (x / 16).astype(np.float32))
@@ -444,7 +444,8 @@ def test_sim_net_refuses_bad_data_and_graphs_before_building(chain_export, cli, 
         ([str(chain), "--images", str(root / "missing.npy")], "no such file"),
         ([str(chain), "--images", "3", "--labels", str(root / "y.npy")], "--labels goes with --images X.npy"),
         ([str(chain), "--images", "9"], "images=9 is out of range"),
-        ([str(graph)], "node add1 (add): an add node without a requantizer is not supported by the accelerator yet"),
+        ([str(graph)], "node res_b (conv2d): raw accumulators feeding the next node (no requantizer) is not "
+                       "supported by the accelerator yet"),
     ]
     for argv, words in cases:
         code, text = cli(["sim", "net", *argv])
