@@ -102,8 +102,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default="", help="comma-separated row groups (<norm>bn, <norm>bn-bwd, "
                                                "mac, requant, accel, batch); default all")
     ap.add_argument("--configs", default="", help="only configurations whose label contains this")
-    ap.add_argument("--props", default="", help="only these properties (comma-separated names or "
-                                                "class prefixes, as l1bn prove --props)")
+    ap.add_argument("--props", default="", help="only the properties whose name starts with one of "
+                                                "these (comma-separated)")
     ap.add_argument("--fallback", action="store_true",
                     help="a property pdr does not close gets the smtbmc check (bounded/induction)")
     ap.add_argument("-o", "--out", default="build/formal_table", help="work folder")
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
         props = select(design_props(design, make()), names)
         if a.props:
             wanted = [w for w in a.props.split(",") if w]
-            props = [p for p in props if any(p.name == w or p.name.startswith(w + ".") for w in wanted)]
+            props = [p for p in props if any(p.name.startswith(w) for w in wanted)]
         for p in props:
             work = Path(a.out) / design / label.replace(" ", "_")
             prover = _prover(p.name)
