@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from amaranth import Module, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from l1bn.hw.accel_issue import Issuer
 from l1bn.hw.accel_layers import (
@@ -38,6 +37,7 @@ from l1bn.hw.accel_layers import (
 from l1bn.hw.accel_loader import ImageLoader
 from l1bn.hw.accel_plan import DEFAULT_MACS, Plan, best_geometry
 from l1bn.hw.accel_writeback import Writeback
+from l1bn.hw.bram import BankedMemory
 from l1bn.hw.mac_array import MACArray
 from l1bn.spec.config import MAX_MAC_ARRAY, check_int
 
@@ -161,18 +161,17 @@ class Accelerator(wiring.Component):
             iss.out_taken.eq(self.o.valid & self.o.ready),
         ]
         # per column: an image memory (2 slots) and an activation memory (2 regions), each with
-        # one write and one read port; every column reads its own address every cycle
+        # one write and one read port, cut into block RAMs read through their output registers;
+        # every column reads its own address every cycle
         for j in range(C):
-            img = Memory(shape=unsigned(C * LB), depth=2 * p.img_words, init=[])
-            act = Memory(shape=unsigned(C * LB), depth=p.act_depth, init=[])
-            m.submodules[f"img{j}"], m.submodules[f"act{j}"] = img, act
-            iw, ir = img.write_port(granularity=LB), img.read_port(domain="sync")
+            img = BankedMemory(width=C * LB, depth=2 * p.img_words, write=True, granularity=LB)
             # per-lane write enables only where a layer max-pools (one lane per pooled value)
-            aw, ar = act.write_port(**({"granularity": LB} if p.pooled else {})), act.read_port(domain="sync")
+            act = BankedMemory(width=C * LB, depth=p.act_depth, write=True, granularity=LB if p.pooled else None)
+            m.submodules[f"img{j}"], m.submodules[f"act{j}"] = img, act
             m.d.comb += [
-                iw.addr.eq(ld.wr.addr), iw.data.eq(ld.wr.data), iw.en.eq(ld.wr.en),
-                aw.addr.eq(wb.wr.addr), aw.data.eq(wb.wr.data), aw.en.eq(wb.wr.en),
-                ir.addr.eq(iss.rd.addr[j]), ir.en.eq(iss.rd.en), iss.rd.img[j].eq(ir.data),
-                ar.addr.eq(iss.rd.addr[j]), ar.en.eq(iss.rd.en), iss.rd.act[j].eq(ar.data),
+                img.w_addr.eq(ld.wr.addr), img.w_data.eq(ld.wr.data), img.w_en.eq(ld.wr.en),
+                act.w_addr.eq(wb.wr.addr), act.w_data.eq(wb.wr.data), act.w_en.eq(wb.wr.en),
+                img.r_addr.eq(iss.rd.addr[j]), img.r_en.eq(iss.rd.en), iss.rd.img[j].eq(img.r_data),
+                act.r_addr.eq(iss.rd.addr[j]), act.r_en.eq(iss.rd.en), iss.rd.act[j].eq(act.r_data),
             ]
         return m
