@@ -151,7 +151,12 @@ class Writeback(wiring.Component):
         """Stage 1: the row's accumulators and fields registered (the mult/bias word arrives in
         the same cycle). Returns them, as a dict."""
         s1 = Pipe(m)
+        ch, K_ = row["ch"], self.plan.classes
         return {"v": s1.reg(row["fire"], "v"),
+                # the logits' decode, registered here: which logit the row is, the first one
+                "take": s1.reg(row["fire"] & row["is_last"] & (ch < K_), "take"),
+                "first": s1.reg(ch == 0, "first"),
+                "hit": s1.reg(Cat(*[ch == n for n in range(K_)]), "hit"),
                 "acc": [s1.reg(self.i.payload.y[j].as_signed(), f"acc{j}") for j in range(self.plan.cols)],
                 "ch": s1.reg(row["ch"], "ch"), "ok": s1.reg(row["ok"], "ok"),
                 "last": s1.reg(row["is_last"], "islast"), "end": s1.reg(row["end"], "end"),
@@ -173,11 +178,11 @@ class Writeback(wiring.Component):
             m.d.comb += val.eq(acc1[0] + mbrd.data[p.mult_bits:].as_signed())
             acc1 = [val]
         out_valid = Signal()
-        with m.If(v1 & last1 & (ch1 < K_)):
+        with m.If(s1["take"]):
             for n in range(K_):
-                with m.If(ch1 == n):
+                with m.If(s1["hit"][n]):
                     m.d.sync += logits[n].eq(acc1[0])
-            with m.If((ch1 == 0) | (acc1[0] > best_v)):
+            with m.If(s1["first"] | (acc1[0] > best_v)):
                 m.d.sync += [best.eq(ch1), best_v.eq(acc1[0])]
         with m.If(self.o.ready):
             m.d.sync += out_valid.eq(0)
