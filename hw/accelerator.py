@@ -26,6 +26,7 @@ from __future__ import annotations
 from amaranth import Module, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.accel_budget import Budget, budget_geometry, plan_resources, shortfall
 from l1bn.hw.accel_issue import Issuer
 from l1bn.hw.accel_layers import (
     AccelLayer,
@@ -46,12 +47,15 @@ __all__ = ["Accelerator", "AccelLayer", "accelerator_from_export", "accelerator_
 
 
 def accelerator_from_export(exported_net, *, rows: int | None = None, cols: int | None = None,
-                            macs: int = DEFAULT_MACS) -> Accelerator:
+                            macs: int = DEFAULT_MACS, budget: Budget | None = None) -> Accelerator:
     """The :class:`Accelerator` for a loaded export (the ``ExportedNet`` that ``load_export`` returns).
 
     ``rows`` x ``cols`` is the MAC array. With neither given, the shape with ``macs`` MACs and the
-    fewest cycles per image (:func:`~l1bn.hw.accel_plan.best_geometry`); with one given, the other
-    is ``macs // given``.
+    fewest cycles per image (:func:`~l1bn.hw.accel_plan.best_geometry`), or with a ``budget``
+    (:class:`~l1bn.hw.accel_budget.Budget`) the shape of any size that fits it with the fewest
+    cycles (:func:`~l1bn.hw.accel_budget.budget_geometry`); with one given, the other is
+    ``macs // given``. With a ``budget``, a shape whose estimated resources exceed it is a
+    ``ValueError`` of one line naming the resource that is short, before anything is built.
     """
     check_int("macs", macs, 1, MAX_MAC_ARRAY ** 2)
     if cols is not None:
@@ -59,13 +63,21 @@ def accelerator_from_export(exported_net, *, rows: int | None = None, cols: int 
     if rows is not None:
         check_int("rows", rows, 1, MAX_MAC_ARRAY)
     layers, inp = layers_from_export(exported_net)
-    if rows is None and cols is None:
+    if rows is None and cols is None and budget is not None:
+        rows, cols = budget_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], budget=budget,
+                                     in_signed=inp["signed"])
+    elif rows is None and cols is None:
         rows, cols = best_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], macs=macs,
                                    in_signed=inp["signed"])
     elif rows is None:
         rows = max(1, min(MAX_MAC_ARRAY, macs // cols))
     elif cols is None:
         cols = max(1, min(MAX_MAC_ARRAY, macs // rows))
+    if budget is not None:
+        plan = Plan(layers, in_chw=inp["shape"], in_bits=inp["bits"], rows=rows, cols=cols, in_signed=inp["signed"])
+        short = shortfall(plan_resources(plan), budget)
+        if short is not None:
+            raise ValueError(f"the {rows}x{cols} array does not fit {budget.name}: it {short}")
     return Accelerator(layers, in_shape=inp["shape"], in_bits=inp["bits"], rows=rows, cols=cols,
                        in_signed=inp["signed"])
 
