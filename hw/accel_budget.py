@@ -39,7 +39,7 @@ LUTRAM_WORDS = 64
 #: (``synth_ecp5``, Yosys 0.70; see the module docstring)
 LUT_MODEL = (70.4, 272.3, 69.7, 656.7)
 FF_MODEL = (49.8, 254.4, 40.9, 110.3)
-#: PE width of the calibration: 4 x 4-bit product (8 bits) + 17-bit accumulator
+#: PE width of the calibration: 4-bit weights x 4-bit activations (an 8-bit product) + 17-bit accumulator
 CAL_PE_BITS = 8 + 17
 
 
@@ -72,7 +72,7 @@ def plan_resources(plan: Plan) -> dict:
     ba = C * _pieces(C * p.lane_bits, p.act_depth, p.lane_bits if p.pooled else None)
     dsp = C * mul_terms(signed(p.mac_cfg.acc_bits), signed(p.mult_bits)) if len(p.layers) > 1 else 0
     cfg = p.mac_cfg
-    pe = (cfg.wbits * cfg.abits + cfg.acc_bits) / CAL_PE_BITS
+    pe = (cfg.wbits + cfg.abits + cfg.acc_bits) / CAL_PE_BITS
 
     def model(k):
         per_mac, per_col, per_row, fixed = k
