@@ -91,7 +91,7 @@ def shortfall(res: dict, budget: Budget) -> str | None:
         need, have = res[key], getattr(budget, key)
         if need > have:
             how = " (estimated)" if key in ("lut_sites", "ff") else ""
-            return f"needs {need} {what}{how}, {budget.name} has {have}: {need - have} short"
+            return f"needs {need} {what}{how} of {have}: {need - have} short"
     return None
 
 

@@ -61,7 +61,7 @@ def test_too_large_is_one_line_naming_the_resource():
     with pytest.raises(ValueError) as e:
         budget_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], budget=dev)
     msg = str(e.value)
-    assert "\n" not in msg and "DP16KD" in msg and "LFE5U-85F has 208" in msg
+    assert "\n" not in msg and "DP16KD" in msg and "fit LFE5U-85F" in msg and "of 208:" in msg
     need = int(msg.split("needs ")[1].split()[0])
     assert msg.endswith(f"{need - 208} short")
 
