@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from amaranth import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from l1bn.hw.accel_layers import bits_for
 from l1bn.hw.accel_plan import ISSUE_STAGES, Plan
@@ -109,7 +108,7 @@ class Issuer(wiring.Component):
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
         for port in trd:
-            m.d.comb += port.en.eq(adv)
+            m.d.comb += port.r_en.eq(adv)
         m.d.comb += wrd.r_en.eq(adv)
         m.d.comb += self.rd.en.eq(adv)
         beat = self._counters(m, adv)
@@ -129,9 +128,12 @@ class Issuer(wiring.Component):
         trd = []
         for j in range(p.cols):
             enc = p.table_rom(j)
-            tm = Memory(shape=unsigned(1 + ob + p.lane_sel_bits), depth=len(enc), init=enc)
+            # in block RAM read through its output register (as a LUT ROM its address fanned
+            # out to every column's mux tree: the critical path once the other memories had
+            # their output registers)
+            tm = BankedMemory(width=1 + ob + p.lane_sel_bits, depth=len(enc), init=enc, block=True)
             m.submodules[f"im2col{j}"] = tm
-            trd.append(tm.read_port(domain="sync"))
+            trd.append(tm)
         return wrd, trd
 
     def _counters(self, m, adv):
@@ -245,7 +247,7 @@ class Issuer(wiring.Component):
         cbase, waddr = beat["cbase"], beat["waddr"]
         # ---- stage 1: table read (addr = tab); carry the beat's fields along
         for j in range(C):
-            m.d.comb += trd[j].addr.eq(beat["tab"])
+            m.d.comb += trd[j].r_addr.eq(beat["tab"])
         v1, last1, img1, rel1, rs1 = Signal(), Signal(), Signal(), Signal(), Signal()
         cbase1 = Signal.like(cbase)
         waddr1 = Signal.like(waddr)
@@ -259,11 +261,10 @@ class Issuer(wiring.Component):
         v1b, last1b, img1b, rel1b, rs1b = Signal(), Signal(), Signal(), Signal(), Signal()
         cbase1b = Signal.like(cbase)
         waddr1b = Signal.like(waddr)
-        ent1b = [Signal.like(trd[j].data, name=f"ent1b_{j}") for j in range(C)]
+        ent1b = [trd[j].r_data for j in range(C)]     # the table's output register
         with m.If(adv):
             m.d.sync += [v1b.eq(v1), last1b.eq(last1), img1b.eq(img1), rel1b.eq(rel1), rs1b.eq(rs1),
                          cbase1b.eq(cbase1), waddr1b.eq(waddr1)]
-            m.d.sync += [ent1b[j].eq(trd[j].data) for j in range(C)]
         v1, last1, img1, rel1, rs1, cbase1, waddr1 = v1b, last1b, img1b, rel1b, rs1b, cbase1b, waddr1b
 
         # ---- stage 2: memory addresses (cbase + table offset), lane and padding flag

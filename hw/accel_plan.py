@@ -324,8 +324,9 @@ class Plan:
 
     @property
     def argmax_stages(self) -> int:
-        """Cycles of the writeback's argmax tree after the last logit: ``ceil(log2(classes))``."""
-        return (self.classes - 1).bit_length()
+        """Cycles of the writeback's argmax tree after the last logit: 2 per level (compare,
+        select), ``2 * ceil(log2(classes))``."""
+        return 2 * (self.classes - 1).bit_length()
 
     @property
     def macs(self) -> int:

@@ -51,8 +51,8 @@ class Writeback(wiring.Component):
     ``plan.wb_stages`` cycles from a row's handshake to its memory write: accumulator register,
     the product (:func:`l1bn.hw.arith.mul_latency`), ``+ bias``, requantize. The logits are
     updated one cycle after the row's handshake; their argmax takes ``plan.argmax_stages``
-    (``ceil(log2(classes))``) registered comparison levels after the last one; then the output
-    beat is valid.
+    (``2 * ceil(log2(classes))``: compare, then select, per level) cycles after the last one; then
+    the output beat is valid.
     """
 
     def __init__(self, plan: Plan, *, addr_bits: int):
@@ -198,24 +198,33 @@ class Writeback(wiring.Component):
         m.d.comb += self.o.payload.argmax.eq(best)
 
     def _argmax_tree(self, m, logits):
-        """Index of the first maximum of ``logits``, ``plan.argmax_stages`` cycles later."""
+        """Index of the first maximum of ``logits``, ``plan.argmax_stages`` cycles later (two per
+        level of the tree)."""
         ib = bits_for(len(logits))
         level = [(Const(n, ib), v) for n, v in enumerate(logits)]
         depth = 0
         while len(level) > 1:
             nxt = []
+            # two cycles per level: the comparison (a carry chain) registered with both sides,
+            # then the selection
             for k in range(0, len(level) - 1, 2):
                 (ia, va), (ib_, vb) = level[k], level[k + 1]
-                i = Signal(ib, name=f"amax_i{depth}_{k // 2}")
-                v = Signal.like(va, name=f"amax_v{depth}_{k // 2}")
-                gt = vb > va
-                m.d.sync += [i.eq(Mux(gt, ib_, ia)), v.eq(Mux(gt, vb, va))]
+                n = f"{depth}_{k // 2}"
+                gt = Signal(name=f"amax_gt{n}")
+                a_i, b_i = Signal(ib, name=f"amax_ai{n}"), Signal(ib, name=f"amax_bi{n}")
+                a_v, b_v = Signal.like(va, name=f"amax_av{n}"), Signal.like(vb, name=f"amax_bv{n}")
+                m.d.sync += [gt.eq(vb > va), a_i.eq(ia), b_i.eq(ib_), a_v.eq(va), b_v.eq(vb)]
+                i, v = Signal(ib, name=f"amax_i{n}"), Signal.like(va, name=f"amax_v{n}")
+                m.d.sync += [i.eq(Mux(gt, b_i, a_i)), v.eq(Mux(gt, b_v, a_v))]
                 nxt.append((i, v))
             if len(level) % 2:
-                i, v = Signal(ib, name=f"amax_i{depth}_last"), Signal.like(level[-1][1], name=f"amax_v{depth}_last")
-                m.d.sync += [i.eq(level[-1][0]), v.eq(level[-1][1])]
+                i, v = level[-1]
+                for _ in range(2):
+                    i2, v2 = Signal(ib, name=f"amax_i{depth}_last"), Signal.like(v, name=f"amax_v{depth}_last")
+                    m.d.sync += [i2.eq(i), v2.eq(v)]
+                    i, v = i2, v2
                 nxt.append((i, v))
-            level, depth = nxt, depth + 1
+            level, depth = nxt, depth + 2
         assert depth == self.plan.argmax_stages
         return level[0][0]
 

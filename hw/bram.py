@@ -72,6 +72,9 @@ class BankedMemory(wiring.Component):
         Has a write port.
     granularity : int or None
         Write-enable lane width (``wr_en`` has ``width // granularity`` bits); None: one enable.
+    block : bool
+        Ask Yosys for block RAM (``rom_style``/``ram_style = "block"``) even where it would build
+        a small ROM from LUTs.
 
     The caller never reads a word in the cycle it writes it (the pieces carry Yosys'
     ``no_rw_check``): what such a read returns is not defined in hardware (simulation returns the
@@ -92,10 +95,11 @@ class BankedMemory(wiring.Component):
     Latency: 2 enabled cycles from ``r_addr`` to ``r_data``.
     """
 
-    def __init__(self, *, width: int, depth: int, init=(), write: bool = False, granularity: int | None = None):
+    def __init__(self, *, width: int, depth: int, init=(), write: bool = False, granularity: int | None = None,
+                 block: bool = False):
         if width < 1 or depth < 1:
             raise ValueError(f"width={width}, depth={depth}: both must be >= 1")
-        self.width, self.depth, self.write, self.granularity = width, depth, write, granularity
+        self.width, self.depth, self.write, self.granularity, self.block = width, depth, write, granularity, block
         self.init = list(init)
         self.slices, self.bank_depth, self.banks = bram_geometry(width, depth, granularity)
         abits = _bits_for(max(depth, 2))
@@ -119,8 +123,10 @@ class BankedMemory(wiring.Component):
                 init = [(w >> lo) & ((1 << (hi - lo)) - 1) for w in self.init[b * bd:b * bd + words]]
                 # no_rw_check: the caller never reads an address in the cycle it writes it, so
                 # Yosys leaves out the bypass that emulates read-old-data across the two ports
-                mem = Memory(shape=unsigned(hi - lo), depth=words, init=init,
-                             attrs={"no_rw_check": 1} if self.write else None)
+                attrs = {"no_rw_check": 1} if self.write else {}
+                if self.block:
+                    attrs["rom_style" if not self.write else "ram_style"] = "block"
+                mem = Memory(shape=unsigned(hi - lo), depth=words, init=init, attrs=attrs or None)
                 m.submodules[f"b{b}s{s}"] = mem
                 rd = mem.read_port(domain="sync")
                 m.d.comb += [rd.addr.eq(self.r_addr[:lo_bits]), rd.en.eq(self.r_en)]
