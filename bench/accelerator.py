@@ -95,7 +95,8 @@ def _plan_report(net, name: str, budget, refusal: str) -> int:
     print(f"{name}: {p.macs:,} MACs per image; the largest array, {p.rows}x{p.cols}: {cyc:,} cycles per image "
           f"(formula), MAC utilization {100 * util:.1f}%")
     print(f"  needs {res['bram']} DP16KD (weights {res['bram_by']['weights']}, activations "
-          f"{res['bram_by']['activations']}, image {res['bram_by']['image']}), {res['dsp']} MULT18X18D, "
+          f"{res['bram_by']['activations']}, image {res['bram_by']['image']}, im2col tables {res['bram_by']['tables']}), "
+          f"{res['dsp']} MULT18X18D, "
           f"about {res['lut_sites']} LUT sites and {res['ff']} FF; {budget.name} has {budget.bram} DP16KD, "
           f"{budget.dsp} MULT18X18D, {budget.lut_sites} LUT sites")
     ref = BNN_PYNQ.get(name)

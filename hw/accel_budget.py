@@ -3,7 +3,8 @@
 :func:`plan_resources` counts what a :class:`~l1bn.hw.accel_plan.Plan` needs on an ECP5:
 
 - ``bram``: DP16KD block RAMs of the generator's memories (:func:`l1bn.hw.bram.bram_count` of
-  the weight ROM, and per column of the image and activation memories), an upper bound: pieces of
+  the weight ROM, and per column of the im2col table, the image and the activation memories), an
+  upper bound: pieces of
   at most :data:`LUTRAM_WORDS` words are left out, and Yosys puts some deeper shallow pieces in
   distributed RAM too (digits CNN, 4x16 array: 68 counted, 63 after synthesis; 8x8: 20, 19);
 - ``dsp``: MULT18X18D, exact: the requantizer's multiply in every column
@@ -63,13 +64,15 @@ def _pieces(width: int, depth: int, granularity: int | None = None) -> int:
 
 def plan_resources(plan: Plan) -> dict:
     """``{"bram", "dsp", "lut_sites", "ff"}`` of the accelerator for ``plan`` (module docstring:
-    what is exact and what is estimated), and ``"bram_by"``: weights, image, activations."""
+    what is exact and what is estimated), and ``"bram_by"``: weights, image, activations, tables."""
     p = plan
     R, C = p.rows, p.cols
     w_words = sum(lp.t * lp.k for lp in p.layers)
     bw = _pieces(R * p.mac_cfg.wbits, w_words)
     bi = C * _pieces(C * p.lane_bits, 2 * p.img_words, p.lane_bits)
     ba = C * _pieces(C * p.lane_bits, p.act_depth, p.lane_bits if p.pooled else None)
+    # the im2col tables are always block RAM (BankedMemory(block=True))
+    bt = C * bram_count(1 + p.table_off_bits + p.lane_sel_bits, len(p.tables[0]))
     dsp = C * mul_terms(signed(p.mac_cfg.acc_bits), signed(p.mult_bits)) if len(p.layers) > 1 else 0
     cfg = p.mac_cfg
     pe = (cfg.wbits + cfg.abits + cfg.acc_bits) / CAL_PE_BITS
@@ -78,8 +81,8 @@ def plan_resources(plan: Plan) -> dict:
         per_mac, per_col, per_row, fixed = k
         return round(per_mac * pe * R * C + per_col * C + per_row * R + fixed)
 
-    return {"bram": bw + bi + ba, "dsp": dsp, "lut_sites": model(LUT_MODEL), "ff": model(FF_MODEL),
-            "bram_by": {"weights": bw, "image": bi, "activations": ba}}
+    return {"bram": bw + bi + ba + bt, "dsp": dsp, "lut_sites": model(LUT_MODEL), "ff": model(FF_MODEL),
+            "bram_by": {"weights": bw, "image": bi, "activations": ba, "tables": bt}}
 
 
 _WHAT = (("lut_sites", "LUT sites"), ("ff", "flip-flops"), ("dsp", "MULT18X18D"), ("bram", "DP16KD block RAMs"))
