@@ -71,8 +71,7 @@ def plan_resources(plan: Plan) -> dict:
     bw = _pieces(R * p.mac_cfg.wbits, w_words)
     bi = C * _pieces(C * p.lane_bits, 2 * p.img_words, p.lane_bits)
     ba = C * _pieces(C * p.lane_bits, p.act_depth, p.lane_bits if p.pooled else None)
-    # the im2col tables are always block RAM (BankedMemory(block=True))
-    bt = C * bram_count(1 + p.table_off_bits + p.lane_sel_bits, len(p.tables[0]))
+    bt = C * _pieces(1 + p.table_off_bits + p.lane_sel_bits, len(p.tables[0]))
     dsp = C * mul_terms(signed(p.mac_cfg.acc_bits), signed(p.mult_bits)) if len(p.layers) > 1 else 0
     cfg = p.mac_cfg
     pe = (cfg.wbits + cfg.abits + cfg.acc_bits) / CAL_PE_BITS

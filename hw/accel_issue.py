@@ -128,10 +128,9 @@ class Issuer(wiring.Component):
         trd = []
         for j in range(p.cols):
             enc = p.table_rom(j)
-            # in block RAM read through its output register (as a LUT ROM its address fanned
-            # out to every column's mux tree: the critical path once the other memories had
-            # their output registers)
-            tm = BankedMemory(width=1 + ob + p.lane_sel_bits, depth=len(enc), init=enc, block=True)
+            # read through a register (stage 1b); Yosys builds small tables from LUTs (as block
+            # RAM, block=True, nextpnr's router1 did not converge on the digits accelerator)
+            tm = BankedMemory(width=1 + ob + p.lane_sel_bits, depth=len(enc), init=enc)
             m.submodules[f"im2col{j}"] = tm
             trd.append(tm)
         return wrd, trd
