@@ -110,7 +110,7 @@ class Writeback(wiring.Component):
         wt = Signal(cst.t_last.shape())
         ch = Signal(range(max(lp.t * R for lp in lps) + 1))
         mba = Signal(range(len(p.mb_words or [0]) + 1))
-        waddr = Signal(self.addr_bits)
+        waddr = Signal(self.addr_bits, init=max(lps[0].out_base, 0))   # layer 0 of the first image
         # max-pooled layers: group g is pooled position g, lane g % cols of word g // cols
         # (designs without pooling have no lane counter: every group fills a word)
         wl = Signal(range(max(p.cols, 2))) if p.pooled else None
@@ -255,7 +255,7 @@ class Writeback(wiring.Component):
         lane3 = s3.reg(lane2, "lane") if p.pooled else None
         # requantize with the layer's rule (one circuit per distinct rule): unsigned-only networks
         # (shift, out_bits) with ReLU; two's complement ones (shift, lo, hi, rounding, bipolar)
-        if p.signed_acts:
+        if p.general_rules:
             keys = [(lp.shift, *lp.out_range, lp.rounding, lp.bipolar_out) for lp in p.layer_specs[:-1]]
         else:
             keys = [(lp.shift, lp.out_bits) for lp in lps[:-1]]
@@ -265,9 +265,12 @@ class Writeback(wiring.Component):
         # two stages: the rounding shift of the layer's rule (a carry chain), registered; then the
         # clamp (ReLU, saturation, bipolar sign) of the same rule, registered
         s4a = Pipe(m)
-        signed_rules = p.signed_acts and keys
+        signed_rules = p.general_rules and keys
         qs = []
         for j in range(C):
+            if p.xnor:
+                qs.append(s4a.reg(z3[j][-1], f"q{j}"))
+                continue
             if signed_rules:
                 opts = [_round_rule(z3[j], *r) for r in rules]
             else:
@@ -280,6 +283,11 @@ class Writeback(wiring.Component):
         s4 = Pipe(m)
         ys = []
         for j in range(C):
+            if p.xnor:
+                # the XNOR array's activations are bipolar codes: every rule is a threshold, the
+                # code (1 = -1) is the sign of z (carried through the first stage as qs)
+                ys.append(s4.reg(qs[j], f"y{j}"))
+                continue
             if signed_rules:
                 opts = [_sext(_clamp_rule(qs[j], *r), LB) for r in rules]
             else:
