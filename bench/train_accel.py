@@ -4,7 +4,7 @@ array's busy fraction from the schedule's formula (asserted by the cocotb benche
 breakdown, and the ECP5 measurements: synthesis (LUT4, FF, MULT18X18D, DP16KD) and nextpnr Fmax
 (median of the seeds) on the smallest ECP5 that holds it, training images/s = Fmax / cycles * batch.
 
-    .venv/bin/python bench/train_accel.py [--no-pnr] [--seeds 1,2,3] [--norms l1,l2] [--router router2] [--out build/train-report]
+    .venv/bin/python bench/train_accel.py [--no-pnr] [--no-breakdown] [--seeds 1,2,3] [--norms l1,l2] [--router router2] [--out build/train-report]
 
 ``--no-pnr`` runs no place and route but still reports the Fmax of the seeds already kept in OUT
 for the same design.
@@ -34,6 +34,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-pnr", action="store_true", help="synthesis only (no Fmax)")
     ap.add_argument("--no-fpga", action="store_true", help="the formula figures only")
+    ap.add_argument("--no-breakdown", action="store_true", help="no per-block synthesis (synth_ecp5 -noflatten)")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--router", default="router2", choices=("router1", "router2"),
                     help="nextpnr's router (router1 did not finish on this design in 48 minutes)")
@@ -52,7 +53,8 @@ def main(argv=None):
         r = step_figures(norm)
         if not a.no_fpga:
             r.update(fpga_figures(norm, out, seeds=seeds, pnr=not a.no_pnr, router=a.router))
-            r["fpga_blocks"] = fpga_breakdown(norm, out)
+            if not a.no_breakdown:
+                r["fpga_blocks"] = fpga_breakdown(norm, out)
         rows[norm] = r
     (out / "train_report.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("training accelerator, digits CNN, batch 8, MAC array 8x1 (formula cycles; ECP5 measured)")
