@@ -17,9 +17,11 @@ def first_instance(name: str) -> str:
     return name.split(".", 1)[0] if "." in name and not name.startswith("$") else "top"
 
 
-def power_model(netlist: dict, toggles: dict, *, clock_bits=()) -> dict:
+def power_model(netlist: dict, toggles: dict, *, clock_bits=(), scope=first_instance) -> dict:
     """Energy (fJ) of the transitions ``toggles`` ({bit: count}) of the flat ``netlist``, and
-    leakage (nW), per first-level instance. See the module docstring for the model."""
+    leakage (nW), per first-level instance (or per ``scope(cell name)``: a net's energy goes to
+    its driver's scope, a net without a driver, an input port's, to ``scope("")``). See the module
+    docstring for the model."""
     lib = read_liberty()
     top = netlist["modules"]["top"]
     cells, v2 = cells_with_macros(lib["cells"], {c["type"] for c in top["cells"].values()}), lib["voltage"] ** 2
@@ -72,7 +74,7 @@ def power_model(netlist: dict, toggles: dict, *, clock_bits=()) -> dict:
 
     for cname, c in top["cells"].items():
         lc = cells[c["type"]]
-        sc = first_instance(cname)
+        sc = scope(cname)
         add(sc, "leakage_nw", lc["leakage_nw"])
         add(sc, "area_um2", lc["area"])
         add(sc, "cells", 1)
@@ -97,6 +99,6 @@ def power_model(netlist: dict, toggles: dict, *, clock_bits=()) -> dict:
         if not n:
             continue
         d = drivers.get(b)
-        sc = first_instance(d[0]) if d else "top"
+        sc = scope(d[0] if d else "")
         add(sc, "clock_fj" if b in clock_bits else "switching_fj", n * 0.5 * c * v2)
     return per
