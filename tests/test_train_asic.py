@@ -215,3 +215,26 @@ def test_tiny_net_whole_flow_and_cache(tmp_path):
     t0 = time.perf_counter()
     assert train_asic.train_asic_figures(acc, x, y, tmp_path, window=16) == res
     assert time.perf_counter() - t0 < 30
+
+
+def _fake(area, delay, dyn, leak):
+    blocks = {b: {"area_um2": area / len(train_asic.BLOCK_NAMES), "leakage_nw": 1.0, "cells": 1}
+              for b in train_asic.BLOCK_NAMES}
+    eb = {b: {"switching_pj": 0.0, "internal_pj": 0.0, "clock_pj": 1.0, "sram_pj": 2.0, "dynamic_pj": dyn / 7,
+              "leakage_pj": leak / 7, "energy_pj": (dyn + leak) / 7} for b in train_asic.BLOCK_NAMES}
+    return {"synth": {"area_um2": area, "sram_area_um2": area / 2, "cells": 10, "dff": 2, "clock_gates": 1,
+                      "delay_ns": delay, "fmax_mhz": 1000 / delay, "path_from": "a", "path_to": "b",
+                      "path_from_block": "BN forward", "path_to_block": "memories", "blocks": blocks},
+            "energy": {"window": 16, "cycles_per_step": 100, "energy_pj": dyn + leak, "dynamic_pj": dyn,
+                       "leakage_pj": leak, "bound_pj": 1.0, "logits_equal": True, "blocks": eb,
+                       "phases": {"MAC array": {"cycles": 60, "dynamic_pj": 5.0, "bound_pj": 0.5}}}}
+
+
+def test_asic_tables_print_every_norm_and_the_ratios_to_the_baseline():
+    rows = {"l2": {"asic": _fake(2000.0, 2.0, 700.0, 300.0)}, "l1": {"asic": _fake(1000.0, 1.0, 350.0, 150.0)},
+            "range": {}}
+    lines = train_asic.asic_tables(rows)
+    assert any(x.startswith("l1 ") for x in lines) and any(x.startswith("l2 ") for x in lines)
+    assert "l1/l2: area 0.500, delay 0.500, energy 0.500, energy at one clock 0.500 (dynamic)" in lines
+    assert not any(x.startswith("range") for x in lines)          # not measured: no row
+    assert train_asic.asic_tables({"l1": {}}) == ["NanGate45: not measured (bench/train_accel.py --target asic)"]
