@@ -238,3 +238,27 @@ def test_asic_tables_print_every_norm_and_the_ratios_to_the_baseline():
     assert "l1/l2: area 0.500, delay 0.500, energy 0.500, energy at one clock 0.500 (dynamic)" in lines
     assert not any(x.startswith("range") for x in lines)          # not measured: no row
     assert train_asic.asic_tables({"l1": {}}) == ["NanGate45: not measured (bench/train_accel.py --target asic)"]
+
+
+def test_net_coefficients_equal_the_power_model(tmp_path):
+    """The per-net energy of one transition, applied to any counts, equals the power model on
+    them (the window energies of a step are computed this way, in one pass over the netlist)."""
+    import json
+
+    from l1bn.sim.asic import operators, power, synth
+    from l1bn.sim.rtl import to_verilog
+
+    synth.synth_liberty(to_verilog(operators.operator("add", 8), "top"), tmp_path)
+    net = json.loads((tmp_path / "netlist.json").read_text())
+    net["modules"] = {k.lstrip("\\"): v for k, v in net["modules"].items()}
+    bits = sorted(power.net_coefficients(net))
+    rng = np.random.default_rng(1)
+    tog = {b: int(rng.integers(0, 5)) for b in bits}
+    scope = (lambda n: "a" if n[:1] < "_" else "b")   # noqa: E731 - two made-up scopes
+    want = power.power_model(net, tog, clock_bits=bits[:2], scope=scope)
+    got = power.apply_coefficients(power.net_coefficients(net, clock_bits=bits[:2], scope=scope), tog)
+    assert set(got) <= set(want)
+    for sc, v in want.items():
+        for k in ("switching_fj", "internal_fj", "clock_fj"):
+            assert got.get(sc, {}).get(k, 0.0) == pytest.approx(v[k], rel=1e-9, abs=1e-9)
+    assert sum(v["switching_fj"] for v in want.values()) > 0
