@@ -69,6 +69,8 @@ def main(argv=None):
         elif "asic" in prev.get(norm, {}):
             r["asic"] = prev[norm]["asic"]
         rows[norm] = r
+    # the norms not run this time keep their rows (in registry order)
+    rows = {n: rows.get(n, prev.get(n)) for n in train_norms() if n in rows or n in prev}
     old.write_text(json.dumps(rows, indent=1) + "\n")
     if a.target == "asic":
         for line in asic_tables(rows):

@@ -262,3 +262,32 @@ def test_net_coefficients_equal_the_power_model(tmp_path):
         for k in ("switching_fj", "internal_fj", "clock_fj"):
             assert got.get(sc, {}).get(k, 0.0) == pytest.approx(v[k], rel=1e-9, abs=1e-9)
     assert sum(v["switching_fj"] for v in want.values()) > 0
+
+
+def test_window_toggles_by_baseline_times(tmp_path):
+    """Verilator's dumps: the values at a baseline time are the state before its window (not
+    transitions); a window is the times up to the next baseline, also when a baseline dump wrote
+    nothing (no change since the previous window: no time line at all)."""
+    (tmp_path / "d.vcd").write_text("""$scope module sim_top $end
+$scope module dut $end
+$var wire 1 ! n5 $end
+$upscope $end
+$upscope $end
+$enddefinitions $end
+#110
+0!
+#115
+1!
+#120
+0!
+#135
+1!
+#140
+0!
+#150
+1!
+""")
+    # baselines 110, 130 (nothing dumped: the state of 120 held), 145 (nothing dumped either)
+    ids, wins = train_asic.window_toggles(tmp_path / "d.vcd", baselines={110, 130, 145})
+    assert wins == [{("!", 0): 2}, {("!", 0): 2}, {("!", 0): 1}]
+    assert train_asic._bit_map(ids, {"ports": {}}, "sim_top.dut") == {("!", 0): 5}

@@ -35,6 +35,7 @@ the stimulus and the window), so a rerun is a file read.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import shutil
@@ -98,7 +99,9 @@ def window_toggles(path: Path, baselines=None) -> tuple[dict, list[dict]]:
     ids, scope = {}, []
     wins, cur, last = [], None, {}
     base = set(baselines or ())
-    after_base = False
+    order = sorted(base)
+    if base:
+        wins = [{} for _ in order]
     with open(path) as f:
         for line in f:
             if line.startswith("$var"):
@@ -135,11 +138,10 @@ def window_toggles(path: Path, baselines=None) -> tuple[dict, list[dict]]:
                         cur[(code, i)] = cur.get((code, i), 0) + 1
             elif c == "#":
                 if base:
-                    if int(line[1:]) in base:
-                        cur, after_base = None, True
-                    elif after_base:
-                        cur, after_base = {}, False
-                        wins.append(cur)
+                    # window k: the times after baseline k up to baseline k + 1 (a dump without
+                    # changes writes no time, so windows are found by time, not by the lines)
+                    tm = int(line[1:])
+                    cur = None if tm in base else wins[bisect.bisect_right(order, tm) - 1]
             elif c == "$":
                 if line.startswith("$dumpon"):
                     cur = {}
@@ -361,6 +363,9 @@ def _build_verilator(sim: Path, max_cycles: int) -> Path:
     # ~130 MB of C++ of this netlist; one step runs in minutes either way
     steps.append(["make", "-C", "obj_dir", "-f", "Vsim_top.mk", "-j", "2", "OPT_FAST=-O0", "OPT_SLOW=-O0",
                   "OPT_GLOBAL=-O0", "Vsim"])
+    for o in (sim / "obj_dir").glob("*.o"):
+        if o.stat().st_size == 0:     # a compile that was interrupted: make would take it as done
+            o.unlink()
     for cmd in steps:
         try:
             run_guarded(cmd, cwd=sim, check=True, capture_output=True, text=True, env=dict(os.environ))
@@ -419,7 +424,7 @@ def asic_energy_figures(synth: dict, wd: Path, sched: list[dict], beats: list[di
     exe = _build_verilator(sim, total + 1000)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    r = run_guarded([str(exe)], cwd=sim, check=True, capture_output=True, text=True)
+    r = run_guarded([str(exe.resolve())], cwd=sim, check=True, capture_output=True, text=True)
     sim_s = time.perf_counter() - t0
     line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
     if line is None:
@@ -430,10 +435,10 @@ def asic_energy_figures(synth: dict, wd: Path, sched: list[dict], beats: list[di
     t1 = time.perf_counter()
     base = {int(x) for x in (sim / "base.txt").read_text().split()}
     ids, wt = window_toggles(sim / "dump.vcd", baselines=base)
-    (sim / "dump.vcd").unlink()
     vcd_s = time.perf_counter() - t1
     if len(wt) != len(wins):
         raise RuntimeError(f"{len(wt)} dumped windows, {len(wins)} expected ({sim})")
+    (sim / "dump.vcd").unlink()
     scope = next((sc for vs in ids.values() for sc, _n, _w in vs if sc.endswith("sim_top.dut")), "sim_top.dut")
     bits = _bit_map(ids, top, scope)
     # SRAM accesses of the whole step (exact: the models count every one)
