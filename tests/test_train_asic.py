@@ -267,11 +267,11 @@ def test_net_coefficients_equal_the_power_model(tmp_path):
 def test_window_toggles_by_baseline_times(tmp_path):
     """Verilator's dumps: the values at a baseline time are the state before its window (not
     transitions); a window is the times up to the next baseline, also when a baseline dump wrote
-    nothing (no change since the previous window: no time line at all)."""
+    nothing (no change since the previous window: no time line at all); its header is indented."""
     (tmp_path / "d.vcd").write_text("""$scope module sim_top $end
-$scope module dut $end
-$var wire 1 ! n5 $end
-$upscope $end
+ $scope module dut $end
+  $var wire 1 ! n5 $end
+ $upscope $end
 $upscope $end
 $enddefinitions $end
 #110

@@ -104,6 +104,7 @@ def window_toggles(path: Path, baselines=None) -> tuple[dict, list[dict]]:
         wins = [{} for _ in order]
     with open(path) as f:
         for line in f:
+            line = line.lstrip()       # Verilator indents its header
             if line.startswith("$var"):
                 parts = line.split()
                 ids.setdefault(parts[3], []).append((".".join(scope), parts[4], int(parts[2])))
@@ -438,9 +439,11 @@ def asic_energy_figures(synth: dict, wd: Path, sched: list[dict], beats: list[di
     vcd_s = time.perf_counter() - t1
     if len(wt) != len(wins):
         raise RuntimeError(f"{len(wt)} dumped windows, {len(wins)} expected ({sim})")
-    (sim / "dump.vcd").unlink()
     scope = next((sc for vs in ids.values() for sc, _n, _w in vs if sc.endswith("sim_top.dut")), "sim_top.dut")
     bits = _bit_map(ids, top, scope)
+    if not bits or not any(wt):
+        raise RuntimeError(f"no transitions of the netlist's nets in the windows of {sim / 'dump.vcd'}")
+    (sim / "dump.vcd").unlink()
     # SRAM accesses of the whole step (exact: the models count every one)
     counts = {}
     for ln in ((sim / "sram.txt").read_text().splitlines() if (sim / "sram.txt").exists() else []):
