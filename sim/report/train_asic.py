@@ -358,12 +358,13 @@ def _build_verilator(sim: Path, max_cycles: int) -> Path:
         (sim / "verilated.stamp").unlink(missing_ok=True)
         steps.append([str(root / "bin" / "verilator"), "--cc", "--exe", "--trace", "--trace-depth", "2",
                       "--top-module", "sim_top", "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-LATCH",
-                      "-Wno-MULTIDRIVEN", "--no-timing", "--output-split", "20000", "-CFLAGS", "-O0", "-o", "Vsim",
+                      "-Wno-MULTIDRIVEN", "--no-timing", "--output-split", "20000", "-o", "Vsim",
                       *_SOURCES])
-    # -O0 everywhere: Verilator's makefile compiles the model with -Os, which takes 5x longer on the
-    # ~130 MB of C++ of this netlist; one step runs in minutes either way
-    steps.append(["make", "-C", "obj_dir", "-f", "Vsim_top.mk", "-j", "2", "OPT_FAST=-O0", "OPT_SLOW=-O0",
-                  "OPT_GLOBAL=-O0", "Vsim"])
+    # the model's evaluation (OPT_FAST) at -O1: at -O0 the L2 netlist ran ~5x
+    # slower; the rest (trace declarations, constructors: most of the ~130-190 MB of C++ of
+    # these netlists, run once) at -O0, which compiles several times faster than -Os
+    steps.append(["make", "-C", "obj_dir", "-f", "Vsim_top.mk", "-j", "2", "OPT_FAST=-O1", "OPT_SLOW=-O0",
+                  "OPT_GLOBAL=-O0", "USER_CFLAGS=", "Vsim"])
     for o in (sim / "obj_dir").glob("*.o"):
         if o.stat().st_size == 0:     # a compile that was interrupted: make would take it as done
             o.unlink()
@@ -623,13 +624,16 @@ def asic_tables(rows_by_norm: dict) -> list[str]:
                 parts.append(f"energy at one clock {r['energy']['dynamic_pj'] / ref['energy']['dynamic_pj']:.3f} (dynamic)")
             out.append(f"{n}/{BASELINE}: " + ", ".join(parts))
     names = list(rs)
-    out += ["", f"{'block':42} " + " ".join(f"{'um2 ' + n:>11}" for n in names) + " "
-            + " ".join(f"{'nJ ' + n:>9}" for n in names)]
+    out += ["", "by block: area; energy per step (nJ: all, dynamic, of which clock; the rest is leakage)",
+            f"{'block':40} " + " ".join(f"{'um2 ' + n:>10}" for n in names) + " "
+            + " ".join(f"{'nJ ' + n:>8} {'dyn':>7} {'clock':>7}" for n in names)]
     for blk in BLOCK_NAMES:
         area = [rs[n]["synth"]["blocks"].get(blk, {}).get("area_um2", 0.0) for n in names]
-        en = [(rs[n].get("energy") or {}).get("blocks", {}).get(blk, {}).get("energy_pj") for n in names]
-        out.append(f"{blk:42} " + " ".join(f"{a:11.0f}" for a in area) + " "
-                   + " ".join(f"{_f(None if v is None else v / 1000, '.2f'):>9}" for v in en))
+        en = [(rs[n].get("energy") or {}).get("blocks", {}).get(blk) for n in names]
+        out.append(f"{blk:40} " + " ".join(f"{a:10.0f}" for a in area) + " " + " ".join(
+            f"{_f(None if v is None else v['energy_pj'] / 1000, '.1f'):>8} "
+            f"{_f(None if v is None else v['dynamic_pj'] / 1000, '.1f'):>7} "
+            f"{_f(None if v is None else v['clock_pj'] / 1000, '.1f'):>7}" for v in en))
     if any_e:
         phases = list(any_e["phases"])
         out += ["", f"{'phase (program entries)':24} {'cycles':>8} " + " ".join(f"{'nJ ' + n:>9} {'+-':>5}" for n in names)]
