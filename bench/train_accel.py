@@ -45,6 +45,8 @@ def main(argv=None):
                     help="ECP5 (synthesis, nextpnr), NanGate45 (area, timing, gate-level energy) or both")
     ap.add_argument("--window", type=int, default=WINDOW,
                     help="cycles per gate-level window (two per long program entry)")
+    ap.add_argument("--no-energy", action="store_true",
+                    help="NanGate45 synthesis and timing only (no gate-level simulation of a step)")
     ap.add_argument("--norms", default=None, help="comma-separated norms (default: every norm with a backward unit)")
     a = ap.parse_args(argv)
     seeds = tuple(int(s) for s in a.seeds.split(","))
@@ -65,7 +67,9 @@ def main(argv=None):
         elif prev.get(norm, {}).get("cycles_per_step") == r["cycles_per_step"]:
             r.update({k: v for k, v in prev[norm].items() if k not in r and k != "asic"})
         if a.target in ("asic", "both"):
-            r["asic"] = asic_figures(norm, out, window=a.window)
+            r["asic"] = asic_figures(norm, out, window=a.window, energy=not a.no_energy)
+            if a.no_energy and "energy" in prev.get(norm, {}).get("asic", {}):
+                r["asic"]["energy"] = prev[norm]["asic"]["energy"]   # measured before: kept
         elif "asic" in prev.get(norm, {}):
             r["asic"] = prev[norm]["asic"]
         rows[norm] = r
