@@ -8,8 +8,12 @@ path and gate-level energy per training step on a batch of real digits, by block
 (:mod:`l1bn.sim.report.train_asic`: clock gating, SRAM macros, windows per program entry scaled by
 the schedule's cycles).
 
-    .venv/bin/python bench/train_accel.py [--target fpga|asic|both] [--no-pnr] [--seeds 1,2,3]
-        [--router router2] [--window 128] [--norms l1,l2,range] [--out build/train-report]
+    .venv/bin/python bench/train_accel.py [--target fpga|asic|both] [--no-pnr] [--no-breakdown]
+        [--seeds 1,2,3] [--router router2] [--window 128] [--no-energy] [--norms l1,l2]
+        [--out build/train-report]
+
+``--no-pnr`` runs no place and route but still reports the Fmax of the seeds already kept in OUT
+for the same design.
 
 Results are kept in OUT/<norm>/result.json and OUT/<norm>/asic.json (reused while the design is
 unchanged) and OUT/train_report.json; ``l1bn demo`` prints the table from it.
@@ -37,9 +41,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-pnr", action="store_true", help="synthesis only (no Fmax)")
     ap.add_argument("--no-fpga", action="store_true", help="the formula figures only")
+    ap.add_argument("--no-breakdown", action="store_true", help="no per-block synthesis (synth_ecp5 -noflatten)")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--router", default="router2", choices=("router1", "router2"),
                     help="nextpnr's router (router1 did not finish on this design in 48 minutes)")
+    ap.add_argument("--norms", default=None, help="comma-separated norms (default: every norm with a backward unit)")
     ap.add_argument("--out", default="build/train-report")
     ap.add_argument("--target", default="fpga", choices=("fpga", "asic", "both"),
                     help="ECP5 (synthesis, nextpnr), NanGate45 (area, timing, gate-level energy) or both")
@@ -47,23 +53,23 @@ def main(argv=None):
                     help="cycles per gate-level window (two per long program entry)")
     ap.add_argument("--no-energy", action="store_true",
                     help="NanGate45 synthesis and timing only (no gate-level simulation of a step)")
-    ap.add_argument("--norms", default=None, help="comma-separated norms (default: every norm with a backward unit)")
     a = ap.parse_args(argv)
     seeds = tuple(int(s) for s in a.seeds.split(","))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    norms = train_norms() if a.norms is None else a.norms.split(",")
-    bad = [n for n in norms if n not in train_norms()]
-    if bad:
-        raise SystemExit(f"error: --norms: {', '.join(bad)} (choose from {', '.join(train_norms())})")
     old = out / "train_report.json"
     prev = json.loads(old.read_text()) if old.exists() else {}
     rows = {}
+    norms = a.norms.split(",") if a.norms else train_norms()
+    unknown = sorted(set(norms) - set(train_norms()))
+    if unknown:
+        ap.error(f"--norms {','.join(unknown)}: not a norm with a backward unit ({', '.join(train_norms())})")
     for norm in norms:
         r = step_figures(norm)
         if a.target in ("fpga", "both") and not a.no_fpga:
             r.update(fpga_figures(norm, out, seeds=seeds, pnr=not a.no_pnr, router=a.router))
-            r["fpga_blocks"] = fpga_breakdown(norm, out)
+            if not a.no_breakdown:
+                r["fpga_blocks"] = fpga_breakdown(norm, out)
         elif prev.get(norm, {}).get("cycles_per_step") == r["cycles_per_step"]:
             r.update({k: v for k, v in prev[norm].items() if k not in r and k != "asic"})
         if a.target in ("asic", "both"):
@@ -101,8 +107,10 @@ def main(argv=None):
     for n, r in rows.items():
         if "pnr" in r:
             for s, p in sorted(r["pnr"].items()):
-                print(f"{n} seed {s}: {p['fmax_mhz']} MHz on {p['device']}, critical path "
-                      f"{(p.get('critical_path') or {}).get('stage', '-')}")
+                cp = p.get("critical_path") or {}
+                print(f"{n} seed {s}: {p['fmax_mhz']} MHz on {p['device']} ({p.get('router', '-')}), critical path "
+                      f"{cp.get('stage', '-')}: {cp.get('from', '-')} -> {cp.get('to', '-')}, "
+                      f"{cp.get('delay_ns', '-')} ns, {cp.get('levels', '-')} levels")
     if a.target == "both":
         print()
         for line in asic_tables(rows):
