@@ -3,14 +3,20 @@ unit): the digits CNN's training accelerator (batch 8, an 8 x 1 MAC array), cycl
 array's busy fraction from the schedule's formula (asserted by the cocotb benches), the block
 breakdown, and the ECP5 measurements: synthesis (LUT4, FF, MULT18X18D, DP16KD) and nextpnr Fmax
 (median of the seeds) on the smallest ECP5 that holds it, training images/s = Fmax / cycles * batch.
+With ``--target asic`` (or ``both``) the NanGate45 figures of the whole accelerator: area, critical
+path and gate-level energy per training step on a batch of real digits, by block
+(:mod:`l1bn.sim.report.train_asic`: clock gating, SRAM macros, windows per program entry scaled by
+the schedule's cycles).
 
-    .venv/bin/python bench/train_accel.py [--no-pnr] [--no-breakdown] [--seeds 1,2,3] [--norms l1,l2] [--router router2] [--out build/train-report]
+    .venv/bin/python bench/train_accel.py [--target fpga|asic|both] [--no-pnr] [--no-breakdown]
+        [--seeds 1,2,3] [--router router2] [--window 128] [--no-energy] [--norms l1,l2]
+        [--out build/train-report]
 
 ``--no-pnr`` runs no place and route but still reports the Fmax of the seeds already kept in OUT
 for the same design.
 
-Results are kept in OUT/<norm>/result.json (reused while the design is unchanged) and
-OUT/train_report.json; ``l1bn demo`` prints the table from it.
+Results are kept in OUT/<norm>/result.json and OUT/<norm>/asic.json (reused while the design is
+unchanged) and OUT/train_report.json; ``l1bn demo`` prints the table from it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from l1bn.sim.report.train import (
     train_norms,
     whole_step_table,
 )
+from l1bn.sim.report.train_asic import WINDOW, asic_figures, asic_tables
 
 
 def main(argv=None):
@@ -40,10 +47,18 @@ def main(argv=None):
                     help="nextpnr's router (router1 did not finish on this design in 48 minutes)")
     ap.add_argument("--norms", default=None, help="comma-separated norms (default: every norm with a backward unit)")
     ap.add_argument("--out", default="build/train-report")
+    ap.add_argument("--target", default="fpga", choices=("fpga", "asic", "both"),
+                    help="ECP5 (synthesis, nextpnr), NanGate45 (area, timing, gate-level energy) or both")
+    ap.add_argument("--window", type=int, default=WINDOW,
+                    help="cycles per gate-level window (two per long program entry)")
+    ap.add_argument("--no-energy", action="store_true",
+                    help="NanGate45 synthesis and timing only (no gate-level simulation of a step)")
     a = ap.parse_args(argv)
     seeds = tuple(int(s) for s in a.seeds.split(","))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    old = out / "train_report.json"
+    prev = json.loads(old.read_text()) if old.exists() else {}
     rows = {}
     norms = a.norms.split(",") if a.norms else train_norms()
     unknown = sorted(set(norms) - set(train_norms()))
@@ -51,12 +66,26 @@ def main(argv=None):
         ap.error(f"--norms {','.join(unknown)}: not a norm with a backward unit ({', '.join(train_norms())})")
     for norm in norms:
         r = step_figures(norm)
-        if not a.no_fpga:
+        if a.target in ("fpga", "both") and not a.no_fpga:
             r.update(fpga_figures(norm, out, seeds=seeds, pnr=not a.no_pnr, router=a.router))
             if not a.no_breakdown:
                 r["fpga_blocks"] = fpga_breakdown(norm, out)
+        elif prev.get(norm, {}).get("cycles_per_step") == r["cycles_per_step"]:
+            r.update({k: v for k, v in prev[norm].items() if k not in r and k != "asic"})
+        if a.target in ("asic", "both"):
+            r["asic"] = asic_figures(norm, out, window=a.window, energy=not a.no_energy)
+            if a.no_energy and "energy" in prev.get(norm, {}).get("asic", {}):
+                r["asic"]["energy"] = prev[norm]["asic"]["energy"]   # measured before: kept
+        elif "asic" in prev.get(norm, {}):
+            r["asic"] = prev[norm]["asic"]
         rows[norm] = r
-    (out / "train_report.json").write_text(json.dumps(rows, indent=1) + "\n")
+    # the norms not run this time keep their rows (in registry order)
+    rows = {n: rows.get(n, prev.get(n)) for n in train_norms() if n in rows or n in prev}
+    old.write_text(json.dumps(rows, indent=1) + "\n")
+    if a.target == "asic":
+        for line in asic_tables(rows):
+            print(line)
+        return
     print("training accelerator, digits CNN, batch 8, MAC array 8x1 (formula cycles; ECP5 measured)")
     for line in whole_step_table(rows):
         print(line)
@@ -82,6 +111,10 @@ def main(argv=None):
                 print(f"{n} seed {s}: {p['fmax_mhz']} MHz on {p['device']} ({p.get('router', '-')}), critical path "
                       f"{cp.get('stage', '-')}: {cp.get('from', '-')} -> {cp.get('to', '-')}, "
                       f"{cp.get('delay_ns', '-')} ns, {cp.get('levels', '-')} levels")
+    if a.target == "both":
+        print()
+        for line in asic_tables(rows):
+            print(line)
 
 
 if __name__ == "__main__":

@@ -242,8 +242,9 @@ def _print_summary(s: dict, console):
 
 def _train_step_table(console):
     """The whole training step on the generated hardware, L1 against L2 (docs/train_accel.md):
-    cycles from the schedule's formula (asserted by the cocotb benches); the ECP5 figures from
-    bench/train_accel.py's build/train-report/train_report.json when it has been run."""
+    cycles from the schedule's formula (asserted by the cocotb benches); the ECP5 and NanGate45
+    figures from bench/train_accel.py's build/train-report/train_report.json when it has been run
+    (``--target both``)."""
     from l1bn.sim.build_root import default_build_root
     from l1bn.sim.report.train import step_figures, train_norms, whole_step_table
 
@@ -258,6 +259,13 @@ def _train_step_table(console):
     console.print(f"[bold]One training step of the digits CNN on the generated hardware[/] "
                   f"(batch 8, 8x1 MAC array; cycles: formula = measured in cocotb; {src})")
     for line in whole_step_table(rows):
+        console.print(line, highlight=False, soft_wrap=True)
+    from l1bn.sim.report.train_asic import asic_tables
+
+    # NanGate45 (area, critical path, energy per step) from the same report, when it has been
+    # measured (bench/train_accel.py --target asic): read, never run here
+    lines = asic_tables(rows)
+    for line in lines[:lines.index("")] if "" in lines else lines:
         console.print(line, highlight=False, soft_wrap=True)
 
 

@@ -43,7 +43,7 @@ import re
 
 __all__ = ["SRAM_MIN_BITS", "SRAM_PJ_REF", "SRAM_BITS_REF", "SRAM_WORD_REF", "FAKERAM_BITS", "FAKERAM_AREA_UM2",
            "FAKERAM_LEAKAGE_NW", "FAKERAM_CLK_Q_NS", "FAKERAM_SETUP_NS", "sram_params", "access_pj",
-           "macro_type", "parse_type", "macro_cell", "cells_with_macros", "extract_srams", "sram_models",
+           "macro_type", "parse_type", "type_options", "macro_cell", "cells_with_macros", "extract_srams", "sram_models",
            "sram_liberty", "read_counts"]
 
 #: memories of at least this many bits become SRAM macros (a 64 x 8 x buffer is 512 bits; below
@@ -58,7 +58,7 @@ FAKERAM_BITS, FAKERAM_AREA_UM2, FAKERAM_LEAKAGE_NW = 64 * 32, 1240.624, 81627.2
 FAKERAM_CLK_Q_NS, FAKERAM_SETUP_NS = 0.207, 0.050
 FAKERAM_PIN_FF, FAKERAM_CLK_FF = 5.0, 25.0
 
-_TYPE = re.compile(r"^L1BN_SRAM_(\d+)x(\d+)_(\d+)r(\d+)w$")
+_TYPE = re.compile(r"^L1BN_SRAM_(\d+)x(\d+)_(\d+)r(\d+)w(?:_m(\d+))?(_t)?$")
 
 
 def sram_params() -> dict:
@@ -73,28 +73,40 @@ def access_pj(width: int, depth: int) -> float:
     return SRAM_PJ_REF * (width / SRAM_WORD_REF) * math.sqrt(width * depth / SRAM_BITS_REF)
 
 
-def macro_type(width: int, depth: int, nread: int, nwrite: int) -> str:
-    return f"L1BN_SRAM_{width}x{depth}_{nread}r{nwrite}w"
+def macro_type(width: int, depth: int, nread: int, nwrite: int, *, mask: int = 1, transparent: bool = False) -> str:
+    """The macro type's name; ``mask`` > 1: that many write-enable groups (lanes) per write port
+    (suffix ``_m<mask>``); ``transparent``: a read of the address being written returns the new
+    word (suffix ``_t``). The units' buffers have neither (the training accelerator has both)."""
+    return (f"L1BN_SRAM_{width}x{depth}_{nread}r{nwrite}w" + (f"_m{mask}" if mask > 1 else "")
+            + ("_t" if transparent else ""))
 
 
 def parse_type(name: str):
-    """``(width, depth, nread, nwrite)`` of a macro type name, or None for any other cell."""
+    """``(width, depth, nread, nwrite)`` of a macro type name, or None for any other cell
+    (:func:`type_options` gives the mask groups and the transparency)."""
     m = _TYPE.match(name)
-    return tuple(int(x) for x in m.groups()) if m else None
+    return tuple(int(x) for x in m.groups()[:4]) if m else None
+
+
+def type_options(name: str) -> tuple[int, bool]:
+    """``(mask groups, transparent)`` of a macro type name (1, False for the units' buffers)."""
+    m = _TYPE.match(name)
+    return (int(m.group(5) or 1), bool(m.group(6)))
 
 
 def _abits(depth: int) -> int:
     return max(1, (depth - 1).bit_length())
 
 
-def _pins(width, depth, nread, nwrite):
+def _pins(width, depth, nread, nwrite, mask=1):
     a = _abits(depth)
     ins, outs = ["CLK"], []
     for i in range(nread):
         ins += [f"R{i}E", *(f"R{i}A{k}" for k in range(a))]
         outs += [f"R{i}Q{k}" for k in range(width)]
     for j in range(nwrite):
-        ins += [f"W{j}E", *(f"W{j}A{k}" for k in range(a)), *(f"W{j}D{k}" for k in range(width))]
+        en = [f"W{j}E"] if mask == 1 else [f"W{j}E{g}" for g in range(mask)]
+        ins += [*en, *(f"W{j}A{k}" for k in range(a)), *(f"W{j}D{k}" for k in range(width))]
     return ins, outs
 
 
@@ -103,7 +115,7 @@ def macro_cell(name: str) -> dict:
     pins with capacitance; no internal-power tables: its energy is per access)."""
     w, d, r, wr = parse_type(name)
     bits = w * d
-    ins, outs = _pins(w, d, r, wr)
+    ins, outs = _pins(w, d, r, wr, type_options(name)[0])
     pins = {p: {"dir": "input", "cap": FAKERAM_CLK_FF if p == "CLK" else FAKERAM_PIN_FF, "function": None,
                 "clock": p == "CLK", "gate_role": None, "power": [], "transition": []} for p in ins}
     pins.update({p: {"dir": "output", "cap": 0.0, "function": None, "clock": False, "gate_role": None,
@@ -127,7 +139,10 @@ def _bits(v: str) -> str:
     return v if isinstance(v, str) else format(v, "b")
 
 
-def _eligible(c: dict) -> bool:
+def _eligible(c: dict, *, init: bool = False, transparent: bool = False, masked: bool = False) -> bool:
+    """Whether the ``$mem_v2`` ``c`` can be a macro (module docstring); ``init``: non-zero initial
+    contents allowed (the model loads them), ``transparent``: a 1r1w memory whose read port is
+    transparent for its write port, ``masked``: lane-masked writes (equal lanes)."""
     p, k = c["parameters"], c["connections"]
     nr, nw = _int(p["RD_PORTS"]), _int(p["WR_PORTS"])
     if nr < 1 or nw < 1 or _int(p["OFFSET"]) != 0:
@@ -135,27 +150,49 @@ def _eligible(c: dict) -> bool:
     ones = lambda s, n: _bits(s).rjust(n, "0")[-n:] == "1" * n   # noqa: E731
     zeros = lambda s, n: set(_bits(s).rjust(n, "0")[-n:]) <= {"0"}   # noqa: E731
     if not (ones(p["RD_CLK_ENABLE"], nr) and ones(p["RD_CLK_POLARITY"], nr) and ones(p["WR_CLK_ENABLE"], nw)
-            and ones(p["WR_CLK_POLARITY"], nw) and zeros(p["RD_TRANSPARENCY_MASK"], nr * nw)
+            and ones(p["WR_CLK_POLARITY"], nw)
             and zeros(p["RD_WIDE_CONTINUATION"], nr) and zeros(p["WR_WIDE_CONTINUATION"], nw)):
         return False
-    if set(_bits(p.get("INIT", "x"))) - {"x", "0"}:    # zero or no init (Amaranth's init=[]: zeros)
+    if not zeros(p["RD_TRANSPARENCY_MASK"], nr * nw) and not (transparent and nr == nw == 1):
+        return False
+    if not init and set(_bits(p.get("INIT", "x"))) - {"x", "0"}:   # zero or no init (Amaranth's init=[]: zeros)
         return False
     if any(b != "0" for b in k["RD_ARST"] + k["RD_SRST"]):
         return False
     clocks = set(map(str, k["RD_CLK"] + k["WR_CLK"]))
     if len(clocks) != 1:
         return False
-    width = _int(p["WIDTH"])
-    en = k["WR_EN"]
-    # one enable per write port (no byte lanes)
-    return all(len(set(map(str, en[j * width:(j + 1) * width]))) == 1 for j in range(nw))
+    return _mask_groups(c) == 1 or (masked and _mask_groups(c) > 1)
 
 
-def extract_srams(design: dict, *, min_bits: int = SRAM_MIN_BITS) -> list[dict]:
+def _mask_groups(c: dict) -> int:
+    """Write-enable groups per write port: 1 when one enable drives the whole word, g when the
+    word splits into g equal lanes of one enable each (every write port alike), else 0."""
+    p, k = c["parameters"], c["connections"]
+    width, nw, en = _int(p["WIDTH"]), _int(p["WR_PORTS"]), k["WR_EN"]
+    groups = set()
+    for j in range(nw):
+        bits = list(map(str, en[j * width:(j + 1) * width]))
+        runs = [i for i in range(width) if i == 0 or bits[i] != bits[i - 1]]
+        g = len(runs)
+        if width % g or any(len(set(bits[i:i + width // g])) != 1 for i in range(0, width, width // g)):
+            return 0
+        groups.add(g)
+    return groups.pop() if len(groups) == 1 else 0
+
+
+def extract_srams(design: dict, *, min_bits: int = SRAM_MIN_BITS, init: bool = False, transparent: bool = False,
+                  masked: bool = False) -> list[dict]:
     """Replace, in the Yosys JSON ``design`` (after ``synth -run :fine``), every eligible
     ``$mem_v2`` of at least ``min_bits`` bits by a macro instance, in place, and add the macro
     types as black-box modules. Returns one dict per macro: ``module``, ``cell`` (the instance
-    name, the memory's), ``type``, ``width``, ``depth``, ``reads``, ``writes`` (port counts)."""
+    name, the memory's), ``type``, ``width``, ``depth``, ``reads``, ``writes`` (port counts), and
+    ``init`` (the initial words, LSB word first, when the memory has non-zero ones).
+
+    ``init``, ``transparent``, ``masked`` (all off for the BN units, whose buffers need none)
+    also take memories with initial contents (a preloaded macro: the gate-level model loads
+    them), a transparent read port (1r1w) and lane-masked writes (a bit-masked macro; a write of
+    any lanes is charged one access): the training accelerator's weight memories and LFSR bank."""
     found, types = [], {}
     for mname, mod in design["modules"].items():
         for cname, c in list(mod["cells"].items()):
@@ -163,11 +200,13 @@ def extract_srams(design: dict, *, min_bits: int = SRAM_MIN_BITS) -> list[dict]:
                 continue
             p, k = c["parameters"], c["connections"]
             width, depth = _int(p["WIDTH"]), _int(p["SIZE"])
-            if width * depth < min_bits or not _eligible(c):
+            if width * depth < min_bits or not _eligible(c, init=init, transparent=transparent, masked=masked):
                 continue
             nr, nw, ab = _int(p["RD_PORTS"]), _int(p["WR_PORTS"]), _int(p["ABITS"])
             a = _abits(depth)
-            t = macro_type(width, depth, nr, nw)
+            mask = _mask_groups(c)
+            t = macro_type(width, depth, nr, nw, mask=mask,
+                           transparent=not set(_bits(p["RD_TRANSPARENCY_MASK"])) <= {"0"})
             conns = {"CLK": [k["RD_CLK"][0]]}
             for i in range(nr):
                 conns[f"R{i}E"] = [k["RD_EN"][i]]
@@ -176,12 +215,15 @@ def extract_srams(design: dict, *, min_bits: int = SRAM_MIN_BITS) -> list[dict]:
                 for b in range(width):
                     conns[f"R{i}Q{b}"] = [k["RD_DATA"][i * width + b]]
             for j in range(nw):
-                conns[f"W{j}E"] = [k["WR_EN"][j * width]]
+                if mask == 1:
+                    conns[f"W{j}E"] = [k["WR_EN"][j * width]]
+                for g in range(mask if mask > 1 else 0):
+                    conns[f"W{j}E{g}"] = [k["WR_EN"][j * width + g * (width // mask)]]
                 for b in range(a):
                     conns[f"W{j}A{b}"] = [k["WR_ADDR"][j * ab + b] if b < ab else "0"]
                 for b in range(width):
                     conns[f"W{j}D{b}"] = [k["WR_DATA"][j * width + b]]
-            ins, outs = _pins(width, depth, nr, nw)
+            ins, outs = _pins(width, depth, nr, nw, mask)
             inst = "sram_" + p["MEMID"].lstrip("\\$").replace(".", "_").replace("$", "_").replace(":", "_")
             del mod["cells"][cname]
             mod["cells"][f"\\{inst}"] = {"hide_name": 0, "type": t, "parameters": {}, "attributes": {},
@@ -191,6 +233,9 @@ def extract_srams(design: dict, *, min_bits: int = SRAM_MIN_BITS) -> list[dict]:
             types[t] = (ins, outs)
             found.append({"module": mname, "cell": inst, "type": t, "width": width, "depth": depth,
                           "reads": nr, "writes": nw})
+            words = _init_words(p.get("INIT"), width, depth)
+            if words:
+                found[-1]["init"] = words
     for t, (ins, outs) in types.items():
         ports, n = {}, 2
         for pn in ins + outs:
@@ -201,30 +246,60 @@ def extract_srams(design: dict, *, min_bits: int = SRAM_MIN_BITS) -> list[dict]:
     return found
 
 
-def sram_models(types) -> str:
+def _init_words(v, width: int, depth: int) -> list[int] | None:
+    """The initial words of a ``$mem_v2`` INIT parameter (bit string, word 0 in the low bits), or
+    None when it is all zero or undefined."""
+    if v is None:
+        return None
+    bits = _bits(v).replace("x", "0").rjust(width * depth, "0")
+    if "1" not in bits:
+        return None
+    n = int(bits, 2)
+    mask = (1 << width) - 1
+    return [(n >> (i * width)) & mask for i in range(depth)]
+
+
+def sram_models(types, *, init_param: bool = False) -> str:
     """Behavioural Verilog of the macro types ``types`` for the gate-level simulation: synchronous
     reads (data registered at the rising clock when ``R<i>E``, old data on a same-address write),
-    writes at the rising clock when ``W<j>E``; the read data starts at 0 like the flow's
-    flip-flops; each instance appends ``<path> <reads> <writes>`` to ``sram.txt`` at the end."""
+    writes at the rising clock when ``W<j>E`` (a masked type: when any ``W<j>E<g>``, only those
+    lanes; a transparent type: a read of the address written in the same edge returns the new
+    word); the read data starts at 0 like the flow's flip-flops; each instance appends ``<path>
+    <reads> <writes>`` to ``sram.txt`` at the end. ``init_param``: each model has a parameter
+    ``INIT_FILE`` (``$readmemh`` of the initial words when not empty; set by ``defparam``)."""
     out = []
     for t in sorted(types):
         w, d, nr, nw = parse_type(t)
+        mask, transp = type_options(t)
         a = _abits(d)
-        ins, outs = _pins(w, d, nr, nw)
+        ins, outs = _pins(w, d, nr, nw, mask)
         lines = [f"module {t}({', '.join(ins + outs)});"]
         lines += [f"  input {p};" for p in ins] + [f"  output {p};" for p in outs]
         lines += [f"  reg [{w - 1}:0] mem [0:{d - 1}];", "  integer reads = 0, writes = 0, fd, k;",
                   f"  initial for (k = 0; k < {d}; k = k + 1) mem[k] = {w}'d0;   // as the memory's zero init"]
+        if init_param:
+            lines += ['  parameter INIT_FILE = "";', '  initial if (INIT_FILE != "") $readmemh(INIT_FILE, mem);']
         body = []
+        lw = w // mask
+        for j in range(nw):
+            lines += [f"  wire [{a - 1}:0] wa{j} = {{{', '.join(f'W{j}A{k}' for k in reversed(range(a)))}}};",
+                      f"  wire [{w - 1}:0] wd{j} = {{{', '.join(f'W{j}D{k}' for k in reversed(range(w)))}}};"]
+            if mask == 1:
+                lines.append(f"  wire we{j} = W{j}E;")
+                lines.append(f"  wire [{w - 1}:0] nw{j} = wd{j};")
+            else:
+                lines.append(f"  wire we{j} = {' | '.join(f'W{j}E{g}' for g in range(mask))};")
+                lanes = ", ".join(f"(W{j}E{g} ? wd{j}[{(g + 1) * lw - 1}:{g * lw}] : mem[wa{j}][{(g + 1) * lw - 1}:{g * lw}])"
+                                  for g in reversed(range(mask)))
+                lines.append(f"  wire [{w - 1}:0] nw{j} = {{{lanes}}};")
         for i in range(nr):
             lines += [f"  reg [{w - 1}:0] q{i} = {w}'d0;",
                       f"  wire [{a - 1}:0] ra{i} = {{{', '.join(f'R{i}A{k}' for k in reversed(range(a)))}}};"]
             lines += [f"  assign R{i}Q{k} = q{i}[{k}];" for k in range(w)]
-            body.append(f"    if (R{i}E) begin q{i} <= mem[ra{i}]; reads = reads + 1; end")
+            rd = f"(we0 && wa0 == ra{i}) ? nw0 : mem[ra{i}]" if transp else f"mem[ra{i}]"
+            body.append(f"    if (R{i}E) begin q{i} <= {rd}; reads = reads + 1; end")
         for j in range(nw):
-            lines += [f"  wire [{a - 1}:0] wa{j} = {{{', '.join(f'W{j}A{k}' for k in reversed(range(a)))}}};",
-                      f"  wire [{w - 1}:0] wd{j} = {{{', '.join(f'W{j}D{k}' for k in reversed(range(w)))}}};"]
-            body.append(f"    if (W{j}E) begin mem[wa{j}] <= wd{j}; writes = writes + 1; end")
+            body.append(f"    if (we{j}) begin mem[wa{j}] <= nw{j}; writes = writes + 1; end")
         lines += ["  always @(posedge CLK) begin", *body, "  end",
                   '  final begin fd = $fopen("sram.txt", "a"); $fdisplay(fd, "%m %0d %0d", reads, writes); '
                   "$fclose(fd); end", "endmodule"]
@@ -238,7 +313,7 @@ def sram_liberty(types) -> str:
     cells = []
     for t in sorted(types):
         w, d, nr, nw = parse_type(t)
-        ins, outs = _pins(w, d, nr, nw)
+        ins, outs = _pins(w, d, nr, nw, type_options(t)[0])
         c = macro_cell(t)
         body = [f"  cell({t}) {{", f"    area : {c['area']:.4f};", f"    cell_leakage_power : {c['leakage_nw']:.4f};",
                 "    interface_timing : true;",

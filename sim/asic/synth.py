@@ -13,7 +13,7 @@ from .liberty import WIRE_LOAD, copy_liberty, read_liberty, wire_cap
 from .sram import cells_with_macros, extract_srams
 
 __all__ = ["ABC_SCRIPT", "MAX_FANOUT", "FANOUT_BUF", "CLOCK_GATE_CELL", "CLOCK_GATE_MIN", "clock_gating_params",
-           "clock_network", "size_clock_gates", "buffer_fanout", "write_netlist", "synth_liberty"]
+           "clock_network", "size_clock_gates", "buffer_fanout", "verilog_name", "write_netlist", "synth_liberty"]
 
 # area-oriented mapping with structural choices (ABC's default liberty script, with &fraig/scorr,
 # ran for > 20 min on the largest unit in the CMOS flow); fan-out is buffered after ABC
@@ -205,6 +205,13 @@ def _vid(name: str) -> str:
     return name if _SIMPLE.match(name) else f"\\{name} "
 
 
+def verilog_name(name: str) -> str:
+    """A cell or net name of the flat netlist as :func:`write_netlist` writes it (an escaped
+    identifier, with its closing space, unless it is a plain one): for hierarchical references
+    into the netlist from a testbench."""
+    return _vid(name)
+
+
 def write_netlist(top: dict, path: Path) -> None:
     """Structural Verilog of the flat ``top`` (one wire per bit: port bits by their port name,
     the others ``n<bit>``): read by OpenSTA and by Icarus with :func:`cell_models`."""
@@ -234,7 +241,8 @@ def write_netlist(top: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def synth_liberty(verilog: str, wd: Path, *, clock_gating: bool = False, sram: bool = False) -> dict:
+def synth_liberty(verilog: str, wd: Path, *, clock_gating: bool = False, sram: bool = False,
+                  rtlil: bool = False, sram_options: dict | None = None) -> dict:
     """Map ``verilog`` (top ``top``) to NanGate45 cells in ``wd``: ``netlist.json`` (flat, instance
     paths kept as name prefixes, fan-out buffered) and ``netlist.v``; area (um^2), cell counts.
 
@@ -242,9 +250,15 @@ def synth_liberty(verilog: str, wd: Path, *, clock_gating: bool = False, sram: b
     :data:`CLOCK_GATE_MIN` flip-flops sharing a clock enable gets its clock through one
     :data:`CLOCK_GATE_CELL` (Yosys ``clockgate``) instead of an enable multiplexer per flip-flop.
     ``sram``: memories of at least :data:`~l1bn.sim.asic.sram.SRAM_MIN_BITS` bits become SRAM
-    macros (:func:`~l1bn.sim.asic.sram.extract_srams`; listed in ``srams``)."""
+    macros (:func:`~l1bn.sim.asic.sram.extract_srams`; listed in ``srams``); ``sram_options``:
+    its keyword options (``init``, ``transparent``, ``masked``: the training accelerator's).
+    ``rtlil``: ``verilog`` is RTLIL text (Amaranth's ``rtlil.convert``), read with
+    ``read_rtlil``: a memory's initial contents are one parameter there, where the Verilog
+    frontend spends minutes on the ``initial`` block of every word of a large memory."""
     wd.mkdir(parents=True, exist_ok=True)
-    (wd / "top.v").write_text(verilog)
+    src = "top.il" if rtlil else "top.v"
+    read = f"read_rtlil {src}" if rtlil else f"read_verilog {src}"
+    (wd / src).write_text(verilog)
     copy_liberty(wd)
     srams = []
     rest = ("dffunmap; dfflibmap -liberty cells.lib; "
@@ -253,12 +267,12 @@ def synth_liberty(verilog: str, wd: Path, *, clock_gating: bool = False, sram: b
             "hilomap -singleton -hicell LOGIC1_X1 Z -locell LOGIC0_X1 Z; insbuf -buf BUF_X1 A Z; "
             "opt_clean -purge; write_json mapped.json")
     try:
-        front = "read_verilog top.v; synth -top top; "
+        front = f"{read}; synth -top top; "
         if sram:
             # memories whole (memory -nomap), the large ones replaced by macros, then the rest
-            run_yosys(wd, "read_verilog top.v; synth -top top -run :fine; write_json coarse.json")
+            run_yosys(wd, f"{read}; synth -top top -run :fine; write_json coarse.json")
             design = json.loads((wd / "coarse.json").read_text())
-            srams = extract_srams(design)
+            srams = extract_srams(design, **(sram_options or {}))
             (wd / "coarse.json").write_text(json.dumps(design))
             front = "read_json coarse.json; synth -top top -run fine:; "
         if clock_gating:
