@@ -218,6 +218,8 @@ def main(argv=None) -> int:
                 per = "/".join(f"{v:.1f}" for v in r["fmax_seeds"].values())
                 print(f"| {m['target']} | {r['config']} | {r.get('le') or r.get('lut4')} | {r.get('dsp')} | "
                       f"{r['fmax_mhz']:.1f} | {per} | {r['gops']:.2f} | {r['gops_per_klut']:.2f} |")
+            for r in m.get("unfit", []):   # too large for the device: the fit check's line
+                print(f"| {m['target']} | {r['config']} | {r['error'].split(': ', 1)[-1].replace('|', '/')} | - | - | - | - | - |")
     if d["acc"]:
         print("\nDigits accelerator (the same Verilog on every family; bit-exactness is the simulation's, "
               "not the family's):\n")
