@@ -211,13 +211,20 @@ def main(argv=None) -> int:
         print("\n".join(energy_header() + energy_lines(reps)))
     if d["mac"]:
         print("\nMAC arrays (K = 64 per tile), Fmax = median of the seeds:\n")
-        print("| family target | array | LE | DSP | Fmax MHz | per seed | GOPS | GOPS per kLE |")
-        print("|---|---|---:|---:|---:|---|---:|---:|")
+        print("| family target | array | LE | DSP | Fmax MHz | per seed | GOPS | GOPS per kLE | critical path |")
+        print("|---|---|---:|---:|---:|---|---:|---:|---|")
         for _, m in d["mac"]:
             for r in m["rows"]:
                 per = "/".join(f"{v:.1f}" for v in r["fmax_seeds"].values())
-                print(f"| {m['target']} | {r['config']} | {r.get('le') or r.get('lut4')} | {r.get('dsp')} | "
-                      f"{r['fmax_mhz']:.1f} | {per} | {r['gops']:.2f} | {r['gops_per_klut']:.2f} |")
+                where = m["target"].replace("smallest fitting device", r.get("device") or "smallest fitting device")
+                cp = r.get("critical_path") or {}
+                mult = r.get("dsp", r.get("mult"))     # the family's multiplier column (CC_MULT on GateMate)
+                print(f"| {where} | {r['config']} | {r.get('le') or r.get('lut4')} | {mult} | "
+                      f"{r['fmax_mhz']:.1f} | {per} | {r['gops']:.2f} | {r['gops_per_klut']:.2f} | "
+                      f"`{_cell(cp.get('from'))}` -> `{_cell(cp.get('to'))}` |")
+            for r in m.get("unfit", []):   # too large for the device: the fit check's line
+                print(f"| {m['target']} | {r['config']} | {r['error'].split(': ', 1)[-1].replace('|', '/')} "
+                      f"| - | - | - | - | - | - |")
     if d["acc"]:
         print("\nDigits accelerator (the same Verilog on every family; bit-exactness is the simulation's, "
               "not the family's):\n")
@@ -228,7 +235,8 @@ def main(argv=None) -> int:
             for r in a["rows"]:
                 per = "/".join(f"{v:.1f}" for v in r["fmax_seeds"].values())
                 cp = r.get("critical_path") or {}
-                print(f"| {a['target']} | {r['array']} | {r['le']} | {r['mult18']} | {r['dp16kd']} | "
+                where = a["target"].replace("smallest fitting device", r.get("device") or "smallest fitting device")
+                print(f"| {where} | {r['array']} | {r['le']} | {r['mult18']} | {r['dp16kd']} | "
                       f"{r['fmax_mhz']:.1f} | {per} | {r['cycles_per_image']} | {r['images_per_s']:.0f} | "
                       f"`{_cell(cp.get('from'))}` -> `{_cell(cp.get('to'))}` |")
     return 0

@@ -34,6 +34,7 @@ from pathlib import Path
 from l1bn.cli.report import parse_seeds
 from l1bn.hw.mac_array import MACArray
 from l1bn.sim import jobs as flow_jobs
+from l1bn.sim.fpga.families import DeviceFitError
 from l1bn.sim.fpga.steps import fpga_job
 from l1bn.sim.simulate.mac import random_tiles, simulate_mac
 from l1bn.spec.config import MACConfig
@@ -143,10 +144,15 @@ def main(argv=None):
     for col in ("config", "acc bits", *(h for _, h in units), "Fmax MHz", "per seed", "cycles/tile",
                 "formula", "util %", "GOPS", f"GOPS/{per}"):
         t.add_column(col, justify="right")
-    rows = []
+    rows, unfit = [], []
     for cfg in configs:
         sim = measure_cycles(cfg)
-        impl = implement(cfg, workdir=root / cfg.digest(), seeds=seeds, jobs=args.jobs, target=target)
+        try:
+            impl = implement(cfg, workdir=root / cfg.digest(), seeds=seeds, jobs=args.jobs, target=target)
+        except DeviceFitError as e:   # one array too large for the device: say so, measure the others
+            unfit.append({"config": _name(cfg), "error": str(e)})
+            print(f"{_name(cfg)}: does not fit: {e}", flush=True)
+            continue
         gops = 2 * cfg.rows * cfg.cols * impl["fmax_mhz"] * 1e6 * sim["utilization"] / 1e9
         area = impl["lut4"] if target is None else impl["le"]
         row = {"config": _name(cfg), "acc_bits": cfg.acc_bits, **{k: impl.get(k) for k, _ in units},
@@ -165,7 +171,7 @@ def main(argv=None):
     (root / "mac_bench.json").write_text(json.dumps(rows, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps({"target": target.label if target else "ecp5", "seeds": list(seeds),
-                                               "rows": rows}, indent=1, default=str) + "\n")
+                                               "rows": rows, "unfit": unfit}, indent=1, default=str) + "\n")
     return rows
 
 

@@ -192,6 +192,30 @@ def test_bench_fmax_is_the_median_over_seeds(tmp_path, monkeypatch):
         mod.main(["--only", "9x9w4a4"])
 
 
+def test_bench_reports_an_array_too_large_for_the_device_and_measures_the_rest(tmp_path, monkeypatch):
+    """An array that does not fit (the 8x8 on an iCE40 UP5K) is a row of the JSON's ``unfit`` with
+    the fit check's message; the arrays that fit are still measured and written."""
+    import json
+
+    from l1bn.sim.fpga.families import DeviceFitError
+
+    mod = _bench_module()
+    monkeypatch.setattr(mod, "measure_cycles", lambda cfg: {"period": 64.0, "formula_period": 64, "utilization": 1.0})
+
+    def fake_implement(cfg, **kw):
+        if cfg.rows == 8:
+            raise DeviceFitError("mac-x-s1: the design needs 5781 ICESTORM_LC after packing but iCE40UP5K-SG48 has 5280")
+        return {"fmax_mhz": 50.0, "fmax_seeds": {1: 50.0}, "median_seed": 1, "lut4": 900, "le": 1500, "lut": 900}
+
+    monkeypatch.setattr(mod, "implement", fake_implement)
+    out = tmp_path / "mac.json"
+    rows = mod.main(["--quick", "--seeds", "1", "--family", "ice40", "--workdir", str(tmp_path), "--json", str(out)])
+    d = json.loads(out.read_text())
+    assert [r["config"] for r in rows] == [r["config"] for r in d["rows"]] == ["4x4 w4s a4s"]
+    assert d["rows"][0]["gops"] == 2 * 16 * 50e6 / 1e9
+    assert [u["config"] for u in d["unfit"]] == ["8x8 w4s a4s"] and "5781 ICESTORM_LC" in d["unfit"][0]["error"]
+
+
 @pytest.mark.slow
 def test_ecp5_8x8_w4a4_meets_100mhz(tmp_path):
     implement = _bench_module().implement
