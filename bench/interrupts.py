@@ -73,7 +73,7 @@ class Command:
 
 
 COMMANDS = {
-    "train": Command("train", ["train", "--model", "mlp", "--epochs", "2", "--wbits", "4", "--abits", "4",
+    "train": Command("train", ["train", "--model", "mlp", "--epochs", "1", "--wbits", "4", "--abits", "4",
                                "--out", "{ws}/run"], "run", "files", rerun=("--force",)),
     "export": Command("export", ["export", "{run}", "--out", "{ws}/export"], "export", "files", ("run",),
                       rerun=("--force",)),

@@ -267,9 +267,6 @@ def test_random_interrupts_leave_nothing_and_the_rerun_is_identical(tmp_path, co
     the rerun, and the rerun byte-identical to the reference."""
     b = _bench()
     cmd = b.COMMANDS[command]
-    if command == "train":
-        cmd = b.Command("train", [a if a != "2" else "1" for a in cmd.argv], cmd.output, cmd.result,
-                        rerun=cmd.rerun)
     row = b.bench_command(cmd, tmp_path, {}, 3, random.Random(1), log=lambda s: None)
     assert row.orphans == [] and row.left_soft == [] and row.left_rerun == [] and row.differ == [], row
     assert row.identical == row.trials == 3
