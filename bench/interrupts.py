@@ -140,13 +140,18 @@ def _run(cmd: Command, ws: Path, inputs: dict, *, signal_at: float | None = None
     p = subprocess.Popen(_argv(cmd, ws, inputs, extra), env=_env(ws, tag), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     landed = False
-    if signal_at is not None:
-        try:
-            p.wait(timeout=signal_at)
-        except subprocess.TimeoutExpired:
-            p.send_signal(sig)
-            landed = True
-    out, err = p.communicate(timeout=timeout)
+    try:
+        if signal_at is not None:
+            try:
+                p.wait(timeout=signal_at)
+            except subprocess.TimeoutExpired:
+                p.send_signal(sig)
+                landed = True
+        out, err = p.communicate(timeout=timeout)
+    except BaseException:                      # the bench stopped (Ctrl-C, `timeout`): the command too
+        p.send_signal(signal.SIGTERM)
+        p.communicate()
+        raise
     dt = time.monotonic() - t0
     deadline = time.monotonic() + 1.0          # children must be gone within a second
     orphans = tagged_processes(tag)
@@ -313,7 +318,8 @@ def bench_command(cmd: Command, root: Path, inputs: dict, n: int, rng: random.Ra
         else:
             row.left_soft += [f"trial {i} ({signal.Signals(sig).name} at {at:.1f} s): {x}" for x in left]
             if r["landed"] and "Traceback" in r["stderr"]:
-                row.left_soft.append(f"trial {i}: a traceback on stderr")
+                last = [ln for ln in r["stderr"].splitlines() if ln.strip()][-1]
+                row.left_soft.append(f"trial {i}: a traceback on stderr, ending {last.strip()!r}")
         again = _run(cmd, ws, inputs, extra=cmd.rerun)
         row.orphans += [f"trial {i} rerun: {c}" for _, c in again["orphans"]]
         row.left_rerun += [f"trial {i}: {x}" for x in leftovers(ws, cmd)]
@@ -338,6 +344,10 @@ def table(rows: list[Row]) -> str:
     return "\n".join([head, *body])
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--interrupts", type=int, default=20, help="trials per command")
@@ -350,6 +360,9 @@ def main(argv=None) -> int:
         if c not in COMMANDS:
             ap.error(f"unknown command {c!r}; choose from {', '.join(COMMANDS)}")
     rng = random.Random(a.seed)
+    # SIGTERM (`timeout`) stops the bench as Ctrl-C does: the running command stopped, the
+    # temporary workspace removed
+    signal.signal(signal.SIGTERM, _stop)
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="l1bn-interrupts-"))
     rows = []
     try:

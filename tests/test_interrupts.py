@@ -176,6 +176,22 @@ def test_killed_verilator_build_leaves_no_make_or_compiler(small_export, tmp_pat
     assert _temporaries(build) == []
 
 
+def test_a_worker_killed_before_its_initializer_ran_is_gone(tmp_path):
+    """``sweep`` stopped by SIGTERM while its workers were still starting (bench/interrupts.py,
+    1 of 20 trials) printed a worker's traceback: a spawned worker joins its own process group
+    only in its initializer, so killing the group missed one that was still importing, and it
+    lived on to read from the closed pool."""
+    from l1bn.sim.executors import LocalExecutor, kill_children
+
+    ex = LocalExecutor(workers=1)
+    ex.submit(time.sleep, 30)
+    (proc,) = list(ex._pool._processes.values())
+    assert os.getpgid(proc.pid) == os.getpgid(0)    # still starting: not in a group of its own
+    kill_children()
+    proc.join(timeout=5)
+    assert proc.exitcode == -signal.SIGKILL
+
+
 # -------------------------------------------------------------------------------- locks
 
 
