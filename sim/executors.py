@@ -166,6 +166,8 @@ def watch_parent(parent: int, *, poll: float = 0.2) -> threading.Thread:
             time.sleep(poll)
         os.killpg(0, signal.SIGKILL)
 
+    if os.getppid() != parent:   # gone already (a worker that was still starting): stop now,
+        os.killpg(0, signal.SIGKILL)   # before the caller goes on to read from a closed pool
     t = threading.Thread(target=watch, daemon=True, name="l1bn-parent-watch")
     t.start()
     return t
