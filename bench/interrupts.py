@@ -330,7 +330,8 @@ def bench_command(cmd: Command, root: Path, inputs: dict, n: int, rng: random.Ra
             row.differ.append(f"trial {i}: rerun rc {again['rc']}: {again['stderr'][-300:]}")
         log(f"  {cmd.name} trial {i + 1}/{n}: {signal.Signals(sig).name} at {at:.1f} s of {t_ref:.1f} s "
             f"-> rc {r['rc']}{'' if r['landed'] else ' (ended first)'}, orphans {len(r['orphans'])}, "
-            f"left {len(left)}, rerun {'identical' if got == want else 'DIFFERS'}")
+            f"left {len(left)}{', TRACEBACK' if 'Traceback' in r['stderr'] else ''}, "
+            f"rerun {'identical' if got == want else 'DIFFERS'}")
     return row
 
 
