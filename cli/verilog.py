@@ -202,7 +202,8 @@ def net_cmd(export_dir, out_dir, rows, cols):
                f"schedule.json in {out_dir}")
     i = s["interface"]
     click.echo(f"MAC array {s['rows']}x{s['cols']} (w{s['mac']['wbits']} a{s['mac']['abits']} "
-               f"{'signed' if s['mac']['signed_a'] else 'unsigned'}, accumulator {s['mac_acc_bits']} bits); "
+               f"{'signed' if s['mac']['signed_a'] else 'unsigned'}"
+               f"{', bipolar codes, XNOR-popcount' if s['mac'].get('xnor') else ''}, accumulator {s['mac_acc_bits']} bits); "
                f"in: {i['pixels']} pixels x {i['in_bits']} bits{' signed' if i.get('in_signed') else ''}; "
                f"out: {i['classes']} logits x {i['logit_bits']} bits + argmax")
     click.echo(f"{'layer':8} {'K':>5} {'T':>3} {'G':>3} {'tiles':>5} {'MACs':>7} {'issue':>6} {'cycles':>7}")

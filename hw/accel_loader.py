@@ -26,6 +26,8 @@ class ImageLoader(wiring.Component):
     ----------
     in_chw : (C, H, W); in_bits : pixel bits; cols : lanes per word; lane_bits : bits per lane;
     in_signed : the pixels are two's complement (sign-extended to the lane);
+    bipolar_code : the pixels are -1/+1 (two's complement) and are stored as their 1-bit code, the
+    sign bit (the XNOR array's lanes);
     img_words : words per slot (``C * ceil(H*W / cols)``).
 
     Attributes
@@ -46,9 +48,10 @@ class ImageLoader(wiring.Component):
     last pixel's handshake.
     """
 
-    def __init__(self, *, in_chw, in_bits: int, cols: int, lane_bits: int, img_words: int, in_signed: bool = False):
+    def __init__(self, *, in_chw, in_bits: int, cols: int, lane_bits: int, img_words: int, in_signed: bool = False,
+                 bipolar_code: bool = False):
         self.in_chw, self.cols, self.lane_bits, self.img_words = tuple(in_chw), cols, lane_bits, img_words
-        self.in_signed = in_signed
+        self.in_signed, self.bipolar_code = in_signed, bipolar_code
         self.addr_bits = bits_for(2 * img_words)
         super().__init__({
             "i": In(stream.Signature(unsigned(in_bits))),
@@ -80,8 +83,12 @@ class ImageLoader(wiring.Component):
         m.d.sync += wr_en.eq(0)
         m.d.comb += [self.wr.addr.eq(wr_addr), self.wr.data.eq(wr_data), self.wr.en.eq(wr_en)]
         lane_px = Signal(LB)
-        # zero- or (two's complement pixels) sign-extended to the lane width
-        m.d.comb += lane_px.eq(self.i.payload.as_signed() if self.in_signed else self.i.payload)
+        # zero- or (two's complement pixels) sign-extended to the lane width; bipolar pixels
+        # (-1/+1) stored as their code for the XNOR array: the sign bit
+        if self.bipolar_code:
+            m.d.comb += lane_px.eq(self.i.payload[-1])
+        else:
+            m.d.comb += lane_px.eq(self.i.payload.as_signed() if self.in_signed else self.i.payload)
         with m.If(take):
             m.d.sync += [wr_addr.eq(word), wr_data.eq(Cat(*[lane_px] * C)),
                          wr_en.eq(Cat(*[lane == k for k in range(C)]))]

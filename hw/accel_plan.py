@@ -21,8 +21,10 @@ Memories
 - im2col table, one per column: ``(valid, word offset, lane)`` per ``(layer, g, ky, kx)``;
 - image memory, one per column: two image slots (``2 * img_words`` words), so the next image loads
   while the current one is computed;
-- activation memory, one per column: two regions, layer ``L`` writes region ``L % 2`` and layer
-  ``L + 1`` reads it. Channel ``c``, position ``q`` of a stored tensor is word
+- activation memory, one per column: a chain uses two regions, layer ``L`` writes region
+  ``L % 2`` and layer ``L + 1`` reads it; a graph (residual adds) places each tensor where it
+  overlaps no tensor live at the same time, an add's two inputs one after the other
+  (:func:`place_tensors`). Channel ``c``, position ``q`` of a stored tensor is word
   ``base + c*G + q // cols``, lane ``q % cols``.
 
 Cycles
@@ -137,12 +139,15 @@ class Plan:
     in_chw : (C, H, W) of the image; in_bits : pixel bits
     in_signed : the pixels are two's complement (signed or bipolar images)
     rows, cols : the MAC array shape (1..MAX_MAC_ARRAY each)
+    xnor : the XNOR-popcount array: None (default) when every layer allows it (:attr:`xnor`),
+    False never (the product array), True required (``ValueError`` when a layer does not allow it)
 
     Attributes
     ----------
     mac_cfg : MACConfig of the array (widest weights/activations, longest K)
     lane_bits : bits of one stored activation (pixels and every requantized output)
-    img_words, act_depth, act_regions : image slot size, activation memory depth, region bases
+    img_words, act_depth : image slot size, activation memory depth
+    bases : activation-memory word of each stored tensor (:func:`place_tensors`)
     weight_words : weight ROM words (ints, :func:`weight_word_layout`)
     mb_words : ``(mult, bias)`` per padded channel; ``mb_rom`` those words packed
     (:func:`mb_word_layout`)
@@ -152,7 +157,8 @@ class Plan:
     layers : list of LayerPlan
     """
 
-    def __init__(self, layers, *, in_chw, in_bits: int, rows: int, cols: int, in_signed: bool = False):
+    def __init__(self, layers, *, in_chw, in_bits: int, rows: int, cols: int, in_signed: bool = False,
+                 xnor: bool | None = None):
         layers = list(layers)
         self.rows, self.cols, self.in_chw, self.in_bits = rows, cols, tuple(in_chw), in_bits
         self.in_signed = bool(in_signed)
@@ -163,20 +169,37 @@ class Plan:
         #: then two's complement ``lane_bits`` wide and the array's activations are signed
         self.signed_acts = self.in_signed or any(lay.a_signed for lay in layers)
         sb = int(self.signed_acts)
+        #: some requantizer is not the chain rule (half up, ReLU, full unsigned range): the
+        #: writeback then applies each layer's (shift, lo, hi, rounding, bipolar) rule
+        self.general_rules = self.signed_acts or any(lay.mult is not None and lay.out_lo is not None
+                                                     for lay in layers)
         wbits = max(lay.w_bits for lay in layers)
         abits = max(lay.a_bits + (sb and not lay.a_signed) for lay in layers)
-        self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=wbits, abits=abits, signed_w=True,
-                                 signed_a=self.signed_acts, k=max(lay.k for lay in layers))
-        outs = [signed_bits(*lay.out_range) if self.signed_acts else lay.out_bits for lay in layers[:-1]]
-        self.lane_bits = max([in_bits + (sb and not self.in_signed), abits] + outs)
+        #: every layer multiplies binary weights by bipolar activations (no padding, no pooling:
+        #: the XNOR datapath has no zero operand): the array is the XNOR-popcount one
+        #: (``MACConfig(xnor=True)``) and every stored value, pixels included, is the 1-bit
+        #: bipolar code (1 = -1)
+        can_xnor = all(lay.w_bits == 1 and lay.a_bipolar and lay.padding == 0 and lay.pool is None
+                       for lay in layers)
+        if xnor not in (None, True, False):
+            raise ValueError(f"xnor={xnor!r} must be None (when every layer allows it), True or False")
+        if xnor and not can_xnor:
+            raise ValueError("xnor=True: the XNOR-popcount array needs every layer binary x bipolar, "
+                             "without padding or pooling")
+        self.xnor = can_xnor if xnor is None else xnor
+        if self.xnor:
+            self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=1, abits=1, signed_w=True, signed_a=True,
+                                     bipolar_a=True, xnor=True, k=max(lay.k for lay in layers))
+            self.lane_bits = 1
+        else:
+            self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=wbits, abits=abits, signed_w=True,
+                                     signed_a=self.signed_acts, k=max(lay.k for lay in layers))
+            outs = [signed_bits(*lay.out_range) if self.signed_acts else lay.out_bits for lay in layers[:-1]]
+            self.lane_bits = max([in_bits + (sb and not self.in_signed), abits] + outs)
         self.img_words = self.in_chw[0] * _groups(self.in_chw, cols)
 
-        # activation regions: layer L's output in region L % 2, sized for the largest tensor there
-        depth = [0, 0]
-        for i, lay in enumerate(layers[:-1]):
-            depth[i % 2] = max(depth[i % 2], lay.channels * _groups(lay.out_chw, cols))
-        self.act_regions = (0, depth[0])
-        self.act_depth = max(1, depth[0] + depth[1])
+        #: activation-memory word of each stored tensor (layer outputs; :func:`place_tensors`)
+        self.bases, self.act_depth = place_tensors(layers, cols)
 
         for lay in layers:
             if lay.pool is not None and lay.pool[0] * lay.pool[1] > cols:
@@ -204,8 +227,8 @@ class Plan:
                 g_in=_groups(lay.in_chw, cols), g_out=_groups(lay.out_chw, cols),
                 pool_cols=lay.pool[0] * lay.pool[1] if lay.pool else 0,
                 woff=woff, toff=toff, moff=moff,
-                in_base=-1 if i == 0 else self.act_regions[(i - 1) % 2],
-                out_base=-1 if last else self.act_regions[i % 2],
+                in_base=-1 if i == 0 else self.bases[_reads(layers, i)[0]],
+                out_base=-1 if last else self.bases[_writes(layers, i)],
                 period=tile_period(self.mac_cfg, lay.k), shift=lay.shift, out_bits=lay.out_bits,
                 macs=lay.channels * (math.prod(lay.conv_chw[1:]) if lay.pool else lay.positions) * lay.k))
         self.layers = plans
@@ -280,6 +303,8 @@ class Plan:
         _, _, pwo = lay.out_chw
         kh, kw = lay.kernel
         ph, pw, ps = lay.pool
+        _, ch, cw = lay.conv_chw
+        pp = lay.pool_pad
         for g in range(lay.positions):
             py, px = divmod(g, pwo)
             for ky in range(kh):
@@ -287,7 +312,10 @@ class Plan:
                     for j in range(self.cols):
                         entry = None
                         if j < ph * pw:
-                            oy, ox = py * ps + j // pw, px * ps + j % pw
+                            # a padded window position computes the nearest one inside the map
+                            # (also in the window): a repeated value never changes the maximum
+                            oy = min(max(py * ps - pp + j // pw, 0), ch - 1)
+                            ox = min(max(px * ps - pp + j % pw, 0), cw - 1)
                             iy = oy * lay.stride + ky - lay.padding
                             ix = ox * lay.stride + kx - lay.padding
                             if 0 <= iy < hi and 0 <= ix < wi:
@@ -353,6 +381,66 @@ class Plan:
     @property
     def lane_sel_bits(self) -> int:
         return bits_for(self.cols)
+
+
+def _reads(layers, i: int) -> tuple:
+    """The tensors layer ``i`` reads (a chain's layer: the previous layer's output)."""
+    return layers[i].inputs or (_writes(layers, i - 1),)
+
+
+def _writes(layers, i: int) -> str:
+    return layers[i].output or f"#{i}"
+
+
+def place_tensors(layers, cols: int) -> tuple[dict, int]:
+    """Activation-memory words of the tensors the layers write: ``({tensor: base word}, depth)``.
+
+    A tensor of ``C`` channels, ``H x W`` positions takes ``C * ceil(H*W / cols)`` words; it is
+    live from the start of the layer that writes it to the end of its last reader. A chain (each
+    layer reads the previous one's output) uses two regions, layer ``L`` writing region ``L % 2``,
+    each sized for its largest tensor. Otherwise every tensor gets the lowest base where it
+    overlaps no tensor live at the same time (first fit, in the order they are written), and the
+    two inputs of a two-input layer (an add) are placed as one block, the first then the second,
+    so that the layer reads them as one tensor of ``2C`` channels.
+    """
+    n = len(layers)
+    size = {_writes(layers, i): layers[i].channels * _groups(layers[i].out_chw, cols) for i in range(n - 1)}
+    chain = all(_reads(layers, i) == (_writes(layers, i - 1),) for i in range(1, n))
+    if chain:
+        depth = [0, 0]
+        for i in range(n - 1):
+            depth[i % 2] = max(depth[i % 2], size[_writes(layers, i)])
+        return {_writes(layers, i): (0, depth[0])[i % 2] for i in range(n - 1)}, max(1, depth[0] + depth[1])
+    made = {_writes(layers, i): i for i in range(n - 1)}
+    end = dict(made)
+    for i in range(n):
+        for t in _reads(layers, i):
+            if t in end:
+                end[t] = max(end[t], i)
+    # blocks: the inputs of a two-input layer together, every other tensor alone
+    block_of = {t: (t,) for t in made}
+    for i in range(n):
+        ins = _reads(layers, i)
+        if len(ins) == 2:
+            for t in ins:
+                if t not in made:
+                    raise ValueError(f"layer {layers[i].name}: input {t} is not an activation tensor")
+            block_of[ins[0]] = block_of[ins[1]] = ins
+    blocks = sorted(set(block_of.values()), key=lambda b: min(made[t] for t in b))
+    placed = []          # (base, words, first layer, last layer)
+    bases = {}
+    for b in blocks:
+        words = sum(size[t] for t in b)
+        lo, hi = min(made[t] for t in b), max(end[t] for t in b)
+        live = [(a, a + w) for a, w, f, e in placed if f <= hi and lo <= e]
+        base = min(a for a in [0] + [e for _, e in live]
+                   if all(a + words <= s or a >= e for s, e in live))
+        placed.append((base, words, lo, hi))
+        off = base
+        for t in b:
+            bases[t] = off
+            off += size[t]
+    return bases, max([1] + [a + w for a, w, _, _ in placed])
 
 
 def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS,

@@ -109,7 +109,7 @@ class Writeback(wiring.Component):
         wt = Signal(cst.t_last.shape())
         ch = Signal(range(max(lp.t * R for lp in lps) + 1))
         mba = Signal(range(len(p.mb_words or [0]) + 1))
-        waddr = Signal(self.addr_bits)
+        waddr = Signal(self.addr_bits, init=max(lps[0].out_base, 0))   # layer 0 of the first image
         # max-pooled layers: group g is pooled position g, lane g % cols of word g // cols
         # (designs without pooling have no lane counter: every group fills a word)
         wl = Signal(range(max(p.cols, 2))) if p.pooled else None
@@ -215,7 +215,7 @@ class Writeback(wiring.Component):
         lane3 = s3.reg(lane2, "lane") if p.pooled else None
         # requantize with the layer's rule (one circuit per distinct rule): unsigned-only networks
         # (shift, out_bits) with ReLU; two's complement ones (shift, lo, hi, rounding, bipolar)
-        if p.signed_acts:
+        if p.general_rules:
             keys = [(lp.shift, *lp.out_range, lp.rounding, lp.bipolar_out) for lp in p.layer_specs[:-1]]
         else:
             keys = [(lp.shift, lp.out_bits) for lp in lps[:-1]]
@@ -225,11 +225,13 @@ class Writeback(wiring.Component):
         s4 = Pipe(m)
         ys = []
         for j in range(C):
-            if p.signed_acts and keys:
+            if p.general_rules and keys:
                 opts = [_sext(_requant_rule(z3[j], *r), LB) for r in rules]
             else:
                 opts = [_widen(requantize(z3[j], shift=sh, out_bits=ob, relu=True), LB) for sh, ob in rules]
-            ys.append(s4.reg(pick(rsel, opts), f"y{j}"))
+            # the XNOR array's activations are bipolar codes: every rule is a threshold, the
+            # code (1 = -1) is the sign of z
+            ys.append(s4.reg(z3[j][-1] if p.xnor else pick(rsel, opts), f"y{j}"))
         ok4, end4, lay4, waddr4 = (s4.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
                                                              (waddr3, "waddr")))
         lane4 = s4.reg(lane3, "lane") if p.pooled else None

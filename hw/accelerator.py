@@ -46,12 +46,13 @@ __all__ = ["Accelerator", "AccelLayer", "accelerator_from_export", "accelerator_
 
 
 def accelerator_from_export(exported_net, *, rows: int | None = None, cols: int | None = None,
-                            macs: int = DEFAULT_MACS) -> Accelerator:
+                            macs: int = DEFAULT_MACS, xnor: bool | None = None) -> Accelerator:
     """The :class:`Accelerator` for a loaded export (the ``ExportedNet`` that ``load_export`` returns).
 
     ``rows`` x ``cols`` is the MAC array. With neither given, the shape with ``macs`` MACs and the
     fewest cycles per image (:func:`~l1bn.hw.accel_plan.best_geometry`); with one given, the other
-    is ``macs // given``.
+    is ``macs // given``. ``xnor``: the XNOR-popcount array (see :class:`~l1bn.hw.accel_plan.Plan`;
+    None: when every layer is binary x bipolar without padding or pooling).
     """
     check_int("macs", macs, 1, MAX_MAC_ARRAY ** 2)
     if cols is not None:
@@ -67,7 +68,7 @@ def accelerator_from_export(exported_net, *, rows: int | None = None, cols: int 
     elif cols is None:
         cols = max(1, min(MAX_MAC_ARRAY, macs // rows))
     return Accelerator(layers, in_shape=inp["shape"], in_bits=inp["bits"], rows=rows, cols=cols,
-                       in_signed=inp["signed"])
+                       in_signed=inp["signed"], xnor=xnor)
 
 
 class Accelerator(wiring.Component):
@@ -84,6 +85,8 @@ class Accelerator(wiring.Component):
         Two's complement pixels (signed images; bipolar images as -1/+1 in 2 bits).
     rows, cols : int, 1..MAX_MAC_ARRAY (16)
         MAC array shape: output channels per tile by output positions in parallel.
+    xnor : bool or None
+        The XNOR-popcount array (None: when every layer allows it; :class:`~l1bn.hw.accel_plan.Plan`).
 
     Attributes
     ----------
@@ -103,7 +106,8 @@ class Accelerator(wiring.Component):
     enters an idle accelerator. Both are asserted by the cocotb bench on every image.
     """
 
-    def __init__(self, layers, *, in_shape, in_bits: int, rows: int, cols: int, in_signed: bool = False):
+    def __init__(self, layers, *, in_shape, in_bits: int, rows: int, cols: int, in_signed: bool = False,
+                 xnor: bool | None = None):
         check_int("cols", cols, 1, MAX_MAC_ARRAY)
         check_int("rows", rows, 1, MAX_MAC_ARRAY)
         check_int("in_bits", in_bits, 1, 16)
@@ -113,7 +117,8 @@ class Accelerator(wiring.Component):
         self.layers, self.rows, self.cols = layers, rows, cols
         self.in_chw, self.in_bits = chw(in_shape), in_bits
         try:
-            self.plan = Plan(layers, in_chw=self.in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed)
+            self.plan = Plan(layers, in_chw=self.in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed,
+                             xnor=xnor)
         except ValueError:
             self._MustUse__silence = True     # refused: never elaborated, no "unused" warning
             raise
@@ -147,7 +152,7 @@ class Accelerator(wiring.Component):
         p = self.plan
         C, LB = p.cols, p.lane_bits
         m.submodules.loader = ld = ImageLoader(in_chw=p.in_chw, in_bits=p.in_bits, cols=C, lane_bits=LB, in_signed=p.in_signed,
-                                               img_words=p.img_words)
+                                               img_words=p.img_words, bipolar_code=p.xnor)
         m.submodules.issue = iss = Issuer(p)
         m.submodules.mac = mac = MACArray(p.mac_cfg)
         m.submodules.writeback = wb = Writeback(p, addr_bits=iss.addr_bits)

@@ -357,11 +357,12 @@ def test_graph_export_round_trip_and_hex_codes(tmp_path):
     assert hx["field_bits"] == 1 and hx["word_bits"] == 4
     first = int((p / "fc.weight.hex").read_text().split()[0], 16)
     assert [(first >> r) & 1 for r in range(4)] == (g.node("fc").weight[:4, 0] < 0).astype(int).tolist()
-    # the accelerator path refuses it, naming the node
+    # not a chain, but the accelerator runs it: the add, the requant node and the average pool
+    # as convolutions, the max pool merged into conv1
     from l1bn.hw.accel_layers import layers_from_export
 
-    with pytest.raises(ValueError, match=r"node add1 \(add\): an add node is not supported by the accelerator yet"):
-        layers_from_export(e)
+    assert [lay.type for lay in layers_from_export(e)[0]] == ["conv2d", "conv2d", "conv2d", "add", "conv2d",
+                                                            "requant", "avgpool", "linear"]
     assert not e.is_chain
 
 
@@ -424,7 +425,10 @@ def chain_export(tmp_path_factory):
     labels = run_net(net, x).argmax(1)
     chain = write_export(net, root / "chain", extra={"test.inputs": (x, 4, False, "test_input"),
                                                      "test.labels": (labels, 8, False, "test_label")})
-    graph = write_export(random_int_graph(seed=0), root / "graph", extra={"test.inputs": (x, 4, False, "test_input")})
+    g = random_int_graph(seed=0)       # raw accumulators into an add: the accelerator cannot run it
+    g = dataclasses.replace(g, nodes=tuple(dataclasses.replace(n, requant=None) if n.name == "res_b" else n
+                                           for n in g.nodes))
+    graph = write_export(g, root / "graph", extra={"test.inputs": (x, 4, False, "test_input")})
     np.save(root / "x.npy", (x / 16).astype(np.float32))
     np.save(root / "y.npy", labels)
     np.save(root / "bad.npy", x[:, :, :4])
@@ -440,7 +444,8 @@ def test_sim_net_refuses_bad_data_and_graphs_before_building(chain_export, cli, 
         ([str(chain), "--images", str(root / "missing.npy")], "no such file"),
         ([str(chain), "--images", "3", "--labels", str(root / "y.npy")], "--labels goes with --images X.npy"),
         ([str(chain), "--images", "9"], "images=9 is out of range"),
-        ([str(graph)], "node add1 (add): an add node is not supported by the accelerator yet"),
+        ([str(graph)], "node res_b (conv2d): raw accumulators feeding the next node (no requantizer) is not "
+                       "supported by the accelerator yet"),
     ]
     for argv, words in cases:
         code, text = cli(["sim", "net", *argv])
