@@ -322,7 +322,8 @@ def bench_command(cmd: Command, root: Path, inputs: dict, n: int, rng: random.Ra
                 row.left_soft.append(f"trial {i}: a traceback on stderr, ending {last.strip()!r}")
         again = _run(cmd, ws, inputs, extra=cmd.rerun)
         row.orphans += [f"trial {i} rerun: {c}" for _, c in again["orphans"]]
-        row.left_rerun += [f"trial {i}: {x}" for x in leftovers(ws, cmd)]
+        after = leftovers(ws, cmd)
+        row.left_rerun += [f"trial {i}: {x}" for x in after]
         got = result_of(cmd, ws, again["stdout"]) if again["rc"] == 0 else None
         if got == want:
             row.identical += 1
@@ -331,7 +332,7 @@ def bench_command(cmd: Command, root: Path, inputs: dict, n: int, rng: random.Ra
         log(f"  {cmd.name} trial {i + 1}/{n}: {signal.Signals(sig).name} at {at:.1f} s of {t_ref:.1f} s "
             f"-> rc {r['rc']}{'' if r['landed'] else ' (ended first)'}, orphans {len(r['orphans'])}, "
             f"left {len(left)}{', TRACEBACK' if 'Traceback' in r['stderr'] else ''}, "
-            f"rerun {'identical' if got == want else 'DIFFERS'}")
+            f"rerun {'identical' if got == want else 'DIFFERS'}, left after rerun {len(after)}")
     return row
 
 
