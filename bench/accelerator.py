@@ -17,6 +17,15 @@ Columns: array shape, LUT4 / FF / MULT18 / DP16KD, Fmax per seed and median (MHz
 (the generator's formula, which the cocotb bench asserts image by image), images/s = median Fmax /
 cycles, MAC utilization = (MACs / array size) / cycles, GOPS (2 ops per MAC) and GOPS per kLUT4.
 
+``--preset cnv-w1a1`` / ``cnv-w2a2`` takes FINN's CNV topology (32x32x3, six 3x3 convolutions, two
+max pools, three fully connected layers) with random integer weights
+(:func:`l1bn.spec.reference.graph_random.random_cnv_graph`) instead of an export, and
+``--budget-device`` (default LFE5U-85F for the presets) / ``--budget-lut`` bound the design: the
+array shape is the one with the fewest cycles whose resources (:mod:`l1bn.hw.accel_budget`) fit.
+A network that fits no shape is refused before synthesis with one line naming the short resource
+and by how much; the bench then prints the plan of the largest array beside BNN-PYNQ's figures
+(images/s, LUT, FF, BRAM36, DSP on a Zynq-7020 at 100 MHz, LUT6) and the clock it would need.
+
 ``--family`` (:mod:`l1bn.sim.fpga.families`) measures this checkout's design on another family
 (the earlier design is ECP5 history and is left out): its own area units plus LUT4-equivalents
 (LE: logic sites nextpnr placed), GOPS per kLE. A design too large for ``--device`` is one error
@@ -56,9 +65,54 @@ def _old_module(rev: str, tmp: Path):
     return mod
 
 
-def main(argv=None) -> int:
-    from l1bn.cli.options import target_from_options
+#: BNN-PYNQ's published CNV figures (Pynq-Z1, Zynq-7020 at 100 MHz, Vivado 2018.2; LUT6)
+BNN_PYNQ = {"cnv-w1a1": {"images_per_s": 9150, "lut": 26072, "ff": 41312, "bram36": 124, "dsp": 24},
+            "cnv-w2a2": {"images_per_s": 2580, "lut": 37302, "ff": 51386, "bram36": 140, "dsp": 32}}
+
+
+def _preset_net(name: str):
+    """The network of ``--preset`` (an ``IntGraph``)."""
+    from l1bn.spec.reference.graph_random import random_cnv_graph
+
+    bits = {"cnv-w1a1": (1, 1), "cnv-w2a2": (2, 2)}[name]
+    return random_cnv_graph(0, wbits=bits[0], abits=bits[1])
+
+
+def _plan_report(net, name: str, budget, refusal: str) -> int:
+    """A network that fits no shape of ``budget``: the refusal, the largest array's plan and
+    resources, BNN-PYNQ's figures and the clock this plan would need to match them."""
+    from amaranth.hdl import Fragment
+    from l1bn.hw.accel_budget import plan_resources
     from l1bn.hw.accelerator import accelerator_from_export
+    from l1bn.spec.config import MAX_MAC_ARRAY
+
+    print(f"error: {name}: {refusal}", file=sys.stderr)
+    acc = accelerator_from_export(net, rows=MAX_MAC_ARRAY, cols=MAX_MAC_ARRAY)
+    Fragment.get(acc, None)     # asked only for its figures
+    p, res = acc.plan, plan_resources(acc.plan)
+    cyc = acc.cycles_per_image
+    util = p.macs / (p.rows * p.cols) / cyc
+    print(f"{name}: {p.macs:,} MACs per image; the largest array, {p.rows}x{p.cols}: {cyc:,} cycles per image "
+          f"(formula), MAC utilization {100 * util:.1f}%")
+    print(f"  needs {res['bram']} DP16KD (weights {res['bram_by']['weights']}, activations "
+          f"{res['bram_by']['activations']}, image {res['bram_by']['image']}, im2col tables {res['bram_by']['tables']}), "
+          f"{res['dsp']} MULT18X18D, "
+          f"about {res['lut_sites']} LUT sites and {res['ff']} FF; {budget.name} has {budget.bram} DP16KD, "
+          f"{budget.dsp} MULT18X18D, {budget.lut_sites} LUT sites")
+    ref = BNN_PYNQ.get(name)
+    if ref:
+        print(f"  BNN-PYNQ {name.upper()} (Zynq-7020, 100 MHz, LUT6): {ref['images_per_s']:,} images/s, "
+              f"{ref['lut']:,} LUT, {ref['ff']:,} FF, {ref['bram36']} BRAM36, {ref['dsp']} DSP; "
+              f"{ref['images_per_s'] / (ref['lut'] / 1000):.1f} images/s per kLUT6")
+        print(f"  to match its images/s this plan would need {cyc * ref['images_per_s'] / 1e6:,.0f} MHz: the "
+              f"array must grow by dot products over channels, and the activations must not be copied per column")
+    return 2
+
+
+def main(argv=None) -> int:
+    from l1bn.cli.options import budget_from_options, target_from_options
+    from l1bn.hw.accel_budget import budget_geometry
+    from l1bn.hw.accelerator import accelerator_from_export, layers_from_export
     from l1bn.sim.fpga.families import fit_errors, resolve_target
     from l1bn.sim.fpga.steps import fpga_job
     from l1bn.sim.jobs import run_jobs
@@ -66,8 +120,13 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("export", nargs="?", default="runs/cnn-l1-w4a4/export")
+    ap.add_argument("--preset", choices=["cnv-w1a1", "cnv-w2a2"], default=None,
+                    help="FINN's CNV topology with random weights instead of an export")
+    ap.add_argument("--budget-device", default=None,
+                    help="ECP5 device that bounds the design (array shape chosen to fit; default LFE5U-85F for --preset)")
+    ap.add_argument("--budget-lut", type=int, default=None, help="at most this many LUT sites (estimated)")
     ap.add_argument("--seeds", default="1,2,3", help="nextpnr seeds (comma list)")
-    ap.add_argument("--old-rev", default="8120f95", help="git revision of the earlier design")
+    ap.add_argument("--old-rev", default="8120f95", help="git revision of the earlier design ('none': this one only)")
     ap.add_argument("--jobs", type=int, default=1, help="place-and-route runs in parallel")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--family", default=None, help="FPGA family (default ecp5): ice40, nexus, gowin, gatemate")
@@ -81,11 +140,28 @@ def main(argv=None) -> int:
     except ValueError as err:
         ap.error(str(err))
     fam = (target or resolve_target()).family
-    e = load_export(a.export)
+    try:
+        budget = budget_from_options(a.budget_device or ("LFE5U-85F" if a.preset else None), a.budget_lut)
+    except ValueError as err:
+        ap.error(str(err))
+    if a.preset:
+        e, a.export = _preset_net(a.preset), f"preset {a.preset} (random weights)"
+        a.old_rev = "none"
+    else:
+        e = load_export(a.export)
+    try:
+        if budget is not None:
+            layers, inp = layers_from_export(e)
+            budget_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], budget=budget, in_signed=inp["signed"])
+    except ValueError as err:     # too large for the budget: refused before synthesis
+        if a.preset:
+            return _plan_report(e, a.preset, budget, str(err))
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     with tempfile.TemporaryDirectory(prefix="bench-acc-") as tmp:
-        designs = {"new": lambda: accelerator_from_export(e)}
-        old = _old_module(a.old_rev, Path(tmp)) if target is None else None
+        designs = {"new": lambda: accelerator_from_export(e, budget=budget)}
+        old = _old_module(a.old_rev, Path(tmp)) if target is None and a.old_rev != "none" else None
         if old is not None:
             designs = {f"old ({a.old_rev})": lambda: old.accelerator_from_export(e, cols=8), **designs}
         jobs, keys = [], []
@@ -122,7 +198,7 @@ def main(argv=None) -> int:
             "fmax_mhz": fmax, "cycles_per_image": cyc, "images_per_s": ips,
             "mac_utilization": macs / (acc.rows * acc.cols) / cyc, "gops": gops,
             "gops_per_klut4": gops / (med["lut"] / 1000), "device": med["device"],
-            "critical_path": med.get("critical_path"), "le": le, "gops_per_kle": gops / (le / 1000) if le else None,
+            "critical_path": med.get("critical_path"), "bram_outregs": med.get("bram_outregs", 0), "le": le, "gops_per_kle": gops / (le / 1000) if le else None,
             "family": fam.name, "area": {k: med.get(k) for k, _ in fam.units},
         })
 
@@ -142,7 +218,8 @@ def main(argv=None) -> int:
     for r in rows:
         cp = r["critical_path"] or {}
         print(f"critical path, {r['design']}: {cp.get('from')} -> {cp.get('to')} ({cp.get('stage')}), "
-              f"{cp.get('delay_ns')} ns, {cp.get('levels')} logic levels")
+              f"{cp.get('delay_ns')} ns, {cp.get('levels')} logic levels; block-RAM read ports with "
+              f"their output register (REGMODE=OUTREG): {r['bram_outregs']}")
     if len(rows) == 2:
         o, n = rows
         print(f"new / old: Fmax {n['fmax_mhz'] / o['fmax_mhz']:.2f}x, cycles {n['cycles_per_image'] / o['cycles_per_image']:.2f}x, "
@@ -151,6 +228,9 @@ def main(argv=None) -> int:
     new = rows[-1]
     ok = new["fmax_mhz"] >= 100 and new["images_per_s"] >= 25000
     print(f"targets (issue 14): Fmax >= 100 MHz and >= 25,000 images/s: {'met' if ok else 'NOT met'}")
+    if new["device"].startswith("LFE5U-25F"):
+        print(f"target (issue 29, the digits accelerator on the LFE5U-25F): median Fmax >= 150 MHz: "
+              f"{'met' if new['fmax_mhz'] >= 150 else 'NOT met'}")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2, default=str) + "\n")
     return 0 if ok else 1

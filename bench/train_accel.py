@@ -4,7 +4,10 @@ array's busy fraction from the schedule's formula (asserted by the cocotb benche
 breakdown, and the ECP5 measurements: synthesis (LUT4, FF, MULT18X18D, DP16KD) and nextpnr Fmax
 (median of the seeds) on the smallest ECP5 that holds it, training images/s = Fmax / cycles * batch.
 
-    .venv/bin/python bench/train_accel.py [--no-pnr] [--seeds 1,2,3] [--router router2] [--out build/train-report]
+    .venv/bin/python bench/train_accel.py [--no-pnr] [--no-breakdown] [--seeds 1,2,3] [--norms l1,l2] [--router router2] [--out build/train-report]
+
+``--no-pnr`` runs no place and route but still reports the Fmax of the seeds already kept in OUT
+for the same design.
 
 Results are kept in OUT/<norm>/result.json (reused while the design is unchanged) and
 OUT/train_report.json; ``l1bn demo`` prints the table from it.
@@ -31,20 +34,27 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-pnr", action="store_true", help="synthesis only (no Fmax)")
     ap.add_argument("--no-fpga", action="store_true", help="the formula figures only")
+    ap.add_argument("--no-breakdown", action="store_true", help="no per-block synthesis (synth_ecp5 -noflatten)")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--router", default="router2", choices=("router1", "router2"),
                     help="nextpnr's router (router1 did not finish on this design in 48 minutes)")
+    ap.add_argument("--norms", default=None, help="comma-separated norms (default: every norm with a backward unit)")
     ap.add_argument("--out", default="build/train-report")
     a = ap.parse_args(argv)
     seeds = tuple(int(s) for s in a.seeds.split(","))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = {}
-    for norm in train_norms():
+    norms = a.norms.split(",") if a.norms else train_norms()
+    unknown = sorted(set(norms) - set(train_norms()))
+    if unknown:
+        ap.error(f"--norms {','.join(unknown)}: not a norm with a backward unit ({', '.join(train_norms())})")
+    for norm in norms:
         r = step_figures(norm)
         if not a.no_fpga:
             r.update(fpga_figures(norm, out, seeds=seeds, pnr=not a.no_pnr, router=a.router))
-            r["fpga_blocks"] = fpga_breakdown(norm, out)
+            if not a.no_breakdown:
+                r["fpga_blocks"] = fpga_breakdown(norm, out)
         rows[norm] = r
     (out / "train_report.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("training accelerator, digits CNN, batch 8, MAC array 8x1 (formula cycles; ECP5 measured)")
@@ -68,8 +78,10 @@ def main(argv=None):
     for n, r in rows.items():
         if "pnr" in r:
             for s, p in sorted(r["pnr"].items()):
-                print(f"{n} seed {s}: {p['fmax_mhz']} MHz on {p['device']}, critical path "
-                      f"{(p.get('critical_path') or {}).get('stage', '-')}")
+                cp = p.get("critical_path") or {}
+                print(f"{n} seed {s}: {p['fmax_mhz']} MHz on {p['device']} ({p.get('router', '-')}), critical path "
+                      f"{cp.get('stage', '-')}: {cp.get('from', '-')} -> {cp.get('to', '-')}, "
+                      f"{cp.get('delay_ns', '-')} ns, {cp.get('levels', '-')} levels")
 
 
 if __name__ == "__main__":

@@ -152,3 +152,22 @@ def target_from_options(family, device, dsp):
     target = resolve_target(family, device, dsp)
     target.family.require()
     return target
+
+
+def budget_from_options(device, budget_lut):
+    """The :class:`~l1bn.hw.accel_budget.Budget` of ``--device`` (an ECP5 device name; default
+    LFE5U-25F when only ``--budget-lut`` is given) with its LUT sites capped at ``--budget-lut``;
+    None when neither was given. ``ValueError`` naming a bad value."""
+    from l1bn.hw.accel_budget import Budget
+    from l1bn.sim.fpga.families import get_family
+
+    if device is None and budget_lut is None:
+        return None
+    dev = get_family("ecp5").device(device)
+    lut = dev.lut
+    if budget_lut is not None:
+        if isinstance(budget_lut, bool) or not isinstance(budget_lut, int) or budget_lut < 1:
+            raise ValueError(f"--budget-lut={budget_lut!r} must be a positive number of LUT sites")
+        lut = min(lut, budget_lut)
+    name = dev.name if lut == dev.lut else f"{dev.name} with {lut} LUT sites"
+    return Budget(name=name, lut_sites=lut, ff=dev.ff, dsp=dev.dsp, bram=dev.bram)

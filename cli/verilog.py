@@ -188,14 +188,22 @@ def mac_cmd(output, force, **opts):
 @click.option("--cols", type=int, default=None,
               help="MAC array columns (output positions in parallel, 1..16). Default: the 32-MAC shape with "
                    "the fewest cycles per image; with only one of --rows/--cols, the other is 32 // it.")
-def net_cmd(export_dir, out_dir, rows, cols):
+@click.option("--device", type=str, default=None,
+              help="ECP5 device whose resources bound the design (LFE5U-25F, LFE5U-45F, LFE5U-85F): without "
+                   "--rows/--cols, the array shape of any size that fits it with the fewest cycles; a design "
+                   "that does not fit is refused before anything is written.")
+@click.option("--budget-lut", type=int, default=None,
+              help="At most this many LUT sites (estimated) for the design (with --device, or on the LFE5U-25F).")
+def net_cmd(export_dir, out_dir, rows, cols, device, budget_lut):
     """The accelerator for an exported network as Verilog, with its memory files."""
     import json
     from pathlib import Path
 
+    from l1bn.cli.options import budget_from_options
     from l1bn.sim.verilog.net import write_net_verilog
 
-    files = write_net_verilog(export_dir, out_dir, rows=rows, cols=cols)
+    budget = budget_from_options(device, budget_lut)
+    files = write_net_verilog(export_dir, out_dir, rows=rows, cols=cols, budget=budget)
     s = json.loads((Path(out_dir) / "schedule.json").read_text())
     v = files[0]
     click.echo(f"wrote {v} ({len(v.read_text().splitlines())} lines) and {len(files) - 2} .hex files, "
@@ -212,6 +220,12 @@ def net_cmd(export_dir, out_dir, rows, cols):
                    f"{lay['macs']:7d} {lay['issue']:6d} {lay['cycles']:7d}")
     click.echo(f"cycles per image {s['cycles_per_image']} (images back to back; MAC bound "
                f"{s['macs']} / {s['rows'] * s['cols']} = {s['mac_bound_cycles']}); latency {s['latency']}")
+    r = s["resources"]
+    click.echo(f"ECP5 resources before synthesis: {r['bram']} DP16KD (weights {r['bram_by']['weights']}, "
+               f"activations {r['bram_by']['activations']}, image {r['bram_by']['image']}, im2col tables "
+               f"{r['bram_by']['tables']}), {r['dsp']} MULT18X18D; "
+               f"estimated {r['lut_sites']} LUT sites, {r['ff']} FF"
+               + (f"; fits {budget.name}" if budget is not None else ""))
 
 
 def _train_options(f):

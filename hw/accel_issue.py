@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from amaranth import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from l1bn.hw.accel_layers import bits_for
 from l1bn.hw.accel_plan import ISSUE_STAGES, Plan
 from l1bn.hw.arith import pick
+from l1bn.hw.bram import BankedMemory
 from l1bn.hw.mac_array import in_layout
 
 __all__ = ["Issuer", "LayerConsts", "read_signature"]
@@ -18,7 +18,8 @@ __all__ = ["Issuer", "LayerConsts", "read_signature"]
 
 def read_signature(cols: int, addr_bits: int, word_bits: int) -> wiring.Signature:
     """Reads of the per-column image and activation memories: ``addr`` per column and ``en``
-    out, the words of both memories (one cycle after the address) in."""
+    out, the words of both memories in, two enabled cycles after the address (the block RAM's read,
+    then its output register: :class:`~l1bn.hw.bram.BankedMemory`)."""
     words = data.ArrayLayout(unsigned(word_bits), cols)
     return wiring.Signature({"addr": Out(data.ArrayLayout(unsigned(addr_bits), cols)), "en": Out(1),
                              "img": In(words), "act": In(words)})
@@ -78,7 +79,8 @@ class Issuer(wiring.Component):
     Timing
     ------
     ``ISSUE_STAGES`` = 6 cycles from a beat's counters to the array input: im2col table read,
-    table entry register, address add, memory read, memory word register, lane select. All stages stall together on ``o.ready``.
+    table entry register, address add, memory read, the memory's output register (DP16KD
+    ``REGMODE=OUTREG`` after synthesis), bank and lane select. All stages stall together on ``o.ready``.
     """
 
     def __init__(self, plan: Plan):
@@ -105,8 +107,9 @@ class Issuer(wiring.Component):
         wrd, trd = self._roms(m)
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-        for port in [wrd] + trd:
-            m.d.comb += port.en.eq(adv)
+        for port in trd:
+            m.d.comb += port.r_en.eq(adv)
+        m.d.comb += wrd.r_en.eq(adv)
         m.d.comb += self.rd.en.eq(adv)
         beat = self._counters(m, adv)
         s2 = self._address(m, adv, trd, wrd, beat)
@@ -119,15 +122,17 @@ class Issuer(wiring.Component):
         their read ports."""
         p = self.plan
         wb = p.mac_cfg.wbits
-        m.submodules.wrom = wrom = Memory(shape=unsigned(p.rows * wb), depth=len(p.weight_words), init=p.weight_words)
-        wrd = wrom.read_port(domain="sync")
+        # block-RAM sized banks read through their output registers (stages 3 and 4)
+        m.submodules.wrom = wrd = BankedMemory(width=p.rows * wb, depth=len(p.weight_words), init=p.weight_words)
         ob = p.table_off_bits
         trd = []
         for j in range(p.cols):
             enc = p.table_rom(j)
-            tm = Memory(shape=unsigned(1 + ob + p.lane_sel_bits), depth=len(enc), init=enc)
+            # read through a register (stage 1b); Yosys builds small tables from LUTs (as block
+            # RAM, block=True, nextpnr's router1 did not converge on the digits accelerator)
+            tm = BankedMemory(width=1 + ob + p.lane_sel_bits, depth=len(enc), init=enc)
             m.submodules[f"im2col{j}"] = tm
-            trd.append(tm.read_port(domain="sync"))
+            trd.append(tm)
         return wrd, trd
 
     def _counters(self, m, adv):
@@ -241,7 +246,7 @@ class Issuer(wiring.Component):
         cbase, waddr = beat["cbase"], beat["waddr"]
         # ---- stage 1: table read (addr = tab); carry the beat's fields along
         for j in range(C):
-            m.d.comb += trd[j].addr.eq(beat["tab"])
+            m.d.comb += trd[j].r_addr.eq(beat["tab"])
         v1, last1, img1, rel1, rs1 = Signal(), Signal(), Signal(), Signal(), Signal()
         cbase1 = Signal.like(cbase)
         waddr1 = Signal.like(waddr)
@@ -255,11 +260,10 @@ class Issuer(wiring.Component):
         v1b, last1b, img1b, rel1b, rs1b = Signal(), Signal(), Signal(), Signal(), Signal()
         cbase1b = Signal.like(cbase)
         waddr1b = Signal.like(waddr)
-        ent1b = [Signal.like(trd[j].data, name=f"ent1b_{j}") for j in range(C)]
+        ent1b = [trd[j].r_data for j in range(C)]     # the table's output register
         with m.If(adv):
             m.d.sync += [v1b.eq(v1), last1b.eq(last1), img1b.eq(img1), rel1b.eq(rel1), rs1b.eq(rs1),
                          cbase1b.eq(cbase1), waddr1b.eq(waddr1)]
-            m.d.sync += [ent1b[j].eq(trd[j].data) for j in range(C)]
         v1, last1, img1, rel1, rs1, cbase1, waddr1 = v1b, last1b, img1b, rel1b, rs1b, cbase1b, waddr1b
 
         # ---- stage 2: memory addresses (cbase + table offset), lane and padding flag
@@ -275,7 +279,7 @@ class Issuer(wiring.Component):
                 m.d.sync += [addr2[j].eq(cbase1 + ent[1:1 + ob]), ok2[j].eq(ent[0]), lane2[j].eq(ent[1 + ob:])]
         for j in range(C):
             m.d.comb += self.rd.addr[j].eq(addr2[j])
-        m.d.comb += wrd.addr.eq(waddr2)
+        m.d.comb += wrd.r_addr.eq(waddr2)
         # layer 0's last read happens at this edge: the loader may refill the slot afterwards
         m.d.sync += self.release.eq(0)
         with m.If(adv & v2 & rel2):
@@ -283,9 +287,10 @@ class Issuer(wiring.Component):
         return {"v": v2, "last": last2, "img": img2, "ok": ok2, "lane": lane2}
 
     def _fetch(self, m, adv, wrd, s2):
-        """Stages 3, 4 and 5: the memory words (and the weight word) arrive, are registered (a
-        block RAM's output is slow: no logic on it), and each column's lane is selected (0 for
-        padding) into the array's input register ``o``."""
+        """Stages 3, 4 and 5: the memory words (and the weight word) are read, land in the block
+        RAMs' output registers (a block RAM's output is slow: no logic on it; the bank select
+        follows the register), and each column's lane is selected (0 for padding) into the array's
+        input register ``o``."""
         p = self.plan
         C, LB, lw = p.cols, p.lane_bits, p.lane_sel_bits
         ok2, lane2 = s2["ok"], s2["lane"]
@@ -298,19 +303,22 @@ class Issuer(wiring.Component):
             for j in range(C):
                 m.d.sync += [ok3[j].eq(ok2[j]), lane3[j].eq(lane2[j])]
 
-        # ---- stage 4: the memory words registered (a block RAM's output is slow: no logic on it)
+        # ---- stage 4: the memory words in the block RAMs' output registers (a block RAM read
+        # without its output register is slow: no logic on it)
         v4, last4 = Signal(), Signal()
         ok4 = [Signal(name=f"ok4_{j}") for j in range(C)]
         lane4 = [Signal(lw, name=f"lane4_{j}") for j in range(C)]
         img4 = [Signal(C * LB, name=f"img4_{j}") for j in range(C)]
         act4 = [Signal(C * LB, name=f"act4_{j}") for j in range(C)]
-        w4 = Signal.like(wrd.data)
         src4 = Signal()
         with m.If(adv):
-            m.d.sync += [v4.eq(v3), last4.eq(last3), w4.eq(wrd.data), src4.eq(img3)]
+            m.d.sync += [v4.eq(v3), last4.eq(last3), src4.eq(img3)]
             for j in range(C):
-                m.d.sync += [ok4[j].eq(ok3[j]), lane4[j].eq(lane3[j]),
-                             img4[j].eq(self.rd.img[j]), act4[j].eq(self.rd.act[j])]
+                m.d.sync += [ok4[j].eq(ok3[j]), lane4[j].eq(lane3[j])]
+        # the words themselves come out of the memories' output registers
+        w4 = wrd.r_data
+        m.d.comb += [img4[j].eq(self.rd.img[j]) for j in range(C)]
+        m.d.comb += [act4[j].eq(self.rd.act[j]) for j in range(C)]
 
         # ---- stage 5: lane select (0 for padding) into the array's input register
         with m.If(adv):

@@ -34,7 +34,7 @@ With input valid every cycle and output always ready (see :meth:`Plan.cycles_per
     issue(L)  = (T*G - 1) * max(K, rows + 1) + K        beats of layer L into the array
     gap(L)    = issue(L) + rows + layer_drain           layer L start -> layer L+1 start
     period    = sum_{L < last} gap(L) + issue(last) + max(0, rows + 1 - K_0)
-    latency   = pixels + START + sum_{L < last} gap(L) + issue(last) + rows + TAIL
+    latency   = pixels + START + sum_{L < last} gap(L) + issue(last) + rows + TAIL + argmax_stages
 
 The last layer of an image drains while layer 0 of the next image streams in: consecutive images
 have no idle array cycles between them (the ``max(0, rows + 1 - K_0)`` is the array's own stall
@@ -242,8 +242,9 @@ class Plan:
                                                              max(max(layers[-1].logit_bias), 0)))
         #: cycles of the requantizer's multiply (registered MULT18X18D-sized parts and their sum)
         self.mul_stages = mul_latency(signed(self.mac_cfg.acc_bits), signed(self.mult_bits))
-        #: row handshake -> memory write: accumulator register, product, + bias, requantize
-        self.wb_stages = 3 + self.mul_stages
+        #: row handshake -> memory write: accumulator register, product, + bias, rounding shift,
+        #: clamp
+        self.wb_stages = 4 + self.mul_stages
 
     @functools.cached_property
     def weight_words(self) -> list[int]:
@@ -347,7 +348,13 @@ class Plan:
         """Cycles from an image's first pixel handshake to its output handshake, when it enters an
         idle accelerator."""
         return (self.pixels + START + sum(self.gap(lp) for lp in self.layers[:-1])
-                + self.layers[-1].issue + self.rows + TAIL)
+                + self.layers[-1].issue + self.rows + TAIL + self.argmax_stages)
+
+    @property
+    def argmax_stages(self) -> int:
+        """Cycles of the writeback's argmax tree after the last logit: 2 per level (compare,
+        select), ``2 * ceil(log2(classes))``."""
+        return 2 * (self.classes - 1).bit_length()
 
     @property
     def macs(self) -> int:

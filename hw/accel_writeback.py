@@ -4,7 +4,7 @@ memory, or (last layer) logits registers, argmax and the output beat.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -12,7 +12,7 @@ from l1bn.hw.accel_issue import LayerConsts
 from l1bn.hw.accel_layers import bits_for, output_layout
 from l1bn.hw.accel_loader import mem_write_signature
 from l1bn.hw.accel_plan import Plan
-from l1bn.hw.arith import Pipe, pick, requantize
+from l1bn.hw.arith import Pipe, pick, rnd
 from l1bn.hw.mac_array import out_layout
 from l1bn.spec.config import signed_bits
 
@@ -49,9 +49,10 @@ class Writeback(wiring.Component):
     Timing
     ------
     ``plan.wb_stages`` cycles from a row's handshake to its memory write: accumulator register,
-    the product (:func:`l1bn.hw.arith.mul_latency`), ``+ bias``, requantize. The logits and the
-    argmax are updated one cycle after the row's handshake; the output beat is valid the cycle
-    after the last row.
+    the product (:func:`l1bn.hw.arith.mul_latency`), ``+ bias``, requantize. The logits are
+    updated one cycle after the row's handshake; their argmax takes ``plan.argmax_stages``
+    (``2 * ceil(log2(classes))``: compare, then select, per level) cycles after the last one; then
+    the output beat is valid.
     """
 
     def __init__(self, plan: Plan, *, addr_bits: int):
@@ -151,7 +152,11 @@ class Writeback(wiring.Component):
         """Stage 1: the row's accumulators and fields registered (the mult/bias word arrives in
         the same cycle). Returns them, as a dict."""
         s1 = Pipe(m)
+        ch, K_ = row["ch"], self.plan.classes
         return {"v": s1.reg(row["fire"], "v"),
+                # the logits' decode, registered here: which logit the row is, the first one
+                "take": s1.reg(row["fire"] & row["is_last"] & (ch < K_), "take"),
+                "hit": s1.reg(Cat(*[ch == n for n in range(K_)]), "hit"),
                 "acc": [s1.reg(self.i.payload.y[j].as_signed(), f"acc{j}") for j in range(self.plan.cols)],
                 "ch": s1.reg(row["ch"], "ch"), "ok": s1.reg(row["ok"], "ok"),
                 "last": s1.reg(row["is_last"], "islast"), "end": s1.reg(row["end"], "end"),
@@ -159,34 +164,69 @@ class Writeback(wiring.Component):
                 "lane": s1.reg(row["lane"], "lane") if self.plan.pooled else None}
 
     def _logits(self, m, s1, mbrd):
-        """The last layer's rows: logits registers and the running argmax (strictly greater: the
-        first maximum wins, like torch.argmax), one cycle after the row's handshake; the output
-        beat, valid the cycle after the last row and held until ``o.ready``."""
+        """The last layer's rows: logits registers, one cycle after the row's handshake; then the
+        argmax tree (:meth:`_argmax_tree`); the output beat, valid ``plan.argmax_stages`` cycles
+        after the last logit and held until ``o.ready``."""
         p = self.plan
-        v1, ch1, acc1, last1, end1 = s1["v"], s1["ch"], s1["acc"], s1["last"], s1["end"]
+        v1, acc1, last1, end1 = s1["v"], s1["acc"], s1["last"], s1["end"]
         K_ = p.classes
         logits = [Signal(signed(p.logit_bits), name=f"logit{n}") for n in range(K_)]
-        best = Signal(unsigned(bits_for(K_)))
-        best_v = Signal(signed(max(p.mac_cfg.acc_bits, p.logit_bits)))
         if p.logit_bias:       # the classifier bias of this channel (the ROM word read with the row)
             val = Signal(signed(max(p.mac_cfg.acc_bits, p.bias_bits) + 1), name="logit_in")
             m.d.comb += val.eq(acc1[0] + mbrd.data[p.mult_bits:].as_signed())
             acc1 = [val]
-        out_valid = Signal()
-        with m.If(v1 & last1 & (ch1 < K_)):
+        with m.If(s1["take"]):
             for n in range(K_):
-                with m.If(ch1 == n):
+                with m.If(s1["hit"][n]):
                     m.d.sync += logits[n].eq(acc1[0])
-            with m.If((ch1 == 0) | (acc1[0] > best_v)):
-                m.d.sync += [best.eq(ch1), best_v.eq(acc1[0])]
+        # the argmax of the complete logits: a tree of registered pairwise comparisons (the right,
+        # higher-numbered side wins only when strictly greater: the first maximum, like
+        # torch.argmax), p.argmax_stages cycles; the logits hold until the output beat is taken
+        best, done = self._argmax_tree(m, logits), v1 & last1 & end1
+        for k in range(p.argmax_stages):
+            nxt = Signal(name=f"argmax_done{k}")
+            m.d.sync += nxt.eq(done)
+            done = nxt
+        out_valid = Signal()
         with m.If(self.o.ready):
             m.d.sync += out_valid.eq(0)
-        with m.If(v1 & last1 & end1):
+        with m.If(done):
             m.d.sync += out_valid.eq(1)
         m.d.comb += self.o.valid.eq(out_valid)
         for n in range(K_):
             m.d.comb += self.o.payload.logits[n].eq(logits[n])
         m.d.comb += self.o.payload.argmax.eq(best)
+
+    def _argmax_tree(self, m, logits):
+        """Index of the first maximum of ``logits``, ``plan.argmax_stages`` cycles later (two per
+        level of the tree)."""
+        ib = bits_for(len(logits))
+        level = [(Const(n, ib), v) for n, v in enumerate(logits)]
+        depth = 0
+        while len(level) > 1:
+            nxt = []
+            # two cycles per level: the comparison (a carry chain) registered with both sides,
+            # then the selection
+            for k in range(0, len(level) - 1, 2):
+                (ia, va), (ib_, vb) = level[k], level[k + 1]
+                n = f"{depth}_{k // 2}"
+                gt = Signal(name=f"amax_gt{n}")
+                a_i, b_i = Signal(ib, name=f"amax_ai{n}"), Signal(ib, name=f"amax_bi{n}")
+                a_v, b_v = Signal.like(va, name=f"amax_av{n}"), Signal.like(vb, name=f"amax_bv{n}")
+                m.d.sync += [gt.eq(vb > va), a_i.eq(ia), b_i.eq(ib_), a_v.eq(va), b_v.eq(vb)]
+                i, v = Signal(ib, name=f"amax_i{n}"), Signal.like(va, name=f"amax_v{n}")
+                m.d.sync += [i.eq(Mux(gt, b_i, a_i)), v.eq(Mux(gt, b_v, a_v))]
+                nxt.append((i, v))
+            if len(level) % 2:
+                i, v = level[-1]
+                for _ in range(2):
+                    i2, v2 = Signal(ib, name=f"amax_i{depth}_last"), Signal.like(v, name=f"amax_v{depth}_last")
+                    m.d.sync += [i2.eq(i), v2.eq(v)]
+                    i, v = i2, v2
+                nxt.append((i, v))
+            level, depth = nxt, depth + 2
+        assert depth == self.plan.argmax_stages
+        return level[0][0]
 
     def _requantize(self, m, s1, mbrd):
         """Stages 2..: ``acc * mult`` (a pipelined multiply; acc and the ROM word are registers,
@@ -222,16 +262,37 @@ class Writeback(wiring.Component):
         rules = sorted(set(keys)) or [(0, LB)]
         rule_of = [rules.index(keys[i]) if i < nl - 1 else 0 for i in range(nl)]
         rsel = pick(lay3, [Const(r, range(len(rules) + 1)) for r in rule_of])
+        # two stages: the rounding shift of the layer's rule (a carry chain), registered; then the
+        # clamp (ReLU, saturation, bipolar sign) of the same rule, registered
+        s4a = Pipe(m)
+        signed_rules = p.general_rules and keys
+        qs = []
+        for j in range(C):
+            if p.xnor:
+                qs.append(s4a.reg(z3[j][-1], f"q{j}"))
+                continue
+            if signed_rules:
+                opts = [_round_rule(z3[j], *r) for r in rules]
+            else:
+                opts = [Value.cast(rnd(z3[j], sh)).as_signed() for sh, _ in rules]
+            qs.append(s4a.reg(pick(rsel, opts), f"q{j}"))
+        rsel4 = s4a.reg(rsel, "rule")
+        ok3, end3, lay3, waddr3 = (s4a.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
+                                                              (waddr3, "waddr")))
+        lane3 = s4a.reg(lane3, "lane") if p.pooled else None
         s4 = Pipe(m)
         ys = []
         for j in range(C):
-            if p.general_rules and keys:
-                opts = [_sext(_requant_rule(z3[j], *r), LB) for r in rules]
+            if p.xnor:
+                # the XNOR array's activations are bipolar codes: every rule is a threshold, the
+                # code (1 = -1) is the sign of z (carried through the first stage as qs)
+                ys.append(s4.reg(qs[j], f"y{j}"))
+                continue
+            if signed_rules:
+                opts = [_sext(_clamp_rule(qs[j], *r), LB) for r in rules]
             else:
-                opts = [_widen(requantize(z3[j], shift=sh, out_bits=ob, relu=True), LB) for sh, ob in rules]
-            # the XNOR array's activations are bipolar codes: every rule is a threshold, the
-            # code (1 = -1) is the sign of z
-            ys.append(s4.reg(z3[j][-1] if p.xnor else pick(rsel, opts), f"y{j}"))
+                opts = [_widen(_relu_sat(qs[j], ob), LB) for _, ob in rules]
+            ys.append(s4.reg(pick(rsel4, opts), f"y{j}"))
         ok4, end4, lay4, waddr4 = (s4.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
                                                              (waddr3, "waddr")))
         lane4 = s4.reg(lane3, "lane") if p.pooled else None
@@ -259,21 +320,33 @@ def _widen(r, width: int):
     return Cat(r, Const(0, width - len(r))) if width > len(r) else r
 
 
-def _requant_rule(z, shift: int, lo: int, hi: int, rounding: str, bipolar: bool):
-    """The graph requantizer (:func:`l1bn.spec.reference.requant.requantize_sum`) on ``z``, a
-    signed value: bipolar ``z >= 0 ? +1 : -1``; otherwise the rounding shift (half up
-    ``(z + 2**(s-1)) >> s``, half even ``(z + 2**(s-1) - 1 + bit_s(z)) >> s``) clamped to
-    ``[lo, hi]`` (ReLU and narrow ranges included). Combinational, signed."""
+def _round_rule(z, shift: int, lo: int, hi: int, rounding: str, bipolar: bool):
+    """First half of the graph requantizer (:func:`l1bn.spec.reference.requant.requantize_sum`)
+    on ``z``, a signed value: the rounding shift (half up ``(z + 2**(s-1)) >> s``, half even
+    ``(z + 2**(s-1) - 1 + bit_s(z)) >> s``); ``z`` itself for bipolar outputs. Combinational,
+    signed."""
+    if bipolar or shift == 0:
+        return Value.cast(z).as_signed()
+    if rounding == "half_up":
+        return ((z + (1 << (shift - 1))) >> shift).as_signed()
+    return ((z + ((1 << (shift - 1)) - 1) + z[shift]) >> shift).as_signed()
+
+
+def _clamp_rule(q, shift: int, lo: int, hi: int, rounding: str, bipolar: bool):
+    """Second half: bipolar ``q >= 0 ? +1 : -1``; otherwise ``q`` clamped to ``[lo, hi]`` (ReLU
+    and narrow ranges included). Combinational, signed."""
     if bipolar:
-        return Mux(z[-1], Const(-1, signed(2)), Const(1, signed(2)))
-    if shift == 0:
-        q = z
-    elif rounding == "half_up":
-        q = (z + (1 << (shift - 1))) >> shift
-    else:
-        q = (z + ((1 << (shift - 1)) - 1) + z[shift]) >> shift
+        return Mux(q[-1], Const(-1, signed(2)), Const(1, signed(2)))
     w = signed_bits(lo, hi)
     return Mux(q < lo, Const(lo, signed(w)), Mux(q > hi, Const(hi, signed(w)), q[:w].as_signed()))
+
+
+def _relu_sat(y, ob: int):
+    """The chain rule's clamp of a rounded signed value ``y`` (:func:`l1bn.hw.arith.requantize`
+    after its rounding shift): 0 below zero, ``2**ob - 1`` above, unsigned ``ob`` bits."""
+    neg = y[-1]
+    fits = ~y[ob:].any() if len(y) > ob else Const(1)
+    return Mux(neg, 0, Mux(fits, y[:ob], (1 << ob) - 1))[:ob]
 
 
 def _sext(v, width: int):

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from amaranth import Module, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from l1bn.hw.accel_budget import Budget, budget_geometry, plan_resources, shortfall
 from l1bn.hw.accel_issue import Issuer
 from l1bn.hw.accel_layers import (
     AccelLayer,
@@ -38,6 +38,7 @@ from l1bn.hw.accel_layers import (
 from l1bn.hw.accel_loader import ImageLoader
 from l1bn.hw.accel_plan import DEFAULT_MACS, Plan, best_geometry
 from l1bn.hw.accel_writeback import Writeback
+from l1bn.hw.bram import BankedMemory
 from l1bn.hw.mac_array import MACArray
 from l1bn.spec.config import MAX_MAC_ARRAY, check_int
 
@@ -46,13 +47,18 @@ __all__ = ["Accelerator", "AccelLayer", "accelerator_from_export", "accelerator_
 
 
 def accelerator_from_export(exported_net, *, rows: int | None = None, cols: int | None = None,
-                            macs: int = DEFAULT_MACS, xnor: bool | None = None) -> Accelerator:
+                            macs: int = DEFAULT_MACS, budget: Budget | None = None,
+                            xnor: bool | None = None) -> Accelerator:
     """The :class:`Accelerator` for a loaded export (the ``ExportedNet`` that ``load_export`` returns).
 
     ``rows`` x ``cols`` is the MAC array. With neither given, the shape with ``macs`` MACs and the
-    fewest cycles per image (:func:`~l1bn.hw.accel_plan.best_geometry`); with one given, the other
-    is ``macs // given``. ``xnor``: the XNOR-popcount array (see :class:`~l1bn.hw.accel_plan.Plan`;
-    None: when every layer is binary x bipolar without padding or pooling).
+    fewest cycles per image (:func:`~l1bn.hw.accel_plan.best_geometry`), or with a ``budget``
+    (:class:`~l1bn.hw.accel_budget.Budget`) the shape of any size that fits it with the fewest
+    cycles (:func:`~l1bn.hw.accel_budget.budget_geometry`); with one given, the other is
+    ``macs // given``. With a ``budget``, a shape whose estimated resources exceed it is a
+    ``ValueError`` of one line naming the resource that is short, before anything is built.
+    ``xnor``: the XNOR-popcount array (see :class:`~l1bn.hw.accel_plan.Plan`; None: when every
+    layer is binary x bipolar without padding or pooling).
     """
     check_int("macs", macs, 1, MAX_MAC_ARRAY ** 2)
     if cols is not None:
@@ -60,13 +66,22 @@ def accelerator_from_export(exported_net, *, rows: int | None = None, cols: int 
     if rows is not None:
         check_int("rows", rows, 1, MAX_MAC_ARRAY)
     layers, inp = layers_from_export(exported_net)
-    if rows is None and cols is None:
+    if rows is None and cols is None and budget is not None:
+        rows, cols = budget_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], budget=budget,
+                                     in_signed=inp["signed"])
+    elif rows is None and cols is None:
         rows, cols = best_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], macs=macs,
                                    in_signed=inp["signed"])
     elif rows is None:
         rows = max(1, min(MAX_MAC_ARRAY, macs // cols))
     elif cols is None:
         cols = max(1, min(MAX_MAC_ARRAY, macs // rows))
+    if budget is not None:
+        plan = Plan(layers, in_chw=inp["shape"], in_bits=inp["bits"], rows=rows, cols=cols, in_signed=inp["signed"],
+                    xnor=xnor)
+        short = shortfall(plan_resources(plan), budget)
+        if short is not None:
+            raise ValueError(f"the {rows}x{cols} array does not fit {budget.name}: it {short}")
     return Accelerator(layers, in_shape=inp["shape"], in_bits=inp["bits"], rows=rows, cols=cols,
                        in_signed=inp["signed"], xnor=xnor)
 
@@ -166,18 +181,17 @@ class Accelerator(wiring.Component):
             iss.out_taken.eq(self.o.valid & self.o.ready),
         ]
         # per column: an image memory (2 slots) and an activation memory (2 regions), each with
-        # one write and one read port; every column reads its own address every cycle
+        # one write and one read port, cut into block RAMs read through their output registers;
+        # every column reads its own address every cycle
         for j in range(C):
-            img = Memory(shape=unsigned(C * LB), depth=2 * p.img_words, init=[])
-            act = Memory(shape=unsigned(C * LB), depth=p.act_depth, init=[])
-            m.submodules[f"img{j}"], m.submodules[f"act{j}"] = img, act
-            iw, ir = img.write_port(granularity=LB), img.read_port(domain="sync")
+            img = BankedMemory(width=C * LB, depth=2 * p.img_words, write=True, granularity=LB)
             # per-lane write enables only where a layer max-pools (one lane per pooled value)
-            aw, ar = act.write_port(**({"granularity": LB} if p.pooled else {})), act.read_port(domain="sync")
+            act = BankedMemory(width=C * LB, depth=p.act_depth, write=True, granularity=LB if p.pooled else None)
+            m.submodules[f"img{j}"], m.submodules[f"act{j}"] = img, act
             m.d.comb += [
-                iw.addr.eq(ld.wr.addr), iw.data.eq(ld.wr.data), iw.en.eq(ld.wr.en),
-                aw.addr.eq(wb.wr.addr), aw.data.eq(wb.wr.data), aw.en.eq(wb.wr.en),
-                ir.addr.eq(iss.rd.addr[j]), ir.en.eq(iss.rd.en), iss.rd.img[j].eq(ir.data),
-                ar.addr.eq(iss.rd.addr[j]), ar.en.eq(iss.rd.en), iss.rd.act[j].eq(ar.data),
+                img.w_addr.eq(ld.wr.addr), img.w_data.eq(ld.wr.data), img.w_en.eq(ld.wr.en),
+                act.w_addr.eq(wb.wr.addr), act.w_data.eq(wb.wr.data), act.w_en.eq(wb.wr.en),
+                img.r_addr.eq(iss.rd.addr[j]), img.r_en.eq(iss.rd.en), iss.rd.img[j].eq(img.r_data),
+                act.r_addr.eq(iss.rd.addr[j]), act.r_en.eq(iss.rd.en), iss.rd.act[j].eq(act.r_data),
             ]
         return m

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth import Module, Signal, signed
 from amaranth.sim import Simulator
-from l1bn.hw.train.fixed import bitlen, magnitude, rnd_var, stochastic_var
+from l1bn.hw.train.fixed import RunShift, bitlen, magnitude, rnd_var, stochastic_var
 from l1bn.hw.train.plan import TrainPlan
 from l1bn.hw.train.quant import QuantEngine, quant_cycles
 from l1bn.spec.reference.core import rshift_round_array
@@ -46,6 +46,41 @@ def test_run_time_shifters_match_the_reference():
             assert ctx.get(o3) == abs(vv).bit_length()
 
     sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+@pytest.mark.parametrize("stochastic,smin,smax", [(False, -5, 12), (True, -5, 40), (True, 0, 9), (False, -3, 0)])
+def test_pipelined_run_time_shift_matches_the_reference(stochastic, smin, smax):
+    """RunShift (decode register, add stage, shift stage) equals rnd(v, s) or the stochastic shift
+    for every s in range, v across 9 bits, random words."""
+    from amaranth import Signal as Sig
+
+    m = Module()
+    v, s, w = Sig(signed(9)), Sig(signed(8)), Sig(32)
+    rs = RunShift(m, s, smin, smax, name="t", stochastic=stochastic)
+    ta = Sig.like(rs.add(v, rs.bias(w)))
+    u = Sig.like(rs.shift(ta))
+    m.d.sync += [ta.eq(rs.add(v, rs.bias(w))), u.eq(rs.shift(ta))]
+    rng = np.random.default_rng(3)
+
+    async def tb(ctx):
+        for ss in range(smin, smax + 1):
+            ctx.set(s, ss)
+            await ctx.tick()                       # the decode registers follow s
+            for vv in list(range(-256, 256, 37)) + [-256, -1, 0, 1, 255]:
+                ww = int(rng.integers(0, 2 ** 32))
+                ctx.set(v, vv)
+                ctx.set(w, ww)
+                await ctx.tick().repeat(2)
+                if stochastic:
+                    want = int(stochastic_shift(np.array([vv]), ss, np.array([ww], dtype=np.uint32))[0])
+                else:
+                    want = int(rshift_round_array(np.array([vv]), ss)[0])
+                assert ctx.get(u) == want, (vv, ss, ww)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
 

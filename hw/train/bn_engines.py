@@ -16,14 +16,16 @@ beta (``sat(rnd(master, master_bits - width), width)``, from the master memories
 :func:`~l1bn.hw.train.plan.bn_backward_hw_config`) goes to ``ebuf``, ``dgamma`` and ``dbeta`` to
 their memories, and the bit lengths of the three maxima come back in ``done``.
 
-Both feed their unit through a one-stage read pipeline: the memories' outputs are the unit's input
-register, and every read advances only when the unit takes the beat (or none is held), so the unit
-sees its input valid every cycle it can take one and its latency formula holds.
+Both feed their unit through a read pipeline that advances only when the unit takes the beat (or
+none is held), so the unit sees its input valid every cycle it can take one and its latency
+formula holds: in the forward engine the memories' outputs are the unit's input register; in the
+backward engine three more register stages follow them (the masked ``dA``, ``dA + r``, the shift
+of the ``dy`` quantizer: ``BNB_FEED_STAGES``).
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import Out
 from l1bn.hw.arith import rnd, sat
@@ -31,7 +33,7 @@ from l1bn.hw.bn_backward import backward_latency_cycles
 from l1bn.hw.bn_unit import bn_latency_cycles, bn_unit_for
 from l1bn.hw.train.bus import mem_shape, read_bus, write_bus
 from l1bn.hw.train.engine import Handshake, command, sint_for, uint_for
-from l1bn.hw.train.fixed import MaxTracker, rnd_var, sat_to
+from l1bn.hw.train.fixed import MaxTracker, RunShift, sat_to
 from l1bn.hw.train.plan import TrainPlan
 from l1bn.spec.norms import resolve
 
@@ -39,8 +41,20 @@ __all__ = ["BNForwardEngine", "BNBackwardEngine", "bnf_cycles", "bnb_cycles", "B
 
 #: command handshake -> first beat taken, and last y -> done valid (forward)
 BNF_EXTRA = 2
-#: the same for the backward engine
-BNB_EXTRA = 3
+#: register stages between the backward engine's reads and its unit (the dy quantizer: the mask,
+#: dA + r, the shift)
+BNB_FEED_STAGES = 3
+#: the same for the backward engine: 3, plus its feed stages
+BNB_EXTRA = 3 + BNB_FEED_STAGES
+
+
+def _stage(m: Module, en, v, name: str) -> Signal:
+    """``v`` registered when ``en``."""
+    v = Value.cast(v)
+    r = Signal(v.shape(), name=name)
+    with m.If(en):
+        m.d.sync += r.eq(v)
+    return r
 
 
 def bnf_cycles(plan: TrainPlan, layer: int) -> int:
@@ -227,8 +241,12 @@ class BNBackwardEngine(wiring.Component):
         for port, addr in ((self.rd_acc, abase + cb + j), (self.rd_da, cb + j), (self.rd_mask, abase + cb + j),
                            (self.rd_stat_mu, cbase + c), (self.rd_stat_inv, cbase + c), (self.rd_gamma, cbase + c)):
             m.d.comb += [port.en.eq(adv & run), port.addr.eq(addr)]
+        # the reads' data, then BNB_FEED_STAGES register stages, all advancing together with adv:
+        # the gated dA (mask), dA + r, the shift; dy's saturation is the unit's input register
+        vs = [Signal(name=f"feed_v{k}") for k in range(BNB_FEED_STAGES)]
         with m.If(adv):
-            m.d.sync += feed.valid.eq(run)
+            m.d.sync += [vs[0].eq(run), feed.valid.eq(vs[-1])]
+            m.d.sync += [vs[k].eq(vs[k - 1]) for k in range(1, BNB_FEED_STAGES)]
             with m.If(run):
                 m.d.sync += j.eq(Mux(j == n - 1, 0, j + 1))
                 with m.If(j == n - 1):
@@ -237,10 +255,17 @@ class BNBackwardEngine(wiring.Component):
                         m.d.sync += [c.eq(c + 1), cb.eq(cb + n)]
                         with m.If(c == g.out - 1):
                             m.d.sync += run.eq(0)
-        dy = sat_to(rnd_var(Mux(self.rd_mask.data, self.rd_da.data, 0), s, self.smin, self.smax), cfg.gbits)
-        m.d.comb += [feed.payload.x.eq(self.rd_acc.data), feed.payload.dy.eq(dy),
-                     unit.mu.eq(self.rd_stat_mu.data), unit.inv.eq(self.rd_stat_inv.data),
-                     unit.gamma.eq(forward_param(self.rd_gamma.data, cfg.master_bits, b.gamma_width))]
+        rs = RunShift(m, s, self.smin, self.smax, name="dys")
+        gated = _stage(m, adv, Mux(self.rd_mask.data, self.rd_da.data, 0), "dA")
+        summed = _stage(m, adv, rs.add(gated, rs.bias()), "dA_r")
+        shifted = _stage(m, adv, rs.shift(summed), "dA_sh")
+        side = [self.rd_acc.data, self.rd_stat_mu.data, self.rd_stat_inv.data, self.rd_gamma.data]
+        for k in range(BNB_FEED_STAGES):
+            side = [_stage(m, adv, v, f"side{i}_{k}") for i, v in enumerate(side)]
+        x, mu, inv, gam = side
+        m.d.comb += [feed.payload.x.eq(x), feed.payload.dy.eq(sat_to(shifted, cfg.gbits)),
+                     unit.mu.eq(mu), unit.inv.eq(inv),
+                     unit.gamma.eq(forward_param(gam, cfg.master_bits, b.gamma_width))]
 
         # outputs: dx in order to ebuf, (dgamma, dbeta) per channel; the three maxima
         trackers = {}

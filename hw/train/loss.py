@@ -41,10 +41,11 @@ __all__ = ["LossEngine", "loss_cycles", "loss_shift_range"]
 
 def loss_cycles(plan: TrainPlan) -> int:
     """Cycles from the command handshake to ``done`` valid, ``z`` always ready:
-    per image 1 + classes * (prob_bits + 10) (the label; per class 2 for the max pass, 4 for the
-    exponential, 4 + prob_bits for the division), plus 2."""
+    per image 1 + classes * (prob_bits + 13) (the label; per class 2 for the max pass, 7 for the
+    exponential: read, subtract, multiply, shift, LUT, round, sum; 4 + prob_bits for the
+    division), plus 2."""
     c = plan.layers[-1].out
-    return plan.n * (1 + c * (plan.cfg.prob_bits + 10)) + 2
+    return plan.n * (1 + c * (plan.cfg.prob_bits + 13)) + 2
 
 
 def loss_shift_range(plan: TrainPlan) -> tuple[int, int]:
@@ -107,6 +108,7 @@ class LossEngine(wiring.Component):
         amax = Signal(range(C), name="argmax")
         ssum = Signal(unsigned(P + 1 + max(1, (C - 1).bit_length()) + 1), name="S")
         prod = Signal(unsigned(zb + 1 + lc + 2 + 1), name="prod")
+        dz = Signal(unsigned(zb + 1), name="dz")
         q = Signal(range(P + 3), name="q")
         correct = Signal.like(self.done.payload.correct, name="correct")
         perr = Signal.like(self.done.payload.perr, name="perr")
@@ -129,19 +131,22 @@ class LossEngine(wiring.Component):
         num = Signal(unsigned(2 * P + 4), name="num")
         g = Signal(signed(P + 2), name="g")
         hit = Signal(name="hit")
+        tr_ = Signal.like(tt, name="t_reg")
+        er = Signal.like(e, name="E_reg")
         half = ((Const(1, unsigned(self.hi + 1)) << shift) >> 1)
         hq = ((Const(1, unsigned(P + 4)) << q) >> 1)
         r2 = Cat(low[-1], rem)
         ge = r2 >= den
         m.d.comb += [t.eq(prod >> shift), tt.eq(Mux(t > cap, cap, t)), e.eq((lrd.data + hq) >> q),
                      num.eq(Cat(Const(0, P + 1), erd.data) + ssum),          # 2 * (E << P) + S
-                     hit.eq(o == label), g.eq(quo - Mux(hit, 1 << P, 0)), lrd.addr.eq(tt[:T])]
-        return SimpleNamespace(N=N, C=C, P=P, T=T, zb=zb, n=n, o=o, row=row, label=label, zmax=zmax, amax=amax, ssum=ssum, prod=prod, q=q, correct=correct, perr=perr, rem=rem, low=low, quo=quo, den=den, it=it, l2e=l2e, half=half, zdata=zdata, tt=tt, e=e, num=num, g=g, hit=hit, r2=r2, ge=ge, lrd=lrd, erd=erd, ewr=ewr, tr=tr)
+                     hit.eq(o == label), g.eq(quo - Mux(hit, 1 << P, 0)), lrd.addr.eq(tr_[:T])]
+        return SimpleNamespace(dz=dz, tr_=tr_, er=er, N=N, C=C, P=P, T=T, zb=zb, n=n, o=o, row=row, label=label, zmax=zmax, amax=amax, ssum=ssum, prod=prod, q=q, correct=correct, perr=perr, rem=rem, low=low, quo=quo, den=den, it=it, l2e=l2e, half=half, zdata=zdata, tt=tt, e=e, num=num, g=g, hit=hit, r2=r2, ge=ge, lrd=lrd, erd=erd, ewr=ewr, tr=tr)
 
     def _passes(self, m, hs, v):
         """Per image: pass A streams the logits out on ``z`` and finds max/argmax; pass B sums
         ``E ~ 2**P * exp(z - zmax)`` (log2 e multiply, exp2 LUT, shift) over the classes; pass C divides each ``E`` by the sum
         (restoring, P + 1 steps) and writes the gradient."""
+        dz, tr_, er = v.dz, v.tr_, v.er
         (N, C, P, T, zb, n, o, row, label, zmax, amax, ssum, prod, q, correct, perr, rem, low, quo, den, it, l2e, half, zdata, tt, e, num, g, hit, r2, ge, lrd, erd, ewr, tr) = (
             v.N, v.C, v.P, v.T, v.zb, v.n, v.o, v.row, v.label, v.zmax, v.amax, v.ssum, v.prod, v.q, v.correct, v.perr, v.rem, v.low, v.quo, v.den, v.it, v.l2e, v.half, v.zdata, v.tt, v.e, v.num, v.g, v.hit, v.r2, v.ge, v.lrd, v.erd, v.ewr, v.tr)
         with m.FSM() as fsm:
@@ -167,15 +172,24 @@ class LossEngine(wiring.Component):
                         m.d.sync += o.eq(o + 1)
                         m.next = "A_RD"
             with m.State("B_RD"):
+                m.next = "B_SUB"
+            with m.State("B_SUB"):
+                m.d.sync += dz.eq((zmax - zdata).as_unsigned())
                 m.next = "B_MUL"
             with m.State("B_MUL"):
-                m.d.sync += prod.eq((zmax - zdata).as_unsigned() * l2e + half)
+                m.d.sync += prod.eq(dz * l2e + half)
+                m.next = "B_SH"
+            with m.State("B_SH"):
+                m.d.sync += tr_.eq(tt)
                 m.next = "B_T"
             with m.State("B_T"):
-                m.d.sync += q.eq(tt >> T)
+                m.d.sync += q.eq(tr_ >> T)
                 m.next = "B_E"
             with m.State("B_E"):
-                m.d.sync += ssum.eq(ssum + e)
+                m.d.sync += er.eq(e)
+                m.next = "B_SUM"
+            with m.State("B_SUM"):
+                m.d.sync += ssum.eq(ssum + er)
                 with m.If(o == C - 1):
                     m.d.sync += o.eq(0)
                     m.next = "C_RD"
@@ -210,7 +224,7 @@ class LossEngine(wiring.Component):
         on = fsm.ongoing
         m.d.comb += [
             self.rd_labels.en.eq(on("IMG")), self.rd_logits.en.eq(on("A_RD") | on("B_RD")),
-            self.z.valid.eq(on("A_OUT")), lrd.en.eq(on("B_T")), ewr.en.eq(on("B_E")), ewr.data.eq(e),
+            self.z.valid.eq(on("A_OUT")), lrd.en.eq(on("B_T")), ewr.en.eq(on("B_SUM")), ewr.data.eq(er),
             erd.en.eq(on("C_RD")), self.wr_ebuf.en.eq(on("C_OUT")), self.wr_ebuf.addr.eq(o * N + n),
             self.wr_ebuf.data.eq(g), tr.take.eq(on("C_OUT")), tr.value.eq(g),
         ]

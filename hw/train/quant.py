@@ -9,8 +9,8 @@ and to lane ``o % R`` of ``daccw`` word ``(o // R) * P + p`` (the weight-gradien
 ``R`` channels at once).
 
 Timing: one element per cycle. The command is accepted in cycle 0; element ``e`` is read in
-cycle ``1 + e`` and written in cycle ``2 + e``; ``done`` is valid from cycle ``E + 2``
-(:func:`quant_cycles`).
+cycle ``1 + e``, goes through three register stages (``v + 2**(s-1)``, the shift, the saturation)
+and is written in cycle ``5 + e``; ``done`` is valid from cycle ``E + 5`` (:func:`quant_cycles`).
 """
 
 from __future__ import annotations
@@ -19,15 +19,19 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from l1bn.hw.train.bus import mem_shape, read_bus, write_bus
 from l1bn.hw.train.engine import Handshake, OpConsts, command, sint_for, uint_for
-from l1bn.hw.train.fixed import rnd_var, sat_to
+from l1bn.hw.train.fixed import RunShift, delay, sat_to
 from l1bn.hw.train.plan import TrainPlan
 
 __all__ = ["QuantEngine", "quant_cycles", "quant_shift_range"]
 
 
+#: register stages from the read's data to the write: ``v + 2**(s-1)``, the shift, the saturation
+_STAGES = 3
+
+
 def quant_cycles(elements: int) -> int:
     """Cycles from the command handshake to ``done`` valid (``done`` taken at once)."""
-    return elements + 2
+    return elements + 2 + _STAGES
 
 
 def quant_shift_range(plan: TrainPlan) -> tuple[int, int]:
@@ -96,14 +100,25 @@ class QuantEngine(wiring.Component):
                 m.d.sync += pp.eq(pp + 1)
             with m.If(e == k.last):
                 m.d.sync += run.eq(0)
+        # rnd(v, s) in two register stages (v + 2**(s-1), the shift), the saturation in a third
+        rs = RunShift(m, s, self.smin, self.smax, name="qs")
+        ta = Signal.like(rs.add(self.rd_ebuf.data, rs.bias()), name="ta")
+        m.d.sync += ta.eq(rs.add(self.rd_ebuf.data, rs.bias()))
+        ub = Signal.like(rs.shift(ta), name="ub")
+        m.d.sync += ub.eq(rs.shift(ta))
         q = Signal(mem_shape(p.mem["dacc"]), name="q")
-        m.d.comb += q.eq(sat_to(rnd_var(self.rd_ebuf.data, s, self.smin, self.smax), p.cfg.gbits))
+        m.d.sync += q.eq(sat_to(ub, p.cfg.gbits))
+        waddr = Signal.like(tb1, name="waddr")
+        m.d.sync += waddr.eq(tb1 + p1)
+        v4, last4, e4, lane4 = (delay(m, x, _STAGES, n) for x, n in ((v1, "v"), (last1, "last"), (e1, "e"),
+                                                                       (lane1, "lane")))
+        waddr4 = delay(m, waddr, _STAGES - 1, "waddr")
         m.d.comb += [
-            self.wr_dacc.en.eq(v1), self.wr_dacc.addr.eq(e1), self.wr_dacc.data.eq(q),
-            self.wr_daccw.en.eq(Mux(v1, 1 << lane1, 0)), self.wr_daccw.addr.eq(tb1 + p1),
+            self.wr_dacc.en.eq(v4), self.wr_dacc.addr.eq(e4), self.wr_dacc.data.eq(q),
+            self.wr_daccw.en.eq(Mux(v4, 1 << lane4, 0)), self.wr_daccw.addr.eq(waddr4),
         ]
         for j in range(R):
             m.d.comb += self.wr_daccw.data[j].eq(q)
-        with m.If(v1 & last1):
+        with m.If(v4 & last4):
             hs.finish()
         return m

@@ -38,6 +38,13 @@ def _any(values):
     return out
 
 
+def _or_tree(values):
+    """``values`` ORed in a balanced tree (depth log2 of their number)."""
+    while len(values) > 1:
+        values = [values[k] | values[k + 1] if k + 1 < len(values) else values[k] for k in range(0, len(values), 2)]
+    return values[0]
+
+
 def result_layout(plan: TrainPlan) -> data.StructLayout:
     """One ``o`` beat per step: the step number (from 1), correct predictions, the probability
     error (``sum 2**P - p[label]``) and the count of master values the update saturated."""
@@ -185,10 +192,18 @@ class Sequencer(wiring.Component):
                 vals = [(on(s), pl[field]) for s, pl in terms if field in pl]
                 if not vals:
                     continue
-                v = vals[-1][1]
-                for cond, val in reversed(vals[:-1]):
-                    v = Mux(cond, val, v)
-                m.d.comb += getattr(cm.payload, field).eq(v)
+                dst = getattr(cm.payload, field)
+                if len(vals) == 1:
+                    m.d.comb += dst.eq(vals[0][1])
+                    continue
+                # the command states are exclusive: an AND-OR tree, not a chain of multiplexers
+                # (the update's shift has one term per tensor); 0 where no state sends a command
+                parts = []
+                for j, (cond, val) in enumerate(vals):
+                    part = Signal(dst.shape(), name=f"{name}_{field}_{j}")
+                    m.d.comb += part.eq(Mux(cond, val, 0))
+                    parts.append(part)
+                m.d.comb += dst.eq(_or_tree(parts))
         res = self.o.payload
         m.d.comb += [self.rd.ready.eq(on("IDLE") & self.rd.valid), self.o.valid.eq(on(out_state)),
                      res.step.eq(st.step + 1), res.saturated.eq(st.sat), res.correct.eq(st.correct),

@@ -29,7 +29,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 from l1bn.hw.train.bus import mem_shape, read_bus, write_bus
 from l1bn.hw.train.engine import Handshake, OpConsts, command, sint_for, uint_for
-from l1bn.hw.train.fixed import bitlen, magnitude, rnd_var, sat_to, stochastic_var
+from l1bn.hw.train.fixed import RunShift, bitlen, delay, magnitude, sat_to
 from l1bn.hw.train.plan import TrainPlan, cdiv
 
 __all__ = ["UpdateEngine", "PrepEngine", "xorshift32", "update_cycles", "prep_cycles", "update_walk",
@@ -56,9 +56,16 @@ def update_walk(plan: TrainPlan, what: str, layer: int) -> int:
     return e
 
 
+#: register stages from the reads' data to the parameter's write: the drawn ``r``, ``v + r``, the
+#: shift, the subtract, the saturation
+_UPD_STAGES = 5
+
+
 def update_cycles(plan: TrainPlan, what: str, layer: int) -> int:
-    """Cycles from the command handshake to ``done`` valid."""
-    return update_walk(plan, what, layer) + 5
+    """Cycles from the command handshake to ``done`` valid: the walk, two cycles before the first
+    read (the command's constants and shift decode), the read, the five stages to the write, the
+    maximum and ``done``."""
+    return update_walk(plan, what, layer) + 4 + _UPD_STAGES
 
 
 def update_shift_range(plan: TrainPlan) -> tuple[int, int]:
@@ -141,28 +148,34 @@ class UpdateEngine(wiring.Component):
         addr1 = Signal.like(addr, name="addr1")
         m.d.sync += [v1.eq(run), in1.eq(run & inr), last1.eq(run & (e == k.walk)), lane1.eq(lane), addr1.eq(addr)]
 
-        # stage 1: step the lane, round, subtract; stage 2: write the parameter
+        # stage 1 (the reads' data): step the lane and write it back, draw r; then one register
+        # stage each for v + r, the shift, the subtract, and the saturation (the write)
         word = Signal(32, name="word")
         m.d.comb += word.eq(xorshift32(self.rd_lfsr.data))
         m.d.comb += [self.wr_lfsr.en.eq(v1 & stoch), self.wr_lfsr.addr.eq(lane1), self.wr_lfsr.data.eq(word)]
         grad = _pick_value(k.kind, [getattr(self, f"rd_{GRADS[i]}").data if PARAMS[i] in p.mem else Const(0)
                                     for i in range(3)])
         par = _pick_value(k.kind, [getattr(self, f"rd_{n}").data if n in p.mem else Const(0) for n in PARAMS])
-        if stoch:
-            r = stochastic_var(grad, s, word, self.smin, self.smax)
-        else:
-            r = rnd_var(grad, s, self.smin, self.smax)
-        q = sat_to(r, cfg.gbits)
+        rs = RunShift(m, s, self.smin, self.smax, name="us", stochastic=stoch)
         mb = cfg.master_bits
+        ga, ra = Signal.like(Value.cast(grad), name="ga"), Signal.like(Value.cast(rs.bias(word)), name="ra")
+        pa = Signal(signed(mb), name="pa")
+        m.d.sync += [ga.eq(grad), ra.eq(rs.bias(word)), pa.eq(par)]
+        tb = Signal.like(rs.add(ga, ra), name="tb")
+        m.d.sync += tb.eq(rs.add(ga, ra))
+        uc = Signal.like(rs.shift(tb), name="uc")
+        m.d.sync += uc.eq(rs.shift(tb))
+        pc = delay(m, pa, 2, "par")
         delta = Signal(signed(mb + 2), name="delta")
-        m.d.comb += delta.eq(q << k.lsh)
+        m.d.comb += delta.eq(sat_to(uc, cfg.gbits) << k.lsh)
         diff = Signal(signed(mb + 3), name="diff")
-        m.d.comb += diff.eq(par - delta)
+        m.d.sync += diff.eq(pc - delta)
+        in5, last5, addr5 = (delay(m, x, _UPD_STAGES - 1, n) for x, n in ((in1, "in"), (last1, "last"), (addr1, "addr")))
         new2 = Signal(signed(mb), name="new2")
         v2, last2, clip2 = Signal(name="v2"), Signal(name="last2"), Signal(name="clip2")
         addr2 = Signal.like(addr, name="addr2")
-        m.d.sync += [v2.eq(in1), last2.eq(last1), new2.eq(sat_to(diff, mb)), addr2.eq(addr1),
-                     clip2.eq(in1 & ((diff < -(1 << (mb - 1))) | (diff > (1 << (mb - 1)) - 1)))]
+        m.d.sync += [v2.eq(in5), last2.eq(last5), new2.eq(sat_to(diff, mb)), addr2.eq(addr5),
+                     clip2.eq(in5 & ((diff < -(1 << (mb - 1))) | (diff > (1 << (mb - 1)) - 1)))]
         for idx, name in enumerate(PARAMS):
             if name in p.mem:
                 port = getattr(self, f"wr_{name}")
@@ -188,9 +201,14 @@ def _pick_value(sel, values):
     return out
 
 
+#: register stages of the forward-weight rounding (``M + 2**(s-1)``, the shift)
+_PREP_STAGES = 2
+
+
 def prep_cycles(plan: TrainPlan, layer: int) -> int:
-    """Cycles from the command handshake to ``done`` valid."""
-    return plan.layers[layer].weights + 4
+    """Cycles from the command handshake to ``done`` valid: one per weight, two before the first
+    read, the read, the rounding stages, the write and ``done``."""
+    return plan.layers[layer].weights + 4 + _PREP_STAGES
 
 
 def prep_shift_range(plan: TrainPlan) -> tuple[int, int]:
@@ -282,14 +300,22 @@ class PrepEngine(wiring.Component):
         ol1, cl1 = Signal.like(olane, name="ol1"), Signal.like(clane, name="cl1")
         m.d.sync += [v1.eq(run), last1.eq(run & (e == k.last)), fwa1.eq(fwa), fwta1.eq(fwta), ol1.eq(olane),
                      cl1.eq(clane)]
+        # rnd(M, s_w) in two register stages (v + 2**(s-1), the shift), then saturate and write
+        rs = RunShift(m, sw, self.smin, self.smax, name="ps")
+        ta = Signal.like(rs.add(self.rd_master.data, rs.bias()), name="ta")
+        m.d.sync += ta.eq(rs.add(self.rd_master.data, rs.bias()))
+        ub = Signal.like(rs.shift(ta), name="ub")
+        m.d.sync += ub.eq(rs.shift(ta))
+        v3, last3, fwa3, fwta3, ol3, cl3 = (delay(m, x, _PREP_STAGES, n) for x, n in (
+            (v1, "v"), (last1, "last"), (fwa1, "fwa"), (fwta1, "fwta"), (ol1, "ol"), (cl1, "cl")))
         w = Signal(signed(cfg.wbits), name="w")
-        m.d.comb += w.eq(sat_to(rnd_var(self.rd_master.data, sw, self.smin, self.smax), cfg.wbits))
-        m.d.comb += [self.wr_fw.en.eq(Mux(v1, 1 << ol1, 0)), self.wr_fw.addr.eq(fwa1),
-                     self.wr_fwt.en.eq(Mux(v1 & k.hast, 1 << cl1, 0)), self.wr_fwt.addr.eq(fwta1)]
+        m.d.comb += w.eq(sat_to(ub, cfg.wbits))
+        m.d.comb += [self.wr_fw.en.eq(Mux(v3, 1 << ol3, 0)), self.wr_fw.addr.eq(fwa3),
+                     self.wr_fwt.en.eq(Mux(v3 & k.hast, 1 << cl3, 0)), self.wr_fwt.addr.eq(fwta3)]
         for j in range(R):
             m.d.comb += [self.wr_fw.data[j].eq(w), self.wr_fwt.data[j].eq(w)]
         last2 = Signal(name="last2")
-        m.d.sync += last2.eq(last1)
+        m.d.sync += last2.eq(last3)
         with m.If(last2):
             hs.finish(s_w=sw)
         return m

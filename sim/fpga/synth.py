@@ -2,7 +2,8 @@
 
 ``synth_ecp5_text``
     ``synth_ecp5`` of a harnessed design: LUT4, TRELLIS_FF, CCU2C carries, DSPs (MULT18X18D +
-    ALU54B), DP16KD block RAMs, distributed RAM.
+    ALU54B), DP16KD block RAMs, distributed RAM; then the registers right after block-RAM
+    read ports become the DP16KDs' output registers (:mod:`l1bn.sim.fpga.bram_outreg`).
 ``synth_cmos_text``
     generic ``synth; dffunmap; abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX -script +strash;map;
     stat -tech cmos``: gate counts and Yosys' transistor estimate (hierarchy kept, so every
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from l1bn.sim.fpga.bram_outreg import absorb_bram_outregs
 from l1bn.sim.yowasp import run_yosys
 
 __all__ = ["ABC_SCRIPT", "GATES", "ecp5_counts", "synth_ecp5_text", "synth_cmos_text"]
@@ -43,14 +45,24 @@ def ecp5_counts(c: dict) -> dict:
 
 def synth_ecp5_text(verilog: str, workdir: Path, *, nodsp: bool = False) -> dict:
     """ECP5 synthesis of Verilog text whose top is ``top`` (already in a harness); ``nodsp``:
-    ``synth_ecp5 -nodsp`` (multiplies in the fabric)."""
+    ``synth_ecp5 -nodsp`` (multiplies in the fabric). ``bram_outregs``: the block-RAM read ports
+    whose following registers became their output registers (``ff`` no longer counts those)."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.v").write_text(verilog)
     opt = " -nodsp" if nodsp else ""
     run_yosys(workdir, f"read_verilog top.v; synth_ecp5 -top top{opt} -run begin:map_luts; abc -lut 4 -dress; "
                        f"clean; synth_ecp5 -top top{opt} -run map_cells:; tee -q -o stat.json stat -json; "
                        "write_json top.json")
-    return ecp5_counts(json.loads((workdir / "stat.json").read_text())["design"]["num_cells_by_type"])
+    res = ecp5_counts(json.loads((workdir / "stat.json").read_text())["design"]["num_cells_by_type"])
+    # block RAMs read through their output registers (Yosys leaves them NOREG): the registers
+    # after the read ports move into the DP16KD
+    net = json.loads((workdir / "top.json").read_text())
+    moved = absorb_bram_outregs(net)
+    if moved["ffs"]:
+        (workdir / "top.json").write_text(json.dumps(net))
+    res["ff"] -= moved["ffs"]
+    res["bram_outregs"] = moved["ports"]
+    return res
 
 
 def synth_cmos_text(verilog: str, workdir: Path) -> dict:

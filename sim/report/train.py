@@ -114,10 +114,12 @@ def fpga_figures(norm: str, workdir, *, batch: int = 8, rows: int = 8, seeds=DEF
             r["router"] = router
             runs[str(s)] = r
             cache.write_text(json.dumps(res, indent=1))
-        got = [runs[str(s)]["fmax_mhz"] for s in seeds if str(s) in runs]
-        if got:
-            res["fmax_mhz"] = statistics.median_low(sorted(got))
-            res["device"] = runs[str(seeds[0])]["device"]
+    # Fmax: the median of the seeds run (without ``pnr``, of those already in the cache)
+    runs = res.get("pnr", {})
+    got = [runs[str(s)]["fmax_mhz"] for s in seeds if str(s) in runs and runs[str(s)].get("router") == router]
+    if got:
+        res["fmax_mhz"] = statistics.median_low(sorted(got))
+        res["device"] = runs[next(str(s) for s in seeds if str(s) in runs)]["device"]
     return res
 
 

@@ -26,7 +26,7 @@ from .formats import Fmt
 from .graph import GraphInput, GraphOutput, IntGraph, Node
 from .requant import Requant
 
-__all__ = ["random_int_graph", "random_chain_graph"]
+__all__ = ["random_int_graph", "random_chain_graph", "random_cnv_graph"]
 
 
 def _rq(rng, c: int, *, shift: int, span: float, out: Fmt, relu: bool, rounding: str = "half_up") -> Requant:
@@ -131,4 +131,61 @@ def random_chain_graph(seed: int = 0, *, binary: bool = False, classes: int = 7)
         ]
         inp = GraphInput(name="input", shape=(2, 6, 6), fmt=Fmt(kind="signed", bits=4), scale=1 / 8)
     out = GraphOutput(name=nodes[-1].output, scale=0.5 + rng.random(classes), offset=rng.random(classes))
+    return IntGraph(input=inp, nodes=tuple(nodes), output=out)
+
+
+def random_cnv_graph(seed: int = 0, *, wbits: int = 1, abits: int = 1, classes: int = 10,
+                     in_shape: tuple = (3, 32, 32), widths: tuple = (64, 64, 128, 128, 256, 256, 512, 512)) -> IntGraph:
+    """FINN's CNV topology (BNN-PYNQ ``cnv_WxAy``) with random integers, for benches and tests
+    that need its shape, not its accuracy::
+
+        input u8 (3, 32, 32)
+        conv 3x3 (no padding) 64, 64 | maxpool 2 | 128, 128 | maxpool 2 | 256, 256
+        linear 512, 512, classes (the last without a requantizer: the logits)
+
+    ``wbits`` / ``abits`` 1: binary weights {-1, +1} / bipolar activations by per-channel
+    thresholds; 2: signed narrow 2-bit weights {-1, 0, 1} / signed 2-bit activations (half-even
+    requantizers). The first layer takes the 8-bit pixels. ``widths`` and ``in_shape`` scale it
+    down (the 6 convolution widths, then the 2 hidden linear widths).
+    """
+    if wbits not in (1, 2) or abits not in (1, 2):
+        raise ValueError(f"wbits={wbits}, abits={abits}: CNV comes with 1 or 2 bits each")
+    rng = np.random.default_rng(seed)
+    bip = Fmt(kind="bipolar", bits=1)
+    w_fmt = bip if wbits == 1 else Fmt(kind="signed", bits=2, narrow=True)
+    a_fmt = bip if abits == 1 else Fmt(kind="signed", bits=2)
+
+    def weights(*shape):
+        vals = np.array([-1, 1] if wbits == 1 else [-1, 0, 1], dtype=np.int64)
+        return rng.choice(vals, shape)
+
+    def requant(c, span):
+        if abits == 1:
+            return Requant(mult=rng.choice(np.array([-1, 1]), c).astype(np.int64),
+                           bias=rng.integers(-span, span + 1, c).astype(np.int64), shift=0, mult_bits=2,
+                           bias_bits=max(2, int(span).bit_length() + 1), out=bip, relu=False)
+        return _rq(rng, c, shift=8, span=span, out=a_fmt, relu=False, rounding="half_even")
+
+    nodes, prev, (c, h, w) = [], "input", in_shape
+    convs, fcs = widths[:6], widths[6:]
+    for i, o in enumerate(convs):
+        name = f"conv{i}"
+        a_in = 255 if i == 0 else 1
+        span = max(4, int(np.sqrt(c * 9) * a_in))
+        nodes.append(Node(name=name, op="conv2d", inputs=(prev,), output=f"{name}.out", weight=weights(o, c, 3, 3),
+                          w_fmt=w_fmt, requant=requant(o, span)))
+        prev, c, h, w = f"{name}.out", o, h - 2, w - 2
+        if i in (1, 3):
+            nodes.append(Node(name=f"pool{i}", op="maxpool", inputs=(prev,), output=f"pool{i}.out", kernel=(2, 2),
+                              stride=2))
+            prev, h, w = f"pool{i}.out", h // 2, w // 2
+    k = c * h * w
+    for i, o in enumerate((*fcs, classes)):
+        name, last = f"fc{i}", i == len(fcs)
+        nodes.append(Node(name=name, op="linear", inputs=(prev,), output=f"{name}.out", weight=weights(o, k),
+                          w_fmt=w_fmt, requant=None if last else requant(o, max(4, int(np.sqrt(k))))))
+        prev, k = f"{name}.out", o
+    inp = GraphInput(name="input", shape=tuple(in_shape), fmt=Fmt(kind="unsigned", bits=8), scale=1 / 255,
+                     rounding="half_up")
+    out = GraphOutput(name=prev, scale=np.ones(classes), offset=np.zeros(classes))
     return IntGraph(input=inp, nodes=tuple(nodes), output=out)

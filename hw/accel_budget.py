@@ -1,0 +1,125 @@
+"""The accelerator's resources before synthesis, and the array shape chosen for a budget.
+
+:func:`plan_resources` counts what a :class:`~l1bn.hw.accel_plan.Plan` needs on an ECP5:
+
+- ``bram``: DP16KD block RAMs of the generator's memories (:func:`l1bn.hw.bram.bram_count` of
+  the weight ROM, and per column of the im2col table, the image and the activation memories), an
+  upper bound: pieces of
+  at most :data:`LUTRAM_WORDS` words are left out, and Yosys puts some deeper shallow pieces in
+  distributed RAM too (digits CNN, 4x16 array: 68 counted, 63 after synthesis; 8x8: 20, 19);
+- ``dsp``: MULT18X18D, exact: the requantizer's multiply in every column
+  (:func:`l1bn.hw.arith.mul_terms` parts);
+- ``lut_sites`` (LUT4 + 2 per CCU2C carry, what nextpnr places) and ``ff``: a linear model,
+  ``per_mac * rows * cols + per_col * cols + per_row * rows + fixed``, fitted on ``synth_ecp5`` of
+  the 4-bit digits CNN at 4x4, 8x4, 8x8, 16x8 and 4x16 (:data:`LUT_MODEL`, :data:`FF_MODEL`;
+  least squares, within 3.8 % of the LUT sites and 2.1 % of the flip-flops on those shapes). The
+  per-MAC term is scaled by the PE's width (product bits + accumulator bits) against the
+  calibration's: a rough guess for other widths, which synthesis's own fit check backs up.
+
+:func:`budget_geometry` picks, among every ``rows x cols`` (1..16 each) whose estimate fits a
+:class:`Budget`, the one with the fewest cycles per image (ties: fewer LUT sites). When none fits
+it raises a ``ValueError`` of one line naming the resource that is short and by how much.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth import signed
+from l1bn.hw.accel_plan import Plan
+from l1bn.hw.arith import mul_terms
+from l1bn.hw.bram import bram_count, bram_geometry
+from l1bn.spec.config import MAX_MAC_ARRAY
+
+__all__ = ["Budget", "plan_resources", "budget_geometry", "shortfall", "LUT_MODEL", "FF_MODEL",
+           "LUTRAM_WORDS"]
+
+#: memory pieces this deep or less are distributed RAM (TRELLIS_DPR16X4), not block RAM
+LUTRAM_WORDS = 64
+#: (per MAC, per column, per row, fixed) LUT sites, and flip-flops, of the 4-bit digits CNN
+#: (``synth_ecp5``, Yosys 0.70; see the module docstring)
+LUT_MODEL = (70.4, 272.3, 69.7, 656.7)
+FF_MODEL = (49.8, 254.4, 40.9, 110.3)
+#: PE width of the calibration: 4-bit weights x 4-bit activations (an 8-bit product) + 17-bit accumulator
+CAL_PE_BITS = 8 + 17
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Resources the accelerator may use (a device's, or a share of one)."""
+
+    name: str
+    lut_sites: int
+    ff: int
+    dsp: int
+    bram: int
+
+
+def _pieces(width: int, depth: int, granularity: int | None = None) -> int:
+    _, bank_depth, _ = bram_geometry(width, depth, granularity)
+    if min(depth, bank_depth) <= LUTRAM_WORDS:
+        return 0
+    return bram_count(width, depth, granularity)
+
+
+def plan_resources(plan: Plan) -> dict:
+    """``{"bram", "dsp", "lut_sites", "ff"}`` of the accelerator for ``plan`` (module docstring:
+    what is exact and what is estimated), and ``"bram_by"``: weights, image, activations, tables."""
+    p = plan
+    R, C = p.rows, p.cols
+    w_words = sum(lp.t * lp.k for lp in p.layers)
+    bw = _pieces(R * p.mac_cfg.wbits, w_words)
+    bi = C * _pieces(C * p.lane_bits, 2 * p.img_words, p.lane_bits)
+    ba = C * _pieces(C * p.lane_bits, p.act_depth, p.lane_bits if p.pooled else None)
+    bt = C * _pieces(1 + p.table_off_bits + p.lane_sel_bits, len(p.tables[0]))
+    dsp = C * mul_terms(signed(p.mac_cfg.acc_bits), signed(p.mult_bits)) if len(p.layers) > 1 else 0
+    cfg = p.mac_cfg
+    pe = (cfg.wbits + cfg.abits + cfg.acc_bits) / CAL_PE_BITS
+
+    def model(k):
+        per_mac, per_col, per_row, fixed = k
+        return round(per_mac * pe * R * C + per_col * C + per_row * R + fixed)
+
+    return {"bram": bw + bi + ba + bt, "dsp": dsp, "lut_sites": model(LUT_MODEL), "ff": model(FF_MODEL),
+            "bram_by": {"weights": bw, "image": bi, "activations": ba, "tables": bt}}
+
+
+_WHAT = (("lut_sites", "LUT sites"), ("ff", "flip-flops"), ("dsp", "MULT18X18D"), ("bram", "DP16KD block RAMs"))
+
+
+def shortfall(res: dict, budget: Budget) -> str | None:
+    """One line naming the first resource ``res`` needs more of than ``budget`` has, or None."""
+    for key, what in _WHAT:
+        need, have = res[key], getattr(budget, key)
+        if need > have:
+            how = " (estimated)" if key in ("lut_sites", "ff") else ""
+            return f"needs {need} {what}{how} of {have}: {need - have} short"
+    return None
+
+
+def budget_geometry(layers, *, in_chw, in_bits: int, budget: Budget, in_signed: bool = False,
+                    max_side: int = MAX_MAC_ARRAY) -> tuple[int, int]:
+    """The ``(rows, cols)`` (1..``max_side`` each) whose :func:`plan_resources` fit ``budget``
+    with the fewest cycles per image (ties: fewer LUT sites). ``ValueError`` (one line) when no
+    shape fits: the shortfall of the shape with the fewest block RAMs (then LUT sites)."""
+    best, smallest = None, None
+    for rows in range(1, max_side + 1):
+        for cols in range(1, max_side + 1):
+            try:
+                p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed)
+            except ValueError:      # a max pool wider than the columns
+                continue
+            res = plan_resources(p)
+            if smallest is None or (res["bram"], res["lut_sites"]) < smallest[0]:
+                smallest = ((res["bram"], res["lut_sites"]), res, (rows, cols))
+            if shortfall(res, budget) is None:
+                key = (p.cycles_per_image, res["lut_sites"])
+                if best is None or key < best[0]:
+                    best = (key, (rows, cols))
+    if best is None:
+        if smallest is None:
+            raise ValueError("no array shape can run this network")
+        _, res, (r, c) = smallest
+        raise ValueError(f"the network does not fit {budget.name}: its leanest array ({r}x{c}) "
+                         f"{shortfall(res, budget)}")
+    return best[1]
