@@ -188,7 +188,9 @@ def test_a_worker_killed_before_its_initializer_ran_is_gone(tmp_path):
     (proc,) = list(ex._pool._processes.values())
     assert os.getpgid(proc.pid) == os.getpgid(0)    # still starting: not in a group of its own
     kill_children()
-    proc.join(timeout=5)
+    t0 = time.monotonic()   # the pool's own thread may reap it first: wait for the status it sets
+    while proc.exitcode is None and time.monotonic() - t0 < 10:
+        proc.join(timeout=0.1)
     assert proc.exitcode == -signal.SIGKILL
 
 
