@@ -166,6 +166,8 @@ def watch_parent(parent: int, *, poll: float = 0.2) -> threading.Thread:
             time.sleep(poll)
         os.killpg(0, signal.SIGKILL)
 
+    if os.getppid() != parent:   # gone already (a worker that was still starting): stop now,
+        os.killpg(0, signal.SIGKILL)   # before the caller goes on to read from a closed pool
     t = threading.Thread(target=watch, daemon=True, name="l1bn-parent-watch")
     t.start()
     return t
@@ -320,10 +322,15 @@ class LocalExecutor(Executor):
     @staticmethod
     def _kill(pool) -> None:
         for p in list((pool._processes or {}).values()):
-            try:
-                os.killpg(p.pid, signal.SIGKILL)   # the worker and its simulators
-            except (ProcessLookupError, PermissionError):
-                pass
+            # the worker itself too: one still starting (importing, before its initializer's
+            # setsid) is in this process's group, so the group kill misses it, and it would live
+            # on to print a traceback when it reads from the closed pool; its pid cannot be reused
+            # while the pool has not reaped it
+            for kill in (os.kill, os.killpg):    # the worker, then its group (its simulators)
+                try:
+                    kill(p.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         pool.shutdown(wait=False, cancel_futures=True)
 
     def info(self) -> dict:
