@@ -189,34 +189,6 @@ def test_extract_takes_the_training_memories_only_when_asked(tmp_path):
     assert got[0]["init"] == [(k % 16) | 1 << 4 | 2 << 8 | 3 << 12 for k in range(64)]
 
 
-@pytest.mark.slow
-def test_tiny_net_whole_flow_and_cache(tmp_path):
-    """The tiny net's accelerator through the whole NanGate45 flow: the step's logits at gate
-    level equal the integer reference; every block has area; the energy by block sums to the
-    step's; the program's phases cover the step's cycles; a rerun reads the cache."""
-    import time
-
-    from l1bn.hw.train.accel import TrainAccelerator
-
-    acc = TrainAccelerator(TINY, rows=4, seed=0)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 1 << TINY.abits, size=(TINY.batch, *TINY.in_shape))
-    y = rng.integers(0, TINY.layers[-1].out, size=TINY.batch)
-    res = train_asic.train_asic_figures(acc, x, y, tmp_path, window=16)
-    s, e = res["synth"], res["energy"]
-    assert e["logits_equal"] and e["logits_checked"] == TINY.batch * TINY.layers[-1].out
-    assert e["cycles_per_step"] == acc.cycles_per_step
-    assert abs(e["cycles_simulated"] - acc.cycles_per_step) <= 2
-    assert all(s["blocks"][b]["area_um2"] > 0 for b, _ in train_asic.ASIC_BLOCKS)
-    assert sum(b["area_um2"] for b in s["blocks"].values()) == pytest.approx(s["area_um2"], rel=1e-3)
-    assert sum(b["energy_pj"] for b in e["blocks"].values()) == pytest.approx(e["energy_pj"], abs=0.1)
-    assert sum(p["cycles"] for p in e["phases"].values()) + 1 == acc.cycles_per_step
-    assert e["blocks"]["memories"]["sram_pj"] > 0 and e["bound_pj"] >= 0
-    t0 = time.perf_counter()
-    assert train_asic.train_asic_figures(acc, x, y, tmp_path, window=16) == res
-    assert time.perf_counter() - t0 < 30
-
-
 def _fake(area, delay, dyn, leak):
     blocks = {b: {"area_um2": area / len(train_asic.BLOCK_NAMES), "leakage_nw": 1.0, "cells": 1}
               for b in train_asic.BLOCK_NAMES}

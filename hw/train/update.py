@@ -180,7 +180,13 @@ class UpdateEngine(wiring.Component):
             if name in p.mem:
                 port = getattr(self, f"wr_{name}")
                 m.d.comb += [port.en.eq(v2 & (k.kind == idx)), port.addr.eq(addr2), port.data.eq(new2)]
-        mx = Signal(unsigned(mb), name="newmax")
+        self._finish(m, hs, v2=v2, new2=new2, clip2=clip2, last2=last2)
+        return m
+
+    def _finish(self, m, hs, *, v2, new2, clip2, last2):
+        """The run's largest new magnitude and its count of saturated elements, reported on
+        ``done`` one cycle after the last write."""
+        mx = Signal(unsigned(len(new2)), name="newmax")
         nsat = Signal.like(self.done.payload.sat, name="nsat")
         with m.If(hs.start):
             m.d.sync += [mx.eq(0), nsat.eq(0)]
@@ -191,7 +197,6 @@ class UpdateEngine(wiring.Component):
         m.d.sync += last3.eq(last2)
         with m.If(last3):
             hs.finish(max=mx, sat=nsat)
-        return m
 
 
 def _pick_value(sel, values):
