@@ -16,11 +16,13 @@ beta (``sat(rnd(master, master_bits - width), width)``, from the master memories
 :func:`~l1bn.hw.train.plan.bn_backward_hw_config`) goes to ``ebuf``, ``dgamma`` and ``dbeta`` to
 their memories, and the bit lengths of the three maxima come back in ``done``.
 
-Both feed their unit through a read pipeline that advances only when the unit takes the beat (or
-none is held), so the unit sees its input valid every cycle it can take one and its latency
-formula holds: in the forward engine the memories' outputs are the unit's input register; in the
-backward engine three more register stages follow them (the masked ``dA``, ``dA + r``, the shift
-of the ``dy`` quantizer: ``BNB_FEED_STAGES``).
+Both feed their unit through a read pipeline and a one-beat skid buffer (:class:`~l1bn.hw.train.
+engine.Skid`): the pipeline advances while the buffer is empty (a register, so the unit's ``ready``
+reaches only the buffer, not the read enables that gate the shared memories' addresses), and the
+unit sees its input valid every cycle it can take one, so its latency formula holds. In the
+forward engine the memories' outputs are the pipeline's last stage; in the backward engine three
+more register stages follow them (the masked ``dA``, ``dA + r``, the shift of the ``dy``
+quantizer: ``BNB_FEED_STAGES``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from l1bn.hw.arith import rnd, sat
 from l1bn.hw.bn_backward import backward_latency_cycles
 from l1bn.hw.bn_unit import bn_latency_cycles, bn_unit_for
 from l1bn.hw.train.bus import mem_shape, read_bus, write_bus
-from l1bn.hw.train.engine import Handshake, command, sint_for, uint_for
+from l1bn.hw.train.engine import Handshake, Skid, command, sint_for, uint_for
 from l1bn.hw.train.fixed import MaxTracker, RunShift, sat_to
 from l1bn.hw.train.plan import TrainPlan
 from l1bn.spec.norms import resolve
@@ -123,23 +125,25 @@ class BNForwardEngine(wiring.Component):
         e = Signal(range(total + 1), name="e")
         j = Signal(range(n), name="j")
         c = Signal(range(g.out), name="c")
-        adv = Signal()
-        m.d.comb += adv.eq(~feed.valid | feed.ready)
+        skid = Skid(m, name="feed_skid")
+        adv = skid.adv
+        pv = Signal(name="feed_pv")           # the memories' outputs hold a beat
         with m.If(hs.start):
             m.d.sync += [run.eq(1), e.eq(0), j.eq(0), c.eq(0)]
         for port, addr in ((self.rd_acc, abase + e), (self.rd_gamma, cbase + c), (self.rd_beta, cbase + c)):
             m.d.comb += [port.en.eq(adv & run), port.addr.eq(addr)]
         with m.If(adv):
-            m.d.sync += feed.valid.eq(run)
+            m.d.sync += pv.eq(run)
             with m.If(run):
                 m.d.sync += [e.eq(e + 1), j.eq(Mux(j == n - 1, 0, j + 1))]
                 with m.If(j == n - 1):
                     m.d.sync += c.eq(c + 1)
                 with m.If(e == total - 1):
                     m.d.sync += run.eq(0)
-        m.d.comb += [feed.payload[0].eq(self.rd_acc.data),
-                     unit.gamma.eq(forward_param(self.rd_gamma.data, cfg.master_bits, b.gamma_width)),
-                     unit.beta.eq(forward_param(self.rd_beta.data, cfg.master_bits, b.beta_width))]
+        fv, (xv, gv, bv) = skid.out(pv, feed.ready, [self.rd_acc.data, self.rd_gamma.data, self.rd_beta.data])
+        m.d.comb += [feed.valid.eq(fv), feed.payload[0].eq(xv),
+                     unit.gamma.eq(forward_param(gv, cfg.master_bits, b.gamma_width)),
+                     unit.beta.eq(forward_param(bv, cfg.master_bits, b.beta_width))]
 
         # outputs: activation and mask of every y, in order
         hi = (1 << cfg.abits) - 1
@@ -234,8 +238,9 @@ class BNBackwardEngine(wiring.Component):
         second = Signal(name="second")
         c = Signal(range(g.out), name="c")
         cb = Signal(range(total + 1), name="cbase_e")          # c * n
-        adv = Signal()
-        m.d.comb += adv.eq(~feed.valid | feed.ready)
+        skid = Skid(m, name="feed_skid")
+        adv = skid.adv
+        pv = Signal(name="feed_pv")           # the last feed stage holds a beat
         with m.If(hs.start):
             m.d.sync += [run.eq(1), j.eq(0), second.eq(0), c.eq(0), cb.eq(0)]
         for port, addr in ((self.rd_acc, abase + cb + j), (self.rd_da, cb + j), (self.rd_mask, abase + cb + j),
@@ -245,7 +250,7 @@ class BNBackwardEngine(wiring.Component):
         # the gated dA (mask), dA + r, the shift; dy's saturation is the unit's input register
         vs = [Signal(name=f"feed_v{k}") for k in range(BNB_FEED_STAGES)]
         with m.If(adv):
-            m.d.sync += [vs[0].eq(run), feed.valid.eq(vs[-1])]
+            m.d.sync += [vs[0].eq(run), pv.eq(vs[-1])]
             m.d.sync += [vs[k].eq(vs[k - 1]) for k in range(1, BNB_FEED_STAGES)]
             with m.If(run):
                 m.d.sync += j.eq(Mux(j == n - 1, 0, j + 1))
@@ -262,8 +267,8 @@ class BNBackwardEngine(wiring.Component):
         side = [self.rd_acc.data, self.rd_stat_mu.data, self.rd_stat_inv.data, self.rd_gamma.data]
         for k in range(BNB_FEED_STAGES):
             side = [_stage(m, adv, v, f"side{i}_{k}") for i, v in enumerate(side)]
-        x, mu, inv, gam = side
-        m.d.comb += [feed.payload.x.eq(x), feed.payload.dy.eq(sat_to(shifted, cfg.gbits)),
+        fv, (x, dy, mu, inv, gam) = skid.out(pv, feed.ready, [*side[:1], sat_to(shifted, cfg.gbits), *side[1:]])
+        m.d.comb += [feed.valid.eq(fv), feed.payload.x.eq(x), feed.payload.dy.eq(dy),
                      unit.mu.eq(mu), unit.inv.eq(inv),
                      unit.gamma.eq(forward_param(gam, cfg.master_bits, b.gamma_width))]
 

@@ -13,12 +13,12 @@ command, so counters compare register against register.
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 from l1bn.hw.arith import pick
 
-__all__ = ["command", "Handshake", "OpConsts", "uint_for", "sint_for"]
+__all__ = ["command", "Handshake", "OpConsts", "Skid", "uint_for", "sint_for"]
 
 
 def uint_for(v: int):
@@ -87,3 +87,38 @@ class OpConsts:
     def load(self, op):
         for k, r in self.regs.items():
             self.m.d.sync += r.eq(pick(op, [Const(v, r.shape()) for v in self.table[k]]))
+
+
+class Skid:
+    """A one-beat skid buffer between a feed pipeline and the unit it feeds, built in ``m``, so
+    that the pipeline's advance (its read enables, which gate the shared memories' read addresses)
+    is a register and not the unit's ``ready`` of the same cycle.
+
+    ``adv`` (a register, ``~full``) is the pipeline's advance; ``valid`` and ``values`` are the
+    pipeline's output (its last stage, registered on ``adv``). :meth:`out` gives what the unit sees:
+    the held beat while ``full``, else the pipeline's output (no added latency). When the unit
+    refuses a valid beat, the beat is held and the pipeline stops one cycle later, after it has
+    moved once more; when the unit takes the held beat, the pipeline's output (held meanwhile) is
+    next. So the unit gets a beat in every cycle it takes one, as without the buffer: no cycle
+    changes. ``values`` that only matter with some beats (a unit's per-channel inputs latched with
+    the first beat) are held with the beat, so they stay that beat's.
+    """
+
+    def __init__(self, m: Module, *, name: str = "skid"):
+        self.m, self.name = m, name
+        self.full = Signal(name=f"{name}_full")
+        self.adv = Signal(name=f"{name}_adv")
+        m.d.comb += self.adv.eq(~self.full)
+
+    def out(self, valid, ready, values):
+        """Join ``valid`` and ``values`` (the pipeline's output) to the unit; ``ready`` is the
+        unit's. Returns ``(out_valid, out_values)``."""
+        m = self.m
+        values = [Value.cast(v) for v in values]
+        held = [Signal(v.shape(), name=f"{self.name}_h{i}") for i, v in enumerate(values)]
+        with m.If(~self.full):
+            with m.If(valid & ~ready):
+                m.d.sync += [self.full.eq(1)] + [h.eq(v) for h, v in zip(held, values, strict=True)]
+        with m.Elif(ready):
+            m.d.sync += self.full.eq(0)
+        return self.full | valid, [Mux(self.full, h, v) for h, v in zip(held, values, strict=True)]
