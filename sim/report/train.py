@@ -144,7 +144,10 @@ def fpga_breakdown(norm: str, workdir, *, batch: int = 8, rows: int = 8) -> dict
     """ECP5 cells per block: the same synthesis with the hierarchy kept (``synth_ecp5
     -noflatten``), each module's own cells summed by block (:data:`BLOCK_MODULES`). Without
     flattening, no logic is optimized across a module boundary, so the sum is a little above the
-    flattened total. Kept in ``workdir/<norm>/breakdown.json``."""
+    flattened total. Kept in ``workdir/<norm>/breakdown.json`` and reused while the design is
+    unchanged (same RTLIL hash)."""
+    import hashlib
+
     from amaranth.back import rtlil
     from l1bn.hw.arith import ecp5_dsp_primitives
     from l1bn.hw.train.accel import TrainAccelerator
@@ -153,10 +156,13 @@ def fpga_breakdown(norm: str, workdir, *, batch: int = 8, rows: int = 8) -> dict
 
     wd = Path(workdir) / norm / "hier"
     cache = Path(workdir) / norm / "breakdown.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
     with ecp5_dsp_primitives():
         text = rtlil.convert(TimingHarness(TrainAccelerator(_config(norm, batch), rows=rows, seed=0)), name="top")
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    if cache.exists():
+        old = json.loads(cache.read_text())
+        if old.pop("key", None) == key:
+            return old
     wd.mkdir(parents=True, exist_ok=True)
     (wd / "top.il").write_text(text)
     run_yosys(wd, "read_rtlil top.il; synth_ecp5 -noflatten -top top -run begin:map_luts; abc -lut 4 -dress; "
@@ -171,7 +177,7 @@ def fpga_breakdown(norm: str, workdir, *, batch: int = 8, rows: int = 8) -> dict
         acc = out.setdefault(block, {k: 0 for k in _CELLS})
         for k, names in _CELLS.items():
             acc[k] += sum(int(cells.get(c, 0)) for c in names)
-    cache.write_text(json.dumps(out, indent=1))
+    cache.write_text(json.dumps({"key": key, **out}, indent=1))
     return out
 
 
