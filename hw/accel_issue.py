@@ -40,9 +40,14 @@ class LayerConsts:
     def __getattr__(self, name):
         return self.regs[name]
 
+    def at(self, name, layer_expr):
+        """The value of ``name`` for layer ``layer_expr`` (a mux of constants)."""
+        r = self.regs[name]
+        return pick(layer_expr, [Const(v, r.shape()) for v in self.table[name]])
+
     def load(self, layer_expr):
         for k, r in self.regs.items():
-            self.m.d.sync += r.eq(pick(layer_expr, [Const(v, r.shape()) for v in self.table[k]]))
+            self.m.d.sync += r.eq(self.at(k, layer_expr))
 
 
 class Issuer(wiring.Component):
@@ -149,6 +154,12 @@ class Issuer(wiring.Component):
             "gin": [lp.g_in for lp in lps], "k_back": [lp.k - 1 for lp in lps],
             "toff": [lp.toff for lp in lps], "base": [max(lp.in_base, 0) for lp in lps],
             "is_img": [int(i == 0) for i in range(nl)], "is_last": [int(i == nl - 1) for i in range(nl)],
+            # each counter's value before its last (its wrap flag is set when it reaches it) and
+            # whether its first value is already its last
+            "kk_pen": [max(lp.khkw - 2, 0) for lp in lps], "c_pen": [max(lp.cin - 2, 0) for lp in lps],
+            "g_pen": [max(lp.g - 2, 0) for lp in lps], "t_pen": [max(lp.t - 2, 0) for lp in lps],
+            "kk_one": [int(lp.khkw == 1) for lp in lps], "c_one": [int(lp.cin == 1) for lp in lps],
+            "g_one": [int(lp.g == 1) for lp in lps], "t_one": [int(lp.t == 1) for lp in lps],
         })
         layer = Signal(range(max(nl, 2)))
         busy = Signal()
@@ -161,13 +172,21 @@ class Issuer(wiring.Component):
         g = Signal(cst.g_last.shape())
         t = Signal(cst.t_last.shape())
         tab = Signal(range(len(p.tables[0]) + 1))
+        # one copy of the table address per column, for its table ROM only (the ROMs in LUTs are
+        # wide: one shared address register drove every column's ROM, a fan-out of about a
+        # thousand LUTs); ``keep``: the flow keeps such registers apart (sim/fpga/synth.py)
+        tabs = [Signal.like(tab, name=f"tab_col{j}", attrs={"keep": 1}) for j in range(p.cols)]
+        self._tabs = [tab, *tabs]
         waddr = Signal(range(len(p.weight_words) + 1))
         cbase = Signal(self.addr_bits)
         m.d.comb += [in_base.eq(Mux(cst.is_img, Mux(slot, p.img_words, 0), cst.base))]
 
         fire = Signal()
         m.d.comb += fire.eq(busy & adv)
-        kk_w, c_w, g_w, t_w = kk == cst.kk_last, c == cst.c_last, g == cst.g_last, t == cst.t_last
+        # wrap flags: registered ``counter == its last value`` (set the cycle the counter reaches
+        # it), so that the counters' and addresses' next values select on registers
+        kk_w, c_w, g_w, t_w = (Signal(name=f"{n}_w", init=getattr(cst, f"{n}_one").init)
+                               for n in ("kk", "c", "g", "t"))
         tile_end = kk_w & c_w
         layer_end = tile_end & g_w & t_w
 
@@ -177,7 +196,7 @@ class Issuer(wiring.Component):
             m.d.sync += out_busy.eq(0)
 
         def start():
-            m.d.sync += [busy.eq(1), got_done.eq(0), cbase.eq(in_base), tab.eq(cst.toff)]
+            m.d.sync += [busy.eq(1), got_done.eq(0), cbase.eq(in_base), *self._set_tab(cst.toff)]
             with m.If(cst.is_last):
                 m.d.sync += out_busy.eq(1)
 
@@ -189,37 +208,46 @@ class Issuer(wiring.Component):
         with m.If(fire):
             self._step(m, cst, (kk, c, g, t), (kk_w, c_w, g_w, t_w), tab, waddr, cbase, in_base)
             with m.If(layer_end):
-                self._next_layer(m, cst, layer, busy, slot, t, tab, waddr, cbase)
+                self._next_layer(m, cst, layer, busy, slot, t, (kk_w, c_w, g_w, t_w), waddr, cbase)
         return {"fire": fire, "tile_end": tile_end, "layer_end": layer_end, "is_img": cst.is_img, "slot": slot,
-                "cbase": cbase, "waddr": waddr, "tab": tab}
+                "cbase": cbase, "waddr": waddr, "tabs": tabs}
+
+    def _set_tab(self, value):
+        """``tab`` and its per-column copies all take ``value``."""
+        return [t.eq(value) for t in self._tabs]
 
     def _step(self, m, cst, counters, wraps, tab, waddr, cbase, in_base):
         """The counters after an issued beat (innermost first: tap ``kk``, channel ``c``, group
-        ``g``, tile ``t``; ``wraps``: each is at its last value), with the table entry, weight
-        word and channel base that follow them."""
+        ``g``, tile ``t``; ``wraps``: the registered flags that each is at its last value, updated
+        with it), with the table entry, weight word and channel base that follow them."""
         kk, c, g, t = counters
         kk_w, c_w, g_w, t_w = wraps
         with m.If(kk_w):
-            m.d.sync += kk.eq(0)
+            m.d.sync += [kk.eq(0), kk_w.eq(cst.kk_one)]
             with m.If(c_w):
-                m.d.sync += [c.eq(0), cbase.eq(in_base)]
+                m.d.sync += [c.eq(0), c_w.eq(cst.c_one), cbase.eq(in_base)]
                 with m.If(g_w):
-                    m.d.sync += [g.eq(0), tab.eq(cst.toff), waddr.eq(waddr + 1)]
+                    m.d.sync += [g.eq(0), g_w.eq(cst.g_one), *self._set_tab(cst.toff), waddr.eq(waddr + 1)]
                     with m.If(~t_w):
-                        m.d.sync += t.eq(t + 1)
+                        m.d.sync += [t.eq(t + 1), t_w.eq(t == cst.t_pen)]
                 with m.Else():
-                    m.d.sync += [g.eq(g + 1), tab.eq(tab + 1), waddr.eq(waddr - cst.k_back)]
+                    m.d.sync += [g.eq(g + 1), g_w.eq(g == cst.g_pen), *self._set_tab(tab + 1),
+                                 waddr.eq(waddr - cst.k_back)]
             with m.Else():
-                m.d.sync += [c.eq(c + 1), cbase.eq(cbase + cst.gin), tab.eq(tab - cst.kk_last),
-                             waddr.eq(waddr + 1)]
+                m.d.sync += [c.eq(c + 1), c_w.eq(c == cst.c_pen), cbase.eq(cbase + cst.gin),
+                             *self._set_tab(tab - cst.kk_last), waddr.eq(waddr + 1)]
         with m.Else():
-            m.d.sync += [kk.eq(kk + 1), tab.eq(tab + 1), waddr.eq(waddr + 1)]
+            m.d.sync += [kk.eq(kk + 1), kk_w.eq(kk == cst.kk_pen), *self._set_tab(tab + 1), waddr.eq(waddr + 1)]
 
-    def _next_layer(self, m, cst, layer, busy, slot, t, tab, waddr, cbase):
+    def _next_layer(self, m, cst, layer, busy, slot, t, wraps, waddr, cbase):
         """After a layer's last beat: the next layer waits for this one's done pulse; after the
-        last layer, layer 0 of the next image starts right away when its slot is full."""
+        last layer, layer 0 of the next image starts right away when its slot is full. The wrap
+        flags start with the next layer's constants."""
         p = self.plan
         m.d.sync += t.eq(0)
+        nxt = Mux(cst.is_last, 0, layer + 1)
+        for w, n in zip(wraps, ("kk", "c", "g", "t"), strict=True):
+            m.d.sync += w.eq(cst.at(f"{n}_one", nxt))
         with m.If(cst.is_img):
             m.d.sync += slot.eq(~slot)
         if len(p.layers) == 1:
@@ -230,7 +258,7 @@ class Issuer(wiring.Component):
                 # next image: layer 0 right away when its slot (toggled when layer 0
                 # ended) is full
                 m.d.sync += [layer.eq(0), waddr.eq(0), cbase.eq(Mux(slot, p.img_words, 0)),
-                             tab.eq(p.layers[0].toff), busy.eq(self.slot_full.bit_select(slot, 1))]
+                             *self._set_tab(p.layers[0].toff), busy.eq(self.slot_full.bit_select(slot, 1))]
                 cst.load(Const(0))
             with m.Else():
                 m.d.sync += [layer.eq(layer + 1), busy.eq(0)]
@@ -246,7 +274,7 @@ class Issuer(wiring.Component):
         cbase, waddr = beat["cbase"], beat["waddr"]
         # ---- stage 1: table read (addr = tab); carry the beat's fields along
         for j in range(C):
-            m.d.comb += trd[j].r_addr.eq(beat["tab"])
+            m.d.comb += trd[j].r_addr.eq(beat["tabs"][j])
         v1, last1, img1, rel1, rs1 = Signal(), Signal(), Signal(), Signal(), Signal()
         cbase1 = Signal.like(cbase)
         waddr1 = Signal.like(waddr)
