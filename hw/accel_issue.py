@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from amaranth import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from l1bn.hw.accel_layers import bits_for
 from l1bn.hw.accel_plan import ISSUE_STAGES, Plan
@@ -13,7 +14,10 @@ from l1bn.hw.arith import pick
 from l1bn.hw.bram import BankedMemory
 from l1bn.hw.mac_array import in_layout
 
-__all__ = ["Issuer", "LayerConsts", "read_signature"]
+__all__ = ["Issuer", "LayerConsts", "SplitRom", "TABLE_LUT_DEPTH", "read_signature"]
+
+#: im2col tables up to this many entries are LUT ROMs (:class:`SplitRom`), deeper ones block RAM
+TABLE_LUT_DEPTH = 256
 
 
 def read_signature(cols: int, addr_bits: int, word_bits: int) -> wiring.Signature:
@@ -48,6 +52,63 @@ class LayerConsts:
     def load(self, layer_expr):
         for k, r in self.regs.items():
             self.m.d.sync += r.eq(self.at(k, layer_expr))
+
+
+class SplitRom(wiring.Component):
+    """A small ROM in LUTs read in two register stages, so that neither stage is the whole
+    address decode.
+
+    Parameters
+    ----------
+    width : int
+        Word bits.
+    init : list of int
+        The words (at least one).
+    lo_bits : int
+        Address bits decoded in the first stage (default 6: a LUT4 and two mux levels).
+
+    Attributes
+    ----------
+    r_addr : In(range(len(init))); r_en : In(1); r_data : Out(width)
+        As :class:`~l1bn.hw.bram.BankedMemory`'s read port: ``r_data`` is the word at the address
+        of two enabled cycles ago. First stage: every ``2**lo_bits``-word piece read at the
+        address's low bits, registered, with the high bits; second stage: the piece selected by
+        the registered high bits, registered. ``pieces * width + high bits + width`` flip-flops.
+    """
+
+    def __init__(self, *, width: int, init, lo_bits: int = 6):
+        init = list(init)
+        if width < 1 or not init or lo_bits < 1:
+            raise ValueError(f"width={width}, {len(init)} words, lo_bits={lo_bits}: all must be >= 1")
+        self.width, self.init, self.depth = width, init, len(init)
+        abits = max(1, (self.depth - 1).bit_length())
+        self.lo_bits = min(lo_bits, abits)
+        super().__init__({"r_addr": In(abits), "r_en": In(1), "r_data": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        lo, n = self.lo_bits, 1 << self.lo_bits
+        pieces = []
+        for k in range(0, self.depth, n):
+            words = self.init[k:k + n]
+            if self.depth > n:      # every address of the low bits exists (the last piece padded)
+                words += [0] * (n - len(words))
+            mem = Memory(shape=unsigned(self.width), depth=len(words), init=words)
+            m.submodules[f"p{k // n}"] = mem
+            rd = mem.read_port(domain="comb")
+            q = Signal(self.width, name=f"q{k // n}", reset_less=True)
+            m.d.comb += rd.addr.eq(self.r_addr[:lo])
+            with m.If(self.r_en):
+                m.d.sync += q.eq(rd.data)
+            pieces.append(q)
+        hi = Signal(max(1, len(self.r_addr) - lo), reset_less=True)
+        out = Signal(self.width, reset_less=True)
+        with m.If(self.r_en):
+            m.d.sync += out.eq(pick(hi, pieces))
+            if len(self.r_addr) > lo:
+                m.d.sync += hi.eq(self.r_addr[lo:])
+        m.d.comb += self.r_data.eq(out)
+        return m
 
 
 class Issuer(wiring.Component):
@@ -124,7 +185,7 @@ class Issuer(wiring.Component):
     def _roms(self, m):
         """The weight ROM (all layers; a word = ``rows`` weights of one K-step) and one im2col
         table ROM per column (valid, word offset, lane per tap: ``accel_plan.table_entry_layout``):
-        their read ports."""
+        their read ports (``r_addr``, ``r_en``, ``r_data``, two enabled cycles)."""
         p = self.plan
         wb = p.mac_cfg.wbits
         # block-RAM sized banks read through their output registers (stages 3 and 4)
@@ -133,9 +194,14 @@ class Issuer(wiring.Component):
         trd = []
         for j in range(p.cols):
             enc = p.table_rom(j)
-            # read through a register (stage 1b); Yosys builds small tables from LUTs (as block
-            # RAM, block=True, nextpnr's router1 did not converge on the digits accelerator)
-            tm = BankedMemory(width=1 + ob + p.lane_sel_bits, depth=len(enc), init=enc)
+            width = 1 + ob + p.lane_sel_bits
+            if len(enc) <= TABLE_LUT_DEPTH:
+                # in LUTs, as a two-stage ROM (a block-RAM table did not route on the digits
+                # accelerator: nextpnr's router1 did not converge)
+                tm = SplitRom(width=width, init=enc)
+            else:
+                # large tables: block-RAM sized pieces (Yosys chooses block or LUT RAM)
+                tm = BankedMemory(width=width, depth=len(enc), init=enc)
             m.submodules[f"im2col{j}"] = tm
             trd.append(tm)
         return wrd, trd
@@ -144,7 +210,7 @@ class Issuer(wiring.Component):
         """Stage 0: which layer runs and when it starts (image slot full, previous layer done,
         logits free), and the counters of its beats. Returns the beat's fields for stage 1, as
         a dict: ``fire`` (a beat issues), ``tile_end``, ``layer_end``, ``is_img``, ``slot``,
-        ``cbase`` (the channel's first word), ``waddr`` (weight word), ``tab`` (table entry)."""
+        ``cbase`` (the channel's first word), ``waddr`` (weight word), ``tabs`` (the table entry, one counter per column)."""
         p = self.plan
         lps = p.layers
         nl = len(lps)
@@ -171,12 +237,12 @@ class Issuer(wiring.Component):
         c = Signal(cst.c_last.shape())
         g = Signal(cst.g_last.shape())
         t = Signal(cst.t_last.shape())
-        tab = Signal(range(len(p.tables[0]) + 1))
-        # one copy of the table address per column, for its table ROM only (the ROMs in LUTs are
-        # wide: one shared address register drove every column's ROM, a fan-out of about a
-        # thousand LUTs); ``keep``: the flow keeps such registers apart (sim/fpga/synth.py)
-        tabs = [Signal.like(tab, name=f"tab_col{j}", attrs={"keep": 1}) for j in range(p.cols)]
-        self._tabs = [tab, *tabs]
+        # the table address: one counter per column, each for its own table ROM only (a shared
+        # address drove every column's ROM, a fan-out of about a thousand LUTs, and its next
+        # value was routed to every copy); ``keep``: the flow keeps such registers apart even
+        # where they are identical (sim/fpga/synth.py)
+        tabs = [Signal(range(len(p.tables[0]) + 1), name=f"tab_col{j}", attrs={"keep": 1}) for j in range(p.cols)]
+        self._tabs = tabs
         waddr = Signal(range(len(p.weight_words) + 1))
         cbase = Signal(self.addr_bits)
         m.d.comb += [in_base.eq(Mux(cst.is_img, Mux(slot, p.img_words, 0), cst.base))]
@@ -206,17 +272,18 @@ class Issuer(wiring.Component):
                 start()
 
         with m.If(fire):
-            self._step(m, cst, (kk, c, g, t), (kk_w, c_w, g_w, t_w), tab, waddr, cbase, in_base)
+            self._step(m, cst, (kk, c, g, t), (kk_w, c_w, g_w, t_w), waddr, cbase, in_base)
             with m.If(layer_end):
                 self._next_layer(m, cst, layer, busy, slot, t, (kk_w, c_w, g_w, t_w), waddr, cbase)
         return {"fire": fire, "tile_end": tile_end, "layer_end": layer_end, "is_img": cst.is_img, "slot": slot,
                 "cbase": cbase, "waddr": waddr, "tabs": tabs}
 
     def _set_tab(self, value):
-        """``tab`` and its per-column copies all take ``value``."""
-        return [t.eq(value) for t in self._tabs]
+        """Every column's table address takes ``value`` (a function of the address: each counts
+        from its own register)."""
+        return [t.eq(value(t) if callable(value) else value) for t in self._tabs]
 
-    def _step(self, m, cst, counters, wraps, tab, waddr, cbase, in_base):
+    def _step(self, m, cst, counters, wraps, waddr, cbase, in_base):
         """The counters after an issued beat (innermost first: tap ``kk``, channel ``c``, group
         ``g``, tile ``t``; ``wraps``: the registered flags that each is at its last value, updated
         with it), with the table entry, weight word and channel base that follow them."""
@@ -231,13 +298,13 @@ class Issuer(wiring.Component):
                     with m.If(~t_w):
                         m.d.sync += [t.eq(t + 1), t_w.eq(t == cst.t_pen)]
                 with m.Else():
-                    m.d.sync += [g.eq(g + 1), g_w.eq(g == cst.g_pen), *self._set_tab(tab + 1),
+                    m.d.sync += [g.eq(g + 1), g_w.eq(g == cst.g_pen), *self._set_tab(lambda x: x + 1),
                                  waddr.eq(waddr - cst.k_back)]
             with m.Else():
                 m.d.sync += [c.eq(c + 1), c_w.eq(c == cst.c_pen), cbase.eq(cbase + cst.gin),
-                             *self._set_tab(tab - cst.kk_last), waddr.eq(waddr + 1)]
+                             *self._set_tab(lambda x: x - cst.kk_last), waddr.eq(waddr + 1)]
         with m.Else():
-            m.d.sync += [kk.eq(kk + 1), kk_w.eq(kk == cst.kk_pen), *self._set_tab(tab + 1), waddr.eq(waddr + 1)]
+            m.d.sync += [kk.eq(kk + 1), kk_w.eq(kk == cst.kk_pen), *self._set_tab(lambda x: x + 1), waddr.eq(waddr + 1)]
 
     def _next_layer(self, m, cst, layer, busy, slot, t, wraps, waddr, cbase):
         """After a layer's last beat: the next layer waits for this one's done pulse; after the
