@@ -34,26 +34,30 @@ from amaranth.lib.wiring import In, Out
 from l1bn.hw.arith import CheckedComponent, requantize
 from l1bn.spec.config import MACConfig
 
-__all__ = ["MACArray", "in_layout", "out_layout", "PIPELINE_CYCLES", "tile_period", "stream_cycles"]
+__all__ = ["MACArray", "in_layout", "out_layout", "PIPELINE_CYCLES", "tile_period", "stream_cycles",
+           "weight_shape", "act_shape", "result_shape", "product_halves"]
 
 #: Cycles from the handshake of a tile's last input beat to the first output row being valid.
 PIPELINE_CYCLES = 5
 
 
-def _wshape(cfg: MACConfig):
+def weight_shape(cfg: MACConfig):
+    """Shape of one raw weight in a beat."""
     # binary weights are stored as one bit (0 -> +1, 1 -> -1), see reference.mac.encode_weights
     if cfg.wbits == 1 and cfg.signed_w:
         return unsigned(1)
     return signed(cfg.wbits) if cfg.signed_w else unsigned(cfg.wbits)
 
 
-def _ashape(cfg: MACConfig):
+def act_shape(cfg: MACConfig):
+    """Shape of one activation in a beat."""
     if cfg.bipolar_a:
         return unsigned(1)          # the bipolar code: 0 -> +1, 1 -> -1
     return signed(cfg.abits) if cfg.signed_a else unsigned(cfg.abits)
 
 
-def _rshape(cfg: MACConfig):
+def result_shape(cfg: MACConfig):
+    """Shape of one output element (requantized, or the exact sum)."""
     if cfg.requant and cfg.relu:
         return unsigned(cfg.out_bits)
     return signed(cfg.result_bits)
@@ -62,8 +66,8 @@ def _rshape(cfg: MACConfig):
 def in_layout(cfg: MACConfig) -> data.StructLayout:
     """Input beat: ``w`` (rows weights, LSB first), ``a`` (cols activations), then ``last``."""
     return data.StructLayout({
-        "w": data.ArrayLayout(_wshape(cfg), cfg.rows),
-        "a": data.ArrayLayout(_ashape(cfg), cfg.cols),
+        "w": data.ArrayLayout(weight_shape(cfg), cfg.rows),
+        "a": data.ArrayLayout(act_shape(cfg), cfg.cols),
         "last": 1,
     })
 
@@ -71,7 +75,7 @@ def in_layout(cfg: MACConfig) -> data.StructLayout:
 def out_layout(cfg: MACConfig) -> data.StructLayout:
     """Output beat: ``y`` (one result row of cols elements, LSB first), then ``last``."""
     return data.StructLayout({
-        "y": data.ArrayLayout(_rshape(cfg), cfg.cols),
+        "y": data.ArrayLayout(result_shape(cfg), cfg.cols),
         "last": 1,
     })
 
@@ -90,7 +94,7 @@ def stream_cycles(cfg: MACConfig, k: int, tiles: int) -> int:
     return (tiles - 1) * tile_period(cfg, k) + k + cfg.rows + PIPELINE_CYCLES - 1
 
 
-def _product_halves(cfg: MACConfig, w, a) -> list:
+def product_halves(cfg: MACConfig, w, a) -> list:
     """``w * a`` as shifted partial products (LUT/carry logic, no multiplier cell), summed in two
     halves (a balanced tree each): the product is the sum of the returned values."""
     if cfg.bipolar_a:
@@ -171,7 +175,7 @@ class MACArray(CheckedComponent):
         cfg = self.cfg
         if not cfg.requant:
             return acc
-        r = Signal(_rshape(cfg), name=f"{name}_sat")
+        r = Signal(result_shape(cfg), name=f"{name}_sat")
         m.d.comb += r.eq(requantize(acc, shift=cfg.shift, out_bits=cfg.out_bits, relu=cfg.relu))
         return r
 
@@ -214,7 +218,7 @@ class MACArray(CheckedComponent):
             m.d.sync += [v1b.eq(v1), l1b.eq(l1), v2.eq(v1b), l2.eq(l1b)]
             for i in range(R):
                 for j in range(C):
-                    halves = _product_halves(cfg, s1.w[i], s1.a[j])
+                    halves = product_halves(cfg, s1.w[i], s1.a[j])
                     regs = [Signal(signed(pb + 1), name=f"h{i}_{j}_{k}") for k in range(len(halves))]
                     halves_regs[i, j] = regs
                     m.d.sync += [r.eq(h) for r, h in zip(regs, halves, strict=True)]
