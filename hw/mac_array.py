@@ -186,14 +186,20 @@ class MACArray(CheckedComponent):
 
         full = Signal()        # result bank holds a tile not yet fully sent
         v1, l1 = Signal(name="v1"), Signal(name="l1")   # stage 1 valid / last
+        v1b, l1b = Signal(name="v1b"), Signal(name="l1b")
         v2, l2 = Signal(name="v2"), Signal(name="l2")   # stage 2 valid / last
-        stall = Signal()
+        # stall = v2 & l2 & full, held in registers computed from the next values of those
+        # three (:meth:`_stall_next`): the stall gates every register of the array, so it
+        # leaves a flip-flop, one copy per row and one for the control (``keep``: the flow does
+        # not merge them)
+        stalls = [Signal(name=f"stall{i}", attrs={"keep": 1}) for i in range(R + 1)]
+        stall = stalls[R]
         en = Signal()
         m.d.comb += [
-            stall.eq(v2 & l2 & full),
             en.eq(~stall),
             self.i.ready.eq(en),
         ]
+        self._en, self._en_rows = en, [~s for s in stalls[:R]]
         load_bank = Signal(name="load_bank")
         m.d.comb += load_bank.eq(en & v2 & l2)
 
@@ -204,19 +210,21 @@ class MACArray(CheckedComponent):
             with m.If(self.i.valid):
                 m.d.sync += s1.eq(self.i.payload)
 
+        with m.If(en):
+            m.d.sync += [v1b.eq(v1), l1b.eq(l1), v2.eq(v1b), l2.eq(l1b)]
+
         if cfg.xnor:
-            bank, count_bank = self._xnor_pes(m, s1, en, v1, l1, v2, l2)
-            self._drain(m, bank, count_bank, full, load_bank)
+            bank, count_bank = self._xnor_pes(m, s1, v2, l2)
+            freed = self._drain(m, bank, count_bank, full, load_bank)
+            self._stall_next(m, stalls, en, (v1b, l1b, v2, l2), full, load_bank, freed)
             return m
 
         # stage 2: two half sums of the partial products (registered), stage 2b: their sum
         pb = cfg.product_bits
         prod = [[Signal(signed(pb), name=f"p{i}_{j}") for j in range(C)] for i in range(R)]
-        v1b, l1b = Signal(name="v1b"), Signal(name="l1b")
         halves_regs = {}
-        with m.If(en):
-            m.d.sync += [v1b.eq(v1), l1b.eq(l1), v2.eq(v1b), l2.eq(l1b)]
-            for i in range(R):
+        for i in range(R):
+            with m.If(self._en_rows[i]):
                 for j in range(C):
                     halves = product_halves(cfg, s1.w[i], s1.a[j])
                     regs = [Signal(signed(pb + 1), name=f"h{i}_{j}_{k}") for k in range(len(halves))]
@@ -231,7 +239,8 @@ class MACArray(CheckedComponent):
         bank = [[Signal(signed(ab), name=f"bank{i}_{j}") for j in range(C)] for i in range(R)]
         with m.If(en & v2):
             m.d.sync += first.eq(l2)
-            for i in range(R):
+        for i in range(R):
+            with m.If(self._en_rows[i] & v2):
                 for j in range(C):
                     nxt = Signal(signed(ab), name=f"nxt{i}_{j}")
                     # select after the add: ``first`` (fan-out rows*cols*acc_bits) reaches each
@@ -245,10 +254,20 @@ class MACArray(CheckedComponent):
         self.probes = {"en": en, "stages": [(v2, l2), (v1b, l1b), (v1, l1)], "first": first,
                        "halves": halves_regs, "prod": prod, "acc": acc, "bank": bank,
                        "load_bank": load_bank}
-        self._drain(m, bank, None, full, load_bank)
+        freed = self._drain(m, bank, None, full, load_bank)
+        self._stall_next(m, stalls, en, (v1b, l1b, v2, l2), full, load_bank, freed)
         return m
 
-    def _xnor_pes(self, m, s1, en, v1, l1, v2, l2):
+    def _stall_next(self, m, stalls, en, stages, full, load_bank, freed):
+        """Every stall register takes ``v2 & l2 & full`` of the next cycle, from the same
+        next-value rules as those registers: so each equals ``v2 & l2 & full`` at all times
+        (all reset to 0: ``v2`` resets to 0)."""
+        v1b, l1b, v2, l2 = stages
+        v2_n, l2_n = Mux(en, v1b, v2), Mux(en, l1b, l2)
+        full_n = Mux(load_bank, 1, Mux(freed, 0, full))
+        m.d.sync += [s.eq(v2_n & l2_n & full_n) for s in stalls]
+
+    def _xnor_pes(self, m, s1, v2, l2):
         """The XNOR-popcount PEs (stages 2 to 3, the same cycles as the product pipeline): per PE
         ``match = ~(w ^ a)`` registered twice, then ``count = first ? match : count + match``;
         the tile's K-step count ``n`` (one counter for the array). On the last K-step the counts
@@ -256,12 +275,11 @@ class MACArray(CheckedComponent):
         cfg = self.cfg
         R, C = cfg.rows, cfg.cols
         cb = cfg.k.bit_length()         # counts 0..k
-        v1b, l1b = Signal(name="v1b"), Signal(name="l1b")
+        en = self._en
         match1 = [[Signal(name=f"x{i}_{j}") for j in range(C)] for i in range(R)]
         match2 = [[Signal(name=f"p{i}_{j}") for j in range(C)] for i in range(R)]
-        with m.If(en):
-            m.d.sync += [v1b.eq(v1), l1b.eq(l1), v2.eq(v1b), l2.eq(l1b)]
-            for i in range(R):
+        for i in range(R):
+            with m.If(self._en_rows[i]):
                 for j in range(C):
                     m.d.sync += [match1[i][j].eq(~(s1.w[i][0] ^ s1.a[j][0])), match2[i][j].eq(match1[i][j])]
         first = Signal(init=1)
@@ -275,7 +293,8 @@ class MACArray(CheckedComponent):
             m.d.sync += n.eq(n_nxt)
             with m.If(l2):
                 m.d.sync += n_bank.eq(n_nxt)
-            for i in range(R):
+        for i in range(R):
+            with m.If(self._en_rows[i] & v2):
                 for j in range(C):
                     nxt = Signal(cb, name=f"nxt{i}_{j}")
                     m.d.comb += nxt.eq(Mux(first, match2[i][j], cnt[i][j] + match2[i][j]))
@@ -287,7 +306,8 @@ class MACArray(CheckedComponent):
     def _drain(self, m, bank, count_bank, full, load_bank):
         """Stage 4: the output register, one result row per beat, requantized on the way out
         (``count_bank``: the XNOR array's K-step count; the row is ``2*count - n``). ``full``: the
-        result bank holds a tile not yet sent; set when ``load_bank``."""
+        result bank holds a tile not yet sent; set when ``load_bank``. Returns the condition that
+        clears ``full`` (the last row taken)."""
         cfg = self.cfg
         R, C = cfg.rows, cfg.cols
         ab = cfg.acc_bits
@@ -318,3 +338,4 @@ class MACArray(CheckedComponent):
         # stall guarantees the bank is never loaded while full
         with m.If(load_bank):
             m.d.sync += full.eq(1)
+        return take & row[R - 1]
