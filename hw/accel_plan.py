@@ -13,6 +13,10 @@ The array shape is a generator parameter: :func:`best_geometry` picks, for a MAC
 with the fewest cycles per image (for the digits CNN and 32 MACs, 8 x 4: conv3's 4 positions
 fill all 4 columns, where 4 x 8 left half of them idle).
 
+Binary x bipolar layers (:func:`xnor_layer`) run on the XNOR-popcount datapath: the whole array
+is the XNOR-popcount one when every layer is such a layer (unpooled), otherwise the product array
+switches to its XNOR path on those layers' tiles (:attr:`Plan.switch`); the cycles are the same.
+
 Memories
 --------
 - weight ROM: word ``woff_L + t*K + k`` holds the ``rows`` weights of tile ``t``, step ``k``
