@@ -188,3 +188,8 @@ def test_critical_path_of_anonymous_flip_flops_is_named_by_its_nets():
     path[-1]["to"]["cell"] = "dut.normalize.o_DFF"
     cp = critical_path({"critical_paths": [{"path": path}]})
     assert (cp["from"], cp["to"], cp["stage"]) == ("recip.cnt_TRELLIS_FF_Q", "normalize.o_DFF", "normalize/recip")
+    # a longer path from the reset input is not the clock's critical path
+    rst = [_step("routing", "rst$tr_io", "dut.mac.h0_TRELLIS_FF_Q", 9.0), _step("setup", "dut.mac.h0_TRELLIS_FF_Q", "dut.mac.h0_TRELLIS_FF_Q", 0.4)]
+    cp = critical_path({"critical_paths": [{"from": "<async>", "to": "posedge clk", "path": rst},
+                                           {"from": "posedge clk", "to": "posedge clk", "path": path}]})
+    assert (cp["from"], cp["to"]) == ("recip.cnt_TRELLIS_FF_Q", "normalize.o_DFF")
