@@ -22,9 +22,9 @@ then all but ~100 LUT4: a 9-line repro is ``a_r <= a; y <= a_r * b; z <= a_r;``,
 becomes 0). The flow therefore runs ``synth_nexus``'s ``coarse`` section itself without that
 pass (:func:`coarse_script`, the commands Yosys 0.70 prints with ``echo on``): multiplies still map to
 ``MULT9X9``/``MULT18X18``/``MULT18X36``/``MULT36X36`` through ``mul2dsp`` and ``dsp_map_nexus``,
-with their registers in the fabric. :meth:`Nexus.synthesize` checks after ``coarse`` that no wire
-is read without a driver (Yosys ``check``), so a loss of that kind is an error, not a small
-design.
+with their registers in the fabric. :meth:`Nexus.synthesize` checks after ``coarse`` that no named
+wire of the design is read without a driver (Yosys ``check``), so a loss of that kind is an error,
+not a small design.
 """
 
 from __future__ import annotations
@@ -110,4 +110,5 @@ COARSE_HEAD = ("proc -latches error", "check", "flatten", "tribuf -logic", "demi
 #: ``mul2dsp`` passes, widest first: (A max, B max, A min, B min, cell)
 MUL2DSP = ((36, 36, 22, 22, "36X36"), (36, 18, 22, 10, "36X18"), (18, 18, 10, 4, "18X18"),
            (18, 18, 4, 10, "18X18"), (9, 9, 4, 4, "9X9"))
+
 FAMILY = Nexus()
