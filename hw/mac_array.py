@@ -239,8 +239,8 @@ class MACArray(CheckedComponent):
 
         # the pipeline's registers, for the formal harness's invariants (l1bn.sim.formal.mac)
         self.probes = {"en": en, "stages": [(v2, l2), (v1b, l1b), (v1, l1)], "first": first,
-                       "halves": halves_regs, "prod": prod, "acc": acc, "bank": bank,
-                       "load_bank": load_bank}
+                       "s1": s1, "halves": halves_regs, "prod": prod, "acc": acc, "bank": bank,
+                       "load_bank": load_bank, "full": full}
         self._drain(m, bank, None, full, load_bank)
         return m
 
@@ -289,6 +289,8 @@ class MACArray(CheckedComponent):
         ab = cfg.acc_bits
         # one-hot row pointer: the row select is one AND per bank bit, no decoder in front of it
         row = Signal(R, init=1)
+        if count_bank is None:
+            self.probes["row"] = row     # the drain's row pointer (formal invariants)
         take = Signal()
         m.d.comb += take.eq(full & (~self.o.valid | self.o.ready))
         with m.If(self.o.ready):
