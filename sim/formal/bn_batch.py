@@ -11,8 +11,9 @@ runs, not a hand-written copy.
   the norm's dispersion and sigma rules, ``isqrt``, ``recip``) for that channel's data;
 - each y (every lane of every beat of every channel): equal to the program's y, computed from
   the channel's data and the (checked) record;
-- the batch is out by ``bn_latency_cycles(cfg)``, so the depth ``latency + 2`` covers every
-  output of the batch (this is a bounded check over the whole batch: BMC to that depth).
+- the batch is out by ``bn_latency_cycles(cfg)``, so the depth ``latency + 1`` covers every
+  output of the batch and the drain check (this is a bounded check over the whole batch: BMC to
+  that depth).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ __all__ = ["BNBatchHarness", "batch_depth"]
 
 
 def batch_depth(cfg) -> int:
-    """BMC depth that covers one batch and the unit's latency."""
-    return bn_latency_cycles(cfg) + 2
+    """BMC depth that covers one batch and the unit's latency: steps 0 .. latency. The first
+    beat is taken in step 0, the last y leaves in step latency - 1, and the drain check (every
+    output out) is asserted from step latency on, so the last step checks it once."""
+    return bn_latency_cycles(cfg) + 1
 
 
 class BNBatchHarness(Harness):
