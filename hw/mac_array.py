@@ -281,8 +281,8 @@ class MACArray(CheckedComponent):
 
         # the pipeline's registers, for the formal harness's invariants (l1bn.sim.formal.mac)
         self.probes = {"en": en, "stages": [(v2, l2), (v1b, l1b), (v1, l1)], "first": first,
-                       "halves": halves_regs, "prod": prod, "acc": acc, "bank": bank,
-                       "load_bank": load_bank}
+                       "s1": s1, "halves": halves_regs, "prod": prod, "acc": acc, "bank": bank,
+                       "load_bank": load_bank, "full": full}
         tile_n = self._tile_count(m, en, v2, l2, x2, first) if self.switch else None
         freed = self._drain(m, bank, tile_n, full, load_bank)
         self._stall_next(m, stalls, en, (v1b, l1b, v2, l2), full, load_bank, freed)
@@ -357,6 +357,8 @@ class MACArray(CheckedComponent):
         ab = cfg.acc_bits
         # one-hot row pointer: the row select is one AND per bank bit, no decoder in front of it
         row = Signal(R, init=1)
+        if not cfg.xnor:
+            self.probes["row"] = row     # the drain's row pointer (formal invariants)
         take = Signal()
         m.d.comb += take.eq(full & (~self.o.valid | self.o.ready))
         with m.If(self.o.ready):
