@@ -103,6 +103,13 @@ class Writeback(wiring.Component):
             **({"pooled": [int(lp.pool_cols > 0) for lp in lps]} if p.pooled else {}),
             "chans": [lp.channels for lp in lps], "out_base": [max(lp.out_base, 0) for lp in lps],
             "is_last": [int(i == nl - 1) for i in range(nl)],
+            # the layer after this one, and its first output word; whether the next layer is the
+            # last (the mult/bias address parks at 0 for it); the wrap flags' constants
+            "nxt": [(i + 1) % nl for i in range(nl)],
+            "nxt_base": [max(lps[(i + 1) % nl].out_base, 0) for i in range(nl)],
+            "nxt_last": [int((i + 1) % nl == nl - 1) for i in range(nl)],
+            "g_pen": [max(lp.g - 2, 0) for lp in lps], "t_pen": [max(lp.t - 2, 0) for lp in lps],
+            "g_one": [int(lp.g == 1) for lp in lps], "t_one": [int(lp.t == 1) for lp in lps],
         })
         layer = Signal(range(max(nl, 2)))
         wi = Signal(range(max(R, 2)))
@@ -115,37 +122,47 @@ class Writeback(wiring.Component):
         # (designs without pooling have no lane counter: every group fills a word)
         wl = Signal(range(max(p.cols, 2))) if p.pooled else None
         wrap = ((wl == p.cols - 1) | ~cst.pooled) if p.pooled else 1
-        row_last, g_w, t_w = wi == R - 1, wg == cst.g_last, wt == cst.t_last
+        # wrap flags, registered (``counter == its last value``, set the cycle it gets there)
+        row_last = Signal(init=int(R == 1))
+        g_w, t_w = Signal(init=cst.g_one.init), Signal(init=cst.t_one.init)
         layer_end = row_last & g_w & t_w
         fire = self.i.valid
-        # the last layer reads its classifier-bias words when it has them (they follow the others)
-        m.d.comb += mbrd.addr.eq(mba if p.logit_bias else Mux(cst.is_last, 0, mba))
+        # the mult/bias ROM's address is the counter itself (a register): the last layer reads
+        # its classifier-bias words when it has them (they follow the others), otherwise word 0,
+        # its counter parked there
+        park = Const(0, 1) if p.logit_bias else cst.is_last
+        m.d.comb += mbrd.addr.eq(mba)
         with m.If(fire):
             with m.If(row_last):
-                m.d.sync += wi.eq(0)
+                m.d.sync += [wi.eq(0), row_last.eq(R == 1)]
                 with m.If(g_w):
-                    m.d.sync += [wg.eq(0), ch.eq(ch + 1), mba.eq(mba + 1), waddr.eq(waddr + 1)]
+                    m.d.sync += [wg.eq(0), g_w.eq(cst.g_one), ch.eq(ch + 1), waddr.eq(waddr + 1)]
+                    with m.If(~park):
+                        m.d.sync += mba.eq(mba + 1)
                     if p.pooled:
                         m.d.sync += wl.eq(0)
                     with m.If(~t_w):
-                        m.d.sync += wt.eq(wt + 1)
+                        m.d.sync += [wt.eq(wt + 1), t_w.eq(wt == cst.t_pen)]
                 with m.Else():
-                    m.d.sync += [wg.eq(wg + 1), ch.eq(ch - (R - 1)), mba.eq(mba - (R - 1)),
+                    m.d.sync += [wg.eq(wg + 1), g_w.eq(wg == cst.g_pen), ch.eq(ch - (R - 1)),
                                  waddr.eq(waddr - cst.rg + wrap)]
+                    with m.If(~park):
+                        m.d.sync += mba.eq(mba - (R - 1))
                     if p.pooled:
                         m.d.sync += wl.eq(Mux(wrap, 0, wl + 1))
             with m.Else():
-                m.d.sync += [wi.eq(wi + 1), ch.eq(ch + 1), mba.eq(mba + 1), waddr.eq(waddr + cst.gw)]
+                m.d.sync += [wi.eq(wi + 1), row_last.eq(wi == R - 2), ch.eq(ch + 1), waddr.eq(waddr + cst.gw)]
+                with m.If(~park):
+                    m.d.sync += mba.eq(mba + 1)
             with m.If(layer_end):
-                nxt = Mux(cst.is_last, 0, layer + 1)
                 if p.pooled:
                     m.d.sync += wl.eq(0)
-                m.d.sync += [layer.eq(nxt), wt.eq(0), ch.eq(0),
-                             waddr.eq(pick(nxt, [Const(max(lp.out_base, 0), self.addr_bits) for lp in lps]))]
-                with m.If(cst.is_last):
+                m.d.sync += [layer.eq(cst.nxt), wt.eq(0), ch.eq(0), waddr.eq(cst.nxt_base),
+                             g_w.eq(cst.at("g_one", cst.nxt)), t_w.eq(cst.at("t_one", cst.nxt))]
+                with m.If(cst.is_last | (cst.nxt_last if not p.logit_bias else 0)):
                     m.d.sync += mba.eq(0)
-                cst.load(nxt)
-        return {"fire": fire, "ch": ch, "ok": fire & (ch < cst.chans) & ~cst.is_last, "is_last": cst.is_last,
+                cst.load(cst.nxt)
+        return {"fire": fire, "ch": ch, "chans": cst.chans, "ok": fire & ~cst.is_last, "is_last": cst.is_last,
                 "end": fire & layer_end, "layer": layer, "waddr": waddr, "lane": wl}
 
     def _register_row(self, m, row):
@@ -158,7 +175,8 @@ class Writeback(wiring.Component):
                 "take": s1.reg(row["fire"] & row["is_last"] & (ch < K_), "take"),
                 "hit": s1.reg(Cat(*[ch == n for n in range(K_)]), "hit"),
                 "acc": [s1.reg(self.i.payload.y[j].as_signed(), f"acc{j}") for j in range(self.plan.cols)],
-                "ch": s1.reg(row["ch"], "ch"), "ok": s1.reg(row["ok"], "ok"),
+                "ch": s1.reg(row["ch"], "ch"), "chans": s1.reg(row["chans"], "chans"),
+                "ok": s1.reg(row["ok"], "ok"),
                 "last": s1.reg(row["is_last"], "islast"), "end": s1.reg(row["end"], "end"),
                 "layer": s1.reg(row["layer"], "layer"), "waddr": s1.reg(row["waddr"], "waddr"),
                 "lane": s1.reg(row["lane"], "lane") if self.plan.pooled else None}
@@ -205,15 +223,17 @@ class Writeback(wiring.Component):
         depth = 0
         while len(level) > 1:
             nxt = []
-            # two cycles per level: the comparison (a carry chain) registered with both sides,
-            # then the selection
+            # two cycles per level: the comparison registered with both sides, then the
+            # selection; ``vb > va`` is the sign of ``va - vb`` (one bit wider: it cannot
+            # overflow), the carry chain's last sum straight into the register (a ``>`` compare
+            # puts its signed-overflow logic after the chain)
             for k in range(0, len(level) - 1, 2):
                 (ia, va), (ib_, vb) = level[k], level[k + 1]
                 n = f"{depth}_{k // 2}"
                 gt = Signal(name=f"amax_gt{n}")
                 a_i, b_i = Signal(ib, name=f"amax_ai{n}"), Signal(ib, name=f"amax_bi{n}")
                 a_v, b_v = Signal.like(va, name=f"amax_av{n}"), Signal.like(vb, name=f"amax_bv{n}")
-                m.d.sync += [gt.eq(vb > va), a_i.eq(ia), b_i.eq(ib_), a_v.eq(va), b_v.eq(vb)]
+                m.d.sync += [gt.eq((va.as_signed() - vb.as_signed())[-1]), a_i.eq(ia), b_i.eq(ib_), a_v.eq(va), b_v.eq(vb)]
                 i, v = Signal(ib, name=f"amax_i{n}"), Signal.like(va, name=f"amax_v{n}")
                 m.d.sync += [i.eq(Mux(gt, b_i, a_i)), v.eq(Mux(gt, b_v, a_v))]
                 nxt.append((i, v))
@@ -238,7 +258,10 @@ class Writeback(wiring.Component):
         lps = p.layers
         nl = len(lps)
         mb = p.mult_bits
-        acc1, ok1, end1, lay1, waddr1, lane1 = s1["acc"], s1["ok"], s1["end"], s1["layer"], s1["waddr"], s1["lane"]
+        acc1, end1, lay1, waddr1, lane1 = s1["acc"], s1["end"], s1["layer"], s1["waddr"], s1["lane"]
+        # rows past the layer's channel count are not written: compared here, on stage 1's
+        # registers, and registered with the product
+        ok1 = s1["ok"] & (s1["ch"] < s1["chans"])
         mult1 = mbrd.data[:mb].as_signed()
         bias1 = mbrd.data[mb:].as_signed()
         prod = [Pipe(m).mul(acc1[j], mult1, f"prod{j}") for j in range(C)]

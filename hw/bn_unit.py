@@ -256,7 +256,9 @@ class BNUnit(CheckedComponent):
         # each channel's mean and dispersion statistic as their stages deliver them, for the
         # formal harnesses' lemmas (l1bn.sim.formal.bn_batch)
         self.probes = {"mu_valid": from_st.valid, "mu": from_st.payload,
-                       "disp_valid": from_dp.valid, "disp_sum": from_dp.payload}
+                       "disp_valid": from_dp.valid, "disp_sum": from_dp.payload,
+                       "to_disp": to_dp, "to_norm": to_nz, "disp_stage": dp,
+                       "norm_depth": self.depth, "o_valid": self.o.valid}
         return m
 
     def _buffers(self, m):

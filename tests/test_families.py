@@ -95,22 +95,26 @@ def test_family_flow_places_and_routes_a_2x2_mac_array(family, tmp_path):
 
 
 class Mul(wiring.Component):
-    """``p = a * b`` of two registered signed 12-bit operands, registered (24-bit product)."""
+    """``p = a * b`` of two registered signed 12-bit operands, registered (24-bit product); ``q``
+    is the registered ``a`` once more, so that register also feeds logic besides the multiply."""
 
     def __init__(self):
-        super().__init__({"a": In(signed(12)), "b": In(signed(12)), "p": Out(signed(24))})
+        super().__init__({"a": In(signed(12)), "b": In(signed(12)), "p": Out(signed(24)), "q": Out(signed(12))})
 
     def elaborate(self, platform):
         m = Module()
         ra, rb = Signal(signed(12)), Signal(signed(12))
-        m.d.sync += [ra.eq(self.a), rb.eq(self.b), self.p.eq(ra * rb)]
+        m.d.sync += [ra.eq(self.a), rb.eq(self.b), self.p.eq(ra * rb), self.q.eq(ra)]
         return m
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_dsp_switch_moves_a_multiply_between_dsp_and_fabric(family, tmp_path):
     """A 12x12-bit multiply: in the family's multiplier with ``dsp``, in LUTs without; GateMate's
-    multiplier mode (CC_MULT) is built of CPEs, so its switch trades CC_MULT cells for LUT trees."""
+    multiplier mode (CC_MULT) is built of CPEs, so its switch trades CC_MULT cells for LUT trees.
+    Whatever registers a DSP absorbs, ``q`` (read by no multiply) and the harness's shift registers
+    stay flip-flops: on Nexus, Yosys 0.70's ``lattice_dsp_nexus`` moved ``ra`` into the multiplier
+    and left ``q`` driven by nothing (then 0), which is how the digits accelerator lost its logic."""
     got = {}
     for dsp in (True, False):
         t = resolve_target(family, dsp=dsp)
@@ -119,6 +123,10 @@ def test_dsp_switch_moves_a_multiply_between_dsp_and_fabric(family, tmp_path):
     key = "mult" if family == "gatemate" else "dsp"
     assert got[True][key] >= 1 and got[False][key] == 0, (got[True][key], got[False][key])
     assert got[False]["lut"] > got[True]["lut"] + 50
+    # the harness: (a, b) + a control bit in, (p, q) out; plus q's own register
+    ins, outs = 12 + 12 + 1, 24 + 12
+    for dsp in (True, False):
+        assert got[dsp]["ff"] >= ins + outs + 12, (dsp, got[dsp]["ff"])
 
 
 def test_too_large_for_the_device_fails_after_synthesis_before_place_and_route(tmp_path):
@@ -188,3 +196,8 @@ def test_critical_path_of_anonymous_flip_flops_is_named_by_its_nets():
     path[-1]["to"]["cell"] = "dut.normalize.o_DFF"
     cp = critical_path({"critical_paths": [{"path": path}]})
     assert (cp["from"], cp["to"], cp["stage"]) == ("recip.cnt_TRELLIS_FF_Q", "normalize.o_DFF", "normalize/recip")
+    # a longer path from the reset input is not the clock's critical path
+    rst = [_step("routing", "rst$tr_io", "dut.mac.h0_TRELLIS_FF_Q", 9.0), _step("setup", "dut.mac.h0_TRELLIS_FF_Q", "dut.mac.h0_TRELLIS_FF_Q", 0.4)]
+    cp = critical_path({"critical_paths": [{"from": "<async>", "to": "posedge clk", "path": rst},
+                                           {"from": "posedge clk", "to": "posedge clk", "path": path}]})
+    assert (cp["from"], cp["to"]) == ("recip.cnt_TRELLIS_FF_Q", "normalize.o_DFF")

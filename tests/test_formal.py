@@ -195,8 +195,9 @@ def test_stage_overflow_proven_unbounded(tmp_path, norm):
         assert r.status == "PASS" and unbounded(r) and r.method.startswith("k-induction"), r
 
 
-def test_mac_accumulator_proven_unbounded(tmp_path):
-    props = select(design_props("mac", MAC), ["overflow.acc0_0"])
+@pytest.mark.parametrize("prop", ["overflow.acc0_0", "overflow.pe1_1"])
+def test_mac_accumulator_proven_unbounded(tmp_path, prop):
+    props = select(design_props("mac", MAC), [prop])
     r = check(props[0], tmp_path, prover="induction")
     assert r.status == "PASS" and unbounded(r), r
 

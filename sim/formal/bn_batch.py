@@ -11,35 +11,40 @@ runs, not a hand-written copy.
   the norm's dispersion and sigma rules, ``isqrt``, ``recip``) for that channel's data;
 - each y (every lane of every beat of every channel): equal to the program's y, computed from
   the channel's data and the (checked) record;
-- the batch is out by ``bn_latency_cycles(cfg)``, so the depth ``latency + 2`` covers every
-  output of the batch (this is a bounded check over the whole batch: BMC to that depth).
+- the batch is out by ``bn_latency_cycles(cfg)``, so the depth ``latency + 1`` covers every
+  output of the batch and the drain check (this is a bounded check over the whole batch: BMC to
+  that depth).
 """
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Signal, signed, unsigned
+from amaranth import Array, Const, Signal, Value, signed, unsigned
 from amaranth.hdl import Assert, Fragment
-from l1bn.hw.bn_unit import bn_latency_cycles, bn_unit_for
+from l1bn.hw.bn_unit import bn_latency_cycles, bn_unit_for, stage_cycles
 
 from .model import forward_model
 from .props import Harness, drain_check, offer_all
+from .stages import delay_line
 
 __all__ = ["BNBatchHarness", "batch_depth"]
 
 
 def batch_depth(cfg) -> int:
-    """BMC depth that covers one batch and the unit's latency."""
-    return bn_latency_cycles(cfg) + 2
+    """BMC depth that covers one batch and the unit's latency: steps 0 .. latency. The first
+    beat is taken in step 0, the last y leaves in step latency - 1, and the drain check (every
+    output out) is asserted from step latency on, so the last step checks it once."""
+    return bn_latency_cycles(cfg) + 1
 
 
 class BNBatchHarness(Harness):
-    def __init__(self, cfg, unit=None, *, only=None, outputs=True):
+    def __init__(self, cfg, unit=None, *, only=None, outputs=True, lemmas=True):
         super().__init__()
-        self.cfg, self.unit = cfg, unit
+        self.cfg, self.unit, self.lemmas = cfg, unit, lemmas
         self.only, self.outputs = only, outputs     # a subset of the checks (by name), y or not
 
     def build(self, m):
         cfg = self.cfg
+        self._n_dp = self._nz_shadow = None         # built once per elaboration
         dut = self.unit if self.unit is not None else bn_unit_for(cfg)
         # elaborated now, not lazily: the lemmas below use its probes
         m.submodules.dut = Fragment.get(dut, None)
@@ -87,14 +92,41 @@ class BNBatchHarness(Harness):
             dummy = {k: Const(0) for k in ("s", "sigma", "inv")}    # (only mu, D are used here)
             vals, chk = forward_model(cfg, xs[c], gs[c], bs[c], {**dummy, "mu": pr["mu"]})
             m.d.comb += [Assert(~at_mu | ok) for name, ok in chk if name == "mu"]
-            vals, _ = forward_model(cfg, xs[c], gs[c], bs[c], {**dummy, "mu": mus[c]})
+            if self.lemmas:
+                # a mean lies in the range of its data: what bounds every d = (x << frac) - mu
+                # to the dispersion datapath's dev_bits (a consequence of the relation above)
+                xlo, xhi = -(1 << (cfg.width - 1)), (1 << (cfg.width - 1)) - 1
+                m.d.comb += Assert(~at_mu | ((pr["mu"] >= (xlo << cfg.frac)) & (pr["mu"] <= (xhi << cfg.frac))))
+            folds = []
+            vals, _ = forward_model(cfg, xs[c], gs[c], bs[c], {**dummy, "mu": mus[c]}, folds=folds)
             m.d.comb += Assert(~(pr["disp_valid"] & (n_d == c)) | (pr["disp_sum"] == vals["disp_sum"].items[0]))
+            if self.lemmas:
+                # the dispersion stage's running statistic after each beat of the channel equals
+                # the program's fold over the channel's elements so far (its prefixes: the
+                # folds after sum x), so the final D is one step from the last lemma
+                self._running_lemmas(m, pr, folds[1:], c, mus[c])
+        # lemmas on the data movement (no arithmetic): every beat the dispersion and normalize
+        # engines read from the buffers and hand to their stages is the channel's recorded x,
+        # with the channel's mu (and, to normalize, the record's inv and the channel's gamma and
+        # beta). The sums and y are then checked from the stage inputs, not through the memory.
+        n_dp = Signal(range(total + 2), name="disp_beats")
+        n_nz = Signal(range(total + 2), name="norm_beats")
+        tdp, tnz = pr["to_disp"], pr["to_norm"]
+        nz_take = tnz.valid & tnz.ready
+        with m.If(tdp.valid):
+            m.d.sync += n_dp.eq(n_dp + 1)
+        with m.If(nz_take):
+            m.d.sync += n_nz.eq(n_nz + 1)
+        m.d.comb += [Assert(n_dp <= total), Assert(n_nz <= total)]
+        haves, reps = [], []
         for c in range(chans):
             have = Signal(name=f"have{c}")
             rep = {"mu": Signal(signed(cfg.mean_bits), name=f"mu{c}"),
                    "s": Signal(unsigned(cfg.disp_bits), name=f"s{c}"),
                    "sigma": Signal(unsigned(cfg.sigma_bits), name=f"sigma{c}"),
                    "inv": Signal(unsigned(cfg.inv_bits), name=f"inv{c}")}
+            haves.append(have)
+            reps.append(rep)
             now = dut.stats.valid & (recs == c)
             with m.If(now):
                 m.d.sync += [have.eq(1)] + [rep[k].eq(getattr(st, k)) for k in rep]
@@ -114,6 +146,86 @@ class BNBatchHarness(Harness):
             m.d.comb += beat.eq(outs - c * nb)
             for k in range(lanes if self.outputs else 0):
                 x_now = Array(xs[c][j * lanes + k] for j in range(nb))[beat]
-                (y,) = forward_model(cfg, [x_now], gs[c], bs[c], rep)[0]["y"].items
-                m.d.comb += Assert(~mine | (have & (dut.o.payload[k] == y)))
+                if not self.lemmas:
+                    (y,) = forward_model(cfg, [x_now], gs[c], bs[c], rep)[0]["y"].items
+                    m.d.comb += Assert(~mine | (have & (dut.o.payload[k] == y)))
+                    continue
+                # in two asserted steps whose conjunction is the check above: (a) the beat the
+                # normalize pipeline delivers now entered it with this element and the channel's
+                # record values (data movement); (b) y is the program's y of what entered
+                # (arithmetic only, no memory, no index)
+                sh = self._norm_shadow(m, pr, n_nz)
+                p_sh = sh["payload"]
+                m.d.comb += Assert(~mine | (have & (sh["index"] == outs) & (p_sh.x[k] == x_now)
+                                            & (p_sh.mu == rep["mu"]) & (p_sh.inv == rep["inv"])
+                                            & (p_sh.gamma == gs[c]) & (p_sh.beta == bs[c])))
+                (y,) = forward_model(cfg, [p_sh.x[k]], p_sh.gamma, p_sh.beta,
+                                     {"mu": p_sh.mu, "inv": p_sh.inv, "s": Const(0), "sigma": Const(0)})[0]["y"].items
+                m.d.comb += Assert(~mine | (dut.o.payload[k] == y))
+        if self.lemmas:
+            for c in range(chans):
+                for j in range(nb):
+                    xj = [xs[c][j * lanes + k] for k in range(lanes)]
+                    at_dp = tdp.valid & (n_dp == c * nb + j)
+                    m.d.comb += Assert(~at_dp | ((tdp.payload.mu == mus[c])
+                                                 & _all(tdp.payload.x[k] == xj[k] for k in range(lanes))))
+                    at_nz = nz_take & (n_nz == c * nb + j)
+                    p = tnz.payload
+                    m.d.comb += Assert(~at_nz | (haves[c] & (p.mu == reps[c]["mu"]) & (p.inv == reps[c]["inv"])
+                                                 & (p.gamma == gs[c]) & (p.beta == bs[c])
+                                                 & _all(p.x[k] == xj[k] for k in range(lanes))))
         drain_check(m, bn_latency_cycles(cfg), (outs == total) & (recs == chans))
+
+    def _norm_shadow(self, m, pr, n_nz):
+        """The normalize stage's input beat (payload, its number), delayed by the pipeline's
+        depth: the beat the stage delivers now (the harness never stalls ``o``)."""
+        if getattr(self, "_nz_shadow", None) is None:
+            tnz = pr["to_norm"]
+            depth = pr["norm_depth"]
+            take = tnz.valid & tnz.ready
+            pay = delay_line(m, Value.cast(tnz.payload), depth, "nz_in")[depth]
+            idx = delay_line(m, n_nz, depth, "nz_index")[depth]
+            v = delay_line(m, take, depth, "nz_valid")[depth]
+            m.d.comb += Assert(v == pr["o_valid"])        # the alignment: depth cycles, no loss
+            self._nz_shadow = {"payload": tnz.payload.shape()(pay), "index": idx}
+        return self._nz_shadow
+
+    def _running_lemmas(self, m, pr, folds, c, mu):
+        """Per beat of channel ``c`` entering the dispersion stage: the stage's running sum
+        (``acc``) or running max and min (``amax``, ``amin``), ``stage_cycles["disp"] - 1`` cycles
+        later, equals the program's prefix of that fold (the alignment of
+        :class:`~l1bn.sim.formal.stages.DispStageHarness`)."""
+        cfg = self.cfg
+        nb, lanes = cfg.beats, cfg.lanes
+        probes = pr["disp_stage"].probes
+        tdp = pr["to_disp"]
+        d = stage_cycles(cfg)["disp"] - 1
+        names = {"sum": "acc", "max": "amax", "min": "amin"}
+        if getattr(self, "_n_dp", None) is None:
+            self._n_dp = Signal(range(cfg.channels * nb + 2), name="disp_beat")
+            with m.If(tdp.valid):
+                m.d.sync += self._n_dp.eq(self._n_dp + 1)
+        mine = tdp.valid & (self._n_dp >= c * nb) & (self._n_dp < (c + 1) * nb)
+        # the last beat in was channel c's: the prefix register holds c's running value
+        in_c = Signal(name=f"disp_in{c}")
+        with m.If(tdp.valid):
+            m.d.sync += in_c.eq(mine)
+        in_line = delay_line(m, in_c, d, f"disp_in{c}")
+        for kind, prefixes in folds:
+            probe = probes[names[kind]]
+            per_beat = Array(prefixes[(j + 1) * lanes - 1] for j in range(nb))
+            width = max(len(Value.cast(p)) for p in prefixes) + 1
+            run = Signal(signed(width), name=f"{kind}_prefix{c}")
+            with m.If(mine):
+                m.d.sync += run.eq(per_beat[self._n_dp - c * nb])
+            line = delay_line(m, run, d, f"{kind}_prefix{c}")
+            # the stage's register is d cycles behind its input
+            m.d.comb += Assert(~in_line[d] | (probe == line[d]))
+
+
+def _all(conds):
+    conds = list(conds)
+    out = conds[0]
+    for c in conds[1:]:
+        out = out & c
+    return out

@@ -122,9 +122,17 @@ def design_props(design: str, cfg) -> list[Prop]:
             Prop("product", "overflow", lambda: MACProductHarness(cfg), 1, mode="bmc",
                  what="shift-and-add = w * a for every w, a"),
         ] + [
-            Prop(f"overflow.pe{r}_{c}", "overflow",
-                 (lambda r=r, c=c: MACOverflowHarness(cfg, pe=(r, c))), tile, mode="bmc",
-                 what=f"PE ({r},{c}), w and a at range ends: every tile of 1..k steps exact")
+            # unbounded (k-induction, the harness's shadow pipeline and queue as invariants);
+            # the XNOR datapath has no product pipeline to shadow: bounded, w and a at range ends
+            (Prop(f"overflow.pe{r}_{c}", "overflow",
+                  (lambda r=r, c=c: MACOverflowHarness(cfg, pe=(r, c))), tile, mode="bmc",
+                  what=f"PE ({r},{c}), w and a at range ends: every tile of 1..k steps exact")
+             if cfg.xnor else
+             Prop(f"overflow.pe{r}_{c}", "overflow",
+                  (lambda r=r, c=c: MACOverflowHarness(cfg, pe=(r, c), vertices=False)), tile, k=2,
+                  invariants=True,
+                  what=f"PE ({r},{c}), every w and a, any stalls, any run: each result row "
+                       "element equals the exact sum of its tile"))
             for r, c in corners
         ] + ([] if cfg.xnor else [
             Prop(f"overflow.acc{r}_{c}", "overflow", (lambda r=r, c=c: MACAccHarness(cfg, pe=(r, c))),

@@ -112,22 +112,32 @@ class MACOverflowHarness(_MACHarness):
     products, computed here in a wider register with ``*`` (the array uses shift-and-add), for
     every tile of 1..k K-steps. A too narrow accumulator, product or result bank fails this."""
 
-    def __init__(self, cfg, array=None, *, pe=(0, 0), vertices=True):
+    def __init__(self, cfg, array=None, *, pe=(0, 0), vertices=True, invariants=None):
         super().__init__(cfg, array)
         self.pe, self.vertices = pe, vertices
+        # the inductive form needs the product pipeline's probes (not the XNOR datapath)
+        self.invariants = (not cfg.xnor) if invariants is None else invariants
+
+    def _vertices(self, dut):
+        cfg = self.cfg
+        out = []
+        for v, bits, sgn in ([(w, cfg.wbits, cfg.signed_w) for w in dut.i.payload.w]
+                             + [(a, cfg.abits, cfg.signed_a) for a in dut.i.payload.a]):
+            if bits == 1:
+                continue
+            lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if sgn else (0, (1 << bits) - 1)
+            out.append(Assume((v == lo) | (v == hi)))
+        return out
 
     def build(self, m):
+        if self.invariants:
+            return self._build_inductive(m)
         cfg = self.cfg
         dut, take = self.dut(m)
         if self.vertices:
             # weights and activations at the ends of their ranges: a sum of products is
             # multilinear in them, so every partial sum takes its extremes there
-            for v, bits, sgn in ([(w, cfg.wbits, cfg.signed_w) for w in dut.i.payload.w]
-                                 + [(a, cfg.abits, cfg.signed_a) for a in dut.i.payload.a]):
-                if bits == 1:
-                    continue
-                lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if sgn else (0, (1 << bits) - 1)
-                m.d.comb += Assume((v == lo) | (v == hi))
+            m.d.comb += self._vertices(dut)
         r0, c0 = self.pe
         wide = signed(cfg.acc_bits + 4)
         w, a = dut.i.payload.w[r0], dut.i.payload.a[c0]
@@ -161,6 +171,107 @@ class MACOverflowHarness(_MACHarness):
             Assert(~(out & (row == r0)) | (cnt > 0)),
             Assert(~(out & (row == r0)) | (y == expected_result(cfg, q[0]))),
         ]
+
+    def _build_inductive(self, m):
+        """The same property, k-inductive: the exact products follow the array's pipeline in a
+        shadow pipeline (advanced by ``i.ready``, the array's only stall), summed at the
+        accumulator's stage; the finished tiles' exact sums wait in a two-entry queue (the result
+        bank, the output register) until their last row is out. Invariants, all asserted: the
+        shadow's valid/last bits, raw operands, half sums and product against the array's
+        registers; the occupancy relation and ``c*pmin <= S <= c*pmax`` of :class:`MACAccHarness`;
+        the accumulator equals ``S``; the queue's length is ``full`` plus a pending last row; the
+        bank holds the queue's last entry, the row pointer the next row to send."""
+        cfg = self.cfg
+        dut, take = self.dut(m, elaborated=True)
+        if self.vertices:
+            m.d.comb += self._vertices(dut)
+        pr = dut.probes
+        r0, c0 = self.pe
+        R, k = cfg.rows, cfg.k
+        pmin, pmax = product_range(cfg)
+        wide = signed(cfg.acc_bits + 4)
+        en = dut.i.ready
+        # shadow pipeline: stage 1 the raw operands, stage 1b and 2 the exact product
+        (v2, l2), (v1b, l1b), (v1, l1) = pr["stages"]
+        sv1, sl1, sv1b, sl1b, sv2, sl2 = (Signal(name=f"sh_{n}") for n in ("v1", "l1", "v1b", "l1b", "v2", "l2"))
+        w_in, a_in = dut.i.payload.w[r0], dut.i.payload.a[c0]
+        sw, sa = Signal.like(w_in, name="sh_w"), Signal.like(a_in, name="sh_a")
+        p1b, p2 = Signal(wide, name="sh_p1b"), Signal(wide, name="sh_p2")
+        with m.If(en):
+            m.d.sync += [sv1.eq(dut.i.valid), sl1.eq(dut.i.payload.last),
+                         sv1b.eq(sv1), sl1b.eq(sl1), sv2.eq(sv1b), sl2.eq(sl1b),
+                         p1b.eq(exact_product(cfg, sw, sa)), p2.eq(p1b)]
+            with m.If(dut.i.valid):
+                m.d.sync += [sw.eq(w_in), sa.eq(a_in)]
+        # the exact running sum at the accumulator's stage
+        first = Signal(init=1, name="sh_first")
+        c = Signal(range(k + 1), name="count")
+        s = Signal(wide, name="exact")
+        s_next = Mux(first, p2, s + p2)
+        step = en & sv2
+        with m.If(step):
+            m.d.sync += [s.eq(s_next), c.eq(Mux(first, 1, c + 1)), first.eq(sl2)]
+        # finished tiles, oldest first: q[0] is being sent (or waits in the bank), q[1] in the bank
+        q = [Signal(wide, name=f"q{n}") for n in range(2)]
+        cnt = Signal(range(4), name="q_count")
+        out = dut.o.valid & dut.o.ready
+        row = Signal(range(max(R, 2)), name="row")
+        pop = out & (row == R - 1)
+        push = step & sl2
+        with m.If(out):
+            m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
+        m.d.sync += cnt.eq(cnt + push - pop)
+        tail = cnt - pop
+        for n in range(2):
+            with m.If(push & (tail == n)):
+                m.d.sync += q[n].eq(s_next)
+            with m.Elif(pop):
+                m.d.sync += q[n].eq(q[1] if n == 0 else q[1])
+        # occupancy of the pipeline (as MACAccHarness): the open tile's steps match the input side
+        running = Mux(first, 0, c)
+        ok = running <= k
+        for v, last in ((sv2, sl2), (sv1b, sl1b), (sv1, sl1)):
+            running = running + v
+            ok = ok & (running <= k)
+            running = Mux(v & last, 0, running)
+        halves = pr["halves"][r0, c0]
+        s1 = pr["s1"]
+        o_last = dut.o.valid & dut.o.payload.last
+        full = pr["full"]
+        nxt_row = Mux(full & dut.o.valid & ~dut.o.payload.last, row + 1, 0)
+        onehot = Cat(*(nxt_row == i for i in range(R)))
+        y = dut.o.payload.y[c0]
+        m.d.comb += [
+            # the shadow pipeline is the array's
+            Assert((sv1 == v1) & (sl1 == l1) & (sv1b == v1b) & (sl1b == l1b) & (sv2 == v2) & (sl2 == l2)),
+            Assert(~sv1 | ((s1.w[r0] == sw) & (s1.a[c0] == sa))),
+            Assert(~sv1b | ((sum(halves[1:], halves[0]) == p1b) & (p1b >= pmin) & (p1b <= pmax))),
+            Assert(~sv2 | ((pr["prod"][r0][c0] == p2) & (p2 >= pmin) & (p2 <= pmax))),
+            Assert(first == pr["first"]),
+            # the count and the accumulator bound
+            Assert(self.steps < k), Assert(ok), Assert(running == self.steps),
+            Assert(c <= k), Assert(first | (c >= 1)),
+            Assert((c * pmin <= s) & (s <= c * pmax)),
+            Assert(pr["acc"][r0][c0] == s),
+            # the queue against the bank and the output register
+            Assert(cnt == o_last + full),
+            Assert(~full | (pr["bank"][r0][c0] == Mux(o_last, q[1], q[0]))),
+            Assert(~dut.o.valid | (dut.o.payload.last == (row == R - 1))),
+            Assert(dut.o.valid | (row == 0)),
+            Assert(~dut.o.valid | dut.o.payload.last | full),         # rows left in the bank
+            Assert(pr["row"] == onehot),
+            # the property: PE (r0, c0)'s result is the exact sum of its tile
+            Assert(~(dut.o.valid & (row == r0)) | (y == expected_result(cfg, q[0]))),
+        ]
+
+
+def exact_product(cfg, w, a):
+    """``w * a`` of raw operand bits, in exact (growing) arithmetic, with ``*``."""
+    if cfg.bipolar_a:
+        av = Mux(a[0], Const(-1, signed(2)), Const(1, signed(2)))
+    else:
+        av = a.as_signed() if cfg.signed_a else a
+    return decode_w(cfg, w) * av
 
 
 class MACProductHarness(Harness):

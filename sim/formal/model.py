@@ -77,14 +77,6 @@ class Lanes:
         return self.map(lambda v: -v)
 
 
-def _tree(vals, pick):
-    """Pairwise reduction (the expression grows with log n, not n)."""
-    vals = list(vals)
-    while len(vals) > 1:
-        vals = [pick(a, b) for a, b in zip(vals[::2], vals[1::2], strict=False)] + vals[len(vals) & ~1:]
-    return vals[0]
-
-
 class AmaranthOps:
     """The operations backend over :class:`Lanes` (see the module and
     :mod:`l1bn.spec.reference.program` for each operation's meaning).
@@ -103,6 +95,8 @@ class AmaranthOps:
     def __init__(self, reported: dict | None = None):
         self.reported = dict(reported or {})
         self.checks: list[tuple[str, Value]] = []
+        #: every sum/max/min in the order the program computed them: (kind, prefixes)
+        self.folds: list[tuple[str, list]] = []
 
     def _reported(self, name, what):
         if name not in self.reported:
@@ -110,19 +104,24 @@ class AmaranthOps:
                              f"(reported: {', '.join(sorted(self.reported)) or 'none'})")
         return self.reported[name]
 
-    def sum(self, v):
-        # a left fold in element order: the order a running accumulator adds them in, so the
-        # solver can match the model's sum with the hardware's term by term
-        total = v.items[0]
+    def _fold(self, kind, v, step):
+        # a left fold in element order: the order a running accumulator (sum, max, min) takes
+        # them in, so the solver can match the model with the hardware term by term; the
+        # prefixes are kept (``folds``) for the harnesses' per-element lemmas
+        prefixes = [v.items[0]]
         for a in v.items[1:]:
-            total = total + a
-        return Lanes([total])
+            prefixes.append(step(prefixes[-1], a))
+        self.folds.append((kind, prefixes))
+        return Lanes([prefixes[-1]])
+
+    def sum(self, v):
+        return self._fold("sum", v, lambda t, a: t + a)
 
     def max(self, v):
-        return Lanes([_tree(v.items, lambda a, b: Mux(b > a, b, a))])
+        return self._fold("max", v, lambda t, a: Mux(a > t, a, t))
 
     def min(self, v):
-        return Lanes([_tree(v.items, lambda a, b: Mux(b < a, b, a))])
+        return self._fold("min", v, lambda t, a: Mux(a < t, a, t))
 
     def abs(self, v):
         return v.map(lambda a: Mux(a < 0, -a, a))
@@ -167,7 +166,7 @@ class AmaranthOps:
         return v
 
 
-def forward_model(cfg, xs, gamma, beta, reported: dict):
+def forward_model(cfg, xs, gamma, beta, reported: dict, *, folds: list | None = None):
     """The reference BN forward of one channel (``cfg``: ``BNConfig``; ``xs``: its ``n`` elements,
     Amaranth values; ``gamma``, ``beta``: the channel's) on :class:`AmaranthOps`. With a subset
     of the elements, the element-wise values (``xhat``, ``y``) are still exact, since they use
@@ -177,11 +176,14 @@ def forward_model(cfg, xs, gamma, beta, reported: dict):
     (Amaranth values). The square root of a ``"sqrt"`` sigma is checked against
     ``sigma - eps`` (the record's sigma includes eps). Returns ``(values, checks)``: the
     program's values (:data:`~l1bn.spec.reference.program.FORWARD_NAMES`, as :class:`Lanes`) and
-    the list of ``(name, condition)`` that must hold.
+    the list of ``(name, condition)`` that must hold. ``folds`` (a list, optional) receives
+    the program's sums, maxima and minima with their prefixes (:attr:`AmaranthOps.folds`).
     """
     rep = dict(reported)
     if "sigma" in rep:
         rep.setdefault("sigma_core", rep["sigma"] - cfg.eps)
     ops = AmaranthOps(rep)
     values = bn_forward_program(ops, cfg, Lanes(xs), Lanes([gamma]), Lanes([beta]))
+    if folds is not None:
+        folds.extend(ops.folds)
     return values, ops.checks

@@ -39,10 +39,10 @@ from l1bn.hw.bn_stages import DispersionStage, StatsStage, norm_dispersion, stag
 
 from .props import Harness
 
-__all__ = ["StatsStageHarness", "DispStageHarness", "stage_k"]
+__all__ = ["StatsStageHarness", "DispStageHarness", "stage_k", "delay_line"]
 
 
-def _line(m, value, n, name):
+def delay_line(m, value, n, name):
     """``value`` delayed by 0..n cycles (registers, no enable): ``[value, value@-1, ...]``."""
     out = [value]
     for j in range(1, n + 1):
@@ -124,12 +124,12 @@ class StatsStageHarness(_StageHarness):
         m.d.comb += Assert((c * lo <= s) & (s <= c * hi))
         # the stage's running sum, D = 1 + lane_tree cycles behind the input, equals S then
         d = 1 + stage_cycles(cfg)["lane_tree"]
-        s_line = _line(m, s, d, "S")
+        s_line = delay_line(m, s, d, "S")
         m.d.comb += Assert(dut.probes["acc"] == s_line[d])
         # o: valid exactly stage_cycles["stats"] cycles after a last beat, mu exact
         lat = stage_cycles(cfg)["stats"]
-        done = _line(m, v & last, lat, "done")
-        total = _line(m, s_next, lat, "total")
+        done = delay_line(m, v & last, lat, "done")
+        total = delay_line(m, s_next, lat, "total")
         m.d.comb += Assert(dut.o.valid == done[-1])
         n = cfg.n
         sx = 2 * (total[-1] << cfg.frac) + n
@@ -184,7 +184,7 @@ class DispStageHarness(_StageHarness):
             s, s_next, c = self.running(m, v, first, lambda s, f: Mux(f, ts, s + ts), wide, "S")
             self.counter_relation(m, beat, c)
             m.d.comb += Assert((s >= 0) & (s <= c * hi))     # the bound in terms of the count
-            s_line = _line(m, s, d, "S")
+            s_line = delay_line(m, s, d, "S")
             m.d.comb += Assert(dut.probes["acc"] == s_line[d])
             result = s_next
         else:                                    # range: running max and min of d
@@ -201,13 +201,13 @@ class DispStageHarness(_StageHarness):
             # every d of the channel so far used the channel's mu (the last beat's, mu_prev)
             m.d.comb += Assert((c == 0) | ((smin <= smax) & (smax <= (xhi << cfg.frac) - mu_prev)
                                            & (smin >= (xlo << cfg.frac) - mu_prev)))
-            c_line = _line(m, c, d, "count")        # (the registers hold their reset 0 before)
+            c_line = delay_line(m, c, d, "count")        # (the registers hold their reset 0 before)
             for name, sv in (("amax", smax), ("amin", smin)):
-                line = _line(m, sv, d, name)
+                line = delay_line(m, sv, d, name)
                 m.d.comb += Assert((c_line[d] == 0) | (dut.probes[name] == line[d]))
             result = smax_next - smin_next
-        done = _line(m, v & last, lat, "done")
-        total = _line(m, result, lat, "total")
+        done = delay_line(m, v & last, lat, "done")
+        total = delay_line(m, result, lat, "total")
         m.d.comb += Assert(dut.o.valid == done[-1])
         m.d.comb += Assert(~dut.o.valid | (dut.o.payload == total[-1]))
 
@@ -287,7 +287,7 @@ class RecipStageHarness(Harness):
         with m.If(start):
             m.d.sync += held.eq(dsum)
         lat = recip_cycles(cfg)
-        starts = _line(m, start, lat, "start")
+        starts = delay_line(m, start, lat, "start")
         m.d.comb += Assert(dut.o.valid == starts[-1])
         # the reference program's per-channel part, on the record
         rec = dut.o.payload

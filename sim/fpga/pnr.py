@@ -29,6 +29,10 @@ def critical_path(pnr_report: dict) -> dict | None:
     cell has no name of the design (GateMate's flip-flops are ``$auto$ff.cc...``), the first or
     last named net of the path stands for it (bit index removed)."""
     paths = [p for p in pnr_report.get("critical_paths", []) if p.get("path")]
+    # clocked paths only: an input or output path ("<async>" at one end: the harness's reset
+    # input, say) does not set the clock's Fmax
+    clocked = [p for p in paths if "<async>" not in (p.get("from"), p.get("to"))]
+    paths = clocked or paths
     if not paths:
         return None
     worst = max(paths, key=lambda p: sum(x["delay"] for x in p["path"]))

@@ -44,7 +44,7 @@ class ECP5Job(Job):
     and ``dsp`` (False: no MULT18X18D, ``synth_ecp5 -nodsp``))."""
 
     kind = "ecp5"
-    version = "4"      # 4: block-RAM output registers
+    version = "5"      # 4: block-RAM output registers; 5: registers with ``keep`` stay apart
 
     def design_verilog(self, component) -> str:
         # registered multiplies as MULT18X18D with the DSP's own output register

@@ -13,6 +13,10 @@
 Flow note: Yosys 0.70's ABC9 mapping hits an internal assertion (``rtlil.cc``,
 ``ABC_OPS_REINTEGRATE``) on some netlists, so ECP5 LUT mapping uses the classic ``abc -lut 4``
 between ``synth_ecp5 -run begin:map_luts`` and ``-run map_cells:``.
+
+Registers whose signal carries the ``keep`` attribute (``Signal(attrs={"keep": 1})``) stay
+apart from identical ones (:data:`KEEP_REGISTERS`): a generator duplicates a register on purpose
+to split a large fan-out, which Yosys' ``opt_merge`` would otherwise undo.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from l1bn.sim.fpga.bram_outreg import absorb_bram_outregs
 from l1bn.sim.yowasp import run_yosys
 
-__all__ = ["ABC_SCRIPT", "GATES", "ecp5_counts", "synth_ecp5_text", "synth_cmos_text"]
+__all__ = ["ABC_SCRIPT", "GATES", "KEEP_REGISTERS", "ecp5_counts", "synth_ecp5_text", "synth_cmos_text"]
 
 # ABC's default gate-mapping script ran for over 20 minutes (WebAssembly) on the 16-bit L2
 # backward unit; structural hashing + mapping alone takes ~20 s and is the same for every design
@@ -31,6 +35,10 @@ ABC_SCRIPT = "+strash;map"
 
 
 GATES = "AND,NAND,OR,NOR,XOR,XNOR,MUX"
+
+# Yosys keeps a ``keep`` wire but merges the identical flip-flops that drive it; ``keep`` on the
+# flip-flop cells themselves stops opt_merge (and survives techmap to TRELLIS_FF)
+KEEP_REGISTERS = "hierarchy -top top; proc; setattr -set keep 1 w:* a:keep %i %ci1:+$dff[Q] t:$dff %i"
 
 
 def ecp5_counts(c: dict) -> dict:
@@ -50,7 +58,7 @@ def synth_ecp5_text(verilog: str, workdir: Path, *, nodsp: bool = False) -> dict
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.v").write_text(verilog)
     opt = " -nodsp" if nodsp else ""
-    run_yosys(workdir, f"read_verilog top.v; synth_ecp5 -top top{opt} -run begin:map_luts; abc -lut 4 -dress; "
+    run_yosys(workdir, f"read_verilog top.v; {KEEP_REGISTERS}; synth_ecp5 -top top{opt} -run begin:map_luts; abc -lut 4 -dress; "
                        f"clean; synth_ecp5 -top top{opt} -run map_cells:; tee -q -o stat.json stat -json; "
                        "write_json top.json")
     res = ecp5_counts(json.loads((workdir / "stat.json").read_text())["design"]["num_cells_by_type"])

@@ -57,6 +57,8 @@ class Target:
             p["device"] = self.device.name
             p["dsp"] = self.dsp
             p["pnr_tool"] = tool_version(self.family)
+            if self.family.synth_revision:
+                p["synth"] = self.family.synth_revision
             return p
         if self.device is not None:
             p["device"] = self.device.name

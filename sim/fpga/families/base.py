@@ -89,6 +89,9 @@ class Family:
     units: tuple = ()
     #: the extra Python distributions of this family's tools (doctor, make install)
     extra_dists: tuple = ()
+    #: raised when the synthesis script changes what it builds (in the flow step's cache key;
+    #: "" keeps the keys of the scripts that never changed)
+    synth_revision: str = ""
 
     def require(self) -> None:
         """:class:`~l1bn.sim.tools.ToolError` with the install command when this family's nextpnr

@@ -13,7 +13,7 @@ Without ``--device`` the design goes on the smallest of the 25k / 45k / 85k that
 from __future__ import annotations
 
 from l1bn.sim.fpga.pnr import ECP5_DEVICES, pnr_ecp5_json
-from l1bn.sim.fpga.synth import ecp5_counts, synth_ecp5_text
+from l1bn.sim.fpga.synth import KEEP_REGISTERS, ecp5_counts, synth_ecp5_text
 
 from .base import Device, Family
 
@@ -38,7 +38,7 @@ class ECP5(Family):
 
     def synth_script(self, device, dsp):
         nodsp = "" if dsp else " -nodsp"
-        return (f"synth_ecp5 -top top{nodsp} -run begin:map_luts; abc -lut 4 -dress; clean; "
+        return (f"{KEEP_REGISTERS}; synth_ecp5 -top top{nodsp} -run begin:map_luts; abc -lut 4 -dress; clean; "
                 f"synth_ecp5 -top top{nodsp} -run map_cells:")
 
     def counts(self, cells):
