@@ -110,12 +110,22 @@ def _parse_results(xml_text: str) -> list[TestCaseResult]:
     return out
 
 
+#: ``make`` variables for Verilator's C++ build. The default (``-Os`` everywhere) spends most of a
+#: short run compiling: on the digits training accelerator (3 steps, two builds side by side on
+#: this 2-core machine) -O1 for the model and -O0 for the rest built in 65.8 s instead of 92.4 s
+#: and simulated in 41.0 s instead of 35.7 s, 119.8 s against 142.9 s in all.
+VERILATOR_MAKE_OPT = ("OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O0")
+
+
 def _guarded_execute_cmds(self, cmds, cwd, stdout=None):
     """cocotb's ``Runner._execute_cmds`` with every command run by
-    :func:`l1bn.sim.executors.run_guarded` (its process group dies with this process)."""
+    :func:`l1bn.sim.executors.run_guarded` (its process group dies with this process); Verilator's
+    ``make`` gets :data:`VERILATOR_MAKE_OPT`."""
     import subprocess
 
     for cmd in cmds:
+        if cmd and cmd[0] == "make" and "Vtop.mk" in cmd:
+            cmd = [*cmd, *VERILATOR_MAKE_OPT]
         r = run_guarded(cmd, cwd=cwd, env=self.env, stdout=stdout,
                         stderr=None if stdout is None else subprocess.STDOUT)
         if r.returncode != 0:
@@ -152,7 +162,8 @@ def build_folder(build_dir, toplevel: str) -> Path:
 def _prepare_build_dir(bdir: Path, toplevel: str, text: str, simulator: str, build_args, extra_sources) -> str:
     """Under the folder's lock: the build key; clear the folder when its stamp does not match."""
     extra = [[str(p), Path(p).read_text()] for p in extra_sources]
-    key = hashlib.sha256(json.dumps([text, simulator, list(build_args), toplevel, extra]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([text, simulator, list(build_args), toplevel, extra,
+                                     list(VERILATOR_MAKE_OPT) if simulator == "verilator" else []]).encode()).hexdigest()
     stamp = bdir / _STAMP
     if not stamp.exists() or stamp.read_text().strip() != key:
         # an interrupted build (no stamp), another design or an older layout: start clean (every
