@@ -99,59 +99,35 @@ def window_toggles(path: Path, baselines=None) -> tuple[dict, list[dict]]:
     dumps after a baseline time up to the next one: the values dumped at a baseline time are the
     state before the window, not transitions (a simulator that dumps only at the times it is
     asked writes there what changed since its previous dump)."""
-    ids, scope = {}, []
-    wins, cur, last = [], None, {}
+    from l1bn.sim.gatesim import flipped_bits, vcd_changes, vcd_header
+
+    ids, wins, cur = {}, [], None
     base = set(baselines or ())
     order = sorted(base)
     if base:
         wins = [{} for _ in order]
     with open(path) as f:
-        for line in f:
-            line = line.lstrip()       # Verilator indents its header
-            if line.startswith("$var"):
-                parts = line.split()
-                ids.setdefault(parts[3], []).append((".".join(scope), parts[4], int(parts[2])))
-            elif line.startswith("$scope"):
-                scope.append(line.split()[2])
-            elif line.startswith("$upscope"):
-                scope.pop()
-            elif line.startswith("$enddefinitions"):
-                break
-        for line in f:
-            c = line[0]
-            if c == "0" or c == "1":
-                code = line[1:-1]
-                prev = last.get(code)
-                last[code] = c
-                if cur is not None and prev is not None and prev != c and prev in "01":
-                    k = (code, 0)
-                    cur[k] = cur.get(k, 0) + 1
-            elif c in "xz":
-                last[line[1:-1]] = c
-            elif c == "b":
-                val, code = line[1:].split()
-                prev = last.get(code)
-                last[code] = val
-                if cur is None or prev is None or prev == val:
-                    continue
-                w = max(len(prev), len(val))
-                a, b = prev.rjust(w, "0"), val.rjust(w, "0")
-                for i in range(w):
-                    x, y = a[w - 1 - i], b[w - 1 - i]
-                    if x != y and x in "01" and y in "01":
+        for code, sc, name, width in vcd_header(f):
+            ids.setdefault(code, []).append((sc, name, width))
+        for code, *change in vcd_changes(f):
+            if code is not None:
+                if cur is not None:
+                    old, new = change
+                    for i in flipped_bits(old, new, max(len(old), len(new))):
                         cur[(code, i)] = cur.get((code, i), 0) + 1
-            elif c == "#":
+                continue
+            line = change[0]
+            if line[0] == "#":
                 if base:
                     # window k: the times after baseline k up to baseline k + 1 (a dump without
                     # changes writes no time, so windows are found by time, not by the lines)
                     tm = int(line[1:])
                     cur = None if tm in base else wins[bisect.bisect_right(order, tm) - 1]
-            elif c == "$":
-                if line.startswith("$dumpon"):
-                    cur = {}
-                    wins.append(cur)
-                elif line.startswith("$dumpoff"):
-                    cur = None
+            elif line.startswith("$dumpon"):
+                cur = {}
+                wins.append(cur)
+            elif line.startswith("$dumpoff"):
+                cur = None
     return ids, wins
 
 
