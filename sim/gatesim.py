@@ -100,7 +100,7 @@ def vcd_changes(f):
     """The value changes of the VCD open in ``f`` after :func:`vcd_header`: ``(code, old, new)``
     for each change of a scalar (``0 1 x z``) or vector (``b...``) value that had one before
     (``old`` and ``new`` as written: a scalar's character, a vector's bits MSB first, leading
-    zeros dropped); ``(None, line)`` for a time (``#...``) or a ``$`` line (``$dumpon``, ...)."""
+    zeros dropped); ``(None, line, None)`` for a time (``#...``) or a ``$`` line (``$dumpon``, ...)."""
     last = {}
     for line in f:
         c = line[0]
@@ -117,13 +117,18 @@ def vcd_changes(f):
             if prev is not None and prev != val:
                 yield code, prev, val
         elif c == "#" or c == "$":
-            yield None, line
+            yield None, line, None
+
+
+_FLIP = (0,)
 
 
 def flipped_bits(old: str, new: str, width: int):
     """The bits (0 = least significant) of a ``width``-bit value that went 0 -> 1 or 1 -> 0
     from ``old`` to ``new`` (VCD values, right-aligned; bits that were or became x or z do not
     count), in increasing order."""
+    if width == 1:                # a scalar (most changes): no parsing
+        return _FLIP if old + new in ("01", "10") else ()
     a, b = old.rjust(width, "0"), new.rjust(width, "0")
     try:
         diff, out = int(a, 2) ^ int(b, 2), []
@@ -144,10 +149,9 @@ def vcd_toggles(path: Path) -> dict:
         for code, scope, name, width in vcd_header(f):
             ids.setdefault(code, []).append(((scope, name), width))
             counts[(scope, name)] = [0] * width
-        for code, *change in vcd_changes(f):
+        for code, old, new in vcd_changes(f):
             if code is None:          # a time or a $ line
                 continue
-            old, new = change
             for key, width in ids.get(code, ()):
                 for i in flipped_bits(old, new, width):
                     counts[key][i] += 1

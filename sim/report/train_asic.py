@@ -109,14 +109,13 @@ def window_toggles(path: Path, baselines=None) -> tuple[dict, list[dict]]:
     with open(path) as f:
         for code, sc, name, width in vcd_header(f):
             ids.setdefault(code, []).append((sc, name, width))
-        for code, *change in vcd_changes(f):
+        for code, old, new in vcd_changes(f):
             if code is not None:
                 if cur is not None:
-                    old, new = change
                     for i in flipped_bits(old, new, max(len(old), len(new))):
                         cur[(code, i)] = cur.get((code, i), 0) + 1
                 continue
-            line = change[0]
+            line = old           # a time or a $ line
             if line[0] == "#":
                 if base:
                     # window k: the times after baseline k up to baseline k + 1 (a dump without
