@@ -69,7 +69,7 @@ demo: install
 	$(BIN)/l1bn demo
 
 test: install
-	$(BIN)/python -m pytest -n $(JOBS) -q
+	$(BIN)/python -m pytest -n $(JOBS) -q --durations=20
 
 test-fast: install
 	$(BIN)/python -m pytest -n $(JOBS) -q -m "not slow"

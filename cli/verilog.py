@@ -179,6 +179,14 @@ def mac_cmd(output, force, **opts):
                "last K-step")
 
 
+def _xnor_layers(s) -> str:
+    """The layers a product array runs on its XNOR path (per-tile XNOR), for the summary line."""
+    names = [lay["name"] for lay in s["layers"] if lay.get("xnor")]
+    if s["mac"].get("xnor") or not names:
+        return ""
+    return f", XNOR-popcount path on {len(names)} of {len(s['layers'])} layers ({', '.join(names)})"
+
+
 @verilog.command("net", short_help="The accelerator for an exported network, with memory files.")
 @click.argument("export_dir", type=str)
 @click.option("-o", "--output", "out_dir", type=str, required=True,
@@ -211,7 +219,8 @@ def net_cmd(export_dir, out_dir, rows, cols, device, budget_lut):
     i = s["interface"]
     click.echo(f"MAC array {s['rows']}x{s['cols']} (w{s['mac']['wbits']} a{s['mac']['abits']} "
                f"{'signed' if s['mac']['signed_a'] else 'unsigned'}"
-               f"{', bipolar codes, XNOR-popcount' if s['mac'].get('xnor') else ''}, accumulator {s['mac_acc_bits']} bits); "
+               f"{', bipolar codes, XNOR-popcount' if s['mac'].get('xnor') else ''}{_xnor_layers(s)}, "
+               f"accumulator {s['mac_acc_bits']} bits); "
                f"in: {i['pixels']} pixels x {i['in_bits']} bits{' signed' if i.get('in_signed') else ''}; "
                f"out: {i['classes']} logits x {i['logit_bits']} bits + argmax")
     click.echo(f"{'layer':8} {'K':>5} {'T':>3} {'G':>3} {'tiles':>5} {'MACs':>7} {'issue':>6} {'cycles':>7}")

@@ -57,7 +57,8 @@ class Issuer(wiring.Component):
     ----------
     o : Out(stream.Signature(in_layout(plan.mac_cfg)))
         To the MAC array: ``rows`` weights and ``cols`` activations of one K-step, ``last`` on a
-        tile's final step. Registered.
+        tile's final step; with ``plan.switch``, ``x`` on the beats of a layer on the XNOR path
+        (``plan.xnor_layers``). Registered.
     rd : Out(read_signature(cols, addr_bits, cols * lane_bits))
         Per-column reads: layer 0 reads the image memory, the others the activation memory.
     slot_full : In(2); release : Out(2)
@@ -88,7 +89,7 @@ class Issuer(wiring.Component):
         self.addr_bits = bits_for(max(plan.act_depth, 2 * plan.img_words))
         nl = len(plan.layers)
         super().__init__({
-            "o": Out(stream.Signature(in_layout(plan.mac_cfg))),
+            "o": Out(stream.Signature(in_layout(plan.mac_cfg, switch=plan.switch))),
             "rd": Out(read_signature(plan.cols, self.addr_bits, plan.cols * plan.lane_bits)),
             "slot_full": In(2),
             "release": Out(2),
@@ -149,6 +150,7 @@ class Issuer(wiring.Component):
             "gin": [lp.g_in for lp in lps], "k_back": [lp.k - 1 for lp in lps],
             "toff": [lp.toff for lp in lps], "base": [max(lp.in_base, 0) for lp in lps],
             "is_img": [int(i == 0) for i in range(nl)], "is_last": [int(i == nl - 1) for i in range(nl)],
+            **({"xnor": [int(lp.xnor) for lp in lps]} if p.switch else {}),
         })
         layer = Signal(range(max(nl, 2)))
         busy = Signal()
@@ -191,7 +193,7 @@ class Issuer(wiring.Component):
             with m.If(layer_end):
                 self._next_layer(m, cst, layer, busy, slot, t, tab, waddr, cbase)
         return {"fire": fire, "tile_end": tile_end, "layer_end": layer_end, "is_img": cst.is_img, "slot": slot,
-                "cbase": cbase, "waddr": waddr, "tab": tab}
+                "cbase": cbase, "waddr": waddr, "tab": tab, "x": cst.xnor if p.switch else Const(0)}
 
     def _step(self, m, cst, counters, wraps, tab, waddr, cbase, in_base):
         """The counters after an issued beat (innermost first: tap ``kk``, channel ``c``, group
@@ -247,33 +249,34 @@ class Issuer(wiring.Component):
         # ---- stage 1: table read (addr = tab); carry the beat's fields along
         for j in range(C):
             m.d.comb += trd[j].r_addr.eq(beat["tab"])
-        v1, last1, img1, rel1, rs1 = Signal(), Signal(), Signal(), Signal(), Signal()
+        v1, last1, img1, rel1, rs1, x1 = Signal(), Signal(), Signal(), Signal(), Signal(), Signal()
         cbase1 = Signal.like(cbase)
         waddr1 = Signal.like(waddr)
         with m.If(adv):
-            m.d.sync += [v1.eq(beat["fire"]), last1.eq(beat["tile_end"]), img1.eq(beat["is_img"]),
+            m.d.sync += [v1.eq(beat["fire"]), last1.eq(beat["tile_end"]), img1.eq(beat["is_img"]), x1.eq(beat["x"]),
                          rel1.eq(beat["layer_end"] & beat["is_img"]), rs1.eq(beat["slot"]),
                          cbase1.eq(cbase), waddr1.eq(waddr)]
 
         # ---- stage 1b: the table entries registered (a table ROM in LUTs is a mux tree: the add
         # after it gets its own cycle)
-        v1b, last1b, img1b, rel1b, rs1b = Signal(), Signal(), Signal(), Signal(), Signal()
+        v1b, last1b, img1b, rel1b, rs1b, x1b = Signal(), Signal(), Signal(), Signal(), Signal(), Signal()
         cbase1b = Signal.like(cbase)
         waddr1b = Signal.like(waddr)
         ent1b = [trd[j].r_data for j in range(C)]     # the table's output register
         with m.If(adv):
             m.d.sync += [v1b.eq(v1), last1b.eq(last1), img1b.eq(img1), rel1b.eq(rel1), rs1b.eq(rs1),
-                         cbase1b.eq(cbase1), waddr1b.eq(waddr1)]
-        v1, last1, img1, rel1, rs1, cbase1, waddr1 = v1b, last1b, img1b, rel1b, rs1b, cbase1b, waddr1b
+                         cbase1b.eq(cbase1), waddr1b.eq(waddr1), x1b.eq(x1)]
+        v1, last1, img1, rel1, rs1, cbase1, waddr1, x1 = v1b, last1b, img1b, rel1b, rs1b, cbase1b, waddr1b, x1b
 
         # ---- stage 2: memory addresses (cbase + table offset), lane and padding flag
-        v2, last2, img2, rel2, rs2 = Signal(), Signal(), Signal(), Signal(), Signal()
+        v2, last2, img2, rel2, rs2, x2 = Signal(), Signal(), Signal(), Signal(), Signal(), Signal()
         addr2 = [Signal(self.addr_bits, name=f"addr2_{j}") for j in range(C)]
         ok2 = [Signal(name=f"ok2_{j}") for j in range(C)]
         lane2 = [Signal(lw, name=f"lane2_{j}") for j in range(C)]
         waddr2 = Signal.like(waddr)
         with m.If(adv):
-            m.d.sync += [v2.eq(v1), last2.eq(last1), img2.eq(img1), rel2.eq(rel1), rs2.eq(rs1), waddr2.eq(waddr1)]
+            m.d.sync += [v2.eq(v1), last2.eq(last1), img2.eq(img1), rel2.eq(rel1), rs2.eq(rs1), waddr2.eq(waddr1),
+                         x2.eq(x1)]
             for j in range(C):
                 ent = ent1b[j]
                 m.d.sync += [addr2[j].eq(cbase1 + ent[1:1 + ob]), ok2[j].eq(ent[0]), lane2[j].eq(ent[1 + ob:])]
@@ -284,7 +287,7 @@ class Issuer(wiring.Component):
         m.d.sync += self.release.eq(0)
         with m.If(adv & v2 & rel2):
             m.d.sync += self.release.eq(Mux(rs2, 0b10, 0b01))
-        return {"v": v2, "last": last2, "img": img2, "ok": ok2, "lane": lane2}
+        return {"v": v2, "last": last2, "img": img2, "ok": ok2, "lane": lane2, "x": x2}
 
     def _fetch(self, m, adv, wrd, s2):
         """Stages 3, 4 and 5: the memory words (and the weight word) are read, land in the block
@@ -295,24 +298,24 @@ class Issuer(wiring.Component):
         C, LB, lw = p.cols, p.lane_bits, p.lane_sel_bits
         ok2, lane2 = s2["ok"], s2["lane"]
         # ---- stage 3: memory words (and the weight word) arrive
-        v3, last3, img3 = Signal(), Signal(), Signal()
+        v3, last3, img3, x3 = Signal(), Signal(), Signal(), Signal()
         ok3 = [Signal(name=f"ok3_{j}") for j in range(C)]
         lane3 = [Signal(lw, name=f"lane3_{j}") for j in range(C)]
         with m.If(adv):
-            m.d.sync += [v3.eq(s2["v"]), last3.eq(s2["last"]), img3.eq(s2["img"])]
+            m.d.sync += [v3.eq(s2["v"]), last3.eq(s2["last"]), img3.eq(s2["img"]), x3.eq(s2["x"])]
             for j in range(C):
                 m.d.sync += [ok3[j].eq(ok2[j]), lane3[j].eq(lane2[j])]
 
         # ---- stage 4: the memory words in the block RAMs' output registers (a block RAM read
         # without its output register is slow: no logic on it)
-        v4, last4 = Signal(), Signal()
+        v4, last4, x4 = Signal(), Signal(), Signal()
         ok4 = [Signal(name=f"ok4_{j}") for j in range(C)]
         lane4 = [Signal(lw, name=f"lane4_{j}") for j in range(C)]
         img4 = [Signal(C * LB, name=f"img4_{j}") for j in range(C)]
         act4 = [Signal(C * LB, name=f"act4_{j}") for j in range(C)]
         src4 = Signal()
         with m.If(adv):
-            m.d.sync += [v4.eq(v3), last4.eq(last3), src4.eq(img3)]
+            m.d.sync += [v4.eq(v3), last4.eq(last3), src4.eq(img3), x4.eq(x3)]
             for j in range(C):
                 m.d.sync += [ok4[j].eq(ok3[j]), lane4[j].eq(lane3[j])]
         # the words themselves come out of the memories' output registers
@@ -323,6 +326,8 @@ class Issuer(wiring.Component):
         # ---- stage 5: lane select (0 for padding) into the array's input register
         with m.If(adv):
             m.d.sync += [self.o.valid.eq(v4), self.o.payload.last.eq(last4), self.o.payload.w.eq(w4)]
+            if p.switch:
+                m.d.sync += self.o.payload.x.eq(x4)
             for j in range(C):
                 word = Mux(src4, img4[j], act4[j])
                 lanes = [word[n * LB:(n + 1) * LB] for n in range(C)]

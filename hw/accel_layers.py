@@ -188,8 +188,8 @@ def layers_from_export(exported_net) -> tuple[list[AccelLayer], dict]:
 
     Refused (``ValueError`` naming the node, "not supported by the accelerator yet"): an add or
     average pool without a requantizer (but the fusions above), unsigned weights, a node other than
-    the first reading the image, a tensor that is an input of two adds, in_mults or fused weights
-    wider than 8 bits, a last node with a requantizer, a hidden node without one.
+    the first reading the image, a tensor that is an input of two adds, weights, in_mults or fused
+    weights wider than 8 bits, a last node with a requantizer, a hidden node without one.
     """
     from l1bn.spec.reference.graph import MAC_OPS
 
@@ -376,6 +376,8 @@ def _mac_layer(node, what, info, last, fused) -> AccelLayer:
     in_chw = chw(info[src].shape)
     weight = np.reshape(node.weight, (wshape[0], -1))
     w_bits = 1 if node.w_fmt.kind == "bipolar" else int(node.w_fmt.bits)
+    if w_bits > 8:
+        raise _todo(what, f"{node.w_fmt.describe()} weights (the MAC array takes at most 8 bits)")
     if add is not None:
         # W (a * ka + b * kb) = [W * ka, W * kb] on the two inputs stored one after the other
         ka, kb = (int(k) for k in add.in_mults)

@@ -13,6 +13,10 @@ The array shape is a generator parameter: :func:`best_geometry` picks, for a MAC
 with the fewest cycles per image (for the digits CNN and 32 MACs, 8 x 4: conv3's 4 positions
 fill all 4 columns, where 4 x 8 left half of them idle).
 
+Binary x bipolar layers (:func:`xnor_layer`) run on the XNOR-popcount datapath: the whole array
+is the XNOR-popcount one when every layer is such a layer (unpooled), otherwise the product array
+switches to its XNOR path on those layers' tiles (:attr:`Plan.switch`); the cycles are the same.
+
 Memories
 --------
 - weight ROM: word ``woff_L + t*K + k`` holds the ``rows`` weights of tile ``t``, step ``k``
@@ -54,7 +58,7 @@ from l1bn.hw.arith import mul_latency
 from l1bn.hw.mac_array import PIPELINE_CYCLES, tile_period
 from l1bn.spec.config import MAX_MAC_ARRAY, MACConfig, signed_bits
 
-__all__ = ["Plan", "LayerPlan", "best_geometry", "weight_word_layout", "mb_word_layout", "table_entry_layout",
+__all__ = ["Plan", "LayerPlan", "best_geometry", "xnor_layer", "weight_word_layout", "mb_word_layout", "table_entry_layout",
            "ISSUE_STAGES", "START", "TAIL", "DEFAULT_MACS"]
 
 #: MAC budget of the default array shape (4 x 8 before issue 14, 8 x 4 now for the digits CNN).
@@ -115,6 +119,7 @@ class LayerPlan:
     shift: int | None
     out_bits: int | None
     macs: int           #: useful multiply-accumulates
+    xnor: bool = False  #: runs on the XNOR-popcount path (:attr:`Plan.xnor_layers`)
 
     @property
     def tiles(self) -> int:
@@ -139,12 +144,18 @@ class Plan:
     in_chw : (C, H, W) of the image; in_bits : pixel bits
     in_signed : the pixels are two's complement (signed or bipolar images)
     rows, cols : the MAC array shape (1..MAX_MAC_ARRAY each)
-    xnor : the XNOR-popcount array: None (default) when every layer allows it (:attr:`xnor`),
-    False never (the product array), True required (``ValueError`` when a layer does not allow it)
+    xnor : the XNOR-popcount path: None (default) on every layer that allows it
+    (:func:`xnor_layer`): the XNOR-popcount array when every layer does (:attr:`xnor`), else the
+    product array with per-tile XNOR for those layers (:attr:`switch`); False never (the product
+    array); True: the XNOR-popcount array, required (``ValueError`` when a layer does not allow it)
 
     Attributes
     ----------
     mac_cfg : MACConfig of the array (widest weights/activations, longest K)
+    xnor : the array is the XNOR-popcount one (every layer binary x bipolar, unpadded, unpooled)
+    switch : the product array switches to its XNOR path per layer
+    (``MACArray(mac_cfg, switch=True)``), on the layers of :attr:`xnor_layers`
+    xnor_layers : per layer, whether it runs on the XNOR path (all, with :attr:`xnor`)
     lane_bits : bits of one stored activation (pixels and every requantized output)
     img_words, act_depth : image slot size, activation memory depth
     bases : activation-memory word of each stored tensor (:func:`place_tensors`)
@@ -179,14 +190,18 @@ class Plan:
         #: the XNOR datapath has no zero operand): the array is the XNOR-popcount one
         #: (``MACConfig(xnor=True)``) and every stored value, pixels included, is the 1-bit
         #: bipolar code (1 = -1)
-        can_xnor = all(lay.w_bits == 1 and lay.a_bipolar and lay.padding == 0 and lay.pool is None
-                       for lay in layers)
+        ok = [xnor_layer(lay) for lay in layers]
+        can_xnor = all(o and lay.w_bits == 1 and lay.pool is None for o, lay in zip(ok, layers, strict=True))
         if xnor not in (None, True, False):
-            raise ValueError(f"xnor={xnor!r} must be None (when every layer allows it), True or False")
+            raise ValueError(f"xnor={xnor!r} must be None (on every layer that allows it), True or False")
         if xnor and not can_xnor:
             raise ValueError("xnor=True: the XNOR-popcount array needs every layer binary x bipolar, "
                              "without padding or pooling")
         self.xnor = can_xnor if xnor is None else xnor
+        #: some layers only are binary x bipolar (or pooled ones): the product array keeps the
+        #: stored values as two's complement and runs those layers' tiles on its XNOR path
+        self.switch = xnor is None and not self.xnor and any(ok)
+        self.xnor_layers = tuple(self.xnor or (self.switch and o) for o in ok)
         if self.xnor:
             self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=1, abits=1, signed_w=True, signed_a=True,
                                      bipolar_a=True, xnor=True, k=max(lay.k for lay in layers))
@@ -230,7 +245,8 @@ class Plan:
                 in_base=-1 if i == 0 else self.bases[_reads(layers, i)[0]],
                 out_base=-1 if last else self.bases[_writes(layers, i)],
                 period=tile_period(self.mac_cfg, lay.k), shift=lay.shift, out_bits=lay.out_bits,
-                macs=lay.channels * (math.prod(lay.conv_chw[1:]) if lay.pool else lay.positions) * lay.k))
+                macs=lay.channels * (math.prod(lay.conv_chw[1:]) if lay.pool else lay.positions) * lay.k,
+                xnor=self.xnor_layers[i]))
         self.layers = plans
         #: the AccelLayers themselves (the writeback's requantizer rules)
         self.layer_specs = layers
@@ -367,7 +383,7 @@ class Plan:
 
     def schedule(self) -> list[dict]:
         """Per layer: ``name``, ``K``, ``T``, ``G``, ``tiles``, ``macs``, ``issue`` (beats into the
-        array) and ``cycles`` (its share of the image period: ``gap`` for all but the last layer,
+        array), ``xnor`` (on the XNOR-popcount path) and ``cycles`` (its share of the image period: ``gap`` for all but the last layer,
         ``issue`` for the last)."""
         out = []
         for i, lp in enumerate(self.layers):
@@ -376,7 +392,7 @@ class Plan:
             if i == 0:
                 cyc += lp.period - lp.k
             out.append({"name": lp.name, "K": lp.k, "T": lp.t, "G": lp.g, "tiles": lp.tiles,
-                        "issue": lp.issue, "cycles": cyc, "macs": lp.macs})
+                        "issue": lp.issue, "cycles": cyc, "macs": lp.macs, "xnor": lp.xnor})
         return out
 
     # ------------------------------------------------------------------ widths
@@ -388,6 +404,14 @@ class Plan:
     @property
     def lane_sel_bits(self) -> int:
         return bits_for(self.cols)
+
+
+def xnor_layer(lay: AccelLayer) -> bool:
+    """Whether a layer can run on the XNOR-popcount path: every weight is -1 or +1, its input is
+    bipolar, and it has no padding (a padded operand is 0, which has no code). The product of
+    two -1/+1 values is +1 exactly when their sign bits agree."""
+    return (lay.a_bipolar and lay.padding == 0
+            and all(v in (-1, 1) for row in lay.weights for v in row))
 
 
 def _reads(layers, i: int) -> tuple:

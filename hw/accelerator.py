@@ -169,7 +169,7 @@ class Accelerator(wiring.Component):
         m.submodules.loader = ld = ImageLoader(in_chw=p.in_chw, in_bits=p.in_bits, cols=C, lane_bits=LB, in_signed=p.in_signed,
                                                img_words=p.img_words, bipolar_code=p.xnor)
         m.submodules.issue = iss = Issuer(p)
-        m.submodules.mac = mac = MACArray(p.mac_cfg)
+        m.submodules.mac = mac = MACArray(p.mac_cfg, switch=p.switch)
         m.submodules.writeback = wb = Writeback(p, addr_bits=iss.addr_bits)
         wiring.connect(m, wiring.flipped(self.i), ld.i)
         wiring.connect(m, iss.o, mac.i)

@@ -21,6 +21,14 @@ the weight. With ``cfg.xnor`` (binary weights and bipolar activations) each PE h
 XNOR-popcount datapath instead: an XNOR of the two codes (1 when the product is +1) counted by an
 unsigned ``k.bit_length()``-bit counter; the array counts the tile's K-steps ``n`` once, and the
 drained row is ``2*count - n``, the same exact sum, so the output stream is unchanged.
+
+Per-tile XNOR (``MACArray(cfg, switch=True)``, the accelerator of a network that mixes
+binary x bipolar layers with wider ones): the product array whose input beat has one more bit,
+``x``, for tiles whose weights are all -1/+1 and activations all -1/+1. On such a tile each PE
+puts the match bit ``~(sign(w) ^ sign(a))`` into its product register instead of the product (the
+bits above it 0), so the accumulator counts matches, and the drain outputs ``2*count - n`` for it
+(``n``: the tile's K-steps). The sum is the same; what changes is that the product register and
+the accumulator's carry chain see a 0/1 operand on those tiles.
 """
 
 from __future__ import annotations
@@ -59,12 +67,14 @@ def _rshape(cfg: MACConfig):
     return signed(cfg.result_bits)
 
 
-def in_layout(cfg: MACConfig) -> data.StructLayout:
-    """Input beat: ``w`` (rows weights, LSB first), ``a`` (cols activations), then ``last``."""
+def in_layout(cfg: MACConfig, *, switch: bool = False) -> data.StructLayout:
+    """Input beat: ``w`` (rows weights, LSB first), ``a`` (cols activations), then ``last``; with
+    ``switch`` (:class:`MACArray`'s per-tile XNOR) then ``x``, 1 on every beat of an XNOR tile."""
     return data.StructLayout({
         "w": data.ArrayLayout(_wshape(cfg), cfg.rows),
         "a": data.ArrayLayout(_ashape(cfg), cfg.cols),
         "last": 1,
+        **({"x": 1} if switch else {}),
     })
 
 
@@ -123,6 +133,10 @@ class MACArray(CheckedComponent):
         ``rows`` (M), ``cols`` (N), ``wbits``/``abits`` and signedness, ``k`` (longest reduction,
         sizes the accumulator) and the optional requantizer (``requant``, ``shift``,
         ``out_bits``, ``relu``).
+    switch : bool
+        Per-tile XNOR (keyword-only; needs two's complement weights and activations, not
+        ``cfg.xnor``): the input beat has ``x``; a tile with ``x`` = 1 must have every weight and
+        activation -1 or +1 (its codes are their sign bits) and is summed as ``2*matches - n``.
 
     Attributes
     ----------
@@ -156,14 +170,19 @@ class MACArray(CheckedComponent):
     """
 
     @classmethod
-    def _check_args(cls, cfg, *args, **kwargs):
+    def _check_args(cls, cfg, *args, switch: bool = False, **kwargs):
         if not isinstance(cfg, MACConfig):
             raise TypeError(f"cfg={cfg!r} must be a MACConfig")
+        if switch not in (False, True):
+            raise ValueError(f"switch={switch!r} must be a bool")
+        if switch and (cfg.xnor or not cfg.signed_w or not (cfg.signed_a or cfg.bipolar_a)):
+            raise ValueError("switch (per-tile XNOR) needs two's complement weights and activations "
+                             "(signed_w, signed_a or bipolar_a) and not xnor")
 
-    def __init__(self, cfg: MACConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: MACConfig, *, switch: bool = False):
+        self.cfg, self.switch = cfg, switch
         super().__init__({
-            "i": In(stream.Signature(in_layout(cfg))),
+            "i": In(stream.Signature(in_layout(cfg, switch=switch))),
             "o": Out(stream.Signature(out_layout(cfg))),
         })
 
@@ -194,7 +213,7 @@ class MACArray(CheckedComponent):
         m.d.comb += load_bank.eq(en & v2 & l2)
 
         # stage 1: input register (breaks the broadcast fan-out from the ports)
-        s1 = Signal(in_layout(cfg))
+        s1 = Signal(in_layout(cfg, switch=self.switch))
         with m.If(en):
             m.d.sync += [v1.eq(self.i.valid), l1.eq(self.i.payload.last)]
             with m.If(self.i.valid):
@@ -209,12 +228,21 @@ class MACArray(CheckedComponent):
         pb = cfg.product_bits
         prod = [[Signal(signed(pb), name=f"p{i}_{j}") for j in range(C)] for i in range(R)]
         v1b, l1b = Signal(name="v1b"), Signal(name="l1b")
+        # per-tile XNOR: the tile's flag, alongside valid and last
+        x1b, x2 = (Signal(name="x1b"), Signal(name="x2")) if self.switch else (None, None)
         halves_regs = {}
         with m.If(en):
             m.d.sync += [v1b.eq(v1), l1b.eq(l1), v2.eq(v1b), l2.eq(l1b)]
+            if self.switch:
+                m.d.sync += [x1b.eq(s1.x), x2.eq(x1b)]
             for i in range(R):
                 for j in range(C):
                     halves = _product_halves(cfg, s1.w[i], s1.a[j])
+                    if self.switch:
+                        # an XNOR tile: the match bit of the two signs (1: the product is +1),
+                        # the other half 0
+                        match = Cat(~(s1.w[i][-1] ^ s1.a[j][-1]), Const(0, 1)).as_signed()
+                        halves = [Mux(s1.x, match, halves[0])] + [Mux(s1.x, 0, h) for h in halves[1:]]
                     regs = [Signal(signed(pb + 1), name=f"h{i}_{j}_{k}") for k in range(len(halves))]
                     halves_regs[i, j] = regs
                     m.d.sync += [r.eq(h) for r, h in zip(regs, halves, strict=True)]
@@ -241,8 +269,22 @@ class MACArray(CheckedComponent):
         self.probes = {"en": en, "stages": [(v2, l2), (v1b, l1b), (v1, l1)], "first": first,
                        "halves": halves_regs, "prod": prod, "acc": acc, "bank": bank,
                        "load_bank": load_bank}
-        self._drain(m, bank, None, full, load_bank)
+        tile_n = self._tile_count(m, en, v2, l2, x2, first) if self.switch else None
+        self._drain(m, bank, tile_n, full, load_bank)
         return m
+
+    def _tile_count(self, m, en, v2, l2, x2, first):
+        """Per-tile XNOR: the tile's K-step count ``n`` and its ``x`` flag, moved to the result
+        bank with the sums. Returns (bank ``n``, bank ``x``)."""
+        cb = self.cfg.k.bit_length()
+        n, n_bank, x_bank = Signal(cb, name="n"), Signal(cb, name="n_bank"), Signal(name="x_bank")
+        with m.If(en & v2):
+            n_nxt = Signal(cb, name="n_nxt")
+            m.d.comb += n_nxt.eq(Mux(first, 1, n + 1))
+            m.d.sync += n.eq(n_nxt)
+            with m.If(l2):
+                m.d.sync += [n_bank.eq(n_nxt), x_bank.eq(x2)]
+        return n_bank, x_bank
 
     def _xnor_pes(self, m, s1, en, v1, l1, v2, l2):
         """The XNOR-popcount PEs (stages 2 to 3, the same cycles as the product pipeline): per PE
@@ -282,8 +324,9 @@ class MACArray(CheckedComponent):
 
     def _drain(self, m, bank, count_bank, full, load_bank):
         """Stage 4: the output register, one result row per beat, requantized on the way out
-        (``count_bank``: the XNOR array's K-step count; the row is ``2*count - n``). ``full``: the
-        result bank holds a tile not yet sent; set when ``load_bank``."""
+        (``count_bank``: the XNOR array's K-step count, the row is ``2*count - n``; or, per-tile
+        XNOR, ``(n, x)``: the same when the tile's ``x``). ``full``: the result bank holds a tile
+        not yet sent; set when ``load_bank``."""
         cfg = self.cfg
         R, C = cfg.rows, cfg.cols
         ab = cfg.acc_bits
@@ -293,16 +336,24 @@ class MACArray(CheckedComponent):
         m.d.comb += take.eq(full & (~self.o.valid | self.o.ready))
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        sel = [Signal(signed(ab) if count_bank is None else len(bank[0][0]), name=f"sel{j}") for j in range(C)]
+        tile_x = None
+        if isinstance(count_bank, tuple):       # per-tile XNOR: the sums are signed accumulators
+            count_bank, tile_x = count_bank
+        pure = count_bank is not None and tile_x is None
+        sel = [Signal(len(bank[0][0]) if pure else signed(ab), name=f"sel{j}") for j in range(C)]
         # AND-OR row select as plain assigns: a comb switch becomes an always @* that Icarus
         # never evaluates while its inputs keep their initial values (all-zero first tile)
         for j in range(C):
             terms = [Mux(row[i], bank[i][j].as_unsigned(), 0) for i in range(R)]
             m.d.comb += sel[j].eq(functools.reduce(operator.or_, terms))
-        if count_bank is not None:       # XNOR: matches minus mismatches
+        if pure:       # XNOR: matches minus mismatches
             xs = [Signal(signed(ab), name=f"xsum{j}") for j in range(C)]
             # unsigned - unsigned is signed one bit wider: 2*count - n needs no sign reinterpretation
             m.d.comb += [xs[j].eq((sel[j] << 1) - count_bank) for j in range(C)]
+            sel = xs
+        elif tile_x is not None:        # an XNOR tile's count (0..n in a signed accumulator)
+            xs = [Signal(signed(ab), name=f"xsum{j}") for j in range(C)]
+            m.d.comb += [xs[j].eq(Mux(tile_x, (sel[j] << 1) - count_bank, sel[j])) for j in range(C)]
             sel = xs
         with m.If(take):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(row[R - 1])]

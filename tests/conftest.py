@@ -182,8 +182,8 @@ def trained_standin(tmp_path_factory):
 
 
 @pytest.fixture
-def cli(capsys):
-    """Run ``l1bn ARGV`` in-process; return (exit status, stdout + stderr); 0 when it returns."""
+def cli_streams(capsys):
+    """Run ``l1bn ARGV`` in-process; return (exit status, stdout, stderr); 0 when it returns."""
     from l1bn.cli.main import main
 
     def run(argv):
@@ -191,8 +191,30 @@ def cli(capsys):
             main(argv)
             code = 0
         except SystemExit as e:
-            code = e.code
+            code = e.code or 0
         out = capsys.readouterr()
-        return code, out.out + out.err
+        return code, out.out, out.err
 
+    return run
+
+
+@pytest.fixture
+def cli(cli_streams):
+    """Run ``l1bn ARGV`` in-process; return (exit status, stdout + stderr); 0 when it returns."""
+
+    def run(argv):
+        code, out, err = cli_streams(argv)
+        return code, out + err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A real trained run (MLP, L1, w4a4, one epoch: seconds), shared read-only: copy it to change it."""
+    from l1bn.sw.quant import QuantConfig
+    from l1bn.sw.train import run_config, train_run
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    train_run(run_config(model="mlp", norm="l1", qcfg=QuantConfig(wbits=4, abits=4), epochs=1, seed=0), run)
     return run

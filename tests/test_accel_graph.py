@@ -4,6 +4,7 @@ biases; logits bit-exact against the graph reference (:func:`l1bn.spec.reference
 with random stalls on both streams, and one-line refusals naming the node for what it cannot run."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -34,8 +35,10 @@ def test_graph_chain_bit_exact_with_stalls(binary, shape):
     acc = accelerator_from_export(g, rows=shape[0], cols=shape[1])
     iface = accelerator_interface(g)
     assert iface["in_signed"] and acc.mac_cfg.signed_a
-    # binary-only networks: the array's weights are the 1-bit codes
+    # binary-only networks: the array's weights are the 1-bit codes; the padded conv1 keeps the
+    # product path, the other layers (binary x bipolar) switch to the XNOR path
     assert (acc.mac_cfg.wbits == 1) == binary
+    assert acc.plan.xnor_layers == ((False, True, True, True) if binary else (False,) * 4)
     px = (x.reshape(len(x), -1) & ((1 << iface["in_bits"]) - 1)).tolist()
     outs, _ = _run_amaranth(acc, px, seed=shape[0] * 10 + shape[1])
     assert [o[1] for o in outs] == ref.tolist()
@@ -73,6 +76,51 @@ def test_binary_bipolar_network_runs_on_the_xnor_array(shape, xnor):
         Plan(layers, **kw, xnor=True)
 
 
+def _mixed_graph(seed):
+    """The CNV-w1a1 pattern, small: a signed s4 input into a padded binary conv1 (product path),
+    then binary x bipolar layers: conv2 with a 2x2 max pool merged into it, fc1 and the
+    classifier (XNOR path)."""
+    from l1bn.spec.reference.formats import Fmt
+
+    rng = np.random.default_rng(seed)
+    g = random_chain_graph(seed, binary=True)
+    n1, n2, fc1, fc2 = g.nodes
+    pool = Node(name="pool2", op="maxpool", inputs=(n2.output,), output="pool2.out", kernel=(2, 2), stride=2)
+    fc1 = dataclasses.replace(fc1, inputs=("pool2.out",), weight=rng.choice(np.array([-1, 1], dtype=np.int64), (9, 5)))
+    inp = dataclasses.replace(g.input, fmt=Fmt(kind="signed", bits=4), rounding="half_up")
+    return IntGraph(input=inp, nodes=(n1, n2, pool, fc1, fc2), output=g.output)
+
+
+@pytest.mark.parametrize("shape,xnor", [((3, 4), None), ((2, 5), None), ((3, 4), False)])
+def test_mixed_network_switches_to_xnor_per_layer(shape, xnor):
+    """A network that mixes a wider first layer with binary x bipolar ones: the product array
+    runs the binary x bipolar layers' tiles on its XNOR path (``plan.switch``; the padded first
+    layer and ``xnor=False`` on the product path), with pooling on the XNOR layer, bit-exact
+    against run_graph with random stalls."""
+    g = _mixed_graph(4)
+    x = _images(g, 3, seed=6)
+    ref = np.asarray(run_graph(g, x))
+    acc = accelerator_from_export(g, rows=shape[0], cols=shape[1], xnor=xnor)
+    on = xnor is None
+    assert not acc.plan.xnor and acc.plan.switch == on and acc.lane_bits >= 4
+    assert acc.plan.xnor_layers == (False, on, on, on)
+    assert [lp.xnor for lp in acc.plan.layers] == list(acc.plan.xnor_layers)
+    assert acc.layers[1].pool == (2, 2, 2)
+    px = (x.reshape(len(x), -1) & ((1 << acc.plan.in_bits) - 1)).tolist()
+    outs, _ = _run_amaranth(acc, px, seed=shape[1])
+    assert [o[1] for o in outs] == ref.tolist()
+
+
+def test_switch_needs_twos_complement_operands():
+    from l1bn.hw.mac_array import MACArray
+    from l1bn.spec.config import MACConfig
+
+    for cfg in (MACConfig(rows=2, cols=2, wbits=2, abits=2, signed_w=True, signed_a=False),
+                MACConfig(rows=2, cols=2, wbits=1, abits=1, signed_w=True, signed_a=True, bipolar_a=True, xnor=True)):
+        with pytest.raises(ValueError, match=r"^switch \(per-tile XNOR\) needs two's complement"):
+            MACArray(cfg, switch=True)
+
+
 def test_graph_layers_fold_the_mac_bias_and_keep_the_rules():
     g = random_chain_graph(3)
     layers, inp = layers_from_export(g)
@@ -89,7 +137,6 @@ def test_graph_layers_fold_the_mac_bias_and_keep_the_rules():
 
 def test_graph_features_still_refused_name_the_node():
     g = random_int_graph(0)
-    add1 = g.node("add1")
     raw = dataclasses.replace(g, nodes=tuple(dataclasses.replace(n, requant=None) if n.name == "res_b" else n
                                              for n in g.nodes))
     with pytest.raises(ValueError, match=r"^node res_b \(conv2d\): raw accumulators feeding the next node "
@@ -103,17 +150,8 @@ def test_graph_features_still_refused_name_the_node():
                                          r"supported by the accelerator yet$"):
         layers_from_export(bad)
     # a skip from the image itself: only the first layer reads the image memory
-    conv1 = g.node("conv1")
-    c1 = dataclasses.replace(conv1, weight=conv1.weight[:1], bias=conv1.bias[:1],
-                             requant=dataclasses.replace(conv1.requant, mult=conv1.requant.mult[:1],
-                                                         bias=conv1.requant.bias[:1]))
-    rq1 = dataclasses.replace(add1.requant, mult=add1.requant.mult[:1], bias=add1.requant.bias[:1])
-    skip = IntGraph(input=g.input, output=dataclasses.replace(g.output, name="fc.out"), nodes=(
-        c1, Node(name="add1", op="add", inputs=("conv1.out", "input"), output="add1.out", in_mults=(1, 1),
-                 requant=rq1),
-        dataclasses.replace(g.node("fc"), inputs=("add1.out",), weight=np.ones((10, 64), np.int64))))
     with pytest.raises(ValueError, match=r"^node add1 \(add\): reading the input image \(only the first layer"):
-        layers_from_export(skip)
+        layers_from_export(_skip_from_input_graph())
     c = random_chain_graph(3)
     rq = c.nodes[1].requant
     rq7 = dataclasses.replace(rq, mult=np.ones(7, np.int64), bias=np.zeros(7, np.int64))
@@ -304,3 +342,58 @@ def test_verilog_net_of_a_pooled_graph_export(tmp_path):
     assert {"conv1.weight.hex", "conv2.weight.hex", "fc.weight.hex"} <= set(names)
     sched = json.loads((tmp_path / "v" / "schedule.json").read_text())
     assert [s["G"] for s in sched["layers"]] == [9, 4, 1, 1]     # pooled positions, one window per group
+
+
+def _skip_from_input_graph():
+    """conv1 (one channel) added to the image itself: a skip connection from the network input."""
+    g = random_int_graph(0)
+    conv1, add1 = g.node("conv1"), g.node("add1")
+    c1 = dataclasses.replace(conv1, weight=conv1.weight[:1], bias=conv1.bias[:1],
+                             requant=dataclasses.replace(conv1.requant, mult=conv1.requant.mult[:1],
+                                                         bias=conv1.requant.bias[:1]))
+    rq1 = dataclasses.replace(add1.requant, mult=add1.requant.mult[:1], bias=add1.requant.bias[:1])
+    return IntGraph(input=g.input, output=dataclasses.replace(g.output, name="fc.out"), nodes=(
+        c1, Node(name="add1", op="add", inputs=("conv1.out", "input"), output="add1.out", in_mults=(1, 1),
+                 requant=rq1),
+        dataclasses.replace(g.node("fc"), inputs=("add1.out",), weight=np.ones((10, 64), np.int64))))
+
+
+def _two_adds_graph():
+    """random_int_graph with a second add that reads pool1.out again (pool1.out feeds two adds)."""
+    g = random_int_graph(0)
+    add1 = g.node("add1")
+    add2 = dataclasses.replace(add1, name="add2", inputs=("pool1.out", "add1.out"), output="add2.out")
+    nodes = []
+    for n in g.nodes:
+        nodes.append(dataclasses.replace(n, inputs=("add2.out",)) if n.name == "bin1" else n)
+        if n.name == "add1":
+            nodes.append(add2)
+    return dataclasses.replace(g, nodes=tuple(nodes))
+
+
+def _wide_weights_graph():
+    """random_chain_graph's classifier with 12-bit weights."""
+    from l1bn.spec.reference.formats import Fmt
+
+    g = random_chain_graph(3)
+    fc = g.nodes[-1]
+    fc = dataclasses.replace(fc, weight=fc.weight * 200, w_fmt=Fmt(kind="signed", bits=12))
+    return dataclasses.replace(g, nodes=g.nodes[:-1] + (fc,))
+
+
+@pytest.mark.parametrize("graph,message", [
+    (_skip_from_input_graph, r"node add1 \(add\): reading the input image \(only the first layer reads it\)"),
+    (_two_adds_graph, r"node add2 \(add\): tensor pool1\.out read by two adds \(add1 and add2\)"),
+    (_wide_weights_graph, r"node fc \(linear\): s12 weights \(the MAC array takes at most 8 bits\)"),
+])
+def test_verilog_net_refuses_in_one_line(graph, message, tmp_path, cli):
+    """What the accelerator cannot run: one ``error:`` line naming the node, exit 2, no output
+    folder (the export itself is valid: ``write_export`` and the graph reference take it)."""
+    from l1bn.spec.export import write_export
+
+    path = write_export(graph(), tmp_path / "e", rows=4)
+    code, out = cli(["verilog", "net", str(path), "-o", str(tmp_path / "v")])
+    assert code == 2
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(rf"error: {message} is not supported by the accelerator yet", lines[0])
+    assert not (tmp_path / "v").exists()

@@ -24,18 +24,6 @@ def _snapshot(root: Path) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A real trained run (MLP, w4a4, one epoch: seconds)."""
-    from l1bn.sw.quant import QuantConfig
-    from l1bn.sw.train import run_config, train_run
-
-    run = tmp_path_factory.mktemp("rel") / "run"
-    cfg = run_config(model="mlp", norm="l1", qcfg=QuantConfig(wbits=4, abits=4), epochs=1, seed=0)
-    train_run(cfg, run)
-    return run
-
-
 # ------------------------------------------------------------------------------------ data loss
 
 @pytest.mark.parametrize("target", ["run", "parent"])

@@ -17,23 +17,6 @@ import pytest
 import torch
 
 
-@pytest.fixture
-def cli(capsys):
-    """``l1bn ARGV`` in process: (exit status, stdout, stderr); 0 when it returns."""
-    from l1bn.cli.main import main
-
-    def run(argv):
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
 def _one_error(code, err, *words):
     """Exit 2, one ``error:`` line, the last (a progress bar may come before it), no traceback."""
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
@@ -41,16 +24,6 @@ def _one_error(code, err, *words):
     assert "Traceback" not in err
     for w in words:
         assert w in lines[0], err
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from l1bn.sw.quant import QuantConfig
-    from l1bn.sw.train import run_config, train_run
-
-    run = tmp_path_factory.mktemp("silent") / "run"
-    train_run(run_config(model="mlp", norm="l1", qcfg=QuantConfig(wbits=4, abits=4), epochs=1, seed=0), run)
-    return run
 
 
 # ---------------------------------------------------------------------------------- import
@@ -116,7 +89,7 @@ def test_import_rounds_ties_per_channel_like_qonnx(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["single_float", "unknown_opset"])
-def test_import_onnxruntime_failure_is_one_error_line(tmp_path, cli, damage):
+def test_import_onnxruntime_failure_is_one_error_line(tmp_path, cli_streams, damage):
     """onnxruntime cannot run the model in import's check step: one line, nothing written."""
     import onnx
     from l1bn.spec.reference.network import random_int_net
@@ -135,7 +108,7 @@ def test_import_onnxruntime_failure_is_one_error_line(tmp_path, cli, damage):
             if o.domain in ("", "ai.onnx"):
                 o.version = 99
         onnx.save(p, str(bad))
-    code, _, err = cli(["import", str(bad), "--out", str(tmp_path / "e")])
+    code, _, err = cli_streams(["import", str(bad), "--out", str(tmp_path / "e")])
     _one_error(code, err)
     assert "cannot run the model" in err or "failed" in err, err
     assert not (tmp_path / "e").exists()
@@ -144,7 +117,7 @@ def test_import_onnxruntime_failure_is_one_error_line(tmp_path, cli, damage):
 # ---------------------------------------------------------------------------------- export
 
 
-def test_qonnx_export_refuses_nan_weights(tiny_run, tmp_path, cli):
+def test_qonnx_export_refuses_nan_weights(tiny_run, tmp_path, cli_streams):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     ck = torch.load(run / "model.pt", weights_only=True)
@@ -153,23 +126,23 @@ def test_qonnx_export_refuses_nan_weights(tiny_run, tmp_path, cli):
     torch.save(ck, run / "model.pt")
     for argv in (["export", str(run), "--format", "qonnx", "--out", str(tmp_path / "m.onnx")],
                  ["export", str(run), "--out", str(tmp_path / "e")]):
-        code, _, err = cli(argv)
+        code, _, err = cli_streams(argv)
         _one_error(code, err, "NaN or infinite")
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "e").exists()
 
 
-def test_export_reports_the_agreement_and_warns_below_the_threshold(tiny_run, tmp_path, cli):
-    code, out, err = cli(["export", str(tiny_run), "--out", str(tmp_path / "a"), "--mult-bits", "2",
+def test_export_reports_the_agreement_and_warns_below_the_threshold(tiny_run, tmp_path, cli_streams):
+    code, out, err = cli_streams(["export", str(tiny_run), "--out", str(tmp_path / "a"), "--mult-bits", "2",
                           "--min-agreement", "100"])
     assert code == 0 and "agreement with the QAT model:" in out, out + err
     pct = float(out.split("agreement with the QAT model:")[1].split("%")[0])
     assert pct < 100 and "warning: the integer network agrees with the QAT model on only" in err
     assert "--mult-bits (now 2)" in err
-    code, out, err = cli(["export", str(tiny_run), "--out", str(tmp_path / "b"), "--mult-bits", "2",
+    code, out, err = cli_streams(["export", str(tiny_run), "--out", str(tmp_path / "b"), "--mult-bits", "2",
                           "--min-agreement", str(math.floor(pct) - 1)])
     assert code == 0 and "warning" not in err and f"{pct:.2f} %" in out
     for v in ("nan", "101", "-1"):
-        code, _, err = cli(["export", str(tiny_run), "--out", str(tmp_path / "c"), "--min-agreement", v])
+        code, _, err = cli_streams(["export", str(tiny_run), "--out", str(tmp_path / "c"), "--min-agreement", v])
         _one_error(code, err, "--min-agreement")
     assert not (tmp_path / "c").exists()
 
@@ -178,7 +151,7 @@ def test_export_reports_the_agreement_and_warns_below_the_threshold(tiny_run, tm
 
 
 @pytest.mark.parametrize("command", ["train", "report", "sweep"])
-def test_read_only_output_is_refused_before_any_work(tmp_path, cli, monkeypatch, command):
+def test_read_only_output_is_refused_before_any_work(tmp_path, cli_streams, monkeypatch, command):
     """A read-only output was found only after the work (train trained to the end, sweep ran 26 s
     then left an empty folder). The work itself is made to fail the test if it starts."""
     import tempfile
@@ -211,7 +184,7 @@ def test_read_only_output_is_refused_before_any_work(tmp_path, cli, monkeypatch,
     argv = {"train": ["train", "--model", "mlp", "--epochs", "1", "--out", str(ro / "run")],
             "report": ["report", "--widths", "4", "--no-pnr", "--out", str(ro / "rep")],
             "sweep": ["sweep", "--no-pnr", "--out", str(ro / "sw")]}[command]
-    code, _, err = cli(argv)
+    code, _, err = cli_streams(argv)
     _one_error(code, err, "not writable")
     ro.chmod(0o755)
     assert list(ro.iterdir()) == []
@@ -224,29 +197,29 @@ def test_read_only_output_is_refused_before_any_work(tmp_path, cli, monkeypatch,
     (["--lanes", "0"], "error: lanes=0 is out of range"),
     (["--width", "29"], "error: width=29 is not allowed"),
 ])
-def test_sweep_errors_name_the_option_given(tmp_path, cli, argv, first):
-    code, _, err = cli(["sweep", *argv, "--out", str(tmp_path / "s")])
+def test_sweep_errors_name_the_option_given(tmp_path, cli_streams, argv, first):
+    code, _, err = cli_streams(["sweep", *argv, "--out", str(tmp_path / "s")])
     _one_error(code, err)
     assert err.startswith(first), err
     assert not (tmp_path / "s").exists()
 
 
-def test_sweep_spec_refuses_a_fractional_width(tmp_path, cli):
+def test_sweep_spec_refuses_a_fractional_width(tmp_path, cli_streams):
     spec = tmp_path / "s.toml"
     spec.write_text("width = [4.5]\n")
-    code, _, err = cli(["sweep", "--spec", str(spec), "--out", str(tmp_path / "s")])
+    code, _, err = cli_streams(["sweep", "--spec", str(spec), "--out", str(tmp_path / "s")])
     _one_error(code, err, "width=4.5 must be an integer")
     assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
-def test_prove_timeout_must_be_finite(tmp_path, cli, value):
-    code, _, err = cli(["prove", "mac", "--timeout", value, "-o", str(tmp_path / "p")])
+def test_prove_timeout_must_be_finite(tmp_path, cli_streams, value):
+    code, _, err = cli_streams(["prove", "mac", "--timeout", value, "-o", str(tmp_path / "p")])
     _one_error(code, err, "--timeout")
     assert not (tmp_path / "p").exists()
 
 
-def test_prove_unknown_is_not_exit_0(tmp_path, cli, monkeypatch):
+def test_prove_unknown_is_not_exit_0(tmp_path, cli_streams, monkeypatch):
     """Every property UNKNOWN (here: the checker's results replaced) exits 3, not 0."""
     import l1bn.sim.formal.check as check
 
@@ -257,7 +230,7 @@ def test_prove_unknown_is_not_exit_0(tmp_path, cli, monkeypatch):
         return rs
 
     monkeypatch.setattr(check, "check_all", unknown)
-    code, out, err = cli(["prove", "mac", "--rows", "2", "--cols", "2", "-o", str(tmp_path / "p")])
+    code, out, err = cli_streams(["prove", "mac", "--rows", "2", "--cols", "2", "-o", str(tmp_path / "p")])
     assert code == 3 and "UNKNOWN" in out and "0 failed" in out, out + err
     assert err.startswith("error: ") and "not proven" in err
 
@@ -271,7 +244,7 @@ def _enospc(*_a, **_k):
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl._ir.UnusedElaboratable")   # sim mac stops before elaborating
 @pytest.mark.parametrize("command", ["train", "export", "verilog net", "sim mac", "prove", "report"])
-def test_full_disk_is_one_error_line_and_leaves_nothing(tiny_run, tmp_path, cli, monkeypatch, command):
+def test_full_disk_is_one_error_line_and_leaves_nothing(tiny_run, tmp_path, cli_streams, monkeypatch, command):
     """ENOSPC in the middle of the command's own writes: one line, no partial output."""
     from l1bn.spec.export import load_export  # noqa: F401 - imported before the patch
 
@@ -333,7 +306,7 @@ def test_full_disk_is_one_error_line_and_leaves_nothing(tiny_run, tmp_path, cli,
         monkeypatch.setattr(fpga, "build_report", build_report)
         monkeypatch.setattr(write, "write_report", _enospc)
         argv = ["report", "--widths", "4", "--no-pnr", "--out", str(out)]
-    code, _, err = cli(argv)
+    code, _, err = cli_streams(argv)
     _one_error(code, err, "no space left on the device")
     if command == "sim mac":   # the simulator's new build folder is gone (the build root stays)
         assert not out.exists() or list(out.iterdir()) == []
@@ -344,20 +317,20 @@ def test_full_disk_is_one_error_line_and_leaves_nothing(tiny_run, tmp_path, cli,
 # ------------------------------------------------------------------------ big simulations
 
 
-def test_sim_bn_largest_config_is_refused_up_front(cli, monkeypatch, tmp_path):
+def test_sim_bn_largest_config_is_refused_up_front(cli_streams, monkeypatch, tmp_path):
     """width 32, n 65536, 4096 channels, 64 lanes died with a MemoryError: now refused from the
     memory estimate before anything is generated."""
     monkeypatch.setenv("L1BN_BUILD_DIR", str(tmp_path / "build"))
-    code, _, err = cli(["sim", "bn", "--width", "32", "--n", "65536", "--channels", "4096", "--lanes", "64"])
+    code, _, err = cli_streams(["sim", "bn", "--width", "32", "--n", "65536", "--channels", "4096", "--lanes", "64"])
     _one_error(code, err, "memory")
     assert not (tmp_path / "build").exists()
 
 
-def test_sim_mac_long_run_is_estimated_up_front(cli, monkeypatch, tmp_path):
+def test_sim_mac_long_run_is_estimated_up_front(cli_streams, monkeypatch, tmp_path):
     """16x16 with --k 65536 ran for more than 10 minutes without a word: a run that cannot fit in
     memory is refused, a long one announced with its estimated time before it starts."""
     monkeypatch.setenv("L1BN_BUILD_DIR", str(tmp_path / "build"))
-    code, _, err = cli(["sim", "mac", "--rows", "16", "--cols", "16", "--k", "65536", "--tiles", "1000"])
+    code, _, err = cli_streams(["sim", "mac", "--rows", "16", "--cols", "16", "--k", "65536", "--tiles", "1000"])
     _one_error(code, err, "memory")
     import l1bn.sim.simulate.mac as mac
 
@@ -365,10 +338,10 @@ def test_sim_mac_long_run_is_estimated_up_front(cli, monkeypatch, tmp_path):
     monkeypatch.setattr(mac, "random_tiles", lambda *a, **k: [])
     monkeypatch.setattr(mac, "simulate_mac", lambda *a, **k: ran.append(1) or {
         "outputs": 0, "mismatches": 0, "first": [], "cycles": 0, "input_stalls": 0, "passed": True})
-    code, _, err = cli(["sim", "mac", "--rows", "16", "--cols", "16", "--k", "65536"])
+    code, _, err = cli_streams(["sim", "mac", "--rows", "16", "--cols", "16", "--k", "65536"])
     assert code == 0 and ran == [1]
     assert err.startswith("warning: about 1 h") and "524,308 cycles of a 16x16 array" in err, err
-    code, _, err = cli(["sim", "mac", "--rows", "2", "--cols", "2"])    # a short run: no word
+    code, _, err = cli_streams(["sim", "mac", "--rows", "2", "--cols", "2"])    # a short run: no word
     assert code == 0 and err == ""
 
 
