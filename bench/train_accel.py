@@ -74,8 +74,9 @@ def main(argv=None):
             r.update({k: v for k, v in prev[norm].items() if k not in r and k != "asic"})
         if a.target in ("asic", "both"):
             r["asic"] = asic_figures(norm, out, window=a.window, energy=not a.no_energy)
-            if a.no_energy and "energy" in prev.get(norm, {}).get("asic", {}):
-                r["asic"]["energy"] = prev[norm]["asic"]["energy"]   # measured before: kept
+            was = prev.get(norm, {}).get("asic", {})
+            if a.no_energy and "energy" in was and was.get("synth") == r["asic"]["synth"]:
+                r["asic"]["energy"] = was["energy"]   # measured before on this netlist: kept
         elif "asic" in prev.get(norm, {}):
             r["asic"] = prev[norm]["asic"]
         rows[norm] = r

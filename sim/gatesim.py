@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["tb_connections", "stream_tb_verilog", "write_stim", "run_tb", "vcd_toggles"]
+__all__ = ["tb_connections", "stream_tb_verilog", "write_stim", "run_tb", "vcd_header", "vcd_changes",
+           "flipped_bits", "vcd_toggles"]
 
 
 def tb_connections(port_list, layout, *, fixed=None, out_name=None) -> tuple[list, list, list]:
@@ -76,63 +77,84 @@ endmodule
 """
 
 
-def vcd_toggles(path: Path) -> dict:
-    """{(scope, var name): [toggles of bit 0, bit 1, ...]} counting 0<->1 transitions only."""
-    ids = {}          # id code -> list of (scope, name, width)
-    scope = []
-    counts = {}
+def vcd_header(f) -> list[tuple[str, str, str, int]]:
+    """``(code, scope, name, width)`` of every ``$var`` of the VCD open in ``f``, read up to
+    ``$enddefinitions`` (the file is then at the first value change). Scopes are joined with
+    dots; header lines may be indented (Verilator's are)."""
+    out, scope = [], []
+    for line in f:
+        line = line.lstrip()
+        if line.startswith("$var"):
+            parts = line.split()
+            out.append((parts[3], ".".join(scope), parts[4], int(parts[2])))
+        elif line.startswith("$scope"):
+            scope.append(line.split()[2])
+        elif line.startswith("$upscope"):
+            scope.pop()
+        elif line.startswith("$enddefinitions"):
+            break
+    return out
+
+
+def vcd_changes(f):
+    """The value changes of the VCD open in ``f`` after :func:`vcd_header`: ``(code, old, new)``
+    for each change of a scalar (``0 1 x z``) or vector (``b...``) value that had one before
+    (``old`` and ``new`` as written: a scalar's character, a vector's bits MSB first, leading
+    zeros dropped); ``(None, line, None)`` for a time (``#...``) or a ``$`` line (``$dumpon``, ...)."""
     last = {}
-    with open(path) as f:
-        for line in f:
-            if line.startswith("$var"):
-                parts = line.split()
-                width, code, name = int(parts[2]), parts[3], parts[4]
-                key = (".".join(scope), name)
-                ids.setdefault(code, []).append((key, width))
-                counts[key] = [0] * width
-                continue
-            if line.startswith("$scope"):
-                scope.append(line.split()[2])
-                continue
-            if line.startswith("$upscope"):
-                scope.pop()
-                continue
-            if line.startswith("$enddefinitions"):
-                break
-        for line in f:
-            c = line[0]
-            if c == "0" or c == "1":
-                code = line[1:-1]
-                prev = last.get(code)
-                last[code] = c
-                if prev is not None and prev != c and prev in "01":
-                    for key, _width in ids.get(code, ()):
-                        counts[key][0] += 1
-                continue
-            if c in "xz":
-                last[line[1:-1]] = c
-                continue
-            if c != "b":
-                continue
+    for line in f:
+        c = line[0]
+        if c == "0" or c == "1" or c == "x" or c == "z":
+            code = line[1:-1]
+            prev = last.get(code)
+            last[code] = c
+            if prev is not None and prev != c:
+                yield code, prev, c
+        elif c == "b":
             val, code = line[1:].split()
             prev = last.get(code)
             last[code] = val
-            if prev is None or prev == val:
+            if prev is not None and prev != val:
+                yield code, prev, val
+        elif c == "#" or c == "$":
+            yield None, line, None
+
+
+_FLIP = (0,)
+
+
+def flipped_bits(old: str, new: str, width: int):
+    """The bits (0 = least significant) of a ``width``-bit value that went 0 -> 1 or 1 -> 0
+    from ``old`` to ``new`` (VCD values, right-aligned; bits that were or became x or z do not
+    count), in increasing order."""
+    if width == 1:                # a scalar (most changes): no parsing
+        return _FLIP if old + new in ("01", "10") else ()
+    a, b = old.rjust(width, "0"), new.rjust(width, "0")
+    try:
+        diff, out = int(a, 2) ^ int(b, 2), []
+    except ValueError:           # x or z bits: only the bits that are 0 or 1 on both sides
+        return [i for i in range(width) if a[width - 1 - i] != b[width - 1 - i]
+                and a[width - 1 - i] in "01" and b[width - 1 - i] in "01"]
+    while diff:
+        low = diff & -diff
+        out.append(low.bit_length() - 1)
+        diff ^= low
+    return out
+
+
+def vcd_toggles(path: Path) -> dict:
+    """{(scope, var name): [toggles of bit 0, bit 1, ...]} counting 0<->1 transitions only."""
+    ids, counts = {}, {}          # id code -> list of ((scope, name), width)
+    with open(path) as f:
+        for code, scope, name, width in vcd_header(f):
+            ids.setdefault(code, []).append(((scope, name), width))
+            counts[(scope, name)] = [0] * width
+        for code, old, new in vcd_changes(f):
+            if code is None:          # a time or a $ line
                 continue
             for key, width in ids.get(code, ()):
-                cnt = counts[key]
-                a, b = prev.rjust(width, "0"), val.rjust(width, "0")
-                if "x" in a or "x" in b or "z" in a or "z" in b:
-                    for i in range(width):
-                        x, y = a[width - 1 - i], b[width - 1 - i]
-                        if x != y and x in "01" and y in "01":
-                            cnt[i] += 1
-                else:
-                    diff = int(a, 2) ^ int(b, 2)
-                    while diff:
-                        low = diff & -diff
-                        cnt[low.bit_length() - 1] += 1
-                        diff ^= low
+                for i in flipped_bits(old, new, width):
+                    counts[key][i] += 1
     return counts
 
 

@@ -263,3 +263,70 @@ $enddefinitions $end
     ids, wins = train_asic.window_toggles(tmp_path / "d.vcd", baselines={110, 130, 145})
     assert wins == [{("!", 0): 2}, {("!", 0): 2}, {("!", 0): 1}]
     assert train_asic._bit_map(ids, {"ports": {}}, "sim_top.dut") == {("!", 0): 5}
+
+
+def test_flip_flops_start_at_their_initial_values_at_gate_level(tmp_path):
+    """A register that is never reset and a small memory mapped to flip-flops (the training
+    accelerator's gamma and LFSR seeds) start at their initial values at gate level: a library
+    flip-flop has none, so the netlist gets them as the models' INIT parameters (flop_inits,
+    with_parameters). Without them they start at 0: the tiny net's logits were all 0."""
+    from amaranth import Module, Signal
+    from amaranth.back import rtlil
+    from amaranth.lib import wiring
+    from amaranth.lib.memory import Memory
+    from amaranth.lib.wiring import In, Out
+    from l1bn.sim.asic.activity import cell_models, flop_inits
+    from l1bn.sim.asic.synth import synth_liberty
+
+    init = [0x5A, 0x81, 0x3C, 0xF0]
+
+    class M(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(2), "we": In(1), "d": In(8), "q": Out(8), "r": Out(5)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.mem = mem = Memory(shape=8, depth=4, init=init)   # 32 bits: flip-flops
+            wp, rp = mem.write_port(), mem.read_port(domain="comb")
+            r = Signal(5, init=0b10110, reset_less=True)
+            m.d.sync += r.eq(r.rotate_left(1))
+            m.d.comb += [wp.addr.eq(self.a), wp.en.eq(self.we), wp.data.eq(self.d), rp.addr.eq(self.a),
+                         self.q.eq(rp.data), self.r.eq(r)]
+            return m
+
+    import json
+
+    synth_liberty(rtlil.convert(M(), name="top"), tmp_path, clock_gating=True, rtlil=True)
+    top = json.loads((tmp_path / "netlist.json").read_text())["modules"]["top"]
+    ones = flop_inits(top)
+    assert len(ones) == sum(bin(v).count("1") for v in init) + 3
+    params = {(top["cells"][c]["type"], c): "#(.INIT(1'b1))" for c in ones}
+    (tmp_path / "n1.v").write_text(train_asic.with_parameters((tmp_path / "netlist.v").read_text(), params))
+    (tmp_path / "n0.v").write_text((tmp_path / "netlist.v").read_text())
+    (tmp_path / "cells.v").write_text(cell_models({c["type"] for c in top["cells"].values()}))
+    (tmp_path / "tb.v").write_text("""`timescale 1ns/1ps
+module tb;
+  reg clk = 0, rst = 0, we = 0; reg [1:0] a = 0; reg [7:0] d = 0; wire [7:0] q; wire [4:0] r;
+  top dut(.clk(clk), .rst(rst), .a(a), .we(we), .d(d), .q(q), .r(r));
+  integer k;
+  initial begin
+    for (k = 0; k < 4; k = k + 1) begin a = k; #1 $display("Q %0d", q); end
+    $display("R %0d", r);
+    for (k = 0; k < 3; k = k + 1) begin #1 clk = 1; #1 clk = 0; #1 $display("R %0d", r); end
+    $finish;
+  end
+endmodule
+""")
+    rot = [0b10110]
+    for _ in range(3):
+        rot.append(((rot[-1] << 1) | (rot[-1] >> 4)) & 31)
+    want = [f"Q {v}" for v in init] + [f"R {v}" for v in rot]
+    outs = []
+    for n in ("n1.v", "n0.v"):
+        subprocess.run(["iverilog", "-g2012", "-o", "s.vvp", "tb.v", n, "cells.v"], cwd=tmp_path, check=True)
+        outs.append(subprocess.run(["vvp", "-n", "s.vvp"], cwd=tmp_path, check=True, capture_output=True,
+                                   text=True).stdout.split("\n")[:8])
+    assert outs[0] == want
+    assert outs[1] == ["Q 0"] * 4 + ["R 0"] * 4     # the flow before: every flip-flop at 0
+    with pytest.raises(RuntimeError, match="not found"):
+        train_asic.with_parameters("  DFF_X1 x (.D(n1));\n", {("DFF_X1", "y"): "#(.INIT(1'b1))"})

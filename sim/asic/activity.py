@@ -14,7 +14,7 @@ from l1bn.sim.tools import require_iverilog
 from .liberty import read_liberty
 from .sram import parse_type, read_counts, sram_models
 
-__all__ = ["cell_models", "simulate"]
+__all__ = ["cell_models", "flop_inits", "simulate"]
 
 
 def _vexpr(f: str) -> str:
@@ -22,7 +22,8 @@ def _vexpr(f: str) -> str:
 
 
 def cell_models(names) -> str:
-    """Verilog models (zero delay) of the library cells ``names``, from their Liberty functions."""
+    """Verilog models (zero delay) of the library cells ``names``, from their Liberty functions.
+    A flip-flop's state starts at its parameter ``INIT`` (default 0; :func:`flop_inits`)."""
     lib = read_liberty()["cells"]
     out = []
     macros = [n for n in names if parse_type(n)]
@@ -47,7 +48,7 @@ def cell_models(names) -> str:
                     pin = ff[key].lstrip("!")
                     sens.append(f"{'negedge' if ff[key].startswith('!') else 'posedge'} {pin}")
                     body.append(f"if ({_vexpr(ff[key])}) {q} <= {val}; else")
-            lines += [f"  reg {q} = 1'b0;", f"  wire {qn} = ~{q};",
+            lines += ["  parameter INIT = 1'b0;", f"  reg {q} = INIT;", f"  wire {qn} = ~{q};",
                       f"  always @({' or '.join(sens)}) {' '.join(body)} {q} <= {_vexpr(ff['next_state'])};"]
         for p in outs:
             fn = c["pins"][p]["function"]
@@ -60,6 +61,37 @@ def cell_models(names) -> str:
     if macros:
         out.append(sram_models(macros))
     return "\n\n".join(out) + "\n"
+
+
+def flop_inits(top: dict) -> dict:
+    """``{cell name: 1}`` for the flip-flops of the flat netlist ``top`` whose state starts at 1:
+    the ``init`` attributes that Yosys keeps on the nets of their outputs (an Amaranth register
+    that is never reset, a small memory with initial contents mapped to flip-flops). A library
+    flip-flop has no initial value, so a gate-level simulation gives it this one through the
+    models' ``INIT`` parameter (:func:`cell_models`), as the SRAM macros get their initial words."""
+    init = {}
+    for n in top.get("netnames", {}).values():
+        v = n.get("attributes", {}).get("init")
+        if v is None:
+            continue
+        for b, x in zip(n["bits"], reversed(v.rjust(len(n["bits"]), "x") if isinstance(v, str) else
+                                            format(int(v), "b").rjust(len(n["bits"]), "0")), strict=False):
+            if not isinstance(b, str) and x in "01":
+                init[b] = int(x)
+    lib = read_liberty()["cells"]
+    out = {}
+    for cname, c in top["cells"].items():
+        ff = lib.get(c["type"], {}).get("ff")
+        if not ff:
+            continue
+        pins = lib[c["type"]]["pins"]
+        for p, bs in c["connections"].items():
+            fn = pins[p]["function"] if pins[p]["dir"] == "output" else None
+            if fn in (ff["q"], ff["qn"]) and not isinstance(bs[0], str) and bs[0] in init:
+                if init[bs[0]] ^ (fn == ff["qn"]):
+                    out[cname] = 1
+                break
+    return out
 
 
 def _icg_model(name: str, c: dict) -> str:

@@ -46,6 +46,9 @@ __all__ = ["ASIC_BLOCKS", "TRAIN_ASIC_VERSION", "WINDOW", "asic_block_of", "trai
            "asic_synth_figures", "asic_energy_figures", "train_asic_figures"]
 
 TRAIN_ASIC_VERSION = "1"
+#: the gate-level simulation's version (in the energy figures' key): 2 = flip-flops start at their
+#: initial values (before, at 0: the step's logits differed)
+TRAIN_ASIC_ENERGY_VERSION = "2"
 
 #: cycles per window (two per long program entry)
 WINDOW = 128
@@ -96,59 +99,34 @@ def window_toggles(path: Path, baselines=None) -> tuple[dict, list[dict]]:
     dumps after a baseline time up to the next one: the values dumped at a baseline time are the
     state before the window, not transitions (a simulator that dumps only at the times it is
     asked writes there what changed since its previous dump)."""
-    ids, scope = {}, []
-    wins, cur, last = [], None, {}
+    from l1bn.sim.gatesim import flipped_bits, vcd_changes, vcd_header
+
+    ids, wins, cur = {}, [], None
     base = set(baselines or ())
     order = sorted(base)
     if base:
         wins = [{} for _ in order]
     with open(path) as f:
-        for line in f:
-            line = line.lstrip()       # Verilator indents its header
-            if line.startswith("$var"):
-                parts = line.split()
-                ids.setdefault(parts[3], []).append((".".join(scope), parts[4], int(parts[2])))
-            elif line.startswith("$scope"):
-                scope.append(line.split()[2])
-            elif line.startswith("$upscope"):
-                scope.pop()
-            elif line.startswith("$enddefinitions"):
-                break
-        for line in f:
-            c = line[0]
-            if c == "0" or c == "1":
-                code = line[1:-1]
-                prev = last.get(code)
-                last[code] = c
-                if cur is not None and prev is not None and prev != c and prev in "01":
-                    k = (code, 0)
-                    cur[k] = cur.get(k, 0) + 1
-            elif c in "xz":
-                last[line[1:-1]] = c
-            elif c == "b":
-                val, code = line[1:].split()
-                prev = last.get(code)
-                last[code] = val
-                if cur is None or prev is None or prev == val:
-                    continue
-                w = max(len(prev), len(val))
-                a, b = prev.rjust(w, "0"), val.rjust(w, "0")
-                for i in range(w):
-                    x, y = a[w - 1 - i], b[w - 1 - i]
-                    if x != y and x in "01" and y in "01":
+        for code, sc, name, width in vcd_header(f):
+            ids.setdefault(code, []).append((sc, name, width))
+        for code, old, new in vcd_changes(f):
+            if code is not None:
+                if cur is not None:
+                    for i in flipped_bits(old, new, max(len(old), len(new))):
                         cur[(code, i)] = cur.get((code, i), 0) + 1
-            elif c == "#":
+                continue
+            line = old           # a time or a $ line
+            if line[0] == "#":
                 if base:
                     # window k: the times after baseline k up to baseline k + 1 (a dump without
                     # changes writes no time, so windows are found by time, not by the lines)
                     tm = int(line[1:])
                     cur = None if tm in base else wins[bisect.bisect_right(order, tm) - 1]
-            elif c == "$":
-                if line.startswith("$dumpon"):
-                    cur = {}
-                    wins.append(cur)
-                elif line.startswith("$dumpoff"):
-                    cur = None
+            elif line.startswith("$dumpon"):
+                cur = {}
+                wins.append(cur)
+            elif line.startswith("$dumpoff"):
+                cur = None
     return ids, wins
 
 
@@ -330,6 +308,28 @@ endmodule
 """
 
 
+def with_parameters(text: str, params: dict) -> str:
+    """The netlist ``text`` (:func:`~l1bn.sim.asic.synth.write_netlist`) with instance parameters:
+    ``params`` = {(cell type, cell name): "#(...)"}, one pass over the lines; ``RuntimeError``
+    when a cell is not in the netlist."""
+    from l1bn.sim.asic.synth import verilog_name
+
+    heads = {f"  {t} {verilog_name(c)} (": p for (t, c), p in params.items()}
+    out, found = [], 0
+    for line in text.splitlines(keepends=True):
+        i = line.find(" (")
+        p = heads.get(line[:i + 2]) if i > 0 else None
+        if p is not None:
+            t, rest = line[2:].split(" ", 1)
+            line = f"  {t} {p} {rest}"
+            found += 1
+        out.append(line)
+    if found != len(heads):
+        missing = sorted(c for (t, c) in params if f"  {t} {verilog_name(c)} (" not in text)
+        raise RuntimeError(f"cells not found in the netlist: {missing[:5]}")
+    return "".join(out)
+
+
 _SOURCES = ("wrapper.v", "netlist.v", "cells.v", "main.cpp")
 
 
@@ -388,11 +388,11 @@ def asic_energy_figures(synth: dict, wd: Path, sched: list[dict], beats: list[di
     energy (pJ per step), with the windows' error bound; ``logits_equal``: the step's logits at gate
     level against ``expect_logits`` (the integer reference's, (image, class) order)."""
     import numpy as np
-    from l1bn.sim.asic.activity import cell_models
+    from l1bn.sim.asic.activity import cell_models, flop_inits
     from l1bn.sim.asic.liberty import read_liberty
     from l1bn.sim.asic.power import apply_coefficients, net_coefficients
     from l1bn.sim.asic.sram import access_pj, cells_with_macros, sram_models
-    from l1bn.sim.asic.synth import clock_network, verilog_name
+    from l1bn.sim.asic.synth import clock_network
     from l1bn.sim.executors import run_guarded
     netlist = json.loads((wd / "netlist.json").read_text())
     netlist["modules"] = {k.lstrip("\\"): v for k, v in netlist["modules"].items()}
@@ -407,16 +407,12 @@ def asic_energy_figures(synth: dict, wd: Path, sched: list[dict], beats: list[di
     (sim / "stim.txt").write_text("".join(f"{b['i__payload']}\n" for b in beats))
     macros = synth["macros"]
     total = sum(e["cycles"] for e in sched) + 1
-    # the netlist with each preloaded macro's INIT_FILE (its initial words) as an instance parameter
-    text = (wd / "netlist.v").read_text()
-    for m in macros:
-        if m.get("init_file"):
-            inst = f" {verilog_name(m['cell'])} ("
-            typ = f"  {m['type']}{inst}"
-            if typ not in text:
-                raise RuntimeError(f"macro {m['cell']} not found in the netlist")
-            text = text.replace(typ, f"  {m['type']} #(.INIT_FILE(\"../init/{m['init_file']}\")){inst}")
-    (sim / "netlist.v").write_text(text)
+    # the netlist with the initial state as instance parameters: each preloaded macro's INIT_FILE
+    # (its initial words), each flip-flop's INIT where it starts at 1 (registers never reset, the
+    # small memories mapped to flip-flops: gamma, the LFSR seeds; the RTL's initial values)
+    params = {(m["type"], m["cell"]): f'#(.INIT_FILE("../init/{m["init_file"]}"))' for m in macros if m.get("init_file")}
+    params.update({(top["cells"][c]["type"], c): "#(.INIT(1'b1))" for c in flop_inits(top)})
+    (sim / "netlist.v").write_text(with_parameters((wd / "netlist.v").read_text(), params))
     (sim / "wrapper.v").write_text(_wrapper(top))
     types = {c["type"] for c in top["cells"].values()}
     lib_types = {t for t in types if not t.startswith("L1BN_SRAM_")}
@@ -543,7 +539,7 @@ def train_asic_figures(acc, x, y, workdir, *, window: int = WINDOW, energy: bool
         po, lo = lay["pixel"].offset, lay["label"].offset
         beats = [{"i__payload": (int(p) << po) | (int(lab) << lo)} for img, lab in zip(x, y, strict=True)
                  for p in img.reshape(-1)]
-        ekey = _key(skey, x.tolist(), y.tolist(), window)
+        ekey = _key(skey, x.tolist(), y.tolist(), window, TRAIN_ASIC_ENERGY_VERSION)
         if res.get("energy_key") != ekey:
             _, logits, _ = reference_steps(acc.cfg, acc.seed, [(x, y)])
             res["energy"] = asic_energy_figures(res["synth"], wd / "asic", acc.schedule, beats, logits[0],
