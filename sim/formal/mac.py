@@ -193,7 +193,7 @@ class MACOverflowHarness(_MACHarness):
         en = dut.i.ready
         # shadow pipeline: stage 1 the raw operands, stage 1b and 2 the exact product
         (v2, l2), (v1b, l1b), (v1, l1) = pr["stages"]
-        sv1, sl1, sv1b, sl1b, sv2, sl2 = (Signal(name=f"sh_{n}") for n in ("v1", "l1", "v1b", "l1b", "v2", "l2"))
+        sv1, sl1, sv1b, sl1b, sv2, sl2 = (Signal(name=f"sh_{n}") for n in ("v1", "last1", "v1b", "last1b", "v2", "last2"))
         w_in, a_in = dut.i.payload.w[r0], dut.i.payload.a[c0]
         sw, sa = Signal.like(w_in, name="sh_w"), Signal.like(a_in, name="sh_a")
         p1b, p2 = Signal(wide, name="sh_p1b"), Signal(wide, name="sh_p2")
