@@ -111,9 +111,9 @@ def _parse_results(xml_text: str) -> list[TestCaseResult]:
 
 
 #: ``make`` variables for Verilator's C++ build. The default (``-Os`` everywhere) spends most of a
-#: short run compiling: on the digits training accelerator (3 steps, two builds side by side on
-#: this 2-core machine) -O1 for the model and -O0 for the rest built in 65.8 s instead of 92.4 s
-#: and simulated in 41.0 s instead of 35.7 s, 119.8 s against 142.9 s in all.
+#: short run compiling: ``bench/verilator_opt.py`` (the digits training accelerator, 3 steps, both
+#: variants at once on this 2-core machine) built in 40.1 s instead of 56.5 s and simulated in
+#: 27.8 s against 27.7 s, 67.9 s against 84.2 s in all.
 VERILATOR_MAKE_OPT = ("OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O0")
 
 
