@@ -17,14 +17,12 @@ def first_instance(name: str) -> str:
     return name.split(".", 1)[0] if "." in name and not name.startswith("$") else "top"
 
 
-def power_model(netlist: dict, toggles: dict, *, clock_bits=(), scope=first_instance) -> dict:
-    """Energy (fJ) of the transitions ``toggles`` ({bit: count}) of the flat ``netlist``, and
-    leakage (nW), per first-level instance (or per ``scope(cell name)``: a net's energy goes to
-    its driver's scope, a net without a driver, an input port's, to ``scope("")``). See the module
-    docstring for the model."""
+def _net_electrics(top: dict, clock_bits: set) -> tuple:
+    """(cells, V^2, drivers, cap, slew) of the flat module ``top``: the library's cells (SRAM macros
+    added), each net bit's driver (cell, pin), load capacitance (pins, output ports, wire load) and
+    transition time (ns). Shared by :func:`power_model` and :func:`net_coefficients`."""
     lib = read_liberty()
-    top = netlist["modules"]["top"]
-    cells, v2 = cells_with_macros(lib["cells"], {c["type"] for c in top["cells"].values()}), lib["voltage"] ** 2
+    cells = cells_with_macros(lib["cells"], {c["type"] for c in top["cells"].values()})
     wl = lib["wire_load"][WIRE_LOAD]
     dcap = cells["DFF_X1"]["pins"]["D"]["cap"]
     drivers, loads = {}, {}
@@ -61,10 +59,20 @@ def power_model(netlist: dict, toggles: dict, *, clock_bits=(), scope=first_inst
         vals = [lookup(t, NOMINAL_SLEW_NS, cap[b]) for arc in tr for t in arc.values()]
         return sum(vals) / len(vals)
 
-    clock_bits = set(clock_bits)
     # the clock nets are ideal, the gated ones as the root (no clock tree is built): the nominal
     # transition time, not that of one gate driving hundreds of clock pins
     slew = {b: NOMINAL_SLEW_NS if b in clock_bits else out_slew(b) for b in cap}
+    return cells, lib["voltage"] ** 2, drivers, cap, slew
+
+
+def power_model(netlist: dict, toggles: dict, *, clock_bits=(), scope=first_instance) -> dict:
+    """Energy (fJ) of the transitions ``toggles`` ({bit: count}) of the flat ``netlist``, and
+    leakage (nW), per first-level instance (or per ``scope(cell name)``: a net's energy goes to
+    its driver's scope, a net without a driver, an input port's, to ``scope("")``). See the module
+    docstring for the model."""
+    top = netlist["modules"]["top"]
+    clock_bits = set(clock_bits)
+    cells, v2, drivers, cap, slew = _net_electrics(top, clock_bits)
     per = {}
 
     def add(scope, key, val):
@@ -126,47 +134,8 @@ def net_coefficients(netlist: dict, *, clock_bits=(), scope=first_instance) -> d
         out[b] = []
     # one transition on every net, scope by scope and net by net: power_model with a scope that
     # names the net as well (its per-net terms are independent of the other nets' counts)
-    lib = read_liberty()
-    cells = cells_with_macros(lib["cells"], {c["type"] for c in top["cells"].values()})
-    v2 = lib["voltage"] ** 2
-    wl = lib["wire_load"][WIRE_LOAD]
-    dcap = cells["DFF_X1"]["pins"]["D"]["cap"]
-    drivers, loads = {}, {}
-    for cname, c in top["cells"].items():
-        lc = cells[c["type"]]
-        for pin, bits in c["connections"].items():
-            for b in bits:
-                if isinstance(b, str):
-                    continue
-                if lc["pins"][pin]["dir"] == "output":
-                    drivers[b] = (cname, pin)
-                else:
-                    loads.setdefault(b, []).append((cname, pin))
-    ext = {}
-    for p in top["ports"].values():
-        if p["direction"] == "output":
-            for b in p["bits"]:
-                if not isinstance(b, str):
-                    ext[b] = ext.get(b, 0) + 1
-    cap = {}
-    for b in set(drivers) | set(loads) | set(ext):
-        ld = loads.get(b, [])
-        fo = len(ld) + ext.get(b, 0)
-        cap[b] = (sum(cells[top["cells"][cn]["type"]]["pins"][p]["cap"] for cn, p in ld) + ext.get(b, 0) * dcap
-                  + wire_cap(wl, fo))
-
-    def out_slew(b):
-        d = drivers.get(b)
-        if d is None:
-            return NOMINAL_SLEW_NS
-        tr = cells[top["cells"][d[0]]["type"]]["pins"][d[1]]["transition"]
-        if not tr:
-            return NOMINAL_SLEW_NS
-        vals = [lookup(t, NOMINAL_SLEW_NS, cap[b]) for arc in tr for t in arc.values()]
-        return sum(vals) / len(vals)
-
     clock_bits = set(clock_bits)
-    slew = {b: NOMINAL_SLEW_NS if b in clock_bits else out_slew(b) for b in cap}
+    cells, v2, drivers, cap, slew = _net_electrics(top, clock_bits)
     for cname, c in top["cells"].items():
         lc = cells[c["type"]]
         sc = scope(cname)
