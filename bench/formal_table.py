@@ -16,8 +16,9 @@ the registry at w4 with n = 2 and 16, 2 channels, and w8; every backward unit at
 the requantizer; the accelerator on its tiny network; the whole-batch equivalence of every norm
 at w4 and w8, n = 8 (group ``batch``, a BMC to one batch plus the latency).
 
-The prover of each row is :data:`PROVER`'s (``reach`` for the drains and the BN count, ``pdr``
-for the rest); ``--timeout`` applies to each.
+The prover of each row is :data:`PROVER`'s (``reach`` for the drains and counts, ``pdr`` for the
+rest; a property whose harness states its invariants runs smtbmc's k-induction first);
+``--timeout`` applies to each.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def _mac(**kw):
 
 
 #: the prover each property class is given first: ABC's BDD reachability (``reach``) closes the
-#: control-only cones (the no-stall drains, the BN count) where pdr needs one frame per cycle of
+#: control-only cones (the no-stall drains, the backward and MAC counts; the BN forward count
+#: states its invariants, so k-induction runs first) where pdr needs one frame per cycle of
 #: the schedule; the whole-batch equivalence is a BMC to one batch plus the latency (smtbmc);
 #: everything else goes to ``pdr`` (the properties whose harness states its invariants run
 #: k-induction first, :class:`l1bn.sim.formal.check.Prop` ``invariants``)

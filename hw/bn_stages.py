@@ -365,6 +365,8 @@ class RecipStage(wiring.Component):
                     m.d.sync += [inv.eq(nq), done.eq(1)]
                     m.next = "IDLE"
         m.d.comb += self.i.ready.eq(fsm.ongoing("IDLE") & ~self.hold)
+        # for the formal count invariants (l1bn.sim.formal.bn_count)
+        self.probes = {"idle": fsm.ongoing("IDLE")}
         return m
 
     def _divider(self, m, sigma, div_first):
@@ -431,9 +433,14 @@ class NormalizeStage(wiring.Component):
         side = {"valid": self.i.valid, "mu": beat.mu, "inv": beat.inv, "gamma": beat.gamma, "beta": beat.beta}
         lanes = [beat.x[k] for k in range(cfg.lanes)]
 
+        # the valid bit's registers in order, for the formal count invariants (l1bn.sim.formal)
+        self.probes = {"valid": []}
+
         def move(on):
             for key in side:
                 side[key] = pipe.reg(side[key], key, cut=on)
+            if on:
+                self.probes["valid"].append(side["valid"])
 
         def cut(name, values):
             """Register ``values`` (and the side values) at cut point ``name`` if it is used."""
@@ -476,6 +483,7 @@ class NormalizeStage(wiring.Component):
             y = pipe.reg(lanes[k], "y", cut=True)
             m.d.comb += self.o.payload[k].eq(y)
         m.d.comb += self.o.valid.eq(pipe.reg(side["valid"], "valid"))
+        self.probes["valid"].append(self.o.valid)
         return m
 
 

@@ -247,6 +247,8 @@ class BNUnit(CheckedComponent):
             wiring.connect(m, a, b)
         wiring.connect(m, nz.o, wiring.flipped(self.o))
         pipe = Pipe(m, prefix="slot")
+        # internal registers the formal harnesses' invariants name (l1bn.sim.formal); no logic
+        self.probes = {}
         wps, dps, nps = self._buffers(m)
         sl = _Slots(cfg)
         rx = self._receive(m, pipe, wps, sl, to_st, from_st, sc)
@@ -254,11 +256,13 @@ class BNUnit(CheckedComponent):
         self._reciprocal(m, rc, sl, to_rc, from_rc)
         self._normalize(m, nps, sl, rx, to_nz)
         # each channel's mean and dispersion statistic as their stages deliver them, for the
-        # formal harnesses' lemmas (l1bn.sim.formal.bn_batch)
-        self.probes = {"mu_valid": from_st.valid, "mu": from_st.payload,
-                       "disp_valid": from_dp.valid, "disp_sum": from_dp.payload,
-                       "to_disp": to_dp, "to_norm": to_nz, "disp_stage": dp,
-                       "norm_depth": self.depth, "o_valid": self.o.valid}
+        # formal harnesses' lemmas (l1bn.sim.formal.bn_batch); the engines' cursors, slot flags
+        # and handshakes, for the count invariants (l1bn.sim.formal.bn_count)
+        self.probes |= {"mu_valid": from_st.valid, "mu": from_st.payload,
+                        "disp_valid": from_dp.valid, "disp_sum": from_dp.payload,
+                        "to_disp": to_dp, "to_norm": to_nz, "disp_stage": dp,
+                        "norm_stage": nz, "recip_stage": rc, "rx": rx, "mu_ok": sl.mu_ok, "d_ok": sl.d_ok, "to_recip": to_rc,
+                        "from_recip": from_rc, "norm_depth": self.depth, "o_valid": self.o.valid}
         return m
 
     def _buffers(self, m):
@@ -327,7 +331,7 @@ class BNUnit(CheckedComponent):
         mslot = pipe.delay(rs, sc["stats"], "mslot")     # the slot of the channel whose mu is done
         with m.If(from_st.valid):
             m.d.sync += [sl.mu[mslot].eq(from_st.payload), sl.mu_ok[mslot].eq(1)]
-        return {"take": take, "first": first, "last": last, "wa": wa, "wa1": wa1, "occ": occ, "le": le,
+        return {"take": take, "first": first, "last": last, "wa": wa, "wa1": wa1, "occ": occ, "le": le, "rs": rs,
                 "ns": ns, "nra": nra, "nact": nact}
 
     def _dispersion(self, m, pipe, dps, sl, to_dp, from_dp, sc):
@@ -343,6 +347,7 @@ class BNUnit(CheckedComponent):
         dslot1 = Signal(range(3))
         dmu1 = Signal(signed(cfg.mean_bits))
         dcan = dact | _pick(ds, sl.mu_ok)
+        self.probes |= {"dact": dact, "dra": dra, "ds": ds}
         dlast = dra == nb - 1
         for k in range(3):
             # read only the buffer of the channel in flight (an SRAM buffer then costs one read
@@ -380,6 +385,7 @@ class BNUnit(CheckedComponent):
         stats_free = ~self.stats.valid | self.stats.ready
         rec_wait = Signal()
         rec_mu = Signal(signed(cfg.mean_bits))
+        self.probes |= {"rec_wait": rec_wait, "chan": chan, "cs": cs, "rslot": rslot}
         # to_rc: valid holds until taken (d_ok[cs] clears, cs moves only on the transfer); the
         # stats register's state goes in as hold, so it gates ready, not valid
         start = to_rc.valid & to_rc.ready
@@ -418,6 +424,7 @@ class BNUnit(CheckedComponent):
         ncan = nact | _pick(ns, sl.inv_ok)
         issue = advance & ncan
         nlast = Signal(init=int(nb == 1))   # nra == nb - 1, as a register
+        self.probes |= {"nlast": nlast, "inv_ok": sl.inv_ok}
         nv1 = Signal()
         nslot1 = Signal(range(3))
         nmu1 = Signal(signed(cfg.mean_bits))

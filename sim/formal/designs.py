@@ -25,6 +25,7 @@ def design_props(design: str, cfg) -> list[Prop]:
         from l1bn.hw.bn_unit import bn_latency_cycles
 
         from .bn import BNCountHarness, BNDrainHarness, BNStreamHarness
+        from .bn_count import BNCountInvHarness, count_k
         from .bn_data import BNDataHarness
 
         one = bn_latency_cycles(replace(cfg, channels=1)) + 2
@@ -33,8 +34,11 @@ def design_props(design: str, cfg) -> list[Prop]:
                  what="o: valid and payload hold until ready"),
             Prop("stream.stats", "stream", lambda: BNStreamHarness(cfg, "stats"), 4, k=2,
                  what="stats: valid and payload hold until ready"),
-            Prop("count", "count", lambda: BNCountHarness(cfg, response=False), bn_latency_cycles(cfg) + 4,
-                 mode="bmc", what="any stalls: y never ahead of x, records in order, one per channel"),
+            # unbounded: k-induction with the counter relations and buffer occupancy stated in
+            # the harness (l1bn.sim.formal.bn_count)
+            Prop("count", "count", lambda: BNCountInvHarness(cfg), count_k(cfg) + 1, k=count_k(cfg),
+                 invariants=True,
+                 what="any stalls: y never ahead of x, records in order, one per channel"),
             Prop("response", "count", lambda: BNCountHarness(cfg), bn_latency_cycles(cfg) + 4, mode="bmc",
                  what="any stalls: as count, and with both outputs ready a due y or record comes "
                       "within twice the one-channel latency"),
