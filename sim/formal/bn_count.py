@@ -168,5 +168,5 @@ class BNCountInvHarness(Harness):
         m.d.comb += [Assert(~rec_wait | (~in_recip & dut.stats.valid)),
                      Assert(chans == complete - at[2] + rec_wait + dut.stats.valid)]
         chan = pr["chan"]
-        m.d.comb += [Assert(~dut.stats.valid | (dut.stats.payload.channel == rec)),
+        m.d.comb += [Assert(rec < nch), Assert(~dut.stats.valid | (dut.stats.payload.channel == rec)),
                      Assert(chan == Mux(dut.stats.valid, Mux(rec == nch - 1, 0, rec + 1), rec))]
