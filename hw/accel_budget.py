@@ -6,7 +6,7 @@
   the weight ROM, and per column of the image memory (``img_lane_bits`` lanes), the activation
   memory (``act_lane_bits`` lanes: 2 bits for CNV, not the pixels' 9) and the im2col table when
   it is deeper than :data:`~l1bn.hw.accel_issue.TABLE_LUT_DEPTH` (shallower ones are LUT ROMs,
-  ``SplitRom``)), an upper bound: pieces of at most :data:`LUTRAM_WORDS` words are left out, and
+  ``SplitRom``), and the mult/bias ROM), an upper bound: pieces of at most :data:`LUTRAM_WORDS` words are left out, and
   Yosys puts some deeper shallow pieces in distributed RAM too;
 - ``dsp``: MULT18X18D, exact: the requantizer's multiply in every column
   (:func:`l1bn.hw.arith.mul_terms` parts);
@@ -30,20 +30,28 @@ from amaranth import signed
 from l1bn.hw.accel_issue import TABLE_LUT_DEPTH
 from l1bn.hw.accel_plan import Plan
 from l1bn.hw.arith import mul_terms
-from l1bn.hw.bram import bram_count, bram_geometry
+from l1bn.hw.bram import LUTRAM_DEPTH, bram_count, bram_geometry
 from l1bn.spec.config import MAX_MAC_ARRAY
 
 __all__ = ["Budget", "DoesNotFit", "plan_resources", "budget_geometry", "shortfall", "LUT_MODEL", "FF_MODEL",
-           "LUTRAM_WORDS"]
+           "LUTRAM_WORDS", "pe_size"]
 
 #: memory pieces this deep or less are distributed RAM (TRELLIS_DPR16X4), not block RAM
-LUTRAM_WORDS = 64
+LUTRAM_WORDS = LUTRAM_DEPTH
 #: (per MAC, per column, per row, fixed) LUT sites, and flip-flops, of the 4-bit digits CNN
 #: (``synth_ecp5``, Yosys 0.70; see the module docstring)
 LUT_MODEL = (70.4, 272.3, 69.7, 0.0, 656.7)
 FF_MODEL = (49.8, 254.4, 40.9, 0.0, 110.3)
-#: PE width of the calibration: 4-bit weights x 4-bit activations (an 8-bit product) + 17-bit accumulator
-CAL_PE_BITS = 8 + 17
+#: PE size of the calibration: 4-bit weights x 4-bit activations (16 partial-product bits) + a
+#: 17-bit accumulator
+CAL_PE_BITS = 4 * 4 + 17
+
+
+def pe_size(cfg) -> float:
+    """One PE's size against the calibration's: partial-product bits (``wbits * abits``: the
+    shift-and-add product; 1-bit weights are a sign select of the activation) plus accumulator
+    bits, over :data:`CAL_PE_BITS`."""
+    return (cfg.wbits * cfg.abits + cfg.acc_bits) / CAL_PE_BITS
 
 
 @dataclass(frozen=True)
@@ -85,16 +93,18 @@ def plan_resources(plan: Plan) -> dict:
     # im2col tables: LUT ROMs up to TABLE_LUT_DEPTH entries (the generator's rule), else banked
     tdepth = len(p.tables[0])
     bt = 0 if tdepth <= TABLE_LUT_DEPTH else C * _pieces(1 + p.table_off_bits + p.lane_sel_bits, tdepth)
+    # the mult/bias ROM (a plain memory: Yosys chooses; counted when deeper than LUT RAM)
+    bm = _pieces(p.mult_bits + p.bias_bits, len(p.mb_words)) if len(p.layers) > 1 else 0
     dsp = C * mul_terms(signed(p.mac_cfg.acc_bits), signed(p.mult_bits)) if len(p.layers) > 1 else 0
     cfg = p.mac_cfg
-    pe = (cfg.wbits + cfg.abits + cfg.acc_bits) / CAL_PE_BITS
+    pe = pe_size(cfg)
 
     def model(k):
         per_mac, per_col, per_row, per_layer, fixed = k
         return round(per_mac * pe * R * C + per_col * C + per_row * R + per_layer * len(p.layers) + fixed)
 
-    return {"bram": bw + bi + ba + bt, "dsp": dsp, "lut_sites": model(LUT_MODEL), "ff": model(FF_MODEL),
-            "bram_by": {"weights": bw, "image": bi, "activations": ba, "tables": bt}}
+    return {"bram": bw + bi + ba + bt + bm, "dsp": dsp, "lut_sites": model(LUT_MODEL), "ff": model(FF_MODEL),
+            "bram_by": {"weights": bw, "image": bi, "activations": ba, "tables": bt, "mult/bias": bm}}
 
 
 _WHAT = (("lut_sites", "LUT sites"), ("ff", "flip-flops"), ("dsp", "MULT18X18D"), ("bram", "DP16KD block RAMs"))
