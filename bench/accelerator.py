@@ -99,7 +99,7 @@ def _plan_report(net, name: str, budget, refusal) -> int:
         lean = refusal.resources
         print(f"{name}: leanest array {shape[0]}x{shape[1]}: {lean['bram']} DP16KD (weights {lean['bram_by']['weights']}, "
               f"activations {lean['bram_by']['activations']}, image {lean['bram_by']['image']}, im2col tables "
-              f"{lean['bram_by']['tables']}) of {budget.name}'s {budget.bram}")
+              f"{lean['bram_by']['tables']}, mult/bias {lean['bram_by']['mult/bias']}) of {budget.name}'s {budget.bram}")
     acc = accelerator_from_export(net, rows=MAX_MAC_ARRAY, cols=MAX_MAC_ARRAY)
     Fragment.get(acc, None)     # asked only for its figures
     p, res = acc.plan, plan_resources(acc.plan)
@@ -108,7 +108,8 @@ def _plan_report(net, name: str, budget, refusal) -> int:
     print(f"{name}: {p.macs:,} MACs per image; the largest array, {p.rows}x{p.cols}: {cyc:,} cycles per image "
           f"(formula), MAC utilization {100 * util:.1f}%")
     print(f"  needs {res['bram']} DP16KD (weights {res['bram_by']['weights']}, activations "
-          f"{res['bram_by']['activations']}, image {res['bram_by']['image']}, im2col tables {res['bram_by']['tables']}), "
+          f"{res['bram_by']['activations']}, image {res['bram_by']['image']}, im2col tables {res['bram_by']['tables']}, "
+          f"mult/bias {res['bram_by']['mult/bias']}), "
           f"{res['dsp']} MULT18X18D, "
           f"about {res['lut_sites']} LUT sites and {res['ff']} FF; {budget.name} has {budget.bram} DP16KD, "
           f"{budget.dsp} MULT18X18D, {budget.lut_sites} LUT sites")

@@ -3,23 +3,29 @@
 :func:`plan_resources` counts what a :class:`~l1bn.hw.accel_plan.Plan` needs on an ECP5:
 
 - ``bram``: DP16KD block RAMs of the generator's memories (:func:`l1bn.hw.bram.bram_count` of
-  the weight ROM, and per column of the image memory (``img_lane_bits`` lanes), the activation
-  memory (``act_lane_bits`` lanes: 2 bits for CNV, not the pixels' 9) and the im2col table when
-  it is deeper than :data:`~l1bn.hw.accel_issue.TABLE_LUT_DEPTH` (shallower ones are LUT ROMs,
-  ``SplitRom``), and the mult/bias ROM), an upper bound: pieces of at most :data:`LUTRAM_WORDS` words are left out, and
-  Yosys puts some deeper shallow pieces in distributed RAM too;
+  the weight ROM; per column, the image memory (``img_lane_bits`` lanes), the activation memory
+  (``act_lane_bits`` lanes: 2 bits for CNV, not the pixels' 9; a lane with its own write enable
+  narrower than a 9-bit byte is a slice of its own) and the im2col table when it is deeper than
+  :data:`~l1bn.hw.accel_issue.TABLE_LUT_DEPTH` (shallower ones are LUT ROMs, ``SplitRom``); the
+  mult/bias ROM), an upper bound: pieces of at most :data:`LUTRAM_WORDS` words are left out, and
+  Yosys puts some deeper ones in LUTs (digits CNN 8x4: 11 counted, 8 after synthesis: its
+  80-word mult/bias ROM; reduced CNV-w1a1 at 8x4 and 16x4: 55 and 55);
 - ``dsp``: MULT18X18D, exact: the requantizer's multiply in every column
   (:func:`l1bn.hw.arith.mul_terms` parts);
 - ``lut_sites`` (LUT4 + 2 per CCU2C carry, what nextpnr places) and ``ff``: a linear model,
-  ``per_mac * rows * cols + per_col * cols + per_row * rows + fixed``, fitted on ``synth_ecp5`` of
-  the 4-bit digits CNN at 4x4, 8x4, 8x8, 16x8 and 4x16 (:data:`LUT_MODEL`, :data:`FF_MODEL`;
-  least squares, within 3.8 % of the LUT sites and 2.1 % of the flip-flops on those shapes). The
-  per-MAC term is scaled by the PE's width (product bits + accumulator bits) against the
-  calibration's: a rough guess for other widths, which synthesis's own fit check backs up.
+  ``per_mac * pe * rows * cols + per_col * cols + per_row * rows + per_layer * layers + fixed``
+  (:data:`LUT_MODEL`, :data:`FF_MODEL`), fitted by non-negative least squares
+  (``bench/accel_budget_fit.py``) on ``synth_ecp5`` of the 4-bit digits CNN at 4x4, 8x4, 8x8, 16x8
+  and 4x16 and of CNV-w1a1's topology at reduced widths (9 layers, the XNOR switch, two max pools,
+  block-RAM tables) at 8x4 and 16x4: within 10.4 % of the LUT sites and 5.0 % of the flip-flops
+  on those seven (the model before, fitted on the digits CNN alone before ``SplitRom`` and the
+  switch: 35.8 % and 24.9 %). ``pe`` (:func:`pe_size`) scales the per-MAC term by the PE's size,
+  partial-product bits ``wbits * abits`` plus accumulator bits, against the calibration's.
 
 :func:`budget_geometry` picks, among every ``rows x cols`` (1..16 each) whose estimate fits a
 :class:`Budget`, the one with the fewest cycles per image (ties: fewer LUT sites). When none fits
-it raises a ``ValueError`` of one line naming the resource that is short and by how much.
+it raises :class:`DoesNotFit` (a ``ValueError``) of one line naming the resource that is short
+and by how much.
 """
 
 from __future__ import annotations
@@ -40,8 +46,8 @@ __all__ = ["Budget", "DoesNotFit", "plan_resources", "budget_geometry", "shortfa
 LUTRAM_WORDS = LUTRAM_DEPTH
 #: (per MAC, per column, per row, fixed) LUT sites, and flip-flops, of the 4-bit digits CNN
 #: (``synth_ecp5``, Yosys 0.70; see the module docstring)
-LUT_MODEL = (70.4, 272.3, 69.7, 0.0, 656.7)
-FF_MODEL = (49.8, 254.4, 40.9, 0.0, 110.3)
+LUT_MODEL = (80.7, 301.4, 0.0, 0.0, 852.3)
+FF_MODEL = (51.2, 281.6, 34.5, 0.0, 600.7)
 #: PE size of the calibration: 4-bit weights x 4-bit activations (16 partial-product bits) + a
 #: 17-bit accumulator
 CAL_PE_BITS = 4 * 4 + 17

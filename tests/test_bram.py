@@ -33,7 +33,7 @@ def test_geometry_is_one_block_per_piece():
         bram_geometry(10, 4, granularity=4)
 
 
-@pytest.mark.parametrize("width,depth,gran", [(16, 40, None), (40, 2500, 4), (6, 3000, 2)])
+@pytest.mark.parametrize("width,depth,gran", [(16, 40, None), (40, 2500, 4), (6, 3000, 2), (4, 9000, 2)])
 def test_banked_memory_reads_two_enabled_cycles_later(width, depth, gran):
     """Random writes, reads and stalls (``r_en`` low) against a model: ``r_data`` is the word at
     the address of two enabled cycles ago, as memory held it at the first of them."""
