@@ -201,3 +201,36 @@ def test_critical_path_of_anonymous_flip_flops_is_named_by_its_nets():
     cp = critical_path({"critical_paths": [{"from": "<async>", "to": "posedge clk", "path": rst},
                                            {"from": "posedge clk", "to": "posedge clk", "path": path}]})
     assert (cp["from"], cp["to"]) == ("recip.cnt_TRELLIS_FF_Q", "normalize.o_DFF")
+
+
+def test_families_bench_puts_a_targets_mac_arrays_together_smallest_first(tmp_path, capsys):
+    """bench/fpga_families.py merges MAC-array files measured apart (the 4x4 and, later, the 8x8 of
+    one target, or an 8x8 that did not fit): one target's rows together, the smaller array first,
+    a row that did not fit printed with the fit check's line."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "fpga_families.py"
+    spec = importlib.util.spec_from_file_location("bench_fpga_families", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def row(cfg, fmax):
+        return {"config": cfg, "le": 100, "dsp": 0, "fmax_mhz": fmax, "fmax_seeds": {"1": fmax}, "gops": 1.0,
+                "gops_per_klut": 1.0, "critical_path": {"from": "a", "to": "b"}}
+
+    files = {"mac-nexus-8x8.json": {"target": "nexus X", "rows": [row("8x8 w4s a4s", 239.3)]},
+             "mac-nexus.json": {"target": "nexus X", "rows": [row("4x4 w4s a4s", 309.1)]},
+             "mac-ice40-8x8.json": {"target": "ice40 Y", "rows": [], "unfit": [
+                 {"config": "8x8 w4s a4s", "error": "mac-1: the design needs 5781 LC but Y has 5280"}]},
+             "mac-ice40.json": {"target": "ice40 Y", "rows": [row("4x4 w4s a4s", 64.6)]}}
+    for name, data in files.items():
+        (tmp_path / name).write_text(json.dumps(data))
+    assert mod.main([str(tmp_path)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ice40") or ln.startswith("| nexus")]
+    assert [(ln.split(" | ")[0], ln.split(" | ")[1]) for ln in lines] == [
+        ("| ice40 Y", "4x4 w4s a4s"), ("| ice40 Y", "8x8 w4s a4s"), ("| nexus X", "4x4 w4s a4s"),
+        ("| nexus X", "8x8 w4s a4s")]
+    assert "the design needs 5781 LC but Y has 5280 | - |" in lines[1]
+    assert "| 239.3 | 239.3 |" in lines[3]
