@@ -1,6 +1,7 @@
 """The FPGA families of the flow (l1bn.sim.fpga.families): the registry and its errors, the cache
 keys of the default ECP5 step, every family's synthesis + place and route on a 2x2 MAC array,
-the DSP switch, the device-fit check before place and route, and the CLI options."""
+the DSP switch, the device-fit check before place and route, the CLI options, the Nexus check for
+undriven wires after coarse synthesis, and bench/fpga_families.py's MAC-array table."""
 
 import subprocess
 import sys
