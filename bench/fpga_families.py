@@ -183,6 +183,18 @@ def energy_lines(reports) -> list[str]:
             for (w, kind), e in sorted(seen.items())]
 
 
+def _mac_entries(macs) -> list[tuple[dict, dict]]:
+    """``(bench JSON, row)`` of every MAC-array file, measured rows and ``unfit`` ones alike, one
+    target's rows together and the smaller array first (a target's arrays may come from several
+    files, e.g. the 4x4 and the 8x8 measured apart)."""
+    def size(cfg: str) -> int:
+        r, c = cfg.split()[0].split("x")
+        return int(r) * int(c)
+
+    entries = [(m, r) for _, m in macs for r in [*m["rows"], *m.get("unfit", [])]]
+    return sorted(entries, key=lambda e: (e[0]["target"], size(e[1]["config"])))
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not Path(argv[0]).is_dir():
@@ -213,18 +225,18 @@ def main(argv=None) -> int:
         print("\nMAC arrays (K = 64 per tile), Fmax = median of the seeds:\n")
         print("| family target | array | LE | DSP | Fmax MHz | per seed | GOPS | GOPS per kLE | critical path |")
         print("|---|---|---:|---:|---:|---|---:|---:|---|")
-        for _, m in d["mac"]:
-            for r in m["rows"]:
-                per = "/".join(f"{v:.1f}" for v in r["fmax_seeds"].values())
-                where = m["target"].replace("smallest fitting device", r.get("device") or "smallest fitting device")
-                cp = r.get("critical_path") or {}
-                mult = r.get("dsp", r.get("mult"))     # the family's multiplier column (CC_MULT on GateMate)
-                print(f"| {where} | {r['config']} | {r.get('le') or r.get('lut4')} | {mult} | "
-                      f"{r['fmax_mhz']:.1f} | {per} | {r['gops']:.2f} | {r['gops_per_klut']:.2f} | "
-                      f"`{_cell(cp.get('from'))}` -> `{_cell(cp.get('to'))}` |")
-            for r in m.get("unfit", []):   # too large for the device: the fit check's line
+        for m, r in _mac_entries(d["mac"]):
+            if "error" in r:   # too large for the device: the fit check's line
                 print(f"| {m['target']} | {r['config']} | {r['error'].split(': ', 1)[-1].replace('|', '/')} "
                       f"| - | - | - | - | - | - |")
+                continue
+            per = "/".join(f"{v:.1f}" for v in r["fmax_seeds"].values())
+            where = m["target"].replace("smallest fitting device", r.get("device") or "smallest fitting device")
+            cp = r.get("critical_path") or {}
+            mult = r.get("dsp", r.get("mult"))     # the family's multiplier column (CC_MULT on GateMate)
+            print(f"| {where} | {r['config']} | {r.get('le') or r.get('lut4')} | {mult} | "
+                  f"{r['fmax_mhz']:.1f} | {per} | {r['gops']:.2f} | {r['gops_per_klut']:.2f} | "
+                  f"`{_cell(cp.get('from'))}` -> `{_cell(cp.get('to'))}` |")
     if d["acc"]:
         print("\nDigits accelerator (the same Verilog on every family; bit-exactness is the simulation's, "
               "not the family's):\n")

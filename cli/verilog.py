@@ -232,7 +232,7 @@ def net_cmd(export_dir, out_dir, rows, cols, device, budget_lut):
     r = s["resources"]
     click.echo(f"ECP5 resources before synthesis: {r['bram']} DP16KD (weights {r['bram_by']['weights']}, "
                f"activations {r['bram_by']['activations']}, image {r['bram_by']['image']}, im2col tables "
-               f"{r['bram_by']['tables']}), {r['dsp']} MULT18X18D; "
+               f"{r['bram_by']['tables']}, mult/bias {r['bram_by']['mult/bias']}), {r['dsp']} MULT18X18D; "
                f"estimated {r['lut_sites']} LUT sites, {r['ff']} FF"
                + (f"; fits {budget.name}" if budget is not None else ""))
 

@@ -3,22 +3,29 @@
 :func:`plan_resources` counts what a :class:`~l1bn.hw.accel_plan.Plan` needs on an ECP5:
 
 - ``bram``: DP16KD block RAMs of the generator's memories (:func:`l1bn.hw.bram.bram_count` of
-  the weight ROM, and per column of the im2col table, the image and the activation memories), an
-  upper bound: pieces of
-  at most :data:`LUTRAM_WORDS` words are left out, and Yosys puts some deeper shallow pieces in
-  distributed RAM too (digits CNN, 4x16 array: 68 counted, 63 after synthesis; 8x8: 20, 19);
+  the weight ROM; per column, the image memory (``img_lane_bits`` lanes), the activation memory
+  (``act_lane_bits`` lanes: 2 bits for CNV, not the pixels' 9; a lane with its own write enable
+  narrower than a 9-bit byte is a slice of its own) and the im2col table when it is deeper than
+  :data:`~l1bn.hw.accel_issue.TABLE_LUT_DEPTH` (shallower ones are LUT ROMs, ``SplitRom``); the
+  mult/bias ROM), an upper bound: pieces of at most :data:`LUTRAM_WORDS` words are left out, and
+  Yosys puts some deeper ones in LUTs (digits CNN 8x4: 11 counted, 8 after synthesis: its
+  80-word mult/bias ROM; reduced CNV-w1a1 at 8x4 and 16x4: 55 and 55);
 - ``dsp``: MULT18X18D, exact: the requantizer's multiply in every column
   (:func:`l1bn.hw.arith.mul_terms` parts);
 - ``lut_sites`` (LUT4 + 2 per CCU2C carry, what nextpnr places) and ``ff``: a linear model,
-  ``per_mac * rows * cols + per_col * cols + per_row * rows + fixed``, fitted on ``synth_ecp5`` of
-  the 4-bit digits CNN at 4x4, 8x4, 8x8, 16x8 and 4x16 (:data:`LUT_MODEL`, :data:`FF_MODEL`;
-  least squares, within 3.8 % of the LUT sites and 2.1 % of the flip-flops on those shapes). The
-  per-MAC term is scaled by the PE's width (product bits + accumulator bits) against the
-  calibration's: a rough guess for other widths, which synthesis's own fit check backs up.
+  ``per_mac * pe * rows * cols + per_col * cols + per_row * rows + per_layer * layers + fixed``
+  (:data:`LUT_MODEL`, :data:`FF_MODEL`), fitted by non-negative least squares
+  (``bench/accel_budget_fit.py``) on ``synth_ecp5`` of the 4-bit digits CNN at 4x4, 8x4, 8x8, 16x8
+  and 4x16 and of CNV-w1a1's topology at reduced widths (9 layers, the XNOR switch, two max pools,
+  block-RAM tables) at 8x4 and 16x4: within 10.4 % of the LUT sites and 5.0 % of the flip-flops
+  on those seven (the model before, fitted on the digits CNN alone before ``SplitRom`` and the
+  switch: 35.8 % and 24.9 %). ``pe`` (:func:`pe_size`) scales the per-MAC term by the PE's size,
+  partial-product bits ``wbits * abits`` plus accumulator bits, against the calibration's.
 
 :func:`budget_geometry` picks, among every ``rows x cols`` (1..16 each) whose estimate fits a
 :class:`Budget`, the one with the fewest cycles per image (ties: fewer LUT sites). When none fits
-it raises a ``ValueError`` of one line naming the resource that is short and by how much.
+it raises :class:`DoesNotFit` (a ``ValueError``) of one line naming the resource that is short
+and by how much.
 """
 
 from __future__ import annotations
@@ -26,22 +33,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth import signed
+from l1bn.hw.accel_issue import TABLE_LUT_DEPTH
 from l1bn.hw.accel_plan import Plan
 from l1bn.hw.arith import mul_terms
-from l1bn.hw.bram import bram_count, bram_geometry
+from l1bn.hw.bram import LUTRAM_DEPTH, bram_count, bram_geometry
 from l1bn.spec.config import MAX_MAC_ARRAY
 
-__all__ = ["Budget", "plan_resources", "budget_geometry", "shortfall", "LUT_MODEL", "FF_MODEL",
-           "LUTRAM_WORDS"]
+__all__ = ["Budget", "DoesNotFit", "plan_resources", "budget_geometry", "shortfall", "LUT_MODEL", "FF_MODEL",
+           "LUTRAM_WORDS", "pe_size"]
 
 #: memory pieces this deep or less are distributed RAM (TRELLIS_DPR16X4), not block RAM
-LUTRAM_WORDS = 64
+LUTRAM_WORDS = LUTRAM_DEPTH
 #: (per MAC, per column, per row, fixed) LUT sites, and flip-flops, of the 4-bit digits CNN
 #: (``synth_ecp5``, Yosys 0.70; see the module docstring)
-LUT_MODEL = (70.4, 272.3, 69.7, 656.7)
-FF_MODEL = (49.8, 254.4, 40.9, 110.3)
-#: PE width of the calibration: 4-bit weights x 4-bit activations (an 8-bit product) + 17-bit accumulator
-CAL_PE_BITS = 8 + 17
+LUT_MODEL = (80.7, 301.4, 0.0, 0.0, 852.3)
+FF_MODEL = (51.2, 281.6, 34.5, 0.0, 600.7)
+#: PE size of the calibration: 4-bit weights x 4-bit activations (16 partial-product bits) + a
+#: 17-bit accumulator
+CAL_PE_BITS = 4 * 4 + 17
+
+
+def pe_size(cfg) -> float:
+    """One PE's size against the calibration's: partial-product bits (``wbits * abits``: the
+    shift-and-add product; 1-bit weights are a sign select of the activation) plus accumulator
+    bits, over :data:`CAL_PE_BITS`."""
+    return (cfg.wbits * cfg.abits + cfg.acc_bits) / CAL_PE_BITS
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,15 @@ class Budget:
     ff: int
     dsp: int
     bram: int
+
+
+class DoesNotFit(ValueError):
+    """No array shape fits the budget (one-line message); ``shape`` and ``resources``: the
+    leanest shape's ``(rows, cols)`` and its :func:`plan_resources`."""
+
+    def __init__(self, msg: str, shape: tuple[int, int], resources: dict):
+        super().__init__(msg)
+        self.shape, self.resources = shape, resources
 
 
 def _pieces(width: int, depth: int, granularity: int | None = None) -> int:
@@ -69,19 +94,23 @@ def plan_resources(plan: Plan) -> dict:
     R, C = p.rows, p.cols
     w_words = sum(lp.t * lp.k for lp in p.layers)
     bw = _pieces(R * p.mac_cfg.wbits, w_words)
-    bi = C * _pieces(C * p.lane_bits, 2 * p.img_words, p.lane_bits)
-    ba = C * _pieces(C * p.lane_bits, p.act_depth, p.lane_bits if p.pooled else None)
-    bt = C * _pieces(1 + p.table_off_bits + p.lane_sel_bits, len(p.tables[0]))
+    bi = C * _pieces(C * p.img_lane_bits, 2 * p.img_words, p.img_lane_bits)
+    ba = C * _pieces(C * p.act_lane_bits, p.act_depth, p.act_lane_bits if p.pooled else None)
+    # im2col tables: LUT ROMs up to TABLE_LUT_DEPTH entries (the generator's rule), else banked
+    tdepth = len(p.tables[0])
+    bt = 0 if tdepth <= TABLE_LUT_DEPTH else C * _pieces(1 + p.table_off_bits + p.lane_sel_bits, tdepth)
+    # the mult/bias ROM (a plain memory: Yosys chooses; counted when deeper than LUT RAM)
+    bm = _pieces(p.mult_bits + p.bias_bits, len(p.mb_words)) if len(p.layers) > 1 else 0
     dsp = C * mul_terms(signed(p.mac_cfg.acc_bits), signed(p.mult_bits)) if len(p.layers) > 1 else 0
     cfg = p.mac_cfg
-    pe = (cfg.wbits + cfg.abits + cfg.acc_bits) / CAL_PE_BITS
+    pe = pe_size(cfg)
 
     def model(k):
-        per_mac, per_col, per_row, fixed = k
-        return round(per_mac * pe * R * C + per_col * C + per_row * R + fixed)
+        per_mac, per_col, per_row, per_layer, fixed = k
+        return round(per_mac * pe * R * C + per_col * C + per_row * R + per_layer * len(p.layers) + fixed)
 
-    return {"bram": bw + bi + ba + bt, "dsp": dsp, "lut_sites": model(LUT_MODEL), "ff": model(FF_MODEL),
-            "bram_by": {"weights": bw, "image": bi, "activations": ba, "tables": bt}}
+    return {"bram": bw + bi + ba + bt + bm, "dsp": dsp, "lut_sites": model(LUT_MODEL), "ff": model(FF_MODEL),
+            "bram_by": {"weights": bw, "image": bi, "activations": ba, "tables": bt, "mult/bias": bm}}
 
 
 _WHAT = (("lut_sites", "LUT sites"), ("ff", "flip-flops"), ("dsp", "MULT18X18D"), ("bram", "DP16KD block RAMs"))
@@ -100,8 +129,9 @@ def shortfall(res: dict, budget: Budget) -> str | None:
 def budget_geometry(layers, *, in_chw, in_bits: int, budget: Budget, in_signed: bool = False,
                     max_side: int = MAX_MAC_ARRAY) -> tuple[int, int]:
     """The ``(rows, cols)`` (1..``max_side`` each) whose :func:`plan_resources` fit ``budget``
-    with the fewest cycles per image (ties: fewer LUT sites). ``ValueError`` (one line) when no
-    shape fits: the shortfall of the shape with the fewest block RAMs (then LUT sites)."""
+    with the fewest cycles per image (ties: fewer LUT sites). :class:`DoesNotFit` (a ``ValueError``
+    of one line) when no shape fits: the shortfall of the shape with the fewest block RAMs (then
+    LUT sites)."""
     best, smallest = None, None
     for rows in range(1, max_side + 1):
         for cols in range(1, max_side + 1):
@@ -120,6 +150,6 @@ def budget_geometry(layers, *, in_chw, in_bits: int, budget: Budget, in_signed: 
         if smallest is None:
             raise ValueError("no array shape can run this network")
         _, res, (r, c) = smallest
-        raise ValueError(f"the network does not fit {budget.name}: its leanest array ({r}x{c}) "
-                         f"{shortfall(res, budget)}")
+        raise DoesNotFit(f"the network does not fit {budget.name}: its leanest array ({r}x{c}) "
+                         f"{shortfall(res, budget)}", (r, c), res)
     return best[1]

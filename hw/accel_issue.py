@@ -20,13 +20,15 @@ __all__ = ["Issuer", "LayerConsts", "SplitRom", "TABLE_LUT_DEPTH", "read_signatu
 TABLE_LUT_DEPTH = 256
 
 
-def read_signature(cols: int, addr_bits: int, word_bits: int) -> wiring.Signature:
+def read_signature(cols: int, addr_bits: int, word_bits: int, act_word_bits: int | None = None) -> wiring.Signature:
     """Reads of the per-column image and activation memories: ``addr`` per column and ``en``
-    out, the words of both memories in, two enabled cycles after the address (the block RAM's read,
+    out, the words of both memories in (``word_bits`` the image's, ``act_word_bits`` the
+    activations', default the same), two enabled cycles after the address (the block RAM's read,
     then its output register: :class:`~l1bn.hw.bram.BankedMemory`)."""
     words = data.ArrayLayout(unsigned(word_bits), cols)
+    awords = data.ArrayLayout(unsigned(word_bits if act_word_bits is None else act_word_bits), cols)
     return wiring.Signature({"addr": Out(data.ArrayLayout(unsigned(addr_bits), cols)), "en": Out(1),
-                             "img": In(words), "act": In(words)})
+                             "img": In(words), "act": In(awords)})
 
 
 class LayerConsts:
@@ -125,8 +127,9 @@ class Issuer(wiring.Component):
         To the MAC array: ``rows`` weights and ``cols`` activations of one K-step, ``last`` on a
         tile's final step; with ``plan.switch``, ``x`` on the beats of a layer on the XNOR path
         (``plan.xnor_layers``). Registered.
-    rd : Out(read_signature(cols, addr_bits, cols * lane_bits))
-        Per-column reads: layer 0 reads the image memory, the others the activation memory.
+    rd : Out(read_signature(cols, addr_bits, cols * img_lane_bits, cols * act_lane_bits))
+        Per-column reads: layer 0 reads the image memory, the others the activation memory (its
+        lanes as narrow as the stored activations; both extended to the array's width).
     slot_full : In(2); release : Out(2)
         Image slots from :class:`~l1bn.hw.accel_loader.ImageLoader`; ``release`` pulses once
         layer 0 has read its slot's last word.
@@ -156,7 +159,8 @@ class Issuer(wiring.Component):
         nl = len(plan.layers)
         super().__init__({
             "o": Out(stream.Signature(in_layout(plan.mac_cfg, switch=plan.switch))),
-            "rd": Out(read_signature(plan.cols, self.addr_bits, plan.cols * plan.lane_bits)),
+            "rd": Out(read_signature(plan.cols, self.addr_bits, plan.cols * plan.img_lane_bits,
+                                     plan.cols * plan.act_lane_bits)),
             "slot_full": In(2),
             "release": Out(2),
             "done": In(1),
@@ -390,7 +394,7 @@ class Issuer(wiring.Component):
         follows the register), and each column's lane is selected (0 for padding) into the array's
         input register ``o``."""
         p = self.plan
-        C, LB, lw = p.cols, p.lane_bits, p.lane_sel_bits
+        C, LB, ALB, lw = p.cols, p.img_lane_bits, p.act_lane_bits, p.lane_sel_bits
         ok2, lane2 = s2["ok"], s2["lane"]
         # ---- stage 3: memory words (and the weight word) arrive
         v3, last3, img3, x3 = Signal(), Signal(), Signal(), Signal()
@@ -407,7 +411,7 @@ class Issuer(wiring.Component):
         ok4 = [Signal(name=f"ok4_{j}") for j in range(C)]
         lane4 = [Signal(lw, name=f"lane4_{j}") for j in range(C)]
         img4 = [Signal(C * LB, name=f"img4_{j}") for j in range(C)]
-        act4 = [Signal(C * LB, name=f"act4_{j}") for j in range(C)]
+        act4 = [Signal(C * ALB, name=f"act4_{j}") for j in range(C)]
         src4 = Signal()
         with m.If(adv):
             m.d.sync += [v4.eq(v3), last4.eq(last3), src4.eq(img3), x4.eq(x3)]
@@ -424,6 +428,17 @@ class Issuer(wiring.Component):
             if p.switch:
                 m.d.sync += self.o.payload.x.eq(x4)
             for j in range(C):
-                word = Mux(src4, img4[j], act4[j])
-                lanes = [word[n * LB:(n + 1) * LB] for n in range(C)]
-                m.d.sync += self.o.payload.a[j].eq(Mux(ok4[j], pick(lane4[j], lanes)[:len(self.o.payload.a[j])], 0))
+                if ALB == LB:
+                    word = Mux(src4, img4[j], act4[j])
+                    lanes = [word[n * LB:(n + 1) * LB] for n in range(C)]
+                    m.d.sync += self.o.payload.a[j].eq(Mux(ok4[j], pick(lane4[j], lanes)[:len(self.o.payload.a[j])], 0))
+                    continue
+                # activation lanes narrower than the pixels': each word's lane is picked, then
+                # extended (two's complement where any value is signed) to the array's width
+                na = len(self.o.payload.a[j])
+
+                def lane_of(word, bits, j=j, na=na):
+                    v = pick(lane4[j], [word[n * bits:(n + 1) * bits] for n in range(C)])
+                    v = v.as_signed() if p.signed_acts else v
+                    return v if len(v) <= na else v[:na]
+                m.d.sync += self.o.payload.a[j].eq(Mux(ok4[j], Mux(src4, lane_of(img4[j], LB), lane_of(act4[j], ALB)), 0))

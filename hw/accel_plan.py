@@ -156,7 +156,10 @@ class Plan:
     switch : the product array switches to its XNOR path per layer
     (``MACArray(mac_cfg, switch=True)``), on the layers of :attr:`xnor_layers`
     xnor_layers : per layer, whether it runs on the XNOR path (all, with :attr:`xnor`)
-    lane_bits : bits of one stored activation (pixels and every requantized output)
+    img_lane_bits, act_lane_bits : bits of one stored pixel (image memory), of one stored
+    requantized output (activation memory: as narrow as the widest output, so a binary or 2-bit
+    network's activations take 2 bits, not the 8-bit pixels' width)
+    lane_bits : the wider of the two
     img_words, act_depth : image slot size, activation memory depth
     bases : activation-memory word of each stored tensor (:func:`place_tensors`)
     weight_words : weight ROM words (ints, :func:`weight_word_layout`)
@@ -205,12 +208,14 @@ class Plan:
         if self.xnor:
             self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=1, abits=1, signed_w=True, signed_a=True,
                                      bipolar_a=True, xnor=True, k=max(lay.k for lay in layers))
-            self.lane_bits = 1
+            self.img_lane_bits = self.act_lane_bits = 1
         else:
             self.mac_cfg = MACConfig(rows=rows, cols=cols, wbits=wbits, abits=abits, signed_w=True,
                                      signed_a=self.signed_acts, k=max(lay.k for lay in layers))
             outs = [signed_bits(*lay.out_range) if self.signed_acts else lay.out_bits for lay in layers[:-1]]
-            self.lane_bits = max([in_bits + (sb and not self.in_signed), abits] + outs)
+            self.img_lane_bits = in_bits + (sb and not self.in_signed)
+            self.act_lane_bits = max(outs, default=1)
+        self.lane_bits = max(self.img_lane_bits, self.act_lane_bits)
         self.img_words = self.in_chw[0] * _groups(self.in_chw, cols)
 
         #: activation-memory word of each stored tensor (layer outputs; :func:`place_tensors`)

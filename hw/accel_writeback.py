@@ -31,7 +31,7 @@ class Writeback(wiring.Component):
     i : In(stream.Signature(out_layout(plan.mac_cfg)))
         From the MAC array: result rows in order (row ``r`` of tile ``(t, g)`` is channel
         ``t*rows + r``, positions ``g*cols ..``). Always ready.
-    wr : Out(mem_write_signature(addr_bits, cols * lane_bits))
+    wr : Out(mem_write_signature(addr_bits, cols * act_lane_bits))
         Whole-word writes of every column's activation memory: channel ``o``, group ``g`` at
         word ``out_base + o*G + g``; rows past the layer's channel count are not written.
     o : Out(stream.Signature(output_layout(classes, logit_bits)))
@@ -60,7 +60,7 @@ class Writeback(wiring.Component):
         nl = len(plan.layers)
         super().__init__({
             "i": In(stream.Signature(out_layout(plan.mac_cfg))),
-            "wr": Out(mem_write_signature(addr_bits, plan.cols * plan.lane_bits, plan.cols if plan.pooled else 1)),
+            "wr": Out(mem_write_signature(addr_bits, plan.cols * plan.act_lane_bits, plan.cols if plan.pooled else 1)),
             "o": Out(stream.Signature(output_layout(plan.classes, plan.logit_bits))),
             "done": Out(1),
             "done_layer": Out(range(max(nl, 2))),
@@ -254,7 +254,7 @@ class Writeback(wiring.Component):
         layer's shift and width, then the whole-word write and the done pulse (the side fields
         delayed alongside)."""
         p = self.plan
-        C, LB = p.cols, p.lane_bits
+        C, LB = p.cols, p.act_lane_bits
         lps = p.layers
         nl = len(lps)
         mb = p.mult_bits

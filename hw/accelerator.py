@@ -165,7 +165,7 @@ class Accelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.plan
-        C, LB = p.cols, p.lane_bits
+        C, LB, ALB = p.cols, p.img_lane_bits, p.act_lane_bits
         m.submodules.loader = ld = ImageLoader(in_chw=p.in_chw, in_bits=p.in_bits, cols=C, lane_bits=LB, in_signed=p.in_signed,
                                                img_words=p.img_words, bipolar_code=p.xnor)
         m.submodules.issue = iss = Issuer(p)
@@ -186,7 +186,7 @@ class Accelerator(wiring.Component):
         for j in range(C):
             img = BankedMemory(width=C * LB, depth=2 * p.img_words, write=True, granularity=LB)
             # per-lane write enables only where a layer max-pools (one lane per pooled value)
-            act = BankedMemory(width=C * LB, depth=p.act_depth, write=True, granularity=LB if p.pooled else None)
+            act = BankedMemory(width=C * ALB, depth=p.act_depth, write=True, granularity=ALB if p.pooled else None)
             m.submodules[f"img{j}"], m.submodules[f"act{j}"] = img, act
             m.d.comb += [
                 img.w_addr.eq(ld.wr.addr), img.w_data.eq(ld.wr.data), img.w_en.eq(ld.wr.en),

@@ -26,6 +26,11 @@ __all__ = ["BRAM_MODES", "BankedMemory", "bram_geometry", "bram_count"]
 
 #: ECP5 DP16KD port shapes (data bits, words): one block RAM each
 BRAM_MODES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024))
+#: DP16KD write enables are per 9-bit byte: narrower lanes with their own enables cannot share one
+#: (Yosys then builds one block RAM per lane of every piece)
+BYTE_BITS = 9
+#: memories this deep or less become distributed RAM (TRELLIS_DPR16X4, 4 bits wide), not block RAM
+LUTRAM_DEPTH = 64
 
 
 def _bits_for(n: int) -> int:
@@ -36,14 +41,18 @@ def bram_geometry(width: int, depth: int, granularity: int | None = None) -> tup
     """How :class:`BankedMemory` cuts a ``width`` x ``depth`` memory: ``(slices, bank_depth, banks)``.
 
     ``slices``: ``(lo, hi)`` bit ranges of at most 18 bits (whole ``granularity`` lanes; a lane
-    wider than 18 bits is one slice); ``bank_depth``: the words of one block RAM at the widest
-    slice's width; ``banks``: ``ceil(depth / bank_depth)``.
+    wider than 18 bits is one slice; in a block-RAM sized memory, deeper than
+    :data:`LUTRAM_DEPTH`, a lane narrower than :data:`BYTE_BITS` with its own enable is a slice of
+    its own, as deep as the block RAM allows at its width); ``bank_depth``: the words of one block
+    RAM at the widest slice's width; ``banks``: ``ceil(depth / bank_depth)``.
     """
     g = granularity or 1
     if width % g:
         raise ValueError(f"width={width} is not a multiple of granularity={g}")
     lanes = width // g
     per = max(1, 18 // g)                        # lanes per slice
+    if granularity and g % BYTE_BITS and depth > LUTRAM_DEPTH:
+        per = 1                                  # the block RAM's enables are 9-bit bytes
     n = -(-lanes // per)
     per = -(-lanes // n)                         # as even as whole lanes allow
     slices = [(k * per * g, min(lanes, (k + 1) * per) * g) for k in range(n)]

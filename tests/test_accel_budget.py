@@ -31,7 +31,10 @@ def test_block_rams_follow_the_memories():
     # 1,542,848 2-bit weights in blocks of 1024 x 18 used 16 bits wide (16 kbit each), padded
     # to whole tiles: a few blocks over 3,085,696 / 16384
     assert 3_085_696 // 16384 < res["bram_by"]["weights"] <= 3_085_696 // 16384 + 3
-    assert res["bram_by"]["activations"] == 16 * bram_count(16 * p.lane_bits, p.act_depth, p.lane_bits)
+    # activation lanes as wide as the stored values (2-bit signed), not the 9-bit pixels'
+    assert (p.img_lane_bits, p.act_lane_bits) == (9, 2)
+    assert res["bram_by"]["activations"] == 16 * bram_count(16 * 2, p.act_depth, 2)
+    assert res["bram_by"]["image"] == 16 * bram_count(16 * 9, 2 * p.img_words, 9)
     assert res["bram"] == sum(res["bram_by"].values())
     # one requantizer multiply per column
     assert res["dsp"] % 16 == 0 and res["dsp"] > 0
@@ -55,9 +58,23 @@ def test_budget_picks_the_fastest_shape_that_fits(odd_export):  # noqa: F811
     assert p2.cycles_per_image >= best
 
 
-def test_too_large_is_one_line_naming_the_resource():
+LFE5U_85F = Budget(name="LFE5U-85F", lut_sites=83640, ff=83640, dsp=156, bram=208)
+
+
+def test_cnv_w1a1_fits_the_85f():
+    """Full-width CNV-w1a1 on 16x4: weights, 2-bit activation lanes, image and tables within the
+    LFE5U-85F's 208 DP16KD (275 with the activations stored at the pixels' 9 bits)."""
     layers, inp = layers_from_export(random_cnv_graph(0, wbits=1, abits=1))
-    dev = Budget(name="LFE5U-85F", lut_sites=83640, ff=83640, dsp=156, bram=208)
+    p = _plan(layers, inp, 16, 4)
+    res = plan_resources(p)
+    assert shortfall(res, LFE5U_85F) is None and res["bram"] <= 208
+    wide = 4 * bram_count(4 * p.img_lane_bits, p.act_depth, p.img_lane_bits)
+    assert res["bram"] - res["bram_by"]["activations"] + wide > 208
+
+
+def test_too_large_is_one_line_naming_the_resource():
+    layers, inp = layers_from_export(random_cnv_graph(0, wbits=2, abits=2))
+    dev = LFE5U_85F
     with pytest.raises(ValueError) as e:
         budget_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], budget=dev)
     msg = str(e.value)

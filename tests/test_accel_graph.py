@@ -103,6 +103,9 @@ def test_mixed_network_switches_to_xnor_per_layer(shape, xnor):
     acc = accelerator_from_export(g, rows=shape[0], cols=shape[1], xnor=xnor)
     on = xnor is None
     assert not acc.plan.xnor and acc.plan.switch == on and acc.lane_bits >= 4
+    # the activation memory's lanes as narrow as the stored -1/+1 values, the image's 4 bits:
+    # the issuer picks and sign-extends each separately
+    assert (acc.plan.img_lane_bits, acc.plan.act_lane_bits) == (4, 2)
     assert acc.plan.xnor_layers == (False, on, on, on)
     assert [lp.xnor for lp in acc.plan.layers] == list(acc.plan.xnor_layers)
     assert acc.layers[1].pool == (2, 2, 2)

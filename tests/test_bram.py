@@ -21,13 +21,19 @@ def test_geometry_is_one_block_per_piece():
     # narrow words go deeper: 4 bits -> 4096 x 4, 9 bits -> 2048 x 9
     assert bram_geometry(4, 5000)[1:] == (4096, 2)
     assert bram_geometry(9, 100)[1] == 2048
-    # 4-bit lanes: slices of whole lanes, at most 18 bits (4 lanes)
+    # 4-bit lanes, LUT-RAM deep: slices of whole lanes, at most 18 bits (4 lanes)
     assert bram_geometry(40, 10, granularity=4)[0] == [(0, 16), (16, 32), (32, 40)]
+    # block-RAM deep: the DP16KD's enables are 9-bit bytes, so a 2-bit lane with its own enable
+    # is its own slice, 8192 deep (CNV's activations per column: 4 lanes x 3 banks, not 9 banks
+    # that Yosys would split into 4 blocks each); 9-bit lanes share an 18-bit slice
+    assert bram_geometry(8, 17536, granularity=2) == ([(0, 2), (2, 4), (4, 6), (6, 8)], 8192, 3)
+    assert bram_count(8, 17536, 2) == 12
+    assert bram_geometry(36, 1536, granularity=9) == ([(0, 18), (18, 36)], 1024, 2)
     with pytest.raises(ValueError, match="granularity"):
         bram_geometry(10, 4, granularity=4)
 
 
-@pytest.mark.parametrize("width,depth,gran", [(16, 40, None), (40, 2500, 4), (6, 3000, 2)])
+@pytest.mark.parametrize("width,depth,gran", [(16, 40, None), (40, 2500, 4), (6, 3000, 2), (4, 9000, 2)])
 def test_banked_memory_reads_two_enabled_cycles_later(width, depth, gran):
     """Random writes, reads and stalls (``r_en`` low) against a model: ``r_data`` is the word at
     the address of two enabled cycles ago, as memory held it at the first of them."""

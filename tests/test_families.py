@@ -1,6 +1,7 @@
 """The FPGA families of the flow (l1bn.sim.fpga.families): the registry and its errors, the cache
 keys of the default ECP5 step, every family's synthesis + place and route on a 2x2 MAC array,
-the DSP switch, the device-fit check before place and route, and the CLI options."""
+the DSP switch, the device-fit check before place and route, the CLI options, the Nexus check for
+undriven wires after coarse synthesis, and bench/fpga_families.py's MAC-array table."""
 
 import subprocess
 import sys
@@ -201,3 +202,64 @@ def test_critical_path_of_anonymous_flip_flops_is_named_by_its_nets():
     cp = critical_path({"critical_paths": [{"from": "<async>", "to": "posedge clk", "path": rst},
                                            {"from": "posedge clk", "to": "posedge clk", "path": path}]})
     assert (cp["from"], cp["to"]) == ("recip.cnt_TRELLIS_FF_Q", "normalize.o_DFF")
+
+
+def test_families_bench_puts_a_targets_mac_arrays_together_smallest_first(tmp_path, capsys):
+    """bench/fpga_families.py merges MAC-array files measured apart (the 4x4 and, later, the 8x8 of
+    one target, or an 8x8 that did not fit): one target's rows together, the smaller array first,
+    a row that did not fit printed with the fit check's line."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "fpga_families.py"
+    spec = importlib.util.spec_from_file_location("bench_fpga_families", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def row(cfg, fmax):
+        return {"config": cfg, "le": 100, "dsp": 0, "fmax_mhz": fmax, "fmax_seeds": {"1": fmax}, "gops": 1.0,
+                "gops_per_klut": 1.0, "critical_path": {"from": "a", "to": "b"}}
+
+    files = {"mac-nexus-8x8.json": {"target": "nexus X", "rows": [row("8x8 w4s a4s", 239.3)]},
+             "mac-nexus.json": {"target": "nexus X", "rows": [row("4x4 w4s a4s", 309.1)]},
+             "mac-ice40-8x8.json": {"target": "ice40 Y", "rows": [], "unfit": [
+                 {"config": "8x8 w4s a4s", "error": "mac-1: the design needs 5781 LC but Y has 5280"}]},
+             "mac-ice40.json": {"target": "ice40 Y", "rows": [row("4x4 w4s a4s", 64.6)]}}
+    for name, data in files.items():
+        (tmp_path / name).write_text(json.dumps(data))
+    assert mod.main([str(tmp_path)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ice40") or ln.startswith("| nexus")]
+    assert [(ln.split(" | ")[0], ln.split(" | ")[1]) for ln in lines] == [
+        ("| ice40 Y", "4x4 w4s a4s"), ("| ice40 Y", "8x8 w4s a4s"), ("| nexus X", "4x4 w4s a4s"),
+        ("| nexus X", "8x8 w4s a4s")]
+    assert "the design needs 5781 LC but Y has 5280 | - |" in lines[1]
+    assert "| 239.3 | 239.3 |" in lines[3]
+
+
+NEXUS_DSP_REPRO = """module top(input clk, input [15:0] a, input [15:0] b, output reg [31:0] y, output reg [15:0] z);
+  reg [15:0] a_r;
+  always @(posedge clk) begin a_r <= a; y <= a_r * b; z <= a_r; end
+endmodule
+"""
+
+
+def test_nexus_coarse_check_still_reports_a_live_reader_without_a_driver(tmp_path):
+    """The Nexus flow's ``check`` after ``coarse`` runs on a copy with dead logic removed (so the
+    dead flip-flop bits ``memory_dff`` leaves behind are not reported): it still reports the
+    ``lattice_dsp_nexus`` defect (``synth_nexus``'s own coarse section: ``z <= a_r`` left reading an
+    undriven ``a_r``), and reports nothing after the flow's coarse section on the same design."""
+    from l1bn.sim.fpga.families import nexus
+    from l1bn.sim.yowasp import run_yosys
+
+    def undriven(script):
+        wd = tmp_path / str(len(list(tmp_path.iterdir())))
+        wd.mkdir()
+        (wd / "top.v").write_text(NEXUS_DSP_REPRO)
+        run_yosys(wd, f"read_verilog top.v; {script}; {nexus.CHECK}")
+        return [ln for ln in (wd / "coarse_check.txt").read_text().splitlines()
+                if "is used but has no driver" in ln and "Wire top.\\" in ln]
+
+    stock = undriven("synth_nexus -top top -run begin:map_ram")
+    assert len(stock) == 16 and all("top.\\a_r [" in ln for ln in stock)
+    assert undriven(f"synth_nexus -top top -run begin:coarse; {nexus.coarse_script(True)}") == []

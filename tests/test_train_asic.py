@@ -209,6 +209,12 @@ def test_asic_tables_print_every_norm_and_the_ratios_to_the_baseline():
     assert any(x.startswith("l1 ") for x in lines) and any(x.startswith("l2 ") for x in lines)
     assert "l1/l2: area 0.500, delay 0.500, energy 0.500, energy at one clock 0.500 (dynamic)" in lines
     assert not any(x.startswith("range") for x in lines)          # not measured: no row
+    # the flow's time per step: recorded ones printed, missing ones "-"
+    rows["l1"]["asic"]["synth"]["synth_s"] = 540.4
+    rows["l1"]["asic"]["energy"].update(verilate_s=276.0, compile_s=919.2, sim_s=126.7, vcd_s=52.6, power_s=9.4)
+    times = train_asic.asic_tables(rows)
+    times = times[times.index("flow time (s, wall clock; - : not recorded, or reused from an earlier run)") + 2:]
+    assert [t.split() for t in times] == [["l2", "-", "-", "-", "-", "-", "-"], ["l1", "540", "276", "919", "127", "53", "9"]]
     assert train_asic.asic_tables({"l1": {}}) == ["NanGate45: not measured (bench/train_accel.py --target asic)"]
 
 

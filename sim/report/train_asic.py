@@ -62,6 +62,11 @@ BLOCK_NAMES = tuple(b for b, _ in ASIC_BLOCKS) + (CLOCK_ROOT,)
 
 SRAM_OPTIONS = {"init": True, "transparent": True, "masked": True}
 
+#: the flow's steps whose wall-clock seconds the figures record: (column, (figures, key))
+FLOW_TIMES = (("synthesis", ("synth", "synth_s")), ("verilate", ("energy", "verilate_s")),
+              ("compile", ("energy", "compile_s")), ("gate sim", ("energy", "sim_s")),
+              ("VCD", ("energy", "vcd_s")), ("power", ("energy", "power_s")))
+
 
 def asic_block_of(name: str) -> str:
     """The block of a flattened cell name (``mac.array._12_`` -> MAC array); ``""`` (a net
@@ -333,10 +338,11 @@ def with_parameters(text: str, params: dict) -> str:
 _SOURCES = ("wrapper.v", "netlist.v", "cells.v", "main.cpp")
 
 
-def _build_verilator(sim: Path, max_cycles: int) -> Path:
+def _build_verilator(sim: Path, max_cycles: int, times: dict | None = None) -> Path:
     """Compile ``sim_top`` (``wrapper.v``, ``netlist.v``, ``cells.v``) with the C++ harness; the
-    executable. Gate level with Verilator: Icarus runs this netlist (130k cells) at tens of
-    cycles per second on a loaded machine, a step is ~384k cycles."""
+    executable; ``times`` (a dict) gets the seconds of ``verilate_s`` and ``compile_s`` (a step
+    reused keeps its entry). Gate level with Verilator: Icarus runs this netlist (130k cells) at
+    tens of cycles per second on a loaded machine, a step is ~384k cycles."""
     import os
     import subprocess
 
@@ -369,11 +375,14 @@ def _build_verilator(sim: Path, max_cycles: int) -> Path:
         if o.stat().st_size == 0:     # a compile that was interrupted: make would take it as done
             o.unlink()
     for cmd in steps:
+        t0 = time.perf_counter()
         try:
             run_guarded(cmd, cwd=sim, check=True, capture_output=True, text=True, env=dict(os.environ))
         except subprocess.CalledProcessError as e:
             (sim / "verilator.log").write_text((e.stdout or "") + (e.stderr or ""))
             raise RuntimeError(f"Verilator failed on the gate-level netlist (see {sim / 'verilator.log'})") from e
+        if times is not None:
+            times["compile_s" if cmd[0] == "make" else "verilate_s"] = round(time.perf_counter() - t0, 1)
         if cmd[0] != "make":
             (sim / "verilated.stamp").write_text(vstamp)
     (sim / "build.stamp").write_text(stamp)
@@ -419,7 +428,8 @@ def asic_energy_figures(synth: dict, wd: Path, sched: list[dict], beats: list[di
     (sim / "cells.v").write_text(cell_models(lib_types) + sram_models({t for t in types if t.startswith("L1BN_SRAM_")},
                                                                       init_param=True))
     t0 = time.perf_counter()
-    exe = _build_verilator(sim, total + 1000)
+    build_times = {"verilate_s": 0.0, "compile_s": 0.0}
+    exe = _build_verilator(sim, total + 1000, build_times)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     r = run_guarded([str(exe.resolve())], cwd=sim, check=True, capture_output=True, text=True)
@@ -450,6 +460,7 @@ def asic_energy_figures(synth: dict, wd: Path, sched: list[dict], beats: list[di
     lib = cells_with_macros(read_liberty()["cells"], types)
     clock_bits = clock_network(top, lib, top["ports"]["clk"]["bits"])
     keys = ("switching_fj", "internal_fj", "clock_fj")
+    t1 = time.perf_counter()
     coef = net_coefficients(netlist, clock_bits=clock_bits, scope=asic_block_of)   # linear: one pass
     per_win = []
     for k in range(len(wins)):
@@ -486,6 +497,7 @@ def asic_energy_figures(synth: dict, wd: Path, sched: list[dict], beats: list[di
     if macros and not counts:
         raise RuntimeError(f"the SRAM models wrote no access counts ({sim})")
     period = synth["delay_ns"]
+    power_s = time.perf_counter() - t1
     out_blocks = {}
     for b in BLOCK_NAMES:
         v = {**blocks[b], "sram_fj": blocks[b].get("sram_fj", 0.0)}
@@ -507,7 +519,7 @@ def asic_energy_figures(synth: dict, wd: Path, sched: list[dict], beats: list[di
                            "bound_pj": round(v["bound_fj"] / 1000, 2)} for p, v in phases.items()},
             "dynamic_pj": round(dyn, 2), "leakage_pj": round(leak, 2), "energy_pj": round(dyn + leak, 2),
             "bound_pj": round(bound / 1000, 2), "srams": sram_rows, "build_s": round(build_s, 1),
-            "sim_s": round(sim_s, 1), "vcd_s": round(vcd_s, 1)}
+            **build_times, "sim_s": round(sim_s, 1), "vcd_s": round(vcd_s, 1), "power_s": round(power_s, 1)}
 
 
 def train_asic_figures(acc, x, y, workdir, *, window: int = WINDOW, energy: bool = True) -> dict:
@@ -642,4 +654,9 @@ def asic_tables(rows_by_norm: dict) -> list[str]:
             out.append(f"{ph:24} {any_e['phases'][ph]['cycles']:8d} " + " ".join(cells))
         out.append("(phases: dynamic energy only, the windows' per-cycle energy times the phase's cycles; "
                    "+-: half the difference of the two windows of each long entry, summed)")
+    out += ["", "flow time (s, wall clock; - : not recorded, or reused from an earlier run)",
+            f"{'norm':5} " + " ".join(f"{h:>9}" for h, _ in FLOW_TIMES)]
+    for n, r in rs.items():
+        parts = [r["synth"].get(k) if w == "synth" else (r.get("energy") or {}).get(k) for _, (w, k) in FLOW_TIMES]
+        out.append(f"{n:5} " + " ".join(f"{_f(v, '.0f'):>9}" for v in parts))
     return out
