@@ -176,16 +176,27 @@ class BNForwardEngine(wiring.Component):
         mu1 = Signal.like(st.mu, name="st_mu1")
         sg1 = Signal.like(st.sigma, name="st_sigma1")
         m.d.sync += [v1.eq(stats.valid), ch1.eq(st.channel), mu1.eq(st.mu), sg1.eq(st.sigma)]
-        msh = cfg.momentum_shift
+        # The momentum step ``old + rnd(vb - old, msh)`` in three register stages (it runs once
+        # per channel, and the last channel's statistics come n beats before its last y, so the
+        # stages cost no cycle): (2) the block RAM's read data and ``vb + 2**(msh-1)`` registered;
+        # (3) the difference registered; the shift is wiring, and the add goes into the write.
+        msh = cfg.momentum_shift                    # 1..16 (IntTrainConfig)
+        v2, ch2 = _stage(m, 1, v1, "st_v2"), _stage(m, 1, ch1, "st_ch2")
+        v3, ch3 = _stage(m, 1, v2, "st_v3"), _stage(m, 1, ch2, "st_ch3")
         for rd, wr, v, name in ((self.rd_run_mu, self.wr_run_mu, mu1, "mu"),
                                 (self.rd_run_sigma, self.wr_run_sigma, sg1, "sigma")):
             width = p.mem[f"run_{name}"]["bits"]
             vb = Signal(signed(width + 1), name=f"run_{name}_b")
             m.d.comb += vb.eq(v.as_signed() << sh if v.shape().signed else v << sh)
-            old = rd.data
+            old2 = _stage(m, 1, rd.data, f"run_{name}_old2")
+            vb2 = _stage(m, 1, vb, f"run_{name}_b2")
+            vbh2 = _stage(m, 1, vb + (1 << (msh - 1)), f"run_{name}_bh2")
+            d3 = _stage(m, 1, vbh2 - old2, f"run_{name}_d3")
+            old3 = _stage(m, 1, old2, f"run_{name}_old3")
+            vb3 = _stage(m, 1, vb2, f"run_{name}_b3")
             new = Signal(signed(width + 2), name=f"run_{name}_new")
-            m.d.comb += new.eq(Mux(first, vb, old + rnd(vb - old, msh)))
-            m.d.comb += [wr.en.eq(v1), wr.addr.eq(cbase + ch1), wr.data.eq(new)]
+            m.d.comb += new.eq(Mux(first, vb3, old3 + (d3 >> msh)))
+            m.d.comb += [wr.en.eq(v3), wr.addr.eq(cbase + ch3), wr.data.eq(new)]
         return m
 
 
