@@ -164,7 +164,14 @@ class BNForwardEngine(wiring.Component):
             with m.If(eo == total - 1):
                 hs.finish()
 
-        # statistics: mu and inv for the backward; running statistics read-modify-write
+        self._statistics(m, stats, sh=sh, first=first, cbase=cbase)
+        return m
+
+
+    def _statistics(self, m, stats, *, sh, first, cbase):
+        """The statistics stream: mu and inv for the backward, and the running statistics'
+        read-modify-write (three register stages, no cycle cost: see below)."""
+        p, cfg = self.plan, self.plan.cfg
         st = stats.payload
         m.d.comb += stats.ready.eq(1)
         for port, v in ((self.wr_stat_mu, st.mu), (self.wr_stat_inv, st.inv)):
@@ -197,7 +204,6 @@ class BNForwardEngine(wiring.Component):
             new = Signal(signed(width + 2), name=f"run_{name}_new")
             m.d.comb += new.eq(Mux(first, vb3, old3 + (d3 >> msh)))
             m.d.comb += [wr.en.eq(v3), wr.addr.eq(cbase + ch3), wr.data.eq(new)]
-        return m
 
 
 class BNBackwardEngine(wiring.Component):
