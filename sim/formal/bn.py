@@ -19,6 +19,38 @@ def response_bound(cfg) -> int:
     return 2 * bn_latency_cycles(replace(cfg, channels=1))
 
 
+def count_property(m, dut, take, *, beats: int, channels: int, cap: int):
+    """The ``count`` property on a BN unit ``dut`` whose input handshake is ``take``: the
+    harness's bookkeeping and its assertions (no beat invented or repeated, fewer than ``cap``
+    beats pending, no record before its channel, records in channel order).
+
+    Returns ``(pend, part, chans, rec, out, srec)``: beats accepted and not yet out, beats of the
+    channel being received, channels complete and without a record, the channel number of the
+    next record, and the output and record handshakes, for the invariants that
+    :mod:`~l1bn.sim.formal.bn_count` states beside them.
+    """
+    pend = Signal(range(cap + 1))            # beats accepted and not yet out
+    part = Signal(range(beats))              # beats of the channel being received
+    chans = Signal(range(8))                 # channels complete and without a record yet
+    rec = Signal(range(channels))            # channel number of the next record
+    out = dut.o.valid & dut.o.ready
+    srec = dut.stats.valid & dut.stats.ready
+    chan_done = take & (part == beats - 1)
+    m.d.sync += [pend.eq(pend + take - out), chans.eq(chans + chan_done - srec)]
+    with m.If(take):
+        m.d.sync += part.eq(Mux(part == beats - 1, 0, part + 1))
+    with m.If(srec):
+        m.d.sync += rec.eq(Mux(rec == channels - 1, 0, rec + 1))
+    m.d.comb += [
+        Assert(~out | (pend > 0)),                           # no beat invented or repeated
+        Assert(pend < cap),
+        Assert(~srec | (chans > 0)),                         # no record before its channel
+        Assert(~srec | (dut.stats.payload.channel == rec)),  # in order, none skipped
+        Assert(chans < 7),
+    ]
+    return pend, part, chans, rec, out, srec
+
+
 class _BNHarness(Harness):
     def __init__(self, cfg, unit=None):
         super().__init__()
@@ -65,26 +97,8 @@ class BNCountHarness(_BNHarness):
     def build(self, m):
         cfg = self.cfg
         dut, take = self.dut(m)
-        nb, cap = cfg.beats, 4 * cfg.beats + 64
-        pend = Signal(range(cap + 1))            # beats accepted and not yet out
-        part = Signal(range(nb))                 # beats of the channel being received
-        chans = Signal(range(8))                 # channels complete and without a record yet
-        rec = Signal(range(cfg.channels))        # channel number of the next record
-        out = dut.o.valid & dut.o.ready
-        srec = dut.stats.valid & dut.stats.ready
-        chan_done = take & (part == nb - 1)
-        m.d.sync += [pend.eq(pend + take - out), chans.eq(chans + chan_done - srec)]
-        with m.If(take):
-            m.d.sync += part.eq(Mux(part == nb - 1, 0, part + 1))
-        with m.If(srec):
-            m.d.sync += rec.eq(Mux(rec == cfg.channels - 1, 0, rec + 1))
-        m.d.comb += [
-            Assert(~out | (pend > 0)),                         # no beat invented or repeated
-            Assert(pend < cap),
-            Assert(~srec | (chans > 0)),                       # no record before its channel
-            Assert(~srec | (dut.stats.payload.channel == rec)),  # in order, none skipped
-            Assert(chans < 7),
-        ]
+        pend, part, chans, _, out, srec = count_property(m, dut, take, beats=cfg.beats,
+                                                         channels=cfg.channels, cap=4 * cfg.beats + 64)
         if not self.response:
             return
         bound = response_bound(cfg)

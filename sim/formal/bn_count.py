@@ -45,6 +45,7 @@ from amaranth.hdl import Assert, Fragment
 from l1bn.hw.bn_stages import stage_cycles
 from l1bn.hw.bn_unit import bn_unit_for
 
+from .bn import count_property
 from .props import Harness, drive_stream
 from .stages import delay_line
 
@@ -84,26 +85,7 @@ class BNCountInvHarness(Harness):
                      dut.stats.ready.eq(self.free(1, "stats_ready"))]
         nb, nch = cfg.beats, cfg.channels
         cap = 3 * nb + pr["norm_depth"] + 4      # three buffers, the pipeline, the output
-        pend = Signal(range(cap + 1))            # beats accepted and not yet out
-        part = Signal(range(nb))                 # beats of the channel being received
-        chans = Signal(range(8))                 # channels complete and without a record
-        rec = Signal(range(nch))                 # channel number of the next record
-        out = dut.o.valid & dut.o.ready
-        srec = dut.stats.valid & dut.stats.ready
-        chan_done = take & (part == nb - 1)
-        m.d.sync += [pend.eq(pend + take - out), chans.eq(chans + chan_done - srec)]
-        with m.If(take):
-            m.d.sync += part.eq(Mux(part == nb - 1, 0, part + 1))
-        with m.If(srec):
-            m.d.sync += rec.eq(Mux(rec == nch - 1, 0, rec + 1))
-        # the property (as BNCountHarness)
-        m.d.comb += [
-            Assert(~out | (pend > 0)),                           # no beat invented or repeated
-            Assert(pend < cap),
-            Assert(~srec | (chans > 0)),                         # no record before its channel
-            Assert(~srec | (dut.stats.payload.channel == rec)),  # in order, none skipped
-            Assert(chans < 7),
-        ]
+        pend, part, chans, rec, out, srec = count_property(m, dut, take, beats=nb, channels=nch, cap=cap)
         # invariants: the engines' cursors (counter relations)
         rx = pr["rx"]
         occ, wa, nra, first, last = rx["occ"], rx["wa"], rx["nra"], rx["first"], rx["last"]
