@@ -30,13 +30,72 @@ def built_once(tmp_path_factory, name: str, build):
     return folder
 
 
-def pytest_collection_modifyitems(config, items):
-    """Run the slow (place-and-route) tests first.
+#: Seconds of the longest tests (call + setup, ``make test`` at -n 2 on the 2-core machine): the
+#: order in which they start. Only the order matters, so rough figures do; a test not listed
+#: counts as 0 s and keeps its place (slow-marked ones before the rest).
+LONGEST = {
+    "tests/test_report.py::test_cli_report_with_backward_and_pnr": 70,
+    "tests/test_build.py::test_l1bn_build_ulx3s_85f": 85,
+    "tests/test_train_accel.py::test_digits_cnn_on_verilator[l2]": 77,
+    "tests/test_train_accel.py::test_digits_cnn_on_verilator[l1]": 69,
+    "tests/test_mac_array.py::test_ecp5_8x8_w4a4_meets_100mhz": 75,   # in a fresh clone (no build/ cache)
+    "tests/test_report.py::test_tiny_report_is_complete_and_reproducible": 41,
+    "tests/test_demo.py::test_demo_end_to_end": 40,
+    "tests/test_asic_realism.py::test_unit_bit_exact_with_clock_gating_and_sram": 41,
+    "tests/test_accelerator.py::test_verilator_every_test_image_bit_exact": 39,
+    "tests/test_interop_models.py::test_accelerator_runs_the_imported_model_bit_exact[sfc_1w1a]": 30,
+    "tests/test_bn_unit.py::test_unit_bit_exact[verilator-l1-16-4-200-50-0]": 30,
+    "tests/test_interrupts.py::test_random_interrupts_leave_nothing_and_the_rerun_is_identical[train]": 34,
+    "tests/test_reliability.py::test_two_reports_on_one_build_folder_both_finish_identically": 28,
+    "tests/test_reliability.py::test_sigint_stops_report_jobs_2_within_5s_leaving_no_process": 27,
+    "tests/test_interrupts.py::test_killed_verilator_build_leaves_no_make_or_compiler[9]": 24,
+    "tests/test_interrupts.py::test_killed_verilator_build_leaves_no_make_or_compiler[15]": 24,
+    "tests/test_asic.py::test_tiny_asic_report_is_complete_and_reproducible": 22,
+    "tests/test_interop_models.py::test_model_imports_and_infer_agrees_with_qonnx[resnet18_4w4a]": 21,
+    "tests/test_interrupts.py::test_random_interrupts_leave_nothing_and_the_rerun_is_identical[sim mac]": 21,
+    "tests/test_range_bn.py::test_range_unit_bit_exact[verilator-4-3-24-6]": 20,
+    "tests/test_runner.py::test_absdiff_passes[1-verilator]": 18,
+    "tests/test_range_bn.py::test_range_unit_bit_exact[verilator-16-2-48-8]": 17,
+}
 
-    pytest-xdist hands tests to its workers in collection order, so a long test collected last
-    would run alone at the end on a 2-core CI machine; started first, it overlaps with the rest.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+#: Modules whose module-scoped fixtures are expensive (a training run, a local sweep, the model
+#: zoo): all their tests go to one xdist worker, so that each fixture is built once, not once per
+#: worker. Every other test is scheduled on its own.
+TOGETHER = {
+    "tests/test_sweep.py",          # local_energy, local_synth: two sweeps in this process
+    "tests/test_train.py",          # run: a 2-epoch QAT training
+    "tests/test_int_train_cli.py",  # int_run: a 2-epoch integer training
+    "tests/test_interop.py",        # brevitas_onnx: a Brevitas CNN trained 30 steps
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first (:data:`LONGEST`), then the other slow ones, then the rest.
+
+    With :func:`pytest_xdist_make_scheduler` the two workers take the next test whenever they are
+    free, so a long test started first overlaps with the many short ones, and the run ends with
+    short tests on both workers (longest-first list scheduling)."""
+    items.sort(key=lambda item: (-LONGEST.get(item.nodeid, 0), item.get_closest_marker("slow") is None))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``-n N`` (``--dist load``): one test (or one :data:`TOGETHER` module) at a time to whichever
+    worker is free, in collection order.
+
+    xdist's own ``load`` scheduler first gives each worker a block of consecutive tests (a quarter
+    of its share): with the slow tests sorted first, one worker got all of them and ran them one
+    after the other while the other worker ran the short tests."""
+    if config.getvalue("dist") != "load":
+        return None     # an explicit --dist (loadfile, worksteal...) is kept
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LongestFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return module if module in TOGETHER else nodeid
+
+    config.option.loadscopereorder = False    # keep the collection order (longest first)
+    return LongestFirst(config, log)
 
 
 @pytest.fixture
