@@ -155,12 +155,17 @@ class UpdateEngine(wiring.Component):
         m.d.comb += [self.wr_lfsr.en.eq(v1 & stoch), self.wr_lfsr.addr.eq(lane1), self.wr_lfsr.data.eq(word)]
         grad = _pick_value(k.kind, [getattr(self, f"rd_{GRADS[i]}").data if PARAMS[i] in p.mem else Const(0)
                                     for i in range(3)])
-        par = _pick_value(k.kind, [getattr(self, f"rd_{n}").data if n in p.mem else Const(0) for n in PARAMS])
+        # the parameter's word: ``master`` (read latency 2) lands on the stage of ``pa`` itself
+        mlate = p.mem["master"]["latency"] == 2
+        par = _pick_value(k.kind, [Const(0) if (n == "master" and mlate) or n not in p.mem
+                                   else getattr(self, f"rd_{n}").data for n in PARAMS])
         rs = RunShift(m, s, self.smin, self.smax, name="us", stochastic=stoch)
         mb = cfg.master_bits
         ga, ra = Signal.like(Value.cast(grad), name="ga"), Signal.like(Value.cast(rs.bias(word)), name="ra")
         pa = Signal(signed(mb), name="pa")
         m.d.sync += [ga.eq(grad), ra.eq(rs.bias(word)), pa.eq(par)]
+        if mlate:
+            pa = Mux(k.kind == 0, self.rd_master.data, pa)
         tb = Signal.like(rs.add(ga, ra), name="tb")
         m.d.sync += tb.eq(rs.add(ga, ra))
         uc = Signal.like(rs.shift(tb), name="uc")
@@ -212,8 +217,8 @@ _PREP_STAGES = 2
 
 def prep_cycles(plan: TrainPlan, layer: int) -> int:
     """Cycles from the command handshake to ``done`` valid: one per weight, two before the first
-    read, the read, the rounding stages, the write and ``done``."""
-    return plan.layers[layer].weights + 4 + _PREP_STAGES
+    read, the read (``master``'s latency), the rounding stages, the write and ``done``."""
+    return plan.layers[layer].weights + 3 + plan.mem["master"]["latency"] + _PREP_STAGES
 
 
 def prep_shift_range(plan: TrainPlan) -> tuple[int, int]:
@@ -305,6 +310,9 @@ class PrepEngine(wiring.Component):
         ol1, cl1 = Signal.like(olane, name="ol1"), Signal.like(clane, name="cl1")
         m.d.sync += [v1.eq(run), last1.eq(run & (e == k.last)), fwa1.eq(fwa), fwta1.eq(fwta), ol1.eq(olane),
                      cl1.eq(clane)]
+        # to the master's read data (a registered output: one stage more)
+        v1, last1, fwa1, fwta1, ol1, cl1 = (delay(m, x, p.mem["master"]["latency"] - 1, n) for x, n in (
+            (v1, "vr"), (last1, "lastr"), (fwa1, "fwar"), (fwta1, "fwtar"), (ol1, "olr"), (cl1, "clr")))
         # rnd(M, s_w) in two register stages (v + 2**(s-1), the shift), then saturate and write
         rs = RunShift(m, sw, self.smin, self.smax, name="ps")
         ta = Signal.like(rs.add(self.rd_master.data, rs.bias()), name="ta")
