@@ -261,14 +261,18 @@ class PrepEngine(wiring.Component):
         hs = Handshake(m, self)
         k = OpConsts(m, table)
         sw = Signal(signed(self.done.payload.s_w.shape().width), name="s_w")
-        mx = self.cmd.payload.max
-        # s_w = clog2(m) - (wbits - 1) = bitlen(m - 1) - (wbits - 1); 0 for m = 0
+        # s_w = clog2(m) - (wbits - 1) = bitlen(m - 1) - (wbits - 1); 0 for m = 0; from max|M|
+        # registered at the command (the sequencer's payload is a mux tree), in the next cycle:
+        # its decode (RunShift) is ready before the first word lands
+        mx = Signal.like(self.cmd.payload.max, name="maxm")
         clog = bitlen((mx - 1)[:mx.shape().width])
-        with m.If(hs.start):
-            k.load(self.cmd.payload.op)
-            m.d.sync += sw.eq(Mux(mx == 0, 0, clog - (cfg.wbits - 1)))
         run, first = Signal(name="run"), Signal(name="first")
         m.d.sync += first.eq(hs.start)
+        with m.If(hs.start):
+            k.load(self.cmd.payload.op)
+            m.d.sync += mx.eq(self.cmd.payload.max)
+        with m.If(first):
+            m.d.sync += sw.eq(Mux(mx == 0, 0, clog - (cfg.wbits - 1)))
         e = Signal(range(max(table["last"]) + 2), name="e")
         tap = Signal(range(max(table["tl"]) + 2), name="tap")
         c = Signal(range(max(table["cl"]) + 2), name="c")
