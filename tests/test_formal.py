@@ -280,6 +280,7 @@ def test_bn_count_catches_a_lost_beat_or_record(tmp_path, port):
 
 # -- the reciprocal stage (counter invariants) and the accumulators inside the unit, unbounded
 
+@pytest.mark.slow
 def test_recip_stage_proven_unbounded_at_its_latency(tmp_path):
     # the counter invariants close the induction one computation deep (recip_cycles + 2)
     from dataclasses import replace
