@@ -127,7 +127,7 @@ def shortfall(res: dict, budget: Budget) -> str | None:
 
 
 def budget_geometry(layers, *, in_chw, in_bits: int, budget: Budget, in_signed: bool = False,
-                    max_side: int = MAX_MAC_ARRAY) -> tuple[int, int]:
+                    max_side: int = MAX_MAC_ARRAY, lanes: int = 1) -> tuple[int, int]:
     """The ``(rows, cols)`` (1..``max_side`` each) whose :func:`plan_resources` fit ``budget``
     with the fewest cycles per image (ties: fewer LUT sites). :class:`DoesNotFit` (a ``ValueError``
     of one line) when no shape fits: the shortfall of the shape with the fewest block RAMs (then
@@ -136,8 +136,9 @@ def budget_geometry(layers, *, in_chw, in_bits: int, budget: Budget, in_signed: 
     for rows in range(1, max_side + 1):
         for cols in range(1, max_side + 1):
             try:
-                p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed)
-            except ValueError:      # a max pool wider than the columns
+                p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed,
+                         lanes=lanes)
+            except ValueError:      # a max pool wider than the columns, rows not a multiple of lanes
                 continue
             res = plan_resources(p)
             if smallest is None or (res["bram"], res["lut_sites"]) < smallest[0]:

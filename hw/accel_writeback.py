@@ -60,7 +60,8 @@ class Writeback(wiring.Component):
         nl = len(plan.layers)
         super().__init__({
             "i": In(stream.Signature(out_layout(plan.mac_cfg))),
-            "wr": Out(mem_write_signature(addr_bits, plan.cols * plan.act_lane_bits, plan.cols if plan.pooled else 1)),
+            "wr": Out(mem_write_signature(addr_bits, plan.lanes * plan.cols * plan.act_lane_bits,
+                                          plan.lanes * (plan.cols if plan.pooled else 1))),
             "o": Out(stream.Signature(output_layout(plan.classes, plan.logit_bits))),
             "done": Out(1),
             "done_layer": Out(range(max(nl, 2))),
@@ -99,7 +100,7 @@ class Writeback(wiring.Component):
         nl = len(lps)
         cst = LayerConsts(m, {
             "g_last": [lp.g - 1 for lp in lps], "t_last": [lp.t - 1 for lp in lps],
-            "gw": [lp.g_out for lp in lps], "rg": [(R - 1) * lp.g_out for lp in lps],
+            "gw": [lp.g_out for lp in lps], "rg": [(R // p.lanes - 1) * lp.g_out for lp in lps],
             **({"pooled": [int(lp.pool_cols > 0) for lp in lps]} if p.pooled else {}),
             "chans": [lp.channels for lp in lps], "out_base": [max(lp.out_base, 0) for lp in lps],
             "is_last": [int(i == nl - 1) for i in range(nl)],
@@ -122,6 +123,11 @@ class Writeback(wiring.Component):
         # (designs without pooling have no lane counter: every group fills a word)
         wl = Signal(range(max(p.cols, 2))) if p.pooled else None
         wrap = ((wl == p.cols - 1) | ~cst.pooled) if p.pooled else 1
+        # the tree PE: ``lanes`` channels share a word; channel ``ch`` is in channel lane
+        # ``wd = ch % lanes`` (rows is a multiple of lanes, so a tile starts at lane 0), and the
+        # word advances past every ``lanes``-th row
+        wd = Signal(range(p.lanes), name="wd") if p.lanes > 1 else None
+        step = (wd == p.lanes - 1) if wd is not None else 1
         # wrap flags, registered (``counter == its last value``, set the cycle it gets there)
         row_last = Signal(init=int(R == 1))
         g_w, t_w = Signal(init=cst.g_one.init), Signal(init=cst.t_one.init)
@@ -133,6 +139,8 @@ class Writeback(wiring.Component):
         park = Const(0, 1) if p.logit_bias else cst.is_last
         m.d.comb += mbrd.addr.eq(mba)
         with m.If(fire):
+            if wd is not None:
+                m.d.sync += wd.eq(Mux(step, 0, wd + 1))
             with m.If(row_last):
                 m.d.sync += [wi.eq(0), row_last.eq(R == 1)]
                 with m.If(g_w):
@@ -151,7 +159,8 @@ class Writeback(wiring.Component):
                     if p.pooled:
                         m.d.sync += wl.eq(Mux(wrap, 0, wl + 1))
             with m.Else():
-                m.d.sync += [wi.eq(wi + 1), row_last.eq(wi == R - 2), ch.eq(ch + 1), waddr.eq(waddr + cst.gw)]
+                m.d.sync += [wi.eq(wi + 1), row_last.eq(wi == R - 2), ch.eq(ch + 1),
+                             waddr.eq(waddr + (Mux(step, cst.gw, 0) if wd is not None else cst.gw))]
                 with m.If(~park):
                     m.d.sync += mba.eq(mba + 1)
             with m.If(layer_end):
@@ -163,7 +172,7 @@ class Writeback(wiring.Component):
                     m.d.sync += mba.eq(0)
                 cst.load(cst.nxt)
         return {"fire": fire, "ch": ch, "chans": cst.chans, "ok": fire & ~cst.is_last, "is_last": cst.is_last,
-                "end": fire & layer_end, "layer": layer, "waddr": waddr, "lane": wl}
+                "end": fire & layer_end, "layer": layer, "waddr": waddr, "lane": wl, "wd": wd}
 
     def _register_row(self, m, row):
         """Stage 1: the row's accumulators and fields registered (the mult/bias word arrives in
@@ -179,7 +188,8 @@ class Writeback(wiring.Component):
                 "ok": s1.reg(row["ok"], "ok"),
                 "last": s1.reg(row["is_last"], "islast"), "end": s1.reg(row["end"], "end"),
                 "layer": s1.reg(row["layer"], "layer"), "waddr": s1.reg(row["waddr"], "waddr"),
-                "lane": s1.reg(row["lane"], "lane") if self.plan.pooled else None}
+                "lane": s1.reg(row["lane"], "lane") if self.plan.pooled else None,
+                "wd": s1.reg(row["wd"], "wd") if row["wd"] is not None else None}
 
     def _logits(self, m, s1, mbrd):
         """The last layer's rows: logits registers, one cycle after the row's handshake; then the
@@ -271,11 +281,14 @@ class Writeback(wiring.Component):
         ok2, end2, lay2, waddr2 = (side.delay(x, d, n) for x, n in ((ok1, "ok"), (end1, "end"),
                                                                     (lay1, "layer"), (waddr1, "waddr")))
         lane2 = side.delay(lane1, d, "lane") if p.pooled else None
+        wd1 = s1["wd"]
+        wd2 = side.delay(wd1, d, "wd") if wd1 is not None else None
         s3 = Pipe(m)
         z3 = [s3.reg(prod[j] + bias2, f"z{j}") for j in range(C)]
         ok3, end3, lay3, waddr3 = (s3.reg(x, n) for x, n in ((ok2, "ok"), (end2, "end"), (lay2, "layer"),
                                                              (waddr2, "waddr")))
         lane3 = s3.reg(lane2, "lane") if p.pooled else None
+        wd3 = s3.reg(wd2, "wd") if wd2 is not None else None
         # requantize with the layer's rule (one circuit per distinct rule): unsigned-only networks
         # (shift, out_bits) with ReLU; two's complement ones (shift, lo, hi, rounding, bipolar)
         if p.general_rules:
@@ -303,6 +316,7 @@ class Writeback(wiring.Component):
         ok3, end3, lay3, waddr3 = (s4a.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
                                                               (waddr3, "waddr")))
         lane3 = s4a.reg(lane3, "lane") if p.pooled else None
+        wd3 = s4a.reg(wd3, "wd") if wd3 is not None else None
         s4 = Pipe(m)
         ys = []
         for j in range(C):
@@ -319,7 +333,9 @@ class Writeback(wiring.Component):
         ok4, end4, lay4, waddr4 = (s4.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
                                                              (waddr3, "waddr")))
         lane4 = s4.reg(lane3, "lane") if p.pooled else None
-        if not p.pooled:
+        if p.lanes > 1:
+            self._tree_write(m, ys, ok4, waddr4, lay4, lane4, s4.reg(wd3, "wd"))
+        elif not p.pooled:
             m.d.comb += [self.wr.addr.eq(waddr4), self.wr.data.eq(Cat(*ys)), self.wr.en.eq(ok4)]
         else:
             # max pooling on the fly: the maximum of the window's columns (requantized values),
@@ -336,6 +352,29 @@ class Writeback(wiring.Component):
                          self.wr.en.eq(Mux(pooled, Cat(*[lane4 == k for k in range(C)]),
                                            Const((1 << C) - 1, C)).replicate(1) & ok4.replicate(C))]
         m.d.sync += [self.done.eq(end4), self.done_layer.eq(lay4)]
+
+    def _tree_write(self, m, ys, ok4, waddr4, lay4, lane4, wd4):
+        """The tree PE's write: the row's values (or a pooled layer's window maximum) into channel
+        lane ``wd4`` of the word (``lanes`` groups of ``cols`` lanes), the other groups kept."""
+        p = self.plan
+        C, LB, D = p.cols, p.act_lane_bits, p.lanes
+        grp = Cat(*[wd4 == n for n in range(D)])
+        if not p.pooled:
+            m.d.comb += [self.wr.addr.eq(waddr4), self.wr.data.eq(Cat(*ys).replicate(D)),
+                         self.wr.en.eq(grp & ok4.replicate(D))]
+            return
+        lps = p.layers
+        npool = sorted({lp.pool_cols for lp in lps if lp.pool_cols})
+        psel = pick(lay4, [Const(npool.index(lp.pool_cols) if lp.pool_cols else 0, range(len(npool) + 1))
+                           for lp in lps])
+        pooled = pick(lay4, [Const(int(lp.pool_cols > 0), 1) for lp in lps])
+        maxes = [_max_of([y.as_signed() if p.signed_acts else y for y in ys[:n]]) for n in npool]
+        mx = Signal(LB, name="pool_max")
+        m.d.comb += mx.eq(pick(psel, maxes))
+        lanes = Mux(pooled, Cat(*[lane4 == k for k in range(C)]), Const((1 << C) - 1, C))
+        m.d.comb += [self.wr.addr.eq(waddr4),
+                     self.wr.data.eq(Mux(pooled, Cat(*[mx] * C), Cat(*ys)).replicate(D)),
+                     self.wr.en.eq(Cat(*[lanes & grp[n].replicate(C) for n in range(D)]) & ok4.replicate(D * C))]
 
 
 def _widen(r, width: int):
