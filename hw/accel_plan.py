@@ -444,8 +444,9 @@ class Plan:
 
     @property
     def mac_bound(self) -> int:
-        """Cycles per image if every MAC of the array did useful work every cycle."""
-        return cdiv(self.macs, self.rows * self.cols)
+        """Cycles per image if every MAC of the array did useful work every cycle (the tree PE:
+        ``rows x cols x lanes`` MACs)."""
+        return cdiv(self.macs, self.rows * self.cols * self.lanes)
 
     def schedule(self) -> list[dict]:
         """Per layer: ``name``, ``K``, ``T``, ``G``, ``tiles``, ``macs``, ``issue`` (beats into the
