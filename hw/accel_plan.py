@@ -299,6 +299,9 @@ class Plan:
         #: row handshake -> memory write: accumulator register, product, + bias, rounding shift,
         #: clamp
         self.wb_stages = 4 + self.mul_stages
+        #: the tree PE: activation bits of lanes 1.. (they carry stored activations only; layer 0
+        #: reads the image in lane 0)
+        self.tree_narrow_bits = min(self.act_lane_bits, self.mac_cfg.abits) if lanes > 1 else None
         #: the array's cycles from a tile's last beat to its first result row
         self.pipeline = PIPELINE_CYCLES if lanes == 1 else tree_array_pipeline(self.mac_cfg, lanes)
 

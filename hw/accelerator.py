@@ -176,7 +176,8 @@ class Accelerator(wiring.Component):
                                                img_words=p.img_words, bipolar_code=p.xnor)
         m.submodules.issue = iss = Issuer(p)
         if p.lanes > 1:      # the tree PE: a lanes-wide dot product into each accumulator
-            m.submodules.mac = mac = TreeArray(p.mac_cfg, lanes=p.lanes)
+            # (lanes 1.. carry stored activations only: act_lane_bits wide, not the pixels' width)
+            m.submodules.mac = mac = TreeArray(p.mac_cfg, lanes=p.lanes, narrow_bits=p.tree_narrow_bits)
         else:
             m.submodules.mac = mac = MACArray(p.mac_cfg, switch=p.switch)
         m.submodules.writeback = wb = Writeback(p, addr_bits=iss.addr_bits)

@@ -22,6 +22,8 @@ operand widths, signedness and the optional requantizer as for the array.
 
 from __future__ import annotations
 
+import dataclasses
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -240,6 +242,12 @@ class TreeArray(MACArray):
         longest reduction in products (it sizes the accumulator).
     lanes : int, >= 1
         Products per PE per beat (the tree's width).
+    narrow_bits : int or None
+        Activation bits of lanes ``1 .. lanes-1`` (``None``: ``cfg.abits``, every lane as wide as
+        lane 0). The accelerator's first layer reads the wide pixels in lane 0 only; the other
+        lanes carry stored activations, often much narrower (2 bits for CNV against 9): their
+        products, partial-sum registers and adders are sized for ``narrow_bits`` (the value in a
+        beat's ``a[j][d]`` must then be the sign- or zero-extension of its low ``narrow_bits``).
 
     Attributes
     ----------
@@ -257,16 +265,22 @@ class TreeArray(MACArray):
     """
 
     @classmethod
-    def _check_args(cls, cfg, *args, lanes: int = 1, **kwargs):
+    def _check_args(cls, cfg, *args, lanes: int = 1, narrow_bits: int | None = None, **kwargs):
         if not isinstance(cfg, MACConfig):
             raise TypeError(f"cfg={cfg!r} must be a MACConfig")
         if cfg.xnor:
             raise ValueError("TreeArray: the product path only (cfg.xnor must be False)")
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
             raise ValueError(f"lanes={lanes!r} must be an int >= 1")
+        if narrow_bits is not None and (not isinstance(narrow_bits, int) or isinstance(narrow_bits, bool)
+                                        or not 1 <= narrow_bits <= cfg.abits or cfg.bipolar_a):
+            raise ValueError(f"narrow_bits={narrow_bits!r} must be an int in 1..abits={cfg.abits} "
+                             "(not with bipolar codes)")
 
-    def __init__(self, cfg: MACConfig, *, lanes: int):
+    def __init__(self, cfg: MACConfig, *, lanes: int, narrow_bits: int | None = None):
         self.cfg, self.switch, self.lanes = cfg, False, lanes
+        #: the configuration of lanes 1.. (narrower activations)
+        self.narrow_cfg = cfg if narrow_bits in (None, cfg.abits) else dataclasses.replace(cfg, abits=narrow_bits)
         wiring.Component.__init__(self, {
             "i": In(stream.Signature(tree_array_in_layout(cfg, lanes))),
             "o": Out(stream.Signature(out_layout(cfg))),
@@ -298,12 +312,17 @@ class TreeArray(MACArray):
                 m.d.sync += [nv.eq(v), nl.eq(last)]
             v, last = nv, nl
 
-        # stage 2: every lane's partial products (two registered halves, or the sign select)
+        # stage 2: every lane's partial products (two registered halves, or the sign select);
+        # lanes 1.. at their narrower width
+        nc = self.narrow_cfg
         terms = [[None] * C for _ in range(R)]
         for i in range(R):
             for j in range(C):
-                hs = [h for d in range(D) for h in product_halves(cfg, s1.w[i][d], s1.a[j][d])]
-                regs = [Signal(signed(cfg.product_bits + 1), name=f"h{i}_{j}_{n}") for n in range(len(hs))]
+                hs = [(product_halves(cfg, s1.w[i][d], s1.a[j][d]) if d == 0 else
+                       product_halves(nc, s1.w[i][d], s1.a[j][d][:nc.abits])) for d in range(D)]
+                widths = [(cfg if d == 0 else nc).product_bits + 1 for d in range(D) for _ in hs[d]]
+                hs = [h for hd in hs for h in hd]
+                regs = [Signal(signed(b), name=f"h{i}_{j}_{n}") for n, b in enumerate(widths)]
                 with m.If(self._en_rows[i]):
                     m.d.sync += [r.eq(h) for r, h in zip(regs, hs, strict=True)]
                 terms[i][j] = regs
