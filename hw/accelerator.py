@@ -196,8 +196,8 @@ class Accelerator(wiring.Component):
         for j in range(C):
             img = BankedMemory(width=C * LB, depth=2 * p.img_words, write=True, granularity=LB)
             # per-lane write enables only where a layer max-pools (one lane per pooled value)
-            # (the tree PE: ``lanes`` channel groups of C lanes per word, one enable per group)
-            gran = ALB if p.pooled else (C * ALB if p.lanes > 1 else None)
+            # (the tree PE: ``lanes`` channel groups of C lanes per word, written whole)
+            gran = ALB if p.pooled and p.lanes == 1 else None
             act = BankedMemory(width=p.lanes * C * ALB, depth=p.act_depth, write=True, granularity=gran)
             m.submodules[f"img{j}"], m.submodules[f"act{j}"] = img, act
             m.d.comb += [
