@@ -14,7 +14,7 @@ from l1bn.hw.accel_plan import ISSUE_STAGES, Plan, tree_weight_word_layout
 from l1bn.hw.accelerator import accelerator_from_export
 from l1bn.hw.mac_tree import tree_array_stages
 from l1bn.spec.reference.graph import run_graph
-from l1bn.spec.reference.graph_random import random_int_graph
+from l1bn.spec.reference.graph_random import random_cnv_graph, random_int_graph
 from test_accel_graph import _images, _mixed_graph, _pool_graph
 from test_accelerator import _run_amaranth
 
@@ -122,3 +122,35 @@ def test_verilog_net_pe_options_refused_in_one_line(args, message, tmp_path, cli
     code, out = cli(["verilog", "net", str(path), "-o", str(tmp_path / "v"), *args])
     assert code == 2 and re.fullmatch(rf"error: {message}", out.strip())
     assert not (tmp_path / "v").exists()
+
+
+def test_tree_resources_and_budget_shape():
+    """The tree PE's estimate: a MAC PE plus tree_pe_extra per PE (0 for one lane, growing with
+    the lanes and the lane width), the weight ROM ``rows * lanes`` weights wide; the budget's
+    shape search keeps rows a multiple of the lanes and finds fewer cycles than the MAC PE."""
+    from l1bn.hw.accel_budget import Budget, budget_geometry, plan_resources, tree_pe_extra
+    from l1bn.hw.bram import LUTRAM_DEPTH, bram_count
+
+    g = _mixed_graph(4)
+    layers, inp = layers_from_export(g)
+    kw = {"in_chw": inp["shape"], "in_bits": inp["bits"], "in_signed": True}
+    mac, tree = Plan(layers, rows=8, cols=4, **kw), Plan(layers, rows=8, cols=4, lanes=4, **kw)
+    cfg = tree.mac_cfg
+    assert tree_pe_extra(cfg, 1, 2) == (0.0, 0.0)
+    assert tree_pe_extra(cfg, 4, 2) < tree_pe_extra(cfg, 8, 2) < tree_pe_extra(cfg, 8, 4)
+    rm, rt = plan_resources(mac), plan_resources(tree)
+    extra = tree_pe_extra(cfg, 4, tree.tree_narrow_bits)
+    assert abs(rt["lut_sites"] - rm["lut_sites"] - 32 * extra[0]) <= 1
+    assert abs(rt["ff"] - rm["ff"] - 32 * extra[1]) <= 1
+    assert sum(lp.t * lp.k for lp in tree.layers) == len(tree.weight_words)
+    # CNV-w1a1 at reduced widths, 8x4, 8 lanes: the weight ROM is 8 x 8 one-bit weights wide
+    cl, ci = layers_from_export(random_cnv_graph(0, widths=(16, 16, 32, 32, 64, 64, 64, 64)))
+    cnv = Plan(cl, in_chw=ci["shape"], in_bits=ci["bits"], in_signed=ci["signed"], rows=8, cols=4, lanes=8)
+    words = sum(lp.t * lp.k for lp in cnv.layers)
+    assert words > LUTRAM_DEPTH and cnv.mac_cfg.wbits == 1
+    assert plan_resources(cnv)["bram_by"]["weights"] == bram_count(64, words) > 0
+    budget = Budget(name="test", lut_sites=60000, ff=60000, dsp=64, bram=64)
+    rows, cols = budget_geometry(layers, budget=budget, lanes=4, **kw)
+    assert rows % 4 == 0
+    best_mac = Plan(layers, **kw, rows=16, cols=16).cycles_per_image
+    assert Plan(layers, rows=rows, cols=cols, lanes=4, **kw).cycles_per_image < best_mac
