@@ -112,7 +112,8 @@ def _plan_report(net, name: str, budget, refusal, lanes: int = 1) -> int:
     p, res = acc.plan, plan_resources(acc.plan)
     cyc = acc.cycles_per_image
     util = p.macs / (p.rows * p.cols * p.lanes) / cyc
-    print(f"{name}: {p.macs:,} MACs per image; the largest array, {p.rows}x{p.cols}: {cyc:,} cycles per image "
+    shape = f"{p.rows}x{p.cols}" + (f"x{p.lanes}" if p.lanes > 1 else "")
+    print(f"{name}: {p.macs:,} MACs per image; the largest array, {shape}: {cyc:,} cycles per image "
           f"(formula), MAC utilization {100 * util:.1f}%")
     print(f"  needs {res['bram']} DP16KD (weights {res['bram_by']['weights']}, activations "
           f"{res['bram_by']['activations']}, image {res['bram_by']['image']}, im2col tables {res['bram_by']['tables']}, "
@@ -125,8 +126,9 @@ def _plan_report(net, name: str, budget, refusal, lanes: int = 1) -> int:
         print(f"  BNN-PYNQ {name.upper()} (Zynq-7020, 100 MHz, LUT6): {ref['images_per_s']:,} images/s, "
               f"{ref['lut']:,} LUT, {ref['ff']:,} FF, {ref['bram36']} BRAM36, {ref['dsp']} DSP; "
               f"{ref['images_per_s'] / (ref['lut'] / 1000):.1f} images/s per kLUT6")
-        print(f"  to match its images/s this plan would need {cyc * ref['images_per_s'] / 1e6:,.0f} MHz: the "
-              f"array must grow by dot products over channels, and the activations must not be copied per column")
+        print(f"  to match its images/s this plan would need {cyc * ref['images_per_s'] / 1e6:,.0f} MHz"
+              + (": the array must grow by dot products over channels (--pe tree), and the activations must not "
+                 "be copied per column" if lanes == 1 else ""))
     return 2
 
 
