@@ -564,5 +564,7 @@ def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS,
         if best is None or key < best[0]:
             best = (key, (rows, cols))
     if best is None:
-        raise ValueError(f"macs={macs}: no array shape rows x cols = {macs} with both in 1..{MAX_MAC_ARRAY}")
+        raise ValueError(f"macs={macs}: no array shape rows x cols = {macs} with both in 1..{MAX_MAC_ARRAY}"
+                         + (f", rows a multiple of lanes={lanes}" if lanes > 1 else "")
+                         + " that can run this network")
     return best[1]
