@@ -1,14 +1,17 @@
 """The accelerator's tree PE (``lanes > 1``, ``--pe tree``): each accumulator adds a dot product
 of ``lanes`` input channels per beat. Logits bit-exact against the graph reference on a mixed
 conv + max pool + linear network with random stalls, the measured period and latency equal to
-the plan's formulas, those formulas against the layer shapes, the weight ROM against the export's
+the plan's formulas, those formulas against the layer shapes, every activation word written
+inside its tensor and equal to the reference's values, the weight ROM against the export's
 weights, and the refusals."""
 
 import re
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.lib import data
+from amaranth.sim import Simulator
 from l1bn.hw.accel_layers import cdiv, layers_from_export
 from l1bn.hw.accel_plan import ISSUE_STAGES, Plan, tree_weight_word_layout
 from l1bn.hw.accelerator import accelerator_from_export
@@ -71,6 +74,83 @@ def test_tree_pe_bit_exact_with_stalls_and_cycles_equal_the_formula(net, lanes, 
     assert [o[2] for o in outs] == np.argmax(ref[1:], axis=1).tolist()
     assert outs[0][0] - starts[0] == p.latency
     assert outs[1][0] - outs[0][0] == p.cycles_per_image
+
+
+def _run_recording_writes(acc, images):
+    """Stream ``images`` through ``acc`` (no stalls) and record the writeback's activation-memory
+    writes. Returns the logits per image and, per image, per layer before the last, the
+    ``{address: word}`` it wrote (the layer of a write: the one after the last ``done`` pulse)."""
+    # elaborated here and simulated as that fragment, so its writeback's port is visible
+    frag = Fragment.get(acc, None)
+    wb = next(f.origins[0] for f, name, _ in frag.subfragments if name == "writeback")
+    nl = len(acc.layers)
+    seq = [v for img in images for v in img]
+    outs, writes = [], []
+
+    async def bench(ctx):
+        k, layer = 0, 0
+        ctx.set(acc.o.ready, 1)
+        while len(outs) < len(images):
+            ctx.set(acc.i.valid, k < len(seq))
+            if k < len(seq):
+                ctx.set(acc.i.payload, seq[k])
+            if ctx.get(acc.o.valid):
+                outs.append([int(v) for v in ctx.get(acc.o.payload.logits)])
+            if ctx.get(wb.wr.en):
+                if layer == 0 and (not writes or len(writes[-1]) == nl - 1):
+                    writes.append([])
+                if len(writes[-1]) == layer:
+                    writes[-1].append({})
+                writes[-1][layer][ctx.get(wb.wr.addr)] = ctx.get(wb.wr.data)
+            # the last layer writes logits, not words: the next write after the layer before it
+            # is the next image's layer 0 (which may start before the last layer is done)
+            if ctx.get(wb.done) and ctx.get(wb.done_layer) < nl - 1:
+                layer = (ctx.get(wb.done_layer) + 1) % (nl - 1)
+            if k < len(seq) and ctx.get(acc.i.ready):
+                k += 1
+            await ctx.tick()
+
+    sim = Simulator(frag)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return outs, writes
+
+
+def test_tree_pe_writes_no_word_past_the_tensor():
+    """The tree PE writes whole words of ``lanes`` channels, and the last tile of a layer whose
+    channels do not fill it (6, 5 and 9 channels, 4 rows, 2 lanes: 8, 8, 12 rows) has rows whose
+    word holds no channel at all: the writeback must not write those words (they lie past the
+    tensor, in the next tensor's region or past the memory). Every word each layer writes lies in
+    its output tensor, every word of it is written, and what the last write left there is the
+    reference's tensor (channel ``cg*lanes + d``, position ``q`` in lane ``d*cols + q % cols`` of
+    word ``base + cg*G + q // cols``; the merged max pool's output included), then the logits
+    exact."""
+    g = _mixed_graph(4)
+    x = _images(g, 2, seed=6)
+    ref, trace = run_graph(g, x, trace=True)
+    lanes, cols = 2, 4
+    acc = accelerator_from_export(g, rows=4, cols=cols, lanes=lanes)
+    p = acc.plan
+    lb = p.act_lane_bits
+    # every layer before the last has rows past its channels whose word is empty
+    assert all(lp.t * p.rows // lanes > cdiv(lp.channels, lanes) for lp in p.layers[:-1])
+    px = (x.reshape(len(x), -1) & ((1 << p.in_bits) - 1)).tolist()
+    outs, writes = _run_recording_writes(acc, px)
+    assert outs == np.asarray(ref).tolist()
+    assert len(writes) == len(x)
+    for n, per_layer in enumerate(writes):
+        assert len(per_layer) == len(p.layers) - 1
+        for lay, lp, wr in zip(acc.layers, p.layers, per_layer, strict=False):
+            words = cdiv(lp.channels, lanes) * lp.g_out
+            assert sorted(wr) == list(range(lp.out_base, lp.out_base + words)), (n, lay.name)
+            want = np.asarray(trace[lay.output][n]).reshape(lp.channels, -1)
+            for c in range(lp.channels):
+                cg, d = divmod(c, lanes)
+                for q in range(want.shape[1]):
+                    word = wr[lp.out_base + cg * lp.g_out + q // cols]
+                    v = (word >> ((d * cols + q % cols) * lb)) & ((1 << lb) - 1)
+                    assert v - ((v >> (lb - 1)) << lb) == want[c, q], (n, lay.name, c, q)
 
 
 def test_tree_weight_rom_holds_the_weights_by_channel_lane():
