@@ -83,6 +83,11 @@ BNN_PYNQ = {"cnv-w1a1": {"images_per_s": 9150, "lut": 26072, "ff": 41312, "bram3
             "cnv-w2a2": {"images_per_s": 2580, "lut": 37302, "ff": 51386, "bram36": 140, "dsp": 32}}
 
 
+def _shape(p) -> str:
+    """The array of plan ``p``: ``rows x cols``, and ``x lanes`` for the tree PE."""
+    return f"{p.rows}x{p.cols}" + (f"x{p.lanes}" if p.lanes > 1 else "")
+
+
 def _preset_net(name: str):
     """The network of ``--preset`` (an ``IntGraph``)."""
     from l1bn.spec.reference.graph_random import random_cnv_graph
@@ -112,7 +117,7 @@ def _plan_report(net, name: str, budget, refusal, lanes: int = 1) -> int:
     p, res = acc.plan, plan_resources(acc.plan)
     cyc = acc.cycles_per_image
     util = p.macs / (p.rows * p.cols * p.lanes) / cyc
-    shape = f"{p.rows}x{p.cols}" + (f"x{p.lanes}" if p.lanes > 1 else "")
+    shape = _shape(p)
     print(f"{name}: {p.macs:,} MACs per image; the largest array, {shape}: {cyc:,} cycles per image "
           f"(formula), MAC utilization {100 * util:.1f}%")
     print(f"  needs {res['bram']} DP16KD (weights {res['bram_by']['weights']}, activations "
@@ -233,7 +238,7 @@ def main(argv=None) -> int:
         gops = 2 * macs * ips / 1e9
         le = sum(med.get("utilization", {}).get(b, 0) for b in fam.site_bels)
         rows.append({
-            "design": name, "array": f"{acc.rows}x{acc.cols}", "lut4": med["lut"], "ff": med["ff"],
+            "design": name, "array": _shape(acc.plan), "lut4": med["lut"], "ff": med["ff"],
             "mult18": med["dsp"], "dp16kd": med["bram"], "fmax_seeds": {s: runs[s]["fmax_mhz"] for s in seeds},
             "fmax_mhz": fmax, "cycles_per_image": cyc, "images_per_s": ips,
             "mac_utilization": macs / (acc.rows * acc.cols * acc.plan.lanes) / cyc, "gops": gops,
@@ -303,9 +308,10 @@ def _synth_only(e, a, budget) -> int:
     print(f"{'design':12} {'array':>5} {'LUT4':>6} {'CCU2C':>6} {'LUT sites':>9} {'FF':>6} {'MULT18':>6} {'DP16KD':>6} "
           f"{'LUT RAM':>7} {'cycles':>9} {'MAC util':>8}")
     util = p.macs / (p.rows * p.cols * p.lanes) / cyc
-    print(f"{'synthesized':12} {p.rows}x{p.cols:<3} {got['lut']:6d} {got['ccu2']:6d} {sites:9d} {got['ff']:6d} "
+    arr = f"{_shape(p):<{len(str(p.rows)) + 4}}"      # the MAC PE's cell as before: rows x cols padded to 3
+    print(f"{'synthesized':12} {arr} {got['lut']:6d} {got['ccu2']:6d} {sites:9d} {got['ff']:6d} "
           f"{got['mult18']:6d} {got['bram']:6d} {got['lutram']:7d} {cyc:9d} {100 * util:7.1f}%")
-    print(f"{'model':12} {p.rows}x{p.cols:<3} {'':>6} {'':>6} {est['lut_sites']:9d} {est['ff']:6d} {est['dsp']:6d} "
+    print(f"{'model':12} {arr} {'':>6} {'':>6} {est['lut_sites']:9d} {est['ff']:6d} {est['dsp']:6d} "
           f"{est['bram']:6d} {'':>7} {cyc:9d}")
     ref = BNN_PYNQ.get(a.preset or "")
     if ref:
@@ -332,8 +338,7 @@ def _plan_only(e, a, budget) -> int:
     print(f"{'layer':8} {'K':>5} {'T':>3} {'G':>4} {'tiles':>6} {'MACs':>9} {'cycles':>8}")
     for s in p.schedule():
         print(f"{s['name']:8} {s['K']:5d} {s['T']:3d} {s['G']:4d} {s['tiles']:6d} {s['macs']:9d} {s['cycles']:8d}")
-    print(f"array {p.rows}x{p.cols}" + (f"x{p.lanes}" if p.lanes > 1 else "") +
-          f" ({p.rows * p.cols * p.lanes} MACs per cycle): {cyc:,} cycles per image (formula; MAC bound "
+    print(f"array {_shape(p)} ({p.rows * p.cols * p.lanes} MACs per cycle): {cyc:,} cycles per image (formula; MAC bound "
           f"{p.mac_bound:,}, MAC utilization {100 * macs / (p.rows * p.cols * p.lanes) / cyc:.1f}%), "
           f"{ips:,.0f} images/s at {a.clock_mhz:g} MHz")
     print(f"resources (model, before synthesis): {res['bram']} DP16KD (weights {res['bram_by']['weights']}, "
