@@ -57,8 +57,10 @@ class GateMate(Family):
         return {"lut": l2t4 + l2t5 + small, "carry": addf, "mult": cells.get("CC_MULT", 0),
                 "ff": n(lambda k: k in ("CC_DFF", "CC_DLT")), "dsp": 0,
                 "bram": cells.get("CC_BRAM_20K", 0) + 2 * cells.get("CC_BRAM_40K", 0),
-                # an L2T5 takes both trees of a CPE; small LUTs may pair up, adders take one each
-                "lut_sites": l2t4 + 2 * l2t5 + addf}
+                # a tree holds one function: an L2T4 or a small LUT; an L2T5 takes both trees of a
+                # CPE; an adder bit takes one (two share a CPE as CPE_ADDF2)
+                "lut_sites": l2t4 + 2 * l2t5 + small + addf,
+                "lut_site_parts": {"CC_L2T4": l2t4, "in CC_L2T5": 2 * l2t5, "CC_LUT1-4": small, "CC_ADDF": addf}}
 
     def pnr_args(self, device, *, seed, freq_mhz):
         return super().pnr_args(device, seed=seed, freq_mhz=freq_mhz) + [
