@@ -83,7 +83,7 @@ def test_family_flow_places_and_routes_a_2x2_mac_array(family, tmp_path):
                  workdir=tmp_path / "flow", max_workers=1, console=False)[0]
     assert r["fmax_mhz"] > 10 and r["ff"] > 0 and r["lut"] > 0
     util = r["utilization"]
-    le = sum(util.get(b, 0) for b in fam.site_bels)
+    le = fam.le(util)
     if family != "ecp5":
         assert r["le"] == le and r["device"] == target.device.name
         # the fit check's synthesis estimate is a lower bound of what nextpnr placed
@@ -182,6 +182,15 @@ def test_fit_check_counts_every_lut_position_and_names_the_shortfall():
     with pytest.raises(DeviceFitError, match=r"^the design needs 6000 flip-flops after synthesis but "
                                              r"iCE40UP5K-SG48 has 5280, 720 short; try --device iCE40HX8K-CT256$"):
         ff.check_fit({"lut_sites": 100, "ff": 6000}, ff.device(None))
+
+
+def test_gatemate_le_counts_both_trees_of_an_adder_or_multiplier_cpe():
+    """nextpnr's packing table (before placement) and its placed counts of the 8x8 MAC array and
+    the width-8 L1 unit with CC_MULT (build/families): the LE of the placed counts is the packing
+    table's CPE_LT count."""
+    gm = get_family("gatemate")
+    assert gm.le({"CPE_LT": 8044, "CPE_ADDF": 128, "CPE_ADDF2": 896, "CPE_FF": 3450}) == 10092
+    assert gm.le({"CPE_LT": 3235, "CPE_ADDF": 15, "CPE_ADDF2": 136, "CPE_MULT": 246, "CPE_COMP": 157}) == 4029
 
 
 def _cell(kind, **conns):

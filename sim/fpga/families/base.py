@@ -85,6 +85,8 @@ class Family:
     dsp_cell: str = ""
     #: nextpnr bel types whose used count is the LUT4-equivalent area ``le``
     site_bels: tuple = ()
+    #: LUT4 sites per placed cell of a ``site_bels`` type, where not one
+    site_weights: dict = {}
     #: (result key, column label) in the family's own units, for the report tables
     units: tuple = ()
     #: the extra Python distributions of this family's tools (doctor, make install)
@@ -103,6 +105,10 @@ class Family:
         if importlib.util.find_spec(self.pnr_module) is None:
             raise ToolError(f"{self.pnr_dist} not found ({self.title} place and route): run  "
                             f".venv/bin/pip install {self.pnr_dist}  (or make install)")
+
+    def le(self, utilization: dict) -> int:
+        """The LUT4-equivalents of nextpnr's placed counts (bel type -> used)."""
+        return sum(utilization.get(b, 0) * self.site_weights.get(b, 1) for b in self.site_bels)
 
     # ---- devices
 
@@ -214,7 +220,8 @@ class Family:
         if rc != 0 or not rep.exists():
             self.check_packing(workdir / "nextpnr.log", device)
             raise RuntimeError(f"{self.pnr_dist} failed on {device.name} (rc={rc}); see {workdir / 'nextpnr.log'}")
-        return {**nextpnr_result(json.loads(rep.read_text()), self.site_bels), "device": device.name}
+        return {**nextpnr_result(json.loads(rep.read_text()), self.site_bels, self.site_weights),
+                "device": device.name}
 
 
     def check_packing(self, log: Path, device: Device) -> None:
@@ -266,7 +273,7 @@ def packing_overflow(log: Path) -> tuple[str, int, int] | None:
     return None
 
 
-def nextpnr_result(report: dict, site_bels) -> dict:
+def nextpnr_result(report: dict, site_bels, site_weights=None) -> dict:
     """Fmax, LUT4-equivalents, utilization and critical path from a nextpnr ``--report`` JSON.
 
     Fmax is the slowest clock's; nextpnr also lists constant nets that it promoted to a global
@@ -278,5 +285,6 @@ def nextpnr_result(report: dict, site_bels) -> dict:
     if not fmax:
         raise RuntimeError("nextpnr reported no clock (the harness has one: clk)")
     util = {k: v["used"] for k, v in report.get("utilization", {}).items() if v.get("used")}
-    return {"fmax_mhz": round(min(fmax), 2), "le": sum(util.get(b, 0) for b in site_bels),
+    weights = site_weights or {}
+    return {"fmax_mhz": round(min(fmax), 2), "le": sum(util.get(b, 0) * weights.get(b, 1) for b in site_bels),
             "utilization": util, "critical_path": critical_path(report)}
