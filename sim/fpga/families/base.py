@@ -87,6 +87,9 @@ class Family:
     site_bels: tuple = ()
     #: LUT4 sites per placed cell of a ``site_bels`` type, where not one
     site_weights: dict = {}
+    #: the largest fraction of a device's LUT sites the family's placer is known to fill (the fit
+    #: check refuses more)
+    max_fill: float = 1.0
     #: (result key, column label) in the family's own units, for the report tables
     units: tuple = ()
     #: the extra Python distributions of this family's tools (doctor, make install)
@@ -174,19 +177,24 @@ class Family:
         """:class:`DeviceFitError` (one line) naming the first resource the design needs more of
         than ``device`` has (synthesis counts against nextpnr's available sites), the shortfall,
         what the LUT sites are made of (``lut_site_parts``) and the larger devices of the family."""
-        for key, have, what in (("lut_sites", device.lut, "LUT sites"), ("ff", device.ff, "flip-flops"),
-                                ("dsp", device.dsp, self.dsp_cell or "DSP blocks"),
-                                ("bram", device.bram, "block RAMs")):
-            need = counts.get(key, 0)
+        def room(d: Device, key: str) -> int:
+            return int(d.lut * self.max_fill) if key == "lut_sites" else getattr(d, key)
+
+        for key, what in (("lut_sites", "LUT sites"), ("ff", "flip-flops"),
+                          ("dsp", self.dsp_cell or "DSP blocks"), ("bram", "block RAMs")):
+            need, have = counts.get(key, 0), room(device, key)
             if need > have:
-                bigger = [d.name for d in self.devices if getattr(d, "lut" if key == "lut_sites" else key) >= need]
+                bigger = [d.name for d in self.devices if room(d, key) >= need]
                 hint = f"; try --device {' or '.join(bigger)}" if bigger else "; no device of this family has as many"
                 if key == "dsp":
                     hint += " or --no-dsp" if bigger else "; use --no-dsp"
                 parts = counts.get("lut_site_parts") if key == "lut_sites" else None
                 made = f" ({' + '.join(f'{n} {label}' for label, n in parts.items() if n)})" if parts else ""
+                has = (f"{device.lut}, of which {have} ({self.max_fill:.0%}, what {self.pnr_dist}'s placer is "
+                       f"known to fill):"
+                       if key == "lut_sites" and self.max_fill < 1 else f"{have},")
                 raise DeviceFitError(f"the design needs {need} {what}{made} after synthesis but {device.name} has "
-                                     f"{have}, {need - have} short{hint}")
+                                     f"{has} {need - have} short{hint}")
 
     def constraints(self, device: Device) -> tuple[str, str, list[str]] | None:
         """``(file name, text, nextpnr arguments)`` of the pin constraints, or None."""
