@@ -236,7 +236,7 @@ def main(argv=None) -> int:
         cyc = acc.cycles_per_image
         ips = fmax * 1e6 / cyc
         gops = 2 * macs * ips / 1e9
-        le = sum(med.get("utilization", {}).get(b, 0) for b in fam.site_bels)
+        le = fam.le(med.get("utilization", {}))
         rows.append({
             "design": name, "array": _shape(acc.plan), "lut4": med["lut"], "ff": med["ff"],
             "mult18": med["dsp"], "dp16kd": med["bram"], "fmax_seeds": {s: runs[s]["fmax_mhz"] for s in seeds},
