@@ -32,6 +32,13 @@ for a preset, BNN-PYNQ's figures (LUT6 against LUT4: 1 LUT6 is about 1.6 to 2 LU
 cycles per image and the clock this design would need to match BNN-PYNQ's images/s (no Fmax:
 nothing is placed).
 
+``--pe tree [--lanes D]`` builds the tree PE (:class:`l1bn.hw.mac_tree.TreeArray`: each
+accumulator adds a ``D``-channel dot product per beat, default 8) instead of one accumulator per
+MAC; the budget's shape search and resource model (:func:`l1bn.hw.accel_budget.tree_pe_extra`)
+follow it. ``--plan-only`` builds nothing: the budgeted shape, its resources (the model), the
+schedule, cycles per image (the formula) and images/s at ``--clock-mhz`` (default 100, BNN-PYNQ's
+clock), beside BNN-PYNQ's figures for a preset.
+
 ``--family`` (:mod:`l1bn.sim.fpga.families`) measures this checkout's design on another family
 (the earlier design is ECP5 history and is left out): its own area units plus LUT4-equivalents
 (LE: logic sites nextpnr placed), GOPS per kLE. A design too large for ``--device`` is one error
@@ -76,6 +83,11 @@ BNN_PYNQ = {"cnv-w1a1": {"images_per_s": 9150, "lut": 26072, "ff": 41312, "bram3
             "cnv-w2a2": {"images_per_s": 2580, "lut": 37302, "ff": 51386, "bram36": 140, "dsp": 32}}
 
 
+def _shape(p) -> str:
+    """The array of plan ``p``: ``rows x cols``, and ``x lanes`` for the tree PE."""
+    return f"{p.rows}x{p.cols}" + (f"x{p.lanes}" if p.lanes > 1 else "")
+
+
 def _preset_net(name: str):
     """The network of ``--preset`` (an ``IntGraph``)."""
     from l1bn.spec.reference.graph_random import random_cnv_graph
@@ -84,7 +96,7 @@ def _preset_net(name: str):
     return random_cnv_graph(0, wbits=bits[0], abits=bits[1])
 
 
-def _plan_report(net, name: str, budget, refusal) -> int:
+def _plan_report(net, name: str, budget, refusal, lanes: int = 1) -> int:
     """A network that fits no shape of ``budget``: the refusal, the leanest array's block RAMs, the
     largest array's plan and resources, BNN-PYNQ's figures and the clock this plan would need to
     match them."""
@@ -100,12 +112,13 @@ def _plan_report(net, name: str, budget, refusal) -> int:
         print(f"{name}: leanest array {shape[0]}x{shape[1]}: {lean['bram']} DP16KD (weights {lean['bram_by']['weights']}, "
               f"activations {lean['bram_by']['activations']}, image {lean['bram_by']['image']}, im2col tables "
               f"{lean['bram_by']['tables']}, mult/bias {lean['bram_by']['mult/bias']}) of {budget.name}'s {budget.bram}")
-    acc = accelerator_from_export(net, rows=MAX_MAC_ARRAY, cols=MAX_MAC_ARRAY)
+    acc = accelerator_from_export(net, rows=MAX_MAC_ARRAY, cols=MAX_MAC_ARRAY, lanes=lanes)
     Fragment.get(acc, None)     # asked only for its figures
     p, res = acc.plan, plan_resources(acc.plan)
     cyc = acc.cycles_per_image
-    util = p.macs / (p.rows * p.cols) / cyc
-    print(f"{name}: {p.macs:,} MACs per image; the largest array, {p.rows}x{p.cols}: {cyc:,} cycles per image "
+    util = p.macs / (p.rows * p.cols * p.lanes) / cyc
+    shape = _shape(p)
+    print(f"{name}: {p.macs:,} MACs per image; the largest array, {shape}: {cyc:,} cycles per image "
           f"(formula), MAC utilization {100 * util:.1f}%")
     print(f"  needs {res['bram']} DP16KD (weights {res['bram_by']['weights']}, activations "
           f"{res['bram_by']['activations']}, image {res['bram_by']['image']}, im2col tables {res['bram_by']['tables']}, "
@@ -118,13 +131,14 @@ def _plan_report(net, name: str, budget, refusal) -> int:
         print(f"  BNN-PYNQ {name.upper()} (Zynq-7020, 100 MHz, LUT6): {ref['images_per_s']:,} images/s, "
               f"{ref['lut']:,} LUT, {ref['ff']:,} FF, {ref['bram36']} BRAM36, {ref['dsp']} DSP; "
               f"{ref['images_per_s'] / (ref['lut'] / 1000):.1f} images/s per kLUT6")
-        print(f"  to match its images/s this plan would need {cyc * ref['images_per_s'] / 1e6:,.0f} MHz: the "
-              f"array must grow by dot products over channels, and the activations must not be copied per column")
+        print(f"  to match its images/s this plan would need {cyc * ref['images_per_s'] / 1e6:,.0f} MHz"
+              + (": the array must grow by dot products over channels (--pe tree), and the activations must not "
+                 "be copied per column" if lanes == 1 else ""))
     return 2
 
 
 def main(argv=None) -> int:
-    from l1bn.cli.options import budget_from_options, target_from_options
+    from l1bn.cli.options import budget_from_options, lanes_from_options, target_from_options
     from l1bn.hw.accel_budget import budget_geometry
     from l1bn.hw.accelerator import accelerator_from_export, layers_from_export
     from l1bn.sim.fpga.families import fit_errors, resolve_target
@@ -149,12 +163,21 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="device of the family (default: its first)")
     ap.add_argument("--dsp", action=argparse.BooleanOptionalAction, default=None,
                     help="multiplies in the family's DSP blocks (default: where the device has them)")
+    ap.add_argument("--pe", choices=["mac", "tree"], default="mac",
+                    help="processing element: one accumulator per MAC, or an adder tree over LANES channels")
+    ap.add_argument("--lanes", type=int, default=None, help="with --pe tree: input channels per beat (default 8)")
+    ap.add_argument("--plan-only", action="store_true",
+                    help="no synthesis: the budgeted shape, resources (model), cycles and images/s at --clock-mhz")
+    ap.add_argument("--clock-mhz", type=float, default=100.0, help="clock for --plan-only's images/s (default 100)")
     a = ap.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",")]
     try:
         target = target_from_options(a.family, a.device, a.dsp)
+        a.nl = lanes_from_options(a.pe, a.lanes)
     except ValueError as err:
         ap.error(str(err))
+    if a.clock_mhz <= 0:
+        ap.error(f"--clock-mhz={a.clock_mhz} must be positive")
     fam = (target or resolve_target()).family
     try:
         budget = budget_from_options(a.budget_device or ("LFE5U-85F" if a.preset else None), a.budget_lut)
@@ -168,18 +191,22 @@ def main(argv=None) -> int:
     try:
         if budget is not None:
             layers, inp = layers_from_export(e)
-            budget_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], budget=budget, in_signed=inp["signed"])
+            budget_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], budget=budget, in_signed=inp["signed"],
+                            lanes=a.nl)
     except ValueError as err:     # too large for the budget: refused before synthesis
         if a.preset:
-            return _plan_report(e, a.preset, budget, err)
+            return _plan_report(e, a.preset, budget, err, a.nl)
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    if a.plan_only:
+        return _plan_only(e, a, budget)
     if a.synth_only:
         return _synth_only(e, a, budget)
     with tempfile.TemporaryDirectory(prefix="bench-acc-") as tmp:
-        designs = {"new": lambda: accelerator_from_export(e, budget=budget)}
-        old = _old_module(a.old_rev, Path(tmp)) if target is None and a.old_rev != "none" else None
+        designs = {"new": lambda: accelerator_from_export(e, budget=budget, lanes=a.nl)}
+        old = (_old_module(a.old_rev, Path(tmp)) if target is None and a.old_rev != "none" and a.nl == 1
+               else None)
         if old is not None:
             designs = {f"old ({a.old_rev})": lambda: old.accelerator_from_export(e, cols=8), **designs}
         jobs, keys = [], []
@@ -205,16 +232,16 @@ def main(argv=None) -> int:
         runs = {s: r for (n, s), r in zip(keys, res, strict=True) if n == name}
         fmax = statistics.median(r["fmax_mhz"] for r in runs.values())
         med = min(runs.values(), key=lambda r: abs(r["fmax_mhz"] - fmax))
-        macs = sum(lay.channels * lay.positions * lay.k for lay in acc.layers)
+        macs = acc.plan.macs
         cyc = acc.cycles_per_image
         ips = fmax * 1e6 / cyc
         gops = 2 * macs * ips / 1e9
-        le = sum(med.get("utilization", {}).get(b, 0) for b in fam.site_bels)
+        le = fam.le(med.get("utilization", {}))
         rows.append({
-            "design": name, "array": f"{acc.rows}x{acc.cols}", "lut4": med["lut"], "ff": med["ff"],
+            "design": name, "array": _shape(acc.plan), "lut4": med["lut"], "ff": med["ff"],
             "mult18": med["dsp"], "dp16kd": med["bram"], "fmax_seeds": {s: runs[s]["fmax_mhz"] for s in seeds},
             "fmax_mhz": fmax, "cycles_per_image": cyc, "images_per_s": ips,
-            "mac_utilization": macs / (acc.rows * acc.cols) / cyc, "gops": gops,
+            "mac_utilization": macs / (acc.rows * acc.cols * acc.plan.lanes) / cyc, "gops": gops,
             "gops_per_klut4": gops / (med["lut"] / 1000), "device": med["device"],
             "critical_path": med.get("critical_path"), "bram_outregs": med.get("bram_outregs", 0), "le": le, "gops_per_kle": gops / (le / 1000) if le else None,
             "family": fam.name, "area": {k: med.get(k) for k, _ in fam.units},
@@ -265,7 +292,7 @@ def _synth_only(e, a, budget) -> int:
     from l1bn.sim.fpga.synth import synth_ecp5_text
     from l1bn.sim.rtl import to_verilog
 
-    acc = accelerator_from_export(e, budget=budget)
+    acc = accelerator_from_export(e, budget=budget, lanes=a.nl)
     Fragment.get(acc, None)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-acc-synth-") as tmp:
@@ -280,10 +307,11 @@ def _synth_only(e, a, budget) -> int:
           f"{a.export}; budget {budget.name if budget else '-'}; {wall:.0f} s")
     print(f"{'design':12} {'array':>5} {'LUT4':>6} {'CCU2C':>6} {'LUT sites':>9} {'FF':>6} {'MULT18':>6} {'DP16KD':>6} "
           f"{'LUT RAM':>7} {'cycles':>9} {'MAC util':>8}")
-    util = p.macs / (p.rows * p.cols) / cyc
-    print(f"{'synthesized':12} {p.rows}x{p.cols:<3} {got['lut']:6d} {got['ccu2']:6d} {sites:9d} {got['ff']:6d} "
+    util = p.macs / (p.rows * p.cols * p.lanes) / cyc
+    arr = f"{_shape(p):<{len(str(p.rows)) + 4}}"      # the MAC PE's cell as before: rows x cols padded to 3
+    print(f"{'synthesized':12} {arr} {got['lut']:6d} {got['ccu2']:6d} {sites:9d} {got['ff']:6d} "
           f"{got['mult18']:6d} {got['bram']:6d} {got['lutram']:7d} {cyc:9d} {100 * util:7.1f}%")
-    print(f"{'model':12} {p.rows}x{p.cols:<3} {'':>6} {'':>6} {est['lut_sites']:9d} {est['ff']:6d} {est['dsp']:6d} "
+    print(f"{'model':12} {arr} {'':>6} {'':>6} {est['lut_sites']:9d} {est['ff']:6d} {est['dsp']:6d} "
           f"{est['bram']:6d} {'':>7} {cyc:9d}")
     ref = BNN_PYNQ.get(a.preset or "")
     if ref:
@@ -292,6 +320,38 @@ def _synth_only(e, a, budget) -> int:
               f"({2 * ref['bram36']} BRAM18; a DP16KD is 18 kbit), {ref['dsp']} DSP48; {ref['images_per_s']:,} images/s")
         print(f"this design at 100 MHz: {100e6 / cyc:,.1f} images/s; to match {ref['images_per_s']:,} images/s it would "
               f"need {cyc * ref['images_per_s'] / 1e6:,.0f} MHz (cycles per image: the formula)")
+    return 0
+
+
+def _plan_only(e, a, budget) -> int:
+    """``--plan-only``: the budgeted design's plan, nothing built: shape, resources (the model),
+    the schedule, cycles per image (the formula) and images/s at ``--clock-mhz``."""
+    from l1bn.hw.accel_budget import plan_resources
+    from l1bn.hw.accelerator import accelerator_from_export
+
+    acc = accelerator_from_export(e, budget=budget, lanes=a.nl)
+    p, res = acc.plan, plan_resources(acc.plan)
+    cyc, macs = p.cycles_per_image, p.macs
+    pe = f"tree PE, {p.lanes} lanes" if p.lanes > 1 else "MAC PE"
+    ips = a.clock_mhz * 1e6 / cyc
+    print(f"{a.export}; budget {budget.name if budget else '-'}; {pe}; plan only (nothing synthesized)")
+    print(f"{'layer':8} {'K':>5} {'T':>3} {'G':>4} {'tiles':>6} {'MACs':>9} {'cycles':>8}")
+    for s in p.schedule():
+        print(f"{s['name']:8} {s['K']:5d} {s['T']:3d} {s['G']:4d} {s['tiles']:6d} {s['macs']:9d} {s['cycles']:8d}")
+    print(f"array {_shape(p)} ({p.rows * p.cols * p.lanes} MACs per cycle): {cyc:,} cycles per image (formula; MAC bound "
+          f"{p.mac_bound:,}, MAC utilization {100 * macs / (p.rows * p.cols * p.lanes) / cyc:.1f}%), "
+          f"{ips:,.0f} images/s at {a.clock_mhz:g} MHz")
+    print(f"resources (model, before synthesis): {res['bram']} DP16KD (weights {res['bram_by']['weights']}, "
+          f"activations {res['bram_by']['activations']}, image {res['bram_by']['image']}, im2col tables "
+          f"{res['bram_by']['tables']}, mult/bias {res['bram_by']['mult/bias']}), {res['dsp']} MULT18X18D, "
+          f"about {res['lut_sites']} LUT sites and {res['ff']} FF"
+          + (f"; {budget.name}: {budget.bram} DP16KD, {budget.dsp} MULT18X18D, {budget.lut_sites} LUT sites, "
+             f"{budget.ff} FF" if budget else ""))
+    ref = BNN_PYNQ.get(a.preset or "")
+    if ref:
+        print(f"BNN-PYNQ {a.preset.upper()} (Zynq-7020, 100 MHz, LUT6): {ref['images_per_s']:,} images/s, "
+              f"{ref['lut']:,} LUT, {ref['ff']:,} FF, {ref['bram36']} BRAM36, {ref['dsp']} DSP; this plan needs "
+              f"{cyc * ref['images_per_s'] / 1e6:,.0f} MHz to match its images/s")
     return 0
 
 

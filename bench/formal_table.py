@@ -56,7 +56,7 @@ def _mac(**kw):
 PROVER = {"drain": "reach", "count": "reach", "equiv.batch": "induction"}
 
 FWD_N2 = ["stream", "drain", "count", "response", "overflow"]     # overflow.* included
-FWD = ["stream", "drain", "count", "overflow.stats", "overflow.disp", "overflow.recip"]
+FWD = ["stream", "drain", "count", "overflow.stats", "overflow.disp", "overflow.recip", "overflow.unit"]
 
 
 def rows():

@@ -248,7 +248,8 @@ def main(argv=None) -> int:
                 per = "/".join(f"{v:.1f}" for v in r["fmax_seeds"].values())
                 cp = r.get("critical_path") or {}
                 where = a["target"].replace("smallest fitting device", r.get("device") or "smallest fitting device")
-                print(f"| {where} | {r['array']} | {r['le']} | {r['mult18']} | {r['dp16kd']} | "
+                mult = r.get("area", {}).get("mult", r["mult18"])   # CC_MULT on GateMate (no DSP blocks)
+                print(f"| {where} | {r['array']} | {r['le']} | {mult} | {r['dp16kd']} | "
                       f"{r['fmax_mhz']:.1f} | {per} | {r['cycles_per_image']} | {r['images_per_s']:.0f} | "
                       f"`{_cell(cp.get('from'))}` -> `{_cell(cp.get('to'))}` |")
     return 0

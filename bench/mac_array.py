@@ -83,7 +83,7 @@ def implement(cfg: MACConfig, *, workdir, seeds=(1,), jobs: int = 1, target=None
                                  description=f"{t.family.name} mac {cfg.digest()}")
     runs = sorted(zip(seeds, res, strict=True), key=lambda t: (t[1]["fmax_mhz"], t[0]))
     seed, med = runs[(len(runs) - 1) // 2]
-    le = sum(med.get("utilization", {}).get(b, 0) for b in t.family.site_bels)
+    le = t.family.le(med.get("utilization", {}))
     return {**med, "lut4": med["lut"], "le": le,
             "fmax_seeds": {s: r["fmax_mhz"] for s, r in zip(seeds, res, strict=True)}, "median_seed": seed}
 

@@ -171,3 +171,37 @@ def budget_from_options(device, budget_lut):
         lut = min(lut, budget_lut)
     name = dev.name if lut == dev.lut else f"{dev.name} with {lut} LUT sites"
     return Budget(name=name, lut_sites=lut, ff=dev.ff, dsp=dev.dsp, bram=dev.bram)
+
+
+#: the tree PE's default width (input channels per beat), ``--pe tree`` without ``--lanes``
+TREE_LANES = 8
+
+
+def pe_options(f):
+    """``--pe mac|tree`` and ``--lanes N``: the accelerator's processing element."""
+    f = click.option("--lanes", type=int, default=None,
+                     help=f"With --pe tree: input channels per beat, the adder tree's width (default {TREE_LANES}; "
+                          "rows must be a multiple of it).")(f)
+    f = click.option("--pe", type=click.Choice(["mac", "tree"]), default="mac", show_default=True,
+                     help="Processing element: mac (one accumulator per MAC) or tree (an adder tree over LANES "
+                          "input channels into one accumulator per output).")(f)
+    return f
+
+
+def lanes_from_options(pe: str, lanes: int | None) -> int:
+    """The ``lanes`` of :class:`~l1bn.hw.accel_plan.Plan` for ``--pe`` / ``--lanes``: 1 for
+    ``mac``; ``lanes`` (default :data:`TREE_LANES`, 2..16) for ``tree``. ``ValueError`` naming a
+    bad value."""
+    from l1bn.spec.config import MAX_MAC_ARRAY
+
+    if pe not in ("mac", "tree"):
+        raise ValueError(f"--pe={pe!r} must be mac or tree")
+    if pe == "mac":
+        if lanes is not None:
+            raise ValueError("--lanes goes with --pe tree (the MAC PE has one product per cycle)")
+        return 1
+    if lanes is None:
+        return TREE_LANES
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or not 2 <= lanes <= MAX_MAC_ARRAY:
+        raise ValueError(f"--lanes={lanes!r} must be an int in 2..{MAX_MAC_ARRAY}")
+    return lanes

@@ -7,7 +7,7 @@ The options that build a config are generated from its dataclass fields, as in `
 from __future__ import annotations
 
 import click
-from l1bn.cli.options import config_options
+from l1bn.cli.options import config_options, lanes_from_options, pe_options
 from l1bn.cli.verilog import bn_config, mac_config
 from l1bn.spec.config import BNConfig, MACConfig
 from l1bn.spec.norms import norm_names
@@ -136,7 +136,8 @@ def mac_cmd(tiles, tile_k, gaps, out_gaps, extremes, seed, simulator, **opts):
               help="MAC array columns (output positions in parallel, 1..16). Default: the 32-MAC shape with "
                    "the fewest cycles per image; with only one of --rows/--cols, the other is 32 // it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
-def net_cmd(export_dir, simulator, images, rows, cols, as_json, labels=None):
+@pe_options
+def net_cmd(export_dir, simulator, images, rows, cols, as_json, labels=None, pe="mac", lanes=None):
     """Classify the export's test images on the simulated accelerator; compare every logit with
     the integer reference."""
     import json
@@ -153,8 +154,9 @@ def net_cmd(export_dir, simulator, images, rows, cols, as_json, labels=None):
     for name, v in (("rows", rows), ("cols", cols)):
         if v is not None:
             check_int(name, v, 1, MAX_MAC_ARRAY)
+    nl = lanes_from_options(pe, lanes)
     t0 = time.perf_counter()
-    r = simulate_net(e, simulator=simulator, images=count, progress=not as_json, rows=rows, cols=cols,
+    r = simulate_net(e, simulator=simulator, images=count, progress=not as_json, rows=rows, cols=cols, lanes=nl,
                      inputs=None if data is None else data[0], labels=None if data is None else data[1])
     r["wall_s"] = time.perf_counter() - t0
     if as_json:
@@ -163,7 +165,8 @@ def net_cmd(export_dir, simulator, images, rows, cols, as_json, labels=None):
         acc = "-" if r["hw_accuracy"] is None else f"{100 * r['hw_accuracy']:.2f} %"
         ref = "-" if r["ref_accuracy"] is None else f"{100 * r['ref_accuracy']:.2f} %"
         click.echo(f"export              {export_dir}")
-        click.echo(f"simulator           {simulator} ({r['rows']}x{r['cols']} MAC array)")
+        tree = f" x {nl} lanes, tree PE" if nl > 1 else ""
+        click.echo(f"simulator           {simulator} ({r['rows']}x{r['cols']}{tree} MAC array)")
         click.echo(f"images              {r['images']}")
         click.echo(f"hardware accuracy   {acc}  (integer reference {ref})")
         click.echo(f"logit mismatches    {r['mismatches']} of {r['images']} images")

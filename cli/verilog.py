@@ -10,7 +10,7 @@ names, defaults and ranges. The Verilog itself comes from library functions in `
 from __future__ import annotations
 
 import click
-from l1bn.cli.options import config_from_options, config_options
+from l1bn.cli.options import config_from_options, config_options, pe_options
 from l1bn.spec.config import BNBackwardConfig, BNConfig, MACConfig
 from l1bn.spec.norms import norm_names, norm_spec
 
@@ -202,22 +202,25 @@ def _xnor_layers(s) -> str:
                    "that does not fit is refused before anything is written.")
 @click.option("--budget-lut", type=int, default=None,
               help="At most this many LUT sites (estimated) for the design (with --device, or on the LFE5U-25F).")
-def net_cmd(export_dir, out_dir, rows, cols, device, budget_lut):
+@pe_options
+def net_cmd(export_dir, out_dir, rows, cols, device, budget_lut, pe="mac", lanes=None):
     """The accelerator for an exported network as Verilog, with its memory files."""
     import json
     from pathlib import Path
 
-    from l1bn.cli.options import budget_from_options
+    from l1bn.cli.options import budget_from_options, lanes_from_options
     from l1bn.sim.verilog.net import write_net_verilog
 
     budget = budget_from_options(device, budget_lut)
-    files = write_net_verilog(export_dir, out_dir, rows=rows, cols=cols, budget=budget)
+    nl = lanes_from_options(pe, lanes)
+    files = write_net_verilog(export_dir, out_dir, rows=rows, cols=cols, budget=budget, lanes=nl)
     s = json.loads((Path(out_dir) / "schedule.json").read_text())
     v = files[0]
     click.echo(f"wrote {v} ({len(v.read_text().splitlines())} lines) and {len(files) - 2} .hex files, "
                f"schedule.json in {out_dir}")
     i = s["interface"]
-    click.echo(f"MAC array {s['rows']}x{s['cols']} (w{s['mac']['wbits']} a{s['mac']['abits']} "
+    tree = f" x {nl} lanes (tree PE: K in beats of {nl} input channels)" if nl > 1 else ""
+    click.echo(f"MAC array {s['rows']}x{s['cols']}{tree} (w{s['mac']['wbits']} a{s['mac']['abits']} "
                f"{'signed' if s['mac']['signed_a'] else 'unsigned'}"
                f"{', bipolar codes, XNOR-popcount' if s['mac'].get('xnor') else ''}{_xnor_layers(s)}, "
                f"accumulator {s['mac_acc_bits']} bits); "
@@ -228,7 +231,7 @@ def net_cmd(export_dir, out_dir, rows, cols, device, budget_lut):
         click.echo(f"{lay['name']:8} {lay['K']:5d} {lay['T']:3d} {lay['G']:3d} {lay['tiles']:5d} "
                    f"{lay['macs']:7d} {lay['issue']:6d} {lay['cycles']:7d}")
     click.echo(f"cycles per image {s['cycles_per_image']} (images back to back; MAC bound "
-               f"{s['macs']} / {s['rows'] * s['cols']} = {s['mac_bound_cycles']}); latency {s['latency']}")
+               f"{s['macs']} / {s['rows'] * s['cols'] * nl} = {s['mac_bound_cycles']}); latency {s['latency']}")
     r = s["resources"]
     click.echo(f"ECP5 resources before synthesis: {r['bram']} DP16KD (weights {r['bram_by']['weights']}, "
                f"activations {r['bram_by']['activations']}, image {r['bram_by']['image']}, im2col tables "

@@ -13,6 +13,7 @@ from l1bn.hw.accel_plan import ISSUE_STAGES, Plan
 from l1bn.hw.arith import pick
 from l1bn.hw.bram import BankedMemory
 from l1bn.hw.mac_array import in_layout
+from l1bn.hw.mac_tree import tree_array_in_layout
 
 __all__ = ["Issuer", "LayerConsts", "SplitRom", "TABLE_LUT_DEPTH", "read_signature"]
 
@@ -158,9 +159,10 @@ class Issuer(wiring.Component):
         self.addr_bits = bits_for(max(plan.act_depth, 2 * plan.img_words))
         nl = len(plan.layers)
         super().__init__({
-            "o": Out(stream.Signature(in_layout(plan.mac_cfg, switch=plan.switch))),
+            "o": Out(stream.Signature(tree_array_in_layout(plan.mac_cfg, plan.lanes) if plan.lanes > 1
+                                      else in_layout(plan.mac_cfg, switch=plan.switch))),
             "rd": Out(read_signature(plan.cols, self.addr_bits, plan.cols * plan.img_lane_bits,
-                                     plan.cols * plan.act_lane_bits)),
+                                     plan.lanes * plan.cols * plan.act_lane_bits)),
             "slot_full": In(2),
             "release": Out(2),
             "done": In(1),
@@ -194,7 +196,8 @@ class Issuer(wiring.Component):
         p = self.plan
         wb = p.mac_cfg.wbits
         # block-RAM sized banks read through their output registers (stages 3 and 4)
-        m.submodules.wrom = wrd = BankedMemory(width=p.rows * wb, depth=len(p.weight_words), init=p.weight_words)
+        m.submodules.wrom = wrd = BankedMemory(width=p.rows * p.lanes * wb, depth=len(p.weight_words),
+                                               init=p.weight_words)
         ob = p.table_off_bits
         trd = []
         for j in range(p.cols):
@@ -232,6 +235,10 @@ class Issuer(wiring.Component):
             "kk_one": [int(lp.khkw == 1) for lp in lps], "c_one": [int(lp.cin == 1) for lp in lps],
             "g_one": [int(lp.g == 1) for lp in lps], "t_one": [int(lp.t == 1) for lp in lps],
             **({"xnor": [int(lp.xnor) for lp in lps]} if p.switch else {}),
+            # the tree PE: the lanes that hold an input channel, in every channel group but the
+            # last, and in the last
+            **({"m_full": [(1 << lp.lanes) - 1 for lp in lps],
+                "m_last": [(1 << lp.last_lanes) - 1 for lp in lps]} if p.lanes > 1 else {}),
         })
         layer = Signal(range(max(nl, 2)))
         busy = Signal()
@@ -281,8 +288,11 @@ class Issuer(wiring.Component):
             self._step(m, cst, (kk, c, g, t), (kk_w, c_w, g_w, t_w), waddr, cbase, in_base)
             with m.If(layer_end):
                 self._next_layer(m, cst, layer, busy, slot, t, (kk_w, c_w, g_w, t_w), waddr, cbase)
-        return {"fire": fire, "tile_end": tile_end, "layer_end": layer_end, "is_img": cst.is_img, "slot": slot,
+        beat = {"fire": fire, "tile_end": tile_end, "layer_end": layer_end, "is_img": cst.is_img, "slot": slot,
                 "cbase": cbase, "waddr": waddr, "tabs": tabs, "x": cst.xnor if p.switch else Const(0)}
+        if p.lanes > 1:
+            beat["mask"] = Mux(c_w, cst.m_last, cst.m_full)
+        return beat
 
     def _set_tab(self, value):
         """Every column's table address takes ``value`` (a function of the address: each counts
@@ -351,6 +361,11 @@ class Issuer(wiring.Component):
         v1, last1, img1, rel1, rs1, x1 = Signal(), Signal(), Signal(), Signal(), Signal(), Signal()
         cbase1 = Signal.like(cbase)
         waddr1 = Signal.like(waddr)
+        # the tree PE's lane mask, carried along to the lane select (stage 5)
+        masks = [Signal(p.lanes, name=f"mask{n}") for n in ("1", "1b", "2", "3", "4")] if p.lanes > 1 else None
+        if masks:
+            with m.If(adv):
+                m.d.sync += [masks[0].eq(beat["mask"])] + [b.eq(a) for a, b in zip(masks[:-1], masks[1:], strict=True)]
         with m.If(adv):
             m.d.sync += [v1.eq(beat["fire"]), last1.eq(beat["tile_end"]), img1.eq(beat["is_img"]), x1.eq(beat["x"]),
                          rel1.eq(beat["layer_end"] & beat["is_img"]), rs1.eq(beat["slot"]),
@@ -386,7 +401,8 @@ class Issuer(wiring.Component):
         m.d.sync += self.release.eq(0)
         with m.If(adv & v2 & rel2):
             m.d.sync += self.release.eq(Mux(rs2, 0b10, 0b01))
-        return {"v": v2, "last": last2, "img": img2, "ok": ok2, "lane": lane2, "x": x2}
+        return {"v": v2, "last": last2, "img": img2, "ok": ok2, "lane": lane2, "x": x2,
+                "mask4": masks[-1] if masks else None}
 
     def _fetch(self, m, adv, wrd, s2):
         """Stages 3, 4 and 5: the memory words (and the weight word) are read, land in the block
@@ -411,7 +427,7 @@ class Issuer(wiring.Component):
         ok4 = [Signal(name=f"ok4_{j}") for j in range(C)]
         lane4 = [Signal(lw, name=f"lane4_{j}") for j in range(C)]
         img4 = [Signal(C * LB, name=f"img4_{j}") for j in range(C)]
-        act4 = [Signal(C * ALB, name=f"act4_{j}") for j in range(C)]
+        act4 = [Signal(p.lanes * C * ALB, name=f"act4_{j}") for j in range(C)]
         src4 = Signal()
         with m.If(adv):
             m.d.sync += [v4.eq(v3), last4.eq(last3), src4.eq(img3), x4.eq(x3)]
@@ -427,6 +443,9 @@ class Issuer(wiring.Component):
             m.d.sync += [self.o.valid.eq(v4), self.o.payload.last.eq(last4), self.o.payload.w.eq(w4)]
             if p.switch:
                 m.d.sync += self.o.payload.x.eq(x4)
+            if p.lanes > 1:
+                self._tree_lanes(m, s2["mask4"], ok4, lane4, src4, img4, act4)
+                return
             for j in range(C):
                 if ALB == LB:
                     word = Mux(src4, img4[j], act4[j])
@@ -442,3 +461,22 @@ class Issuer(wiring.Component):
                     v = v.as_signed() if p.signed_acts else v
                     return v if len(v) <= na else v[:na]
                 m.d.sync += self.o.payload.a[j].eq(Mux(ok4[j], Mux(src4, lane_of(img4[j], LB), lane_of(act4[j], ALB)), 0))
+
+    def _tree_lanes(self, m, mask4, ok4, lane4, src4, img4, act4):
+        """Stage 5 of the tree PE: column ``j``, lane ``d`` takes lane ``lane4[j]`` of channel
+        group ``d`` of its activation word (``lanes`` groups of ``cols`` lanes), or of the image
+        word in lane 0 (the image memory holds one channel per word); 0 for padding and for lanes
+        past the input channels (``mask4``)."""
+        p = self.plan
+        C, LB, ALB, D = p.cols, p.img_lane_bits, p.act_lane_bits, p.lanes
+        for j in range(C):
+            na = len(self.o.payload.a[j][0])
+
+            def lane_of(word, bits, j=j, na=na):
+                v = pick(lane4[j], [word[n * bits:(n + 1) * bits] for n in range(C)])
+                v = v.as_signed() if p.signed_acts else v
+                return v if len(v) <= na else v[:na]
+            for d in range(D):
+                act = lane_of(act4[j][d * C * ALB:(d + 1) * C * ALB], ALB)
+                val = Mux(src4, lane_of(img4[j], LB), act) if d == 0 else Mux(src4, 0, act)
+                m.d.sync += self.o.payload.a[j][d].eq(Mux(ok4[j] & mask4[d], val, 0))

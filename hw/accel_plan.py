@@ -56,9 +56,10 @@ from amaranth.lib import data
 from l1bn.hw.accel_layers import AccelLayer, bits_for, cdiv
 from l1bn.hw.arith import mul_latency
 from l1bn.hw.mac_array import PIPELINE_CYCLES, tile_period
+from l1bn.hw.mac_tree import tree_array_pipeline
 from l1bn.spec.config import MAX_MAC_ARRAY, MACConfig, signed_bits
 
-__all__ = ["Plan", "LayerPlan", "best_geometry", "xnor_layer", "weight_word_layout", "mb_word_layout", "table_entry_layout",
+__all__ = ["Plan", "LayerPlan", "best_geometry", "xnor_layer", "weight_word_layout", "tree_weight_word_layout", "mb_word_layout", "table_entry_layout",
            "ISSUE_STAGES", "START", "TAIL", "DEFAULT_MACS"]
 
 #: MAC budget of the default array shape (4 x 8 before issue 14, 8 x 4 now for the digits CNN).
@@ -72,6 +73,12 @@ START = 2
 #: last beat of the last layer -> output handshake, beyond the array's ``rows``: issue stages,
 #: the array's pipeline, the logits register, the output register
 TAIL = ISSUE_STAGES + PIPELINE_CYCLES
+
+
+def tree_weight_word_layout(rows: int, lanes: int, w_bits: int) -> data.ArrayLayout:
+    """One weight ROM word of the tree PE: ``rows`` x ``lanes`` signed ``w_bits``-bit weights,
+    element ``[r][d]`` (row-major: the tree array's ``w`` field)."""
+    return data.ArrayLayout(data.ArrayLayout(signed(w_bits), lanes), rows)
 
 
 def weight_word_layout(rows: int, w_bits: int) -> data.ArrayLayout:
@@ -120,6 +127,8 @@ class LayerPlan:
     out_bits: int | None
     macs: int           #: useful multiply-accumulates
     xnor: bool = False  #: runs on the XNOR-popcount path (:attr:`Plan.xnor_layers`)
+    lanes: int = 1      #: input channels per beat (the tree PE's width; 1: the MAC array)
+    last_lanes: int = 1  #: input channels in the last channel group (``cin`` counts groups)
 
     @property
     def tiles(self) -> int:
@@ -144,6 +153,14 @@ class Plan:
     in_chw : (C, H, W) of the image; in_bits : pixel bits
     in_signed : the pixels are two's complement (signed or bipolar images)
     rows, cols : the MAC array shape (1..MAX_MAC_ARRAY each)
+    lanes : the processing element: 1 (default) the MAC array's, one product per PE per cycle;
+    ``lanes > 1`` the tree PE (:class:`~l1bn.hw.mac_tree.TreeArray`), a dot product of
+    ``lanes`` input channels per PE per cycle into one accumulator. Every layer but the first
+    (which reads the image memory, one channel per word) then takes ``lanes`` channels per beat:
+    its ``K`` is ``ceil(C / lanes) * kh * kw`` beats; a stored tensor keeps ``lanes`` channels
+    side by side in one word (``lanes x cols`` lanes: channel ``c``, position ``q`` in word
+    ``base + (c // lanes)*G + q // cols``, lane ``(c % lanes)*cols + q % cols``). Needs ``rows``
+    a multiple of ``lanes``, a chain network, and runs every layer on the product path.
     xnor : the XNOR-popcount path: None (default) on every layer that allows it
     (:func:`xnor_layer`): the XNOR-popcount array when every layer does (:attr:`xnor`), else the
     product array with per-tile XNOR for those layers (:attr:`switch`); False never (the product
@@ -172,8 +189,21 @@ class Plan:
     """
 
     def __init__(self, layers, *, in_chw, in_bits: int, rows: int, cols: int, in_signed: bool = False,
-                 xnor: bool | None = None):
+                 xnor: bool | None = None, lanes: int = 1):
         layers = list(layers)
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= MAX_MAC_ARRAY:
+            raise ValueError(f"lanes={lanes!r} must be an int in 1..{MAX_MAC_ARRAY}")
+        #: input channels per beat (1: the MAC array; more: the tree PE)
+        self.lanes = lanes
+        if lanes > 1:
+            if rows % lanes:
+                raise ValueError(f"the tree PE with {lanes} lanes needs rows a multiple of {lanes}; rows={rows}")
+            if xnor:
+                raise ValueError("xnor=True: the tree PE runs every layer on the product path")
+            xnor = False
+            if not all(_reads(layers, i) == (_writes(layers, i - 1),) for i in range(1, len(layers))):
+                raise ValueError("the tree PE takes chain networks only (each layer reads the previous "
+                                 "one's output): residual adds are not supported with pe='tree' yet")
         self.rows, self.cols, self.in_chw, self.in_bits = rows, cols, tuple(in_chw), in_bits
         self.in_signed = bool(in_signed)
         self.pixels = math.prod(self.in_chw)
@@ -219,7 +249,7 @@ class Plan:
         self.img_words = self.in_chw[0] * _groups(self.in_chw, cols)
 
         #: activation-memory word of each stored tensor (layer outputs; :func:`place_tensors`)
-        self.bases, self.act_depth = place_tensors(layers, cols)
+        self.bases, self.act_depth = place_tensors(layers, cols, lanes=lanes)
 
         for lay in layers:
             if lay.pool is not None and lay.pool[0] * lay.pool[1] > cols:
@@ -233,7 +263,10 @@ class Plan:
         for i, lay in enumerate(layers):
             last = i == len(layers) - 1
             woff, toff, moff = nwords, len(self.tables[0]), len(self.mb_words)
-            nwords += cdiv(lay.channels, rows) * lay.k
+            ln = 1 if i == 0 else lanes        # layer 0 reads the image memory: one channel per word
+            groups = cdiv(lay.in_chw[0], ln)
+            beats = groups * lay.kernel[0] * lay.kernel[1] if lanes > 1 else lay.k
+            nwords += cdiv(lay.channels, rows) * beats
             self._add_table(lay)
             nt = cdiv(lay.channels, rows)
             pad = nt * rows - lay.channels
@@ -242,16 +275,16 @@ class Plan:
             elif lay.logit_bias is not None:     # the classifier bias: (unused mult, bias) words
                 self.mb_words += [(0, b) for b in lay.logit_bias] + [(0, 0)] * pad
             plans.append(LayerPlan(
-                name=lay.name, k=lay.k, khkw=lay.kernel[0] * lay.kernel[1], cin=lay.in_chw[0],
+                name=lay.name, k=beats, khkw=lay.kernel[0] * lay.kernel[1], cin=groups,
                 channels=lay.channels, t=nt, g=lay.positions if lay.pool else _groups(lay.out_chw, cols),
                 g_in=_groups(lay.in_chw, cols), g_out=_groups(lay.out_chw, cols),
                 pool_cols=lay.pool[0] * lay.pool[1] if lay.pool else 0,
                 woff=woff, toff=toff, moff=moff,
                 in_base=-1 if i == 0 else self.bases[_reads(layers, i)[0]],
                 out_base=-1 if last else self.bases[_writes(layers, i)],
-                period=tile_period(self.mac_cfg, lay.k), shift=lay.shift, out_bits=lay.out_bits,
+                period=tile_period(self.mac_cfg, beats), shift=lay.shift, out_bits=lay.out_bits,
                 macs=lay.channels * (math.prod(lay.conv_chw[1:]) if lay.pool else lay.positions) * lay.k,
-                xnor=self.xnor_layers[i]))
+                xnor=self.xnor_layers[i], lanes=ln, last_lanes=lay.in_chw[0] - (groups - 1) * ln))
         self.layers = plans
         #: the AccelLayers themselves (the writeback's requantizer rules)
         self.layer_specs = layers
@@ -266,12 +299,19 @@ class Plan:
         #: row handshake -> memory write: accumulator register, product, + bias, rounding shift,
         #: clamp
         self.wb_stages = 4 + self.mul_stages
+        #: the tree PE: activation bits of lanes 1.. (they carry stored activations only; layer 0
+        #: reads the image in lane 0)
+        self.tree_narrow_bits = min(self.act_lane_bits, self.mac_cfg.abits) if lanes > 1 else None
+        #: the array's cycles from a tile's last beat to its first result row
+        self.pipeline = PIPELINE_CYCLES if lanes == 1 else tree_array_pipeline(self.mac_cfg, lanes)
 
     @functools.cached_property
     def weight_words(self) -> list[int]:
         """The weight ROM, layers one after another: word ``woff + t*K + k`` of a layer holds
         ``W[t*rows + r][k]`` in element ``r`` of :func:`weight_word_layout` (0 past ``O``).
         Built on first use (the shape search of :func:`best_geometry` needs only the counts)."""
+        if self.lanes > 1:
+            return self._tree_weight_words()
         layout, rows, words = weight_word_layout(self.rows, self._wbits), self.rows, []
         for lay in self._wlayers:
             w = lay.weights
@@ -281,6 +321,30 @@ class Plan:
                     tile = [[-1 if v < 0 else 0 for v in row] for row in tile]
                 pad = [0] * (rows - len(tile))
                 words += [_word(layout, [row[k] for row in tile] + pad) for k in range(lay.k)]
+        return words
+
+    def _tree_weight_words(self) -> list[int]:
+        """The tree PE's weight ROM: word ``woff + t*K + b`` (beat ``b = cg*kh*kw + tap``) holds
+        ``W[t*rows + r][(cg*lanes + d)*kh*kw + tap]`` in element ``[r][d]`` of
+        :func:`tree_weight_word_layout` (0 past ``O`` or the input channels; binary weights:
+        their code, lanes past the channels are masked by the issuer instead)."""
+        layout = tree_weight_word_layout(self.rows, self.lanes, self._wbits)
+        rows, words = self.rows, []
+        for lay, lp in zip(self._wlayers, self.layers, strict=True):
+            w, khkw, cin = lay.weights, lp.khkw, lay.in_chw[0]
+            for t in range(lp.t):
+                for b in range(lp.k):
+                    cg, tap = divmod(b, khkw)
+                    word = []
+                    for r in range(rows):
+                        o = t * rows + r
+                        lane = []
+                        for d in range(self.lanes):
+                            c = cg * lp.lanes + d
+                            v = w[o][c * khkw + tap] if o < lay.channels and d < lp.lanes and c < cin else 0
+                            lane.append((-1 if v < 0 else 0) if self._wbits == 1 else v)
+                        word.append(lane)
+                    words.append(_word(layout, word))
         return words
 
     @property
@@ -349,9 +413,9 @@ class Plan:
     @property
     def layer_drain(self) -> int:
         """Last beat of a layer -> first beat of the next, beyond the array's ``rows``: issue
-        stages, the array's pipeline, the writeback stages, the done pulse and the restart (the
-        next layer reads what this one wrote, so it waits for the last write)."""
-        return ISSUE_STAGES + PIPELINE_CYCLES - 1 + self.wb_stages + 2
+        stages, the array's pipeline (:attr:`pipeline`), the writeback stages, the done pulse and
+        the restart (the next layer reads what this one wrote, so it waits for the last write)."""
+        return ISSUE_STAGES + self.pipeline - 1 + self.wb_stages + 2
 
     def gap(self, lp: LayerPlan) -> int:
         """Cycles from a layer's first beat to the next layer's first beat (same image)."""
@@ -369,7 +433,7 @@ class Plan:
         """Cycles from an image's first pixel handshake to its output handshake, when it enters an
         idle accelerator."""
         return (self.pixels + START + sum(self.gap(lp) for lp in self.layers[:-1])
-                + self.layers[-1].issue + self.rows + TAIL + self.argmax_stages)
+                + self.layers[-1].issue + self.rows + ISSUE_STAGES + self.pipeline + self.argmax_stages)
 
     @property
     def argmax_stages(self) -> int:
@@ -383,8 +447,9 @@ class Plan:
 
     @property
     def mac_bound(self) -> int:
-        """Cycles per image if every MAC of the array did useful work every cycle."""
-        return cdiv(self.macs, self.rows * self.cols)
+        """Cycles per image if every MAC of the array did useful work every cycle (the tree PE:
+        ``rows x cols x lanes`` MACs)."""
+        return cdiv(self.macs, self.rows * self.cols * self.lanes)
 
     def schedule(self) -> list[dict]:
         """Per layer: ``name``, ``K``, ``T``, ``G``, ``tiles``, ``macs``, ``issue`` (beats into the
@@ -428,7 +493,7 @@ def _writes(layers, i: int) -> str:
     return layers[i].output or f"#{i}"
 
 
-def place_tensors(layers, cols: int) -> tuple[dict, int]:
+def place_tensors(layers, cols: int, *, lanes: int = 1) -> tuple[dict, int]:
     """Activation-memory words of the tensors the layers write: ``({tensor: base word}, depth)``.
 
     A tensor of ``C`` channels, ``H x W`` positions takes ``C * ceil(H*W / cols)`` words; it is
@@ -437,10 +502,12 @@ def place_tensors(layers, cols: int) -> tuple[dict, int]:
     each sized for its largest tensor. Otherwise every tensor gets the lowest base where it
     overlaps no tensor live at the same time (first fit, in the order they are written), and the
     two inputs of a two-input layer (an add) are placed as one block, the first then the second,
-    so that the layer reads them as one tensor of ``2C`` channels.
+    so that the layer reads them as one tensor of ``2C`` channels. With ``lanes`` channels per
+    word (the tree PE) a tensor takes ``ceil(C / lanes) * ceil(H*W / cols)`` words.
     """
     n = len(layers)
-    size = {_writes(layers, i): layers[i].channels * _groups(layers[i].out_chw, cols) for i in range(n - 1)}
+    size = {_writes(layers, i): cdiv(layers[i].channels, lanes) * _groups(layers[i].out_chw, cols)
+            for i in range(n - 1)}
     chain = all(_reads(layers, i) == (_writes(layers, i - 1),) for i in range(1, n))
     if chain:
         depth = [0, 0]
@@ -480,7 +547,7 @@ def place_tensors(layers, cols: int) -> tuple[dict, int]:
 
 
 def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS,
-                  in_signed: bool = False) -> tuple[int, int]:
+                  in_signed: bool = False, lanes: int = 1) -> tuple[int, int]:
     """The ``(rows, cols)`` with ``rows * cols == macs`` and the fewest cycles per image (ties:
     fewer columns, i.e. fewer replicated activation memories)."""
     best = None
@@ -489,12 +556,15 @@ def best_geometry(layers, *, in_chw, in_bits: int, macs: int = DEFAULT_MACS,
             continue
         cols = macs // rows
         try:
-            p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed)
-        except ValueError:      # a max pool wider than the columns
+            p = Plan(layers, in_chw=in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed,
+                     lanes=lanes)
+        except ValueError:      # a max pool wider than the columns, rows not a multiple of lanes
             continue
         key = (p.cycles_per_image, cols)
         if best is None or key < best[0]:
             best = (key, (rows, cols))
     if best is None:
-        raise ValueError(f"macs={macs}: no array shape rows x cols = {macs} with both in 1..{MAX_MAC_ARRAY}")
+        raise ValueError(f"macs={macs}: no array shape rows x cols = {macs} with both in 1..{MAX_MAC_ARRAY}"
+                         + (f", rows a multiple of lanes={lanes}" if lanes > 1 else "")
+                         + " that can run this network")
     return best[1]

@@ -60,7 +60,9 @@ class Writeback(wiring.Component):
         nl = len(plan.layers)
         super().__init__({
             "i": In(stream.Signature(out_layout(plan.mac_cfg))),
-            "wr": Out(mem_write_signature(addr_bits, plan.cols * plan.act_lane_bits, plan.cols if plan.pooled else 1)),
+            # (the tree PE writes whole words: one enable)
+            "wr": Out(mem_write_signature(addr_bits, plan.lanes * plan.cols * plan.act_lane_bits,
+                                          1 if plan.lanes > 1 else (plan.cols if plan.pooled else 1))),
             "o": Out(stream.Signature(output_layout(plan.classes, plan.logit_bits))),
             "done": Out(1),
             "done_layer": Out(range(max(nl, 2))),
@@ -99,7 +101,7 @@ class Writeback(wiring.Component):
         nl = len(lps)
         cst = LayerConsts(m, {
             "g_last": [lp.g - 1 for lp in lps], "t_last": [lp.t - 1 for lp in lps],
-            "gw": [lp.g_out for lp in lps], "rg": [(R - 1) * lp.g_out for lp in lps],
+            "gw": [lp.g_out for lp in lps], "rg": [(R // p.lanes - 1) * lp.g_out for lp in lps],
             **({"pooled": [int(lp.pool_cols > 0) for lp in lps]} if p.pooled else {}),
             "chans": [lp.channels for lp in lps], "out_base": [max(lp.out_base, 0) for lp in lps],
             "is_last": [int(i == nl - 1) for i in range(nl)],
@@ -122,6 +124,11 @@ class Writeback(wiring.Component):
         # (designs without pooling have no lane counter: every group fills a word)
         wl = Signal(range(max(p.cols, 2))) if p.pooled else None
         wrap = ((wl == p.cols - 1) | ~cst.pooled) if p.pooled else 1
+        # the tree PE: ``lanes`` channels share a word; channel ``ch`` is in channel lane
+        # ``wd = ch % lanes`` (rows is a multiple of lanes, so a tile starts at lane 0), and the
+        # word advances past every ``lanes``-th row
+        wd = Signal(range(p.lanes), name="wd") if p.lanes > 1 else None
+        step = (wd == p.lanes - 1) if wd is not None else 1
         # wrap flags, registered (``counter == its last value``, set the cycle it gets there)
         row_last = Signal(init=int(R == 1))
         g_w, t_w = Signal(init=cst.g_one.init), Signal(init=cst.t_one.init)
@@ -133,6 +140,8 @@ class Writeback(wiring.Component):
         park = Const(0, 1) if p.logit_bias else cst.is_last
         m.d.comb += mbrd.addr.eq(mba)
         with m.If(fire):
+            if wd is not None:
+                m.d.sync += wd.eq(Mux(step, 0, wd + 1))
             with m.If(row_last):
                 m.d.sync += [wi.eq(0), row_last.eq(R == 1)]
                 with m.If(g_w):
@@ -151,7 +160,8 @@ class Writeback(wiring.Component):
                     if p.pooled:
                         m.d.sync += wl.eq(Mux(wrap, 0, wl + 1))
             with m.Else():
-                m.d.sync += [wi.eq(wi + 1), row_last.eq(wi == R - 2), ch.eq(ch + 1), waddr.eq(waddr + cst.gw)]
+                m.d.sync += [wi.eq(wi + 1), row_last.eq(wi == R - 2), ch.eq(ch + 1),
+                             waddr.eq(waddr + (Mux(step, cst.gw, 0) if wd is not None else cst.gw))]
                 with m.If(~park):
                     m.d.sync += mba.eq(mba + 1)
             with m.If(layer_end):
@@ -163,7 +173,11 @@ class Writeback(wiring.Component):
                     m.d.sync += mba.eq(0)
                 cst.load(cst.nxt)
         return {"fire": fire, "ch": ch, "chans": cst.chans, "ok": fire & ~cst.is_last, "is_last": cst.is_last,
-                "end": fire & layer_end, "layer": layer, "waddr": waddr, "lane": wl}
+                "end": fire & layer_end, "layer": layer, "waddr": waddr, "lane": wl, "wd": wd,
+                "pooled": cst.pooled if p.pooled else None,
+                # the tree PE: the row completes its word (the last lane of a pooled word, or the
+                # tile's last group)
+                "flush": ((wl == p.cols - 1) | g_w | ~cst.pooled) if p.pooled else Const(1)}
 
     def _register_row(self, m, row):
         """Stage 1: the row's accumulators and fields registered (the mult/bias word arrives in
@@ -179,7 +193,10 @@ class Writeback(wiring.Component):
                 "ok": s1.reg(row["ok"], "ok"),
                 "last": s1.reg(row["is_last"], "islast"), "end": s1.reg(row["end"], "end"),
                 "layer": s1.reg(row["layer"], "layer"), "waddr": s1.reg(row["waddr"], "waddr"),
-                "lane": s1.reg(row["lane"], "lane") if self.plan.pooled else None}
+                "lane": s1.reg(row["lane"], "lane") if self.plan.pooled else None,
+                "wd": s1.reg(row["wd"], "wd") if row["wd"] is not None else None,
+                "flush": s1.reg(row["flush"], "flush") if row["wd"] is not None else None,
+                "pooled": s1.reg(row["pooled"], "pooled") if row["wd"] is not None and self.plan.pooled else None}
 
     def _logits(self, m, s1, mbrd):
         """The last layer's rows: logits registers, one cycle after the row's handshake; then the
@@ -271,11 +288,24 @@ class Writeback(wiring.Component):
         ok2, end2, lay2, waddr2 = (side.delay(x, d, n) for x, n in ((ok1, "ok"), (end1, "end"),
                                                                     (lay1, "layer"), (waddr1, "waddr")))
         lane2 = side.delay(lane1, d, "lane") if p.pooled else None
+        wd1 = s1["wd"]
+        tree = None
+        if wd1 is not None:
+            # the tree PE: every row of the layer (``v``, channels past the count included: the
+            # buffer below counts rows), its channel lane, whether the row completes a word, and
+            # whether the word's first channel exists (``okg``: no word past the tensor)
+            okg1 = s1["ok"] & ((s1["ch"] - wd1) < s1["chans"])
+            tree = {n: side.delay(x, d, f"t{n}") for n, x in (("v", s1["ok"]), ("wd", wd1), ("flush", s1["flush"]),
+                                                              ("okg", okg1))}
+            if p.pooled:
+                tree["pooled"] = side.delay(s1["pooled"], d, "tpooled")
         s3 = Pipe(m)
         z3 = [s3.reg(prod[j] + bias2, f"z{j}") for j in range(C)]
         ok3, end3, lay3, waddr3 = (s3.reg(x, n) for x, n in ((ok2, "ok"), (end2, "end"), (lay2, "layer"),
                                                              (waddr2, "waddr")))
         lane3 = s3.reg(lane2, "lane") if p.pooled else None
+        if tree:
+            tree = {n: s3.reg(x, f"t{n}") for n, x in tree.items()}
         # requantize with the layer's rule (one circuit per distinct rule): unsigned-only networks
         # (shift, out_bits) with ReLU; two's complement ones (shift, lo, hi, rounding, bipolar)
         if p.general_rules:
@@ -303,6 +333,8 @@ class Writeback(wiring.Component):
         ok3, end3, lay3, waddr3 = (s4a.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
                                                               (waddr3, "waddr")))
         lane3 = s4a.reg(lane3, "lane") if p.pooled else None
+        if tree:
+            tree = {n: s4a.reg(x, f"t{n}") for n, x in tree.items()}
         s4 = Pipe(m)
         ys = []
         for j in range(C):
@@ -319,7 +351,9 @@ class Writeback(wiring.Component):
         ok4, end4, lay4, waddr4 = (s4.reg(x, n) for x, n in ((ok3, "ok"), (end3, "end"), (lay3, "layer"),
                                                              (waddr3, "waddr")))
         lane4 = s4.reg(lane3, "lane") if p.pooled else None
-        if not p.pooled:
+        if p.lanes > 1:
+            self._tree_write(m, ys, waddr4, lay4, lane4, {n: s4.reg(x, f"t{n}") for n, x in tree.items()})
+        elif not p.pooled:
             m.d.comb += [self.wr.addr.eq(waddr4), self.wr.data.eq(Cat(*ys)), self.wr.en.eq(ok4)]
         else:
             # max pooling on the fly: the maximum of the window's columns (requantized values),
@@ -336,6 +370,37 @@ class Writeback(wiring.Component):
                          self.wr.en.eq(Mux(pooled, Cat(*[lane4 == k for k in range(C)]),
                                            Const((1 << C) - 1, C)).replicate(1) & ok4.replicate(C))]
         m.d.sync += [self.done.eq(end4), self.done_layer.eq(lay4)]
+
+    def _tree_write(self, m, ys, waddr4, lay4, lane4, t4):
+        """The tree PE's write: whole words of ``lanes`` channel groups of ``cols`` lanes, one
+        write enable (no per-lane enables, which would cut the memory into one block RAM per
+        2-bit lane). Rows come in order, ``rows`` per (tile, group), so a shift register of
+        ``rows`` entries of ``cols`` lanes holds, for each row, its word's lanes so far: the entry
+        leaving it is the same row's from the previous group. A pooled row puts its window
+        maximum into its lane of that entry; any other row all its lanes. The row with channel
+        lane ``lanes - 1`` that completes its word (``flush``: a pooled word's last lane or the
+        tile's last group) writes the ``lanes`` newest entries."""
+        p = self.plan
+        C, LB, D, R = p.cols, p.act_lane_bits, p.lanes, p.rows
+        sr = [Signal(C * LB, name=f"wbuf{r}", reset_less=True) for r in range(R)]
+        row = Signal(C * LB, name="wrow")
+        if p.pooled:
+            lps = p.layers
+            npool = sorted({lp.pool_cols for lp in lps if lp.pool_cols})
+            psel = pick(lay4, [Const(npool.index(lp.pool_cols) if lp.pool_cols else 0, range(len(npool) + 1))
+                               for lp in lps])
+            maxes = [_max_of([y.as_signed() if p.signed_acts else y for y in ys[:n]]) for n in npool]
+            mx = Signal(LB, name="pool_max")
+            m.d.comb += mx.eq(pick(psel, maxes))
+            merged = Cat(*[Mux(lane4 == k, mx, sr[R - 1][k * LB:(k + 1) * LB]) for k in range(C)])
+            m.d.comb += row.eq(Mux(t4["pooled"], merged, Cat(*ys)))
+        else:
+            m.d.comb += row.eq(Cat(*ys))
+        with m.If(t4["v"]):
+            m.d.sync += [sr[0].eq(row)] + [sr[r].eq(sr[r - 1]) for r in range(1, R)]
+        m.d.comb += [self.wr.addr.eq(waddr4),
+                     self.wr.data.eq(Cat(*[sr[D - 2 - n] for n in range(D - 1)], row)),
+                     self.wr.en.eq(t4["v"] & t4["okg"] & t4["flush"] & (t4["wd"] == D - 1))]
 
 
 def _widen(r, width: int):

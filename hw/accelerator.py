@@ -40,6 +40,7 @@ from l1bn.hw.accel_plan import DEFAULT_MACS, Plan, best_geometry
 from l1bn.hw.accel_writeback import Writeback
 from l1bn.hw.bram import BankedMemory
 from l1bn.hw.mac_array import MACArray
+from l1bn.hw.mac_tree import TreeArray
 from l1bn.spec.config import MAX_MAC_ARRAY, check_int
 
 __all__ = ["Accelerator", "AccelLayer", "accelerator_from_export", "accelerator_interface",
@@ -48,7 +49,7 @@ __all__ = ["Accelerator", "AccelLayer", "accelerator_from_export", "accelerator_
 
 def accelerator_from_export(exported_net, *, rows: int | None = None, cols: int | None = None,
                             macs: int = DEFAULT_MACS, budget: Budget | None = None,
-                            xnor: bool | None = None) -> Accelerator:
+                            xnor: bool | None = None, lanes: int = 1) -> Accelerator:
     """The :class:`Accelerator` for a loaded export (the ``ExportedNet`` that ``load_export`` returns).
 
     ``rows`` x ``cols`` is the MAC array. With neither given, the shape with ``macs`` MACs and the
@@ -58,7 +59,9 @@ def accelerator_from_export(exported_net, *, rows: int | None = None, cols: int 
     ``macs // given``. With a ``budget``, a shape whose estimated resources exceed it is a
     ``ValueError`` of one line naming the resource that is short, before anything is built.
     ``xnor``: the XNOR-popcount array (see :class:`~l1bn.hw.accel_plan.Plan`; None: when every
-    layer is binary x bipolar without padding or pooling).
+    layer is binary x bipolar without padding or pooling). ``lanes``: 1 (default) the MAC array,
+    one accumulator per MAC; more, the tree PE (:class:`~l1bn.hw.mac_tree.TreeArray`: ``lanes``
+    input channels per beat into each accumulator; see :class:`~l1bn.hw.accel_plan.Plan`).
     """
     check_int("macs", macs, 1, MAX_MAC_ARRAY ** 2)
     if cols is not None:
@@ -68,22 +71,22 @@ def accelerator_from_export(exported_net, *, rows: int | None = None, cols: int 
     layers, inp = layers_from_export(exported_net)
     if rows is None and cols is None and budget is not None:
         rows, cols = budget_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], budget=budget,
-                                     in_signed=inp["signed"])
+                                     in_signed=inp["signed"], lanes=lanes)
     elif rows is None and cols is None:
         rows, cols = best_geometry(layers, in_chw=inp["shape"], in_bits=inp["bits"], macs=macs,
-                                   in_signed=inp["signed"])
+                                   in_signed=inp["signed"], lanes=lanes)
     elif rows is None:
         rows = max(1, min(MAX_MAC_ARRAY, macs // cols))
     elif cols is None:
         cols = max(1, min(MAX_MAC_ARRAY, macs // rows))
     if budget is not None:
         plan = Plan(layers, in_chw=inp["shape"], in_bits=inp["bits"], rows=rows, cols=cols, in_signed=inp["signed"],
-                    xnor=xnor)
+                    xnor=xnor, lanes=lanes)
         short = shortfall(plan_resources(plan), budget)
         if short is not None:
             raise ValueError(f"the {rows}x{cols} array does not fit {budget.name}: it {short}")
     return Accelerator(layers, in_shape=inp["shape"], in_bits=inp["bits"], rows=rows, cols=cols,
-                       in_signed=inp["signed"], xnor=xnor)
+                       in_signed=inp["signed"], xnor=xnor, lanes=lanes)
 
 
 class Accelerator(wiring.Component):
@@ -102,6 +105,9 @@ class Accelerator(wiring.Component):
         MAC array shape: output channels per tile by output positions in parallel.
     xnor : bool or None
         The XNOR-popcount array (None: when every layer allows it; :class:`~l1bn.hw.accel_plan.Plan`).
+    lanes : int
+        1: the MAC array (one accumulator per MAC); more: the tree PE, ``lanes`` input channels
+        per beat into each accumulator (:class:`~l1bn.hw.mac_tree.TreeArray`).
 
     Attributes
     ----------
@@ -122,7 +128,7 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, layers, *, in_shape, in_bits: int, rows: int, cols: int, in_signed: bool = False,
-                 xnor: bool | None = None):
+                 xnor: bool | None = None, lanes: int = 1):
         check_int("cols", cols, 1, MAX_MAC_ARRAY)
         check_int("rows", rows, 1, MAX_MAC_ARRAY)
         check_int("in_bits", in_bits, 1, 16)
@@ -133,7 +139,7 @@ class Accelerator(wiring.Component):
         self.in_chw, self.in_bits = chw(in_shape), in_bits
         try:
             self.plan = Plan(layers, in_chw=self.in_chw, in_bits=in_bits, rows=rows, cols=cols, in_signed=in_signed,
-                             xnor=xnor)
+                             xnor=xnor, lanes=lanes)
         except ValueError:
             self._MustUse__silence = True     # refused: never elaborated, no "unused" warning
             raise
@@ -169,7 +175,11 @@ class Accelerator(wiring.Component):
         m.submodules.loader = ld = ImageLoader(in_chw=p.in_chw, in_bits=p.in_bits, cols=C, lane_bits=LB, in_signed=p.in_signed,
                                                img_words=p.img_words, bipolar_code=p.xnor)
         m.submodules.issue = iss = Issuer(p)
-        m.submodules.mac = mac = MACArray(p.mac_cfg, switch=p.switch)
+        if p.lanes > 1:      # the tree PE: a lanes-wide dot product into each accumulator
+            # (lanes 1.. carry stored activations only: act_lane_bits wide, not the pixels' width)
+            m.submodules.mac = mac = TreeArray(p.mac_cfg, lanes=p.lanes, narrow_bits=p.tree_narrow_bits)
+        else:
+            m.submodules.mac = mac = MACArray(p.mac_cfg, switch=p.switch)
         m.submodules.writeback = wb = Writeback(p, addr_bits=iss.addr_bits)
         wiring.connect(m, wiring.flipped(self.i), ld.i)
         wiring.connect(m, iss.o, mac.i)
@@ -186,7 +196,9 @@ class Accelerator(wiring.Component):
         for j in range(C):
             img = BankedMemory(width=C * LB, depth=2 * p.img_words, write=True, granularity=LB)
             # per-lane write enables only where a layer max-pools (one lane per pooled value)
-            act = BankedMemory(width=C * ALB, depth=p.act_depth, write=True, granularity=ALB if p.pooled else None)
+            # (the tree PE: ``lanes`` channel groups of C lanes per word, written whole)
+            gran = ALB if p.pooled and p.lanes == 1 else None
+            act = BankedMemory(width=p.lanes * C * ALB, depth=p.act_depth, write=True, granularity=gran)
             m.submodules[f"img{j}"], m.submodules[f"act{j}"] = img, act
             m.d.comb += [
                 img.w_addr.eq(ld.wr.addr), img.w_data.eq(ld.wr.data), img.w_en.eq(ld.wr.en),

@@ -52,6 +52,14 @@ class ConstSigma:
         """Largest value the FSM's step counter needs (none here)."""
         return 0
 
+    #: the FSM states this datapath adds
+    state_names = ("SIGMA",)
+
+    def counted(self, wait, cnt):
+        """``(state, counter, largest value)`` of the states this datapath adds (formal
+        invariants): SIGMA counts ``wait`` down from :attr:`cycles`."""
+        return [("SIGMA", wait, self.cycles)]
+
     def build(self, m, pipe, s):
         self._prod = pipe.mul(s, self.const, "sig", add=self.round)
 
@@ -95,6 +103,14 @@ class SqrtSigma:
     @property
     def count(self) -> int:
         return self.steps
+
+    #: the FSM states this datapath adds
+    state_names = ("SQRT", "SIGMA2")
+
+    def counted(self, wait, cnt):
+        """``(state, counter, largest value)`` of the states this datapath adds (formal
+        invariants): SQRT counts ``cnt`` down from ``steps - 1``."""
+        return [("SQRT", cnt, self.steps - 1)]
 
     def build(self, m, pipe, s):
         k = self.steps

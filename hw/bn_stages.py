@@ -365,8 +365,12 @@ class RecipStage(wiring.Component):
                     m.d.sync += [inv.eq(nq), done.eq(1)]
                     m.next = "IDLE"
         m.d.comb += self.i.ready.eq(fsm.ongoing("IDLE") & ~self.hold)
-        # for the formal count invariants (l1bn.sim.formal.bn_count)
-        self.probes = {"idle": fsm.ongoing("IDLE")}
+        # for the formal invariants (l1bn.sim.formal.bn_count: idle; l1bn.sim.formal.stages:
+        # every state's counter within the values its state gives it, and one state ongoing)
+        counted = [("MEAN", wait, sc["s"]), *sig.counted(wait, cnt), ("DIV", cnt, r)]
+        self.probes = {"idle": fsm.ongoing("IDLE"),
+                       "counters": [(fsm.ongoing(st), c, top) for st, c, top in counted],
+                       "states": [fsm.ongoing(st) for st in ("IDLE", *sig.state_names, "MEAN", "DIV")]}
         return m
 
     def _divider(self, m, sigma, div_first):

@@ -262,7 +262,8 @@ class BNUnit(CheckedComponent):
                         "disp_valid": from_dp.valid, "disp_sum": from_dp.payload,
                         "to_disp": to_dp, "to_norm": to_nz, "disp_stage": dp,
                         "norm_stage": nz, "recip_stage": rc, "rx": rx, "mu_ok": sl.mu_ok, "d_ok": sl.d_ok, "to_recip": to_rc,
-                        "from_recip": from_rc, "norm_depth": self.depth, "o_valid": self.o.valid}
+                        "from_recip": from_rc, "norm_depth": self.depth, "o_valid": self.o.valid,
+                        "stats_stage": st, "from_disp": from_dp, "mu_s": sl.mu, "dsum_s": sl.dsum}
         return m
 
     def _buffers(self, m):

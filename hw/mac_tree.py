@@ -22,14 +22,25 @@ operand widths, signedness and the optional requantizer as for the array.
 
 from __future__ import annotations
 
+import dataclasses
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from l1bn.hw.arith import CheckedComponent, requantize
-from l1bn.hw.mac_array import act_shape, product_halves, result_shape, weight_shape
+from l1bn.hw.mac_array import (
+    PIPELINE_CYCLES,
+    MACArray,
+    act_shape,
+    out_layout,
+    product_halves,
+    result_shape,
+    weight_shape,
+)
 from l1bn.spec.config import MACConfig
 
-__all__ = ["MACTree", "tree_in_layout", "tree_out_layout", "tree_levels", "tree_latency"]
+__all__ = ["MACTree", "tree_in_layout", "tree_out_layout", "tree_levels", "tree_latency", "TreeArray",
+           "tree_array_in_layout", "tree_array_stages", "tree_array_pipeline"]
 
 
 def tree_in_layout(cfg: MACConfig) -> data.StructLayout:
@@ -192,3 +203,164 @@ class MACTree(CheckedComponent):
                 m.d.sync += self.o.payload.y[i].eq(y)
         return m
 
+
+
+def tree_array_in_layout(cfg: MACConfig, lanes: int) -> data.StructLayout:
+    """:class:`TreeArray`'s input beat: ``w`` (``rows`` x ``lanes`` weights: ``w[i][d]``), ``a``
+    (``cols`` x ``lanes`` activations: ``a[j][d]``), ``last``."""
+    return data.StructLayout({
+        "w": data.ArrayLayout(data.ArrayLayout(weight_shape(cfg), lanes), cfg.rows),
+        "a": data.ArrayLayout(data.ArrayLayout(act_shape(cfg), lanes), cfg.cols),
+        "last": 1,
+    })
+
+
+def tree_array_stages(cfg: MACConfig, lanes: int) -> int:
+    """Register stages from the registered partial products to the registered dot product: one
+    per two adder levels over ``lanes`` products' terms (two halves each, one for 1-bit weights),
+    at least one (the MAC array's product register)."""
+    terms = lanes * (1 if cfg.wbits == 1 else 2)
+    return max(1, ((terms - 1).bit_length() + 1) // 2)
+
+
+def tree_array_pipeline(cfg: MACConfig, lanes: int) -> int:
+    """:class:`TreeArray`'s cycles from a tile's last input handshake to its first result row:
+    input register, partial products, :func:`tree_array_stages`, accumulator and result bank,
+    output register (``PIPELINE_CYCLES - 1 + stages``: 5 for one lane, the MAC array's)."""
+    return PIPELINE_CYCLES - 1 + tree_array_stages(cfg, lanes)
+
+
+class TreeArray(MACArray):
+    """A ``rows x cols`` array whose PE ``(i, j)`` adds a ``lanes``-wide dot product per beat
+    (an adder tree) into its one accumulator: ``rows x cols x lanes`` products per cycle with
+    ``rows x cols`` accumulators.
+
+    Parameters
+    ----------
+    cfg : MACConfig
+        As :class:`~l1bn.hw.mac_array.MACArray` (product path only: not ``xnor``); ``k`` is the
+        longest reduction in products (it sizes the accumulator).
+    lanes : int, >= 1
+        Products per PE per beat (the tree's width).
+    narrow_bits : int or None
+        Activation bits of lanes ``1 .. lanes-1`` (``None``: ``cfg.abits``, every lane as wide as
+        lane 0). The accelerator's first layer reads the wide pixels in lane 0 only; the other
+        lanes carry stored activations, often much narrower (2 bits for CNV against 9): their
+        products, partial-sum registers and adders are sized for ``narrow_bits`` (the value in a
+        beat's ``a[j][d]`` must then be the sign- or zero-extension of its low ``narrow_bits``).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(tree_array_in_layout(cfg, lanes)))
+        One beat per ``lanes`` reduction steps: PE ``(i, j)`` adds
+        ``sum_d w[i][d] * a[j][d]``; ``last`` on a tile's final beat.
+    o : Out(stream.Signature(out_layout(cfg)))
+        As :class:`~l1bn.hw.mac_array.MACArray`: one result row per beat, ``rows`` per tile.
+
+    Timing
+    ------
+    As the MAC array with :func:`tree_array_pipeline` in place of ``PIPELINE_CYCLES``: a tile of
+    ``B`` beats takes ``max(B, rows + 1)`` cycles in a stream. Bit widths: the tree grows one
+    bit per adder level from ``product_bits + 1``; the accumulator is ``cfg.acc_bits``.
+    """
+
+    @classmethod
+    def _check_args(cls, cfg, *args, lanes: int = 1, narrow_bits: int | None = None, **kwargs):
+        if not isinstance(cfg, MACConfig):
+            raise TypeError(f"cfg={cfg!r} must be a MACConfig")
+        if cfg.xnor:
+            raise ValueError("TreeArray: the product path only (cfg.xnor must be False)")
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+            raise ValueError(f"lanes={lanes!r} must be an int >= 1")
+        if narrow_bits is not None and (not isinstance(narrow_bits, int) or isinstance(narrow_bits, bool)
+                                        or not 1 <= narrow_bits <= cfg.abits or cfg.bipolar_a):
+            raise ValueError(f"narrow_bits={narrow_bits!r} must be an int in 1..abits={cfg.abits} "
+                             "(not with bipolar codes)")
+
+    def __init__(self, cfg: MACConfig, *, lanes: int, narrow_bits: int | None = None):
+        self.cfg, self.switch, self.lanes = cfg, False, lanes
+        #: the configuration of lanes 1.. (narrower activations)
+        self.narrow_cfg = cfg if narrow_bits in (None, cfg.abits) else dataclasses.replace(cfg, abits=narrow_bits)
+        wiring.Component.__init__(self, {
+            "i": In(stream.Signature(tree_array_in_layout(cfg, lanes))),
+            "o": Out(stream.Signature(out_layout(cfg))),
+        })
+
+    def elaborate(self, platform):
+        cfg, D = self.cfg, self.lanes
+        R, C = cfg.rows, cfg.cols
+        m = Module()
+        full = Signal()
+        stalls = [Signal(name=f"stall{i}", attrs={"keep": 1}) for i in range(R + 1)]
+        en = Signal()
+        m.d.comb += [en.eq(~stalls[R]), self.i.ready.eq(en)]
+        self._en, self._en_rows = en, [~s for s in stalls[:R]]
+        self.probes = {}
+
+        # stage 1: input register
+        s1 = Signal(tree_array_in_layout(cfg, D))
+        v, last = Signal(name="v1"), Signal(name="l1")
+        with m.If(en):
+            m.d.sync += [v.eq(self.i.valid), last.eq(self.i.payload.last)]
+            with m.If(self.i.valid):
+                m.d.sync += s1.eq(self.i.payload)
+
+        def valid_stage(name):
+            nonlocal v, last
+            nv, nl = Signal(name=f"v_{name}"), Signal(name=f"l_{name}")
+            with m.If(en):
+                m.d.sync += [nv.eq(v), nl.eq(last)]
+            v, last = nv, nl
+
+        # stage 2: every lane's partial products (two registered halves, or the sign select);
+        # lanes 1.. at their narrower width
+        nc = self.narrow_cfg
+        terms = [[None] * C for _ in range(R)]
+        for i in range(R):
+            for j in range(C):
+                hs = [(product_halves(cfg, s1.w[i][d], s1.a[j][d]) if d == 0 else
+                       product_halves(nc, s1.w[i][d], s1.a[j][d][:nc.abits])) for d in range(D)]
+                widths = [(cfg if d == 0 else nc).product_bits + 1 for d in range(D) for _ in hs[d]]
+                hs = [h for hd in hs for h in hd]
+                regs = [Signal(signed(b), name=f"h{i}_{j}_{n}") for n, b in enumerate(widths)]
+                with m.If(self._en_rows[i]):
+                    m.d.sync += [r.eq(h) for r, h in zip(regs, hs, strict=True)]
+                terms[i][j] = regs
+        valid_stage("h")
+        # the adder tree: two levels per register stage, the last stage's register is the product
+        for st in range(tree_array_stages(cfg, D)):
+            for i in range(R):
+                for j in range(C):
+                    row = terms[i][j]
+                    for _ in range(2):
+                        row = [row[n] + row[n + 1] if n + 1 < len(row) else row[n] for n in range(0, len(row), 2)]
+                    regs = [Signal(x.shape(), name=f"t{st}_{i}_{j}_{n}") for n, x in enumerate(row)]
+                    with m.If(self._en_rows[i]):
+                        m.d.sync += [r.eq(x) for r, x in zip(regs, row, strict=True)]
+                    terms[i][j] = regs
+            pre_v, pre_l = v, last      # the stage before the product (the stall's next value)
+            valid_stage(f"t{st}")
+        assert all(len(terms[i][j]) == 1 for i in range(R) for j in range(C))
+        v2, l2 = v, last
+        load_bank = Signal(name="load_bank")
+        m.d.comb += load_bank.eq(en & v2 & l2)
+
+        # accumulate; on the last beat move the sums to the result bank
+        ab = cfg.acc_bits
+        first = Signal(init=1)
+        acc = [[Signal(signed(ab), name=f"acc{i}_{j}") for j in range(C)] for i in range(R)]
+        bank = [[Signal(signed(ab), name=f"bank{i}_{j}") for j in range(C)] for i in range(R)]
+        with m.If(en & v2):
+            m.d.sync += first.eq(l2)
+        for i in range(R):
+            with m.If(self._en_rows[i] & v2):
+                for j in range(C):
+                    nxt = Signal(signed(ab), name=f"nxt{i}_{j}")
+                    prod = terms[i][j][0]
+                    m.d.comb += nxt.eq(Mux(first, prod, acc[i][j] + prod))
+                    m.d.sync += acc[i][j].eq(nxt)
+                    with m.If(l2):
+                        m.d.sync += bank[i][j].eq(nxt)
+        freed = self._drain(m, bank, None, full, load_bank)
+        self._stall_next(m, stalls, en, (pre_v, pre_l, v2, l2), full, load_bank, freed)
+        return m

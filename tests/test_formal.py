@@ -276,3 +276,40 @@ def test_bn_count_catches_a_lost_beat_or_record(tmp_path, port):
     r = check(Prop("count", "count", lambda: BNCountInvHarness(BN, DropBeat(bn_unit_for(BN), port)),
                    40, mode="bmc"), tmp_path)
     assert r.status == "FAIL" and _vcd_ok(r.trace), r
+
+
+# -- the reciprocal stage (counter invariants) and the accumulators inside the unit, unbounded
+
+@pytest.mark.slow
+def test_recip_stage_proven_unbounded_at_its_latency(tmp_path):
+    # the counter invariants close the induction one computation deep (recip_cycles + 2)
+    from dataclasses import replace
+
+    from l1bn.hw.bn_stages import recip_cycles
+
+    cfg = replace(BN, channels=2)
+    (p,) = select(design_props("l1bn", cfg), ["overflow.recip"])
+    assert p.k == recip_cycles(cfg) + 2
+    r = check(p, tmp_path, prover="induction")
+    assert r.status == "PASS" and unbounded(r) and r.method == f"k-induction k={p.k}", r
+
+
+@pytest.mark.slow
+def test_unit_accumulators_proven_unbounded_and_narrow_one_fails(tmp_path):
+    # overflow.unit: the stats and dispersion accumulators inside the unit, any stalls, any run;
+    # a unit whose stats accumulator is one bit narrower fails it on a trace from reset
+    from dataclasses import replace
+
+    from l1bn.sim.formal.bn_overflow import BNOverflowInvHarness, overflow_k
+    from l1bn.sim.formal.mutants import narrow_bn_config
+
+    cfg = replace(BN, channels=2)
+    (p,) = select(design_props("l1bn", cfg), ["overflow.unit"])
+    r = check(p, tmp_path / "good", prover="induction")
+    assert r.status == "PASS" and unbounded(r) and r.method.startswith("k-induction"), r
+    narrow = narrow_bn_config(cfg, "sum_bits")
+    k = overflow_k(cfg)
+    bad = Prop("overflow.unit", "overflow", lambda: BNOverflowInvHarness(cfg, bn_unit_for(narrow)),
+               k + 1, k=k)
+    r = check(bad, tmp_path / "bad", prover="induction")
+    assert r.status == "FAIL" and _vcd_ok(r.trace), r

@@ -431,6 +431,46 @@ def test_prep_engine():
             words = fwt_words(plan, g.index, w)
             assert np.array_equal(fwt[plan.bases["fwt"][g.index]:][:len(words)], words)
 
+def test_dumper_reads_back_under_backpressure():
+    """The read-back of every dumped memory (``master`` with its registered output, read latency
+    2; the per-channel memories, 1): all values in order, with ``o`` always ready (cycles =
+    dump_cycles) and with ``o`` refusing one beat in three and two in a row."""
+    from l1bn.hw.train.io import Dumper, dump_cycles, dump_segments
+
+    plan = TrainPlan(TINY, rows=2)
+    assert plan.mem["master"]["latency"] == 2
+    rng = np.random.default_rng(4)
+    init = {n: rng.integers(-2000, 2000, plan.mem[n]["depth"]).tolist()
+            for n in ("master", "gamma", "beta", "run_mu")}
+    init["run_sigma"] = rng.integers(0, 2000, plan.mem["run_sigma"]["depth"]).tolist()
+    want = [init[mem][b + j] for mem, b, c, _ in dump_segments(plan) for j in range(c)]
+    eng = Dumper(plan)
+    rig = Rig(eng, plan, init)
+    got = {}
+
+    async def bench(ctx):
+        for name, refuse in (("ready", ()), ("stalled", (1, 4, 5))):
+            vals = []
+            ctx.set(eng.cmd.valid, 1)
+            await ctx.tick()
+            ctx.set(eng.cmd.valid, 0)
+            ctx.set(eng.done.ready, 1)
+            cyc = 1
+            while not ctx.get(eng.done.valid):
+                ready = cyc % 7 not in refuse
+                ctx.set(eng.o.ready, ready)
+                if ready and ctx.get(eng.o.valid):
+                    vals.append(int(ctx.get(eng.o.payload)))
+                await ctx.tick()
+                cyc += 1
+            await ctx.tick()
+            got[name] = (cyc, vals)
+
+    simulate(rig, bench)
+    assert got["ready"] == (dump_cycles(plan), want)
+    assert got["stalled"][1] == want
+
+
 
 @pytest.mark.parametrize("cfg", [TINY, IntTrainConfig(batch=4)], ids=["tiny", "digits"])
 def test_loss_engine(cfg):

@@ -9,6 +9,10 @@ memories are joined with ``wiring.connect``.
 
 Read ports are synchronous: ``data`` is the word at the address of the last cycle with ``en``
 high, and holds while ``en`` is low (engines use this to stall a pipeline without losing a word).
+A memory whose plan entry has ``latency`` 2 registers the port's data once more (the register takes
+it in the cycle after each read): ``data`` is then the word read two cycles before, and holds while
+no read is in flight. On ECP5 that register is in the fabric after the block RAMs' cascade
+multiplexer (Yosys maps DP16KD with ``REGMODE`` ``NOREG`` only).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import functools
 import operator
 
-from amaranth import Module, Mux, Shape, Value, signed, unsigned
+from amaranth import Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -37,7 +41,8 @@ def _addr_bits(depth: int) -> int:
 
 @functools.cache
 def read_bus(depth: int, shape) -> wiring.Signature:
-    """An engine's read port (engine side): ``addr``, ``en`` out; ``data`` in, one cycle later."""
+    """An engine's read port (engine side): ``addr``, ``en`` out; ``data`` in, the memory's
+    ``latency`` (1 or 2) cycles later."""
     return wiring.Signature({"addr": Out(_addr_bits(depth)), "en": Out(1), "data": In(shape)})
 
 
@@ -62,7 +67,8 @@ class SharedMemory(wiring.Component):
     ----------
     name : str
     spec : dict
-        The plan's entry: ``depth``, ``bits``, ``signed``, ``lanes``.
+        The plan's entry: ``depth``, ``bits``, ``signed``, ``lanes``, ``latency`` (read latency,
+        1 or 2; 1 if absent).
     readers, writers : tuple of str
     init : list of int, optional
         Initial contents (element values; lists of lane values for an R-wide memory).
@@ -75,6 +81,9 @@ class SharedMemory(wiring.Component):
         self.name, self.spec = name, spec
         self.shape = mem_shape(spec)
         self.depth = spec["depth"]
+        self.latency = spec.get("latency", 1)
+        if self.latency not in (1, 2):
+            raise ValueError(f"memory {name}: latency={self.latency!r}; allowed 1, 2")
         self.readers, self.writers = tuple(readers), tuple(writers)
         lanes = spec["lanes"]
         if init is not None:
@@ -96,8 +105,17 @@ class SharedMemory(wiring.Component):
         if self.readers:
             rs = [getattr(self, f"r_{r}") for r in self.readers]
             m.d.comb += [rp.addr.eq(_or([Mux(c.en, c.addr, 0) for c in rs])), rp.en.eq(_or([c.en for c in rs]))]
+            rdata = rp.data
+            if self.latency == 2:
+                # the read data registered once more, in the cycle after each read only, so that
+                # it holds like the port's own data
+                took = Signal(name="rd_took")
+                rdata = Signal.like(rp.data, name="rd_data")
+                m.d.sync += took.eq(rp.en)
+                with m.If(took):
+                    m.d.sync += rdata.eq(rp.data)
             for c in rs:
-                m.d.comb += c.data.eq(rp.data)
+                m.d.comb += c.data.eq(rdata)
         else:
             m.d.comb += rp.en.eq(0)
         if wp is not None:

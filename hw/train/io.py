@@ -7,21 +7,24 @@ labels to ``labels``. ``i.ready`` is high only while a batch is being taken.
 
 :class:`Dumper`: streams the state out on ``o``, one value per beat: every layer's master weights
 (C order), then per BN layer its master gamma, master beta, running mean and running sigma (the
-fields of :class:`~l1bn.spec.reference.train.TrainState`, in that order). The memories' outputs are
-the stream's register: a read advances only when the beat is taken (or none is held).
+fields of :class:`~l1bn.spec.reference.train.TrainState`, in that order). The read data lands in a
+small buffer (a FIFO of ``dump_latency + 2`` values) that drives ``o``; a read goes out only while
+the buffer has room for it and every read in flight.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
-from l1bn.hw.arith import pick
 from l1bn.hw.train.bus import mem_shape, read_bus, write_bus
 from l1bn.hw.train.engine import Handshake, OpConsts, command
+from l1bn.hw.train.fixed import delay
 from l1bn.hw.train.plan import TrainPlan
 
-__all__ = ["Loader", "Dumper", "input_layout", "dump_segments", "loader_cycles", "dump_width"]
+__all__ = ["Loader", "Dumper", "input_layout", "dump_segments", "loader_cycles", "dump_width", "dump_cycles",
+           "dump_latency"]
 
 
 def input_layout(plan: TrainPlan) -> data.StructLayout:
@@ -100,13 +103,25 @@ def dump_width(plan: TrainPlan) -> int:
     return max(plan.mem[name]["bits"] for name in DUMP_MEMS if name in plan.mem)
 
 
+def dump_latency(plan: TrainPlan) -> int:
+    """The longest read latency of the memories the :class:`Dumper` reads."""
+    return max(plan.mem[name].get("latency", 1) for name in DUMP_MEMS if name in plan.mem)
+
+
 def dump_cycles(plan: TrainPlan) -> int:
-    """Cycles from the command handshake to ``done`` valid, ``o`` always ready."""
-    return sum(s[2] for s in dump_segments(plan)) + 2
+    """Cycles from the command handshake to ``done`` valid, ``o`` always ready: one per value, one
+    per segment for its constants, the reads' latency, the buffer's output and ``done``."""
+    segs = dump_segments(plan)
+    tail = next(plan.mem[s[0]].get("latency", 1) for s in reversed(segs))
+    return sum(s[2] for s in segs) + len(segs) + tail + 2
 
 
 class Dumper(wiring.Component):
     """The state out, one value per beat (module docstring).
+
+    Reads go out while the buffer behind the memories has room for every read in flight, so a
+    stalled ``o`` loses no word whatever each memory's read latency (``master``'s is 2); the
+    buffer holds ``dump_latency + 2`` values, which keeps one read per cycle while ``o`` is ready.
 
     Interface
     ---------
@@ -127,7 +142,8 @@ class Dumper(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        segs = dump_segments(self.plan)
+        p = self.plan
+        segs = dump_segments(p)
         hs = Handshake(m, self)
         k = OpConsts(m, {"sel": [self.mems.index(s[0]) for s in segs], "base": [s[1] for s in segs],
                          "last": [s[2] - 1 for s in segs]})
@@ -140,26 +156,51 @@ class Dumper(wiring.Component):
         with m.If(load):
             k.load(seg)
             m.d.sync += load.eq(0)
-        adv = Signal()
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        width = dump_width(p)
+        lat = dump_latency(p)
+        depth = lat + 2
+        m.submodules.buf = buf = SyncFIFO(width=width + 1, depth=depth)
+        flight = Signal(range(depth + 1), name="flight")      # reads whose data has not landed
         fire = Signal()
-        m.d.comb += fire.eq(adv & run & ~load)
+        m.d.comb += fire.eq(run & ~load & (flight + buf.level < depth))
         for idx, name in enumerate(self.mems):
             port = getattr(self, f"rd_{name}")
             m.d.comb += [port.en.eq(fire & (k.sel == idx)), port.addr.eq(k.base + j)]
-        sel_o = Signal.like(k.sel, name="sel_o")
-        last_o = Signal(name="last_o")
-        with m.If(adv):
-            m.d.sync += self.o.valid.eq(fire)
-            with m.If(fire):
-                m.d.sync += [sel_o.eq(k.sel), last_o.eq((j == k.last) & (seg == len(segs) - 1))]
-                with m.If(j == k.last):
-                    m.d.sync += [j.eq(0), seg.eq(seg + 1), load.eq(1)]
-                    with m.If(seg == len(segs) - 1):
-                        m.d.sync += [run.eq(0), load.eq(0)]
-                with m.Else():
-                    m.d.sync += j.eq(j + 1)
-        m.d.comb += self.o.payload.eq(pick(sel_o, [getattr(self, f"rd_{n}").data for n in self.mems]))
-        with m.If(self.o.valid & self.o.ready & last_o):
+        with m.If(fire):
+            with m.If(j == k.last):
+                m.d.sync += [j.eq(0), seg.eq(seg + 1), load.eq(1)]
+                with m.If(seg == len(segs) - 1):
+                    m.d.sync += [run.eq(0), load.eq(0)]
+            with m.Else():
+                m.d.sync += j.eq(j + 1)
+        # each read's memory and last flag, to the cycle its data lands (segments are separated
+        # by a cycle of ``load``, so reads of latency 1 and 2 never land together)
+        last = (j == k.last) & (seg == len(segs) - 1)
+        lands = []
+        for idx, name in enumerate(self.mems):
+            d = p.mem[name].get("latency", 1)
+            lands.append((delay(m, fire & (k.sel == idx), d, f"{name}_v"), delay(m, last, d, f"{name}_l"),
+                          getattr(self, f"rd_{name}").data))
+        land = Signal(name="land")
+        m.d.comb += land.eq(_any(v for v, _, _ in lands))
+        m.d.comb += [buf.w_en.eq(land),
+                     buf.w_data.eq(Cat(_pick_onehot([(v, d) for v, _, d in lands])[:width],
+                                       _any(v & lf for v, lf, _ in lands)))]
+        m.d.sync += flight.eq(flight + fire - land)
+        m.d.comb += [self.o.valid.eq(buf.r_rdy), self.o.payload.eq(buf.r_data[:width]), buf.r_en.eq(self.o.ready)]
+        with m.If(self.o.valid & self.o.ready & buf.r_data[width]):
             hs.finish()
         return m
+
+
+def _any(values):
+    values = list(values)
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out
+
+
+def _pick_onehot(pairs):
+    """``OR(Mux(valid, data, 0))`` over one-hot ``valid``s (each ``data`` sign-extended if signed)."""
+    return _any(Mux(v, d, 0) for v, d in pairs)

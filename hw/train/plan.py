@@ -44,6 +44,11 @@ word (o-tile, n, y, x)), ``da`` (the input gradient, (c, n, y, x)), ``ebuf`` (BN
 ``u*gamma*inv`` or the loss gradient, before the error quantizer), ``logits`` ((n, class)),
 per-channel ``gamma``, ``beta``, ``run_mu``, ``run_sigma``, ``stat_mu``, ``stat_inv``, ``dgamma``,
 ``dbeta`` (BN layers one after another), ``labels``, and the LFSR bank ``lfsr``.
+
+Each entry is ``{depth, bits, signed, lanes, latency}``. ``latency`` is the read latency in cycles:
+1 (a synchronous read) for all but ``master``, whose read data is registered once more after the
+port (2): it is the deepest memory (15 block RAMs on ECP5 for the digits CNN), and its cascade's
+output multiplexer was the clock's critical path into every reader.
 """
 
 from __future__ import annotations
@@ -303,7 +308,7 @@ class TrainPlan:
             "mask": self._m(c, 1, False),
             "fw": self._m(f, cfg.wbits, True, R),
             "fwt": self._m(ft, cfg.wbits, True, R),
-            "master": self._m(ms, cfg.master_bits, True),
+            "master": self._m(ms, cfg.master_bits, True, latency=2),
             "dw": self._m(ms, max(w[f"{g.name}.weight_grad"] for g in L), True),
             "dacc": self._m(dacc_depth, cfg.gbits, True),
             "daccw": self._m(max(cdiv(g.out, R) * n * g.hwo for g in L), cfg.gbits, True, R),
@@ -381,8 +386,8 @@ class TrainPlan:
         self.program = prog
 
     @staticmethod
-    def _m(depth: int, bits: int, signed: bool, lanes: int = 1) -> dict:
-        return {"depth": max(1, depth), "bits": bits, "signed": signed, "lanes": lanes}
+    def _m(depth: int, bits: int, signed: bool, lanes: int = 1, latency: int = 1) -> dict:
+        return {"depth": max(1, depth), "bits": bits, "signed": signed, "lanes": lanes, "latency": latency}
 
     # -------------------------------------------------------------------- tensors
     def update_tensors(self) -> list[tuple[str, int]]:

@@ -155,12 +155,17 @@ class UpdateEngine(wiring.Component):
         m.d.comb += [self.wr_lfsr.en.eq(v1 & stoch), self.wr_lfsr.addr.eq(lane1), self.wr_lfsr.data.eq(word)]
         grad = _pick_value(k.kind, [getattr(self, f"rd_{GRADS[i]}").data if PARAMS[i] in p.mem else Const(0)
                                     for i in range(3)])
-        par = _pick_value(k.kind, [getattr(self, f"rd_{n}").data if n in p.mem else Const(0) for n in PARAMS])
+        # the parameter's word: ``master`` (read latency 2) lands on the stage of ``pa`` itself
+        mlate = p.mem["master"]["latency"] == 2
+        par = _pick_value(k.kind, [Const(0) if (n == "master" and mlate) or n not in p.mem
+                                   else getattr(self, f"rd_{n}").data for n in PARAMS])
         rs = RunShift(m, s, self.smin, self.smax, name="us", stochastic=stoch)
         mb = cfg.master_bits
         ga, ra = Signal.like(Value.cast(grad), name="ga"), Signal.like(Value.cast(rs.bias(word)), name="ra")
         pa = Signal(signed(mb), name="pa")
         m.d.sync += [ga.eq(grad), ra.eq(rs.bias(word)), pa.eq(par)]
+        if mlate:
+            pa = Mux(k.kind == 0, self.rd_master.data, pa)
         tb = Signal.like(rs.add(ga, ra), name="tb")
         m.d.sync += tb.eq(rs.add(ga, ra))
         uc = Signal.like(rs.shift(tb), name="uc")
@@ -212,8 +217,8 @@ _PREP_STAGES = 2
 
 def prep_cycles(plan: TrainPlan, layer: int) -> int:
     """Cycles from the command handshake to ``done`` valid: one per weight, two before the first
-    read, the read, the rounding stages, the write and ``done``."""
-    return plan.layers[layer].weights + 4 + _PREP_STAGES
+    read, the read (``master``'s latency), the rounding stages, the write and ``done``."""
+    return plan.layers[layer].weights + 3 + plan.mem["master"]["latency"] + _PREP_STAGES
 
 
 def prep_shift_range(plan: TrainPlan) -> tuple[int, int]:
@@ -256,14 +261,18 @@ class PrepEngine(wiring.Component):
         hs = Handshake(m, self)
         k = OpConsts(m, table)
         sw = Signal(signed(self.done.payload.s_w.shape().width), name="s_w")
-        mx = self.cmd.payload.max
-        # s_w = clog2(m) - (wbits - 1) = bitlen(m - 1) - (wbits - 1); 0 for m = 0
+        # s_w = clog2(m) - (wbits - 1) = bitlen(m - 1) - (wbits - 1); 0 for m = 0; from max|M|
+        # registered at the command (the sequencer's payload is a mux tree), in the next cycle:
+        # its decode (RunShift) is ready before the first word lands
+        mx = Signal.like(self.cmd.payload.max, name="maxm")
         clog = bitlen((mx - 1)[:mx.shape().width])
-        with m.If(hs.start):
-            k.load(self.cmd.payload.op)
-            m.d.sync += sw.eq(Mux(mx == 0, 0, clog - (cfg.wbits - 1)))
         run, first = Signal(name="run"), Signal(name="first")
         m.d.sync += first.eq(hs.start)
+        with m.If(hs.start):
+            k.load(self.cmd.payload.op)
+            m.d.sync += mx.eq(self.cmd.payload.max)
+        with m.If(first):
+            m.d.sync += sw.eq(Mux(mx == 0, 0, clog - (cfg.wbits - 1)))
         e = Signal(range(max(table["last"]) + 2), name="e")
         tap = Signal(range(max(table["tl"]) + 2), name="tap")
         c = Signal(range(max(table["cl"]) + 2), name="c")
@@ -305,6 +314,9 @@ class PrepEngine(wiring.Component):
         ol1, cl1 = Signal.like(olane, name="ol1"), Signal.like(clane, name="cl1")
         m.d.sync += [v1.eq(run), last1.eq(run & (e == k.last)), fwa1.eq(fwa), fwta1.eq(fwta), ol1.eq(olane),
                      cl1.eq(clane)]
+        # to the master's read data (a registered output: one stage more)
+        v1, last1, fwa1, fwta1, ol1, cl1 = (delay(m, x, p.mem["master"]["latency"] - 1, n) for x, n in (
+            (v1, "vr"), (last1, "lastr"), (fwa1, "fwar"), (fwta1, "fwtar"), (ol1, "olr"), (cl1, "clr")))
         # rnd(M, s_w) in two register stages (v + 2**(s-1), the shift), then saturate and write
         rs = RunShift(m, sw, self.smin, self.smax, name="ps")
         ta = Signal.like(rs.add(self.rd_master.data, rs.bias()), name="ta")

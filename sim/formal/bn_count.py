@@ -73,6 +73,12 @@ class BNCountInvHarness(Harness):
         self.cfg, self.unit = cfg, unit
 
     def build(self, m):
+        self.count_invariants(m)
+
+    def count_invariants(self, m):
+        """Instantiate the unit, state ``count`` and the invariants; returns the unit, its
+        probes and the input handshake (``dut``, ``pr``, ``take``), for harnesses that add
+        properties beside them (:mod:`~l1bn.sim.formal.bn_overflow`)."""
         cfg = self.cfg
         dut = self.unit if self.unit is not None else bn_unit_for(cfg)
         # elaborated here: the invariants name its probes (a mutant wrapper's: its inner unit's)
@@ -152,3 +158,4 @@ class BNCountInvHarness(Harness):
         chan = pr["chan"]
         m.d.comb += [Assert(rec < nch), Assert(~dut.stats.valid | (dut.stats.payload.channel == rec)),
                      Assert(chan == Mux(dut.stats.valid, Mux(rec == nch - 1, 0, rec + 1), rec))]
+        return {"dut": dut, "pr": pr, "take": take}

@@ -58,6 +58,14 @@ def design_props(design: str, cfg) -> list[Prop]:
                  "norm's running statistic never wraps, D exact")):
             k = stage_k(cfg, st)
             props.append(Prop(f"overflow.{st}", "overflow", make, k + 1, k=k, invariants=True, what=what))
+        # the accumulators inside the unit and the stages' contracts there, unbounded:
+        # k-induction with count's invariants beside them (l1bn.sim.formal.bn_overflow)
+        from .bn_overflow import BNOverflowInvHarness, overflow_k
+
+        props.append(Prop("overflow.unit", "overflow", lambda: BNOverflowInvHarness(cfg), overflow_k(cfg) + 1,
+                          k=overflow_k(cfg), invariants=True,
+                          what="every x, any stalls, any run: the unit's stats and dispersion "
+                               "accumulators exact, its stages given their contracts"))
         props.append(Prop("overflow.recip", "overflow", lambda: RecipStageHarness(cfg), recip_k(cfg) + 1,
                           k=recip_k(cfg), invariants=True,
                           what="every D of n elements, any gaps and hold, any run: s, sigma, inv "

@@ -39,7 +39,8 @@ from l1bn.hw.bn_stages import DispersionStage, StatsStage, norm_dispersion, stag
 
 from .props import Harness
 
-__all__ = ["StatsStageHarness", "DispStageHarness", "stage_k", "delay_line"]
+__all__ = ["StatsStageHarness", "DispStageHarness", "RecipStageHarness", "stage_k", "recip_k",
+           "recip_top", "delay_line", "stats_invariants", "disp_invariants"]
 
 
 def delay_line(m, value, n, name):
@@ -56,6 +57,25 @@ def stage_k(cfg, stage: str) -> int:
     """Induction depth of a stage harness: its latency to ``o`` plus two (every pipeline register
     is then determined by inputs inside the induction window)."""
     return stage_cycles(cfg)[stage] + 3
+
+
+def _running(m, cfg, v, first, step, shape, name):
+    """The exact running value ``S`` of the channel (``step(S, first)`` on a valid beat) and
+    its element count ``c`` (0..n/lanes), both as registers. Returns (S, S_next, c)."""
+    nb = cfg.beats
+    s = Signal(shape, name=name)
+    c = Signal(range(nb + 1), name=f"{name}_count")
+    s_next = Signal(shape, name=f"{name}_next")
+    m.d.comb += s_next.eq(Mux(v, step(s, first), s))
+    m.d.sync += [s.eq(s_next), c.eq(Mux(v, Mux(first, 1, c + 1), c))]
+    return s, s_next, c
+
+
+def _counter_relation(m, cfg, beat, c):
+    """Invariant: the element count equals the framing's beat counter (``n/lanes`` after a
+    channel's last beat, 0 before the first)."""
+    nb = cfg.beats
+    m.d.comb += Assert((c == beat) | ((beat == 0) & (c == nb)))
 
 
 class _StageHarness(Harness):
@@ -82,21 +102,10 @@ class _StageHarness(Harness):
         return v, beat, x
 
     def running(self, m, v, first, step, shape, name):
-        """The exact running value ``S`` of the channel (``step(S, first)`` on a valid beat) and
-        its element count ``c`` (0..n/lanes), both as registers. Returns (S, S_next, c)."""
-        nb = self.cfg.beats
-        s = Signal(shape, name=name)
-        c = Signal(range(nb + 1), name=f"{name}_count")
-        s_next = Signal(shape, name=f"{name}_next")
-        m.d.comb += s_next.eq(Mux(v, step(s, first), s))
-        m.d.sync += [s.eq(s_next), c.eq(Mux(v, Mux(first, 1, c + 1), c))]
-        return s, s_next, c
+        return _running(m, self.cfg, v, first, step, shape, name)
 
     def counter_relation(self, m, beat, c):
-        """Invariant: the element count equals the framing's beat counter (``n/lanes`` after a
-        channel's last beat, 0 before the first)."""
-        nb = self.cfg.beats
-        m.d.comb += Assert((c == beat) | ((beat == 0) & (c == nb)))
+        _counter_relation(m, self.cfg, beat, c)
 
     def elaborated(self, m):
         dut = self.unit if self.unit is not None else self.stage(self.cfg)
@@ -111,30 +120,37 @@ class StatsStageHarness(_StageHarness):
     stage = StatsStage
 
     def build(self, m):
-        cfg = self.cfg
         dut = self.elaborated(m)
         v, beat, x = self.framing(m, dut)
-        first, last = beat == 0, beat == cfg.beats - 1
-        lo, hi = cfg.lanes * -(1 << (cfg.width - 1)), cfg.lanes * ((1 << (cfg.width - 1)) - 1)
-        xs = sum(x[1:], x[0])
-        wide = signed(cfg.sum_bits + 2)
-        s, s_next, c = self.running(m, v, first, lambda s, f: Mux(f, xs, s + xs), wide, "S")
-        self.counter_relation(m, beat, c)
-        # the accumulator bound in terms of the element counter
-        m.d.comb += Assert((c * lo <= s) & (s <= c * hi))
-        # the stage's running sum, D = 1 + lane_tree cycles behind the input, equals S then
-        d = 1 + stage_cycles(cfg)["lane_tree"]
-        s_line = delay_line(m, s, d, "S")
-        m.d.comb += Assert(dut.probes["acc"] == s_line[d])
-        # o: valid exactly stage_cycles["stats"] cycles after a last beat, mu exact
-        lat = stage_cycles(cfg)["stats"]
-        done = delay_line(m, v & last, lat, "done")
-        total = delay_line(m, s_next, lat, "total")
-        m.d.comb += Assert(dut.o.valid == done[-1])
-        n = cfg.n
-        sx = 2 * (total[-1] << cfg.frac) + n
-        mu = dut.o.payload
-        m.d.comb += Assert(~dut.o.valid | ((2 * n * mu <= sx) & (sx < 2 * n * (mu + 1))))
+        stats_invariants(m, self.cfg, dut, v, beat, x)
+
+
+def stats_invariants(m, cfg, dut, v, beat, x):
+    """The ``overflow.stats`` property and its invariants on a ``StatsStage`` ``dut`` (elaborated:
+    its probes are named) whose input carries a beat of lanes ``x`` when ``v``, framed by the beat
+    counter ``beat`` (``first`` on 0, ``last`` on ``n/lanes - 1``). Used by :class:`StatsStageHarness` and, inside the unit, by
+    :class:`l1bn.sim.formal.bn_overflow.BNOverflowInvHarness`."""
+    first, last = beat == 0, beat == cfg.beats - 1
+    lo, hi = cfg.lanes * -(1 << (cfg.width - 1)), cfg.lanes * ((1 << (cfg.width - 1)) - 1)
+    xs = sum(x[1:], x[0])
+    wide = signed(cfg.sum_bits + 2)
+    s, s_next, c = _running(m, cfg, v, first, lambda s, f: Mux(f, xs, s + xs), wide, "S")
+    _counter_relation(m, cfg, beat, c)
+    # the accumulator bound in terms of the element counter
+    m.d.comb += Assert((c * lo <= s) & (s <= c * hi))
+    # the stage's running sum, D = 1 + lane_tree cycles behind the input, equals S then
+    d = 1 + stage_cycles(cfg)["lane_tree"]
+    s_line = delay_line(m, s, d, "S")
+    m.d.comb += Assert(dut.probes["acc"] == s_line[d])
+    # o: valid exactly stage_cycles["stats"] cycles after a last beat, mu exact
+    lat = stage_cycles(cfg)["stats"]
+    done = delay_line(m, v & last, lat, "done")
+    total = delay_line(m, s_next, lat, "total")
+    m.d.comb += Assert(dut.o.valid == done[-1])
+    n = cfg.n
+    sx = 2 * (total[-1] << cfg.frac) + n
+    mu = dut.o.payload
+    m.d.comb += Assert(~dut.o.valid | ((2 * n * mu <= sx) & (sx < 2 * n * (mu + 1))))
 
 
 class DispStageHarness(_StageHarness):
@@ -151,7 +167,7 @@ class DispStageHarness(_StageHarness):
         cfg = self.cfg
         dut = self.elaborated(m)
         v, beat, x = self.framing(m, dut)
-        first, last = beat == 0, beat == cfg.beats - 1
+        first = beat == 0
         mu = self.free(signed(cfg.mean_bits), "mu")
         xlo, xhi = -(1 << (cfg.width - 1)), (1 << (cfg.width - 1)) - 1
         if self.vertices:
@@ -170,46 +186,58 @@ class DispStageHarness(_StageHarness):
         m.d.comb += [dut.i.payload.mu.eq(mu),
                      Assume((mu >= (xlo << cfg.frac)) & (mu <= (xhi << cfg.frac))),
                      Assume(~v | first | (mu == mu_prev))]
-        ds = [(xk << cfg.frac) - mu for xk in x]
-        disp = norm_dispersion(cfg)
-        dmax = (xhi - xlo) << cfg.frac          # |d| <= dmax for every x and mu in range
-        lat = stage_cycles(cfg)["disp"]
-        d = lat - 1                              # input -> the running statistic's update
-        if "acc" in dut.probes:                  # a sum of f(d): L1 |d|, L2 d*d
-            terms = [disp.exact_term(dk) for dk in ds]
-            ts = sum(terms[1:], terms[0])
-            # the largest term: f(d) of |d| = dmax (|d| and d*d are even, growing in |d|)
-            hi = cfg.lanes * _const_eval(disp.exact_term(Const(-dmax, signed(cfg.dev_bits + 1))))
-            wide = signed(cfg.disp_sum_bits + 3)
-            s, s_next, c = self.running(m, v, first, lambda s, f: Mux(f, ts, s + ts), wide, "S")
-            self.counter_relation(m, beat, c)
-            m.d.comb += Assert((s >= 0) & (s <= c * hi))     # the bound in terms of the count
-            s_line = delay_line(m, s, d, "S")
-            m.d.comb += Assert(dut.probes["acc"] == s_line[d])
-            result = s_next
-        else:                                    # range: running max and min of d
-            dl = list(ds)
-            hi_b, lo_b = dl[0], dl[0]
-            for dk in dl[1:]:
-                hi_b, lo_b = Mux(dk > hi_b, dk, hi_b), Mux(dk < lo_b, dk, lo_b)
-            wide = signed(cfg.dev_bits + 1)
-            smax, smax_next, c = self.running(m, v, first, lambda s, f: Mux(f | (hi_b > s), hi_b, s),
-                                              wide, "Smax")
-            smin, smin_next, _ = self.running(m, v, first, lambda s, f: Mux(f | (lo_b < s), lo_b, s),
-                                              wide, "Smin")
-            self.counter_relation(m, beat, c)
-            # every d of the channel so far used the channel's mu (the last beat's, mu_prev)
-            m.d.comb += Assert((c == 0) | ((smin <= smax) & (smax <= (xhi << cfg.frac) - mu_prev)
-                                           & (smin >= (xlo << cfg.frac) - mu_prev)))
-            c_line = delay_line(m, c, d, "count")        # (the registers hold their reset 0 before)
-            for name, sv in (("amax", smax), ("amin", smin)):
-                line = delay_line(m, sv, d, name)
-                m.d.comb += Assert((c_line[d] == 0) | (dut.probes[name] == line[d]))
-            result = smax_next - smin_next
-        done = delay_line(m, v & last, lat, "done")
-        total = delay_line(m, result, lat, "total")
-        m.d.comb += Assert(dut.o.valid == done[-1])
-        m.d.comb += Assert(~dut.o.valid | (dut.o.payload == total[-1]))
+        disp_invariants(m, cfg, dut, v, beat, x, mu, mu_prev)
+
+
+def disp_invariants(m, cfg, dut, v, beat, x, mu, mu_prev):
+    """The ``overflow.disp`` property and its invariants on a ``DispersionStage`` ``dut``
+    (elaborated) whose input carries lanes ``x`` and ``mu`` when ``v``, framed by the beat counter
+    ``beat``; ``mu_prev``: the ``mu`` of the previous valid beat (the stage's contract: ``mu`` in
+    the x range, ``<< frac``, and the channel's, the same on every beat of a channel, which the
+    caller assumes or proves). Used by :class:`DispStageHarness` and, inside the unit, by
+    :class:`l1bn.sim.formal.bn_overflow.BNOverflowInvHarness`."""
+    first, last = beat == 0, beat == cfg.beats - 1
+    xlo, xhi = -(1 << (cfg.width - 1)), (1 << (cfg.width - 1)) - 1
+    ds = [(xk << cfg.frac) - mu for xk in x]
+    disp = norm_dispersion(cfg)
+    dmax = (xhi - xlo) << cfg.frac          # |d| <= dmax for every x and mu in range
+    lat = stage_cycles(cfg)["disp"]
+    d = lat - 1                              # input -> the running statistic's update
+    if "acc" in dut.probes:                  # a sum of f(d): L1 |d|, L2 d*d
+        terms = [disp.exact_term(dk) for dk in ds]
+        ts = sum(terms[1:], terms[0])
+        # the largest term: f(d) of |d| = dmax (|d| and d*d are even, growing in |d|)
+        hi = cfg.lanes * _const_eval(disp.exact_term(Const(-dmax, signed(cfg.dev_bits + 1))))
+        wide = signed(cfg.disp_sum_bits + 3)
+        s, s_next, c = _running(m, cfg, v, first, lambda s, f: Mux(f, ts, s + ts), wide, "S")
+        _counter_relation(m, cfg, beat, c)
+        m.d.comb += Assert((s >= 0) & (s <= c * hi))     # the bound in terms of the count
+        s_line = delay_line(m, s, d, "S")
+        m.d.comb += Assert(dut.probes["acc"] == s_line[d])
+        result = s_next
+    else:                                    # range: running max and min of d
+        dl = list(ds)
+        hi_b, lo_b = dl[0], dl[0]
+        for dk in dl[1:]:
+            hi_b, lo_b = Mux(dk > hi_b, dk, hi_b), Mux(dk < lo_b, dk, lo_b)
+        wide = signed(cfg.dev_bits + 1)
+        smax, smax_next, c = _running(m, cfg, v, first, lambda s, f: Mux(f | (hi_b > s), hi_b, s),
+                                      wide, "Smax")
+        smin, smin_next, _ = _running(m, cfg, v, first, lambda s, f: Mux(f | (lo_b < s), lo_b, s),
+                                      wide, "Smin")
+        _counter_relation(m, cfg, beat, c)
+        # every d of the channel so far used the channel's mu (the last beat's, mu_prev)
+        m.d.comb += Assert((c == 0) | ((smin <= smax) & (smax <= (xhi << cfg.frac) - mu_prev)
+                                       & (smin >= (xlo << cfg.frac) - mu_prev)))
+        c_line = delay_line(m, c, d, "count")        # (the registers hold their reset 0 before)
+        for name, sv in (("amax", smax), ("amin", smin)):
+            line = delay_line(m, sv, d, name)
+            m.d.comb += Assert((c_line[d] == 0) | (dut.probes[name] == line[d]))
+        result = smax_next - smin_next
+    done = delay_line(m, v & last, lat, "done")
+    total = delay_line(m, result, lat, "total")
+    m.d.comb += Assert(dut.o.valid == done[-1])
+    m.d.comb += Assert(~dut.o.valid | (dut.o.payload == total[-1]))
 
 
 def _const_eval(expr) -> int:
@@ -231,17 +259,28 @@ def _const_eval(expr) -> int:
     return res["v"]
 
 
+def recip_top(cfg) -> int:
+    """The largest dispersion statistic ``D`` of ``n`` elements of the x range (with any mu of
+    it): ``n * f(dmax)`` for a sum (L1 ``|d|``, L2 ``d*d``), ``dmax`` for range (the reciprocal
+    stage's contract)."""
+    xlo, xhi = -(1 << (cfg.width - 1)), (1 << (cfg.width - 1)) - 1
+    dmax = (xhi - xlo) << cfg.frac
+    if "acc" in _reduce_probes(cfg):
+        disp = norm_dispersion(cfg)
+        return cfg.n * _const_eval(disp.exact_term(Const(-dmax, signed(cfg.dev_bits + 1))))
+    return dmax
+
+
 def recip_k(cfg) -> int:
-    """Induction depth of :class:`RecipStageHarness`: the stage's cycles, plus the longest detour
-    an unreachable start state can take (its wait and step counters count through every value
-    of their registers once), plus two."""
-    from l1bn.hw.bn_sigma import sigma_datapath
+    """Induction depth of :class:`RecipStageHarness`: the stage's cycles plus two. The counter
+    invariants the harness states (every state's counter within the values that state gives it)
+    leave no unreachable detour: any state in the window traces back to a start at most
+    :func:`~l1bn.hw.bn_stages.recip_cycles` cycles earlier (without them, k also had to cover
+    the wait and step counters running once through every value of their registers: 37-41 for
+    L2, 24-25 for L1 and range)."""
     from l1bn.hw.bn_stages import recip_cycles
 
-    sc = stage_cycles(cfg)
-    wait_top = max(sc["s"], sc["sigma"])
-    cnt_top = max(cfg.recip_bits + 1, sigma_datapath(cfg, norm_dispersion(cfg)).count)
-    return recip_cycles(cfg) + (1 << max(1, wait_top.bit_length())) + (1 << cnt_top.bit_length()) + 2
+    return recip_cycles(cfg) + 2
 
 
 class RecipStageHarness(Harness):
@@ -252,10 +291,14 @@ class RecipStageHarness(Harness):
     program's rules (``div_round`` / the norm's ``s``, its sigma rule, ``recip``), generated by
     :func:`l1bn.sim.formal.model` from the same program text as the numpy reference.
 
-    No internal invariant is needed: a computation re-initializes every register it reads from
-    its start, so k-induction closes once ``k`` covers a computation and the longest run of an
-    unreachable start state (:func:`recip_k`); the harness's copy of ``D``, taken at the start,
-    is the only state that lives longer.
+    A computation re-initializes every register it reads from its start, so k-induction closes
+    once ``k`` covers a computation (:func:`recip_k`), given the **counter invariants** asserted
+    here on the stage's FSM (its ``probes``): exactly one state is ongoing, and each counting
+    state's counter lies within the values that state gives it (``MEAN``: ``wait <= s cycles``;
+    ``SIGMA``: ``wait <=`` the constant multiply's cycles; ``SQRT``: ``cnt <= steps - 1``;
+    ``DIV``: ``cnt <= recip_bits``); so every state traces back to its start within
+    :func:`~l1bn.hw.bn_stages.recip_cycles` cycles. The harness's copy of ``D``, taken at the
+    start, is the only state that lives longer.
     """
 
     def __init__(self, cfg, unit=None):
@@ -269,19 +312,17 @@ class RecipStageHarness(Harness):
 
         cfg = self.cfg
         dut = self.unit if self.unit is not None else RecipStage(cfg)
-        m.submodules.dut = dut
+        # elaborated here: the counter invariants name its probes
+        m.submodules.dut = Fragment.get(dut, None)
+        pr = getattr(dut, "inner", dut).probes
+        states = pr["states"]
+        m.d.comb += Assert(sum((st.as_unsigned() for st in states[1:]), states[0].as_unsigned()) == 1)
+        m.d.comb += [Assert(~ongoing | (c <= top)) for ongoing, c, top in pr["counters"]]
         v = self.free(1, "i_valid")
         dsum = self.free(len(dut.i.payload), "dsum")
         m.d.comb += [dut.i.valid.eq(v), dut.i.payload.eq(dsum), dut.hold.eq(self.free(1, "hold"))]
         # the contract: D of n elements of the x range, with any mu of it
-        disp = norm_dispersion(cfg)
-        xlo, xhi = -(1 << (cfg.width - 1)), (1 << (cfg.width - 1)) - 1
-        dmax = (xhi - xlo) << cfg.frac
-        if "acc" in _reduce_probes(cfg):
-            top = cfg.n * _const_eval(disp.exact_term(Const(-dmax, signed(cfg.dev_bits + 1))))
-        else:
-            top = dmax
-        m.d.comb += Assume(~v | (dsum <= top))
+        m.d.comb += Assume(~v | (dsum <= recip_top(cfg)))
         start = v & dut.i.ready
         held = Signal(len(dut.i.payload), name="dsum_taken")
         with m.If(start):

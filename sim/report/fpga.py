@@ -102,7 +102,7 @@ def _area(s: dict, target) -> dict:
     out = {k: s.get(k) for k in area_keys(target) if k != "le"}
     if target is not None:
         util = s.get("utilization")
-        out["le"] = sum(util.get(b, 0) for b in target.family.site_bels) if util else None
+        out["le"] = target.family.le(util) if util else None
     return out
 
 

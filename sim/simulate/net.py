@@ -23,7 +23,7 @@ from .runner import SIMULATORS, SimulationError, run_bench, run_file, stream_por
 __all__ = ["simulate_net"]
 
 
-def _prepare(export, rows: int | None, cols: int | None, own_images: bool = False):
+def _prepare(export, rows: int | None, cols: int | None, own_images: bool = False, lanes: int = 1):
     """The loaded export (``export`` is a folder or an ``ExportedNet``), the accelerator, its
     interface and Verilog (raises ValueError)."""
     from l1bn.hw.accelerator import accelerator_from_export, accelerator_interface
@@ -32,14 +32,14 @@ def _prepare(export, rows: int | None, cols: int | None, own_images: bool = Fals
     e = export if isinstance(export, ExportedNet) else load_export(export)
     if e.test_inputs is None and not own_images:
         raise ValueError(f"{e.path}: the export holds no test images (test.inputs)")
-    acc = accelerator_from_export(e, rows=rows, cols=cols)
+    acc = accelerator_from_export(e, rows=rows, cols=cols, lanes=lanes)
     iface = dict(accelerator_interface(e), cycles_per_image=acc.cycles_per_image, latency=acc.latency)
     return e, acc, iface, to_verilog(acc, "accelerator")
 
 
 def simulate_net(export, *, simulator: str = "verilator", images: int | None = None,
                  progress: bool = False, build_dir=None, rows: int | None = None, cols: int | None = None,
-                 raise_on_fail: bool = False, console=None, inputs=None, labels=None) -> dict:
+                 raise_on_fail: bool = False, console=None, inputs=None, labels=None, lanes: int = 1) -> dict:
     """Run the first ``images`` test images of an export through the accelerator in cocotb.
 
     Parameters
@@ -58,6 +58,8 @@ def simulate_net(export, *, simulator: str = "verilator", images: int | None = N
     rows, cols : int, optional
         MAC array shape (default: the 32-MAC shape with the fewest cycles per image, see
         :func:`l1bn.hw.accelerator.accelerator_from_export`).
+    lanes : int
+        1 (default): the MAC PE; more: the tree PE with that many input channels per beat.
     raise_on_fail : bool
         Raise :class:`~l1bn.sim.simulate.runner.SimulationError` when an image differs (default: return
         the counts).
@@ -78,7 +80,7 @@ def simulate_net(export, *, simulator: str = "verilator", images: int | None = N
     from l1bn.spec.reference.graph import run_graph
 
     check_choice("simulator", simulator, SIMULATORS)
-    e, acc, iface, verilog = _prepare(export, rows, cols, own_images=inputs is not None)
+    e, acc, iface, verilog = _prepare(export, rows, cols, own_images=inputs is not None, lanes=lanes)
     if inputs is not None:
         from l1bn.spec.reference.formats import check_values
 
@@ -130,7 +132,7 @@ def simulate_net(export, *, simulator: str = "verilator", images: int | None = N
         "cycles_per_image": measured, "latency_cycles": r["latency_cycles"],
         "formula_cycles": r["formula_cycles"], "images_per_s": r["images_per_s"],
         "sim_s": r["sim_wall_s"], "build_s": res.build_s, "run_s": res.run_s,
-        "passed": res.passed, "cols": acc.cols, "rows": acc.rows, "build_dir": str(build_dir),
+        "passed": res.passed, "cols": acc.cols, "rows": acc.rows, "lanes": acc.plan.lanes, "build_dir": str(build_dir),
     }
     if raise_on_fail and not res.passed:
         raise SimulationError(f"{r['mismatches']} of {n} images differ from the integer reference "

@@ -16,7 +16,7 @@ __all__ = ["write_net_verilog"]
 
 
 def write_net_verilog(export_dir, out_dir, *, rows: int | None = None, cols: int | None = None,
-                      name: str = "accelerator", budget=None) -> list[Path]:
+                      name: str = "accelerator", budget=None, lanes: int = 1) -> list[Path]:
     """Write ``<name>.v``, the export's weight/mult/bias ``.hex`` files and ``schedule.json``.
 
     The export is loaded and validated first (``load_export``); a bad export raises a
@@ -26,7 +26,7 @@ def write_net_verilog(export_dir, out_dir, *, rows: int | None = None, cols: int
     into a staged folder that then replaces ``out_dir`` in one step, so no memory file of an
     earlier design survives and two runs into one folder leave one whole design. ``rows`` x
     ``cols`` is the MAC array (None: see ``accelerator_from_export``, which also takes the
-    ``budget``: a :class:`~l1bn.hw.accel_budget.Budget`). Returns the written paths
+    ``budget``: a :class:`~l1bn.hw.accel_budget.Budget`; ``lanes`` > 1: the tree PE). Returns the written paths
     (in ``out_dir``).
     """
     from l1bn.hw.accelerator import accelerator_from_export
@@ -36,7 +36,7 @@ def write_net_verilog(export_dir, out_dir, *, rows: int | None = None, cols: int
     out = check_output_dir(out_dir, command=COMMAND, inputs=[export_dir], option="-o", must_be_new=False)
     check_writable(out, option="-o")
     e = load_export(export_dir)
-    acc = accelerator_from_export(e, rows=rows, cols=cols, budget=budget)
+    acc = accelerator_from_export(e, rows=rows, cols=cols, budget=budget, lanes=lanes)
     text = to_verilog(acc, name)
     with staged_dir(out, command=COMMAND) as tmp:
         files = _write_files(tmp, e, acc, text, name)
@@ -66,6 +66,7 @@ def _write_files(out: Path, e, acc, text: str, name: str) -> list[Path]:
     files.append(out / "schedule.json")
     files[-1].write_text(json.dumps({
         "export": str(e.path), "rows": acc.rows, "cols": acc.cols, "lane_bits": acc.lane_bits,
+        "pe": "tree" if acc.plan.lanes > 1 else "mac", "lanes": acc.plan.lanes,
         "mac": json.loads(acc.mac_cfg.to_json()), "mac_acc_bits": acc.mac_cfg.acc_bits, "interface": accelerator_interface(e),
         "layers": acc.schedule(), "cycles_per_image": acc.cycles_per_image, "latency": acc.latency,
         "macs": acc.plan.macs, "mac_bound_cycles": acc.plan.mac_bound,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from l1bn.sim.yowasp import in_workdir, run_yosys
 
-__all__ = ["Device", "Family", "DeviceFitError", "nextpnr_result", "packing_overflow"]
+__all__ = ["Device", "Family", "DeviceFitError", "lone_flip_flops", "nextpnr_result", "packing_overflow"]
 
 #: the ports of the timing harness, in the order the constraint files list them
 HARNESS_PORTS = ("clk", "rst", "din", "dout")
@@ -85,6 +85,11 @@ class Family:
     dsp_cell: str = ""
     #: nextpnr bel types whose used count is the LUT4-equivalent area ``le``
     site_bels: tuple = ()
+    #: LUT4 sites per placed cell of a ``site_bels`` type, where not one
+    site_weights: dict = {}
+    #: the largest fraction of a device's LUT sites the family's placer is known to fill (the fit
+    #: check refuses more)
+    max_fill: float = 1.0
     #: (result key, column label) in the family's own units, for the report tables
     units: tuple = ()
     #: the extra Python distributions of this family's tools (doctor, make install)
@@ -103,6 +108,10 @@ class Family:
         if importlib.util.find_spec(self.pnr_module) is None:
             raise ToolError(f"{self.pnr_dist} not found ({self.title} place and route): run  "
                             f".venv/bin/pip install {self.pnr_dist}  (or make install)")
+
+    def le(self, utilization: dict) -> int:
+        """The LUT4-equivalents of nextpnr's placed counts (bel type -> used)."""
+        return sum(utilization.get(b, 0) * self.site_weights.get(b, 1) for b in self.site_bels)
 
     # ---- devices
 
@@ -135,37 +144,57 @@ class Family:
     def counts(self, cells: dict) -> dict:
         """Resource counts from Yosys' ``num_cells_by_type``: the family's own keys plus the
         common ``lut``, ``ff``, ``dsp``, ``bram`` and ``lut_sites`` (a lower bound of the LUT
-        sites the design needs, for the fit check before place and route)."""
+        sites the design needs, for the fit check before place and route; where a cell takes
+        more than one site, or a site no LUT cell, ``lut_site_parts`` says what they are)."""
         raise NotImplementedError
+
+    def netlist_sites(self, netlist: dict) -> dict:
+        """LUT sites that the cell counts miss, by cause (``{label: count}``), from the Yosys JSON
+        netlist of synthesis (e.g. the pass-through LUTs of flip-flops whose input no LUT of
+        their own site can drive): added to ``lut_sites``. None here."""
+        return {}
 
     def synthesize(self, verilog: str, workdir: Path, *, device: Device, dsp: bool) -> dict:
         """Synthesize Verilog text (top ``top``, already in the harness) in ``workdir``: the
-        counts of :meth:`counts` plus ``cells`` (every cell type); ``top.json`` for nextpnr."""
+        counts of :meth:`counts` (with :meth:`netlist_sites` in ``lut_sites``) plus ``cells``
+        (every cell type); ``top.json`` for nextpnr."""
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "top.v").write_text(verilog)
         run_yosys(workdir, f"read_verilog top.v; {self.synth_script(device, dsp)}; "
                            "tee -q -o stat.json stat -json; write_json top.json")
         cells = {k: int(v) for k, v in
                  json.loads((workdir / "stat.json").read_text())["design"]["num_cells_by_type"].items()}
-        return {**self.counts(cells), "cells": cells}
+        res = {**self.counts(cells), "cells": cells}
+        if type(self).netlist_sites is not Family.netlist_sites:   # the netlist is read only where it counts
+            extra = self.netlist_sites(json.loads((workdir / "top.json").read_text()))
+            res["lut_sites"] += sum(extra.values())
+            res["lut_site_parts"] = {**res.get("lut_site_parts", {}), **extra}
+        return res
 
     # ---- fit, place and route
 
     def check_fit(self, counts: dict, device: Device) -> None:
-        """:class:`DeviceFitError` naming the first resource the design needs more of than
-        ``device`` has (synthesis counts against nextpnr's available sites), and the larger
-        devices of the family."""
-        for key, have, what in (("lut_sites", device.lut, "LUT sites"), ("ff", device.ff, "flip-flops"),
-                                ("dsp", device.dsp, self.dsp_cell or "DSP blocks"),
-                                ("bram", device.bram, "block RAMs")):
-            need = counts.get(key, 0)
+        """:class:`DeviceFitError` (one line) naming the first resource the design needs more of
+        than ``device`` has (synthesis counts against nextpnr's available sites), the shortfall,
+        what the LUT sites are made of (``lut_site_parts``) and the larger devices of the family."""
+        def room(d: Device, key: str) -> int:
+            return int(d.lut * self.max_fill) if key == "lut_sites" else getattr(d, key)
+
+        for key, what in (("lut_sites", "LUT sites"), ("ff", "flip-flops"),
+                          ("dsp", self.dsp_cell or "DSP blocks"), ("bram", "block RAMs")):
+            need, have = counts.get(key, 0), room(device, key)
             if need > have:
-                bigger = [d.name for d in self.devices if getattr(d, "lut" if key == "lut_sites" else key) >= need]
+                bigger = [d.name for d in self.devices if room(d, key) >= need]
                 hint = f"; try --device {' or '.join(bigger)}" if bigger else "; no device of this family has as many"
                 if key == "dsp":
                     hint += " or --no-dsp" if bigger else "; use --no-dsp"
-                raise DeviceFitError(f"the design needs {need} {what} after synthesis but {device.name} has "
-                                     f"{have}{hint}")
+                parts = counts.get("lut_site_parts") if key == "lut_sites" else None
+                made = f" ({' + '.join(f'{n} {label}' for label, n in parts.items() if n)})" if parts else ""
+                has = (f"{device.lut}, of which {have} ({self.max_fill:.0%}, what {self.pnr_dist}'s placer is "
+                       f"known to fill):"
+                       if key == "lut_sites" and self.max_fill < 1 else f"{have},")
+                raise DeviceFitError(f"the design needs {need} {what}{made} after synthesis but {device.name} has "
+                                     f"{has} {need - have} short{hint}")
 
     def constraints(self, device: Device) -> tuple[str, str, list[str]] | None:
         """``(file name, text, nextpnr arguments)`` of the pin constraints, or None."""
@@ -199,7 +228,8 @@ class Family:
         if rc != 0 or not rep.exists():
             self.check_packing(workdir / "nextpnr.log", device)
             raise RuntimeError(f"{self.pnr_dist} failed on {device.name} (rc={rc}); see {workdir / 'nextpnr.log'}")
-        return {**nextpnr_result(json.loads(rep.read_text()), self.site_bels), "device": device.name}
+        return {**nextpnr_result(json.loads(rep.read_text()), self.site_bels, self.site_weights),
+                "device": device.name}
 
 
     def check_packing(self, log: Path, device: Device) -> None:
@@ -212,6 +242,29 @@ class Family:
             bigger = [d.name for d in self.devices if bel in self.site_bels and d.lut >= used]
             hint = f"; try --device {' or '.join(bigger)}" if bigger else ""
             raise DeviceFitError(f"the design needs {used} {bel} after packing but {device.name} has {avail}{hint}")
+
+
+def lone_flip_flops(netlist: dict, *, ff_prefix: str, feeders: dict, d_port: str = "D") -> int:
+    """The flip-flops of a Yosys JSON netlist (module ``top``) that need a LUT site of their own
+    on a fabric whose flip-flop takes its input only from the LUT (or carry, or mux) of its site:
+    those whose ``d_port`` no feeder drives (a register after a register, a memory or a port, a
+    constant), and all but one of those that share a feeder. ``ff_prefix``: the flip-flop cell
+    types' prefix; ``feeders``: cell type prefix -> output port."""
+    cells = netlist["modules"]["top"]["cells"]
+    driver = {}
+    for name, c in cells.items():
+        port = next((p for t, p in feeders.items() if c["type"].startswith(t)), None)
+        for bit in c["connections"].get(port, ()) if port else ():
+            driver[bit] = name
+    taken, lone = set(), 0
+    for c in cells.values():
+        if c["type"].startswith(ff_prefix):
+            src = driver.get(c["connections"][d_port][0])
+            if src is None or src in taken:
+                lone += 1
+            else:
+                taken.add(src)
+    return lone
 
 
 def packing_overflow(log: Path) -> tuple[str, int, int] | None:
@@ -228,7 +281,7 @@ def packing_overflow(log: Path) -> tuple[str, int, int] | None:
     return None
 
 
-def nextpnr_result(report: dict, site_bels) -> dict:
+def nextpnr_result(report: dict, site_bels, site_weights=None) -> dict:
     """Fmax, LUT4-equivalents, utilization and critical path from a nextpnr ``--report`` JSON.
 
     Fmax is the slowest clock's; nextpnr also lists constant nets that it promoted to a global
@@ -240,5 +293,6 @@ def nextpnr_result(report: dict, site_bels) -> dict:
     if not fmax:
         raise RuntimeError("nextpnr reported no clock (the harness has one: clk)")
     util = {k: v["used"] for k, v in report.get("utilization", {}).items() if v.get("used")}
-    return {"fmax_mhz": round(min(fmax), 2), "le": sum(util.get(b, 0) for b in site_bels),
+    weights = site_weights or {}
+    return {"fmax_mhz": round(min(fmax), 2), "le": sum(util.get(b, 0) * weights.get(b, 1) for b in site_bels),
             "utilization": util, "critical_path": critical_path(report)}

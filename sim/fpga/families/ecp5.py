@@ -57,7 +57,7 @@ class ECP5(Family):
         else:
             res = pnr_ecp5_json(workdir, lut=0, dsp=0, bram=0, freq_mhz=freq_mhz, seed=seed,
                                 device=device.pnr_args[0][2:])
-        return {**res, "le": sum(res["utilization"].get(b, 0) for b in self.site_bels)}
+        return {**res, "le": self.le(res["utilization"])}
 
 
 FAMILY = ECP5()

@@ -2,8 +2,11 @@
 
 The fabric is made of CPEs (CCGM1A1: 20,480), each with two LUT trees (``CPE_LT`` in nextpnr, one
 4-input function each, or together an 8-input one) and two flip-flops, so the LUT4-equivalent
-area is the ``CPE_LT`` sites placed (40,960 on the CCGM1A1) plus the CPE halves in multiplier
-mode (``CPE_MULT``). There are no hard multipliers: a multiply is either ``CC_MULT`` (the CPE
+area is the ``CPE_LT`` sites placed (40,960 on the CCGM1A1) plus two per CPE in adder or
+multiplier mode (``CPE_ADDF``, ``CPE_ADDF2``, ``CPE_MULT``: after placement nextpnr turns the two
+LUT-tree cells of such a CPE into one; its packing table, printed before, counts them as two
+``CPE_LT``: 10,092 = 8,044 + 2 x 1,024 on the 8x8 MAC array). ``CPE_COMP`` (a comparator CPE)
+has a bel type of its own and is not counted. There are no hard multipliers: a multiply is either ``CC_MULT`` (the CPE
 array's multiplier mode, the default of ``synth_gatemate``) or, with ``-nomult``, LUT trees and
 ``CC_ADDF`` adders; the DSP switch of the flow chooses between the two, and both cost CPEs.
 Synthesis uses ``-luttree -nomx8`` (the mapping that nextpnr's GateMate back end places). Pins
@@ -31,7 +34,9 @@ class GateMate(Family):
     pnr_module = "yowasp_nextpnr_himbaechel_gatemate"
     pnr_function = "run_nextpnr_himbaechel_gatemate"
     dsp_cell = "CC_MULT (CPE multiplier mode)"
-    site_bels = ("CPE_LT", "CPE_MULT")
+    site_bels = ("CPE_LT", "CPE_ADDF", "CPE_ADDF2", "CPE_MULT")
+    # one cell for both LUT trees of a CPE in adder or multiplier mode (see above)
+    site_weights = {"CPE_ADDF": 2, "CPE_ADDF2": 2, "CPE_MULT": 2}
     units = (("lut", "LUT trees"), ("carry", "CC_ADDF"), ("mult", "CC_MULT"), ("ff", "FF"), ("bram", "BRAM 20K"))
     devices = (
         Device("CCGM1A1", ("--device", "CCGM1A1"), lut=40960, ff=40960, dsp=0, bram=64,
@@ -57,8 +62,10 @@ class GateMate(Family):
         return {"lut": l2t4 + l2t5 + small, "carry": addf, "mult": cells.get("CC_MULT", 0),
                 "ff": n(lambda k: k in ("CC_DFF", "CC_DLT")), "dsp": 0,
                 "bram": cells.get("CC_BRAM_20K", 0) + 2 * cells.get("CC_BRAM_40K", 0),
-                # an L2T5 takes both trees of a CPE; small LUTs may pair up, adders take one each
-                "lut_sites": l2t4 + 2 * l2t5 + addf}
+                # a tree holds one function: an L2T4 or a small LUT; an L2T5 takes both trees of a
+                # CPE; an adder bit takes one (two share a CPE as CPE_ADDF2)
+                "lut_sites": l2t4 + 2 * l2t5 + small + addf,
+                "lut_site_parts": {"CC_L2T4": l2t4, "in CC_L2T5": 2 * l2t5, "CC_LUT1-4": small, "CC_ADDF": addf}}
 
     def pnr_args(self, device, *, seed, freq_mhz):
         return super().pnr_args(device, seed=seed, freq_mhz=freq_mhz) + [

@@ -10,7 +10,7 @@ ABC9's delay model. Pins are left to nextpnr (``--pcf-allow-unconstrained``): th
 
 from __future__ import annotations
 
-from .base import Device, Family
+from .base import Device, Family, lone_flip_flops
 
 __all__ = ["FAMILY"]
 
@@ -45,8 +45,12 @@ class ICE40(Family):
         ff = n(lambda k: k.startswith("SB_DFF"))
         return {"lut": lut, "carry": cells.get("SB_CARRY", 0), "ff": ff, "dsp": cells.get("SB_MAC16", 0),
                 "bram": n(lambda k: k.startswith("SB_RAM40_4K")), "spram": cells.get("SB_SPRAM256KA", 0),
-                # a cell holds a LUT and a flip-flop: at least the larger of the two counts
-                "lut_sites": max(lut, ff)}
+                # a logic cell holds a LUT and a flip-flop; the pass-through LUTs of netlist_sites
+                "lut_sites": lut, "lut_site_parts": {"SB_LUT4": lut}}
+
+    def netlist_sites(self, netlist):
+        # a flip-flop takes its input only from the LUT of its logic cell
+        return {"pass-through LUTs": lone_flip_flops(netlist, ff_prefix="SB_DFF", feeders={"SB_LUT4": "O"})}
 
     def pnr_args(self, device, *, seed, freq_mhz):
         return super().pnr_args(device, seed=seed, freq_mhz=freq_mhz) + ["--pcf-allow-unconstrained"]
