@@ -262,6 +262,24 @@ class MACArray(CheckedComponent):
                     m.d.sync += prod[i][j].eq(sum(regs[1:], regs[0]))
 
         # stage 3: accumulate; on the last K-step move the sums to the result bank
+        first, acc, bank = self._accumulate(m, prod, en, v2, l2)
+
+        # the pipeline's registers, for the formal harness's invariants (l1bn.sim.formal.mac)
+        self.probes = {"en": en, "stages": [(v2, l2), (v1b, l1b), (v1, l1)], "first": first,
+                       "s1": s1, "halves": halves_regs, "prod": prod, "acc": acc, "bank": bank,
+                       "load_bank": load_bank, "full": full}
+        tile_n = self._tile_count(m, en, v2, l2, x2, first) if self.switch else None
+        freed = self._drain(m, bank, tile_n, full, load_bank)
+        self._stall_next(m, stalls, en, (v1b, l1b, v2, l2), full, load_bank, freed)
+        return m
+
+    def _accumulate(self, m, prod, en, v2, l2):
+        """The accumulators: PE ``(i, j)`` adds ``prod[i][j]`` (the stage before, valid ``v2``)
+        to its ``acc_bits`` accumulator, or starts from it on a tile's first step; on the last
+        step (``l2``) the sum also goes to the result bank. One cycle. Returns ``(first, acc,
+        bank)``; shared by :class:`MACArray` and the tree array, which differ only before it."""
+        cfg = self.cfg
+        R, C = cfg.rows, cfg.cols
         ab = cfg.acc_bits
         first = Signal(init=1)
         acc = [[Signal(signed(ab), name=f"acc{i}_{j}") for j in range(C)] for i in range(R)]
@@ -278,15 +296,7 @@ class MACArray(CheckedComponent):
                     m.d.sync += acc[i][j].eq(nxt)
                     with m.If(l2):
                         m.d.sync += bank[i][j].eq(nxt)
-
-        # the pipeline's registers, for the formal harness's invariants (l1bn.sim.formal.mac)
-        self.probes = {"en": en, "stages": [(v2, l2), (v1b, l1b), (v1, l1)], "first": first,
-                       "s1": s1, "halves": halves_regs, "prod": prod, "acc": acc, "bank": bank,
-                       "load_bank": load_bank, "full": full}
-        tile_n = self._tile_count(m, en, v2, l2, x2, first) if self.switch else None
-        freed = self._drain(m, bank, tile_n, full, load_bank)
-        self._stall_next(m, stalls, en, (v1b, l1b, v2, l2), full, load_bank, freed)
-        return m
+        return first, acc, bank
 
     def _stall_next(self, m, stalls, en, stages, full, load_bank, freed):
         """Every stall register takes ``v2 & l2 & full`` of the next cycle, from the same

@@ -346,21 +346,7 @@ class TreeArray(MACArray):
         m.d.comb += load_bank.eq(en & v2 & l2)
 
         # accumulate; on the last beat move the sums to the result bank
-        ab = cfg.acc_bits
-        first = Signal(init=1)
-        acc = [[Signal(signed(ab), name=f"acc{i}_{j}") for j in range(C)] for i in range(R)]
-        bank = [[Signal(signed(ab), name=f"bank{i}_{j}") for j in range(C)] for i in range(R)]
-        with m.If(en & v2):
-            m.d.sync += first.eq(l2)
-        for i in range(R):
-            with m.If(self._en_rows[i] & v2):
-                for j in range(C):
-                    nxt = Signal(signed(ab), name=f"nxt{i}_{j}")
-                    prod = terms[i][j][0]
-                    m.d.comb += nxt.eq(Mux(first, prod, acc[i][j] + prod))
-                    m.d.sync += acc[i][j].eq(nxt)
-                    with m.If(l2):
-                        m.d.sync += bank[i][j].eq(nxt)
+        _, _, bank = self._accumulate(m, [[terms[i][j][0] for j in range(C)] for i in range(R)], en, v2, l2)
         freed = self._drain(m, bank, None, full, load_bank)
         self._stall_next(m, stalls, en, (pre_v, pre_l, v2, l2), full, load_bank, freed)
         return m
